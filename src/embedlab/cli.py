@@ -1,0 +1,146 @@
+"""Command line: parse flags into typed configs, call the pipelines, print short summaries.
+
+Every expected failure (missing data, bad flag, unknown title, existing run folder) ends with
+one readable ``embedlab: error: ...`` message and exit status 2, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from embedlab.config import MOVIES_PROFILES, MoviesConfig, apply_overrides, load_config_file
+from embedlab.data import ChecksumError, DataNotFoundError
+from embedlab.runs import RunDir, RunFolderError, default_run_path
+
+EXPECTED_ERRORS = (DataNotFoundError, ChecksumError, RunFolderError, LookupError, ValueError, FileNotFoundError)
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _lr_spec(text: str) -> tuple[str, list[float]]:
+    name, sep, lrs = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected OPTIMISER=LR1,LR2,... (e.g. adam=0.01,0.1), got {text!r}")
+    return name.strip(), _floats(lrs)
+
+
+def _add_movies_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="folder holding ml-latest-small/ (default: $EMBEDLAB_DATA_DIR, else ./data)")
+    p.add_argument("--offline", action="store_true", default=None, help="never download; fail if the data is missing")
+    p.add_argument("--out", type=Path, help="run folder to create (default: runs/<timestamp>-movies)")
+    p.add_argument("--config", help="JSON file of settings (same keys as a run's config.json 'movies' section)")
+    p.add_argument("--profile", choices=sorted(MOVIES_PROFILES), default="default", help="preset sizes (smoke: seconds, for checks)")
+    p.add_argument("--like-threshold", type=float, help="a rating >= this counts as a like (default 4.0; 3.5 also sensible)")
+    p.add_argument("--dim", type=int, help="embedding dimension (default 32)")
+    p.add_argument("--iterations", type=int, help="gradient steps per run (default 500)")
+    p.add_argument("--seed", type=int, help="seed of the shared initial V and of the user split")
+    p.add_argument("--optimizers", help="comma-separated subset of the grid, e.g. adam,sgd")
+    p.add_argument("--lrs", type=_lr_spec, action="append", metavar="OPT=LR,...", help="learning rates of one optimiser (repeatable)")
+    p.add_argument("--min-likes", type=int, help="never recommend movies with fewer likes (default 10)")
+    p.add_argument("--metric", choices=["cosine", "dot"], help="similarity for recommendations (default cosine)")
+    p.add_argument("--top", dest="top_k", type=int, help="recommendations per query (default 10)")
+    p.add_argument("--query", dest="queries", action="append", metavar="TITLE", help="query movie (repeatable; default the mission's three)")
+    p.add_argument("--dim-sweep", type=_ints, metavar="D1,D2,...", help="also sweep the dimension, e.g. 10,25,50,100,200")
+    p.add_argument("--no-map", dest="embedding_map", action="store_false", default=None, help="skip the t-SNE map")
+
+
+def movies_config(args: argparse.Namespace) -> MoviesConfig:
+    """defaults < profile < --config file < flags."""
+    cfg = apply_overrides(MoviesConfig(), MOVIES_PROFILES[args.profile])
+    if args.config:
+        cfg = apply_overrides(cfg, load_config_file(args.config).get("movies", load_config_file(args.config)))
+    flags: dict[str, Any] = {}
+    for key in ("data_dir", "offline", "like_threshold", "dim", "iterations", "seed", "min_likes", "metric",
+                "top_k", "queries", "dim_sweep", "embedding_map"):
+        value = getattr(args, key)
+        if value is not None:
+            flags[key] = value
+    if args.seed is not None:
+        flags["holdout_seed"] = args.seed
+    grid = dict(cfg.grid)
+    if args.optimizers:
+        names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
+        grid = {n: grid.get(n, []) for n in names}
+    for name, lrs in args.lrs or []:
+        grid[name] = lrs
+    flags["grid"] = grid
+    cfg = apply_overrides(cfg, flags)
+    cfg.validate()
+    return cfg
+
+
+def cmd_movies(args: argparse.Namespace) -> int:
+    cfg = movies_config(args)
+    run = RunDir.create(args.out or default_run_path("movies"))
+    print(f"run folder: {run.path}")
+    from embedlab.movies.pipeline import run_movies
+    from embedlab.report import write_report
+
+    metrics = run_movies(cfg, run)
+    report = write_report(run)
+    fit = metrics["movies_fit"]
+    print(f"best run: {fit['best_optimizer']} lr={fit['best_lr']:g}, gap to spectral optimum {100 * fit['best_gap_to_optimum']:.3f} %")
+    for key, titles in metrics["movies_recommend"].items():
+        if key.startswith("top"):
+            print(f"{key}: " + "; ".join(titles))
+    print(f"report: {report}")
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from embedlab.movies.saved import SavedEmbeddings
+
+    saved = SavedEmbeddings.load(RunDir.open(args.run).path)
+    table = saved.recommend(args.title, k=args.top, metric=args.metric, min_likes=args.min_likes)
+    print(f"Top {len(table)} for {table.attrs['query']} ({table.attrs['metric']}, movies with >= {table.attrs['min_likes']} likes):")
+    print(table.to_string(index=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="embedlab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    pm = sub.add_parser("movies", help="Part 2: movie embeddings from MovieLens co-likes, into a run folder")
+    _add_movies_args(pm)
+    pm.set_defaults(func=cmd_movies)
+    pr = sub.add_parser("recommend", help="top-k similar movies from a saved movies run")
+    pr.add_argument("title", help="movie title, e.g. 'Toy Story' or 'Matrix, The (1999)'")
+    pr.add_argument("--run", required=True, help="a run folder written by 'embedlab movies'")
+    pr.add_argument("--top", type=int, default=10, help="how many (default 10)")
+    pr.add_argument("--metric", choices=["cosine", "dot"], help="default: the run's")
+    pr.add_argument("--min-likes", type=int, help="default: the run's")
+    pr.set_defaults(func=cmd_recommend)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except EXPECTED_ERRORS as exc:
+        print(f"embedlab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("embedlab: interrupted; finished steps are saved in the run folder", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Where the datasets live: data-directory resolution, verified downloads, checksums.
+
+Resolution order everywhere: ``--data-dir`` flag > ``EMBEDLAB_DATA_DIR`` > ``./data``. A dataset
+missing there is downloaded when the network works and verified; offline, the error names the
+expected files and both ways to point at an existing copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+ENV_VAR = "EMBEDLAB_DATA_DIR"
+DEFAULT_DIR = Path("data")
+
+MOVIELENS_DIRNAME = "ml-latest-small"
+MOVIELENS_URL = "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip"
+#: sha256 of the files of the official ml-latest-small release (generated 2018-09-26).
+MOVIELENS_SHA256 = {
+    "ratings.csv": "aa289ca83157595d0df6aea1be6a4ded676ddc4385472e8313a8ed9805352646",
+    "movies.csv": "5a5f32dd9bb3797b8e728a1b98958789d2b13f294a69fdfbc5727f8a9611aa07",
+}
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A dataset is neither on disk nor downloadable; the message says how to fix it."""
+
+
+class ChecksumError(ValueError):
+    """A file on disk differs from the official release."""
+
+
+Downloader = Callable[[str, Path], None]
+
+
+def resolve_data_dir(flag: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None) -> Path:
+    """``--data-dir`` if given, else ``$EMBEDLAB_DATA_DIR`` if set, else ``./data``."""
+    env = os.environ if environ is None else environ
+    if flag:
+        return Path(flag).expanduser()
+    if env.get(ENV_VAR):
+        return Path(env[ENV_VAR]).expanduser()
+    return DEFAULT_DIR
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download_url(url: str, dest: Path) -> None:
+    """Stream ``url`` to ``dest`` with a tqdm progress bar (written to ``dest.part`` first)."""
+    part = dest.with_name(dest.name + ".part")
+    with urllib.request.urlopen(url, timeout=30) as resp:  # noqa: S310 (fixed https URL)
+        total = int(resp.headers.get("Content-Length") or 0) or None
+        with open(part, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, desc=dest.name) as bar:
+            while block := resp.read(1 << 16):
+                f.write(block)
+                bar.update(len(block))
+    part.replace(dest)
+
+
+def _missing_message(what: str, folder: Path, files: list[str], reason: str) -> str:
+    listing = "\n".join(f"  {folder / name}" for name in files)
+    return (
+        f"{what} not found: expected\n{listing}\n"
+        f"and it could not be downloaded ({reason}).\n"
+        f"Point embedlab at a folder that holds {folder.name}/ either with --data-dir DIR "
+        f"or with the environment variable {ENV_VAR}=DIR."
+    )
+
+
+def ensure_movielens(data_dir: Path, download: Downloader | None = download_url) -> Path:
+    """Return the ml-latest-small folder under ``data_dir``, downloading it if it is missing.
+
+    ``download=None`` forbids the network (tests, ``--offline``). A downloaded copy is verified
+    against the official sha256 of ``ratings.csv`` and ``movies.csv`` before it is used.
+    """
+    folder = Path(data_dir) / MOVIELENS_DIRNAME
+    needed = sorted(MOVIELENS_SHA256)
+    if all((folder / name).is_file() for name in needed):
+        return folder
+    if download is None:
+        raise DataNotFoundError(_missing_message("MovieLens ml-latest-small", folder, needed, "offline mode"))
+    archive = Path(data_dir) / f"{MOVIELENS_DIRNAME}.zip"
+    try:
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+        download(MOVIELENS_URL, archive)
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(data_dir)
+    except (urllib.error.URLError, OSError, zipfile.BadZipFile) as exc:
+        raise DataNotFoundError(_missing_message("MovieLens ml-latest-small", folder, needed, str(exc))) from exc
+    for name, expected in MOVIELENS_SHA256.items():
+        got = sha256_file(folder / name)
+        if got != expected:
+            bad = folder.with_name(folder.name + ".unverified")
+            shutil.rmtree(bad, ignore_errors=True)
+            folder.rename(bad)
+            raise ChecksumError(
+                f"downloaded {name} has sha256 {got}, expected {expected}; the copy was moved to {bad}. "
+                "Download ml-latest-small yourself and pass its parent folder with --data-dir."
+            )
+    archive.unlink(missing_ok=True)
+    return folder

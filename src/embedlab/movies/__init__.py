@@ -1,0 +1,1 @@
+"""Part 2: movie embeddings from MovieLens co-likes (load -> X -> fit -> recommend -> evaluate)."""

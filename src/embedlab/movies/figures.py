@@ -1,0 +1,117 @@
+"""Pictures of the movie study: loss curves, the embedding map and the dimension sweep."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from embedlab.movies.train import RunResult  # noqa: E402
+
+
+def _reference_lines(ax: plt.Axes, c_star: float, c_zero: float) -> None:
+    ax.axhline(c_star, color="black", ls="--", lw=1, label=f"spectral optimum {c_star:.4g}")
+    ax.axhline(c_zero, color="grey", ls=":", lw=1, label=f"V = 0 cost {c_zero:.4g}")
+
+
+def _ylim(ax: plt.Axes, c_star: float, c_zero: float, runs: Sequence[RunResult]) -> None:
+    start = max((r.losses[0] for r in runs if r.losses), default=c_zero)
+    ax.set_ylim(0.8 * c_star, 5.0 * max(c_zero, start))
+
+
+def loss_curves_by_optimizer(results: Sequence[RunResult], c_star: float, c_zero: float) -> Figure:
+    """One panel per optimiser, one line per learning rate; diverged runs end in a cross."""
+    names = list(dict.fromkeys(r.optimizer for r in results))
+    ncols = min(3, len(names))
+    nrows = int(np.ceil(len(names) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.8 * nrows), squeeze=False, sharey=True)
+    for ax, name in zip(axes.flat, names):
+        runs = [r for r in results if r.optimizer == name]
+        for r in runs:
+            label = f"lr={r.lr:g}" + (" (diverged)" if r.diverged else "")
+            (line,) = ax.plot(np.arange(len(r.losses)), r.losses, lw=1.4, label=label)
+            if r.diverged:
+                ax.plot(len(r.losses) - 1, min(r.losses[-1], ax.get_ylim()[1]), "x", color=line.get_color(), ms=8)
+        _reference_lines(ax, c_star, c_zero)
+        ax.set_yscale("log")
+        _ylim(ax, c_star, c_zero, runs)
+        ax.set_title(name)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    for ax in axes.flat[len(names) :]:
+        ax.axis("off")
+    axes[0, 0].set_ylabel("cost c(V) (log scale)")
+    fig.suptitle("Loss vs iteration per optimiser across learning rates")
+    fig.tight_layout()
+    return fig
+
+
+def best_runs_together(best: Sequence[RunResult], c_star: float, c_zero: float) -> Figure:
+    """The best run of each optimiser on one axis."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for r in best:
+        ax.plot(np.arange(len(r.losses)), r.losses, lw=1.6, label=f"{r.optimizer} lr={r.lr:g}")
+    _reference_lines(ax, c_star, c_zero)
+    ax.set_yscale("log")
+    _ylim(ax, c_star, c_zero, best)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("cost c(V) (log scale)")
+    ax.set_title("Best learning rate of each optimiser")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def embedding_map(
+    coords: np.ndarray,
+    main_genre: Sequence[str],
+    highlights: dict[str, tuple[int, list[int]]],
+    labels: Sequence[str],
+) -> Figure:
+    """2-D map coloured by main genre; each query (star) and its top-k (ringed) are marked."""
+    fig, ax = plt.subplots(figsize=(11, 8.5))
+    genres = np.asarray(main_genre)
+    uniq, counts = np.unique(genres, return_counts=True)
+    order = uniq[np.argsort(-counts)]
+    cmap = plt.get_cmap("tab20")
+    for i, g in enumerate(order):
+        m = genres == g
+        ax.scatter(coords[m, 0], coords[m, 1], s=6, alpha=0.55, color=cmap(i % 20), label=f"{g} ({m.sum()})")
+    marker_colors = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b"]
+    for c, (name, (q, recs)) in zip(marker_colors * 4, highlights.items()):
+        ax.scatter(coords[recs, 0], coords[recs, 1], s=70, facecolors="none", edgecolors=c, linewidths=1.6)
+        ax.scatter(coords[q, 0], coords[q, 1], s=260, marker="*", color=c, edgecolors="black", zorder=5, label=f"{name} + top-{len(recs)}")
+        ax.annotate(labels[q], coords[q], xytext=(6, 6), textcoords="offset points", fontsize=9, weight="bold", color=c)
+        for r in recs[:3]:
+            ax.annotate(labels[r], coords[r], xytext=(4, -9), textcoords="offset points", fontsize=7, color=c)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=7, markerscale=1.5, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.set_title("Movie embeddings in 2-D, coloured by first-listed genre")
+    fig.tight_layout()
+    return fig
+
+
+def dim_sweep(dims: Sequence[int], gaps: Sequence[float], hit_rates: Sequence[float], rel_costs: Sequence[float]) -> Figure:
+    """Relative cost, optimiser gap and HitRate@10 against the embedding dimension."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    a1.plot(dims, rel_costs, "o-", label="spectral optimum / ||X||²")
+    a1.plot(dims, np.asarray(gaps) * 100, "s--", label="gap of GD to optimum (%)")
+    a1.set_xscale("log")
+    a1.set_xlabel("dimension d")
+    a1.legend(fontsize=8)
+    a1.grid(alpha=0.3)
+    a2.plot(dims, hit_rates, "o-", color="C2")
+    a2.set_xscale("log")
+    a2.set_xlabel("dimension d")
+    a2.set_ylabel("held-out HitRate@10")
+    a2.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,140 @@
+"""MovieLens tables (ratings, movies) and a title lookup that forgives the way people type.
+
+"toy story" -> Toy Story (1995); "The Matrix" -> Matrix, The (1999); "Seven" -> Seven (a.k.a.
+Se7en) (1995). An ambiguous title lists its candidates; an unknown one suggests close matches.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+RATINGS_COLUMNS = ("userId", "movieId", "rating")
+MOVIES_COLUMNS = ("movieId", "title", "genres")
+
+_YEAR = re.compile(r"\s*\((\d{4})(?:[-–]\d{0,4})?\)\s*$")
+_PAREN = re.compile(r"\s*\(([^()]*)\)\s*$")
+_ARTICLES = ("the", "a", "an", "les", "la", "le", "l'", "il", "el", "die", "der", "das", "los", "las", "lo")
+_ARTICLE_SUFFIX = re.compile(r"^(.*),\s*(" + "|".join(re.escape(a) for a in _ARTICLES) + r")$", re.IGNORECASE)
+
+
+def _read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; is --data-dir pointing at the folder holding ml-latest-small/?")
+    df = pd.read_csv(path)
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path} lacks column(s) {missing}; found {list(df.columns)}. Is this a MovieLens file?")
+    return df
+
+
+def load_ratings(folder: Path) -> pd.DataFrame:
+    """ratings.csv as a DataFrame (userId, movieId, rating), validated."""
+    df = _read_csv(Path(folder) / "ratings.csv", RATINGS_COLUMNS)[list(RATINGS_COLUMNS)]
+    if df[list(RATINGS_COLUMNS)].isna().any().any():
+        raise ValueError(f"{folder}/ratings.csv has empty cells; MovieLens ratings never do")
+    return df
+
+
+def split_title(title: str) -> tuple[str, int | None]:
+    """'Toy Story (1995)' -> ('Toy Story', 1995); a title without a year keeps None."""
+    m = _YEAR.search(title)
+    if m:
+        return title[: m.start()].strip(), int(m.group(1))
+    return title.strip(), None
+
+
+def load_movies(folder: Path) -> pd.DataFrame:
+    """movies.csv with a parsed ``year`` column (nullable) and the original title and genres."""
+    df = _read_csv(Path(folder) / "movies.csv", MOVIES_COLUMNS)[list(MOVIES_COLUMNS)].copy()
+    years = [split_title(t)[1] for t in df["title"]]
+    df["year"] = pd.array(years, dtype="Int64")
+    return df
+
+
+def _move_article(name: str) -> str:
+    m = _ARTICLE_SUFFIX.match(name)
+    if not m:
+        return name
+    article = m.group(2)
+    sep = "" if article.endswith("'") else " "
+    return f"{article}{sep}{m.group(1)}"
+
+
+def normalise(text: str) -> str:
+    """Lower case, articles in front, punctuation folded: the key both titles and queries map to."""
+    text = _move_article(text.strip())
+    text = re.sub(r"[^0-9a-z]+", " ", text.lower())
+    return " ".join(text.split())
+
+
+def title_keys(title: str) -> list[str]:
+    """Every key a title answers to: its main name and any alternative name in parentheses."""
+    name, _ = split_title(title)
+    aliases: list[str] = []
+    while (m := _PAREN.search(name)) is not None and m.start() > 0:
+        alias = re.sub(r"^(a\.k\.a\.|aka)\s*", "", m.group(1), flags=re.IGNORECASE)
+        aliases.append(alias)
+        name = name[: m.start()]
+    keys = [normalise(t) for t in [name, *aliases]]
+    keys += [_drop_article(k) for k in keys]
+    return [k for k in dict.fromkeys(keys) if k]
+
+
+def _drop_article(key: str) -> str:
+    """'the city of lost children' -> 'city of lost children', so users may leave articles out."""
+    head, _, rest = key.partition(" ")
+    return rest if rest and head in _ARTICLES else key
+
+
+class TitleLookupError(LookupError):
+    """A title matched no movie or several; ``candidates`` holds the titles to choose from."""
+
+    def __init__(self, message: str, candidates: list[str]):
+        super().__init__(message)
+        self.candidates = candidates
+
+    def __str__(self) -> str:  # LookupError would quote the message
+        return str(self.args[0])
+
+
+@dataclass
+class TitleIndex:
+    """Forgiving title -> movieId lookup over a movies table."""
+
+    movies: pd.DataFrame
+
+    def __post_init__(self) -> None:
+        self._by_key: dict[str, list[int]] = {}
+        for row, title in enumerate(self.movies["title"]):
+            for key in title_keys(str(title)):
+                self._by_key.setdefault(key, []).append(row)
+        self._exact = {str(t).lower(): i for i, t in enumerate(self.movies["title"])}
+
+    def lookup(self, query: str) -> int:
+        """Return the movieId for ``query``; raise TitleLookupError listing candidates otherwise."""
+        q = query.strip()
+        if not q:
+            raise TitleLookupError("empty title: type a movie title such as 'Toy Story'", [])
+        if (row := self._exact.get(q.lower())) is not None:
+            return int(self.movies["movieId"].iat[row])
+        name, year = split_title(q)
+        key = normalise(name)
+        rows = self._by_key.get(key) or self._by_key.get(_drop_article(key), [])
+        if year is not None:
+            rows = [r for r in rows if self.movies["year"].iat[r] == year]
+        rows = list(dict.fromkeys(rows))
+        titles = [str(self.movies["title"].iat[r]) for r in rows]
+        if len(rows) == 1:
+            return int(self.movies["movieId"].iat[rows[0]])
+        if len(rows) > 1:
+            listing = "\n".join(f"  {t}" for t in titles)
+            raise TitleLookupError(f"{query!r} matches {len(rows)} movies; add the year, e.g. {titles[0]!r}:\n{listing}", titles)
+        close = difflib.get_close_matches(normalise(name), list(self._by_key), n=5, cutoff=0.6)
+        suggestions = list(dict.fromkeys(str(self.movies["title"].iat[r]) for k in close for r in self._by_key[k]))[:8]
+        hint = ("did you mean:\n" + "\n".join(f"  {t}" for t in suggestions)) if suggestions else "no similar title either"
+        raise TitleLookupError(f"no movie titled {query!r}; {hint}", suggestions)

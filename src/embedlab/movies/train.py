@@ -1,0 +1,146 @@
+"""Gradient descent on the co-like cost: one run, and the optimiser x learning-rate sweep.
+
+Every run starts from the same seeded initial V, uses torch.optim with the closed-form gradient
+(no autograd graph: the cost needs one sparse product per step), records the cost at every
+iteration and stops early when it diverges (non-finite, or far above its start).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from embedlab.movies.objective import cost_and_grad
+
+#: torch.optim constructors by the names used in configs and reports.
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "sgd": lambda p, lr: torch.optim.SGD(p, lr=lr),
+    "nesterov": lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.9, nesterov=True),
+    "adagrad": lambda p, lr: torch.optim.Adagrad(p, lr=lr),
+    "rmsprop": lambda p, lr: torch.optim.RMSprop(p, lr=lr),
+    "adam": lambda p, lr: torch.optim.Adam(p, lr=lr),
+}
+
+
+def make_optimizer(name: str, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+    """Build a named optimiser; unknown names get an error listing the valid ones."""
+    try:
+        factory = OPTIMIZERS[name]
+    except KeyError:
+        raise ValueError(f"unknown optimiser {name!r}; choose from {', '.join(OPTIMIZERS)}") from None
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"learning rate must be a positive finite number, got {lr!r}")
+    return factory(params, lr)
+
+
+def initial_embedding(n_items: int, dim: int, seed: int, scale: float) -> torch.Tensor:
+    """The shared starting point: i.i.d. N(0, scale^2) entries from a seeded generator."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n_items, dim, generator=gen) * scale
+
+
+@dataclass
+class RunResult:
+    """One optimiser/learning-rate run: its loss history, final V and how it ended."""
+
+    optimizer: str
+    lr: float
+    losses: list[float]
+    v: torch.Tensor
+    status: str  # "finished" (ran to the end or hit the tolerance) or "diverged"
+    iterations: int
+    seconds: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def final_loss(self) -> float:
+        return self.losses[-1] if self.losses else math.inf
+
+    @property
+    def diverged(self) -> bool:
+        return self.status == "diverged"
+
+
+def fit(
+    x: torch.Tensor,
+    x_fro_sq: float,
+    v0: torch.Tensor,
+    optimizer: str,
+    lr: float,
+    iterations: int,
+    divergence_factor: float = 10.0,
+    rel_tol: float = 0.0,
+    progress: Callable[[int, float], None] | None = None,
+) -> RunResult:
+    """Minimise c(V) from ``v0`` for ``iterations`` steps of a torch.optim optimiser.
+
+    Divergence: the run stops, marked "diverged", as soon as the cost is non-finite or exceeds
+    ``divergence_factor`` times the larger of c(v0) and c(0) = ||X||_F^2. With ``rel_tol > 0`` it
+    stops early once the cost fell by less than that fraction over the last 10 iterations.
+    """
+    v = v0.clone().requires_grad_(False)
+    opt = make_optimizer(optimizer, [v], lr)
+    losses: list[float] = []
+    status = "finished"
+    start = time.perf_counter()
+    limit = math.inf
+    for it in range(iterations + 1):
+        loss, grad = cost_and_grad(v, x, x_fro_sq)
+        losses.append(loss)
+        if it == 0:
+            limit = divergence_factor * max(loss, x_fro_sq)
+        if not math.isfinite(loss) or loss > limit or not torch.isfinite(grad).all():
+            status = "diverged"
+            break
+        if progress is not None:
+            progress(it, loss)
+        if it == iterations:
+            break
+        if rel_tol > 0 and it >= 10 and losses[-11] - loss <= rel_tol * abs(losses[-11]):
+            break
+        v.grad = grad
+        opt.step()
+    return RunResult(
+        optimizer=optimizer,
+        lr=lr,
+        losses=losses,
+        v=v.detach(),
+        status=status,
+        iterations=len(losses) - 1,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def sweep(
+    x: torch.Tensor,
+    x_fro_sq: float,
+    v0: torch.Tensor,
+    grid: dict[str, Sequence[float]],
+    iterations: int,
+    divergence_factor: float = 10.0,
+    rel_tol: float = 0.0,
+    on_run: Callable[[RunResult], None] | None = None,
+    progress_factory: Callable[[str, float], Callable[[int, float], None] | None] | None = None,
+) -> list[RunResult]:
+    """Run every (optimiser, lr) of ``grid`` from the same ``v0``; a diverged run never stops the sweep."""
+    results: list[RunResult] = []
+    for name, lrs in grid.items():
+        for lr in lrs:
+            prog = progress_factory(name, lr) if progress_factory else None
+            res = fit(x, x_fro_sq, v0, name, lr, iterations, divergence_factor, rel_tol, prog)
+            results.append(res)
+            if on_run is not None:
+                on_run(res)
+    return results
+
+
+def best_run(results: Sequence[RunResult]) -> RunResult:
+    """The non-diverged run with the lowest final cost."""
+    ok = [r for r in results if not r.diverged]
+    if not ok:
+        raise RuntimeError("every run of the sweep diverged; lower the learning rates (--lrs)")
+    return min(ok, key=lambda r: r.final_loss)

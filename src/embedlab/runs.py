@@ -1,0 +1,102 @@
+"""Run folders: created once (never overwritten), holding config, metrics, tables, figures, artefacts.
+
+Layout: ``config.json metrics.json report.md figures/*.png tables/*.{csv,md} artefacts/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+class RunFolderError(FileExistsError):
+    """The requested run folder exists and is not empty."""
+
+
+def default_run_path(study: str, root: Path = Path("runs"), now: datetime | None = None) -> Path:
+    """``runs/<YYYYmmdd-HHMMSS>-<study>``."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    return root / f"{stamp}-{study}"
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+class RunDir:
+    """A run folder and the only code that writes into it."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, path: Path) -> RunDir:
+        """Create a fresh run folder; an existing non-empty folder is an error, never overwritten."""
+        path = Path(path)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise RunFolderError(
+                f"run folder {path} already exists and is not empty; pick another --out "
+                "or leave --out unset for a new timestamped folder"
+            )
+        for sub in ("figures", "tables", "artefacts"):
+            (path / sub).mkdir(parents=True, exist_ok=True)
+        return cls(path)
+
+    @classmethod
+    def open(cls, path: Path) -> RunDir:
+        """An existing run folder (for ``recommend`` and re-rendering reports)."""
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path} is not a run folder (no config.json); pass the folder a run printed")
+        return cls(path)
+
+    def write_json(self, name: str, data: Any) -> Path:
+        p = self.path / name
+        p.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
+        return p
+
+    def read_json(self, name: str) -> Any:
+        return json.loads((self.path / name).read_text())
+
+    def update_metrics(self, section: str, values: dict[str, Any]) -> None:
+        """Merge one study's headline numbers into metrics.json (written after every step)."""
+        p = self.path / "metrics.json"
+        data = json.loads(p.read_text()) if p.exists() else {}
+        data[section] = {**data.get(section, {}), **values}
+        self.write_json("metrics.json", data)
+
+    def save_table(self, name: str, df: pd.DataFrame, floatfmt: str = ".4g") -> Path:
+        """``tables/<name>.csv`` plus a Markdown copy for the report."""
+        csv = self.path / "tables" / f"{name}.csv"
+        df.to_csv(csv, index=False)
+        (self.path / "tables" / f"{name}.md").write_text(df.to_markdown(index=False, floatfmt=floatfmt) + "\n")
+        return csv
+
+    def save_figure(self, name: str, fig: Any, dpi: int = 130) -> Path:
+        """``figures/<name>.png``; the figure is closed afterwards."""
+        import matplotlib.pyplot as plt
+
+        p = self.path / "figures" / f"{name}.png"
+        fig.savefig(p, dpi=dpi, bbox_inches="tight")
+        plt.close(fig)
+        return p
+
+    def artefact(self, name: str) -> Path:
+        return self.path / "artefacts" / name
