@@ -84,7 +84,7 @@ def recommendation_table(v: torch.Tensor, row: int, items: pd.DataFrame, eligibl
 
 
 def _progress_bar(total: int) -> tuple[tqdm, Callable[[str, float], Callable[[int, float], None]]]:
-    bar = tqdm(total=total, desc="sweep", unit="it", dynamic_ncols=True)
+    bar = tqdm(total=total, desc="sweep", unit="it", dynamic_ncols=True, disable=None, mininterval=0.5)
 
     def factory(name: str, lr: float) -> Callable[[int, float], None]:
         bar.set_postfix_str(f"{name} lr={lr:g}")

@@ -28,7 +28,7 @@ def similarity(v: torch.Tensor, queries: torch.Tensor, metric: str = "cosine") -
 
 def eligible_items(like_counts: np.ndarray | torch.Tensor, min_likes: int) -> torch.Tensor:
     """Boolean mask of the movies that may be recommended (at least ``min_likes`` likes)."""
-    return torch.as_tensor(np.asarray(like_counts)) >= min_likes
+    return torch.as_tensor(np.array(like_counts)) >= min_likes  # a copy: pandas arrays may be read-only
 
 
 def top_k(scores: torch.Tensor, queries: torch.Tensor, k: int, eligible: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

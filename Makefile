@@ -1,0 +1,35 @@
+# Two entry points on a fresh machine: `make run` (the main job) and `make test` (the suite).
+# Both create or reuse the virtual environment in .venv; it is rebuilt only when pyproject.toml changes.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Data: EMBEDLAB_DATA_DIR if set, else the workplace's offline copy ../shared/data if present, else ./data.
+DATA_DIR ?= $(or $(EMBEDLAB_DATA_DIR),$(wildcard ../shared/data),data)
+ARGS ?=
+
+.PHONY: venv run test smoke bench clean-venv
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/embedlab movies --data-dir $(DATA_DIR) $(ARGS)
+
+smoke: $(STAMP)
+	$(BIN)/embedlab movies --data-dir $(DATA_DIR) --profile smoke $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/movies_cost_grad.py
+	$(BIN)/python bench/movies_sweep.py --data-dir $(DATA_DIR)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,57 @@
+"""Shared fixtures: tiny synthetic MovieLens folders written inside the tests, and the real data when present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+TITLES = [
+    ("Toy Story (1995)", "Adventure|Animation|Children|Comedy|Fantasy"),
+    ("Apollo 13 (1995)", "Adventure|Drama|IMAX"),
+    ("Home Alone (1990)", "Children|Comedy"),
+    ("Matrix, The (1999)", "Action|Sci-Fi|Thriller"),
+    ("Hamlet (1996)", "Crime|Drama|Romance"),
+    ("Hamlet (1948)", "Drama"),
+    ("Seven (a.k.a. Se7en) (1995)", "Mystery|Thriller"),
+    ("Toy Story 2 (1999)", "Adventure|Animation|Children|Comedy|Fantasy"),
+]
+
+
+def write_movielens(folder: Path, n_users: int = 60, n_movies: int = 30, seed: int = 0) -> Path:
+    """A small ml-latest-small look-alike with two taste groups, so embeddings have structure."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    titles = TITLES + [(f"Film {i} ({1980 + i})", "Drama" if i % 2 else "Comedy") for i in range(n_movies - len(TITLES))]
+    movies = pd.DataFrame({"movieId": np.arange(1, n_movies + 1) * 10, "title": [t for t, _ in titles], "genres": [g for _, g in titles]})
+    rows = []
+    for u in range(1, n_users + 1):
+        group = u % 2
+        for j, mid in enumerate(movies["movieId"]):
+            p = 0.6 if (j % 2 == group) else 0.15
+            if rng.random() < p:
+                rating = float(rng.choice([3.0, 3.5, 4.0, 4.5, 5.0], p=[0.1, 0.1, 0.3, 0.2, 0.3]))
+                rows.append((u, int(mid), rating, 1_000_000 + len(rows)))
+    ratings = pd.DataFrame(rows, columns=["userId", "movieId", "rating", "timestamp"])
+    movies.to_csv(folder / "movies.csv", index=False)
+    ratings.to_csv(folder / "ratings.csv", index=False)
+    return folder
+
+
+@pytest.fixture
+def movielens_root(tmp_path: Path) -> Path:
+    """A data directory holding a synthetic ml-latest-small/."""
+    write_movielens(tmp_path / "data" / "ml-latest-small")
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def real_data() -> Path:
+    """The shared offline data, or a skip saying why."""
+    if not (SHARED_DATA / "ml-latest-small" / "ratings.csv").is_file():
+        pytest.skip(f"real data not present at {SHARED_DATA}")
+    return SHARED_DATA

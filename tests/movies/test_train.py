@@ -1,0 +1,68 @@
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from embedlab.movies.objective import frobenius_sq, spectral_optimum, to_torch_csr
+from embedlab.movies.train import OPTIMIZERS, best_run, fit, initial_embedding, make_optimizer, sweep
+
+
+@pytest.fixture
+def problem():
+    rng = np.random.default_rng(0)
+    low = rng.random((25, 3))
+    x = np.round(20 * low @ low.T)
+    np.fill_diagonal(x, 0)
+    xs = sp.csr_matrix(x)
+    return xs, to_torch_csr(xs), frobenius_sq(xs)
+
+
+def test_every_optimiser_lowers_the_cost(problem):
+    xs, xt, fro = problem
+    v0 = initial_embedding(25, 3, seed=0, scale=0.1)
+    lrs = {"sgd": 1e-4, "nesterov": 3e-5, "adagrad": 0.1, "rmsprop": 0.01, "adam": 0.05}
+    assert set(lrs) == set(OPTIMIZERS)
+    for name, lr in lrs.items():
+        r = fit(xt, fro, v0, name, lr, iterations=200)
+        assert r.status == "finished" and r.iterations == 200 and len(r.losses) == 201
+        assert r.final_loss < 0.5 * r.losses[0], name
+
+
+def test_adam_reaches_the_spectral_optimum(problem):
+    xs, xt, fro = problem
+    r = fit(xt, fro, initial_embedding(25, 3, 0, 0.1), "adam", 0.05, iterations=3000)
+    c_star = spectral_optimum(xs, 3).cost
+    assert r.final_loss == pytest.approx(c_star, rel=1e-3)
+
+
+def test_divergence_is_detected_and_the_sweep_goes_on(problem):
+    _, xt, fro = problem
+    v0 = initial_embedding(25, 3, 0, 0.1)
+    seen = []
+    results = sweep(xt, fro, v0, {"sgd": [1e-4, 10.0], "adam": [0.05]}, iterations=50, on_run=seen.append)
+    assert [r.status for r in results] == ["finished", "diverged", "finished"]
+    assert len(seen) == 3
+    assert results[1].iterations < 50  # stopped early
+    assert best_run(results).optimizer in {"sgd", "adam"}
+    assert not math.isnan(best_run(results).final_loss)
+
+
+def test_all_diverged_and_bad_names_are_clear_errors(problem):
+    _, xt, fro = problem
+    v0 = initial_embedding(25, 3, 0, 0.1)
+    results = sweep(xt, fro, v0, {"sgd": [100.0]}, iterations=20)
+    with pytest.raises(RuntimeError, match="lower the learning rates"):
+        best_run(results)
+    with pytest.raises(ValueError, match="unknown optimiser 'lbfgs'"):
+        make_optimizer("lbfgs", [torch.zeros(1)], 0.1)
+    with pytest.raises(ValueError, match="positive finite"):
+        make_optimizer("adam", [torch.zeros(1)], -1.0)
+
+
+def test_same_seed_same_start_and_result(problem):
+    _, xt, fro = problem
+    a = fit(xt, fro, initial_embedding(25, 3, 7, 0.1), "adam", 0.05, 30)
+    b = fit(xt, fro, initial_embedding(25, 3, 7, 0.1), "adam", 0.05, 30)
+    assert a.losses == b.losses

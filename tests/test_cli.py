@@ -1,0 +1,62 @@
+"""The command line end to end on a synthetic MovieLens folder written by the test."""
+
+import json
+
+import pytest
+
+from embedlab.cli import main
+
+FAST = ["--profile", "smoke", "--dim", "4", "--iterations", "40", "--min-likes", "2", "--offline", "--no-map"]
+
+
+@pytest.fixture
+def finished_run(movielens_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "movies"
+    assert main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST]) == 0
+    return out
+
+
+def test_movies_run_folder_holds_everything(finished_run):
+    out = finished_run
+    for rel in ["config.json", "metrics.json", "report.md", "figures/loss_by_optimizer.png", "figures/loss_best_runs.png",
+                "tables/sweep.csv", "tables/sweep.md", "tables/stability.csv", "tables/holdout.csv", "tables/colike_top_pairs.csv",
+                "tables/recs_toy_story.csv", "tables/recs_apollo_13.csv", "tables/recs_home_alone.csv", "artefacts/embeddings.npz",
+                "artefacts/items.csv", "artefacts/loss_histories.csv"]:
+        assert (out / rel).is_file(), rel
+    cfg = json.loads((out / "config.json").read_text())["movies"]
+    assert cfg["dim"] == 4 and cfg["iterations"] == 40
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["movies_data"]["users"] == 60
+    assert "movies_holdout" in metrics and "movies_stability" in metrics
+    report = (out / "report.md").read_text()
+    for heading in ["2A", "2B", "2C", "Do recommendations change", "held-out"]:
+        assert heading in report
+
+
+def test_recommend_from_saved_run(finished_run, capsys):
+    assert main(["recommend", "toy story", "--run", str(finished_run), "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "Top 3 for Toy Story (1995)" in out
+
+
+@pytest.mark.parametrize("title, expected", [("Hamlet", "matches 2 movies"), ("Toy Storyy", "did you mean")])
+def test_recommend_bad_titles_are_messages_not_tracebacks(finished_run, capsys, title, expected):
+    assert main(["recommend", title, "--run", str(finished_run)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+
+
+def test_existing_out_and_missing_data_are_clear_errors(finished_run, tmp_path, capsys):
+    assert main(["movies", "--data-dir", str(tmp_path), "--out", str(finished_run), *FAST]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["movies", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "EMBEDLAB_DATA_DIR" in err and "ratings.csv" in err
+
+
+def test_bad_flags_are_clear_errors(movielens_root, tmp_path, capsys):
+    assert main(["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "o"), *FAST, "--lrs", "lbfgs=0.1"]) == 2
+    assert "unknown optimiser 'lbfgs'" in capsys.readouterr().err
+    assert main(["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "o2"), *FAST, "--query", "Nonexistent Film"]) == 2
+    assert "no movie titled" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # rejected before a run folder was made

@@ -1,0 +1,33 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from embedlab.runs import RunDir, RunFolderError, default_run_path
+
+
+def test_create_never_overwrites(tmp_path):
+    run = RunDir.create(tmp_path / "r")
+    assert (tmp_path / "r" / "figures").is_dir() and (tmp_path / "r" / "artefacts").is_dir()
+    (tmp_path / "r" / "config.json").write_text("{}")
+    with pytest.raises(RunFolderError, match="already exists"):
+        RunDir.create(tmp_path / "r")
+    assert RunDir.open(run.path).path == run.path
+    with pytest.raises(FileNotFoundError, match="not a run folder"):
+        RunDir.open(tmp_path)
+
+
+def test_tables_metrics_and_json_safety(tmp_path):
+    run = RunDir.create(tmp_path / "r")
+    run.save_table("t", pd.DataFrame({"a": [1, 2], "b": [0.5, np.nan]}))
+    assert (tmp_path / "r" / "tables" / "t.csv").read_text().startswith("a,b")
+    assert "|" in (tmp_path / "r" / "tables" / "t.md").read_text()
+    run.update_metrics("x", {"n": np.int64(3), "nan": float("nan")})
+    run.update_metrics("x", {"m": 1.5})
+    data = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert data == {"x": {"n": 3, "nan": None, "m": 1.5}}
+
+
+def test_default_path_is_timestamped():
+    assert default_run_path("movies").name.endswith("-movies")
