@@ -60,3 +60,13 @@ def test_bad_flags_are_clear_errors(movielens_root, tmp_path, capsys):
     assert main(["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "o2"), *FAST, "--query", "Nonexistent Film"]) == 2
     assert "no movie titled" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # rejected before a run folder was made
+
+
+def test_smoke_profile_on_the_real_data(real_data, tmp_path, capsys):
+    out = tmp_path / "smoke"
+    assert main(["movies", "--data-dir", str(real_data), "--out", str(out), "--profile", "smoke", "--offline", "--no-map"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["movies_data"]["movies_with_likes"] == 6298
+    assert "Toy Story 2 (1999)" in (out / "tables" / "recs_toy_story.csv").read_text()
+    assert main(["recommend", "Apollo 13", "--run", str(out)]) == 0
+    assert "Apollo 13 (1995)" in capsys.readouterr().out

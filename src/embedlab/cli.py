@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from embedlab.config import MOVIES_PROFILES, MoviesConfig, apply_overrides, load_config_file
+from embedlab.config import MOVIES_PROFILES, PROBE_PROFILES, MoviesConfig, ProbeConfig, apply_overrides, load_config_file
 from embedlab.data import ChecksumError, DataNotFoundError
 from embedlab.runs import RunDir, RunFolderError, default_run_path
+from embedlab.vision.backbones import WeightsUnavailable
 
-EXPECTED_ERRORS = (DataNotFoundError, ChecksumError, RunFolderError, LookupError, ValueError, FileNotFoundError)
+EXPECTED_ERRORS = (DataNotFoundError, ChecksumError, RunFolderError, LookupError, ValueError, FileNotFoundError, WeightsUnavailable)
 
 
 def _floats(text: str) -> list[float]:
@@ -113,12 +114,65 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_probe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="folder holding cifar-10-batches-py/ (default: $EMBEDLAB_DATA_DIR, else ./data)")
+    p.add_argument("--offline", action="store_true", default=None, help="never download; fail if the data is missing")
+    p.add_argument("--out", type=Path, help="run folder to create (default: runs/<timestamp>-probe)")
+    p.add_argument("--config", help="JSON file of settings (same keys as a run's config.json 'probe' section)")
+    p.add_argument("--profile", choices=sorted(PROBE_PROFILES), default="default", help="preset sizes (smoke: small subsets, for checks)")
+    p.add_argument("--backbone", help="resnet18 (default) or efficientnet_lite0 (ImageNet weights offline)")
+    p.add_argument("--weights", help="imagenet (default), none (random init) or a path to a state-dict file")
+    p.add_argument("--size", type=int, help="input resolution in pixels (default: native 224 on a GPU, --cpu-size on a CPU)")
+    p.add_argument("--cpu-size", type=int, help="resolution used on a CPU when --size is not given (default 128)")
+    p.add_argument("--batch-size", type=int, help="extraction batch size (default 128)")
+    p.add_argument("--device", help="auto (cuda > mps > cpu), cpu, cuda, mps")
+    p.add_argument("--seed", type=int, help="seed of the validation split and subsets")
+    p.add_argument("--val-per-class", type=int, help="validation images per class carved from training (default 500)")
+    p.add_argument("--train-per-class", type=int, help="use at most this many training images per class (default all)")
+    p.add_argument("--test-per-class", type=int, help="use at most this many test images per class (default all)")
+    p.add_argument("--l2-grid", type=_floats, metavar="A,B,...", help="L2 strengths tried on the validation split")
+    p.add_argument("--cache-dir", help="feature cache (default: $EMBEDLAB_CACHE_DIR, else ~/.cache/embedlab)")
+
+
+def probe_config(args: argparse.Namespace) -> ProbeConfig:
+    """defaults < profile < --config file < flags."""
+    cfg = apply_overrides(ProbeConfig(), PROBE_PROFILES[args.profile])
+    if args.config:
+        data = load_config_file(args.config)
+        cfg = apply_overrides(cfg, data.get("probe", data))
+    keys = ("data_dir", "offline", "backbone", "weights", "size", "cpu_size", "batch_size", "device", "seed",
+            "val_per_class", "train_per_class", "test_per_class", "l2_grid", "cache_dir")
+    cfg = apply_overrides(cfg, {k: getattr(args, k) for k in keys if getattr(args, k) is not None})
+    cfg.validate()
+    return cfg
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    cfg = probe_config(args)
+    run = RunDir.create(args.out or default_run_path("probe"))
+    print(f"run folder: {run.path}")
+    from embedlab.report import write_report
+    from embedlab.vision.pipeline import run_probe
+
+    metrics = run_probe(cfg, run)["probe"]
+    report = write_report(run)
+    print(f"{metrics['backbone']} ({metrics['weights']}) at {metrics['resolution']} px: test accuracy {metrics['test_accuracy']:.4f} "
+          f"(val {metrics['val_accuracy']:.4f}, L2 {metrics['l2']:g})")
+    print(f"report: {report}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="embedlab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     pm = sub.add_parser("movies", help="Part 2: movie embeddings from MovieLens co-likes, into a run folder")
     _add_movies_args(pm)
     pm.set_defaults(func=cmd_movies)
+    pv = sub.add_parser("vision", help="Part 1: CIFAR-10 transfer learning")
+    vsub = pv.add_subparsers(dest="vision_command", required=True)
+    pp = vsub.add_parser("probe", help="frozen features + logistic regression + galleries, into a run folder")
+    _add_probe_args(pp)
+    pp.set_defaults(func=cmd_probe)
     pr = sub.add_parser("recommend", help="top-k similar movies from a saved movies run")
     pr.add_argument("title", help="movie title, e.g. 'Toy Story' or 'Matrix, The (1999)'")
     pr.add_argument("--run", required=True, help="a run folder written by 'embedlab movies'")

@@ -79,12 +79,61 @@ class MoviesConfig:
             raise ValueError("invalid movies config:\n  " + "\n  ".join(problems))
 
 
+@dataclass
+class ProbeConfig:
+    """Every knob of the linear-probe study (Part 1 A and B)."""
+
+    data_dir: str | None = None
+    offline: bool = False
+    backbone: str = "resnet18"
+    weights: str = "imagenet"  # "imagenet", "none" or a path to a state-dict file
+    size: int | None = None  # None: the backbone's native size on a GPU, cpu_size on a CPU
+    cpu_size: int = 128
+    batch_size: int = 128
+    device: str = "auto"
+    seed: int = 0
+    val_per_class: int = 500  # 5 000 validation images carved from the 50 000 training images
+    train_per_class: int | None = None  # None: all remaining training images
+    test_per_class: int | None = None  # None: the whole test set
+    l2_grid: list[float] = field(default_factory=lambda: [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0])
+    max_iter: int = 200
+    gallery_k: int = 5
+    cache_dir: str | None = None
+
+    def validate(self) -> None:
+        from embedlab.vision.backbones import REGISTRY
+
+        problems = []
+        if self.backbone not in REGISTRY:
+            problems.append(f"unknown backbone {self.backbone!r}; choose from {', '.join(REGISTRY)}")
+        for name, v in (("size", self.size), ("cpu_size", self.cpu_size)):
+            if v is not None and not 32 <= v <= 512:
+                problems.append(f"--{name.replace('_', '-')} must be between 32 and 512 pixels (got {v})")
+        if self.batch_size < 1:
+            problems.append(f"--batch-size must be >= 1 (got {self.batch_size})")
+        if not 1 <= self.val_per_class < 5000:
+            problems.append(f"--val-per-class must be in 1..4999 (got {self.val_per_class})")
+        if self.train_per_class is not None and self.train_per_class < 1:
+            problems.append(f"--train-per-class must be >= 1 (got {self.train_per_class})")
+        if not self.l2_grid or any(v < 0 for v in self.l2_grid):
+            problems.append(f"--l2-grid needs non-negative values (got {self.l2_grid})")
+        if not 1 <= self.gallery_k <= 10:
+            problems.append(f"gallery_k must be in 1..10 (got {self.gallery_k})")
+        if problems:
+            raise ValueError("invalid probe config:\n  " + "\n  ".join(problems))
+
+
+PROBE_PROFILES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "smoke": {"train_per_class": 100, "val_per_class": 50, "test_per_class": 100, "cpu_size": 64, "size": 64, "max_iter": 100},
+}
+
 #: Named profiles: overrides applied on top of the defaults.
 MOVIES_PROFILES: dict[str, dict[str, Any]] = {
     "default": {},
     "smoke": {
-        "iterations": 60,
-        "grid": {"sgd": [1e-5, 1e-4], "adam": [0.1, 1.0]},
+        "iterations": 100,
+        "grid": {"sgd": [3e-5, 1e-4], "adam": [0.3, 1.0]},
         "spectral_rounds": 5,
         "map_method": "pca",
     },

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import patheffects  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from embedlab.movies.train import RunResult  # noqa: E402
@@ -53,18 +54,26 @@ def loss_curves_by_optimizer(results: Sequence[RunResult], c_star: float, c_zero
 
 
 def best_runs_together(best: Sequence[RunResult], c_star: float, c_zero: float) -> Figure:
-    """The best run of each optimiser on one axis."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    """The best run of each optimiser: the cost (left) and its relative gap to the optimum (right)."""
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     for r in best:
-        ax.plot(np.arange(len(r.losses)), r.losses, lw=1.6, label=f"{r.optimizer} lr={r.lr:g}")
+        it = np.arange(len(r.losses))
+        ax.plot(it, r.losses, lw=1.6, label=f"{r.optimizer} lr={r.lr:g}")
+        gap = np.maximum((np.asarray(r.losses) - c_star) / c_star, 1e-6)
+        ax2.plot(it, gap, lw=1.6, label=f"{r.optimizer} lr={r.lr:g}")
     _reference_lines(ax, c_star, c_zero)
     ax.set_yscale("log")
     _ylim(ax, c_star, c_zero, best)
-    ax.set_xlabel("iteration")
     ax.set_ylabel("cost c(V) (log scale)")
     ax.set_title("Best learning rate of each optimiser")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax2.axhline(0.01, color="black", ls="--", lw=1, label="1 % gap")
+    ax2.set_yscale("log")
+    ax2.set_ylabel("(c - c*) / c*  (log scale)")
+    ax2.set_title("Relative gap to the spectral optimum c*")
+    for a in (ax, ax2):
+        a.set_xlabel("iteration")
+        a.grid(alpha=0.3, which="both")
+        a.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -74,8 +83,9 @@ def embedding_map(
     main_genre: Sequence[str],
     highlights: dict[str, tuple[int, list[int]]],
     labels: Sequence[str],
+    title: str = "Movie embeddings in 2-D",
 ) -> Figure:
-    """2-D map coloured by main genre; each query (star) and its top-k (ringed) are marked."""
+    """2-D map coloured by main genre; each query (large marker) and its top-k (rings) are marked."""
     fig, ax = plt.subplots(figsize=(11, 8.5))
     genres = np.asarray(main_genre)
     uniq, counts = np.unique(genres, return_counts=True)
@@ -83,18 +93,20 @@ def embedding_map(
     cmap = plt.get_cmap("tab20")
     for i, g in enumerate(order):
         m = genres == g
-        ax.scatter(coords[m, 0], coords[m, 1], s=6, alpha=0.55, color=cmap(i % 20), label=f"{g} ({m.sum()})")
-    marker_colors = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b"]
-    for c, (name, (q, recs)) in zip(marker_colors * 4, highlights.items()):
-        ax.scatter(coords[recs, 0], coords[recs, 1], s=70, facecolors="none", edgecolors=c, linewidths=1.6)
-        ax.scatter(coords[q, 0], coords[q, 1], s=260, marker="*", color=c, edgecolors="black", zorder=5, label=f"{name} + top-{len(recs)}")
-        ax.annotate(labels[q], coords[q], xytext=(6, 6), textcoords="offset points", fontsize=9, weight="bold", color=c)
+        ax.scatter(coords[m, 0], coords[m, 1], s=7, alpha=0.45, color=cmap(i % 20), label=f"{g} ({m.sum()})")
+    halo = [patheffects.withStroke(linewidth=2.5, foreground="white")]
+    marker_colors = ["#000000", "#e6007e", "#0050ff", "#b8860b", "#8c564b"]  # not in the genre palette's tones
+    markers = ["*", "P", "X", "D", "o"]
+    for c, mk, (name, (q, recs)) in zip(marker_colors * 4, markers * 4, highlights.items()):
+        ax.scatter(coords[recs, 0], coords[recs, 1], s=80, facecolors="none", edgecolors=c, linewidths=2.0, zorder=4)
+        ax.scatter(coords[q, 0], coords[q, 1], s=280, marker=mk, color=c, edgecolors="white", zorder=5, label=f"{name} + its top-{len(recs)} (rings)")
+        ax.annotate(labels[q], coords[q], xytext=(7, 7), textcoords="offset points", fontsize=10, weight="bold", color=c, path_effects=halo, zorder=6)
         for r in recs[:3]:
-            ax.annotate(labels[r], coords[r], xytext=(4, -9), textcoords="offset points", fontsize=7, color=c)
+            ax.annotate(labels[r], coords[r], xytext=(5, -10), textcoords="offset points", fontsize=7.5, color=c, path_effects=halo, zorder=6)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.legend(fontsize=7, markerscale=1.5, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    ax.set_title("Movie embeddings in 2-D, coloured by first-listed genre")
+    ax.set_title(title)
     fig.tight_layout()
     return fig
 

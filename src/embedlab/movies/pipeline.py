@@ -152,6 +152,8 @@ def run_movies(cfg: MoviesConfig, run: RunDir, log: Log = print) -> dict[str, ob
 
     def finish(r: RunResult) -> None:
         bar.update(cfg.iterations - max(r.iterations, 0) if r.diverged else 0)
+        gap = f"gap {100 * (r.final_loss - c_star) / c_star:.3g} %" if not r.diverged else f"diverged at iteration {r.iterations}"
+        (bar.write if not bar.disable else log)(f"  {r.optimizer:<8} lr={r.lr:<8g} {gap}  ({r.seconds:.1f} s)")
 
     t0 = time.perf_counter()
     results = sweep(x_t, x_fro_sq, v0, cfg.grid, cfg.iterations, cfg.divergence_factor, on_run=finish, progress_factory=factory)
@@ -278,10 +280,21 @@ def _embedding_map(v: torch.Tensor, items: pd.DataFrame, eligible: torch.Tensor,
         from sklearn.decomposition import PCA
 
         coords = PCA(n_components=2, random_state=seed).fit_transform(vn)
-    main_genre = items["genres"].iloc[keep].str.split("|").str[0].to_numpy()
+    main_genre = most_specific_genre(items["genres"].iloc[keep])
     labels = [str(t) for t in items["title"].iloc[keep]]
     highlights = {q.title: (pos[q.row], [pos[i] for i in top_lists[q.text] if i in pos]) for q in queries if q.row in pos}
-    return figures.embedding_map(coords, main_genre, highlights, labels)
+    title = f"{method.upper()} map of the {len(keep)} movies with >= {int(items['likes'].iloc[keep].min())} likes (cosine geometry), coloured by most specific genre"
+    return figures.embedding_map(coords, main_genre, highlights, labels, title)
+
+
+def most_specific_genre(genres: pd.Series) -> np.ndarray:
+    """Each movie's rarest genre among its own: MovieLens lists genres alphabetically, so the first
+    listed one says little (Toy Story would be 'Adventure'); the rarest (here 'Animation' or
+    'Children') is the informative colour."""
+    dummies = genres.str.get_dummies(sep="|")
+    freq = dummies.sum(axis=0)
+    rarity = dummies.where(dummies > 0) * freq  # NaN where absent
+    return rarity.idxmin(axis=1).to_numpy()
 
 
 def _split_colikes(cfg: MoviesConfig, ratings: pd.DataFrame) -> tuple[CoLikes, sp.csr_matrix]:
@@ -337,6 +350,6 @@ def dimension_sweep(cfg: MoviesConfig, co: CoLikes, ratings: pd.DataFrame, movie
         spec_train = spectral_optimum(train.x, d, max_rounds=cfg.spectral_rounds, seed=cfg.seed)
         hold = holdout_evaluation(cfg, ratings, movies, optimizer, lr, v_override=torch.from_numpy(spec_train.v.astype(np.float32)))
         rows.append({"dim": d, "spectral_cost": spec.cost, "relative_cost": spec.cost / fro,
-                     "gap": (gd.final_loss - spec.cost) / spec.cost, "status": gd.status,
+                     "gap": (gd.final_loss - spec.cost) / spec.cost if not gd.diverged else float("nan"), "status": gd.status,
                      f"hit_rate@{cfg.top_k}": float(hold[f"hit_rate@{cfg.top_k}"].iat[0])})
     return pd.DataFrame(rows)

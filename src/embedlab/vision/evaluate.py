@@ -1,0 +1,38 @@
+"""Classification metrics and the gallery selection, shared by the probe and fine-tuning (pure tensor code)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+
+def per_class_accuracy(pred: torch.Tensor, labels: torch.Tensor, n_classes: int = 10) -> torch.Tensor:
+    """Recall of each true class."""
+    out = torch.zeros(n_classes)
+    for c in range(n_classes):
+        m = labels == c
+        out[c] = (pred[m] == c).float().mean() if m.any() else float("nan")
+    return out
+
+
+def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, n_classes: int = 10) -> torch.Tensor:
+    """Counts C[true, predicted]."""
+    return torch.bincount(labels * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def gallery_selection(probs: torch.Tensor, labels: torch.Tensor, k: int = 5) -> pd.DataFrame:
+    """For each true class: the k most confident correct and the k most confident wrong predictions.
+
+    Confidence is the probability of the predicted label (for a mistake: of the wrong label).
+    Rows: true, kind ('correct' / 'incorrect'), rank (1 = most confident), index, pred, prob.
+    A class with fewer than k of a kind gets only what exists. Ties break by the lower index.
+    """
+    conf, pred = probs.max(dim=1)
+    rows = []
+    for c in range(probs.shape[1]):
+        for kind, mask in (("correct", (labels == c) & (pred == c)), ("incorrect", (labels == c) & (pred != c))):
+            idx = torch.nonzero(mask).flatten()
+            order = sorted(idx.tolist(), key=lambda i: (-float(conf[i]), i))[:k]
+            for rank, i in enumerate(order, start=1):
+                rows.append({"true": c, "kind": kind, "rank": rank, "index": i, "pred": int(pred[i]), "prob": float(conf[i])})
+    return pd.DataFrame(rows, columns=["true", "kind", "rank", "index", "pred", "prob"])

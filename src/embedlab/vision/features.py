@@ -1,0 +1,108 @@
+"""Frozen feature extraction: uint8 batches resized on the fly as tensor ops, cached on disk.
+
+The cache key holds everything that changes the features (backbone, weights digest, resolution,
+split and the exact image indices), so re-running a probe or re-drawing galleries never
+re-extracts, and a changed setting never reads stale features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+CACHE_ENV = "EMBEDLAB_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    """``$EMBEDLAB_CACHE_DIR`` or ``~/.cache/embedlab``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "embedlab")
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """cuda > mps > cpu, unless a device is named."""
+    if requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def preprocess(x_uint8: torch.Tensor, size: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 NCHW -> float, resized (bilinear) to ``size``, normalised, channels_last."""
+    x = x_uint8.float().div_(255.0)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1])
+    x = (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+@dataclass(frozen=True)
+class ExtractStats:
+    images: int
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else float("nan")
+
+
+def extract(
+    model: nn.Module,
+    images: torch.Tensor,
+    size: int,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    batch_size: int = 128,
+    device: torch.device | str = "cpu",
+    desc: str = "features",
+) -> tuple[torch.Tensor, ExtractStats]:
+    """Features (N, D) float32 of uint8 ``images`` through the frozen ``model`` in eval mode."""
+    device = torch.device(device)
+    model = model.eval().to(device).to(memory_format=torch.channels_last)
+    m = torch.tensor(mean, device=device)
+    s = torch.tensor(std, device=device)
+    use_bf16 = device.type == "cuda"
+    out: list[torch.Tensor] = []
+    start = time.perf_counter()
+    with torch.inference_mode(), tqdm(total=len(images), desc=desc, unit="img", disable=None, mininterval=2.0) as bar:
+        for i in range(0, len(images), batch_size):
+            xb = preprocess(images[i : i + batch_size].to(device, non_blocking=True), size, m, s)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                fb = model(xb)
+            out.append(fb.float().flatten(1).cpu())
+            bar.update(len(xb))
+    feats = torch.cat(out) if out else torch.empty(0)
+    return feats, ExtractStats(len(images), time.perf_counter() - start)
+
+
+def cache_key(backbone: str, weights_digest: str, size: int, split: str, indices: torch.Tensor | None) -> str:
+    """File name of one cached feature matrix."""
+    sel = "all" if indices is None else hashlib.sha256(indices.to(torch.int64).numpy().tobytes()).hexdigest()[:10]
+    return f"{backbone}-{weights_digest}-{size}px-{split}-{sel}.pt"
+
+
+def cached_features(
+    cache_dir: Path,
+    key: str,
+    compute: "callable[[], tuple[torch.Tensor, ExtractStats]]",
+) -> tuple[torch.Tensor, ExtractStats | None, Path]:
+    """Load ``key`` from the cache, or compute, save atomically and return it (stats None when cached)."""
+    path = Path(cache_dir) / "features" / key
+    if path.is_file():
+        return torch.load(path, weights_only=True), None, path
+    feats, stats = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(feats, tmp)
+    tmp.replace(path)
+    return feats, stats, path

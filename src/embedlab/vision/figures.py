@@ -1,0 +1,99 @@
+"""Vision figures: the per-class gallery, confusion matrix, training curves, per-class comparison."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def gallery(images: torch.Tensor, selection: pd.DataFrame, classes: Sequence[str], k: int = 5, title: str = "") -> Figure:
+    """10 rows (true classes) x (k correct | k incorrect) tiles, nearest-neighbour upscaled (crisp pixels).
+
+    Each tile is titled with the predicted label and its probability; mistakes also name the true label.
+    """
+    n = len(classes)
+    fig, axes = plt.subplots(n, 2 * k, figsize=(2 * k * 1.25 + 0.6, n * 1.42), squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for s in ax.spines.values():
+            s.set_visible(False)
+    for row in selection.itertuples():
+        col = (row.rank - 1) + (0 if row.kind == "correct" else k)
+        ax = axes[row.true, col]
+        img = images[row.index].permute(1, 2, 0).numpy()
+        ax.imshow(img, interpolation="nearest")
+        colour = "#1a7f37" if row.kind == "correct" else "#cf222e"
+        label = f"{classes[row.pred]} {row.prob:.2f}"
+        if row.kind == "incorrect":
+            label += f"\n(true {classes[row.true]})"
+        ax.set_title(label, fontsize=6.5, color=colour, pad=2)
+        for s in ax.spines.values():
+            s.set_visible(True)
+            s.set_color(colour)
+            s.set_linewidth(1.5)
+    for c in range(n):
+        axes[c, 0].set_ylabel(classes[c], fontsize=9, rotation=0, ha="right", va="center")
+    axes[0, 0].annotate(f"{k} most confident correct", (0, 1.9), xycoords="axes fraction", fontsize=9, weight="bold", color="#1a7f37")
+    axes[0, k].annotate(f"{k} most confident incorrect", (0, 1.9), xycoords="axes fraction", fontsize=9, weight="bold", color="#cf222e")
+    if title:
+        fig.suptitle(title, y=1.0, fontsize=11)
+    fig.subplots_adjust(wspace=0.08, hspace=0.55)
+    return fig
+
+
+def confusion(cm: torch.Tensor, classes: Sequence[str], title: str) -> Figure:
+    """Row-normalised confusion matrix with counts."""
+    cmn = cm.float() / cm.sum(1, keepdim=True).clamp_min(1)
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    im = ax.imshow(cmn.numpy(), cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            v = int(cm[i, j])
+            if v:
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=7, color="white" if cmn[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(classes)), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
+    fig.tight_layout()
+    return fig
+
+
+def curve(values: Sequence[float], xlabel: str, ylabel: str, title: str, log: bool = False) -> Figure:
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(np.arange(1, len(values) + 1), values, lw=1.5)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def l2_choice(rows: pd.DataFrame, chosen: float) -> Figure:
+    """Train and validation accuracy across the L2 grid."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(rows["l2"], rows["train_acc"], "o-", label="train")
+    ax.plot(rows["l2"], rows["val_acc"], "s-", label="validation")
+    ax.axvline(chosen, color="black", ls="--", lw=1, label=f"chosen l2 = {chosen:g}")
+    ax.set_xscale("symlog", linthresh=min([v for v in rows["l2"] if v > 0], default=1e-6))
+    ax.set_xlabel("L2 strength")
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Choosing the L2 strength on the validation split", fontsize=10)
+    fig.tight_layout()
+    return fig
