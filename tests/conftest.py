@@ -55,3 +55,12 @@ def real_data() -> Path:
     if not (SHARED_DATA / "ml-latest-small" / "ratings.csv").is_file():
         pytest.skip(f"real data not present at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def real_cifar() -> Path:
+    """The shared offline CIFAR-10 batches, or a skip saying why."""
+    folder = SHARED_DATA / "cifar-10-batches-py"
+    if not (folder / "test_batch").is_file():
+        pytest.skip(f"real CIFAR-10 not present at {folder}")
+    return folder

