@@ -70,3 +70,19 @@ def test_smoke_profile_on_the_real_data(real_data, tmp_path, capsys):
     assert "Toy Story 2 (1999)" in (out / "tables" / "recs_toy_story.csv").read_text()
     assert main(["recommend", "Apollo 13", "--run", str(out)]) == 0
     assert "Apollo 13 (1995)" in capsys.readouterr().out
+
+
+def test_config_layers_defaults_profile_file_flags(tmp_path):
+    from embedlab.cli import build_parser, movies_config, probe_config
+
+    cfg_file = tmp_path / "c.json"
+    cfg_file.write_text(json.dumps({"movies": {"dim": 7, "iterations": 11, "min_likes": 3}}))
+    args = build_parser().parse_args(["movies", "--profile", "smoke", "--config", str(cfg_file), "--iterations", "5", "--lrs", "adam=0.5"])
+    cfg = movies_config(args)
+    assert (cfg.dim, cfg.iterations, cfg.min_likes) == (7, 5, 3)  # file over profile, flag over file
+    assert cfg.grid == {"sgd": [3e-5, 1e-4], "adam": [0.5]}  # smoke grid with adam's rates replaced
+    cfg_file.write_text(json.dumps({"movies": {"dimm": 7}}))
+    with pytest.raises(ValueError, match="unknown config key"):
+        movies_config(build_parser().parse_args(["movies", "--config", str(cfg_file)]))
+    p = probe_config(build_parser().parse_args(["vision", "probe", "--profile", "smoke", "--size", "96"]))
+    assert p.size == 96 and p.train_per_class == 100

@@ -61,35 +61,47 @@ def _add_movies_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-map", dest="embedding_map", action="store_false", default=None, help="skip the t-SNE map")
 
 
-def movies_config(args: argparse.Namespace) -> MoviesConfig:
-    """defaults < profile < --config file < flags."""
-    cfg = apply_overrides(MoviesConfig(), MOVIES_PROFILES[args.profile])
-    if args.config:
-        cfg = apply_overrides(cfg, load_config_file(args.config).get("movies", load_config_file(args.config)))
-    flags: dict[str, Any] = {}
-    for key in ("data_dir", "offline", "like_threshold", "dim", "iterations", "seed", "min_likes", "metric",
-                "top_k", "queries", "dim_sweep", "embedding_map"):
-        value = getattr(args, key)
-        if value is not None:
-            flags[key] = value
-    if args.seed is not None:
-        flags["holdout_seed"] = args.seed
-    grid = dict(cfg.grid)
-    if args.optimizers:
-        names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
-        grid = {n: grid.get(n, []) for n in names}
-    for name, lrs in args.lrs or []:
-        grid[name] = lrs
-    flags["grid"] = grid
+def _layered(default: Any, profile: dict[str, Any], config_path: str | None, section: str, flags: dict[str, Any]) -> Any:
+    """defaults < profile < --config file (its ``section`` or the whole object) < flags, then validated."""
+    cfg = apply_overrides(default, profile)
+    if config_path:
+        data = load_config_file(config_path)
+        cfg = apply_overrides(cfg, data.get(section, data))
     cfg = apply_overrides(cfg, flags)
     cfg.validate()
     return cfg
 
 
+def _flags(args: argparse.Namespace, keys: Sequence[str]) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+
+
+def _start_run(args: argparse.Namespace, study: str) -> RunDir:
+    run = RunDir.create(args.out or default_run_path(study))
+    print(f"run folder: {run.path}")
+    return run
+
+
+def movies_config(args: argparse.Namespace) -> MoviesConfig:
+    """defaults < profile < --config file < flags."""
+    flags = _flags(args, ("data_dir", "offline", "like_threshold", "dim", "iterations", "seed", "min_likes", "metric",
+                          "top_k", "queries", "dim_sweep", "embedding_map"))
+    if args.seed is not None:
+        flags["holdout_seed"] = args.seed
+    if args.optimizers or args.lrs:
+        base = _layered(MoviesConfig(), MOVIES_PROFILES[args.profile], args.config, "movies", {})
+        grid = dict(base.grid)
+        if args.optimizers:
+            grid = {n.strip(): grid.get(n.strip(), []) for n in args.optimizers.split(",") if n.strip()}
+        for name, lrs in args.lrs or []:
+            grid[name] = lrs
+        flags["grid"] = grid
+    return _layered(MoviesConfig(), MOVIES_PROFILES[args.profile], args.config, "movies", flags)
+
+
 def cmd_movies(args: argparse.Namespace) -> int:
     cfg = movies_config(args)
-    run = RunDir.create(args.out or default_run_path("movies"))
-    print(f"run folder: {run.path}")
+    run = _start_run(args, "movies")
     from embedlab.movies.pipeline import run_movies
     from embedlab.report import write_report
 
@@ -136,21 +148,14 @@ def _add_probe_args(p: argparse.ArgumentParser) -> None:
 
 def probe_config(args: argparse.Namespace) -> ProbeConfig:
     """defaults < profile < --config file < flags."""
-    cfg = apply_overrides(ProbeConfig(), PROBE_PROFILES[args.profile])
-    if args.config:
-        data = load_config_file(args.config)
-        cfg = apply_overrides(cfg, data.get("probe", data))
-    keys = ("data_dir", "offline", "backbone", "weights", "size", "cpu_size", "batch_size", "device", "seed",
-            "val_per_class", "train_per_class", "test_per_class", "l2_grid", "cache_dir")
-    cfg = apply_overrides(cfg, {k: getattr(args, k) for k in keys if getattr(args, k) is not None})
-    cfg.validate()
-    return cfg
+    flags = _flags(args, ("data_dir", "offline", "backbone", "weights", "size", "cpu_size", "batch_size", "device", "seed",
+                          "val_per_class", "train_per_class", "test_per_class", "l2_grid", "cache_dir"))
+    return _layered(ProbeConfig(), PROBE_PROFILES[args.profile], args.config, "probe", flags)
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
     cfg = probe_config(args)
-    run = RunDir.create(args.out or default_run_path("probe"))
-    print(f"run folder: {run.path}")
+    run = _start_run(args, "probe")
     from embedlab.report import write_report
     from embedlab.vision.pipeline import run_probe
 
