@@ -31,8 +31,9 @@ def test_probe_is_an_nn_linear_and_separates_separable_data():
 def test_l2_is_chosen_on_validation_and_shrinks_weights():
     x, y = separable(40, spread=2.0)
     xv, yv = separable(40, seed=2, spread=2.0)
-    l2, rows = choose_l2(x, y, xv, yv, [1e-4, 1e-1, 10.0])
-    assert l2 in (1e-4, 1e-1, 10.0) and len(rows) == 3
+    l2, rows, model = choose_l2(x, y, xv, yv, [1e-4, 1e-1, 10.0])
+    assert l2 in (1e-4, 1e-1, 10.0) and len(rows) == 3 and [r['l2'] for r in rows] == [1e-4, 1e-1, 10.0]
+    assert accuracy(predict_proba(model, xv), yv) == next(r for r in rows if r['l2'] == l2)['val_acc']
     best = max(r["val_acc"] for r in rows)
     assert next(r for r in rows if r["l2"] == l2)["val_acc"] == best
     w_weak = fit_probe(x, y, 1e-4).model.linear.weight.norm()

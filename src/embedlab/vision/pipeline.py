@@ -117,11 +117,11 @@ def run_probe(cfg: ProbeConfig, run: RunDir, log: Log = print) -> dict[str, obje
     log(f"[1A] choosing L2 on the validation split from {cfg.l2_grid}")
     t0 = time.perf_counter()
     fy = data.train_y[fit_idx]
-    l2, rows = choose_l2(train_feats_all[tr], fy[tr], train_feats_all[va], fy[va], cfg.l2_grid, cfg.max_iter)
+    l2, rows, chosen_model = choose_l2(train_feats_all[tr], fy[tr], train_feats_all[va], fy[va], cfg.l2_grid, cfg.max_iter)
     rows_df = pd.DataFrame(rows)
     run.save_table("probe_l2_grid", rows_df)
     run.save_figure("probe_l2_grid", figures.l2_choice(rows_df, l2))
-    final = fit_probe(train_feats_all, fy, l2, cfg.max_iter)  # refit on train + validation with the chosen L2
+    final = fit_probe(train_feats_all, fy, l2, cfg.max_iter, init=chosen_model)  # refit on train + validation, warm-started
     fit_s = time.perf_counter() - t0
     run.save_figure("probe_training_curve", figures.curve(final.losses, "L-BFGS function evaluation", "regularised cross-entropy",
                                                           "Probe training curve (train + validation, chosen L2)", log=True))

@@ -43,24 +43,38 @@ class ProbeFit:
     losses: list[float] = field(default_factory=list)
 
 
-def fit_probe(features: torch.Tensor, labels: torch.Tensor, l2: float, max_iter: int = 300, n_classes: int = 10) -> ProbeFit:
-    """Full-batch L-BFGS (strong Wolfe line search) on mean cross-entropy + (l2/2)·||W||²."""
-    if l2 < 0:
-        raise ValueError(f"l2 must be >= 0, got {l2}")
-    model = LogisticRegression(features.shape[1], n_classes)
-    model.set_standardisation(features)
-    opt = torch.optim.LBFGS(model.linear.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
-                            tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
+def _lbfgs(z: torch.Tensor, labels: torch.Tensor, l2: float, max_iter: int, linear: nn.Linear) -> list[float]:
+    """Fit ``linear`` in place on already standardised features ``z`` (no (N, D) temporaries per step)."""
+    opt = torch.optim.LBFGS(linear.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
+                            tolerance_grad=1e-5, tolerance_change=1e-6, line_search_fn="strong_wolfe")
     losses: list[float] = []
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = F.cross_entropy(model(features), labels) + 0.5 * l2 * model.linear.weight.pow(2).sum()
+        loss = F.cross_entropy(linear(z), labels) + 0.5 * l2 * linear.weight.pow(2).sum()
         loss.backward()
         losses.append(float(loss.detach()))
         return loss
 
     opt.step(closure)
+    return losses
+
+
+def fit_probe(features: torch.Tensor, labels: torch.Tensor, l2: float, max_iter: int = 300, n_classes: int = 10,
+              init: LogisticRegression | None = None) -> ProbeFit:
+    """Full-batch L-BFGS (strong Wolfe line search) on mean cross-entropy + (l2/2)·||W||².
+
+    ``init`` warm-starts from another fit's weights (used along the L2 path, strongest first).
+    """
+    if l2 < 0:
+        raise ValueError(f"l2 must be >= 0, got {l2}")
+    model = LogisticRegression(features.shape[1], n_classes)
+    model.set_standardisation(features)
+    if init is not None:
+        model.linear.load_state_dict(init.linear.state_dict())
+    with torch.no_grad():
+        z = (features - model.mu) / model.sigma
+    losses = _lbfgs(z, labels, l2, max_iter, model.linear)
     return ProbeFit(model=model.eval(), l2=l2, losses=losses)
 
 
@@ -77,12 +91,20 @@ def accuracy(probs: torch.Tensor, labels: torch.Tensor) -> float:
 def choose_l2(
     train_f: torch.Tensor, train_y: torch.Tensor, val_f: torch.Tensor, val_y: torch.Tensor,
     grid: Sequence[float], max_iter: int = 300,
-) -> tuple[float, list[dict[str, float]]]:
-    """The L2 strength with the best validation accuracy (ties: the stronger regularisation)."""
-    rows = []
-    for l2 in grid:
-        fit = fit_probe(train_f, train_y, l2, max_iter)
+) -> tuple[float, list[dict[str, float]], LogisticRegression]:
+    """The L2 strength with the best validation accuracy (ties: the stronger regularisation).
+
+    The grid is walked from the strongest to the weakest L2, each fit warm-started from the previous
+    one (a regularisation path: neighbouring solutions are close, so later fits need few steps).
+    Returns the chosen strength, one row per grid value (ascending) and the chosen model.
+    """
+    rows, models = [], {}
+    prev: LogisticRegression | None = None
+    for l2 in sorted(set(grid), reverse=True):
+        fit = fit_probe(train_f, train_y, l2, max_iter, init=prev)
+        prev = models[l2] = fit.model
         rows.append({"l2": l2, "train_acc": accuracy(predict_proba(fit.model, train_f), train_y),
                      "val_acc": accuracy(predict_proba(fit.model, val_f), val_y), "iterations": len(fit.losses)})
+    rows.sort(key=lambda r: r["l2"])
     best = max(rows, key=lambda r: (round(r["val_acc"], 6), r["l2"]))
-    return float(best["l2"]), rows
+    return float(best["l2"]), rows, models[best["l2"]]
