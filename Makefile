@@ -30,6 +30,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/movies_cost_grad.py
 	$(BIN)/python bench/movies_sweep.py --data-dir $(DATA_DIR)
+	$(BIN)/python bench/vision_extract.py
 
 clean-venv:
 	rm -rf $(VENV)
