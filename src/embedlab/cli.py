@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from embedlab.config import MOVIES_PROFILES, PROBE_PROFILES, MoviesConfig, ProbeConfig, apply_overrides, load_config_file
+from embedlab.config import (FINETUNE_PROFILES, MOVIES_PROFILES, PROBE_PROFILES, FinetuneConfig, MoviesConfig, ProbeConfig,
+                             apply_overrides, finetune_profile, load_config_file)
 from embedlab.data import ChecksumError, DataNotFoundError
 from embedlab.runs import RunDir, RunFolderError, default_run_path
 from embedlab.vision.backbones import WeightsUnavailable
@@ -66,7 +67,8 @@ def _layered(default: Any, profile: dict[str, Any], config_path: str | None, sec
     cfg = apply_overrides(default, profile)
     if config_path:
         data = load_config_file(config_path)
-        cfg = apply_overrides(cfg, data.get(section, data))
+        section_data = data.get(section, data)
+        cfg = apply_overrides(cfg, {k: v for k, v in section_data.items() if k != "resolved"})  # "resolved": what a run derived
     cfg = apply_overrides(cfg, flags)
     cfg.validate()
     return cfg
@@ -167,6 +169,76 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_finetune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="folder holding cifar-10-batches-py/ (default: $EMBEDLAB_DATA_DIR, else ./data)")
+    p.add_argument("--offline", action="store_true", default=None, help="never download; fail if the data is missing")
+    p.add_argument("--out", type=Path, help="run folder to create (default: runs/<timestamp>-finetune)")
+    p.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run folder from its last complete epoch")
+    p.add_argument("--config", help="JSON file of settings (same keys as a run's config.json 'finetune' section)")
+    p.add_argument("--profile", choices=["auto", *sorted(FINETUNE_PROFILES)], default="auto",
+                   help="auto (default): the gpu recipe on CUDA, else the cpu recipe (~1 h on 2 cores); smoke: minutes")
+    p.add_argument("--backbone", help="resnet18 (default) or efficientnet_lite0 (ImageNet weights offline)")
+    p.add_argument("--weights", help="imagenet (default), none (random init) or a path to a state-dict file")
+    p.add_argument("--size", type=int, help="training and test resolution in pixels (default: 224 on a GPU, --cpu-size on a CPU)")
+    p.add_argument("--cpu-size", type=int, help="resolution on a CPU when --size is not given (default 96)")
+    p.add_argument("--epochs", type=int, help="passes over the training images (cpu recipe 3, gpu recipe 10)")
+    p.add_argument("--batch-size", type=int, help="training batch size (cpu 64, gpu 128)")
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], help="sgd: Nesterov momentum (default); adamw")
+    p.add_argument("--lr", type=float, help="peak learning rate of the new head (default 0.02)")
+    p.add_argument("--backbone-lr-scale", type=float, help="backbone lr = lr x this, in (0, 1] (default 1)")
+    p.add_argument("--weight-decay", type=float, help="on weights only, never norm or bias parameters (default 5e-4)")
+    p.add_argument("--label-smoothing", type=float, help="default 0.1; 0 turns it off")
+    p.add_argument("--warmup-fraction", type=float, help="share of the steps spent warming up linearly (default 0.1)")
+    p.add_argument("--schedule", choices=["cosine", "onecycle"], help="after warm-up: cosine to zero (default) or one-cycle")
+    p.add_argument("--train-scope", choices=["all", "last"], help="all layers (default) or the last stage and the head only")
+    p.add_argument("--device", help="auto (cuda > mps > cpu), cpu, cuda, mps")
+    p.add_argument("--seed", type=int, help="seed of the split, the new head and the data order")
+    p.add_argument("--val-per-class", type=int, help="validation images per class (default 500, the probe's split)")
+    p.add_argument("--train-per-class", type=int, help="use at most this many training images per class (default all)")
+    p.add_argument("--test-per-class", type=int, help="use at most this many test images per class (default all)")
+    p.add_argument("--no-probe", dest="probe", action="store_false", default=None, help="skip the linear probe (and the comparison)")
+    p.add_argument("--probe-size", type=int, help="resolution of the comparison probe (default: the fine-tuning resolution)")
+    p.add_argument("--cache-dir", help="feature cache for the probe (default: $EMBEDLAB_CACHE_DIR, else ~/.cache/embedlab)")
+
+
+FINETUNE_FLAGS = ("data_dir", "offline", "backbone", "weights", "size", "cpu_size", "epochs", "batch_size", "optimizer", "lr",
+                  "backbone_lr_scale", "weight_decay", "label_smoothing", "warmup_fraction", "schedule", "train_scope", "device",
+                  "seed", "val_per_class", "train_per_class", "test_per_class", "probe", "probe_size", "cache_dir")
+
+
+def finetune_config(args: argparse.Namespace) -> FinetuneConfig:
+    """defaults < profile (auto: by device) < --config file < flags."""
+    import torch
+
+    cuda = torch.cuda.is_available() and args.device in (None, "auto", "cuda")
+    return _layered(FinetuneConfig(), finetune_profile(args.profile, cuda), args.config, "finetune", _flags(args, FINETUNE_FLAGS))
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from embedlab.report import write_report
+    from embedlab.vision.pipeline import run_finetune
+
+    if args.resume:
+        run = RunDir.open(args.resume)
+        saved = {k: v for k, v in run.read_json("config.json").get("finetune", {}).items() if k != "resolved"}
+        if not saved:
+            raise ValueError(f"{run.path} holds no fine-tuning config; start a new run with --out")
+        cfg = apply_overrides(FinetuneConfig(), saved)
+        print(f"resuming {run.path}")
+    else:
+        cfg = finetune_config(args)
+        run = _start_run(args, "finetune")
+    metrics = run_finetune(cfg, run, resume=bool(args.resume))
+    report = write_report(run)
+    ft = metrics["finetune"]
+    print(f"fine-tuned {ft['backbone']} at {ft['resolution']} px: test accuracy {ft['test_accuracy']:.4f} "
+          f"({ft['train_seconds'] / 60:.1f} min of training, {ft['epochs']} epochs)")
+    if "probe" in metrics:
+        print(f"fixed features (linear probe) at {metrics['probe']['resolution']} px: test accuracy {metrics['probe']['test_accuracy']:.4f}")
+    print(f"report: {report}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="embedlab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -178,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     pp = vsub.add_parser("probe", help="frozen features + logistic regression + galleries, into a run folder")
     _add_probe_args(pp)
     pp.set_defaults(func=cmd_probe)
+    pf = vsub.add_parser("finetune", help="fine-tune the backbone, evaluate, gallery, compare with the probe, into a run folder")
+    _add_finetune_args(pf)
+    pf.set_defaults(func=cmd_finetune)
     pr = sub.add_parser("recommend", help="top-k similar movies from a saved movies run")
     pr.add_argument("title", help="movie title, e.g. 'Toy Story' or 'Matrix, The (1999)'")
     pr.add_argument("--run", required=True, help="a run folder written by 'embedlab movies'")
@@ -196,8 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EXPECTED_ERRORS as exc:
         print(f"embedlab: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("embedlab: interrupted; finished steps are saved in the run folder", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"embedlab: interrupted; {exc or 'finished steps are saved in the run folder'}", file=sys.stderr)
         return 130
 
 

@@ -123,6 +123,100 @@ class ProbeConfig:
             raise ValueError("invalid probe config:\n  " + "\n  ".join(problems))
 
 
+@dataclass
+class FinetuneConfig:
+    """Every knob of the fine-tuning study (Part 1 C). ``None`` sizes resolve by device (see ``resolve``)."""
+
+    data_dir: str | None = None
+    offline: bool = False
+    backbone: str = "resnet18"
+    weights: str = "imagenet"
+    size: int | None = None  # None: the backbone's native size on a GPU, cpu_size on a CPU
+    cpu_size: int = 96  # measured: best validation accuracy per CPU minute (README, "Choosing the CPU recipe")
+    epochs: int = 3
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    optimizer: str = "sgd"  # SGD with Nesterov momentum, or "adamw"
+    lr: float = 0.02  # peak learning rate of the new head
+    backbone_lr_scale: float = 1.0  # backbone lr = lr * this (e.g. 0.1 keeps pretrained features closer)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4  # not applied to norm and bias parameters
+    label_smoothing: float = 0.1
+    warmup_fraction: float = 0.1
+    schedule: str = "cosine"  # linear warm-up then cosine to zero, or "onecycle"
+    pad: int = 4  # random crop with this zero padding at 32 px, then horizontal flip, then resize
+    train_scope: str = "all"  # "all" layers, or "last": the last stage and the head only
+    device: str = "auto"
+    seed: int = 0
+    val_per_class: int = 500  # the same validation split as the probe (same seed)
+    train_per_class: int | None = None
+    test_per_class: int | None = None
+    gallery_k: int = 5
+    probe: bool = True  # also run the linear probe in the same run folder, for the comparison
+    probe_size: int | None = None  # None: the fine-tuning resolution, so that only the training differs
+    cache_dir: str | None = None
+
+    def validate(self) -> None:
+        from embedlab.vision.backbones import REGISTRY
+
+        problems = []
+        if self.backbone not in REGISTRY:
+            problems.append(f"unknown backbone {self.backbone!r}; choose from {', '.join(REGISTRY)}")
+        for name, v in (("size", self.size), ("cpu_size", self.cpu_size), ("probe_size", self.probe_size)):
+            if v is not None and not 32 <= v <= 512:
+                problems.append(f"--{name.replace('_', '-')} must be between 32 and 512 pixels (got {v})")
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(self, name)})")
+        if not self.lr > 0:
+            problems.append(f"--lr must be > 0 (got {self.lr})")
+        if not 0 < self.backbone_lr_scale <= 1:
+            problems.append(f"--backbone-lr-scale must be in (0, 1] (got {self.backbone_lr_scale})")
+        if self.optimizer not in ("sgd", "adamw"):
+            problems.append(f"--optimizer must be sgd or adamw (got {self.optimizer!r})")
+        if self.schedule not in ("cosine", "onecycle"):
+            problems.append(f"--schedule must be cosine or onecycle (got {self.schedule!r})")
+        if self.train_scope not in ("all", "last"):
+            problems.append(f"--train-scope must be all or last (got {self.train_scope!r})")
+        if not 0 <= self.warmup_fraction < 1:
+            problems.append(f"--warmup-fraction must be in [0, 1) (got {self.warmup_fraction})")
+        if not 0 <= self.label_smoothing < 1:
+            problems.append(f"--label-smoothing must be in [0, 1) (got {self.label_smoothing})")
+        if self.weight_decay < 0 or not 0 <= self.momentum < 1 or not 0 <= self.pad <= 16:
+            problems.append("weight_decay must be >= 0, momentum in [0, 1), pad in 0..16")
+        if not 1 <= self.val_per_class < 5000:
+            problems.append(f"--val-per-class must be in 1..4999 (got {self.val_per_class})")
+        if self.train_per_class is not None and self.train_per_class < 1:
+            problems.append(f"--train-per-class must be >= 1 (got {self.train_per_class})")
+        if not 1 <= self.gallery_k <= 10:
+            problems.append(f"gallery_k must be in 1..10 (got {self.gallery_k})")
+        if problems:
+            raise ValueError("invalid finetune config:\n  " + "\n  ".join(problems))
+
+    def probe_config(self, size: int) -> ProbeConfig:
+        """The linear probe the fine-tuned model is compared with: same data, split, backbone, weights (and resolution)."""
+        shared = {k: getattr(self, k) for k in ("data_dir", "offline", "backbone", "weights", "device", "seed",
+                                                 "val_per_class", "train_per_class", "test_per_class", "gallery_k", "cache_dir")}
+        return ProbeConfig(**shared, size=self.probe_size or size)
+
+
+#: Fine-tuning recipes. "auto" picks "gpu" on CUDA and "cpu" otherwise.
+FINETUNE_PROFILES: dict[str, dict[str, Any]] = {
+    "cpu": {},
+    "gpu": {"size": 224, "epochs": 10, "batch_size": 128, "lr": 0.05},
+    "smoke": {"train_per_class": 100, "val_per_class": 20, "test_per_class": 30, "size": 64, "epochs": 2, "batch_size": 32},
+}
+
+
+def finetune_profile(name: str, cuda: bool) -> dict[str, Any]:
+    """Overrides of a named profile; ``auto`` resolves to ``gpu`` or ``cpu`` by the device."""
+    if name == "auto":
+        name = "gpu" if cuda else "cpu"
+    if name not in FINETUNE_PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose from auto, {', '.join(FINETUNE_PROFILES)}")
+    return dict(FINETUNE_PROFILES[name])
+
+
 PROBE_PROFILES: dict[str, dict[str, Any]] = {
     "default": {},
     "smoke": {"train_per_class": 100, "val_per_class": 50, "test_per_class": 100, "cpu_size": 64, "size": 64, "max_iter": 100},

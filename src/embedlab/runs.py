@@ -75,6 +75,13 @@ class RunDir:
     def read_json(self, name: str) -> Any:
         return json.loads((self.path / name).read_text())
 
+    def update_config(self, section: str, values: dict[str, Any]) -> None:
+        """Save one study's resolved config into config.json (one folder can hold several studies)."""
+        p = self.path / "config.json"
+        data = json.loads(p.read_text()) if p.exists() else {}
+        data[section] = values
+        self.write_json("config.json", data)
+
     def update_metrics(self, section: str, values: dict[str, Any]) -> None:
         """Merge one study's headline numbers into metrics.json (written after every step)."""
         p = self.path / "metrics.json"

@@ -107,7 +107,7 @@ def _status(r: RunResult, c_star: float, tol: float) -> str:
 def run_movies(cfg: MoviesConfig, run: RunDir, log: Log = print) -> dict[str, object]:
     """Run the whole study into ``run``; returns the headline metrics (also in metrics.json)."""
     cfg.validate()
-    run.write_json("config.json", {"study": "movies", "movies": to_dict(cfg)})
+    run.update_config("movies", to_dict(cfg))
     t_all = time.perf_counter()
 
     # ---- 2A: data -> L -> X ------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from embedlab.report.movies import movies_section
-from embedlab.report.vision import probe_section
+from embedlab.report.vision import finetune_section, probe_section
 from embedlab.runs import RunDir
 
 
@@ -15,6 +15,8 @@ def write_report(run: RunDir) -> Path:
     parts = [f"# embedlab report — `{run.path.name}`", ""]
     if "probe" in metrics and "test_accuracy" in metrics["probe"]:
         parts.append(probe_section(run))
+    if "finetune" in metrics and "test_accuracy" in metrics["finetune"]:
+        parts.append(finetune_section(run))
     if any(k.startswith("movies") for k in metrics):
         parts.append(movies_section(run))
     out = run.path / "report.md"

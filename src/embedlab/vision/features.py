@@ -8,6 +8,7 @@ re-extracts, and a changed setting never reads stale features.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -102,7 +103,18 @@ def cached_features(
         return torch.load(path, weights_only=True), None, path
     feats, stats = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
+    if stats is not None:  # kept beside the features, so a cached run can still report what extraction cost
+        path.with_suffix(".json").write_text(json.dumps({"images": stats.images, "seconds": stats.seconds}))
     tmp = path.with_suffix(".tmp")
     torch.save(feats, tmp)
     tmp.replace(path)
     return feats, stats, path
+
+
+def cached_stats(path: Path) -> ExtractStats | None:
+    """The extraction time recorded when ``path`` was computed (None for caches written before it was kept)."""
+    side = Path(path).with_suffix(".json")
+    if not side.is_file():
+        return None
+    d = json.loads(side.read_text())
+    return ExtractStats(int(d["images"]), float(d["seconds"]))

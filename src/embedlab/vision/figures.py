@@ -97,3 +97,48 @@ def l2_choice(rows: pd.DataFrame, chosen: float) -> Figure:
     ax.set_title("Choosing the L2 strength on the validation split", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def finetune_curves(step_loss: Sequence[float], epochs: pd.DataFrame, steps_per_epoch: int, probe_val: float | None) -> Figure:
+    """Left: training loss per step (raw and a running mean); right: validation accuracy per epoch vs the probe's."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    loss = np.asarray(step_loss, dtype=float)
+    a.plot(np.arange(1, len(loss) + 1), loss, lw=0.5, alpha=0.35, label="per step")
+    w = max(1, min(50, len(loss) // 10))
+    if len(loss) >= w:
+        a.plot(np.arange(w, len(loss) + 1), np.convolve(loss, np.ones(w) / w, mode="valid"), lw=1.6, label=f"mean of {w} steps")
+    for e in range(1, len(epochs)):
+        a.axvline(e * steps_per_epoch, color="grey", lw=0.6, ls=":")
+    a.set_xlabel("optimiser step")
+    a.set_ylabel("training loss (label-smoothed CE)")
+    a.grid(alpha=0.3)
+    a.legend(fontsize=8)
+    a.set_title("Fine-tuning: training loss", fontsize=10)
+    b.plot(epochs["epoch"], epochs["val_accuracy"], "o-", label="fine-tuned, validation")
+    if probe_val is not None:
+        b.axhline(probe_val, color="black", ls="--", lw=1, label=f"fixed features, validation ({probe_val:.3f})")
+    b.set_xlabel("epoch")
+    b.set_ylabel("validation accuracy")
+    b.set_xticks(list(epochs["epoch"]))
+    b.grid(alpha=0.3)
+    b.legend(fontsize=8)
+    b.set_title("Validation accuracy after each epoch", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def per_class_comparison(table: pd.DataFrame) -> Figure:
+    """Per-class test accuracy, fixed features and fine-tuned side by side."""
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    x = np.arange(len(table))
+    ax.bar(x - 0.2, table["fixed_features"], 0.4, label="fixed features + logistic regression", color="#8c959f")
+    ax.bar(x + 0.2, table["fine_tuned"], 0.4, label="fine-tuned", color="#0969da")
+    ax.set_xticks(x, table["class"], rotation=30, ha="right")
+    lo = float(min(table["fixed_features"].min(), table["fine_tuned"].min()))
+    ax.set_ylim(max(0.0, lo - 0.1), 1.0)
+    ax.set_ylabel("test accuracy")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Per-class test accuracy: fixed features vs fine-tuning", fontsize=10)
+    fig.tight_layout()
+    return fig

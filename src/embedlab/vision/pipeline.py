@@ -10,14 +10,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from embedlab.config import ProbeConfig, to_dict
+from embedlab.config import FinetuneConfig, ProbeConfig, to_dict
 from embedlab.data import resolve_data_dir
 from embedlab.runs import RunDir
 from embedlab.vision import figures
 from embedlab.vision.backbones import create_backbone
 from embedlab.vision.cifar10 import CLASSES, ensure_cifar10, load_cifar10, stratified_split, subsample, torchvision_download
 from embedlab.vision.evaluate import confusion_matrix, gallery_selection, per_class_accuracy
-from embedlab.vision.features import cache_key, cached_features, default_cache_dir, extract, pick_device
+from embedlab.vision.features import cache_key, cached_features, cached_stats, default_cache_dir, extract, pick_device
+from embedlab.vision.compare import comparison_table, per_class_table
+from embedlab.vision.finetune import Inputs, predict, train
 from embedlab.vision.probe import accuracy, choose_l2, fit_probe, predict_proba
 
 Log = Callable[[str], None]
@@ -69,7 +71,7 @@ def run_probe(cfg: ProbeConfig, run: RunDir, log: Log = print) -> dict[str, obje
     backbone = create_backbone(cfg.backbone, cfg.weights, cfg.seed)
     spec = backbone.spec
     size = resolve_size(cfg, spec.native_size, device)
-    run.write_json("config.json", {"study": "probe", "probe": to_dict(cfg), "resolved": {"device": str(device), "size": size}})
+    run.update_config("probe", {**to_dict(cfg), "resolved": {"device": str(device), "size": size}})
 
     folder = ensure_cifar10(resolve_data_dir(cfg.data_dir), None if cfg.offline else torchvision_download)
     log(f"[1A] reading and verifying {folder}")
@@ -96,6 +98,7 @@ def run_probe(cfg: ProbeConfig, run: RunDir, log: Log = print) -> dict[str, obje
         feats, stats, path = cached_features(
             cache_dir, keys[split],
             lambda: extract(model, images, size, spec.mean, spec.std, cfg.batch_size, device, desc=f"{split} features"))
+        stats = stats or cached_stats(path)
         if stats is not None:
             extract_stats[f"{split}_images_per_second"] = stats.images_per_second
             extract_stats[f"{split}_seconds"] = stats.seconds
@@ -144,3 +147,122 @@ def run_probe(cfg: ProbeConfig, run: RunDir, log: Log = print) -> dict[str, obje
     log("[1B] gallery saved")
     run.update_metrics("probe", {"total_seconds": round(time.perf_counter() - t_all, 1)})
     return run.read_json("metrics.json")
+
+
+def measure_train_throughput(model: torch.nn.Module, batch: int, size: int, device: torch.device, steps: int = 2) -> float:
+    """Images/s of forward + backward on random input, on a copy (the real model's BatchNorm stats stay untouched)."""
+    import copy
+
+    probe_model = copy.deepcopy(model).to(device).to(memory_format=torch.channels_last).train()
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        probe_model(x).float().sum().backward()  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            probe_model(x).float().sum().backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def resolve_finetune_size(cfg: FinetuneConfig, native: int, device: torch.device) -> int:
+    if cfg.size is not None:
+        return cfg.size
+    return native if device.type == "cuda" else cfg.cpu_size
+
+
+def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: bool = False) -> dict[str, object]:
+    """Part 1 C into ``run``: the probe (unless done or disabled), fine-tuning, its evaluation and gallery, the comparison.
+
+    With ``resume`` the loop continues from the run's last complete epoch checkpoint.
+    """
+    cfg.validate()
+    t_all = time.perf_counter()
+    device = pick_device(cfg.device)
+    backbone = create_backbone(cfg.backbone, cfg.weights, cfg.seed)
+    spec = backbone.spec
+    size = resolve_finetune_size(cfg, spec.native_size, device)
+    run.update_config("finetune", {**to_dict(cfg), "resolved": {"device": str(device), "size": size}})
+    if cfg.probe and "test_accuracy" not in _metrics(run).get("probe", {}):
+        run_probe(cfg.probe_config(size), run, log)
+
+    folder = ensure_cifar10(resolve_data_dir(cfg.data_dir), None if cfg.offline else torchvision_download)
+    data = load_cifar10(folder)
+    train_idx, val_idx = stratified_split(data.train_y, cfg.val_per_class, cfg.seed)  # the probe's split
+    train_idx = subsample(data.train_y, train_idx, cfg.train_per_class, cfg.seed)
+    test_idx = subsample(data.test_y, torch.arange(len(data.test_y)), cfg.test_per_class, cfg.seed)
+    model, head, trained = backbone.with_new_head(len(CLASSES), cfg.train_scope, cfg.seed)
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_total = sum(p.numel() for p in model.parameters())
+    inputs = Inputs(size, spec.mean, spec.std)
+
+    steps = len(train_idx) // cfg.batch_size
+    ips = measure_train_throughput(model, cfg.batch_size, size, device)
+    eval_images = cfg.epochs * len(val_idx) + len(test_idx)
+    expected = cfg.epochs * steps * cfg.batch_size / ips + eval_images / (2.5 * ips)  # inference ~2.5x a training step
+    log(f"[1C] fine-tuning {spec.name} ({backbone.weights}, {cfg.train_scope} layers, {n_trainable:,} trainable parameters) on {device} "
+        f"at {size} px: {cfg.epochs} epochs x {steps * cfg.batch_size:,} images at about {ips:.0f} img/s "
+        f"-> expected about {_duration(expected)}")
+    checkpoint = run.artefact("finetune_checkpoint.pt")
+    if resume and not checkpoint.is_file():
+        log("[1C] no checkpoint in this run yet: starting fine-tuning from the first epoch")
+        resume = False
+    try:
+        history = train(model, head, (data.train_x[train_idx], data.train_y[train_idx]), (data.train_x[val_idx], data.train_y[val_idx]),
+                        cfg, inputs, device, checkpoint, resume=resume, trainable=trained, log=log)
+    except KeyboardInterrupt as exc:
+        raise type(exc)(f"{exc}. Continue with: embedlab vision finetune --resume {run.path}") from None
+    epochs = pd.DataFrame(history.epochs)
+    run.save_table("finetune_epochs", epochs.round(4))
+
+    test_probs, test_ips = predict(model, data.test_x[test_idx], inputs, cfg.eval_batch_size, device, desc="test")
+    test_y = data.test_y[test_idx]
+    np.savez_compressed(run.artefact("finetune_test_probs.npz"), probs=test_probs.numpy(), labels=test_y.numpy(), test_index=test_idx.numpy())
+    ev = evaluation_tables(run, "finetune", test_probs, test_y, f"Fine-tuned {spec.name} — test set")
+    save_gallery(run, "finetune_gallery", test_probs, test_y, data.test_x[test_idx], test_idx, cfg.gallery_k,
+                 f"Fine-tuned {spec.name}: most confident correct and incorrect test predictions per class")
+    probe_val = _metrics(run).get("probe", {}).get("val_accuracy")
+    run.save_figure("finetune_curves", figures.finetune_curves(history.step_loss, epochs, steps, probe_val))
+    train_s = float(epochs["train_seconds"].sum())
+    metrics = {
+        "backbone": spec.name, "weights": backbone.weights, "weights_digest": backbone.weights_digest, "resolution": size,
+        "device": str(device), "train_scope": cfg.train_scope, "trainable_parameters": n_trainable, "total_parameters": n_total,
+        "train_images": len(train_idx), "val_images": len(val_idx), "test_images": len(test_idx), "epochs": cfg.epochs,
+        "steps": len(history.step_loss), "val_accuracy": float(epochs["val_accuracy"].iloc[-1]),
+        "best_epoch_val_accuracy": float(epochs["val_accuracy"].max()), **ev,
+        "train_seconds": round(train_s, 1), "train_images_per_second": steps * cfg.batch_size * len(epochs) / train_s,
+        "val_seconds": round(float((len(val_idx) / epochs["val_images_per_second"]).sum()), 1),
+        "test_images_per_second": test_ips, "expected_seconds": round(expected, 1),
+        "bare_train_images_per_second": ips,
+    }
+    run.update_metrics("finetune", metrics)
+    run.update_metrics("finetune", {"total_seconds_this_session": round(time.perf_counter() - t_all, 1)})
+    log(f"[1C] fine-tuned test accuracy {ev['test_accuracy']:.4f} after {train_s / 60:.1f} min of training")
+    if "test_accuracy" in _metrics(run).get("probe", {}):
+        run_comparison(run)
+    return run.read_json("metrics.json")
+
+
+def _metrics(run: RunDir) -> dict:
+    return run.read_json("metrics.json") if (run.path / "metrics.json").exists() else {}
+
+
+def run_comparison(run: RunDir) -> pd.DataFrame:
+    """The fixed-features vs fine-tuned table and per-class figure, from metrics.json alone."""
+    metrics = _metrics(run)
+    table = comparison_table(metrics)
+    per_class = per_class_table(metrics)
+    run.save_table("comparison", table)
+    run.save_table("comparison_per_class", per_class.round(4))
+    run.save_figure("comparison_per_class", figures.per_class_comparison(per_class))
+    p, f = table.iloc[0], table.iloc[1]
+    run.update_metrics("comparison", {"accuracy_gain": float(f["test_accuracy"] - p["test_accuracy"]),
+                                      "error_reduction": float(1 - (1 - f["test_accuracy"]) / max(1e-9, 1 - p["test_accuracy"])),
+                                      "classes_improved": int((per_class["gain"] > 0).sum())})
+    return table

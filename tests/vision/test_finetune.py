@@ -1,0 +1,183 @@
+"""The fine-tuning loop on tiny synthetic data: a step lowers the loss, resume is exact, Ctrl-C keeps the checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from embedlab.config import FinetuneConfig
+from embedlab.runs import RunDir
+from embedlab.vision.backbones import create_backbone
+from embedlab.vision.finetune import (Inputs, TrainingInterrupted, augment, load_checkpoint, param_groups, train,
+                                      warmup_cosine)
+from embedlab.vision.pipeline import run_comparison
+
+CPU = torch.device("cpu")
+INPUTS = Inputs(16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+
+class Tiny(nn.Module):
+    """Conv + BatchNorm + a linear head: enough to exercise parameter groups and train/eval modes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def synthetic(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class-coloured 32 px uint8 images: learnable in a few steps."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 10
+    x = (y.view(-1, 1, 1, 1) * 24 + 10 + torch.randint(-10, 10, (n, 3, 32, 32), generator=g)).clamp(0, 255).to(torch.uint8)
+    return x, y
+
+
+def cfg(**kw) -> FinetuneConfig:
+    return FinetuneConfig(**{"epochs": 3, "batch_size": 20, "lr": 0.05, "warmup_fraction": 0.2, "eval_batch_size": 50, **kw})
+
+
+def test_augment_crops_and_flips_within_the_padded_image():
+    x, _ = synthetic(8, 0)
+    g = torch.Generator().manual_seed(1)
+    flipped_only = augment(x, 0, g)
+    assert all(torch.equal(a, b) or torch.equal(a, b.flip(-1)) for a, b in zip(flipped_only, x))
+    out = augment(x, 4, g)
+    assert out.shape == x.shape and out.dtype == torch.uint8
+
+
+def test_param_groups_skip_decay_on_norm_and_bias_and_scale_the_backbone_lr():
+    m = Tiny()
+    groups = {g["name"]: g for g in param_groups(m, m.head, 0.1, 5e-4, 0.1)}
+    assert groups["head"]["lr"] == 0.1 and groups["backbone"]["lr"] == pytest.approx(0.01)
+    assert groups["backbone (no decay)"]["weight_decay"] == 0.0 and groups["head"]["weight_decay"] == 5e-4
+    assert all(p.ndim <= 1 for p in groups["backbone (no decay)"]["params"])
+    assert sum(len(g["params"]) for g in groups.values()) == len(list(m.parameters()))
+
+
+def test_warmup_then_cosine():
+    f = warmup_cosine(100, 10)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0) and f(10) == pytest.approx(1.0)
+    assert f(55) == pytest.approx(0.5) and f(99) < 0.01
+    assert all(f(i) >= f(i + 1) for i in range(10, 99))
+
+
+def test_one_optimisation_step_lowers_the_loss(tmp_path: Path):
+    x, y = synthetic(40, 0)
+    model = Tiny()
+    from embedlab.vision.features import preprocess
+
+    def loss() -> float:
+        model.eval()
+        with torch.no_grad():
+            return float(nn.functional.cross_entropy(model(preprocess(x, 16, torch.tensor(INPUTS.mean), torch.tensor(INPUTS.std))), y))
+
+    before = loss()
+    train(model, model.head, (x, y), (x, y), cfg(epochs=1, batch_size=40, pad=0, label_smoothing=0.0, warmup_fraction=0.0, lr=0.1),
+          INPUTS, CPU, tmp_path / "ck.pt", log=lambda s: None)
+    model.train()  # one step in train mode also moved the BatchNorm running statistics; compare like with like
+    assert loss() < before
+
+
+def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path: Path):
+    train_xy, val_xy = synthetic(60, 0), synthetic(30, 1)
+    full = Tiny()
+    h_full = train(full, full.head, train_xy, val_xy, cfg(), INPUTS, CPU, tmp_path / "full.pt", log=lambda s: None)
+
+    def stop_in_epoch_two(epoch: int, step: int) -> None:
+        if epoch == 1 and step == 1:
+            raise KeyboardInterrupt
+
+    part = Tiny()
+    ck = tmp_path / "part.pt"
+    with pytest.raises(TrainingInterrupted, match="last complete checkpoint \\(after epoch 1\\)"):
+        train(part, part.head, train_xy, val_xy, cfg(), INPUTS, CPU, ck, log=lambda s: None, on_step=stop_in_epoch_two)
+    saved = load_checkpoint(ck)
+    assert saved["epoch"] == 1 and len(saved["history"]["step_loss"]) == 3
+    assert not ck.with_suffix(".tmp").exists()
+
+    torch.manual_seed(123)  # a different global RNG state: resume must restore the saved one
+    resumed = Tiny()
+    h_res = train(resumed, resumed.head, train_xy, val_xy, cfg(), INPUTS, CPU, ck, resume=True, log=lambda s: None)
+    assert h_res.step_loss == h_full.step_loss
+    assert [e["val_accuracy"] for e in h_res.epochs] == [e["val_accuracy"] for e in h_full.epochs]
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    assert h_full.step_loss[-1] < h_full.step_loss[0]
+
+
+def test_interrupt_before_the_first_epoch_says_there_is_no_checkpoint(tmp_path: Path):
+    m = Tiny()
+
+    def stop(epoch: int, step: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted, match="no checkpoint yet"):
+        train(m, m.head, synthetic(40, 0), synthetic(20, 1), cfg(), INPUTS, CPU, tmp_path / "ck.pt", log=lambda s: None, on_step=stop)
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        load_checkpoint(tmp_path / "ck.pt")
+
+
+def test_a_diverging_loss_stops_with_advice(tmp_path: Path):
+    from embedlab.vision.finetune import TrainingDiverged
+
+    m = Tiny()
+    with pytest.raises(TrainingDiverged, match="lower --lr"):
+        train(m, m.head, synthetic(40, 0), synthetic(20, 1), cfg(lr=1e30, warmup_fraction=0.0, epochs=2), INPUTS, CPU,
+              tmp_path / "ck.pt", log=lambda s: None)
+
+
+def test_train_scope_last_freezes_all_but_the_last_stage_and_head():
+    b = create_backbone("resnet18", "none")
+    model, head, trained = b.with_new_head(10, "last")
+    assert trained == ("layer4", "fc") and head.out_features == 10
+    names = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert names == {"layer4", "fc"}
+
+
+def _metrics(probe_acc: float, ft_acc: float) -> dict:
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    common = {"backbone": "efficientnet_lite0", "resolution": 96}
+    return {
+        "probe": {**common, "test_accuracy": probe_acc, "val_accuracy": probe_acc, "trainable_parameters": 12810, "fit_seconds": 10.0,
+                  "train_seconds": 600.0, "train_images_per_second": 80.0, "test_images_per_second": 85.0,
+                  "per_class_accuracy": {c: probe_acc for c in classes}},
+        "finetune": {**common, "test_accuracy": ft_acc, "val_accuracy": ft_acc, "trainable_parameters": 3_384_010,
+                     "train_seconds": 2700.0, "val_seconds": 60.0, "train_images_per_second": 50.0, "test_images_per_second": 200.0,
+                     "per_class_accuracy": {c: ft_acc + (0.01 if c == "cat" else 0.0) for c in classes}},
+    }
+
+
+def test_comparison_table_from_saved_metrics(tmp_path: Path):
+    run = RunDir.create(tmp_path / "run")
+    run.write_json("metrics.json", _metrics(0.85, 0.94))
+    table = run_comparison(run)
+    assert list(table["test_accuracy"]) == [0.85, 0.94]
+    assert list(table["train_wall_seconds"]) == [610.0, 2760.0]
+    m = json.loads((run.path / "metrics.json").read_text())["comparison"]
+    assert m["accuracy_gain"] == pytest.approx(0.09) and m["error_reduction"] == pytest.approx(0.6) and m["classes_improved"] == 10
+    per_class = (run.path / "tables" / "comparison_per_class.csv").read_text()
+    assert "cat,0.85,0.95,0.1" in per_class
+    assert (run.path / "figures" / "comparison_per_class.png").is_file()
+
+
+def test_comparison_needs_both_studies(tmp_path: Path):
+    run = RunDir.create(tmp_path / "run")
+    run.write_json("metrics.json", {"probe": _metrics(0.8, 0.9)["probe"]})
+    with pytest.raises(ValueError, match="no finished finetune"):
+        run_comparison(run)
+
+
+def test_bad_recipe_settings_are_rejected_together():
+    with pytest.raises(ValueError) as err:
+        cfg(optimizer="lamb", schedule="step", lr=0.0, train_scope="half").validate()
+    for text in ("--optimizer", "--schedule", "--lr", "--train-scope"):
+        assert text in str(err.value)

