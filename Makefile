@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/movies_cost_grad.py
 	$(BIN)/python bench/movies_sweep.py --data-dir $(DATA_DIR)
 	$(BIN)/python bench/vision_extract.py
+	$(BIN)/python bench/vision_train.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -17,8 +17,10 @@ from embedlab.config import (FINETUNE_PROFILES, MOVIES_PROFILES, PROBE_PROFILES,
 from embedlab.data import ChecksumError, DataNotFoundError
 from embedlab.runs import RunDir, RunFolderError, default_run_path
 from embedlab.vision.backbones import WeightsUnavailable
+from embedlab.vision.finetune import TrainingDiverged
 
-EXPECTED_ERRORS = (DataNotFoundError, ChecksumError, RunFolderError, LookupError, ValueError, FileNotFoundError, WeightsUnavailable)
+EXPECTED_ERRORS = (DataNotFoundError, ChecksumError, RunFolderError, LookupError, ValueError, FileNotFoundError, WeightsUnavailable,
+                   TrainingDiverged)
 
 
 def _floats(text: str) -> list[float]:
@@ -197,7 +199,7 @@ def _add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-per-class", type=int, help="use at most this many training images per class (default all)")
     p.add_argument("--test-per-class", type=int, help="use at most this many test images per class (default all)")
     p.add_argument("--no-probe", dest="probe", action="store_false", default=None, help="skip the linear probe (and the comparison)")
-    p.add_argument("--probe-size", type=int, help="resolution of the comparison probe (default: the fine-tuning resolution)")
+    p.add_argument("--probe-size", type=int, help="resolution of the comparison probe (default: its own, 128 px on a CPU)")
     p.add_argument("--cache-dir", help="feature cache for the probe (default: $EMBEDLAB_CACHE_DIR, else ~/.cache/embedlab)")
 
 
@@ -239,9 +241,57 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """The main job: every mission item into one run folder, then report.md and report.html."""
+    import torch
+
+    from embedlab.report import write_report
+    from embedlab.study import run_study, study_config, summary_rows
+
+    shared = _flags(args, ("data_dir", "offline", "backbone", "weights", "device", "cache_dir", "steps"))
+    if args.resume:
+        run = RunDir.open(args.resume)
+        saved = run.read_json("config.json")
+        if "study" not in saved:
+            raise ValueError(f"{run.path} was not made by 'embedlab run'; resume it with the command that made it")
+        sections = {k: saved.get(k, {}) for k in ("probe", "finetune", "movies")}
+        if args.config:  # a fix for the steps not yet done, e.g. a lower learning rate after a divergence
+            extra = load_config_file(args.config)
+            sections = {k: {**v, **extra.get(k, {})} for k, v in sections.items()}
+        cfg = study_config(saved["study"]["profile"], False, {}, {**sections, "steps": saved["study"]["steps"]})
+        print(f"resuming {run.path}")
+    else:
+        sections = load_config_file(args.config) if args.config else {}
+        cuda = torch.cuda.is_available() and args.device in (None, "auto", "cuda")
+        cfg = study_config(args.profile, cuda, shared, sections)
+        run = _start_run(args, "study")
+    metrics = run_study(cfg, run, resume=bool(args.resume))
+    report = write_report(run)
+    print("\nsummary:")
+    for step, status, minutes, headline in summary_rows(metrics):
+        print(f"  {step:<9} {status:<7} {minutes:>6} min  {headline}")
+    print(f"report: {report.with_suffix('.html')} (and {report.name})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="embedlab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    prun = sub.add_parser("run", help="the main job: Part 1 A-C and Part 2 A-C into one run folder, with report.html")
+    prun.add_argument("--profile", choices=["auto", "cpu", "gpu", "smoke"], default="auto",
+                      help="auto (default): gpu on CUDA, else cpu (~75 min on 2 cores); smoke: small subsets, ~3 min")
+    prun.add_argument("--data-dir", help="folder holding cifar-10-batches-py/ and ml-latest-small/ (default: $EMBEDLAB_DATA_DIR, else ./data)")
+    prun.add_argument("--offline", action="store_true", default=None, help="never download; fail if data or weights are missing")
+    prun.add_argument("--out", type=Path, help="run folder to create (default: runs/<timestamp>-study)")
+    prun.add_argument("--resume", type=Path, metavar="RUN", help="continue a stopped run folder: finished steps are kept")
+    prun.add_argument("--config", help="JSON file with 'probe', 'finetune', 'movies' sections (a run's config.json works)")
+    prun.add_argument("--backbone", help="resnet18 (default) or efficientnet_lite0 (ImageNet weights offline)")
+    prun.add_argument("--weights", help="imagenet (default), none, or a local state-dict file (e.g. resnet18-f37072fd.pth)")
+    prun.add_argument("--device", help="auto (cuda > mps > cpu), cpu, cuda, mps")
+    prun.add_argument("--cache-dir", help="feature cache (default: $EMBEDLAB_CACHE_DIR, else ~/.cache/embedlab)")
+    prun.add_argument("--steps", type=lambda t: [s.strip() for s in t.split(",") if s.strip()], metavar="A,B",
+                      help="subset of probe,finetune,movies (default all)")
+    prun.set_defaults(func=cmd_run)
     pm = sub.add_parser("movies", help="Part 2: movie embeddings from MovieLens co-likes, into a run folder")
     _add_movies_args(pm)
     pm.set_defaults(func=cmd_movies)

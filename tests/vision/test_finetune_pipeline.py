@@ -12,7 +12,7 @@ from embedlab.cli import main
 def args_for(cifar_root, out, tmp_path, *extra: str) -> list[str]:
     return ["vision", "finetune", "--data-dir", str(cifar_root), "--out", str(out), "--backbone", "resnet18", "--weights", "none",
             "--size", "32", "--epochs", "2", "--batch-size", "50", "--val-per-class", "5", "--offline",
-            "--cache-dir", str(tmp_path / "cache"), *extra]
+            "--cache-dir", str(tmp_path / "cache"), "--probe-size", "32", *extra]
 
 
 def test_finetune_run_folder_holds_metrics_gallery_comparison_and_report(cifar_root, tmp_path, capsys):

@@ -244,6 +244,8 @@ def train(
             raise TrainingInterrupted(f"training interrupted in epoch {epoch + 1} of {cfg.epochs}; {done}") from None
         train_seconds = time.perf_counter() - t0
         step_losses = torch.stack(losses).float().cpu().tolist()
+        if not all(math.isfinite(v) for v in step_losses):  # never checkpoint a diverged model
+            raise TrainingDiverged(f"the training loss became non-finite in epoch {epoch + 1}; lower --lr (now {cfg.lr:g})")
         history.step_loss.extend(step_losses)
         val_probs, val_ips = predict(model, val_xy[0], inputs, cfg.eval_batch_size, device, desc="validation")
         val_acc = float((val_probs.argmax(1) == val_xy[1]).float().mean())

@@ -190,7 +190,7 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
     size = resolve_finetune_size(cfg, spec.native_size, device)
     run.update_config("finetune", {**to_dict(cfg), "resolved": {"device": str(device), "size": size}})
     if cfg.probe and "test_accuracy" not in _metrics(run).get("probe", {}):
-        run_probe(cfg.probe_config(size), run, log)
+        run_probe(cfg.probe_config(), run, log)
 
     folder = ensure_cifar10(resolve_data_dir(cfg.data_dir), None if cfg.offline else torchvision_download)
     data = load_cifar10(folder)

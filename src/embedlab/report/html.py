@@ -1,0 +1,56 @@
+"""report.md -> one self-contained report.html (figures inlined as data URIs), so both always say the same."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import markdown
+
+CSS = """
+body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328; margin: 0; }
+main { max-width: 1100px; margin: 0 auto; padding: 1.5rem 2rem 4rem; }
+nav.toc { background: #f6f8fa; border: 1px solid #d0d7de; border-radius: 6px; padding: .5rem 1rem; margin: 1rem 0 2rem; }
+nav.toc ul { margin: .2rem 0; padding-left: 1.2rem; }
+h1 { border-bottom: 1px solid #d0d7de; padding-bottom: .3rem; }
+h2 { border-bottom: 1px solid #d0d7de; padding-bottom: .2rem; margin-top: 2.5rem; }
+table { border-collapse: collapse; margin: .8rem 0; font-size: 13px; display: block; overflow-x: auto; max-width: 100%; }
+th, td { border: 1px solid #d0d7de; padding: 3px 8px; text-align: left; white-space: nowrap; }
+tr:nth-child(even) td { background: #f6f8fa; }
+img { max-width: 100%; height: auto; display: block; margin: .6rem 0; }
+code { background: #f6f8fa; padding: 0 .25rem; border-radius: 4px; font-size: 90%; }
+pre { background: #f6f8fa; padding: .8rem; border-radius: 6px; overflow-x: auto; font-size: 12px; max-height: 32rem; }
+pre code { padding: 0; }
+"""
+
+
+def _inline_images(html: str, root: Path) -> str:
+    """Replace every ``src="figures/x.png"`` by a base64 data URI; a missing file is an error, not a broken image."""
+
+    def data_uri(match: re.Match[str]) -> str:
+        path = root / match.group(1)
+        if not path.is_file():
+            raise FileNotFoundError(f"the report refers to {path}, which the run folder does not hold")
+        return f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"'
+
+    return re.sub(r'src="([^"]+\.png)"', data_uri, html)
+
+
+def render_html(md_text: str, root: Path, title: str) -> str:
+    """The HTML page of a Markdown report whose images are relative to ``root``."""
+    md = markdown.Markdown(extensions=["tables", "fenced_code", "toc"], extension_configs={"toc": {"toc_depth": "2-3"}})
+    body = _inline_images(md.convert(md_text), root)
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title>'
+            f"<style>{CSS}</style></head>\n<body><main>\n"
+            f'<nav class="toc"><strong>Contents</strong>{md.toc}</nav>\n{body}\n</main></body></html>\n')
+
+
+def write_html(md_path: Path) -> Path:
+    """``report.html`` beside ``report.md``."""
+    out = md_path.with_suffix(".html")
+    text = md_path.read_text()
+    first = text.splitlines()[0].lstrip("# ").replace("`", "") if text else "embedlab report"
+    out.write_text(render_html(text, md_path.parent, first))
+    return out

