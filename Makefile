@@ -18,11 +18,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# BACKBONE: resnet18 needs torchvision's ImageNet weights (cache or download); efficientnet_lite0 works offline.
+BACKBONE ?= efficientnet_lite0
+
 run: $(STAMP)
-	$(BIN)/embedlab movies --data-dir $(DATA_DIR) $(ARGS)
+	$(BIN)/embedlab run --data-dir $(DATA_DIR) --backbone $(BACKBONE) $(ARGS)
 
 smoke: $(STAMP)
-	$(BIN)/embedlab movies --data-dir $(DATA_DIR) --profile smoke $(ARGS)
+	$(BIN)/embedlab run --profile smoke --data-dir $(DATA_DIR) --backbone $(BACKBONE) $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)

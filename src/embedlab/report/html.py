@@ -41,10 +41,13 @@ def render_html(md_text: str, root: Path, title: str) -> str:
     """The HTML page of a Markdown report whose images are relative to ``root``."""
     md = markdown.Markdown(extensions=["tables", "fenced_code", "toc"], extension_configs={"toc": {"toc_depth": "2-3"}})
     body = _inline_images(md.convert(md_text), root)
+    head, sep, rest = body.partition("</h1>")  # the contents go right under the title
+    if not sep:
+        head, rest = "", body
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title>'
-            f"<style>{CSS}</style></head>\n<body><main>\n"
-            f'<nav class="toc"><strong>Contents</strong>{md.toc}</nav>\n{body}\n</main></body></html>\n')
+            f"<style>{CSS}</style></head>\n<body><main>\n{head}{sep}\n"
+            f'<nav class="toc"><strong>Contents</strong>{md.toc}</nav>\n{rest}\n</main></body></html>\n')
 
 
 def write_html(md_path: Path) -> Path:
