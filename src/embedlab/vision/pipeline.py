@@ -15,7 +15,7 @@ from embedlab.data import resolve_data_dir
 from embedlab.runs import RunDir
 from embedlab.vision import figures
 from embedlab.vision.backbones import create_backbone
-from embedlab.vision.cifar10 import CLASSES, ensure_cifar10, load_cifar10, stratified_split, subsample, torchvision_download
+from embedlab.vision.cifar10 import CLASSES, Cifar10, ensure_cifar10, load_cifar10, stratified_split, subsample, torchvision_download
 from embedlab.vision.evaluate import confusion_matrix, gallery_selection, per_class_accuracy
 from embedlab.vision.features import cache_key, cached_features, cached_stats, default_cache_dir, extract, pick_device
 from embedlab.vision.compare import comparison_table, per_class_table
@@ -25,11 +25,22 @@ from embedlab.vision.probe import accuracy, choose_l2, fit_probe, predict_proba
 Log = Callable[[str], None]
 
 
-def resolve_size(cfg: ProbeConfig, native: int, device: torch.device) -> int:
+def resolve_size(cfg: ProbeConfig | FinetuneConfig, native: int, device: torch.device) -> int:
     """The working resolution: explicit --size, else native on a GPU, else the CPU default."""
     if cfg.size is not None:
         return cfg.size
     return native if device.type == "cuda" else cfg.cpu_size
+
+
+def load_splits(cfg: ProbeConfig | FinetuneConfig, log: Log) -> tuple[Cifar10, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CIFAR-10 (verified) and the seeded train / validation / test indices shared by the probe and fine-tuning."""
+    folder = ensure_cifar10(resolve_data_dir(cfg.data_dir), None if cfg.offline else torchvision_download)
+    log(f"[1A] reading and verifying {folder}")
+    data = load_cifar10(folder)
+    train_idx, val_idx = stratified_split(data.train_y, cfg.val_per_class, cfg.seed)
+    train_idx = subsample(data.train_y, train_idx, cfg.train_per_class, cfg.seed)
+    test_idx = subsample(data.test_y, torch.arange(len(data.test_y)), cfg.test_per_class, cfg.seed)
+    return data, train_idx, val_idx, test_idx
 
 
 def measure_throughput(model: torch.nn.Module, images: torch.Tensor, size: int, mean, std, batch: int, device) -> float:
@@ -73,12 +84,7 @@ def run_probe(cfg: ProbeConfig, run: RunDir, log: Log = print) -> dict[str, obje
     size = resolve_size(cfg, spec.native_size, device)
     run.update_config("probe", {**to_dict(cfg), "resolved": {"device": str(device), "size": size}})
 
-    folder = ensure_cifar10(resolve_data_dir(cfg.data_dir), None if cfg.offline else torchvision_download)
-    log(f"[1A] reading and verifying {folder}")
-    data = load_cifar10(folder)
-    train_idx, val_idx = stratified_split(data.train_y, cfg.val_per_class, cfg.seed)
-    train_idx = subsample(data.train_y, train_idx, cfg.train_per_class, cfg.seed)
-    test_idx = subsample(data.test_y, torch.arange(len(data.test_y)), cfg.test_per_class, cfg.seed)
+    data, train_idx, val_idx, test_idx = load_splits(cfg, log)
     fit_idx = torch.sort(torch.cat([train_idx, val_idx])).values  # every image features are needed for
 
     model = backbone.feature_extractor()
@@ -171,12 +177,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
-def resolve_finetune_size(cfg: FinetuneConfig, native: int, device: torch.device) -> int:
-    if cfg.size is not None:
-        return cfg.size
-    return native if device.type == "cuda" else cfg.cpu_size
-
-
 def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: bool = False) -> dict[str, object]:
     """Part 1 C into ``run``: the probe (unless done or disabled), fine-tuning, its evaluation and gallery, the comparison.
 
@@ -187,16 +187,12 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
     device = pick_device(cfg.device)
     backbone = create_backbone(cfg.backbone, cfg.weights, cfg.seed)
     spec = backbone.spec
-    size = resolve_finetune_size(cfg, spec.native_size, device)
+    size = resolve_size(cfg, spec.native_size, device)
     run.update_config("finetune", {**to_dict(cfg), "resolved": {"device": str(device), "size": size}})
     if cfg.probe and "test_accuracy" not in _metrics(run).get("probe", {}):
         run_probe(cfg.probe_config(), run, log)
 
-    folder = ensure_cifar10(resolve_data_dir(cfg.data_dir), None if cfg.offline else torchvision_download)
-    data = load_cifar10(folder)
-    train_idx, val_idx = stratified_split(data.train_y, cfg.val_per_class, cfg.seed)  # the probe's split
-    train_idx = subsample(data.train_y, train_idx, cfg.train_per_class, cfg.seed)
-    test_idx = subsample(data.test_y, torch.arange(len(data.test_y)), cfg.test_per_class, cfg.seed)
+    data, train_idx, val_idx, test_idx = load_splits(cfg, log)  # the probe's split
     model, head, trained = backbone.with_new_head(len(CLASSES), cfg.train_scope, cfg.seed)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
