@@ -1,24 +1,34 @@
-"""Shared set-up for the movie benchmarks: the real co-like matrix, or a synthetic one of the same size."""
+"""Shared set-up for the movie benchmarks: the real like matrix (or a synthetic one of the same shape) and a timer."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from embedlab.data import resolve_data_dir
 from embedlab.movies.cooccurrence import build_colikes
+from embedlab.movies.movielens import load_ratings
+from embedlab.movies.synthetic import generate
 
 
-def colike_matrix(data_dir: str | None) -> tuple[sp.csr_matrix, str]:
-    """X from ml-latest-small when it is found, else from random likes of similar size."""
+def like_matrix(data_dir: str | None) -> tuple[sp.csr_matrix, str]:
+    """L from ml-latest-small when it is found, else from a synthetic table of its shape."""
     folder = Path(resolve_data_dir(data_dir)) / "ml-latest-small"
     if (folder / "ratings.csv").is_file():
-        ratings = pd.read_csv(folder / "ratings.csv")
-        return build_colikes(ratings, 4.0).x, f"ml-latest-small ({folder})"
-    rng = np.random.default_rng(0)
-    n = 48_580
-    ratings = pd.DataFrame({"userId": rng.integers(0, 610, n), "movieId": rng.zipf(1.3, n) % 6300, "rating": 5.0})
-    return build_colikes(ratings, 4.0).x, "synthetic (ml-latest-small not found)"
+        return build_colikes(load_ratings(folder), 4.0).likes, f"ml-latest-small ({folder})"
+    return build_colikes(generate("ml-latest-small").ratings, 4.0).likes, "synthetic ml-latest-small shape (real data not found)"
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
+    """Median wall time of ``fn`` over ``repeats`` calls, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]

@@ -7,14 +7,16 @@ one readable ``embedlab: error: ...`` message and exit status 2, never a stack t
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from embedlab.config import (FINETUNE_PROFILES, MOVIES_PROFILES, PROBE_PROFILES, FinetuneConfig, MoviesConfig, ProbeConfig,
                              apply_overrides, finetune_profile, load_config_file)
-from embedlab.data import ChecksumError, DataNotFoundError
+from embedlab.data import MOVIELENS_DATASETS, ChecksumError, DataNotFoundError
 from embedlab.runs import RunDir, RunFolderError, default_run_path
 from embedlab.vision.backbones import WeightsUnavailable
 from embedlab.vision.finetune import TrainingDiverged
@@ -46,12 +48,14 @@ def _lr_spec(text: str) -> tuple[str, list[float]]:
 
 def _add_movies_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="folder holding ml-latest-small/ (default: $EMBEDLAB_DATA_DIR, else ./data)")
+    p.add_argument("--dataset", choices=MOVIELENS_DATASETS, help="MovieLens release under --data-dir (default ml-latest-small)")
+    p.add_argument("--synthetic", metavar="SHAPE", help="generate ratings shaped like ml-25m, ml-32m, ml-latest or Nx ml-latest-small (e.g. 8x)")
     p.add_argument("--offline", action="store_true", default=None, help="never download; fail if the data is missing")
     p.add_argument("--out", type=Path, help="run folder to create (default: runs/<timestamp>-movies)")
     p.add_argument("--config", help="JSON file of settings (same keys as a run's config.json 'movies' section)")
     p.add_argument("--profile", choices=sorted(MOVIES_PROFILES), default="default", help="preset sizes (smoke: seconds, for checks)")
     p.add_argument("--like-threshold", type=float, help="a rating >= this counts as a like (default 4.0; 3.5 also sensible)")
-    p.add_argument("--dim", type=int, help="embedding dimension (default 32)")
+    p.add_argument("--dim", type=int, help=f"embedding dimension (default {MoviesConfig().dim}, chosen by the held-out dimension sweep)")
     p.add_argument("--iterations", type=int, help="gradient steps per run (default 500)")
     p.add_argument("--seed", type=int, help="seed of the shared initial V and of the user split")
     p.add_argument("--optimizers", help="comma-separated subset of the grid, e.g. adam,sgd")
@@ -60,7 +64,7 @@ def _add_movies_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", choices=["cosine", "dot"], help="similarity for recommendations (default cosine)")
     p.add_argument("--top", dest="top_k", type=int, help="recommendations per query (default 10)")
     p.add_argument("--query", dest="queries", action="append", metavar="TITLE", help="query movie (repeatable; default the mission's three)")
-    p.add_argument("--dim-sweep", type=_ints, metavar="D1,D2,...", help="also sweep the dimension, e.g. 10,25,50,100,200")
+    p.add_argument("--dim-sweep", type=_ints, metavar="D1,D2,...", help="dimensions compared on held-out users (default 10,25,50,100,200; '' skips)")
     p.add_argument("--no-map", dest="embedding_map", action="store_false", default=None, help="skip the t-SNE map")
 
 
@@ -88,7 +92,7 @@ def _start_run(args: argparse.Namespace, study: str) -> RunDir:
 
 def movies_config(args: argparse.Namespace) -> MoviesConfig:
     """defaults < profile < --config file < flags."""
-    flags = _flags(args, ("data_dir", "offline", "like_threshold", "dim", "iterations", "seed", "min_likes", "metric",
+    flags = _flags(args, ("data_dir", "dataset", "synthetic", "offline", "like_threshold", "dim", "iterations", "seed", "min_likes", "metric",
                           "top_k", "queries", "dim_sweep", "embedding_map"))
     if args.seed is not None:
         flags["holdout_seed"] = args.seed
@@ -104,12 +108,40 @@ def movies_config(args: argparse.Namespace) -> MoviesConfig:
 
 
 def cmd_movies(args: argparse.Namespace) -> int:
+    """The movie study; under torchrun every rank runs it in lockstep and rank 0 alone keeps a run folder."""
+    from embedlab.distributed import init_from_env, shutdown
+
     cfg = movies_config(args)
-    run = _start_run(args, "movies")
+    dist = init_from_env("cpu")
+    try:
+        return _movies_on_rank(args, cfg, dist)
+    finally:
+        shutdown(dist)
+
+
+def _movies_on_rank(args: argparse.Namespace, cfg: MoviesConfig, dist: Any) -> int:
     from embedlab.movies.pipeline import run_movies
     from embedlab.report import write_report
 
-    metrics = run_movies(cfg, run)
+    problem: Exception | None = None
+    run: RunDir | None = None
+    try:
+        run = _start_run(args, "movies") if dist.is_main else RunDir.create(Path(tempfile.mkdtemp(prefix=f"embedlab-rank{dist.rank}-")))
+    except EXPECTED_ERRORS as exc:
+        problem = exc
+    if not dist.agree(problem is None):
+        raise problem or RunFolderError("rank 0 could not create the run folder; see its message")
+    assert run is not None
+    try:
+        metrics = run_movies(cfg, run, print if dist.is_main else (lambda _msg: None), dist)
+    except BaseException as exc:
+        _mark_failed(run, exc)
+        raise
+    finally:
+        if not dist.is_main:
+            shutil.rmtree(run.path, ignore_errors=True)
+    if not dist.is_main:
+        return 0
     report = write_report(run)
     fit = metrics["movies_fit"]
     print(f"best run: {fit['best_optimizer']} lr={fit['best_lr']:g}, gap to spectral optimum {100 * fit['best_gap_to_optimum']:.3f} %")
@@ -118,6 +150,14 @@ def cmd_movies(args: argparse.Namespace) -> int:
             print(f"{key}: " + "; ".join(titles))
     print(f"report: {report}")
     return 0
+
+
+def _mark_failed(run: RunDir, exc: BaseException) -> None:
+    """A run that stopped is never left looking complete: an empty one is removed, a partial one says so."""
+    if not (run.path / "metrics.json").exists():
+        shutil.rmtree(run.path, ignore_errors=True)
+        return
+    run.update_metrics("movies_run", {"status": f"failed: {type(exc).__name__}: {exc}"})
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:

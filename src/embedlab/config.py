@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 #: Learning-rate grids of the default sweep. Each spans too small (far from the optimum after the
-#: budget) to too large (diverges), measured on ml-latest-small with dim 32; see the README.
+#: budget) to too large (diverges), measured on ml-latest-small at the default d = 100; see the README.
 DEFAULT_GRID: dict[str, list[float]] = {
     "sgd": [3e-6, 1e-5, 3e-5, 1e-4],
-    "nesterov": [1e-6, 3e-6, 1e-5, 3e-5],
+    "nesterov": [3e-6, 1e-5, 2e-5, 3e-5],
     "adagrad": [0.03, 0.1, 0.3, 1.0],
     "rmsprop": [0.001, 0.003, 0.01, 0.03],
     "adam": [0.01, 0.1, 0.3, 1.0],
@@ -29,13 +29,19 @@ class MoviesConfig:
 
     data_dir: str | None = None
     offline: bool = False
+    dataset: str = "ml-latest-small"  # or ml-25m, ml-32m, ml-latest (same CSV layout)
+    synthetic: str | None = None  # generate ratings of this shape instead (ml-32m, 8x, ...); see movies/synthetic.py
     like_threshold: float = 4.0  # 4 and 5 stars (of 0.5..5): a clear "liked"; 3.5 is offered too
-    dim: int = 32
+    dim: int = 100  # chosen by held-out HitRate@10 in the dimension sweep (README, "Dimension"); 32 was the old, time-bound choice
     iterations: int = 500
     seed: int = 0
     init_scale: float = 0.1
     grid: dict[str, list[float]] = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_GRID.items()})
     divergence_factor: float = 10.0
+    # the embedding used for recommendations: the sweep's best setting run to convergence (cost falling by
+    # less than final_rel_tol over 10 iterations), at most final_iterations steps
+    final_iterations: int = 3000
+    final_rel_tol: float = 1e-7
     converged_gap: float = 0.01  # a run within 1 % of the spectral optimum counts as converged
     spectral_rounds: int = 50
     metric: str = "cosine"
@@ -44,9 +50,11 @@ class MoviesConfig:
     queries: list[str] = field(default_factory=lambda: ["Apollo 13", "Toy Story", "Home Alone"])
     holdout_fraction: float = 0.2
     holdout_seed: int = 0
-    dim_sweep: list[int] = field(default_factory=list)  # e.g. [10, 25, 50, 100, 200]; empty = skip
+    dim_sweep: list[int] = field(default_factory=lambda: [10, 25, 50, 100, 200])  # empty = skip
+    dim_sweep_lr_steps: int = 3  # at each d, lower the learning rate by 3x up to this often until a run converges
     embedding_map: bool = True
     map_method: str = "tsne"  # or "pca"
+    map_max_movies: int = 5000  # the map shows at most this many most-liked eligible movies (t-SNE cost)
 
     def validate(self) -> None:
         """Reject impossible settings up front, before any work is done."""
@@ -58,6 +66,8 @@ class MoviesConfig:
             problems.append(f"--dim must be >= 1 (got {self.dim})")
         if self.iterations < 1:
             problems.append(f"--iterations must be >= 1 (got {self.iterations})")
+        if self.final_iterations < 1 or not 0 <= self.final_rel_tol < 1:
+            problems.append(f"final_iterations must be >= 1 and final_rel_tol in [0, 1) (got {self.final_iterations}, {self.final_rel_tol})")
         if not 0.5 <= self.like_threshold <= 5.0:
             problems.append(f"--like-threshold must be between 0.5 and 5 stars (got {self.like_threshold})")
         if self.metric not in METRICS:
@@ -73,6 +83,21 @@ class MoviesConfig:
                 problems.append(f"optimiser {name!r} needs positive learning rates (got {lrs})")
         if not self.grid:
             problems.append("the optimiser grid is empty")
+        from embedlab.data import MOVIELENS_DATASETS
+
+        if self.dataset not in MOVIELENS_DATASETS:
+            problems.append(f"--dataset must be one of {', '.join(MOVIELENS_DATASETS)} (got {self.dataset!r})")
+        if self.synthetic is not None:
+            from embedlab.movies.synthetic import shape_of
+
+            try:
+                shape_of(self.synthetic)
+            except ValueError as exc:
+                problems.append(str(exc))
+        if any(not isinstance(d, int) or d < 1 for d in self.dim_sweep):
+            problems.append(f"--dim-sweep needs positive integers (got {self.dim_sweep})")
+        if self.dim_sweep_lr_steps < 0 or self.map_max_movies < 2:
+            problems.append("dim_sweep_lr_steps must be >= 0 and map_max_movies >= 2")
         if not 0 < self.holdout_fraction < 1:
             problems.append(f"holdout_fraction must be in (0, 1) (got {self.holdout_fraction})")
         if problems:
@@ -230,6 +255,8 @@ MOVIES_PROFILES: dict[str, dict[str, Any]] = {
         "grid": {"sgd": [3e-5, 1e-4], "adam": [0.3, 1.0]},
         "spectral_rounds": 5,
         "map_method": "pca",
+        "dim_sweep": [8, 16],
+        "final_iterations": 300,
     },
 }
 

@@ -22,12 +22,17 @@ ENV_VAR = "EMBEDLAB_DATA_DIR"
 DEFAULT_DIR = Path("data")
 
 MOVIELENS_DIRNAME = "ml-latest-small"
-MOVIELENS_URL = "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip"
+MOVIELENS_BASE = "https://files.grouplens.org/datasets/movielens"
+MOVIELENS_URL = f"{MOVIELENS_BASE}/ml-latest-small.zip"
 #: sha256 of the files of the official ml-latest-small release (generated 2018-09-26).
 MOVIELENS_SHA256 = {
     "ratings.csv": "aa289ca83157595d0df6aea1be6a4ded676ddc4385472e8313a8ed9805352646",
     "movies.csv": "5a5f32dd9bb3797b8e728a1b98958789d2b13f294a69fdfbc5727f8a9611aa07",
 }
+#: The MovieLens releases with the same CSV layout. Each archive's published checksum is the
+#: ``<archive>.md5`` file GroupLens serves beside it; ml-latest-small's files are pinned above.
+MOVIELENS_DATASETS = ("ml-latest-small", "ml-25m", "ml-32m", "ml-latest")
+MOVIELENS_FILES = ("movies.csv", "ratings.csv")
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -82,35 +87,71 @@ def _missing_message(what: str, folder: Path, files: list[str], reason: str) -> 
     )
 
 
-def ensure_movielens(data_dir: Path, download: Downloader | None = download_url) -> Path:
-    """Return the ml-latest-small folder under ``data_dir``, downloading it if it is missing.
+def md5_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex md5 of a file (GroupLens publishes md5 checksums of its archives)."""
+    h = hashlib.md5()  # noqa: S324 (a published checksum, not security)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_dataset_name(name: str) -> str:
+    """``name`` if it is a MovieLens release embedlab reads, else a ValueError listing them."""
+    if name not in MOVIELENS_DATASETS:
+        raise ValueError(f"unknown MovieLens dataset {name!r}; choose from {', '.join(MOVIELENS_DATASETS)} "
+                         "(or --synthetic NAME for a generated dataset of that shape)")
+    return name
+
+
+def _verify_archive(name: str, archive: Path, data_dir: Path, download: Downloader) -> None:
+    """Check a downloaded archive against the md5 that GroupLens publishes beside it."""
+    md5_path = Path(data_dir) / f"{name}.zip.md5"
+    download(f"{MOVIELENS_BASE}/{name}.zip.md5", md5_path)
+    expected = md5_path.read_text().split()[0].strip().lower()
+    got = md5_file(archive)
+    md5_path.unlink(missing_ok=True)
+    if got != expected:
+        bad = archive.with_name(archive.name + ".unverified")
+        archive.replace(bad)
+        raise ChecksumError(f"downloaded {archive.name} has md5 {got}, GroupLens publishes {expected}; the copy was moved to {bad}")
+
+
+def ensure_movielens(data_dir: Path, download: Downloader | None = download_url, dataset: str = MOVIELENS_DIRNAME) -> Path:
+    """Return the folder of MovieLens ``dataset`` under ``data_dir``, downloading it if it is missing.
 
     ``download=None`` forbids the network (tests, ``--offline``). A downloaded copy is verified
-    against the official sha256 of ``ratings.csv`` and ``movies.csv`` before it is used.
+    before it is used: ml-latest-small file by file against pinned sha256s, the larger releases
+    against the md5 GroupLens publishes for each archive.
     """
-    folder = Path(data_dir) / MOVIELENS_DIRNAME
-    needed = sorted(MOVIELENS_SHA256)
+    check_dataset_name(dataset)
+    folder = Path(data_dir) / dataset
+    needed = list(MOVIELENS_FILES)
+    what = f"MovieLens {dataset}"
     if all((folder / name).is_file() for name in needed):
         return folder
     if download is None:
-        raise DataNotFoundError(_missing_message("MovieLens ml-latest-small", folder, needed, "offline mode"))
-    archive = Path(data_dir) / f"{MOVIELENS_DIRNAME}.zip"
+        raise DataNotFoundError(_missing_message(what, folder, needed, "offline mode"))
+    archive = Path(data_dir) / f"{dataset}.zip"
     try:
         Path(data_dir).mkdir(parents=True, exist_ok=True)
-        download(MOVIELENS_URL, archive)
+        download(f"{MOVIELENS_BASE}/{dataset}.zip", archive)
+        if dataset != MOVIELENS_DIRNAME:
+            _verify_archive(dataset, archive, Path(data_dir), download)
         with zipfile.ZipFile(archive) as zf:
             zf.extractall(data_dir)
     except (urllib.error.URLError, OSError, zipfile.BadZipFile) as exc:
-        raise DataNotFoundError(_missing_message("MovieLens ml-latest-small", folder, needed, str(exc))) from exc
-    for name, expected in MOVIELENS_SHA256.items():
-        got = sha256_file(folder / name)
-        if got != expected:
-            bad = folder.with_name(folder.name + ".unverified")
-            shutil.rmtree(bad, ignore_errors=True)
-            folder.rename(bad)
-            raise ChecksumError(
-                f"downloaded {name} has sha256 {got}, expected {expected}; the copy was moved to {bad}. "
-                "Download ml-latest-small yourself and pass its parent folder with --data-dir."
-            )
+        raise DataNotFoundError(_missing_message(what, folder, needed, str(exc))) from exc
+    if dataset == MOVIELENS_DIRNAME:
+        for name, expected in MOVIELENS_SHA256.items():
+            got = sha256_file(folder / name)
+            if got != expected:
+                bad = folder.with_name(folder.name + ".unverified")
+                shutil.rmtree(bad, ignore_errors=True)
+                folder.rename(bad)
+                raise ChecksumError(
+                    f"downloaded {name} has sha256 {got}, expected {expected}; the copy was moved to {bad}. "
+                    "Download ml-latest-small yourself and pass its parent folder with --data-dir."
+                )
     archive.unlink(missing_ok=True)
     return folder

@@ -124,8 +124,8 @@ def preflight(cfg: StudyConfig, pending: list[str], log: Callable[[str], None]) 
         for step in vision:
             v = cfg.probe if step == "probe" else cfg.finetune
             create_backbone(v.backbone, v.weights, v.seed)  # raises WeightsUnavailable with the ways out
-    if "movies" in pending:
-        ensure_movielens(resolve_data_dir(cfg.movies.data_dir), None if cfg.movies.offline else download_url)
+    if "movies" in pending and not cfg.movies.synthetic:
+        ensure_movielens(resolve_data_dir(cfg.movies.data_dir), None if cfg.movies.offline else download_url, cfg.movies.dataset)
     log("preflight: data and weights are at hand")
 
 

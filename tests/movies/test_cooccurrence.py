@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from embedlab.movies.cooccurrence import build_colikes, colike_stats, top_pairs
+from embedlab.movies.cooccurrence import build_colikes, colike_fro_sq, colike_rows, colike_stats, colike_summary, cooccurrence
 
 
 def hand_ratings() -> pd.DataFrame:
@@ -17,19 +17,19 @@ def test_x_counts_users_who_liked_both_with_zero_diagonal():
     co = build_colikes(hand_ratings(), threshold=4.0)
     assert list(co.movie_ids) == [10, 20, 30]
     expected = np.array([[0, 2, 1], [2, 0, 2], [1, 2, 0]])
-    np.testing.assert_array_equal(co.x.toarray(), expected)
+    np.testing.assert_array_equal(cooccurrence(co.likes).toarray(), expected)
     assert list(co.like_counts) == [2, 3, 2]
     assert co.index_of(40) is None and co.index_of(20) == 1
 
 
 def test_threshold_35_adds_the_half_star_like():
     co = build_colikes(hand_ratings(), threshold=3.5)
-    assert co.x.toarray()[0, 2] == 2  # user 1's 3.5 for movie 30 now counts
+    assert cooccurrence(co.likes).toarray()[0, 2] == 2  # user 1's 3.5 for movie 30 now counts
 
 
 def test_duplicate_ratings_count_once():
     r = pd.concat([hand_ratings(), hand_ratings().iloc[:1]])
-    np.testing.assert_array_equal(build_colikes(r).x.toarray(), build_colikes(hand_ratings()).x.toarray())
+    np.testing.assert_array_equal(cooccurrence(build_colikes(r).likes).toarray(), cooccurrence(build_colikes(hand_ratings()).likes).toarray())
 
 
 def test_matches_bruteforce_on_random_table():
@@ -45,13 +45,13 @@ def test_matches_bruteforce_on_random_table():
             for b in s:
                 if a != b:
                     brute[pos[a], pos[b]] += 1
-    np.testing.assert_array_equal(co.x.toarray(), brute)
+    np.testing.assert_array_equal(cooccurrence(co.likes).toarray(), brute)
 
 
 def test_top_pairs_and_stats():
     co = build_colikes(hand_ratings())
-    assert top_pairs(co.x, 2) == [(0, 1, 2), (1, 2, 2)]
-    st = colike_stats(hand_ratings(), 4, co)
+    assert colike_summary(co.likes, 2).top_pairs == [(0, 1, 2), (1, 2, 2)]
+    st = colike_stats(hand_ratings(), 4, co, colike_summary(co.likes))
     assert st["likes"] == 7 and st["movies_with_likes"] == 3 and st["x_nnz"] == 6 and st["x_max"] == 2
     assert st["x_density"] == pytest.approx(1.0)
 
@@ -65,4 +65,42 @@ def test_real_data_counts(real_data):
     from embedlab.movies.movielens import load_ratings
 
     co = build_colikes(load_ratings(real_data / "ml-latest-small"), 4.0)
-    assert co.likes.nnz == 48580 and co.x.shape == (6298, 6298) and co.x.nnz == 6000360
+    summary = colike_summary(co.likes)
+    assert co.likes.nnz == 48580 and co.n_movies == 6298 and summary.nnz == 6000360 and summary.max == 168
+    assert summary.fro_sq == colike_fro_sq(co.likes) == 63_482_944
+
+
+def random_likes(seed: int, users: int = 40, movies: int = 30, density: float = 0.15):
+    """Random binary L with a user who liked one movie, an empty user and movies nobody liked."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    dense = (rng.random((users, movies)) < density).astype(np.float32)
+    dense[0] = 0
+    dense[0, 3] = 1  # one like
+    dense[1] = 0  # no like at all
+    dense[:, -2:] = 0  # two movies with none
+    return sp.csr_matrix(dense)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("entries", [7, 10_000])  # tiny chunks (a few rows each) and one chunk
+def test_chunked_summary_matches_the_materialised_matrix(seed, entries):
+    likes = random_likes(seed)
+    x = cooccurrence(likes).toarray().astype(np.float64)
+    s = colike_summary(likes, k=5, entries=entries)
+    assert s.nnz == np.count_nonzero(x) and s.max == x.max() and s.fro_sq == pytest.approx((x**2).sum(), rel=1e-12)
+    assert colike_fro_sq(likes, entries=entries) == pytest.approx((x**2).sum(), rel=1e-12)
+    iu = np.triu_indices_from(x, 1)
+    expected = sorted(zip(x[iu], iu[0], iu[1]), key=lambda t: (-t[0], t[1], t[2]))[:5]
+    assert s.top_pairs == [(int(i), int(j), int(c)) for c, i, j in expected]
+    rows = np.array([3, 0, 29])
+    np.testing.assert_array_equal(colike_rows(likes.T.tocsr(), likes, rows).toarray(), x[rows])
+
+
+def test_fro_sq_uses_either_side_of_the_gram_matrix():
+    # wide (few users) and tall (few movies) both agree with the brute force
+    for users, movies in ((5, 60), (80, 6)):
+        likes = random_likes(3, users, movies, 0.4)
+        x = cooccurrence(likes).toarray().astype(np.float64)
+        assert colike_fro_sq(likes, entries=11) == pytest.approx((x**2).sum(), rel=1e-12)

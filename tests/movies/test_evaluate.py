@@ -3,7 +3,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from embedlab.movies.evaluate import build_queries, colike_scorer, evaluate_scorer, split_users
+from embedlab.movies.evaluate import bucket_masks, build_queries, colike_scorer, evaluate_scorer, recommend_all, score_recs, split_users
 
 
 def test_split_is_seeded_and_disjoint():
@@ -19,8 +19,10 @@ def test_split_is_seeded_and_disjoint():
 def test_hit_metrics_match_bruteforce():
     rng = np.random.default_rng(0)
     m, k = 12, 3
-    x = rng.random((m, m)).astype(np.float32)  # continuous: no ties, so the top-k is unique
-    x = np.triu(x, 1) + np.triu(x, 1).T
+    # weighted "likes" make X continuous, so the top-k has no ties and the brute force is unambiguous
+    train_likes = ((rng.random((40, m)) < 0.5) * rng.random((40, m))).astype(np.float32)
+    x = train_likes.T.astype(np.float64) @ train_likes
+    np.fill_diagonal(x, 0)
     test_likes = (rng.random((6, m)) < 0.35).astype(np.float32)
     test_likes[0] = 0
     test_likes[0, 4] = 1  # a user with one like asks nothing
@@ -29,7 +31,7 @@ def test_hit_metrics_match_bruteforce():
     eligible = torch.ones(m, dtype=torch.bool)
     eligible[2] = False
     q = build_queries(sp.csr_matrix(test_likes))
-    res = evaluate_scorer(colike_scorer(sp.csr_matrix(x)), q, k, eligible, counts, genres)
+    res = evaluate_scorer(colike_scorer(sp.csr_matrix(train_likes)), q, k, eligible, counts, genres)
 
     hits, pops, overl, n = [], [], [], 0
     for u in range(6):
@@ -47,3 +49,32 @@ def test_hit_metrics_match_bruteforce():
     assert res["mean_hits@3"] == pytest.approx(np.mean(hits))
     assert res["mean_popularity"] == pytest.approx(np.mean(pops), rel=1e-6)
     assert res["genre_overlap@3"] == pytest.approx(np.mean(overl))
+
+
+
+def test_buckets_partition_the_queries_and_average_back():
+    rng = np.random.default_rng(1)
+    m, k = 15, 3
+    train_likes = (rng.random((200, m)) < 0.3).astype(np.float32)
+    test_likes = sp.csr_matrix((rng.random((20, m)) < 0.3).astype(np.float32))
+    counts = np.array([2, 5, 9, 10, 50, 100, 101, 300] + [40] * (m - 8))
+    genres = torch.from_numpy(rng.random((m, 3)) < 0.5)
+    eligible = torch.ones(m, dtype=torch.bool)
+    q = build_queries(test_likes)
+    recs = recommend_all(colike_scorer(sp.csr_matrix(train_likes)), q, k, eligible)
+    masks = bucket_masks(q, counts)
+    assert sum(int(mk.sum()) for mk in masks.values()) == len(q.items)
+    assert not (masks["< 10 likes"] & masks["10-100 likes"]).any()
+    n_q = counts[q.items.numpy()]
+    assert (n_q[masks["10-100 likes"].numpy()] <= 100).all() and (n_q[masks["> 100 likes"].numpy()] > 100).all()
+    overall = score_recs(recs, q, counts, genres)
+    parts = {name: score_recs(recs, q, counts, genres, mk) for name, mk in masks.items()}
+    weighted = sum(p["hit_rate@3"] * p["queries"] for p in parts.values()) / overall["queries"]
+    assert weighted == pytest.approx(overall["hit_rate@3"])
+
+
+def test_membership_needs_no_dense_matrix():
+    likes = sp.csr_matrix(np.array([[1, 0, 1, 0], [0, 1, 1, 1], [1, 0, 0, 0]], dtype=np.float32))
+    q = build_queries(likes)
+    assert q.items.tolist() == [0, 2, 1, 2, 3]  # the user with one like asks nothing
+    assert q.liked(torch.tensor([0, 0, 1, 2]), torch.tensor([2, 1, 3, 0])).tolist() == [True, False, True, True]

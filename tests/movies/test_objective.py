@@ -64,3 +64,60 @@ def test_spectral_optimum_is_a_stationary_point_and_beats_random_starts():
 def test_spectral_rejects_impossible_dimension():
     with pytest.raises(ValueError, match="dim must be"):
         spectral_optimum(random_x(5, 0), dim=5)
+
+
+def _likes(seed: int, users: int = 30, movies: int = 18):
+    """Random binary L including a user with one like and movies nobody liked."""
+    rng = np.random.default_rng(seed)
+    dense = (rng.random((users, movies)) < 0.25).astype(np.float32)
+    dense[0] = 0
+    dense[0, 2] = 1
+    dense[:, -3:] = 0
+    return sp.csr_matrix(dense)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_factored_materialised_and_bruteforce_agree(seed):
+    from embedlab.movies.cooccurrence import colike_fro_sq, cooccurrence
+    from embedlab.movies.objective import CoLikeOperator, MatrixOperator
+
+    likes = _likes(seed)
+    x = cooccurrence(likes)
+    factored = CoLikeOperator.from_likes(likes, colike_fro_sq(likes), dtype=torch.float64)
+    materialised = MatrixOperator.from_matrix(x, torch.float64)
+    assert factored.fro_sq == pytest.approx(materialised.fro_sq, rel=1e-12)
+    v = torch.randn(x.shape[0], 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    torch.testing.assert_close(factored @ v, materialised @ v, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(factored @ v[:, 0], materialised @ v[:, :1][:, 0], rtol=1e-12, atol=1e-12)
+    c_f, g_f = cost_and_grad(v, factored)
+    c_m, g_m = cost_and_grad(v, materialised)
+    brute = float(cost_bruteforce(v, torch.from_numpy(x.toarray()).double()))
+    assert c_f == pytest.approx(brute, rel=1e-10) and c_m == pytest.approx(brute, rel=1e-10)
+    torch.testing.assert_close(g_f, g_m, rtol=1e-10, atol=1e-10)
+
+
+def test_spectral_optimum_is_the_same_on_both_operators():
+    from embedlab.movies.cooccurrence import colike_fro_sq, cooccurrence
+    from embedlab.movies.objective import CoLikeOperator
+
+    likes = _likes(5, users=60, movies=25)
+    a = spectral_optimum(CoLikeOperator.from_likes(likes, colike_fro_sq(likes)), dim=3, max_rounds=200, rel_tol=1e-10)
+    b = spectral_optimum(cooccurrence(likes), dim=3, max_rounds=200, rel_tol=1e-10)
+    assert a.cost == pytest.approx(b.cost, rel=1e-8)
+    np.testing.assert_allclose(a.v @ a.v.T, b.v @ b.v.T, atol=1e-6 * np.abs(b.v).max() ** 2)
+    assert a.converged and b.converged
+
+
+def test_sharded_operator_sums_to_the_whole():
+    """Two halves of the users, summed (what all_reduce does across ranks), equal the single operator."""
+    from embedlab.movies.cooccurrence import colike_fro_sq
+    from embedlab.movies.objective import CoLikeOperator
+
+    likes = _likes(7)
+    counts = np.asarray(likes.sum(axis=0)).ravel()
+    whole = CoLikeOperator.from_likes(likes, colike_fro_sq(likes), dtype=torch.float64)
+    top = CoLikeOperator.from_likes(likes[:13], whole.fro_sq, counts=counts, dtype=torch.float64)
+    bottom = CoLikeOperator.from_likes(likes[13:], whole.fro_sq, counts=counts, dtype=torch.float64)
+    v = torch.randn(likes.shape[1], 3, dtype=torch.float64)
+    partial = top.lt @ (top.l @ v) + bottom.lt @ (bottom.l @ v)
+    torch.testing.assert_close(partial - whole.counts[:, None] * v, whole @ v)

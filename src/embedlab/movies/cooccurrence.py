@@ -1,33 +1,46 @@
-"""From ratings to the co-like matrix: L (users x movies, 1 = liked) and X = L^T L, zero diagonal.
+"""From ratings to likes: L (users x movies, 1 = liked), the like counts, and X = L^T L only in chunks.
 
 Everything is vectorised with pandas categoricals and scipy.sparse; no Python loop over users.
-Only movies with at least one like get a row of X: a movie nobody liked has an all-zero row, its
-optimal vector is 0 and it would only slow the fit down.
+Only movies with at least one like get a column: a movie nobody liked has an all-zero row of X,
+its optimal vector is 0 and it would only slow the fit down.
+
+X itself (movies x movies) grows with the square of the catalogue (about 10^9 entries at ML-32M
+sizes), so it is never held whole: the fit uses X V = L^T (L V) - n * V (``objective.py``), and
+what the report needs of X (its non-zeros, maximum, ||X||_F^2, most co-liked pairs, the rows of
+the co-count baselines) comes from passes over row chunks with bounded memory.
 """
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+#: Entries of X computed per chunk: bounds the memory of every chunked pass (~ 16 bytes each).
+CHUNK_ENTRIES = 20_000_000
+
 
 @dataclass(frozen=True)
 class CoLikes:
-    """The like matrix, the co-like matrix and the ids that index their rows and columns."""
+    """The like matrix and the ids that index its rows (users) and columns (movies)."""
 
     likes: sp.csr_matrix  # users x movies, float32 0/1
-    x: sp.csr_matrix  # movies x movies, float32 counts, symmetric, zero diagonal
     user_ids: np.ndarray
     movie_ids: np.ndarray
     threshold: float
 
     @property
     def like_counts(self) -> np.ndarray:
-        """How many users liked each movie (column sums of L)."""
+        """How many users liked each movie (column sums of L: the diagonal of L^T L)."""
         return np.asarray(self.likes.sum(axis=0)).ravel().astype(np.int64)
+
+    @property
+    def n_movies(self) -> int:
+        return int(self.likes.shape[1])
 
     def index_of(self, movie_id: int) -> int | None:
         """Row of ``movie_id`` in X, or None when nobody liked it."""
@@ -48,11 +61,12 @@ def like_matrix(ratings: pd.DataFrame, threshold: float) -> tuple[sp.csr_matrix,
     data = np.ones(len(liked), dtype=np.float32)
     shape = (len(users.categories), len(movies.categories))
     lmat = sp.csr_matrix((data, (users.codes, movies.codes)), shape=shape)
+    lmat.sum_duplicates()
     return lmat, np.asarray(users.categories, dtype=np.int64), np.asarray(movies.categories, dtype=np.int64)
 
 
 def cooccurrence(likes: sp.spmatrix) -> sp.csr_matrix:
-    """X = L^T L with the diagonal (each movie's own like count) removed, as float32 CSR."""
+    """X = L^T L with the diagonal removed, materialised: the reference for tests and small data only."""
     x = (sp.csr_matrix(likes, dtype=np.float32).T @ sp.csr_matrix(likes, dtype=np.float32)).tocsr()
     x.setdiag(0)
     x.eliminate_zeros()
@@ -61,27 +75,100 @@ def cooccurrence(likes: sp.spmatrix) -> sp.csr_matrix:
 
 
 def build_colikes(ratings: pd.DataFrame, threshold: float = 4.0) -> CoLikes:
-    """The whole data-prep step: ratings -> L -> X."""
+    """The data-prep step: ratings -> L (X is used only through L)."""
     if ratings.empty:
         raise ValueError("the ratings table is empty")
     lmat, users, movies = like_matrix(ratings, threshold)
     if lmat.nnz == 0:
         raise ValueError(f"no rating is >= {threshold}; lower --like-threshold")
-    return CoLikes(likes=lmat, x=cooccurrence(lmat), user_ids=users, movie_ids=movies, threshold=threshold)
+    return CoLikes(likes=lmat, user_ids=users, movie_ids=movies, threshold=threshold)
 
 
-def top_pairs(x: sp.spmatrix, k: int) -> list[tuple[int, int, int]]:
-    """The ``k`` most co-liked pairs (i < j, count), largest first."""
-    upper = sp.triu(x, k=1).tocoo()
-    if upper.nnz == 0:
-        return []
-    order = np.argsort(-upper.data, kind="stable")[:k]
-    return [(int(upper.row[o]), int(upper.col[o]), int(upper.data[o])) for o in order]
+def colike_rows(likes_t: sp.csr_matrix, likes: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
+    """Rows ``rows`` of X = L^T L - diag(n), from L^T (movies x users, CSR) and L (CSR)."""
+    block = (likes_t[rows] @ likes).tocsr()
+    block = block.tocoo()
+    keep = block.col != np.asarray(rows)[block.row]
+    return sp.csr_matrix((block.data[keep], (block.row[keep], block.col[keep])), shape=block.shape)
 
 
-def colike_stats(ratings: pd.DataFrame, n_movies_catalogue: int, co: CoLikes) -> dict[str, float | int]:
+def row_chunks(n_rows: int, n_cols: int, entries: int = CHUNK_ENTRIES) -> Iterator[np.ndarray]:
+    """Consecutive row ranges whose dense size stays under ``entries``."""
+    step = max(1, entries // max(1, n_cols))
+    for start in range(0, n_rows, step):
+        yield np.arange(start, min(n_rows, start + step))
+
+
+@dataclass(frozen=True)
+class ColikeSummary:
+    """What the report shows of X, from one chunked pass: never more than a chunk in memory."""
+
+    nnz: int
+    max: int
+    fro_sq: float
+    top_pairs: list[tuple[int, int, int]]  # (i, j, count), i < j, largest first
+
+
+def colike_summary(likes: sp.spmatrix, k: int = 15, entries: int = CHUNK_ENTRIES) -> ColikeSummary:
+    """Non-zeros, maximum, ||X||_F^2 and the ``k`` most co-liked pairs of X, in row chunks.
+
+    Cost O(sum_u deg_u^2) (every co-like of every user once), memory O(chunk rows x M).
+    """
+    lc = sp.csr_matrix(likes, dtype=np.float32)
+    lt = lc.T.tocsr()
+    m = lc.shape[1]
+    nnz, top, fro = 0, 0, 0.0
+    heap: list[tuple[int, int, int]] = []  # (count, -i, -j): ties keep the smaller indices
+    for rows in row_chunks(m, m, entries):
+        block = colike_rows(lt, lc, rows).tocoo()
+        if block.nnz == 0:
+            continue
+        data = block.data.astype(np.float64)
+        nnz += block.nnz
+        top = max(top, int(data.max()))
+        fro += float(np.dot(data, data))
+        i = rows[block.row]
+        upper = block.col > i
+        cand_c, cand_i, cand_j = data[upper], i[upper], block.col[upper]
+        if len(cand_c) > k:
+            part = np.argpartition(-cand_c, k - 1)[: k]
+            # keep every candidate tied with the k-th so the final order is deterministic
+            kth = cand_c[part].min()
+            part = np.flatnonzero(cand_c >= kth)
+            cand_c, cand_i, cand_j = cand_c[part], cand_i[part], cand_j[part]
+        for c, a, b in zip(cand_c, cand_i, cand_j):
+            item = (int(c), -int(a), -int(b))
+            if len(heap) < k:
+                heapq.heappush(heap, item)
+            elif item > heap[0]:
+                heapq.heapreplace(heap, item)
+    pairs = sorted(heap, reverse=True)
+    return ColikeSummary(nnz=nnz, max=top, fro_sq=fro, top_pairs=[(-a, -b, c) for c, a, b in pairs])
+
+
+def colike_fro_sq(likes: sp.spmatrix, entries: int = CHUNK_ENTRIES) -> float:
+    """||X||_F^2 = ||L^T L||_F^2 - sum_i n_i^2 without X: the Gram matrix of the cheaper side, in chunks.
+
+    ||L^T L||_F = ||L L^T||_F; the movie side costs sum_u deg_u^2, the user side sum_i n_i^2
+    (pairs of likes sharing a user, resp. a movie), so the smaller of the two is computed.
+    """
+    lc = sp.csr_matrix(likes, dtype=np.float32)
+    deg_u = np.diff(lc.indptr).astype(np.float64)
+    n = np.asarray(lc.sum(axis=0)).ravel().astype(np.float64)
+    a = lc.T.tocsr() if float(deg_u @ deg_u) <= float(n @ n) else lc  # rows of the Gram we build
+    at = a.T.tocsr()
+    total = 0.0
+    for rows in row_chunks(a.shape[0], a.shape[0], entries):
+        block = (a[rows] @ at).tocsr()
+        d = block.data.astype(np.float64)
+        total += float(d @ d)
+    return total - float(n @ n)
+
+
+def colike_stats(ratings: pd.DataFrame, n_movies_catalogue: int, co: CoLikes, summary: ColikeSummary) -> dict[str, float | int]:
     """The headline numbers of the data-prep step."""
-    m = co.x.shape[0]
+    m = co.n_movies
+    deg = np.diff(co.likes.indptr).astype(np.int64)
     return {
         "like_threshold": co.threshold,
         "users": int(ratings["userId"].nunique()),
@@ -91,8 +178,9 @@ def colike_stats(ratings: pd.DataFrame, n_movies_catalogue: int, co: CoLikes) ->
         "likes": int(co.likes.nnz),
         "users_with_likes": int(co.likes.shape[0]),
         "movies_with_likes": int(m),
-        "x_nnz": int(co.x.nnz),
-        "x_density": float(co.x.nnz / (m * (m - 1))) if m > 1 else 0.0,
-        "x_max": int(co.x.max()) if co.x.nnz else 0,
-        "x_sum_pairs": int(co.x.sum() // 2),
+        "x_nnz": int(summary.nnz),
+        "x_density": float(summary.nnz / (m * (m - 1))) if m > 1 else 0.0,
+        "x_max": int(summary.max),
+        "x_sum_pairs": int((deg * (deg - 1)).sum() // 2),
+        "x_fro_sq": float(summary.fro_sq),
     }

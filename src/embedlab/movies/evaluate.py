@@ -14,6 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from embedlab.movies.cooccurrence import colike_rows
 from embedlab.movies.recommend import top_k
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]  # item indices (q,) -> scores (q, M)
@@ -33,19 +34,36 @@ def split_users(user_ids: np.ndarray, test_fraction: float, seed: int) -> tuple[
 
 @dataclass(frozen=True)
 class Queries:
-    """(user, item) query pairs of the test users and each test user's liked items (mask)."""
+    """(user, item) query pairs of the test users, and every test user's likes as sorted keys.
+
+    A like (u, i) is the key u * M + i, so membership tests need no dense users x movies matrix
+    (40 k test users x 87 k movies would be 3.5 GB at ML-32M sizes).
+    """
 
     items: torch.Tensor  # (n,) item index of each query
-    users: torch.Tensor  # (n,) row of that query's user in ``liked``
-    liked: torch.Tensor  # (n_test_users, M) bool
+    users: torch.Tensor  # (n,) test-user row of that query
+    like_keys: torch.Tensor  # sorted int64 keys u * n_items + i of every test like
+    n_items: int
+
+    def liked(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Bool tensor: did ``users`` like ``items`` (same shapes, broadcast)?"""
+        keys = users.long() * self.n_items + items.long()
+        pos = torch.searchsorted(self.like_keys, keys).clamp(max=max(len(self.like_keys) - 1, 0))
+        return (self.like_keys[pos] == keys) if len(self.like_keys) else torch.zeros_like(keys, dtype=torch.bool)
 
 
 def build_queries(test_likes: sp.spmatrix) -> Queries:
     """Every liked item of every test user with at least two liked items is one query."""
-    liked = torch.from_numpy(np.asarray(sp.csr_matrix(test_likes).toarray() > 0))
-    enough = liked.sum(dim=1) >= 2
-    users, items = torch.nonzero(liked & enough[:, None], as_tuple=True)
-    return Queries(items=items, users=users, liked=liked)
+    lc = sp.csr_matrix(test_likes)
+    lc.eliminate_zeros()
+    lc.sort_indices()
+    deg = np.diff(lc.indptr)
+    users = np.repeat(np.arange(lc.shape[0]), deg)
+    items = lc.indices.astype(np.int64)
+    keys = users.astype(np.int64) * lc.shape[1] + items
+    enough = deg[users] >= 2
+    return Queries(items=torch.from_numpy(items[enough]), users=torch.from_numpy(users[enough]),
+                   like_keys=torch.from_numpy(np.sort(keys)), n_items=int(lc.shape[1]))
 
 
 def cosine_scorer(v: torch.Tensor) -> Scorer:
@@ -53,13 +71,17 @@ def cosine_scorer(v: torch.Tensor) -> Scorer:
     return lambda q: vn[q] @ vn.T
 
 
-def colike_scorer(x: sp.spmatrix, like_counts: np.ndarray | None = None) -> Scorer:
-    """Rows of X (raw co-like counts), or X_ij / sqrt(n_i n_j) when ``like_counts`` is given."""
-    xs = sp.csr_matrix(x, dtype=np.float32)
+def colike_scorer(likes: sp.spmatrix, like_counts: np.ndarray | None = None) -> Scorer:
+    """Rows of X = L^T L - diag(n) (raw co-like counts), or X_ij / sqrt(n_i n_j) when ``like_counts`` is given.
+
+    Rows are computed from L for each chunk of queries: X is never formed whole.
+    """
+    lc = sp.csr_matrix(likes, dtype=np.float32)
+    lt = lc.T.tocsr()
     norm = None if like_counts is None else torch.from_numpy(np.sqrt(np.maximum(like_counts, 1)).astype(np.float32))
 
     def score(q: torch.Tensor) -> torch.Tensor:
-        rows = torch.from_numpy(xs[q.numpy()].toarray())
+        rows = torch.from_numpy(colike_rows(lt, lc, q.numpy()).toarray())
         if norm is not None:
             rows = rows / norm[q][:, None] / norm[None, :]
         return rows
@@ -67,39 +89,58 @@ def colike_scorer(x: sp.spmatrix, like_counts: np.ndarray | None = None) -> Scor
     return score
 
 
-def evaluate_scorer(
-    scorer: Scorer,
-    queries: Queries,
-    k: int,
-    eligible: torch.Tensor,
-    like_counts: np.ndarray,
-    genres: torch.Tensor,
-    chunk: int = 512,
-) -> dict[str, float]:
-    """HitRate@k (share of queries with at least one hit), mean hits@k, precision@k, popularity, genre overlap@k.
-
-    ``genres`` is an (M, G) bool multi-hot matrix; genre overlap@k is the share of recommended
-    movies that share at least one genre with the query movie.
-    """
+def recommend_all(scorer: Scorer, queries: Queries, k: int, eligible: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """The top-k list (n, k) of every query, each distinct query item scored once."""
     unique_items = torch.unique(queries.items)
-    recs = torch.full((int(queries.liked.shape[1]), k), -1, dtype=torch.long)
+    recs = torch.full((queries.n_items, k), -1, dtype=torch.long)
     for start in range(0, len(unique_items), chunk):
         q = unique_items[start : start + chunk]
         idx, _ = top_k(scorer(q), q, k, eligible)
         recs[q] = idx
-    r = recs[queries.items]  # (n, k)
-    valid = r >= 0
-    r0 = r.clamp(min=0)
-    hit = queries.liked[queries.users[:, None], r0] & valid
+    return recs[queries.items]
+
+
+def score_recs(recs: torch.Tensor, queries: Queries, like_counts: np.ndarray, genres: torch.Tensor,
+               mask: torch.Tensor | None = None) -> dict[str, float]:
+    """HitRate@k (share of queries with at least one hit), mean hits@k, precision@k, popularity, genre overlap@k.
+
+    ``mask`` picks a subset of the queries (e.g. by the query movie's like count).
+    ``genres`` is an (M, G) bool multi-hot matrix; genre overlap@k is the share of recommended
+    movies that share at least one genre with the query movie.
+    """
+    items, users = queries.items, queries.users
+    if mask is not None:
+        recs, items, users = recs[mask], items[mask], users[mask]
+    k = recs.shape[1]
+    valid = recs >= 0
+    r0 = recs.clamp(min=0)
+    hit = queries.liked(users[:, None], r0) & valid
     hits = hit.sum(dim=1).float()
     counts = torch.as_tensor(np.asarray(like_counts), dtype=torch.float32)
-    overlap = (genres[r0] & genres[queries.items][:, None, :]).any(dim=2) & valid
+    overlap = (genres[r0] & genres[items][:, None, :]).any(dim=2) & valid
     n_valid = valid.sum().clamp(min=1).float()
+    n = max(len(items), 1)
     return {
-        f"hit_rate@{k}": float((hits > 0).float().mean()),
-        f"mean_hits@{k}": float(hits.mean()),
-        f"precision@{k}": float((hits / k).mean()),
+        f"hit_rate@{k}": float((hits > 0).float().sum() / n),
+        f"mean_hits@{k}": float(hits.sum() / n),
+        f"precision@{k}": float((hits / k).sum() / n),
         "mean_popularity": float((counts[r0] * valid).sum() / n_valid),
         f"genre_overlap@{k}": float(overlap.sum() / n_valid),
-        "queries": int(len(queries.items)),
+        "queries": int(len(items)),
     }
+
+
+def evaluate_scorer(scorer: Scorer, queries: Queries, k: int, eligible: torch.Tensor, like_counts: np.ndarray,
+                    genres: torch.Tensor, chunk: int = 512) -> dict[str, float]:
+    """Every metric of ``score_recs`` over all queries."""
+    return score_recs(recommend_all(scorer, queries, k, eligible, chunk), queries, like_counts, genres)
+
+
+#: Like-count buckets of the query movie for the cold-start table: [low, high).
+COLD_START_BUCKETS: tuple[tuple[str, int, float], ...] = (("< 10 likes", 0, 10), ("10-100 likes", 10, 101), ("> 100 likes", 101, float("inf")))
+
+
+def bucket_masks(queries: Queries, like_counts: np.ndarray) -> dict[str, torch.Tensor]:
+    """Query masks by the query movie's like count among the training users."""
+    n = torch.as_tensor(np.asarray(like_counts))[queries.items]
+    return {name: (n >= lo) & (n < hi) for name, lo, hi in COLD_START_BUCKETS}

@@ -6,14 +6,19 @@ square and subtracting the i == j terms gives
     c = ||V^T V||_F^2 - sum_i ||v_i||^4 - 2 tr(V^T X V) + ||X||_F^2
     grad = 4 (V (V^T V) - diag(||v_i||^2) V - X V)
 
-so one evaluation costs one sparse product X V (O(nnz d)) plus O(M d^2) dense work, and the dense
-M x M matrix V V^T is never formed. Pure tensor code: no I/O, no plotting.
+X itself is never formed: with L the binary user x movie like matrix and n its column sums,
+X = L^T L - diag(n), so X V = L^T (L V) - n * V and ||X||_F^2 = ||L^T L||_F^2 - sum_i n_i^2.
+One evaluation costs O(nnz(L) d + M d^2) instead of O(nnz(X) d), which grows with the square of
+the catalogue. Under torch.distributed each rank holds some users' rows of L and one all_reduce
+sums their L_r^T (L_r V). Pure tensor code: no I/O, no plotting.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -37,28 +42,108 @@ def to_torch_csr(x: sp.spmatrix, dtype: torch.dtype = torch.float32) -> torch.Te
 
 
 def frobenius_sq(x: sp.spmatrix) -> float:
-    """||X||_F^2 in float64 (the cost at V = 0)."""
+    """||X||_F^2 of a materialised matrix, in float64 (the reference path; see ``colike_fro_sq``)."""
     data = sp.csr_matrix(x).data.astype(np.float64)
     return float(np.dot(data, data))
 
 
-def cost_and_grad(v: torch.Tensor, x: torch.Tensor, x_fro_sq: float) -> tuple[float, torch.Tensor]:
-    """Return c(V) and dc/dV for a sparse (or dense) symmetric X with zero diagonal.
+class XOperator(Protocol):
+    """What the fit and the spectral reference need of X: ``X @ V``, its size and ||X||_F^2."""
 
-    Pass ``x_fro_sq = ||X||_F^2`` (constant, computed once). The cost is accumulated in float64
-    so that it stays accurate near the optimum, where it is a small difference of large terms.
+    shape: tuple[int, int]
+    fro_sq: float
+
+    def __matmul__(self, v: torch.Tensor) -> torch.Tensor: ...
+
+    def to(self, dtype: torch.dtype) -> XOperator: ...
+
+
+Reduce = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class CoLikeOperator:
+    """X = L^T L - diag(n) applied as L^T (L V) - n * V; X is never formed.
+
+    ``l`` holds this process's users (all of them in a single process); ``counts`` and ``fro_sq``
+    always describe all users. ``all_reduce`` (a torch.distributed SUM) adds the ranks' partial
+    products L_r^T (L_r V); it is None in a single process.
     """
+
+    l: torch.Tensor  # CSR (users of this rank, M)
+    lt: torch.Tensor  # CSR (M, users of this rank): the transpose, so both products are row-major
+    counts: torch.Tensor  # (M,) like counts over all users
+    fro_sq: float
+    all_reduce: Reduce | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        m = int(self.counts.shape[0])
+        return (m, m)
+
+    @classmethod
+    def from_likes(cls, likes: sp.spmatrix, fro_sq: float, counts: np.ndarray | None = None,
+                   dtype: torch.dtype = torch.float32, all_reduce: Reduce | None = None) -> CoLikeOperator:
+        """Build from (this rank's rows of) L; ``counts`` default to L's own column sums."""
+        lc = sp.csr_matrix(likes, dtype=np.float32)
+        n = np.asarray(lc.sum(axis=0)).ravel() if counts is None else np.asarray(counts)
+        return cls(l=to_torch_csr(lc, dtype), lt=to_torch_csr(lc.T.tocsr(), dtype),
+                   counts=torch.from_numpy(n.astype(np.float64)).to(dtype), fro_sq=float(fro_sq), all_reduce=all_reduce)
+
+    def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
+        vv = v if v.dim() == 2 else v[:, None]
+        y = self.lt @ (self.l @ vv)
+        if self.all_reduce is not None:
+            y = self.all_reduce(y)
+        y = y - self.counts[:, None] * vv
+        return y if v.dim() == 2 else y[:, 0]
+
+    def to(self, dtype: torch.dtype) -> CoLikeOperator:
+        """The same operator in another precision (float64 for the spectral reference)."""
+        return replace(self, l=self.l.to(dtype), lt=self.lt.to(dtype), counts=self.counts.to(dtype))
+
+
+@dataclass(frozen=True)
+class MatrixOperator:
+    """A materialised sparse X behind the same interface: the reference path for tests and benchmarks."""
+
+    x: torch.Tensor
+    fro_sq: float
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.x.shape)  # type: ignore[return-value]
+
+    @classmethod
+    def from_matrix(cls, x: sp.spmatrix, dtype: torch.dtype = torch.float32) -> MatrixOperator:
+        return cls(x=to_torch_csr(x, dtype), fro_sq=frobenius_sq(x))
+
+    def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
+        return self.x @ v
+
+    def to(self, dtype: torch.dtype) -> MatrixOperator:
+        return MatrixOperator(x=self.x.to(dtype), fro_sq=self.fro_sq)
+
+
+def as_operator(x: XOperator | sp.spmatrix) -> XOperator:
+    """Accept a scipy matrix where an operator is expected (tests, small examples)."""
+    return MatrixOperator.from_matrix(x) if sp.issparse(x) else x
+
+
+def cost_and_grad(v: torch.Tensor, x: XOperator | torch.Tensor, x_fro_sq: float | None = None) -> tuple[float, torch.Tensor]:
+    """Return c(V) and dc/dV for X symmetric with zero diagonal (an operator, or a sparse/dense tensor).
+
+    ``x_fro_sq`` = ||X||_F^2 defaults to the operator's own. The four terms of the cost are summed
+    in float64 (V and X V may be float32): near the optimum the cost is a small difference of
+    large terms, and float32 sums would lose it.
+    """
+    fro = x.fro_sq if x_fro_sq is None else x_fro_sq  # type: ignore[union-attr]
     xv = x @ v
     gram = v.T @ v
-    sq_norms = (v * v).sum(dim=1)
-    cost = (
-        (gram.double() ** 2).sum()
-        - (sq_norms.double() ** 2).sum()
-        - 2.0 * (v.double() * xv.double()).sum()
-        + x_fro_sq
-    )
-    grad = 4.0 * (v @ gram - sq_norms[:, None] * v - xv)
-    return float(cost), grad
+    sq_norms = (v * v).sum(dim=1, keepdim=True)
+    cost = (gram.double() ** 2).sum() - (sq_norms.double() ** 2).sum() - 2.0 * (v * xv).sum(dtype=torch.float64)
+    grad = torch.addmm(xv, v, gram, beta=-1.0).sub_(sq_norms * v).mul_(4.0)  # 4 (V V^T V - diag(|v|^2) V - X V)
+    return float(cost) + fro, grad
 
 
 def cost_bruteforce(v: torch.Tensor, x_dense: torch.Tensor) -> torch.Tensor:
@@ -68,12 +153,12 @@ def cost_bruteforce(v: torch.Tensor, x_dense: torch.Tensor) -> torch.Tensor:
     return (resid[off_diag] ** 2).sum()
 
 
-def _shifted_matvec(xs: sp.csr_matrix, diag: np.ndarray):
-    """y -> (X + diag(d)) y, for eigsh without ever materialising X + D."""
+def _shifted_matvec(op: XOperator, diag: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """y -> (X + diag(d)) y through the operator (float64), for eigsh; X + D is never formed."""
 
     def apply(y: np.ndarray) -> np.ndarray:
-        y2 = y.reshape(xs.shape[0], -1)
-        return xs @ y2 + diag[:, None] * y2
+        y2 = np.ascontiguousarray(y.reshape(op.shape[0], -1), dtype=np.float64)
+        return (op @ torch.from_numpy(y2)).numpy() + diag[:, None] * y2
 
     return apply
 
@@ -86,10 +171,11 @@ class SpectralSolution:
     cost: float
     history: list[float]
     eigenvalues: np.ndarray
+    converged: bool = True  # False: stopped at max_rounds while the cost was still falling
 
 
 def spectral_optimum(
-    x: sp.spmatrix,
+    x: XOperator | sp.spmatrix,
     dim: int,
     max_rounds: int = 50,
     rel_tol: float = 1e-6,
@@ -100,31 +186,33 @@ def spectral_optimum(
     With the diagonal D free, min_V ||V V^T - (X + D)||_F^2 is solved by the top-d eigenpairs of
     X + D (Eckart-Young, keeping positive eigenvalues), and the best D for fixed V is
     diag(V V^T). Neither step can raise the off-diagonal cost, so the rounds stop when it stops
-    falling by more than ``rel_tol``. Each round is one scipy ``eigsh`` call on a LinearOperator.
+    falling by more than ``rel_tol``. Each round is one scipy ``eigsh`` call on a LinearOperator
+    whose matvec is the operator's (factored, and sharded under torch.distributed: every rank
+    calls eigsh in lockstep with the same start vector and gets the same all-reduced products).
     """
-    xs = sp.csr_matrix(x, dtype=np.float64)
-    m = xs.shape[0]
+    op = as_operator(x).to(torch.float64)
+    m = op.shape[0]
     if not 1 <= dim < m:
         raise ValueError(f"dim must be in [1, {m - 1}] for a {m} x {m} matrix, got {dim}")
-    x_fro_sq = frobenius_sq(xs)
-    xt = to_torch_csr(xs, torch.float64)
     diag = np.zeros(m)
     rng = np.random.default_rng(seed)
     v0 = rng.standard_normal(m)
     history: list[float] = []
     best: SpectralSolution | None = None
+    converged = False
     for _ in range(max_rounds):
-        op = LinearOperator((m, m), matvec=_shifted_matvec(xs, diag.copy()), dtype=np.float64)
-        vals, vecs = eigsh(op, k=dim, which="LA", v0=v0)
+        lin = LinearOperator((m, m), matvec=_shifted_matvec(op, diag.copy()), matmat=_shifted_matvec(op, diag.copy()), dtype=np.float64)
+        vals, vecs = eigsh(lin, k=dim, which="LA", v0=v0)
         vals = np.clip(vals, 0.0, None)
         v = vecs * np.sqrt(vals)[None, :]
-        cost, _ = cost_and_grad(torch.from_numpy(v), xt, x_fro_sq)
+        cost, _ = cost_and_grad(torch.from_numpy(v), op)
         history.append(cost)
         if best is None or cost < best.cost:
             best = SpectralSolution(v=v, cost=cost, history=list(history), eigenvalues=vals[::-1].copy())
         diag = (v * v).sum(axis=1)
         v0 = vecs[:, -1]
         if len(history) > 1 and history[-2] - history[-1] <= rel_tol * abs(history[-2]):
+            converged = True
             break
     assert best is not None
-    return SpectralSolution(v=best.v, cost=best.cost, history=history, eigenvalues=best.eigenvalues)
+    return SpectralSolution(v=best.v, cost=best.cost, history=history, eigenvalues=best.eigenvalues, converged=converged)

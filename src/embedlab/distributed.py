@@ -1,0 +1,109 @@
+"""torch.distributed under torchrun: rank and world size from the environment, sum-reductions, sharding.
+
+A single process (no ``WORLD_SIZE`` > 1 in the environment) gets a ``Dist`` that does nothing, so
+the same code runs with and without torchrun. Backend: nccl on CUDA, gloo on CPU. No messaging of
+our own: every exchange is a torch.distributed collective.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+class DistributedMismatch(ValueError):
+    """The ranks of one job disagree (different data or settings)."""
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the job; ``world == 1`` is the plain single-process case."""
+
+    rank: int = 0
+    world: int = 1
+    backend: str | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum of ``t`` over the ranks (in place on a contiguous copy; identical on every rank)."""
+        if not self.active:
+            return t
+        import torch.distributed as tdist
+
+        t = t.contiguous()
+        tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
+        return t
+
+    def check_same(self, what: str, data: bytes) -> None:
+        """Raise DistributedMismatch on every rank unless ``data`` is byte-identical on all ranks."""
+        if not self.active:
+            return
+        digest = int.from_bytes(hashlib.sha256(data).digest()[:7], "big")
+        lo = torch.tensor([digest], dtype=torch.int64)
+        hi = lo.clone()
+        import torch.distributed as tdist
+
+        tdist.all_reduce(lo, op=tdist.ReduceOp.MIN)
+        tdist.all_reduce(hi, op=tdist.ReduceOp.MAX)
+        if int(lo) != int(hi):
+            raise DistributedMismatch(
+                f"the {self.world} ranks loaded different {what}; give every rank the same --data-dir, dataset and settings"
+            )
+
+    def agree(self, ok: bool) -> bool:
+        """True on every rank only if ``ok`` is true on every rank (so all ranks stop together)."""
+        if not self.active:
+            return ok
+        import torch.distributed as tdist
+
+        t = torch.tensor([1 if ok else 0], dtype=torch.int64)
+        tdist.all_reduce(t, op=tdist.ReduceOp.MIN)
+        return bool(int(t))
+
+    def barrier(self) -> None:
+        if self.active:
+            import torch.distributed as tdist
+
+            tdist.barrier()
+
+
+def balanced_rows(row_weights: np.ndarray, world: int, rank: int) -> slice:
+    """The contiguous block of rows of rank ``rank`` when ``world`` ranks split the total weight evenly."""
+    cum = np.concatenate([[0], np.cumsum(np.asarray(row_weights, dtype=np.float64))])
+    targets = cum[-1] * np.arange(world + 1) / world
+    edges = np.searchsorted(cum, targets, side="left")
+    edges[0], edges[-1] = 0, len(row_weights)
+    edges = np.maximum.accumulate(edges)
+    return slice(int(edges[rank]), int(edges[rank + 1]))
+
+
+def init_from_env(device: str = "cpu") -> Dist:
+    """Join the torchrun job described by the environment (RANK, WORLD_SIZE, MASTER_ADDR, ...), if any."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as tdist
+
+    backend = "nccl" if device == "cuda" and torch.cuda.is_available() else "gloo"
+    if not tdist.is_initialized():
+        tdist.init_process_group(backend=backend)
+    return Dist(rank=tdist.get_rank(), world=tdist.get_world_size(), backend=backend)
+
+
+def shutdown(dist: Dist) -> None:
+    if dist.active:
+        import torch.distributed as tdist
+
+        if tdist.is_initialized():
+            tdist.destroy_process_group()

@@ -1,0 +1,82 @@
+"""torch.distributed: 2 gloo processes give the single-process results; mismatched ranks fail together."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch.multiprocessing as mp
+
+from embedlab.distributed import balanced_rows
+
+ARGS = ["--profile", "smoke", "--dim", "4", "--iterations", "40", "--min-likes", "2", "--offline", "--no-map", "--dim-sweep", "3"]
+
+
+def _embedlab(*args: str, procs: int = 1) -> subprocess.CompletedProcess:
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}"] if procs > 1 else [sys.executable]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*launcher, "-m", "embedlab", "movies", *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_two_gloo_processes_equal_one(movielens_root, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    r1 = _embedlab("--data-dir", str(movielens_root), "--out", str(one), *ARGS)
+    assert r1.returncode == 0, r1.stderr[-2000:]
+    r2 = _embedlab("--data-dir", str(movielens_root), "--out", str(two), *ARGS, procs=2)
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    assert json.loads((two / "metrics.json").read_text())["movies_fit"]["processes"] == 2
+    h1 = pd.read_csv(one / "artefacts" / "loss_histories.csv")
+    h2 = pd.read_csv(two / "artefacts" / "loss_histories.csv")
+    assert len(h1) == len(h2) and (h1[["optimizer", "lr", "iteration"]] == h2[["optimizer", "lr", "iteration"]]).all().all()
+    np.testing.assert_allclose(h2["cost"], h1["cost"], rtol=1e-5)
+    with np.load(one / "artefacts" / "embeddings.npz") as a, np.load(two / "artefacts" / "embeddings.npz") as b:
+        np.testing.assert_allclose(b["v"], a["v"], rtol=1e-5, atol=1e-5 * np.abs(a["v"]).max())
+        np.testing.assert_allclose(b["v_spectral"] @ b["v_spectral"].T, a["v_spectral"] @ a["v_spectral"].T,
+                                   rtol=1e-4, atol=1e-5 * np.abs(a["v_spectral"]).max() ** 2)
+    # rank 0 alone wrote a run folder: nothing else appeared next to the two runs
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name not in ("data",)) == ["one", "two"]
+
+
+def _check_worker(rank: int, init_file: str, results: dict) -> None:
+    import torch.distributed as tdist
+
+    from embedlab.distributed import Dist, DistributedMismatch
+
+    tdist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    dist = Dist(rank=rank, world=2, backend="gloo")
+    try:
+        dist.check_same("likes matrix", b"same")  # equal: passes
+        dist.check_same("likes matrix", b"rank %d" % rank)
+        results[rank] = "passed"
+    except DistributedMismatch as exc:
+        results[rank] = str(exc)
+    finally:
+        tdist.destroy_process_group()
+
+
+def test_mismatched_data_fails_on_every_rank(tmp_path):
+    results = mp.Manager().dict()
+    mp.spawn(_check_worker, args=(str(tmp_path / "init"), results), nprocs=2, join=True)
+    assert all("loaded different likes matrix" in results[r] for r in (0, 1)), dict(results)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 7])
+def test_balanced_rows_cover_every_row_once(world):
+    w = np.random.default_rng(world).integers(0, 50, 40)
+    blocks = [balanced_rows(w, world, r) for r in range(world)]
+    assert blocks[0].start == 0 and blocks[-1].stop == 40
+    assert all(a.stop == b.start for a, b in zip(blocks, blocks[1:]))
+    if world > 1:
+        loads = [w[b].sum() for b in blocks]
+        assert max(loads) - min(loads) <= 2 * w.max()
+
+
+def test_python_dash_m_runs_the_cli():
+    r = subprocess.run([sys.executable, "-m", "embedlab", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "movies" in r.stdout
