@@ -31,7 +31,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python bench/movies_cost_grad.py
+	$(BIN)/python bench/movies_cost_grad.py --data-dir $(DATA_DIR)
 	$(BIN)/python bench/movies_sweep.py --data-dir $(DATA_DIR)
 	$(BIN)/python bench/vision_extract.py
 	$(BIN)/python bench/vision_train.py

@@ -86,3 +86,31 @@ def test_config_layers_defaults_profile_file_flags(tmp_path):
         movies_config(build_parser().parse_args(["movies", "--config", str(cfg_file)]))
     p = probe_config(build_parser().parse_args(["vision", "probe", "--profile", "smoke", "--size", "96"]))
     assert p.size == 96 and p.train_per_class == 100
+
+
+def test_synthetic_dataset_runs_the_same_pipeline(tmp_path, capsys):
+    out = tmp_path / "syn"
+    assert main(["movies", "--synthetic", "0.1x", "--out", str(out), *FAST, "--dim-sweep", "3"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["movies_data"]["source"].startswith("synthetic 0.1x")
+    assert len(metrics["movies_recommend"]["query_titles"]) == 3  # the three most-liked synthetic movies
+    assert (out / "tables" / "cold_start.csv").is_file() and (out / "tables" / "dim_sweep.csv").is_file()
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--synthetic", "100000x"], "GiB are available"),
+    (["--synthetic", "huge"], "unknown synthetic size 'huge'"),
+    (["--dataset", "ml-32m"], "ml-32m/ratings.csv"),
+])
+def test_bad_dataset_choices_are_one_line_errors(movielens_root, tmp_path, capsys, flags, expected):
+    out = tmp_path / "o"
+    assert main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, *flags]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+    assert not out.exists() or not any(out.rglob("metrics.json"))  # nothing left that looks like a run
+
+
+def test_malformed_dataset_name_is_one_error_line(movielens_root, tmp_path, capsys):
+    assert main(["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "o"), *FAST, "--dataset", "ml-99m"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("embedlab: error:") and "ml-25m, ml-32m, ml-latest" in err and not (tmp_path / "o").exists()

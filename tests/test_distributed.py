@@ -36,7 +36,12 @@ def test_two_gloo_processes_equal_one(movielens_root, tmp_path):
     assert len(h1) == len(h2) and (h1[["optimizer", "lr", "iteration"]] == h2[["optimizer", "lr", "iteration"]]).all().all()
     np.testing.assert_allclose(h2["cost"], h1["cost"], rtol=1e-5)
     with np.load(one / "artefacts" / "embeddings.npz") as a, np.load(two / "artefacts" / "embeddings.npz") as b:
-        np.testing.assert_allclose(b["v"], a["v"], rtol=1e-5, atol=1e-5 * np.abs(a["v"]).max())
+        # the sweep's best run: the same V to 1e-5 (same start, same steps, sums in another order)
+        np.testing.assert_allclose(b["v_sweep_best"], a["v_sweep_best"], rtol=1e-5, atol=1e-5 * np.abs(a["v_sweep_best"]).max())
+        # the run to convergence stops where the cost flattens, so V may drift along near-flat (rotation)
+        # directions: compare what the cost sees, V V^T
+        gram_a, gram_b = a["v"] @ a["v"].T, b["v"] @ b["v"].T
+        np.testing.assert_allclose(gram_b, gram_a, atol=2e-3 * np.abs(gram_a).max())
         np.testing.assert_allclose(b["v_spectral"] @ b["v_spectral"].T, a["v_spectral"] @ a["v_spectral"].T,
                                    rtol=1e-4, atol=1e-5 * np.abs(a["v_spectral"]).max() ** 2)
     # rank 0 alone wrote a run folder: nothing else appeared next to the two runs

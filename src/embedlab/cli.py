@@ -48,7 +48,7 @@ def _lr_spec(text: str) -> tuple[str, list[float]]:
 
 def _add_movies_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="folder holding ml-latest-small/ (default: $EMBEDLAB_DATA_DIR, else ./data)")
-    p.add_argument("--dataset", choices=MOVIELENS_DATASETS, help="MovieLens release under --data-dir (default ml-latest-small)")
+    p.add_argument("--dataset", help=f"MovieLens release under --data-dir: {', '.join(MOVIELENS_DATASETS)} (default ml-latest-small)")
     p.add_argument("--synthetic", metavar="SHAPE", help="generate ratings shaped like ml-25m, ml-32m, ml-latest or Nx ml-latest-small (e.g. 8x)")
     p.add_argument("--offline", action="store_true", default=None, help="never download; fail if the data is missing")
     p.add_argument("--out", type=Path, help="run folder to create (default: runs/<timestamp>-movies)")

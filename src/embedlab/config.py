@@ -251,6 +251,7 @@ PROBE_PROFILES: dict[str, dict[str, Any]] = {
 MOVIES_PROFILES: dict[str, dict[str, Any]] = {
     "default": {},
     "smoke": {
+        "dim": 16,  # seconds, not the quality-chosen 100 (whose spectral reference alone takes ~30 s)
         "iterations": 100,
         "grid": {"sgd": [3e-5, 1e-4], "adam": [0.3, 1.0]},
         "spectral_rounds": 5,

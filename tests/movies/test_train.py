@@ -66,3 +66,14 @@ def test_same_seed_same_start_and_result(problem):
     a = fit(xt, fro, initial_embedding(25, 3, 7, 0.1), "adam", 0.05, 30)
     b = fit(xt, fro, initial_embedding(25, 3, 7, 0.1), "adam", 0.05, 30)
     assert a.losses == b.losses
+
+
+def test_run_to_convergence_returns_the_lowest_cost_v(problem):
+    xs, xt, fro = problem
+    from embedlab.movies.objective import cost_and_grad
+
+    v0 = initial_embedding(25, 3, 0, 0.1)
+    r = fit(xt, fro, v0, "adam", 0.3, iterations=2000, rel_tol=1e-6, window=20)  # a large constant rate oscillates
+    assert r.status == "finished" and r.iterations < 2000
+    assert r.final_loss == pytest.approx(min(r.losses)) and r.final_loss <= r.losses[-1]
+    assert cost_and_grad(r.v, xt, fro)[0] == pytest.approx(r.final_loss, rel=1e-6)

@@ -130,11 +130,15 @@ def colike_summary(likes: sp.spmatrix, k: int = 15, entries: int = CHUNK_ENTRIES
         i = rows[block.row]
         upper = block.col > i
         cand_c, cand_i, cand_j = data[upper], i[upper], block.col[upper]
-        if len(cand_c) > k:
-            part = np.argpartition(-cand_c, k - 1)[: k]
-            # keep every candidate tied with the k-th so the final order is deterministic
-            kth = cand_c[part].min()
-            part = np.flatnonzero(cand_c >= kth)
+        if len(heap) == k:  # only pairs that can still enter the global top k
+            keep = cand_c >= heap[0][0]
+            cand_c, cand_i, cand_j = cand_c[keep], cand_i[keep], cand_j[keep]
+        if len(cand_c) > k:  # this block's top k by (count desc, i, j): ties resolved like the global order
+            kth = np.partition(cand_c, len(cand_c) - k)[len(cand_c) - k]
+            above = np.flatnonzero(cand_c > kth)
+            ties = np.flatnonzero(cand_c == kth)
+            ties = ties[np.lexsort((cand_j[ties], cand_i[ties]))[: k - len(above)]]
+            part = np.concatenate([above, ties])
             cand_c, cand_i, cand_j = cand_c[part], cand_i[part], cand_j[part]
         for c, a, b in zip(cand_c, cand_i, cand_j):
             item = (int(c), -int(a), -int(b))

@@ -58,9 +58,13 @@ def split_title(title: str) -> tuple[str, int | None]:
 
 def load_movies(folder: Path) -> pd.DataFrame:
     """movies.csv with a parsed ``year`` column (nullable) and the original title and genres."""
-    df = _read_csv(Path(folder) / "movies.csv", MOVIES_COLUMNS)[list(MOVIES_COLUMNS)].copy()
-    years = [split_title(t)[1] for t in df["title"]]
-    df["year"] = pd.array(years, dtype="Int64")
+    return with_years(_read_csv(Path(folder) / "movies.csv", MOVIES_COLUMNS)[list(MOVIES_COLUMNS)])
+
+
+def with_years(movies: pd.DataFrame) -> pd.DataFrame:
+    """A copy of a (movieId, title, genres) table with the year parsed from each title (nullable)."""
+    df = movies.copy()
+    df["year"] = pd.array([split_title(str(t))[1] for t in df["title"]], dtype="Int64")
     return df
 
 

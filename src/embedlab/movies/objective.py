@@ -98,6 +98,20 @@ class CoLikeOperator:
         y = y - self.counts[:, None] * vv
         return y if v.dim() == 2 else y[:, 0]
 
+    def gram_product(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L^T L V, ||L V||_F^2 in float64), summed over the ranks: the two things the cost needs of L.
+
+        tr(V^T X V) = ||L V||_F^2 - sum_i n_i ||v_i||^2 comes almost free from the small U x d product
+        L V, and more accurately than summing V * (X V) over all M x d entries.
+        """
+        lv = self.l @ v
+        y = self.lt @ lv
+        sq = (lv.double() ** 2).sum().reshape(1)
+        if self.all_reduce is not None:
+            y = self.all_reduce(y)
+            sq = self.all_reduce(sq)
+        return y, sq[0]
+
     def to(self, dtype: torch.dtype) -> CoLikeOperator:
         """The same operator in another precision (float64 for the spectral reference)."""
         return replace(self, l=self.l.to(dtype), lt=self.lt.to(dtype), counts=self.counts.to(dtype))
@@ -138,11 +152,17 @@ def cost_and_grad(v: torch.Tensor, x: XOperator | torch.Tensor, x_fro_sq: float 
     large terms, and float32 sums would lose it.
     """
     fro = x.fro_sq if x_fro_sq is None else x_fro_sq  # type: ignore[union-attr]
-    xv = x @ v
     gram = v.T @ v
     sq_norms = (v * v).sum(dim=1, keepdim=True)
-    cost = (gram.double() ** 2).sum() - (sq_norms.double() ** 2).sum() - 2.0 * (v * xv).sum(dtype=torch.float64)
-    grad = torch.addmm(xv, v, gram, beta=-1.0).sub_(sq_norms * v).mul_(4.0)  # 4 (V V^T V - diag(|v|^2) V - X V)
+    if isinstance(x, CoLikeOperator):  # fused: grad/4 = V gram - L^T L V + (n - |v|^2) * V, one pass fewer
+        ltlv, lv_sq = x.gram_product(v)
+        trace = lv_sq - (x.counts.double() * sq_norms.reshape(-1).double()).sum()
+        grad = torch.addmm(ltlv, v, gram, beta=-1.0).addcmul_(x.counts[:, None] - sq_norms, v).mul_(4.0)
+    else:
+        xv = x @ v
+        trace = (v * xv).sum(dtype=torch.float64)
+        grad = torch.addmm(xv, v, gram, beta=-1.0).sub_(sq_norms * v).mul_(4.0)  # 4 (V V^T V - diag(|v|^2) V - X V)
+    cost = (gram.double() ** 2).sum() - (sq_norms.double() ** 2).sum() - 2.0 * trace
     return float(cost) + fro, grad
 
 

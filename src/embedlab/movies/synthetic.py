@@ -116,7 +116,7 @@ def generate(name: str, seed: int = 0, groups: int = 20, in_group: float = 0.5, 
     for _ in range(rounds):
         users = np.repeat(np.arange(n_users, dtype=np.int64), need)
         movies = _draw_movies(rng, users, user_group, pop, cdfs, in_group)
-        keys = np.unique(np.concatenate([keys, users * n_movies + movies]))  # one rating per (user, movie)
+        keys = _sorted_unique(np.concatenate([keys, users * n_movies + movies]))  # one rating per (user, movie)
         need = np.maximum(target - np.bincount(keys // n_movies, minlength=n_users), 0)
         if need.sum() <= 0.002 * target.sum():
             break
@@ -129,6 +129,13 @@ def generate(name: str, seed: int = 0, groups: int = 20, in_group: float = 0.5, 
     table = pd.DataFrame({"movieId": ids, "title": [f"Synthetic movie {i} (2000)" for i in ids],
                           "genres": [f"Group{g:02d}" for g in movie_group]})
     return SyntheticData(ratings=ratings, movies=table, name=name)
+
+
+def _sorted_unique(keys: np.ndarray) -> np.ndarray:
+    """np.unique for a sorted array with a few unsorted keys appended: a stable (merge) sort handles that
+    in one pass, while np.unique's default sort was seen taking minutes on 32 M such keys."""
+    s = np.sort(keys, kind="stable")
+    return s[np.concatenate([[True], s[1:] != s[:-1]])] if len(s) else s
 
 
 def _group_cdfs(pop: np.ndarray, movie_group: np.ndarray, groups: int) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -56,9 +56,12 @@ class RunResult:
     iterations: int
     seconds: float
     extra: dict[str, float] = field(default_factory=dict)
+    kept_loss: float | None = None  # run to convergence: the cost of the returned V (the lowest seen)
 
     @property
     def final_loss(self) -> float:
+        if self.kept_loss is not None:
+            return self.kept_loss
         return self.losses[-1] if self.losses else math.inf
 
     @property
@@ -76,16 +79,21 @@ def fit(
     divergence_factor: float = 10.0,
     rel_tol: float = 0.0,
     progress: Callable[[int, float], None] | None = None,
+    window: int = 50,
 ) -> RunResult:
     """Minimise c(V) from ``v0`` for ``iterations`` steps of a torch.optim optimiser.
 
     Divergence: the run stops, marked "diverged", as soon as the cost is non-finite or exceeds
-    ``divergence_factor`` times the larger of c(v0) and c(0) = ||X||_F^2. With ``rel_tol > 0`` it
-    stops early once the cost fell by less than that fraction over the last 10 iterations.
+    ``divergence_factor`` times the larger of c(v0) and c(0) = ||X||_F^2. With ``rel_tol > 0`` the
+    run goes to convergence: it keeps the lowest-cost V seen (an adaptive optimiser with a constant
+    rate oscillates near the optimum, so its last V is not its best) and stops once that lowest cost
+    fell by less than ``rel_tol`` (relative) over the last ``window`` iterations.
     """
     v = v0.clone().requires_grad_(False)
     opt = make_optimizer(optimizer, [v], lr)
     losses: list[float] = []
+    kept: list[float] = []  # lowest cost so far, per iteration (rel_tol > 0 only)
+    kept_v: torch.Tensor | None = None
     status = "finished"
     start = time.perf_counter()
     limit = math.inf
@@ -102,18 +110,24 @@ def fit(
             progress(it, loss)
         if it == iterations:
             break
-        if rel_tol > 0 and it >= 10 and losses[-11] - loss <= rel_tol * abs(losses[-11]):
-            break
+        if rel_tol > 0:
+            if not kept or loss < kept[-1]:
+                kept_v = v.detach().clone()
+            kept.append(min(loss, kept[-1]) if kept else loss)
+            if it >= window and kept[-window - 1] - kept[-1] <= rel_tol * abs(kept[-1]):
+                break
         v.grad = grad
         opt.step()
+    keep = rel_tol > 0 and status != "diverged" and kept_v is not None
     return RunResult(
         optimizer=optimizer,
         lr=lr,
         losses=losses,
-        v=v.detach(),
+        v=kept_v if keep else v.detach(),  # type: ignore[arg-type]
         status=status,
         iterations=len(losses) - 1,
         seconds=time.perf_counter() - start,
+        kept_loss=kept[-1] if keep else None,
     )
 
 
