@@ -87,9 +87,10 @@ def build_colikes(ratings: pd.DataFrame, threshold: float = 4.0) -> CoLikes:
 def colike_rows(likes_t: sp.csr_matrix, likes: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
     """Rows ``rows`` of X = L^T L - diag(n), from L^T (movies x users, CSR) and L (CSR)."""
     block = (likes_t[rows] @ likes).tocsr()
-    block = block.tocoo()
-    keep = block.col != np.asarray(rows)[block.row]
-    return sp.csr_matrix((block.data[keep], (block.row[keep], block.col[keep])), shape=block.shape)
+    row_of = np.repeat(np.asarray(rows), np.diff(block.indptr))
+    block.data[block.indices == row_of] = 0  # the diagonal n_i, in place: no rebuild and re-sort of the block
+    block.eliminate_zeros()
+    return block
 
 
 def row_chunks(n_rows: int, n_cols: int, entries: int = CHUNK_ENTRIES) -> Iterator[np.ndarray]:

@@ -14,16 +14,19 @@ def _slug(text: str) -> str:
 
 
 def movies_section(run: RunDir) -> str:
-    """Part 2 A/B/C plus the held-out evaluation, with every number read from the run."""
+    """Part 2 A/B/C plus the held-out evaluation, with every number read from the run: one function per step."""
     m = run.read_json("metrics.json")
     cfg = run.read_json("config.json")["movies"]
-    d = m.get("movies_data", {})
-    f = m.get("movies_fit", {})
-    r = m.get("movies_recommend", {})
-    s = m.get("movies_stability", {})
-    k = cfg["top_k"]
     out: list[str] = ["## Part 2 — movie embeddings from MovieLens co-likes", ""]
+    for section in (section_2a, section_2b, section_2c, section_stability, section_holdout, section_map_and_dims):
+        out += section(run, m, cfg)
+    return "\n".join(out)
 
+
+def section_2a(run: RunDir, m: dict, cfg: dict) -> list[str]:
+    """2A: the data-prep workflow and what it found of X."""
+    d = m.get("movies_data", {})
+    out: list[str] = []
     out += ["### 2A — building X from the data", "",
             "Workflow (pandas + scipy.sparse, no Python loop over users):", "",
             "1. Read `ratings.csv` (userId, movieId, rating) and `movies.csv` (movieId, title, genres); check the columns.",
@@ -50,6 +53,13 @@ def movies_section(run: RunDir) -> str:
         out += ["Like counts of the query movies:", "", _table(run, "query_likes"), "",
                 "The most co-liked pairs:", "", _table(run, "colike_top_pairs"), ""]
 
+    return out
+
+
+def section_2b(run: RunDir, m: dict, cfg: dict) -> list[str]:
+    """2B: the cost, the sweep, the converged fit and how to read the curves."""
+    f = m.get("movies_fit", {})
+    out: list[str] = []
     out += ["### 2B — minimising the cost by gradient descent", "",
             "Cost c(V) = Σ_{i≠j} (v_i·v_j − X_ij)². It is evaluated without forming the dense M × M matrix VVᵀ, and without "
             "X itself: c = ‖VᵀV‖²_F − Σ_i‖v_i‖⁴ − 2·tr(VᵀXV) + ‖X‖²_F, gradient 4·(V(VᵀV) − diag(‖v_i‖²)V − XV), with "
@@ -85,6 +95,13 @@ def movies_section(run: RunDir) -> str:
                 "(entries of order 1 here): too small and V cannot grow to its scale in the budget; too large and the first steps "
                 "overshoot and the cost explodes.", ""]
 
+    return out
+
+
+def section_2c(run: RunDir, m: dict, cfg: dict) -> list[str]:
+    """2C: the strategy and the top-k tables of the queries, by both metrics."""
+    r = m.get("movies_recommend", {})
+    out: list[str] = []
     out += ["### 2C — recommendations", "",
             f"Strategy: **{r.get('metric', cfg['metric'])} similarity** of the fitted embeddings (the best setting run to convergence), excluding the query itself and "
             f"movies with fewer than **{cfg['min_likes']} likes** ({r.get('eligible_movies', '?')} movies remain). Rarely liked movies have "
@@ -103,6 +120,14 @@ def movies_section(run: RunDir) -> str:
         out += [f"#### {title}", "", _table(run, f"recs_{_slug(q)}"), "",
                 f"<details><summary>{summary}</summary>", "", _table(run, f"recs_{other}_{_slug(q)}"), "", "</details>", ""]
 
+    return out
+
+
+def section_stability(run: RunDir, m: dict, cfg: dict) -> list[str]:
+    """2C: do recommendations change with the learning rate or the optimiser?"""
+    s = m.get("movies_stability", {})
+    k = cfg["top_k"]
+    out: list[str] = []
     out += ["#### Do recommendations change with the learning rate or the optimiser?", ""]
     if s:
         conv = s.get("converged_runs", 0)
@@ -125,6 +150,13 @@ def movies_section(run: RunDir) -> str:
                 "degenerate eigen-directions near the d-th eigenvalue.", "",
                 _table(run, "stability"), ""]
 
+    return out
+
+
+def section_holdout(run: RunDir, m: dict, cfg: dict) -> list[str]:
+    """Held-out users, overall and by the query movie's popularity (cold start)."""
+    k = cfg["top_k"]
+    out: list[str] = []
     out += ["### Beyond the assignment — held-out evaluation", "",
             f"Users are split {100 * (1 - cfg['holdout_fraction']):.0f}/{100 * cfg['holdout_fraction']:.0f} (seed {cfg['holdout_seed']}). L and "
             f"the embedding (the best optimiser setting, refitted) use the training users only. For each test user and each movie they liked, "
@@ -140,6 +172,13 @@ def movies_section(run: RunDir) -> str:
                 f"The same queries, split by the query movie's like count among the training users (< 10, 10–100, > 100). "
                 "Rarely liked movies are where item-to-item methods are weakest: their co-like rows are short and noisy.", "",
                 _table(run, "cold_start"), "", cold_start_reading(m.get("movies_cold_start", {}), k), ""]
+    return out
+
+
+def section_map_and_dims(run: RunDir, m: dict, cfg: dict) -> list[str]:
+    """The embedding map and the dimension sweep, with how the default d is chosen."""
+    k = cfg["top_k"]
+    out: list[str] = []
     if (run.path / "figures" / "embedding_map.png").exists():
         out += ["### Map of the embeddings", "", _fig(run, "embedding_map", "embedding map"), ""]
     if (run.path / "tables" / "dim_sweep.md").exists():
@@ -154,7 +193,9 @@ def movies_section(run: RunDir) -> str:
             out += [f"How the default d is chosen: by held-out quality, not run time — the smallest d whose HitRate@{k} is within 0.005 "
                     f"of the best d's. On this run that rule picks **d = {chosen}**; this run used d = {configured}"
                     + (" (the default)." if chosen == configured else " (set by the user or the profile)."), ""]
-    return "\n".join(out)
+    return out
+
+
 
 
 def cold_start_reading(cold: dict[str, dict[str, float]], k: int) -> str:
