@@ -52,4 +52,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, "blas"):  # as run_movies does: numpy's idle BLAS threads would steal torch's cores
+        main()

@@ -3,7 +3,9 @@ take a full-page screenshot and list missing sections and images that did not lo
 
 from __future__ import annotations
 
+import math
 import shutil
+from decimal import Decimal, InvalidOperation
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,69 @@ class BrowserResult:
     images: int
     broken_images: list[str]
     screenshot: Path
+    table_problems: list[str]  # rows with the wrong number of cells, cells that differ from the CSV
+    tables_checked: int  # tables compared with their CSV cell by cell
+    too_wide: list[str]  # tables wider than the page's text column
+    uncaptioned: list[str]  # figures without a caption line under them
+
+
+#: Every rendered table: the CSV it came from (if any), header cells, body cells, and whether it fits the text column.
+TABLES_JS = """
+const main = document.querySelector('main');
+return [...document.querySelectorAll('table')].filter(t => !t.closest('#movie-explorer')).map(t => ({
+  name: t.closest('div[data-table]')?.dataset.table ?? null,
+  header: [...t.querySelectorAll('thead th')].map(c => c.textContent),
+  rows: [...t.querySelectorAll('tbody tr')].map(r => [...r.children].map(c => c.textContent)),
+  fits: t.getBoundingClientRect().width <= main.clientWidth + 1,
+}));
+"""
+
+CAPTIONS_JS = """
+return [...document.images].filter(i => !i.closest('#movie-explorer')).filter(i => {
+  const next = i.closest('p')?.nextElementSibling;
+  return !(next && next.tagName === 'P' && next.children.length === 1 && next.firstElementChild.tagName === 'EM');
+}).map(i => i.alt);
+"""
+
+
+def _same_number(text: str, value: float) -> bool:
+    if math.isnan(value):
+        return text.strip().lower() in ("", "nan")
+    try:
+        shown = Decimal(text.strip().replace(",", ""))
+    except InvalidOperation:
+        return False
+    if not shown.is_finite():
+        return float(shown) == value
+    last_digit = Decimal(1).scaleb(shown.as_tuple().exponent)  # the value may differ by half a unit of the last digit shown
+    return abs(float(shown) - value) <= float(last_digit) / 2 * (1 + 1e-9) + 1e-12
+
+
+def table_problems(tables: list[dict], run_dir: Path) -> tuple[list[str], int]:
+    """Cell counts of every table, and every named table's cells against tables/<name>.csv."""
+    import pandas as pd
+
+    problems, checked = [], 0
+    for t in tables:
+        label = t["name"] or " | ".join(t["header"])
+        problems += [f"{label}: row {i + 1} has {len(r)} cells, header {len(t['header'])}" for i, r in enumerate(t["rows"])
+                     if len(r) != len(t["header"])]
+        if t["name"] is None:
+            continue
+        csv = pd.read_csv(run_dir / "tables" / f"{t['name']}.csv", keep_default_na=False, na_values=[""])
+        if [str(c) for c in csv.columns] != t["header"] or len(csv) != len(t["rows"]):
+            problems.append(f"{label}: page shows {t['header']} x {len(t['rows'])} rows, the CSV {list(csv.columns)} x {len(csv)}")
+            continue
+        checked += 1
+        for j, col in enumerate(csv.columns):
+            numeric = pd.api.types.is_numeric_dtype(csv[col]) and not pd.api.types.is_bool_dtype(csv[col])
+            for i, value in enumerate(csv[col]):
+                text = t["rows"][i][j]
+                ok = _same_number(text, float(value)) if numeric else text.strip() == ("" if pd.isna(value) else str(value)).strip() \
+                    or (pd.isna(value) and text.strip() == "nan")
+                if not ok:
+                    problems.append(f"{label}: row {i + 1}, column {col!r} shows {text!r}, the CSV holds {value!r}")
+    return problems, checked
 
 
 def check_in_browser(html: Path, workdir: Path, width: int = 1366) -> BrowserResult:
@@ -48,6 +113,8 @@ def check_in_browser(html: Path, workdir: Path, width: int = 1366) -> BrowserRes
         headings = driver.execute_script("return [...document.querySelectorAll('h1,h2,h3,h4')].map(h => h.textContent)")
         images = driver.execute_script(
             "return [...document.images].map(i => [i.alt, i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().width > 0])")
+        tables = driver.execute_script(TABLES_JS)
+        uncaptioned = driver.execute_script(CAPTIONS_JS)
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(width, min(int(height), 16000))
         shot = workdir / "report.png"
@@ -55,5 +122,52 @@ def check_in_browser(html: Path, workdir: Path, width: int = 1366) -> BrowserRes
     finally:
         driver.quit()
     text = " | ".join(headings)
+    problems, checked = table_problems(tables, html.parent)
     return BrowserResult(headings=headings, missing_sections=[s for s in SECTIONS if s not in text], images=len(images),
-                         broken_images=[alt for alt, ok in images if not ok], screenshot=shot)
+                         broken_images=[alt for alt, ok in images if not ok], screenshot=shot, table_problems=problems,
+                         tables_checked=checked, too_wide=[t["name"] or " | ".join(t["header"]) for t in tables if not t["fits"]],
+                         uncaptioned=uncaptioned)
+
+
+def _driver(workdir: Path, width: int = 1366):
+    chromium, driver_bin = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver_bin:
+        pytest.skip("headless Chromium not installed: apt-get install chromium chromium-driver (.ci/run does this)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    opts = Options()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                f"--user-data-dir={workdir / 'profile'}", f"--window-size={width},900"):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=Service(executable_path=driver_bin), options=opts)
+
+
+def explorer_lists(html: Path, workdir: Path, queries: list[str], metric: str, screenshot: Path | None = None) -> dict[str, list[str]]:
+    """Type each query into the explorer's search box like a user, press Enter, read the titles of the list."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    driver = _driver(workdir)
+    try:
+        driver.get(html.resolve().as_uri())
+        driver.find_element(By.CSS_SELECTOR, f'input[name="explorer-metric"][value="{metric}"]').click()
+        box = driver.find_element(By.ID, "explorer-search")
+        out = {}
+        for q in queries:
+            box.clear()
+            box.send_keys(q)
+            box.send_keys(Keys.ENTER)
+            out[q] = driver.execute_script(
+                "return [...document.querySelectorAll('#explorer-results tbody tr')].map(r => r.children[1].textContent)")
+        if screenshot is not None:
+            section = driver.find_element(By.ID, "movie-explorer")
+            driver.set_window_size(1366, section.size["height"] + 200)  # the whole explorer in the viewport
+            driver.execute_script("arguments[0].scrollIntoView()", section)
+            section.screenshot(str(screenshot))
+    finally:
+        driver.quit()
+    return out

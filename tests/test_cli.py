@@ -31,6 +31,17 @@ def test_movies_run_folder_holds_everything(finished_run):
     report = (out / "report.md").read_text()
     for heading in ["2A", "2B", "2C", "Do recommendations change", "held-out"]:
         assert heading in report
+    holdout = (out / "tables" / "holdout.csv").read_text()
+    assert "EASE" in holdout and "ALS" in holdout and "recall@10" in holdout  # the field's anchors, tuned on validation users
+    assert "EASE" in (out / "tables" / "anchor_tuning.csv").read_text()
+
+
+def test_report_renders_again_from_the_folder_alone(finished_run, capsys):
+    (finished_run / "report.html").unlink()
+    assert main(["report", str(finished_run)]) == 0
+    html = (finished_run / "report.html").read_text()
+    assert 'id="movie-explorer"' in html and 'id="explorer-data"' in html and "movie-explorer-placeholder" not in html
+    assert main(["report", str(finished_run / "nope")]) == 2
 
 
 def test_recommend_from_saved_run(finished_run, capsys):

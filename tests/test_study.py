@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from embedlab.cli import main
+from embedlab.movies.saved import SavedEmbeddings
 from embedlab.study import study_config
-from browser_check import SECTIONS, check_in_browser
+from browser_check import SECTIONS, check_in_browser, explorer_lists
 
 TINY = {  # the synthetic CIFAR has 30 training images per class
     "probe": {"val_per_class": 5, "size": 32, "l2_grid": [0.01, 1.0]},
@@ -49,6 +50,10 @@ def test_report_renders_in_headless_chromium(cifar_root, movielens_root, tmp_pat
     assert main(run_args(cifar_root, out, tmp_path)) == 0
     result = check_in_browser(out / "report.html", tmp_path / "browser")
     assert result.missing_sections == [] and result.broken_images == []
+    assert result.table_problems == [] and result.too_wide == [] and result.uncaptioned == []
+    queries = json.loads((out / "config.json").read_text())["movies"]["queries"]
+    page = explorer_lists(out / "report.html", tmp_path / "explorer", queries, "cosine")
+    assert page == {q: SavedEmbeddings.load(out).recommend(q, k=10, metric="cosine")["title"].tolist() for q in queries}
     assert result.images == (out / "report.md").read_text().count("](figures/") > 10
     assert result.screenshot.stat().st_size > 10_000
 
@@ -136,3 +141,12 @@ def test_real_smoke_study_in_the_browser(real_data, tmp_path):
     assert m["probe"]["test_accuracy"] > 0.5  # real ImageNet features even on 1 000 images at 64 px
     result = check_in_browser(out / "report.html", tmp_path / "browser")
     assert result.missing_sections == [] and result.broken_images == []
+    assert result.table_problems == [] and result.tables_checked >= 15  # every table's cells equal its CSV's
+    assert result.too_wide == [] and result.uncaptioned == []
+    assert "Action|Adventure" in (out / "tables" / "recs_apollo_13.csv").read_text()  # the genres that used to split cells
+    saved = SavedEmbeddings.load(out)
+    queries = json.loads((out / "config.json").read_text())["movies"]["queries"]
+    for metric in ("cosine", "dot"):
+        page = explorer_lists(out / "report.html", tmp_path / "explorer", queries, metric)
+        for q in queries:
+            assert page[q] == saved.recommend(q, k=10, metric=metric)["title"].tolist(), (metric, q)

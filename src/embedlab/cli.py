@@ -170,6 +170,14 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from embedlab.report import write_report
+
+    report = write_report(RunDir.open(args.run))
+    print(f"report: {report} and {report.with_suffix('.html')} ({report.with_suffix('.html').stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
 def _add_probe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="folder holding cifar-10-batches-py/ (default: $EMBEDLAB_DATA_DIR, else ./data)")
     p.add_argument("--offline", action="store_true", default=None, help="never download; fail if the data is missing")
@@ -350,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--metric", choices=["cosine", "dot"], help="default: the run's")
     pr.add_argument("--min-likes", type=int, help="default: the run's")
     pr.set_defaults(func=cmd_recommend)
+    prep = sub.add_parser("report", help="render report.md and report.html again from a run folder's saved results")
+    prep.add_argument("run", help="a run folder")
+    prep.set_defaults(func=cmd_report)
     return parser
 
 

@@ -50,6 +50,21 @@ class MoviesConfig:
     queries: list[str] = field(default_factory=lambda: ["Apollo 13", "Toy Story", "Home Alone"])
     holdout_fraction: float = 0.2
     holdout_seed: int = 0
+    # at most this many (test user, liked movie) queries, a seeded uniform sample: bounds the co-count
+    # baselines' cost at catalogue scale (ml-latest-small has 7.8 k, so all of them are used there)
+    holdout_max_queries: int = 20_000
+    # the field's own recommenders beside the embedding in the held-out table, each tuned on a validation
+    # slice of the training users: EASE (closed form, dense M x M: skipped above ease_max_items movies)
+    # and ALS item factors from the `implicit` library
+    anchors: list[str] = field(default_factory=lambda: ["ease", "als"])
+    anchor_validation_fraction: float = 0.2
+    # lambda brackets the validation optimum (~3,000 on ml-latest-small); as lambda grows, EASE tends to raw co-counts
+    ease_lambdas: list[float] = field(default_factory=lambda: [100.0, 300.0, 1000.0, 3000.0, 10000.0, 30000.0])
+    ease_max_items: int = 20_000
+    als_factors: list[int] = field(default_factory=lambda: [32, 64, 128])
+    als_regularization: list[float] = field(default_factory=lambda: [0.1, 1.0, 10.0])
+    als_alpha: list[float] = field(default_factory=lambda: [1.0, 10.0])  # confidence of a like (Hu et al.'s alpha)
+    als_iterations: int = 15
     dim_sweep: list[int] = field(default_factory=lambda: [10, 25, 50, 100, 200])  # empty = skip
     dim_sweep_lr_steps: int = 3  # at each d, lower the learning rate by 3x up to this often until a run converges
     embedding_map: bool = True
@@ -100,6 +115,18 @@ class MoviesConfig:
             problems.append("dim_sweep_lr_steps must be >= 0 and map_max_movies >= 2")
         if not 0 < self.holdout_fraction < 1:
             problems.append(f"holdout_fraction must be in (0, 1) (got {self.holdout_fraction})")
+        if self.holdout_max_queries < 1:
+            problems.append(f"holdout_max_queries must be >= 1 (got {self.holdout_max_queries})")
+        if unknown := sorted(set(self.anchors) - {"ease", "als"}):
+            problems.append(f"anchors must be among 'ease', 'als' (got {unknown})")
+        if not 0 < self.anchor_validation_fraction < 1:
+            problems.append(f"anchor_validation_fraction must be in (0, 1) (got {self.anchor_validation_fraction})")
+        if not self.ease_lambdas or any(not lam > 0 for lam in self.ease_lambdas):
+            problems.append(f"ease_lambdas must be positive (got {self.ease_lambdas})")
+        if not self.als_factors or any(f < 1 for f in self.als_factors) or not self.als_regularization \
+                or any(r < 0 for r in self.als_regularization) or not self.als_alpha or any(not a > 0 for a in self.als_alpha) \
+                or self.als_iterations < 1:
+            problems.append("als_factors must be >= 1, als_regularization >= 0, als_alpha > 0 and als_iterations >= 1")
         if problems:
             raise ValueError("invalid movies config:\n  " + "\n  ".join(problems))
 
@@ -258,6 +285,10 @@ MOVIES_PROFILES: dict[str, dict[str, Any]] = {
         "map_method": "pca",
         "dim_sweep": [8, 16],
         "final_iterations": 300,
+        "ease_lambdas": [300.0, 3000.0],  # the anchors' code path, on a two-setting grid each
+        "als_factors": [32],
+        "als_regularization": [1.0],
+        "als_alpha": [1.0, 10.0],
     },
 }
 

@@ -15,6 +15,25 @@ import numpy as np
 import pandas as pd
 
 
+#: Characters that Markdown would read as table syntax, emphasis, code or links inside a cell.
+_MD_ESCAPES = str.maketrans({**{c: "\\" + c for c in "\\`*_[]|"}, "<": "&lt;"})
+
+
+def md_cell(value: object) -> str:
+    """Cell text as Markdown shows it literally: 'Action|Adventure' must stay one cell."""
+    return str(value).translate(_MD_ESCAPES)
+
+
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
+    """The one writer of Markdown tables: text cells and headers escaped, numbers formatted with ``floatfmt``."""
+    out = df.copy()
+    for col in out.columns:
+        if not pd.api.types.is_numeric_dtype(out[col]):
+            out[col] = out[col].map(lambda v: v if v is None or (isinstance(v, float) and math.isnan(v)) else md_cell(v))
+    out.columns = [md_cell(c) for c in out.columns]
+    return out.to_markdown(index=False, floatfmt=floatfmt)
+
+
 class RunFolderError(FileExistsError):
     """The requested run folder exists and is not empty."""
 
@@ -93,7 +112,7 @@ class RunDir:
         """``tables/<name>.csv`` plus a Markdown copy for the report."""
         csv = self.path / "tables" / f"{name}.csv"
         df.to_csv(csv, index=False)
-        (self.path / "tables" / f"{name}.md").write_text(df.to_markdown(index=False, floatfmt=floatfmt) + "\n")
+        (self.path / "tables" / f"{name}.md").write_text(markdown_table(df, floatfmt) + "\n")
         return csv
 
     def save_figure(self, name: str, fig: Any, dpi: int = 130) -> Path:

@@ -104,3 +104,15 @@ def test_fro_sq_uses_either_side_of_the_gram_matrix():
         likes = random_likes(3, users, movies, 0.4)
         x = cooccurrence(likes).toarray().astype(np.float64)
         assert colike_fro_sq(likes, entries=11) == pytest.approx((x**2).sum(), rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("k", [1, 4, 30, 10_000])  # k beyond the number of pairs returns them all
+def test_top_pairs_from_popular_rows_equal_the_brute_force(seed, k):
+    from embedlab.movies.cooccurrence import top_colike_pairs
+
+    likes = random_likes(seed, users=25, movies=20, density=0.3)  # small counts: many ties
+    x = cooccurrence(likes).toarray()
+    iu = np.triu_indices_from(x, 1)
+    expected = [(int(i), int(j), int(c)) for c, i, j in sorted(zip(x[iu], iu[0], iu[1]), key=lambda t: (-t[0], t[1], t[2])) if c > 0][:k]
+    assert top_colike_pairs(likes, k, entries=41) == expected  # two rows per chunk

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+import torch
 
 #: Entries of X computed per chunk: bounds the memory of every chunked pass (~ 16 bytes each).
 CHUNK_ENTRIES = 20_000_000
@@ -102,7 +104,7 @@ def row_chunks(n_rows: int, n_cols: int, entries: int = CHUNK_ENTRIES) -> Iterat
 
 @dataclass(frozen=True)
 class ColikeSummary:
-    """What the report shows of X, from one chunked pass: never more than a chunk in memory."""
+    """What the report shows of X, from chunked passes: never more than a chunk in memory."""
 
     nnz: int
     max: int
@@ -110,64 +112,85 @@ class ColikeSummary:
     top_pairs: list[tuple[int, int, int]]  # (i, j, count), i < j, largest first
 
 
-def colike_summary(likes: sp.spmatrix, k: int = 15, entries: int = CHUNK_ENTRIES) -> ColikeSummary:
-    """Non-zeros, maximum, ||X||_F^2 and the ``k`` most co-liked pairs of X, in row chunks.
+def _gram_pass(a: sp.csr_matrix, at: sp.csr_matrix, entries: int) -> tuple[int, float]:
+    """(nnz, sum of squares) of the Gram matrix A A^T, one block of rows at a time, on every core.
 
-    Cost O(sum_u deg_u^2) (every co-like of every user once), memory O(chunk rows x M).
+    scipy's sparse product releases the GIL, so threads overlap (as many as torch may use: OMP_NUM_THREADS,
+    1 per rank under torchrun); each block is dropped once reduced.
+    Entries are float64 integers: their squares and sums stay exact well past ML-32M sizes.
     """
-    lc = sp.csr_matrix(likes, dtype=np.float32)
+
+    def block_stats(rows: np.ndarray) -> tuple[int, float]:
+        block = a[rows] @ at
+        return int(block.nnz), float(np.dot(block.data, block.data))
+
+    with ThreadPoolExecutor(max_workers=torch.get_num_threads()) as pool:
+        parts = list(pool.map(block_stats, row_chunks(a.shape[0], a.shape[0], entries)))
+    return sum(p[0] for p in parts), sum(p[1] for p in parts)
+
+
+def top_colike_pairs(likes: sp.spmatrix, k: int, entries: int = CHUNK_ENTRIES) -> list[tuple[int, int, int]]:
+    """The ``k`` largest X_ij (i < j; ties by smaller i, then j), exactly, from the most-liked movies' rows only.
+
+    X_ij <= min(n_i, n_j): rows are visited by decreasing like count, and once the next row's n is
+    below the k-th best count no pair of unvisited movies can enter. Each pair is taken from the row
+    of whichever movie is visited first. At MovieLens sizes a few hundred rows suffice.
+    """
+    lc = sp.csr_matrix(likes, dtype=np.float64)
     lt = lc.T.tocsr()
-    m = lc.shape[1]
-    nnz, top, fro = 0, 0, 0.0
+    n = np.diff(lt.indptr)
+    order = np.argsort(-n, kind="stable")
+    visit = np.empty_like(order)
+    visit[order] = np.arange(len(order))
     heap: list[tuple[int, int, int]] = []  # (count, -i, -j): ties keep the smaller indices
-    for rows in row_chunks(m, m, entries):
+    for pos in row_chunks(len(order), lc.shape[1], entries):
+        if len(heap) == k and n[order[pos[0]]] < heap[0][0]:
+            break
+        rows = order[pos]
         block = colike_rows(lt, lc, rows).tocoo()
-        if block.nnz == 0:
-            continue
-        data = block.data.astype(np.float64)
-        nnz += block.nnz
-        top = max(top, int(data.max()))
-        fro += float(np.dot(data, data))
-        i = rows[block.row]
-        upper = block.col > i
-        cand_c, cand_i, cand_j = data[upper], i[upper], block.col[upper]
-        if len(heap) == k:  # only pairs that can still enter the global top k
-            keep = cand_c >= heap[0][0]
-            cand_c, cand_i, cand_j = cand_c[keep], cand_i[keep], cand_j[keep]
-        if len(cand_c) > k:  # this block's top k by (count desc, i, j): ties resolved like the global order
-            kth = np.partition(cand_c, len(cand_c) - k)[len(cand_c) - k]
-            above = np.flatnonzero(cand_c > kth)
-            ties = np.flatnonzero(cand_c == kth)
-            ties = ties[np.lexsort((cand_j[ties], cand_i[ties]))[: k - len(above)]]
-            part = np.concatenate([above, ties])
-            cand_c, cand_i, cand_j = cand_c[part], cand_i[part], cand_j[part]
-        for c, a, b in zip(cand_c, cand_i, cand_j):
-            item = (int(c), -int(a), -int(b))
+        i, j, c = rows[block.row], block.col, block.data
+        first = visit[j] > visit[i]  # j not visited yet: the pair is new
+        i, j, c = np.minimum(i[first], j[first]), np.maximum(i[first], j[first]), c[first]
+        if len(heap) == k:  # only pairs that can still enter the top k
+            keep = c >= heap[0][0]
+            i, j, c = i[keep], j[keep], c[keep]
+        for t in np.lexsort((j, i, -c))[:k]:  # this block's top k in the global order
+            item = (int(c[t]), -int(i[t]), -int(j[t]))
             if len(heap) < k:
                 heapq.heappush(heap, item)
             elif item > heap[0]:
                 heapq.heapreplace(heap, item)
-    pairs = sorted(heap, reverse=True)
-    return ColikeSummary(nnz=nnz, max=top, fro_sq=fro, top_pairs=[(-a, -b, c) for c, a, b in pairs])
+    return [(-a, -b, c) for c, a, b in sorted(heap, reverse=True)]
+
+
+def colike_summary(likes: sp.spmatrix, k: int = 15, entries: int = CHUNK_ENTRIES) -> ColikeSummary:
+    """Non-zeros, maximum, ||X||_F^2 and the ``k`` most co-liked pairs of X, in row chunks.
+
+    One pass over the rows of L^T L (cost O(sum_u deg_u^2), memory O(chunk rows x M)) counts the
+    non-zeros and squares, the diagonal n_i is subtracted afterwards; the top pairs (and so the
+    maximum) come from ``top_colike_pairs``.
+    """
+    lc = sp.csr_matrix(likes, dtype=np.float64)
+    n = np.asarray(lc.sum(axis=0)).ravel()
+    nnz, sq = _gram_pass(lc.T.tocsr(), lc, entries)
+    pairs = top_colike_pairs(lc, k, entries)
+    return ColikeSummary(nnz=nnz - int(np.count_nonzero(n)), max=pairs[0][2] if pairs else 0,
+                         fro_sq=sq - float(n @ n), top_pairs=pairs)
 
 
 def colike_fro_sq(likes: sp.spmatrix, entries: int = CHUNK_ENTRIES) -> float:
     """||X||_F^2 = ||L^T L||_F^2 - sum_i n_i^2 without X: the Gram matrix of the cheaper side, in chunks.
 
-    ||L^T L||_F = ||L L^T||_F; the movie side costs sum_u deg_u^2, the user side sum_i n_i^2
-    (pairs of likes sharing a user, resp. a movie), so the smaller of the two is computed.
+    ||L^T L||_F = ||L L^T||_F. The movie side costs sum_u deg_u^2 products and fills at most M^2
+    entries, the user side sum_i n_i^2 and U^2 (pairs of likes sharing a user, resp. a movie);
+    the side with the smaller sum is computed (ml-latest-small: users; ML-32M: movies).
     """
-    lc = sp.csr_matrix(likes, dtype=np.float32)
+    lc = sp.csr_matrix(likes, dtype=np.float64)
     deg_u = np.diff(lc.indptr).astype(np.float64)
-    n = np.asarray(lc.sum(axis=0)).ravel().astype(np.float64)
-    a = lc.T.tocsr() if float(deg_u @ deg_u) <= float(n @ n) else lc  # rows of the Gram we build
-    at = a.T.tocsr()
-    total = 0.0
-    for rows in row_chunks(a.shape[0], a.shape[0], entries):
-        block = (a[rows] @ at).tocsr()
-        d = block.data.astype(np.float64)
-        total += float(d @ d)
-    return total - float(n @ n)
+    n = np.asarray(lc.sum(axis=0)).ravel()
+    movie_side = float(deg_u @ deg_u) + float(lc.shape[1]) ** 2 <= float(n @ n) + float(lc.shape[0]) ** 2
+    a = lc.T.tocsr() if movie_side else lc  # rows of the Gram we build
+    return _gram_pass(a, a.T.tocsr(), entries)[1] - float(n @ n)
 
 
 def colike_stats(ratings: pd.DataFrame, n_movies_catalogue: int, co: CoLikes, summary: ColikeSummary) -> dict[str, float | int]:

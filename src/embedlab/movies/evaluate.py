@@ -18,6 +18,7 @@ from embedlab.movies.cooccurrence import colike_rows
 from embedlab.movies.recommend import top_k
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]  # item indices (q,) -> scores (q, M)
+Scorers = Callable[[torch.Tensor], dict[str, torch.Tensor]]  # several methods scored from one shared computation
 
 
 def split_users(user_ids: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -44,12 +45,25 @@ class Queries:
     users: torch.Tensor  # (n,) test-user row of that query
     like_keys: torch.Tensor  # sorted int64 keys u * n_items + i of every test like
     n_items: int
+    user_likes: torch.Tensor  # (test users,) how many movies each test user liked
+
 
     def liked(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Bool tensor: did ``users`` like ``items`` (same shapes, broadcast)?"""
         keys = users.long() * self.n_items + items.long()
         pos = torch.searchsorted(self.like_keys, keys).clamp(max=max(len(self.like_keys) - 1, 0))
         return (self.like_keys[pos] == keys) if len(self.like_keys) else torch.zeros_like(keys, dtype=torch.bool)
+
+    def sample(self, max_queries: int, seed: int) -> Queries:
+        """At most ``max_queries`` of the queries, a seeded uniform sample (all of them when fewer).
+
+        Uniform over (user, movie) queries keeps every rate an unbiased estimate of the full one;
+        it bounds the co-count baselines' cost, which grows with the distinct query movies' rows of X.
+        """
+        if len(self.items) <= max_queries:
+            return self
+        pick = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(len(self.items), max_queries, replace=False)))
+        return Queries(items=self.items[pick], users=self.users[pick], like_keys=self.like_keys, n_items=self.n_items, user_likes=self.user_likes)
 
 
 def build_queries(test_likes: sp.spmatrix) -> Queries:
@@ -63,7 +77,7 @@ def build_queries(test_likes: sp.spmatrix) -> Queries:
     keys = users.astype(np.int64) * lc.shape[1] + items
     enough = deg[users] >= 2
     return Queries(items=torch.from_numpy(items[enough]), users=torch.from_numpy(users[enough]),
-                   like_keys=torch.from_numpy(np.sort(keys)), n_items=int(lc.shape[1]))
+                   like_keys=torch.from_numpy(np.sort(keys)), n_items=int(lc.shape[1]), user_likes=torch.from_numpy(deg.astype(np.int64)))
 
 
 def cosine_scorer(v: torch.Tensor) -> Scorer:
@@ -71,44 +85,62 @@ def cosine_scorer(v: torch.Tensor) -> Scorer:
     return lambda q: vn[q] @ vn.T
 
 
-def colike_scorer(likes: sp.spmatrix, like_counts: np.ndarray | None = None) -> Scorer:
-    """Rows of X = L^T L - diag(n) (raw co-like counts), or X_ij / sqrt(n_i n_j) when ``like_counts`` is given.
+def colike_scorers(likes: sp.spmatrix, like_counts: np.ndarray) -> Scorers:
+    """Raw co-like counts X_ij and the normalised X_ij / sqrt(n_i n_j), from one computation of X's rows.
 
-    Rows are computed from L for each chunk of queries: X is never formed whole.
+    Rows are computed from L for each chunk of queries: X is never formed whole, and its rows,
+    the costly part at catalogue scale, are computed once for both baselines.
     """
     lc = sp.csr_matrix(likes, dtype=np.float32)
     lt = lc.T.tocsr()
-    norm = None if like_counts is None else torch.from_numpy(np.sqrt(np.maximum(like_counts, 1)).astype(np.float32))
+    norm = torch.from_numpy(np.sqrt(np.maximum(like_counts, 1)).astype(np.float32))
 
-    def score(q: torch.Tensor) -> torch.Tensor:
+    def score(q: torch.Tensor) -> dict[str, torch.Tensor]:
         rows = torch.from_numpy(colike_rows(lt, lc, q.numpy()).toarray())
-        if norm is not None:
-            rows = rows / norm[q][:, None] / norm[None, :]
-        return rows
+        return {"co-likes raw X_ij": rows, "co-likes X_ij/sqrt(n_i n_j)": rows / norm[q][:, None] / norm[None, :]}
 
     return score
 
 
-def recommend_all(scorer: Scorer, queries: Queries, k: int, eligible: torch.Tensor, chunk: int = 512) -> torch.Tensor:
-    """The top-k list (n, k) of every query, each distinct query item scored once."""
+def recommend_all_multi(scorers: Scorers, queries: Queries, k: int, eligible: torch.Tensor, chunk: int = 512) -> dict[str, torch.Tensor]:
+    """The top-k list (n, k) of every query for every method of ``scorers``, each distinct query item scored once."""
     unique_items = torch.unique(queries.items)
-    recs = torch.full((queries.n_items, k), -1, dtype=torch.long)
+    recs: dict[str, torch.Tensor] = {}
     for start in range(0, len(unique_items), chunk):
         q = unique_items[start : start + chunk]
-        idx, _ = top_k(scorer(q), q, k, eligible)
-        recs[q] = idx
-    return recs[queries.items]
+        for name, scores in scorers(q).items():
+            recs.setdefault(name, torch.full((queries.n_items, k), -1, dtype=torch.long))[q] = top_k(scores, q, k, eligible)[0]
+    return {name: r[queries.items] for name, r in recs.items()}
+
+
+def recommend_all(scorer: Scorer, queries: Queries, k: int, eligible: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """The top-k list (n, k) of every query, each distinct query item scored once."""
+    recs = recommend_all_multi(lambda q: {"": scorer(q)}, queries, k, eligible, chunk)
+    return recs[""] if recs else torch.full((len(queries.items), k), -1, dtype=torch.long)
+
+
+def recall_at_k(recs: torch.Tensor, queries: Queries, mask: torch.Tensor | None = None) -> float:
+    """Mean over the queries (those in ``mask``) of hits / min(k, the user's other liked movies)."""
+    users = queries.users if mask is None else queries.users[mask]
+    recs = recs if mask is None else recs[mask]
+    hits = (queries.liked(users[:, None], recs.clamp(min=0)) & (recs >= 0)).sum(dim=1).float()
+    others = (queries.user_likes[users] - 1).clamp(min=1, max=recs.shape[1]).float()
+    return float((hits / others).sum() / max(len(recs), 1))
 
 
 def score_recs(recs: torch.Tensor, queries: Queries, like_counts: np.ndarray, genres: torch.Tensor,
                mask: torch.Tensor | None = None) -> dict[str, float]:
-    """HitRate@k (share of queries with at least one hit), mean hits@k, precision@k, popularity, genre overlap@k.
+    """HitRate@k (share of queries with at least one hit), mean hits@k, precision@k, Recall@k, popularity, genre overlap@k.
+
+    Recall@k is hits / min(k, the user's other liked movies): unlike HitRate@k it is not saturated
+    by recommending popular movies to users who liked many.
 
     ``mask`` picks a subset of the queries (e.g. by the query movie's like count).
     ``genres`` is an (M, G) bool multi-hot matrix; genre overlap@k is the share of recommended
     movies that share at least one genre with the query movie.
     """
     items, users = queries.items, queries.users
+    recall = recall_at_k(recs, queries, mask)
     if mask is not None:
         recs, items, users = recs[mask], items[mask], users[mask]
     k = recs.shape[1]
@@ -124,6 +156,7 @@ def score_recs(recs: torch.Tensor, queries: Queries, like_counts: np.ndarray, ge
         f"hit_rate@{k}": float((hits > 0).float().sum() / n),
         f"mean_hits@{k}": float(hits.sum() / n),
         f"precision@{k}": float((hits / k).sum() / n),
+        f"recall@{k}": recall,
         "mean_popularity": float((counts[r0] * valid).sum() / n_valid),
         f"genre_overlap@{k}": float(overlap.sum() / n_valid),
         "queries": int(len(items)),

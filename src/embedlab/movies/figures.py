@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib import patheffects  # noqa: E402
+from adjustText import adjust_text  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from embedlab.movies.train import RunResult  # noqa: E402
@@ -95,17 +96,21 @@ def embedding_map(
         m = genres == g
         ax.scatter(coords[m, 0], coords[m, 1], s=7, alpha=0.45, color=cmap(i % 20), label=f"{g} ({m.sum()})")
     halo = [patheffects.withStroke(linewidth=2.5, foreground="white")]
+    texts = []
     marker_colors = ["#000000", "#e6007e", "#0050ff", "#b8860b", "#8c564b"]  # not in the genre palette's tones
     markers = ["*", "P", "X", "D", "o"]
     for c, mk, (name, (q, recs)) in zip(marker_colors * 4, markers * 4, highlights.items()):
         ax.scatter(coords[recs, 0], coords[recs, 1], s=80, facecolors="none", edgecolors=c, linewidths=2.0, zorder=4)
         ax.scatter(coords[q, 0], coords[q, 1], s=280, marker=mk, color=c, edgecolors="white", zorder=5, label=f"{name} + its top-{len(recs)} (rings)")
-        ax.annotate(labels[q], coords[q], xytext=(7, 7), textcoords="offset points", fontsize=10, weight="bold", color=c, path_effects=halo, zorder=6)
-        for r in recs[:3]:
-            ax.annotate(labels[r], coords[r], xytext=(5, -10), textcoords="offset points", fontsize=7.5, color=c, path_effects=halo, zorder=6)
+        texts.append(ax.text(*coords[q], labels[q], fontsize=10, weight="bold", color=c, path_effects=halo, zorder=6))
+        texts += [ax.text(*coords[r], labels[r], fontsize=7.5, color=c, path_effects=halo, zorder=6) for r in recs[:3]]
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.legend(fontsize=7, markerscale=1.5, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    adjust_text(texts, ax=ax, arrowprops={"arrowstyle": "-", "color": "0.3", "lw": 0.6})  # labels pushed apart, never overlapping
+    legend = ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    for handle in legend.legend_handles:  # one marker size in the legend, whatever the size on the map
+        handle.set_sizes([45])
+        handle.set_alpha(1.0)
     ax.set_title(title)
     fig.tight_layout()
     return fig

@@ -36,7 +36,7 @@ def top_k(scores: torch.Tensor, queries: torch.Tensor, k: int, eligible: torch.T
 
     Rows with fewer than ``k`` admissible items are padded with index -1 and score -inf.
     """
-    s = scores.clone().float()
+    s = scores.clone() if scores.is_floating_point() else scores.float()
     if eligible is not None:
         s[:, ~eligible] = -torch.inf
     s[torch.arange(len(queries)), queries] = -torch.inf
@@ -57,9 +57,12 @@ def similar_items(
     eligible: torch.Tensor | None = None,
     metric: str = "cosine",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` items most similar to ``item``: (indices, scores), best first, padding dropped."""
+    """The ``k`` items most similar to ``item``: (indices, scores), best first, padding dropped.
+
+    Scores are computed in float64, as report.html's explorer does, so both order near-ties alike.
+    """
     q = torch.tensor([item])
-    idx, vals = top_k(similarity(v, q, metric), q, k, eligible)
+    idx, vals = top_k(similarity(v.double(), q, metric), q, k, eligible)
     keep = idx[0] >= 0
     return idx[0][keep].numpy(), vals[0][keep].numpy()
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
+
 from embedlab.report.html import write_html
 from embedlab.report.movies import movies_section
 from embedlab.report.vision import finetune_section, probe_section
-from embedlab.runs import RunDir
+from embedlab.runs import RunDir, markdown_table
 
 
 def summary_section(metrics: dict) -> str:
@@ -21,9 +23,7 @@ def summary_section(metrics: dict) -> str:
     rows = summary_rows(metrics)
     if not rows:
         return ""
-    lines = ["## Summary", "", "| step | status | minutes | result |", "| --- | --- | --- | --- |"]
-    lines += [f"| {s} | {st} | {m} | {h} |" for s, st, m, h in rows]
-    return "\n".join(lines) + "\n"
+    return "\n".join(["## Summary", "", markdown_table(pd.DataFrame(rows, columns=["step", "status", "minutes", "result"]))]) + "\n"
 
 
 def environment_section(run: RunDir) -> str:
@@ -34,7 +34,7 @@ def environment_section(run: RunDir) -> str:
     env = run.path / "environment.json"
     if env.exists():
         versions = json.loads(env.read_text())
-        out += ["| software | version |", "| --- | --- |", *[f"| {k} | {v} |" for k, v in versions.items()], ""]
+        out += [markdown_table(pd.DataFrame(list(versions.items()), columns=["software", "version"])), ""]
     return "\n".join(out)
 
 

@@ -6,10 +6,15 @@ from embedlab.runs import RunDir
 
 
 def table(run: RunDir, name: str) -> str:
+    """The saved table, wrapped in a block that names its CSV (the browser test compares the two cell by cell)."""
     p = run.path / "tables" / f"{name}.md"
-    return p.read_text().rstrip() if p.exists() else f"*(table {name} was not produced)*"
+    if not p.exists():
+        return f"*(table {name} was not produced)*"
+    return f'<div class="table" data-table="{name}" markdown="1">\n\n{p.read_text().rstrip()}\n\n</div>'
 
 
-def figure(run: RunDir, name: str, alt: str) -> str:
+
+def figure(run: RunDir, name: str, alt: str, caption: str) -> str:
+    """The figure, then a one-line caption that says what to look at."""
     p = run.path / "figures" / f"{name}.png"
-    return f"![{alt}](figures/{name}.png)" if p.exists() else f"*(figure {name} was not produced)*"
+    return f"![{alt}](figures/{name}.png)\n\n*{caption}*\n" if p.exists() else f"*(figure {name} was not produced)*"

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import markdown
 
+from embedlab.report.explorer import fill_placeholder
+
 CSS = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328; margin: 0; }
 main { max-width: 1100px; margin: 0 auto; padding: 1.5rem 2rem 4rem; }
@@ -15,8 +17,9 @@ nav.toc { background: #f6f8fa; border: 1px solid #d0d7de; border-radius: 6px; pa
 nav.toc ul { margin: .2rem 0; padding-left: 1.2rem; }
 h1 { border-bottom: 1px solid #d0d7de; padding-bottom: .3rem; }
 h2 { border-bottom: 1px solid #d0d7de; padding-bottom: .2rem; margin-top: 2.5rem; }
-table { border-collapse: collapse; margin: .8rem 0; font-size: 13px; display: block; overflow-x: auto; max-width: 100%; }
-th, td { border: 1px solid #d0d7de; padding: 3px 8px; text-align: left; white-space: nowrap; }
+table { border-collapse: collapse; margin: .8rem 0; font-size: 13px; max-width: 100%; }
+th, td { border: 1px solid #d0d7de; padding: 3px 8px; text-align: left; overflow-wrap: anywhere; }  /* wide tables wrap, never scroll */
+figure, p > em:only-child { color: #57606a; }
 tr:nth-child(even) td { background: #f6f8fa; }
 img { max-width: 100%; height: auto; display: block; margin: .6rem 0; }
 code { background: #f6f8fa; padding: 0 .25rem; border-radius: 4px; font-size: 90%; }
@@ -39,8 +42,8 @@ def _inline_images(html: str, root: Path) -> str:
 
 def render_html(md_text: str, root: Path, title: str) -> str:
     """The HTML page of a Markdown report whose images are relative to ``root``."""
-    md = markdown.Markdown(extensions=["tables", "fenced_code", "toc"], extension_configs={"toc": {"toc_depth": "2-3"}})
-    body = _inline_images(md.convert(md_text), root)
+    md = markdown.Markdown(extensions=["tables", "fenced_code", "toc", "md_in_html"], extension_configs={"toc": {"toc_depth": "2-3"}})
+    body = fill_placeholder(_inline_images(md.convert(md_text), root), root)
     head, sep, rest = body.partition("</h1>")  # the contents go right under the title
     if not sep:
         head, rest = "", body

@@ -40,15 +40,19 @@ def probe_section(run: RunDir) -> str:
         f"**{m['l2']:g}**; then refitted on train + validation ({m['train_images'] + m['val_images']:,} images). "
         f"Fitting took {m['fit_seconds']} s.", "",
         table(run, "probe_l2_grid"), "",
-        figure(run, "probe_l2_grid", "L2 choice"), figure(run, "probe_training_curve", "training curve"), "",
+        figure(run, "probe_l2_grid", "L2 choice",
+               "Where the validation curve peaks is the chosen strength; the gap to the training curve is the overfitting it prevents."), figure(run, "probe_training_curve", "training curve",
+               "The loss should flatten before the iteration limit: then L-BFGS converged and the budget did not cut the fit short."), "",
         "Per-class test accuracy and confusion matrix:", "",
-        table(run, "probe_per_class"), "", figure(run, "probe_confusion", "confusion matrix"), "",
+        table(run, "probe_per_class"), "", figure(run, "probe_confusion", "confusion matrix",
+               "Off-diagonal cells are the confusions: look for pairs of similar classes (cat/dog, automobile/truck)."), "",
         "## Part 1B — most confident correct and incorrect test predictions", "",
         "For each true class (rows): the 5 correctly classified test images with the highest predicted probability, then the 5 "
         "misclassified ones with the highest probability on the wrong label (titled with the predicted label, its probability "
         "and the true label). Indices and probabilities are in `tables/probe_gallery.csv`; all test probabilities in "
         "`artefacts/probe_test_probs.npz`.", "",
-        figure(run, "probe_gallery", "probe gallery"), "",
+        figure(run, "probe_gallery", "probe gallery",
+               "Left five of each row: confident and right; right five: confident and wrong, often a plausible label or an ambiguous image."), "",
     ]
     return "\n".join(out)
 
@@ -93,11 +97,14 @@ def finetune_section(run: RunDir) -> str:
         "- **Checkpoints**: after every epoch (model, optimiser, scheduler, RNG states) in `artefacts/finetune_checkpoint.pt`; "
         f"`embedlab vision finetune --resume {run.path}` continues an interrupted run exactly.", "",
         table(run, "finetune_epochs"), "",
-        figure(run, "finetune_curves", "fine-tuning curves"), "",
+        figure(run, "finetune_curves", "fine-tuning curves",
+               "Validation accuracy should rise to the end of the schedule; a validation loss rising late would mean overfitting."), "",
         "Per-class test accuracy and confusion matrix of the fine-tuned network:", "",
-        table(run, "finetune_per_class"), "", figure(run, "finetune_confusion", "fine-tuned confusion matrix"), "",
+        table(run, "finetune_per_class"), "", figure(run, "finetune_confusion", "fine-tuned confusion matrix",
+               "Compare with the probe matrix: which confusions shrink and which remain."), "",
         "### Part 1C (B) — most confident correct and incorrect test predictions, fine-tuned", "",
-        figure(run, "finetune_gallery", "fine-tuned gallery"), "",
+        figure(run, "finetune_gallery", "fine-tuned gallery",
+               "The confident mistakes that remain after fine-tuning: look for label noise and genuinely ambiguous images."), "",
     ]
     if "comparison" in metrics:
         out += comparison_paragraph(run, metrics)
@@ -130,4 +137,5 @@ def comparison_paragraph(run: RunDir, metrics: dict) -> list[str]:
         "for free from the cached features)."
     )
     return ["### Comparison: fixed features vs fine-tuning", "", text, "", table(run, "comparison"), "",
-            figure(run, "comparison_per_class", "per-class comparison"), "", table(run, "comparison_per_class"), ""]
+            figure(run, "comparison_per_class", "per-class comparison",
+               "Bars above zero are the classes fine-tuning improves; compare them with the probe weakest classes."), "", table(run, "comparison_per_class"), ""]

@@ -86,10 +86,15 @@ def curve(values: Sequence[float], xlabel: str, ylabel: str, title: str, log: bo
 def l2_choice(rows: pd.DataFrame, chosen: float) -> Figure:
     """Train and validation accuracy across the L2 grid."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.plot(rows["l2"], rows["train_acc"], "o-", label="train")
-    ax.plot(rows["l2"], rows["val_acc"], "s-", label="validation")
-    ax.axvline(chosen, color="black", ls="--", lw=1, label=f"chosen l2 = {chosen:g}")
-    ax.set_xscale("symlog", linthresh=min([v for v in rows["l2"] if v > 0], default=1e-6))
+    positive = [v for v in rows["l2"] if v > 0]
+    zero_at = min(positive, default=1.0) / 10  # a grid holding 0 shows it one decade left of the rest, labelled 0
+    x = [v if v > 0 else zero_at for v in rows["l2"]]
+    ax.plot(x, rows["train_acc"], "o-", label="train")
+    ax.plot(x, rows["val_acc"], "s-", label="validation")
+    ax.axvline(chosen if chosen > 0 else zero_at, color="black", ls="--", lw=1, label=f"chosen l2 = {chosen:g}")
+    ax.set_xscale("log")
+    if len(positive) < len(x):
+        ax.set_xticks(sorted(set(x)), ["0" if v == zero_at else f"{v:g}" for v in sorted(set(x))])
     ax.set_xlabel("L2 strength")
     ax.set_ylabel("accuracy")
     ax.grid(alpha=0.3)

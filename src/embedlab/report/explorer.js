@@ -1,0 +1,223 @@
+// The movie explorer of report.html: no library, no network. Title matching mirrors
+// embedlab.movies.movielens.TitleIndex; scores mirror embedlab.movies.recommend (float64, ties to the lower row).
+(function () {
+  "use strict";
+  const D = JSON.parse(document.getElementById("explorer-data").textContent);
+  const N = D.titles.length, dim = D.dim, K = D.k;
+  const bytes = Uint8Array.from(atob(D.vectors), (c) => c.charCodeAt(0));
+  const V = new Float32Array(bytes.buffer);
+  const norms = new Float64Array(N);
+  for (let i = 0; i < N; i++) {
+    let s = 0;
+    for (let j = 0; j < dim; j++) { const x = V[i * dim + j]; s += x * x; }
+    norms[i] = Math.max(Math.sqrt(s), 1e-12);
+  }
+  const $ = (id) => document.getElementById(id);
+  const input = $("explorer-search"), list = $("explorer-suggestions"), status = $("explorer-status");
+  const tbody = document.querySelector("#explorer-results tbody");
+  let selected = -1, top = [], active = -1;
+
+  // ---- title matching (TitleIndex): exact title, else normalised keys, article optional, year optional
+  const esc = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const ARTICLE_SUFFIX = new RegExp("^(.*),\\s*(" + D.articles.map(esc).join("|") + ")$", "i");
+  const YEAR = /\s*\((\d{4})(?:[-–]\d{0,4})?\)\s*$/;
+  function moveArticle(name) {
+    const m = name.match(ARTICLE_SUFFIX);
+    if (!m) return name;
+    return m[2] + (m[2].endsWith("'") ? "" : " ") + m[1];
+  }
+  const normalise = (t) => moveArticle(t.trim()).toLowerCase().replace(/[^0-9a-z]+/g, " ").trim().split(/\s+/).join(" ");
+  function dropArticle(key) {
+    const i = key.indexOf(" ");
+    if (i < 0) return key;
+    return D.articles.includes(key.slice(0, i)) ? key.slice(i + 1) : key;
+  }
+  function splitTitle(t) {
+    const m = t.match(YEAR);
+    return m ? [t.slice(0, m.index).trim(), parseInt(m[1], 10)] : [t.trim(), null];
+  }
+  const byKey = new Map(), exact = new Map();
+  D.titles.forEach((t, i) => {
+    exact.set(t.toLowerCase(), i);
+    D.keys[i].forEach((k) => { if (!byKey.has(k)) byKey.set(k, []); byKey.get(k).push(i); });
+  });
+  function lookup(q) {
+    q = q.trim();
+    if (!q) return [];
+    if (exact.has(q.toLowerCase())) return [exact.get(q.toLowerCase())];
+    const [name, year] = splitTitle(q);
+    const key = normalise(name);
+    let rows = byKey.get(key) || byKey.get(dropArticle(key)) || [];
+    if (year !== null) rows = rows.filter((r) => D.years[r] === year);
+    return [...new Set(rows)];
+  }
+  function suggestions(q) {
+    const key = normalise(splitTitle(q)[0]);
+    if (!key) return [];
+    const alt = dropArticle(key);
+    const hits = [];
+    for (let i = 0; i < N; i++) {
+      if (D.keys[i].some((k) => k.startsWith(key) || k.startsWith(alt))) hits.push(i);
+    }
+    return hits.sort((a, b) => D.likes[b] - D.likes[a] || a - b).slice(0, 8);
+  }
+
+  // ---- scores (embedlab.movies.recommend.similar_items): every other stored movie is a candidate
+  function metric() { return document.querySelector('input[name="explorer-metric"]:checked').value; }
+  function topK(q, how) {
+    const scores = new Float64Array(N);
+    for (let j = 0; j < N; j++) {
+      let s = 0;
+      for (let t = 0; t < dim; t++) s += V[q * dim + t] * V[j * dim + t];
+      scores[j] = how === "cosine" ? s / (norms[q] * norms[j]) : s;
+    }
+    const idx = [];
+    for (let j = 0; j < N; j++) if (j !== q) idx.push(j);
+    idx.sort((a, b) => scores[b] - scores[a] || a - b);
+    return idx.slice(0, K).map((j) => [j, scores[j]]);
+  }
+  function cell(text) { const td = document.createElement("td"); td.textContent = text; return td; }
+  function render() {
+    tbody.replaceChildren();
+    if (selected < 0) { top = []; draw(); return; }
+    top = topK(selected, metric());
+    top.forEach(([j, s], r) => {
+      const tr = document.createElement("tr");
+      [String(r + 1), D.titles[j], D.genres[j], s.toFixed(4), String(D.likes[j])].forEach((t) => tr.appendChild(cell(t)));
+      tbody.appendChild(tr);
+    });
+    status.textContent = `Top ${top.length} for ${D.titles[selected]} (${metric()}, ${D.likes[selected]} likes; movies with >= ${D.minLikes} likes):`;
+    draw();
+  }
+  function select(i, note) {
+    selected = i;
+    input.value = D.titles[i];
+    list.replaceChildren();
+    render();
+    if (note) status.textContent += " " + note;
+  }
+
+  // ---- search box: suggestions while typing, Enter picks the match (or the most-liked suggestion)
+  function showSuggestions() {
+    list.replaceChildren();
+    active = -1;
+    suggestions(input.value).forEach((i) => {
+      const li = document.createElement("li");
+      li.textContent = `${D.titles[i]} — ${D.likes[i]} likes`;
+      li.dataset.row = i;
+      li.addEventListener("mousedown", (e) => { e.preventDefault(); select(i); });
+      list.appendChild(li);
+    });
+  }
+  input.addEventListener("input", showSuggestions);
+  input.addEventListener("keydown", (e) => {
+    const items = [...list.children];
+    if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+      e.preventDefault();
+      if (!items.length) return;
+      active = (active + (e.key === "ArrowDown" ? 1 : items.length - 1)) % items.length;
+      items.forEach((li, n) => li.classList.toggle("active", n === active));
+    } else if (e.key === "Enter") {
+      e.preventDefault();
+      if (active >= 0 && items[active]) return select(+items[active].dataset.row);
+      const rows = lookup(input.value);
+      if (rows.length === 1) return select(rows[0]);
+      const sug = rows.length ? rows.sort((a, b) => D.likes[b] - D.likes[a] || a - b) : suggestions(input.value);
+      if (sug.length) return select(sug[0], rows.length > 1 ? `(${rows.length} titles match; the most-liked is shown — add the year to choose)` : "");
+      list.replaceChildren();
+      status.textContent = `No movie with >= ${D.minLikes} likes matches "${input.value}".`;
+    } else if (e.key === "Escape") list.replaceChildren();
+  });
+  input.addEventListener("blur", () => setTimeout(() => list.replaceChildren(), 150));
+  document.querySelectorAll('input[name="explorer-metric"]').forEach((r) => {
+    r.checked = r.value === D.metric;
+    r.addEventListener("change", render);
+  });
+  D.queries.forEach((t) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = t;
+    b.addEventListener("click", () => select(exact.get(t.toLowerCase())));
+    $("explorer-buttons").appendChild(b);
+  });
+  $("explorer-about").textContent = `${N.toLocaleString()} movies with >= ${D.minLikes} likes, their d = ${dim} vectors stored in this page ` +
+    `(float32, ${Math.round(bytes.length / 1024)} KB)${D.capped ? ", the most-liked ones only" : ""}; the lists are computed here and equal ` +
+    "those of embedlab recommend for this run.";
+
+  // ---- the map: canvas scatter, hover for the title, selected movie and its top-k highlighted
+  const canvas = $("explorer-map"), tip = $("explorer-tip"), colourBox = $("explorer-colour");
+  const M = D.map;
+  if (!M) { $("explorer-map-box").style.display = "none"; }
+  const TAB20 = ["#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896", "#9467bd", "#c5b0d5",
+    "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#7f7f7f", "#c7c7c7", "#bcbd22", "#dbdb8d", "#17becf", "#9edae5"];
+  const colourOf = new Map();
+  if (M) {
+    const counts = new Map();
+    M.genre.forEach((g) => { if (g !== null) counts.set(g, (counts.get(g) || 0) + 1); });
+    [...counts.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).forEach(([g], i) => colourOf.set(g, TAB20[i % 20]));
+    $("explorer-legend").replaceChildren(...[...colourOf.entries()].map(([g, c]) => {
+      const div = document.createElement("div");
+      div.innerHTML = `<span class="sw" style="background:${c}"></span>`;
+      div.appendChild(document.createTextNode(`${g} (${counts.get(g)})`));
+      return div;
+    }));
+  }
+  let px = [], py = [];
+  function layout() {
+    const w = canvas.clientWidth || 800, h = canvas.clientHeight || 520, dpr = window.devicePixelRatio || 1;
+    canvas.width = w * dpr; canvas.height = h * dpr;
+    const xs = M.x.filter((v) => v !== null), ys = M.y.filter((v) => v !== null);
+    const x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...ys), y1 = Math.max(...ys), pad = 12;
+    px = M.x.map((v) => (v === null ? null : pad + ((v - x0) / (x1 - x0 || 1)) * (w - 2 * pad)));
+    py = M.y.map((v) => (v === null ? null : h - pad - ((v - y0) / (y1 - y0 || 1)) * (h - 2 * pad)));
+  }
+  function draw() {
+    if (!M) return;
+    layout();
+    const ctx = canvas.getContext("2d"), dpr = window.devicePixelRatio || 1;
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    const coloured = colourBox.checked, faded = selected >= 0;
+    for (let i = 0; i < N; i++) {
+      if (px[i] === null) continue;
+      ctx.globalAlpha = faded ? 0.35 : 0.7;
+      ctx.fillStyle = coloured ? colourOf.get(M.genre[i]) || "#999" : "#8c959f";
+      ctx.beginPath(); ctx.arc(px[i], py[i], 2.2, 0, 2 * Math.PI); ctx.fill();
+    }
+    ctx.globalAlpha = 1;
+    top.forEach(([j]) => {
+      if (px[j] === null) return;
+      ctx.strokeStyle = "#cf222e"; ctx.lineWidth = 2;
+      ctx.beginPath(); ctx.arc(px[j], py[j], 6, 0, 2 * Math.PI); ctx.stroke();
+    });
+    if (selected >= 0 && px[selected] !== null) {
+      ctx.fillStyle = "#000"; ctx.strokeStyle = "#fff"; ctx.lineWidth = 2;
+      ctx.beginPath(); ctx.arc(px[selected], py[selected], 7, 0, 2 * Math.PI); ctx.fill(); ctx.stroke();
+      ctx.font = "bold 13px system-ui, sans-serif"; ctx.lineWidth = 3; ctx.strokeStyle = "#fff";
+      ctx.strokeText(D.titles[selected], px[selected] + 10, py[selected] - 8); ctx.fillText(D.titles[selected], px[selected] + 10, py[selected] - 8);
+    }
+  }
+  function nearest(e) {
+    const r = canvas.getBoundingClientRect(), x = e.clientX - r.left, y = e.clientY - r.top;
+    let best = -1, bd = 64;  // within 8 px
+    for (let i = 0; i < N; i++) {
+      if (px[i] === null) continue;
+      const d2 = (px[i] - x) ** 2 + (py[i] - y) ** 2;
+      if (d2 < bd) { bd = d2; best = i; }
+    }
+    return [best, x, y];
+  }
+  if (M) {
+    canvas.addEventListener("mousemove", (e) => {
+      const [i, x, y] = nearest(e);
+      if (i < 0) { tip.style.display = "none"; return; }
+      tip.textContent = `${D.titles[i]} · ${D.genres[i]} · ${D.likes[i]} likes`;
+      tip.style.left = `${Math.min(x + 12, canvas.clientWidth - 200)}px`; tip.style.top = `${y + 12}px`; tip.style.display = "block";
+    });
+    canvas.addEventListener("mouseleave", () => { tip.style.display = "none"; });
+    canvas.addEventListener("click", (e) => { const [i] = nearest(e); if (i >= 0) select(i); });
+    colourBox.addEventListener("change", draw);
+    window.addEventListener("resize", draw);
+  }
+  if (D.queries.length) select(exact.get(D.queries[0].toLowerCase())); else draw();
+})();

@@ -1,0 +1,80 @@
+"""The movie explorer inside report.html: type-ahead search, top-k, cosine/dot switch and an interactive map.
+
+Everything it shows is computed in the page from what this module stores in it (the run's own
+embeddings, float32, not quantised, so that its lists equal ``embedlab recommend``'s), with inlined
+JavaScript and no network. ``report.md`` carries only a placeholder that ``report.html`` fills.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from embedlab.movies.movielens import _ARTICLES, title_keys
+from embedlab.runs import RunDir
+
+#: Where report.md asks for the explorer; report.html replaces it (GitHub shows nothing there).
+PLACEHOLDER = '<div id="movie-explorer-placeholder"></div>'
+
+
+def explorer_data(run: RunDir, max_movies: int = 20_000) -> dict | None:
+    """What the page needs, from the run folder alone; None when the movies run saved no embeddings."""
+    emb, items_csv = run.artefact("embeddings.npz"), run.artefact("items.csv")
+    if not emb.is_file() or not items_csv.is_file():
+        return None
+    cfg = run.read_json("config.json")["movies"]
+    with np.load(emb) as z:
+        v = np.ascontiguousarray(z["v"], dtype="<f4")
+    items = pd.read_csv(items_csv)
+    eligible = np.flatnonzero(items["likes"].to_numpy() >= int(cfg["min_likes"]))
+    capped = len(eligible) > max_movies
+    if capped:  # keep the most-liked ones, in the run's order
+        eligible = np.sort(eligible[np.argsort(-items["likes"].to_numpy()[eligible], kind="stable")[:max_movies]])
+    sub = items.iloc[eligible]
+    coords = _map_coordinates(run, sub["movieId"].to_numpy())
+    queries = pd.read_csv(run.path / "tables" / "query_likes.csv") if (run.path / "tables" / "query_likes.csv").is_file() else None
+    return {
+        "metric": cfg["metric"], "k": int(cfg["top_k"]), "minLikes": int(cfg["min_likes"]), "dim": int(v.shape[1]),
+        "capped": capped, "titles": sub["title"].astype(str).tolist(), "genres": sub["genres"].astype(str).tolist(),
+        "years": [None if pd.isna(y) else int(y) for y in sub["year"]], "likes": sub["likes"].astype(int).tolist(),
+        "keys": [title_keys(t) for t in sub["title"].astype(str)], "articles": list(_ARTICLES),
+        "vectors": base64.b64encode(v[eligible].tobytes()).decode(),
+        "map": coords, "queries": [] if queries is None else [t for t in queries["title"].astype(str) if t in set(sub["title"])],
+    }
+
+
+def _map_coordinates(run: RunDir, movie_ids: np.ndarray) -> dict | None:
+    """x, y and colour genre per explorer movie (null where the map left it out), or None without a map."""
+    path = run.artefact("map_coords.csv")
+    if not path.is_file():
+        return None
+    m = pd.read_csv(path).set_index("movieId").reindex(movie_ids)
+    to_list = lambda s: [None if pd.isna(a) else a for a in s]  # noqa: E731
+    return {"x": to_list(m["x"].round(3)), "y": to_list(m["y"].round(3)), "genre": to_list(m["genre"])}
+
+
+def _asset(name: str) -> str:
+    return resources.files("embedlab.report").joinpath(name).read_text()
+
+
+def explorer_html(data: dict) -> str:
+    """The explorer block: markup, its style, the data as JSON and the inlined script."""
+    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    return (f'<section id="movie-explorer" class="explorer"><style>{_asset("explorer.css")}</style>'
+            f'{_asset("explorer.html")}'
+            f'<script type="application/json" id="explorer-data">{payload}</script>'
+            f"<script>{_asset('explorer.js')}</script></section>")
+
+
+def fill_placeholder(html: str, run_path: Path) -> str:
+    """``html`` with the explorer in place of the placeholder (or a note when the run has no embeddings)."""
+    if PLACEHOLDER not in html:
+        return html
+    data = explorer_data(RunDir(run_path))
+    block = explorer_html(data) if data else "<p><em>(no embeddings in this run folder: the explorer needs artefacts/embeddings.npz)</em></p>"
+    return html.replace(PLACEHOLDER, block)
