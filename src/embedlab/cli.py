@@ -50,6 +50,8 @@ def _add_movies_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="folder holding ml-latest-small/ (default: $EMBEDLAB_DATA_DIR, else ./data)")
     p.add_argument("--dataset", help=f"MovieLens release under --data-dir: {', '.join(MOVIELENS_DATASETS)} (default ml-latest-small)")
     p.add_argument("--synthetic", metavar="SHAPE", help="generate ratings shaped like ml-25m, ml-32m, ml-latest or Nx ml-latest-small (e.g. 8x)")
+    p.add_argument("--allow-modified-data", action="store_true", default=None,
+                   help="use ml-latest-small files that differ from the official release (recorded in metrics.json and the report)")
     p.add_argument("--offline", action="store_true", default=None, help="never download; fail if the data is missing")
     p.add_argument("--out", type=Path, help="run folder to create (default: runs/<timestamp>-movies)")
     p.add_argument("--config", help="JSON file of settings (same keys as a run's config.json 'movies' section)")
@@ -74,7 +76,9 @@ def _layered(default: Any, profile: dict[str, Any], config_path: str | None, sec
     if config_path:
         data = load_config_file(config_path)
         section_data = data.get(section, data)
-        cfg = apply_overrides(cfg, {k: v for k, v in section_data.items() if k != "resolved"})  # "resolved": what a run derived
+        if isinstance(section_data, dict):  # "resolved": what a run derived
+            section_data = {k: v for k, v in section_data.items() if k != "resolved"}
+        cfg = apply_overrides(cfg, section_data, section)
     cfg = apply_overrides(cfg, flags)
     cfg.validate()
     return cfg
@@ -93,7 +97,7 @@ def _start_run(args: argparse.Namespace, study: str) -> RunDir:
 def movies_config(args: argparse.Namespace) -> MoviesConfig:
     """defaults < profile < --config file < flags."""
     flags = _flags(args, ("data_dir", "dataset", "synthetic", "offline", "like_threshold", "dim", "iterations", "seed", "min_likes", "metric",
-                          "top_k", "queries", "dim_sweep", "embedding_map"))
+                          "top_k", "queries", "dim_sweep", "embedding_map", "allow_modified_data"))
     if args.seed is not None:
         flags["holdout_seed"] = args.seed
     if args.optimizers or args.lrs:
@@ -296,7 +300,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from embedlab.report import write_report
     from embedlab.study import run_study, study_config, summary_rows
 
-    shared = _flags(args, ("data_dir", "offline", "backbone", "weights", "device", "cache_dir", "steps"))
+    shared = _flags(args, ("data_dir", "offline", "backbone", "weights", "device", "cache_dir", "steps", "allow_modified_data"))
     if args.resume:
         run = RunDir.open(args.resume)
         saved = run.read_json("config.json")
@@ -330,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="auto (default): gpu on CUDA, else cpu (~75 min on 2 cores); smoke: small subsets, ~3 min")
     prun.add_argument("--data-dir", help="folder holding cifar-10-batches-py/ and ml-latest-small/ (default: $EMBEDLAB_DATA_DIR, else ./data)")
     prun.add_argument("--offline", action="store_true", default=None, help="never download; fail if data or weights are missing")
+    prun.add_argument("--allow-modified-data", action="store_true", default=None,
+                      help="use ml-latest-small files that differ from the official release (recorded in metrics.json and the report)")
     prun.add_argument("--out", type=Path, help="run folder to create (default: runs/<timestamp>-study)")
     prun.add_argument("--resume", type=Path, metavar="RUN", help="continue a stopped run folder: finished steps are kept")
     prun.add_argument("--config", help="JSON file with 'probe', 'finetune', 'movies' sections (a run's config.json works)")

@@ -7,10 +7,14 @@ as ``config.json`` and never read from globals afterwards.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from pydantic import TypeAdapter, ValidationError
 
 #: Learning-rate grids of the default sweep. Each spans too small (far from the optimum after the
 #: budget) to too large (diverges), measured on ml-latest-small at the default d = 100; see the README.
@@ -29,6 +33,7 @@ class MoviesConfig:
 
     data_dir: str | None = None
     offline: bool = False
+    allow_modified_data: bool = False  # ml-latest-small files that differ from the official release: refused unless True
     dataset: str = "ml-latest-small"  # or ml-25m, ml-32m, ml-latest (same CSV layout)
     synthetic: str | None = None  # generate ratings of this shape instead (ml-32m, 8x, ...); see movies/synthetic.py
     like_threshold: float = 4.0  # 4 and 5 stars (of 0.5..5): a clear "liked"; 3.5 is offered too
@@ -295,13 +300,41 @@ MOVIES_PROFILES: dict[str, dict[str, Any]] = {
 C = TypeVar("C")
 
 
-def apply_overrides(cfg: C, overrides: dict[str, Any]) -> C:
-    """A copy of ``cfg`` with ``overrides``; an unknown key is an error naming the valid ones."""
-    names = {f.name for f in dataclasses.fields(cfg)}  # type: ignore[arg-type]
-    unknown = sorted(set(overrides) - names)
+class ConfigError(ValueError):
+    """A config section, key or value that cannot be used: one line for the user, naming the key."""
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, TypeAdapter]:
+    """A pydantic validator per dataclass field, from the field's type hint (the dataclass stays plain)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: TypeAdapter(hints[f.name]) for f in dataclasses.fields(cls)}
+
+
+def apply_overrides(cfg: C, overrides: Any, section: str = "") -> C:
+    """A copy of ``cfg`` with ``overrides``, each value checked against its field's type hint.
+
+    Strict: "64" is not an int, "no" not a bool, "Toy Story" not a list, 8.5 not an int (an int is a
+    fine float). pydantic does the checking, so the rules are its documented ones, not ours.
+    """
+    where = f"{section}." if section else ""
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"config section {section or 'root'!r} must be a JSON object of settings, got {overrides!r}")
+    types = _field_types(type(cfg))
+    unknown = sorted(set(overrides) - set(types))
     if unknown:
-        raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(sorted(names))}")
-    return dataclasses.replace(cfg, **overrides)  # type: ignore[type-var]
+        raise ConfigError(f"unknown config key(s) {[where + k for k in unknown]}; valid keys: {', '.join(sorted(types))}")
+    clean = {}
+    for key, value in overrides.items():
+        try:
+            clean[key] = types[key].validate_python(value, strict=True)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            at = "".join(f"[{p!r}]" for p in err["loc"])
+            hint = typing.get_type_hints(type(cfg))[key]
+            expected = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+            raise ConfigError(f"config value {where}{key}{at} = {value!r}: {err['msg'].lower()} (expected {expected})") from None
+    return dataclasses.replace(cfg, **clean)  # type: ignore[type-var]
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -310,11 +343,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(p.read_text())
     except FileNotFoundError:
-        raise ValueError(f"config file {p} does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"config file {p} is not valid JSON: {exc}") from None
+        raise ConfigError(f"config file {p} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"--config {p} is a directory; pass a JSON file (a run's config.json, for example)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {p} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"config file {p} must hold a JSON object of settings")
+        raise ConfigError(f"config file {p} must hold a JSON object of settings")
     return data
 
 

@@ -77,6 +77,23 @@ def download_url(url: str, dest: Path) -> None:
     part.replace(dest)
 
 
+def verify_movielens(folder: Path, dataset: str, allow_modified: bool = False) -> str:
+    """Check local files against the official release; returns what was verified (for metrics and the report).
+
+    ml-latest-small's files are pinned by sha256. GroupLens publishes checksums only of the larger
+    releases' archives, so their unpacked CSVs can be checked for content only (``load_ratings``).
+    """
+    if dataset != MOVIELENS_DIRNAME:
+        return f"{dataset}: content checked (GroupLens publishes checksums of the archive only, not of its files)"
+    changed = [name for name, expected in MOVIELENS_SHA256.items() if sha256_file(Path(folder) / name) != expected]
+    if not changed:
+        return "ml-latest-small: ratings.csv and movies.csv match the official release (sha256)"
+    if not allow_modified:
+        raise ChecksumError(f"{', '.join(str(Path(folder) / n) for n in changed)} differ(s) from the official ml-latest-small release "
+                            "(sha256); restore the original files, or pass --allow-modified-data to use these on purpose")
+    return f"ml-latest-small: MODIFIED ({', '.join(changed)} differ from the official release; used on purpose with --allow-modified-data)"
+
+
 def _missing_message(what: str, folder: Path, files: list[str], reason: str) -> str:
     listing = "\n".join(f"  {folder / name}" for name in files)
     return (

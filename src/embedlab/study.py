@@ -59,21 +59,22 @@ def study_config(profile: str, cuda: bool, shared: dict[str, Any], sections: dic
     probe = apply_overrides(ProbeConfig(), PROBE_PROFILES.get(resolved if resolved == "smoke" else "default", {}))
     finetune = apply_overrides(FinetuneConfig(probe=False), FINETUNE_PROFILES[resolved])
     movies = apply_overrides(MoviesConfig(), MOVIES_PROFILES["smoke" if resolved == "smoke" else "default"])
-    probe = apply_overrides(probe, _clean(sections.get("probe", {})))
-    finetune = apply_overrides(finetune, _clean(sections.get("finetune", {})))
-    movies = apply_overrides(movies, _clean(sections.get("movies", {})))
+    probe = apply_overrides(probe, _clean(sections.get("probe", {})), "probe")
+    finetune = apply_overrides(finetune, _clean(sections.get("finetune", {})), "finetune")
+    movies = apply_overrides(movies, _clean(sections.get("movies", {})), "movies")
     vision_keys = {"data_dir", "offline", "backbone", "weights", "device", "cache_dir"}
     probe = apply_overrides(probe, {k: v for k, v in shared.items() if k in vision_keys})
     finetune = apply_overrides(finetune, {k: v for k, v in shared.items() if k in vision_keys})
-    movies = apply_overrides(movies, {k: v for k, v in shared.items() if k in {"data_dir", "offline"}})
+    movies = apply_overrides(movies, {k: v for k, v in shared.items() if k in {"data_dir", "offline", "allow_modified_data"}})
     cfg = StudyConfig(profile=resolved, steps=list(shared.get("steps") or sections.get("steps") or STEPS),
                       probe=probe, finetune=finetune, movies=movies)
     cfg.validate()
     return cfg
 
 
-def _clean(section: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in section.items() if k != "resolved"}
+def _clean(section: Any) -> Any:
+    """A section without what a run derived (``resolved``); anything but an object is left for apply_overrides to reject."""
+    return {k: v for k, v in section.items() if k != "resolved"} if isinstance(section, dict) else section
 
 
 def software_versions() -> dict[str, str]:

@@ -29,23 +29,48 @@ RATINGS_DTYPES = {"userId": "int32", "movieId": "int32", "rating": "float32"}
 def _read_csv(path: Path, columns: tuple[str, ...], dtypes: dict[str, str] | None = None) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; is --data-dir pointing at the folder holding {path.parent.name}/?")
-    header = pd.read_csv(path, nrows=0).columns
-    missing = [c for c in columns if c not in header]
-    if missing:
-        raise ValueError(f"{path} lacks column(s) {missing}; found {list(header)}. Is this a MovieLens file?")
     try:
-        df = pd.read_csv(path, usecols=list(columns), dtype=dtypes)
+        header = pd.read_csv(path, nrows=0, encoding="utf-8").columns
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise ValueError(f"{path} lacks column(s) {missing}; found {list(header)}. Is this a MovieLens file?")
+        return pd.read_csv(path, usecols=list(columns), dtype=dtypes, encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); MovieLens files are UTF-8") from None
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path} is empty; expected a CSV with columns {', '.join(columns)}") from None
     except (ValueError, OverflowError) as exc:
+        if str(exc).startswith(str(path)):
+            raise
         raise ValueError(f"{path} has a value of the wrong type ({exc}); MovieLens ids are integers and ratings numbers") from None
-    return df
+
+
+#: MovieLens ratings are half stars from 0.5 to 5.0.
+HALF_STARS = tuple(x / 2 for x in range(1, 11))
 
 
 def load_ratings(folder: Path) -> pd.DataFrame:
-    """ratings.csv as a DataFrame (userId, movieId, rating), validated."""
-    df = _read_csv(Path(folder) / "ratings.csv", RATINGS_COLUMNS, RATINGS_DTYPES)[list(RATINGS_COLUMNS)]
-    if df[list(RATINGS_COLUMNS)].isna().any().any():
-        raise ValueError(f"{folder}/ratings.csv has empty cells; MovieLens ratings never do")
-    return df
+    """ratings.csv as a DataFrame (userId, movieId, rating), validated: types, ranges, duplicates, truncation.
+
+    The timestamp column is read only to be checked: a file cut inside a line leaves it empty.
+    """
+    path = Path(folder) / "ratings.csv"
+    df = _read_csv(path, (*RATINGS_COLUMNS, "timestamp"), {**RATINGS_DTYPES, "timestamp": "float64"})
+    if df.empty:
+        raise ValueError(f"{path} holds no ratings")
+    if df.isna().any().any():
+        row = int(df.isna().any(axis=1).to_numpy().argmax())
+        raise ValueError(f"{path} has an empty cell on data line {row + 1} (a file cut short?); MovieLens ratings never do")
+    problems = {
+        "a rating that is not a half star from 0.5 to 5.0": ~df["rating"].isin(HALF_STARS),
+        "a userId or movieId below 1": (df["userId"] < 1) | (df["movieId"] < 1),
+        "a (userId, movieId) pair rated twice": df.duplicated(["userId", "movieId"]),
+    }
+    for what, bad in problems.items():
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            raise ValueError(f"{path} has {what} on data line {row + 1}: {df.iloc[row][list(RATINGS_COLUMNS)].to_dict()}")
+    return df[list(RATINGS_COLUMNS)]
 
 
 def split_title(title: str) -> tuple[str, int | None]:
@@ -57,8 +82,12 @@ def split_title(title: str) -> tuple[str, int | None]:
 
 
 def load_movies(folder: Path) -> pd.DataFrame:
-    """movies.csv with a parsed ``year`` column (nullable) and the original title and genres."""
-    return with_years(_read_csv(Path(folder) / "movies.csv", MOVIES_COLUMNS)[list(MOVIES_COLUMNS)])
+    """movies.csv with a parsed ``year`` column (nullable) and the original title and genres; ids unique and positive."""
+    path = Path(folder) / "movies.csv"
+    df = _read_csv(path, MOVIES_COLUMNS, {"movieId": "int64", "title": "str", "genres": "str"})[list(MOVIES_COLUMNS)]
+    if df["movieId"].duplicated().any() or (df["movieId"] < 1).any():
+        raise ValueError(f"{path} has a movieId below 1 or listed twice; MovieLens movie ids are unique positive integers")
+    return with_years(df)
 
 
 def with_years(movies: pd.DataFrame) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from embedlab.config import MoviesConfig, to_dict
-from embedlab.data import download_url, ensure_movielens, resolve_data_dir
+from embedlab.data import download_url, ensure_movielens, resolve_data_dir, verify_movielens
 from embedlab.distributed import Dist, balanced_rows
 from embedlab.movies import figures
 from embedlab.movies.cooccurrence import CoLikes, ColikeSummary, build_colikes, colike_fro_sq, colike_stats, colike_summary, like_matrix
@@ -164,8 +164,9 @@ def load_tables(cfg: MoviesConfig, log: Log) -> tuple[pd.DataFrame, pd.DataFrame
         syn = generate(cfg.synthetic, seed=cfg.seed)
         return syn.ratings, with_years(syn.movies), f"synthetic {cfg.synthetic} (seed {cfg.seed})"
     folder = ensure_movielens(resolve_data_dir(cfg.data_dir), None if cfg.offline else download_url, cfg.dataset)
-    log(f"[2A] reading {folder}")
-    return load_ratings(folder), load_movies(folder), f"{cfg.dataset} ({folder})"
+    check = verify_movielens(folder, cfg.dataset, cfg.allow_modified_data)
+    log(f"[2A] reading {folder}: {check}")
+    return load_ratings(folder), load_movies(folder), f"{cfg.dataset} ({folder}); {check}"
 
 
 def query_texts(cfg: MoviesConfig, co: CoLikes, items: pd.DataFrame) -> list[str]:
