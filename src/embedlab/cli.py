@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from embedlab.config import (FINETUNE_PROFILES, MOVIES_PROFILES, PROBE_PROFILES, FinetuneConfig, MoviesConfig, ProbeConfig,
+from embedlab.config import (DEFAULT_GRID, FINETUNE_PROFILES, MOVIES_PROFILES, PROBE_PROFILES, FinetuneConfig, MoviesConfig, ProbeConfig,
                              apply_overrides, finetune_profile, load_config_file)
 from embedlab.data import MOVIELENS_DATASETS, ChecksumError, DataNotFoundError
 from embedlab.runs import RunDir, RunFolderError, default_run_path
@@ -104,7 +104,8 @@ def movies_config(args: argparse.Namespace) -> MoviesConfig:
         base = _layered(MoviesConfig(), MOVIES_PROFILES[args.profile], args.config, "movies", {})
         grid = dict(base.grid)
         if args.optimizers:
-            grid = {n.strip(): grid.get(n.strip(), []) for n in args.optimizers.split(",") if n.strip()}
+            # an optimiser the profile's grid leaves out gets the default grid's rates (the smoke grid has two optimisers)
+            grid = {n.strip(): grid.get(n.strip()) or DEFAULT_GRID.get(n.strip(), []) for n in args.optimizers.split(",") if n.strip()}
         for name, lrs in args.lrs or []:
             grid[name] = lrs
         flags["grid"] = grid
@@ -169,6 +170,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     saved = SavedEmbeddings.load(RunDir.open(args.run).path)
     table = saved.recommend(args.title, k=args.top, metric=args.metric, min_likes=args.min_likes)
+    if table.attrs.get("note"):
+        print(f"embedlab: note: {table.attrs['note']}", file=sys.stderr)
     print(f"Top {len(table)} for {table.attrs['query']} ({table.attrs['metric']}, movies with >= {table.attrs['min_likes']} likes):")
     print(table.to_string(index=False))
     return 0

@@ -160,7 +160,7 @@ class ProbeConfig:
     def validate(self) -> None:
         from embedlab.vision.backbones import REGISTRY
 
-        problems = []
+        problems = [p for p in [device_problem(self.device)] if p]
         if self.backbone not in REGISTRY:
             problems.append(f"unknown backbone {self.backbone!r}; choose from {', '.join(REGISTRY)}")
         for name, v in (("size", self.size), ("cpu_size", self.cpu_size)):
@@ -216,7 +216,7 @@ class FinetuneConfig:
     def validate(self) -> None:
         from embedlab.vision.backbones import REGISTRY
 
-        problems = []
+        problems = [p for p in [device_problem(self.device)] if p]
         if self.backbone not in REGISTRY:
             problems.append(f"unknown backbone {self.backbone!r}; choose from {', '.join(REGISTRY)}")
         for name, v in (("size", self.size), ("cpu_size", self.cpu_size), ("probe_size", self.probe_size)):
@@ -298,6 +298,25 @@ MOVIES_PROFILES: dict[str, dict[str, Any]] = {
 }
 
 C = TypeVar("C")
+
+
+def device_problem(device: str) -> str | None:
+    """Why ``device`` cannot be used here (None if it can): checked before any data is loaded."""
+    import re
+
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+        return f"--device must be auto, cpu, cuda, cuda:N or mps (got {device!r})"
+    import torch
+
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            return f"--device {device}: this machine has no CUDA device visible to torch; use --device cpu (or auto)"
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            return f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here"
+    if device == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        return "--device mps: Apple's MPS backend is not available here; use --device cpu (or auto)"
+    return None
 
 
 class ConfigError(ValueError):

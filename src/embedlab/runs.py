@@ -74,8 +74,12 @@ class RunDir:
                 f"run folder {path} already exists and is not empty; pick another --out "
                 "or leave --out unset for a new timestamped folder"
             )
-        for sub in ("figures", "tables", "artefacts"):
-            (path / sub).mkdir(parents=True, exist_ok=True)
+        try:
+            for sub in ("figures", "tables", "artefacts"):
+                (path / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a regular file on the way, a read-only file system, no permission
+            raise RunFolderError(f"cannot create the run folder {path}: {exc.strerror or exc} ({exc.filename or path}); "
+                                 "pick another --out") from None
         return cls(path)
 
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,9 +108,9 @@ def _move_article(name: str) -> str:
 
 
 def normalise(text: str) -> str:
-    """Lower case, articles in front, punctuation folded: the key both titles and queries map to."""
-    text = _move_article(text.strip())
-    text = re.sub(r"[^0-9a-z]+", " ", text.lower())
+    """Lower case, accents dropped ("Amélie" -> "amelie"), articles in front, punctuation folded: the key both titles and queries map to."""
+    text = _move_article(unicodedata.normalize("NFKD", text.strip()))
+    text = re.sub(r"[^0-9a-z]+", " ", "".join(c for c in text.lower() if not unicodedata.combining(c)))
     return " ".join(text.split())
 
 

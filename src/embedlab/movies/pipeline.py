@@ -197,6 +197,7 @@ def step_2a_data(cfg: MoviesConfig, run: RunDir, log: Log, dist: Dist) -> Prepar
     run.save_table("query_likes", pd.DataFrame({"query": [q.text for q in queries], "title": [q.title for q in queries],
                                                  "likers": [int(items["likes"].iat[q.row]) for q in queries]}))
     items.to_csv(run.artefact("items.csv"), index=False)
+    movies[["movieId", "title"]].to_csv(run.artefact("catalogue.csv"), index=False)  # so `recommend` can tell "unknown" from "unliked"
     run.update_metrics("movies_data", stats)
     log(f"[2A] {stats['users']:,} users, {stats['likes']:,} likes, M = {stats['movies_with_likes']:,} movies; "
         f"X (never formed): nnz {stats['x_nnz']:,}, max {stats['x_max']}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from embedlab.movies.movielens import TitleIndex, TitleLookupError
+from embedlab.movies.movielens import TitleIndex, TitleLookupError, split_title
 from embedlab.movies.recommend import eligible_items, similar_items
 
 
@@ -23,16 +24,34 @@ class SavedEmbeddings:
     metric: str
     min_likes: int
 
+    catalogue: pd.DataFrame | None = None  # every movie of the release (movieId, title); None in older runs
+
     @classmethod
     def load(cls, run_path: Path) -> SavedEmbeddings:
-        emb = run_path / "artefacts" / "embeddings.npz"
+        """The run's embeddings, items and settings; every missing or damaged file is an error that names it."""
+        run_path = Path(run_path)
+        emb, items_path, cfg_path = run_path / "artefacts" / "embeddings.npz", run_path / "artefacts" / "items.csv", run_path / "config.json"
         if not emb.is_file():
             raise FileNotFoundError(f"{emb} is missing: the movies run in {run_path} did not finish its fit")
-        with np.load(emb) as z:
-            v = torch.from_numpy(z["v"])
-        items = pd.read_csv(run_path / "artefacts" / "items.csv")
-        cfg = json.loads((run_path / "config.json").read_text())["movies"]
-        return cls(v=v, items=items, metric=cfg["metric"], min_likes=int(cfg["min_likes"]))
+        try:
+            with np.load(emb) as z:
+                v = torch.from_numpy(np.asarray(z["v"], dtype=np.float32))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise SavedRunError(f"{emb} is damaged or incomplete ({type(exc).__name__}: {exc}); run `embedlab movies` again") from None
+        try:
+            items = pd.read_csv(items_path)
+            cfg = json.loads(cfg_path.read_text())["movies"]
+            metric, min_likes = cfg["metric"], int(cfg["min_likes"])
+        except FileNotFoundError as exc:
+            raise SavedRunError(f"{exc.filename} is missing from the run folder {run_path}") from None
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, pd.errors.ParserError) as exc:
+            raise SavedRunError(f"{cfg_path} or {items_path} is malformed ({type(exc).__name__}: {exc}); it was not written by "
+                                "`embedlab movies`, or was edited") from None
+        if v.dim() != 2 or len(items) != v.shape[0] or not {"movieId", "title", "genres", "likes"} <= set(items.columns):
+            raise SavedRunError(f"{items_path} has {len(items)} rows and {emb} {tuple(v.shape)} vectors: they belong to different runs")
+        cat_path = run_path / "artefacts" / "catalogue.csv"
+        catalogue = pd.read_csv(cat_path) if cat_path.is_file() else None
+        return cls(v=v, items=items, metric=metric, min_likes=min_likes, catalogue=catalogue)
 
     def recommend(self, title: str, k: int = 10, metric: str | None = None, min_likes: int | None = None) -> pd.DataFrame:
         """Top-k table for a title typed the way users type it."""
@@ -40,13 +59,33 @@ class SavedEmbeddings:
             raise ValueError(f"--top must be >= 1, got {k}")
         metric = metric or self.metric
         min_likes = self.min_likes if min_likes is None else min_likes
-        movies = self.items[["movieId", "title", "genres"]].assign(year=self.items["year"].astype("Int64"))
-        row = int(np.flatnonzero(self.items["movieId"].to_numpy() == TitleIndex(movies).lookup(title))[0])
-        if int(self.items["likes"].iat[row]) == 0:
-            raise TitleLookupError(f"{title!r} has no likes in this run", [])
-        idx, scores = similar_items(self.v, row, k, eligible_items(self.items["likes"].to_numpy(), min_likes), metric)
+        if min_likes < 0:
+            raise ValueError(f"--min-likes must be >= 0 (got {min_likes})")
+        likes = self.items["likes"].to_numpy()
+        eligible = eligible_items(likes, min_likes)
+        if not bool(eligible.any()):
+            raise ValueError(f"no movie has >= {min_likes} likes in this run (the most-liked has {int(likes.max())}); lower --min-likes")
+        movie_id = self._lookup(title)
+        rows = np.flatnonzero(self.items["movieId"].to_numpy() == movie_id)
+        if len(rows) == 0:
+            raise TitleLookupError(f"{title!r} is in the catalogue but nobody liked it in this run, so it has no embedding", [])
+        row = int(rows[0])
+        idx, scores = similar_items(self.v, row, k, eligible, metric)
         table = self.items.iloc[idx][["title", "genres", "likes"]].reset_index(drop=True)
         table.insert(0, "rank", np.arange(1, len(table) + 1))
         table.insert(3, "similarity", np.round(scores.astype(float), 4))
-        table.attrs.update(query=str(self.items["title"].iat[row]), metric=metric, min_likes=min_likes)
+        note = (f"{self.items['title'].iat[row]} itself has only {int(likes[row])} likes (< {min_likes}): its vector is mostly noise, "
+                "so read this list with care" if likes[row] < min_likes else "")
+        table.attrs.update(query=str(self.items["title"].iat[row]), metric=metric, min_likes=min_likes, note=note)
         return table
+
+    def _lookup(self, title: str) -> int:
+        """movieId of ``title``: among every movie of the release when the run saved its catalogue, else among the liked ones."""
+        source = self.catalogue if self.catalogue is not None else self.items[["movieId", "title"]]
+        movies = source[["movieId", "title"]].assign(year=[split_title(str(t))[1] for t in source["title"]])
+        movies["year"] = movies["year"].astype("Int64")
+        return TitleIndex(movies).lookup(title)
+
+
+class SavedRunError(ValueError):
+    """A run folder's saved files are missing, damaged or do not belong together."""

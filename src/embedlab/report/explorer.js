@@ -26,7 +26,8 @@
     if (!m) return name;
     return m[2] + (m[2].endsWith("'") ? "" : " ") + m[1];
   }
-  const normalise = (t) => moveArticle(t.trim()).toLowerCase().replace(/[^0-9a-z]+/g, " ").trim().split(/\s+/).join(" ");
+  const normalise = (t) => moveArticle(t.trim().normalize("NFKD")).toLowerCase().replace(/[\u0300-\u036f]/g, "")
+    .replace(/[^0-9a-z]+/g, " ").trim().split(/\s+/).join(" ");
   function dropArticle(key) {
     const i = key.indexOf(" ");
     if (i < 0) return key;

@@ -1,0 +1,162 @@
+"""Bad input, row by row (issue 11): exit status 2, exactly one `embedlab: error:` line, no traceback,
+and no run folder left looking complete. Every row builds its own broken input inside the test."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedlab.cli import main
+
+FAST = ["--profile", "smoke", "--dim", "4", "--iterations", "20", "--min-likes", "2", "--offline", "--no-map", "--dim-sweep", ""]
+
+
+def _ratings(root: Path) -> Path:
+    return root / "ml-latest-small" / "ratings.csv"
+
+
+def _append(path: Path, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text)
+
+
+# (id, how to break the MovieLens folder, extra flags, what the message must say)
+MOVIELENS_ROWS: list[tuple[str, Callable[[Path], None], list[str], str]] = [
+    ("non-numeric rating", lambda r: _append(_ratings(r), "1,10,abc,1000\n"), ["--allow-modified-data"], "ratings.csv"),
+    ("7-star rating", lambda r: _append(_ratings(r), "1,10,7.0,1000\n"), ["--allow-modified-data"], "half star"),
+    ("negative ids", lambda r: _append(_ratings(r), "-5,-10,4.0,1000\n"), ["--allow-modified-data"], "below 1"),
+    ("cut inside a line", lambda r: _append(_ratings(r), "318,2925,3"), ["--allow-modified-data"], "cut short"),
+    ("rated twice", lambda r: _append(_ratings(r), "1,10,4.0,1000\n1,10,4.0,1000\n"), ["--allow-modified-data"], "rated twice"),
+    ("empty ratings.csv", lambda r: _ratings(r).write_bytes(b""), ["--allow-modified-data"], "ratings.csv is empty"),
+    ("Latin-1 movies.csv", lambda r: (r / "ml-latest-small" / "movies.csv").write_bytes(
+        "movieId,title,genres\n1,Am\xe9lie (2001),Comedy\n".encode("latin-1")), ["--allow-modified-data"], "not UTF-8"),
+    ("not the official release", lambda r: None, [], "--allow-modified-data"),
+]
+
+
+@pytest.mark.parametrize("name, breaks, flags, says", MOVIELENS_ROWS, ids=[r[0] for r in MOVIELENS_ROWS])
+def test_bad_movielens_files(movielens_root, tmp_path, capsys, name, breaks, flags, says):
+    breaks(movielens_root)
+    out = tmp_path / "out"
+    _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, *flags]), capsys, says)
+    assert not (out / "report.md").exists()
+
+
+CONFIG_ROWS = [
+    ({"movies": {"dim": "abc"}}, "movies.dim"),
+    ({"probe": {"size": "64"}}, "probe.size"),
+    ({"movies": 5}, "section 'movies'"),
+    ({"movies": {"dim": 8.5}}, "movies.dim"),
+    ({"movies": {"grid": ["adam"]}}, "movies.grid"),
+    ({"movies": {"offline": "no"}}, "movies.offline"),
+    ({"movies": {"queries": "Toy Story"}}, "movies.queries"),
+]
+
+
+@pytest.mark.parametrize("config, says", CONFIG_ROWS, ids=[json.dumps(c) for c, _ in CONFIG_ROWS])
+def test_config_values_of_the_wrong_type(movielens_root, tmp_path, capsys, config, says):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(config))
+    out = tmp_path / "out"
+    _expect_one_error(main(["run", "--profile", "smoke", "--data-dir", str(movielens_root), "--offline", "--config", str(path),
+                            "--out", str(out)]), capsys, says)
+    assert not (out / "metrics.json").exists()
+
+
+def test_config_naming_a_directory(tmp_path, capsys):
+    _expect_one_error(main(["run", "--profile", "smoke", "--config", str(tmp_path), "--out", str(tmp_path / "o")]), capsys, "is a directory")
+
+
+def test_out_under_a_regular_file(movielens_root, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "file" / "run"), *FAST,
+                            "--allow-modified-data"]), capsys, "cannot create the run folder")
+
+
+@pytest.mark.parametrize("device, says", [("banana", "--device must be"), ("cuda", "no CUDA device")])
+def test_unusable_devices_fail_before_any_data(tmp_path, capsys, device, says):
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    # no data at all: the device must be refused before anything looks for it
+    _expect_one_error(main(["vision", "probe", "--data-dir", str(tmp_path / "nothing"), "--offline", "--device", device,
+                            "--out", str(tmp_path / "o")]), capsys, says)
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory):
+    from conftest import write_movielens
+
+    root = tmp_path_factory.mktemp("data")
+    write_movielens(root / "ml-latest-small")
+    out = tmp_path_factory.mktemp("runs") / "movies"
+    assert main(["movies", "--data-dir", str(root), "--out", str(out), *FAST, "--allow-modified-data"]) == 0
+    return out
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "run"
+    shutil.copytree(run, dst)
+    return dst
+
+
+RECOMMEND_ROWS: list[tuple[str, Callable[[Path], None], list[str], str]] = [
+    ("truncated npz", lambda r: (r / "artefacts" / "embeddings.npz").write_bytes((r / "artefacts" / "embeddings.npz").read_bytes()[:200]),
+     [], "embeddings.npz is damaged"),
+    ("empty npz", lambda r: (r / "artefacts" / "embeddings.npz").write_bytes(b""), [], "embeddings.npz is damaged"),
+    ("items.csv of the wrong length", lambda r: (r / "artefacts" / "items.csv").write_text(
+        "\n".join((r / "artefacts" / "items.csv").read_text().splitlines()[:-3]) + "\n"), [], "different runs"),
+    ("malformed config.json", lambda r: (r / "config.json").write_text('{"study": {}}'), [], "config.json"),
+    ("min-likes above every movie", lambda r: None, ["--min-likes", "100000"], "no movie has >= 100000 likes"),
+    ("negative min-likes", lambda r: None, ["--min-likes", "-5"], "--min-likes must be >= 0"),
+]
+
+
+@pytest.mark.parametrize("name, breaks, flags, says", RECOMMEND_ROWS, ids=[r[0] for r in RECOMMEND_ROWS])
+def test_recommend_on_bad_runs_and_flags(saved_run, tmp_path, capsys, name, breaks, flags, says):
+    run = _copy(saved_run, tmp_path)
+    breaks(run)
+    _expect_one_error(main(["recommend", "Toy Story", "--run", str(run), *flags]), capsys, says)
+
+
+def test_recommend_a_movie_nobody_liked_says_so(saved_run, tmp_path, capsys):
+    run = _copy(saved_run, tmp_path)
+    cat = run / "artefacts" / "catalogue.csv"
+    _append(cat, "99999,Nobody Liked This (2001)\n")
+    _expect_one_error(main(["recommend", "Nobody Liked This", "--run", str(run)]), capsys, "nobody liked it")
+
+
+def test_recommend_matches_accents(saved_run, tmp_path, capsys):
+    run = _copy(saved_run, tmp_path)
+    items = run / "artefacts" / "items.csv"
+    items.write_text(items.read_text().replace("Home Alone (1990)", "Amélie (2001)"))
+    cat = run / "artefacts" / "catalogue.csv"
+    cat.write_text(cat.read_text().replace("Home Alone (1990)", "Amélie (2001)"))
+    assert main(["recommend", "amelie", "--run", str(run), "--top", "3"]) == 0
+    assert "Top 3 for Amélie (2001)" in capsys.readouterr().out
+
+
+def test_optimizer_outside_the_profiles_grid_gets_the_default_rates(movielens_root, tmp_path):
+    out = tmp_path / "o"
+    assert main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--allow-modified-data",
+                 "--optimizers", "rmsprop", "--no-map"]) == 0
+    assert set(json.loads((out / "config.json").read_text())["movies"]["grid"]) == {"rmsprop"}
+
+
+def _expect_one_error(status: int, capsys: pytest.CaptureFixture[str], says: str) -> None:
+    err = capsys.readouterr().err
+    assert status == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("embedlab: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert says in err, err
+
+
+def test_npz_helper_is_a_real_archive(saved_run):
+    with np.load(saved_run / "artefacts" / "embeddings.npz") as z:  # the rows above break a file that is valid to begin with
+        assert z["v"].ndim == 2
