@@ -11,11 +11,26 @@ def test_create_never_overwrites(tmp_path):
     run = RunDir.create(tmp_path / "r")
     assert (tmp_path / "r" / "figures").is_dir() and (tmp_path / "r" / "artefacts").is_dir()
     (tmp_path / "r" / "config.json").write_text("{}")
+    (tmp_path / "r" / "tables" / "t.csv").write_text("a\n1\n")  # a result: never overwritten
     with pytest.raises(RunFolderError, match="already exists"):
         RunDir.create(tmp_path / "r")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")  # not a run folder at all: never touched
+    with pytest.raises(RunFolderError, match="already exists"):
+        RunDir.create(tmp_path / "other")
     assert RunDir.open(run.path).path == run.path
     with pytest.raises(FileNotFoundError, match="not a run folder"):
         RunDir.open(tmp_path)
+
+
+def test_a_run_folder_with_no_finished_step_is_reused(tmp_path):
+    RunDir.create(tmp_path / "r").write_json("config.json", {"study": {}})
+    (tmp_path / "r" / "metrics.json").write_text('{"steps": {"probe": {"status": "failed"}}}')
+    assert RunDir.create(tmp_path / "r").path == tmp_path / "r" and not (tmp_path / "r" / "config.json").exists()
+    (tmp_path / "r" / "config.json").write_text("{}")
+    (tmp_path / "r" / "metrics.json").write_text('{"steps": {"probe": {"status": "done"}}}')
+    with pytest.raises(RunFolderError, match="already exists"):
+        RunDir.create(tmp_path / "r")
 
 
 def test_tables_metrics_and_json_safety(tmp_path):

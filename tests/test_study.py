@@ -64,7 +64,8 @@ def test_missing_data_fails_before_any_work(cifar_root, tmp_path, capsys):
     assert "ml-latest-small" in capsys.readouterr().err
     metrics = out / "metrics.json"
     assert not metrics.exists() or "probe" not in json.loads(metrics.read_text())  # preflight: nothing ran
-    assert main(run_args(cifar_root, out, tmp_path, "--steps", "probe")) == 2  # the folder exists: never overwritten
+    assert main(run_args(cifar_root, out, tmp_path, "--steps", "probe")) == 0  # nothing finished there: the folder is reused
+    assert main(run_args(cifar_root, out, tmp_path, "--steps", "probe")) == 2  # now it holds a result: never overwritten
     assert "already exists" in capsys.readouterr().err
 
 
@@ -150,3 +151,62 @@ def test_real_smoke_study_in_the_browser(real_data, tmp_path):
         page = explorer_lists(out / "report.html", tmp_path / "explorer", queries, metric)
         for q in queries:
             assert page[q] == saved.recommend(q, k=10, metric=metric)["title"].tolist(), (metric, q)
+
+
+def _results(out: Path) -> dict:
+    """The numbers a repeated or resumed run must reproduce (timings excluded)."""
+    m = json.loads((out / "metrics.json").read_text())
+    return {"probe": m["probe"]["test_accuracy"], "finetune": m["finetune"]["test_accuracy"],
+            "movies_cost": m["movies_fit"]["final_gap_to_optimum"], "holdout": m["movies_holdout"]["co-likes raw X_ij"]["hit_rate@10"],
+            "recs": (out / "tables" / "recs_toy_story.csv").read_text()}
+
+
+def test_resume_after_a_preflight_failure_and_repeat_from_config_json(cifar_root, movielens_root, tmp_path, capsys):
+    """Fail in preflight (no data), resume with the right data: same numbers as an uninterrupted run; then repeat
+    that run from its config.json alone: same profile, steps and numbers."""
+    whole = tmp_path / "whole"
+    assert main(run_args(cifar_root, whole, tmp_path)) == 0
+    broken = tmp_path / "broken"
+    args = run_args(cifar_root, broken, tmp_path)
+    args[args.index("--data-dir") + 1] = str(tmp_path / "empty")
+    assert main(args) == 2
+    saved = json.loads((broken / "config.json").read_text())
+    assert {"study", "probe", "finetune", "movies"} <= set(saved) and saved["study"]["profile"] == "smoke"  # every section, before any work
+    assert saved["probe"]["backbone"] == "resnet18" and saved["movies"]["dim"] == 4
+    capsys.readouterr()
+    assert main(["run", "--resume", str(broken), "--data-dir", str(cifar_root)]) == 0  # a flag that does not change results: applied
+    assert _results(broken) == _results(whole)
+    assert json.loads((broken / "config.json").read_text())["probe"]["data_dir"] == str(cifar_root)
+
+    again = tmp_path / "again"
+    assert main(["run", "--config", str(whole / "config.json"), "--out", str(again)]) == 0
+    assert "plan (smoke profile)" in capsys.readouterr().out
+    assert _results(again) == _results(whole)
+    assert json.loads((again / "config.json").read_text())["study"] == json.loads((whole / "config.json").read_text())["study"]
+
+
+@pytest.mark.parametrize("flags, says", [(["--backbone", "efficientnet_lite0"], "--backbone"), (["--out", "x"], "--out"),
+                                         (["--steps", "probe"], "--steps"), (["--profile", "cpu"], "--profile")])
+def test_resume_refuses_flags_that_would_change_results(cifar_root, movielens_root, tmp_path, capsys, flags, says):
+    out = tmp_path / "study"
+    assert main(run_args(cifar_root, out, tmp_path, "--steps", "movies")) == 0
+    capsys.readouterr()
+    assert main(["run", "--resume", str(out), *flags]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "saved settings" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("steps, says", [("", "unknown or no steps"), ("movies,movies", "names a step twice")])
+def test_steps_empty_or_repeated_are_refused(cifar_root, movielens_root, tmp_path, capsys, steps, says):
+    assert main(run_args(cifar_root, tmp_path / "s", tmp_path, "--steps", steps)) == 2
+    assert says in capsys.readouterr().err
+
+
+def test_a_folder_that_failed_before_any_step_can_be_used_again(cifar_root, movielens_root, tmp_path, capsys):
+    out = tmp_path / "study"
+    args = run_args(cifar_root, out, tmp_path, "--steps", "movies")
+    bad = list(args)
+    bad[bad.index("--data-dir") + 1] = str(tmp_path / "empty")
+    assert main(bad) == 2 and (out / "config.json").is_file()
+    assert main(args) == 0  # nothing finished there: cleared and reused, not "already exists"
+    assert json.loads((out / "metrics.json").read_text())["steps"]["movies"]["status"] == "done"

@@ -296,6 +296,31 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Flags that say where and how, not what: a resumed run applies them; any other flag is refused with --resume.
+RESUME_FLAGS = ("data_dir", "offline", "device", "cache_dir", "allow_modified_data")
+
+
+def _resumed_study(args: argparse.Namespace) -> tuple[RunDir, Any]:
+    """The saved run and its exact config, with the flags that do not change results applied."""
+    from embedlab.study import study_config
+
+    refused = [f"--{k.replace('_', '-')}" for k in ("profile", "backbone", "weights", "steps", "out") if getattr(args, k) is not None]
+    if refused:
+        raise ValueError(f"--resume continues {args.resume} with its saved settings, which {', '.join(refused)} would change; "
+                         f"start a new run instead (--config {args.resume}/config.json repeats it with your changes)")
+    run = RunDir.open(args.resume)
+    saved = load_config_file(run.path / "config.json")
+    if not isinstance(saved.get("study"), dict):
+        raise ValueError(f"{run.path} was not made by 'embedlab run'; resume it with the command that made it")
+    sections = {k: saved.get(k, {}) for k in ("probe", "finetune", "movies")}
+    if args.config:  # a fix for the steps not yet done, e.g. a lower learning rate after a divergence
+        extra = load_config_file(args.config)
+        sections = {k: {**v, **(extra.get(k) or {})} for k, v in sections.items()}
+    cfg = study_config(saved["study"]["profile"], False, _flags(args, RESUME_FLAGS), {**sections, "steps": saved["study"]["steps"]})
+    print(f"resuming {run.path}")
+    return run, cfg
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """The main job: every mission item into one run folder, then report.md and report.html."""
     import torch
@@ -303,22 +328,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from embedlab.report import write_report
     from embedlab.study import run_study, study_config, summary_rows
 
-    shared = _flags(args, ("data_dir", "offline", "backbone", "weights", "device", "cache_dir", "steps", "allow_modified_data"))
     if args.resume:
-        run = RunDir.open(args.resume)
-        saved = run.read_json("config.json")
-        if "study" not in saved:
-            raise ValueError(f"{run.path} was not made by 'embedlab run'; resume it with the command that made it")
-        sections = {k: saved.get(k, {}) for k in ("probe", "finetune", "movies")}
-        if args.config:  # a fix for the steps not yet done, e.g. a lower learning rate after a divergence
-            extra = load_config_file(args.config)
-            sections = {k: {**v, **extra.get(k, {})} for k, v in sections.items()}
-        cfg = study_config(saved["study"]["profile"], False, {}, {**sections, "steps": saved["study"]["steps"]})
-        print(f"resuming {run.path}")
+        run, cfg = _resumed_study(args)
     else:
+        shared = _flags(args, ("data_dir", "offline", "backbone", "weights", "device", "cache_dir", "steps", "allow_modified_data"))
         sections = load_config_file(args.config) if args.config else {}
+        saved_study = sections.get("study", {}) if isinstance(sections.get("study"), dict) else {}
+        if "steps" in saved_study and "steps" not in sections:  # a run's config.json: repeat its steps too
+            sections["steps"] = saved_study["steps"]
+        profile = args.profile or saved_study.get("profile", "auto")
         cuda = torch.cuda.is_available() and args.device in (None, "auto", "cuda")
-        cfg = study_config(args.profile, cuda, shared, sections)
+        cfg = study_config(profile, cuda, shared, sections)
         run = _start_run(args, "study")
     metrics = run_study(cfg, run, resume=bool(args.resume))
     report = write_report(run)
@@ -333,8 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="embedlab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     prun = sub.add_parser("run", help="the main job: Part 1 A-C and Part 2 A-C into one run folder, with report.html")
-    prun.add_argument("--profile", choices=["auto", "cpu", "gpu", "smoke"], default="auto",
-                      help="auto (default): gpu on CUDA, else cpu (~75 min on 2 cores); smoke: small subsets, ~3 min")
+    prun.add_argument("--profile", choices=["auto", "cpu", "gpu", "smoke"],
+                      help="auto (default): gpu on CUDA, else cpu; smoke: small subsets (measured times: README, 'The main job')")
     prun.add_argument("--data-dir", help="folder holding cifar-10-batches-py/ and ml-latest-small/ (default: $EMBEDLAB_DATA_DIR, else ./data)")
     prun.add_argument("--offline", action="store_true", default=None, help="never download; fail if data or weights are missing")
     prun.add_argument("--allow-modified-data", action="store_true", default=None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,22 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
             out[col] = out[col].map(lambda v: v if v is None or (isinstance(v, float) and math.isnan(v)) else md_cell(v))
     out.columns = [md_cell(c) for c in out.columns]
     return out.to_markdown(index=False, floatfmt=floatfmt)
+
+
+def holds_no_result(path: Path) -> bool:
+    """A run folder (it has config.json) with no finished step, no table, figure or artefact: safe to clear."""
+    if not (path / "config.json").is_file():
+        return False
+    allowed = {"config.json", "metrics.json", "environment.json", "figures", "tables", "artefacts", "report.md", "report.html"}
+    if any(p.name not in allowed for p in path.iterdir()):
+        return False
+    if any(any((path / sub).iterdir()) for sub in ("figures", "tables", "artefacts") if (path / sub).is_dir()):
+        return False
+    try:
+        steps = json.loads((path / "metrics.json").read_text()).get("steps", {}) if (path / "metrics.json").is_file() else {}
+    except (json.JSONDecodeError, AttributeError):
+        return False
+    return not any(v.get("status") == "done" for v in steps.values() if isinstance(v, dict))
 
 
 class RunFolderError(FileExistsError):
@@ -67,8 +84,14 @@ class RunDir:
 
     @classmethod
     def create(cls, path: Path) -> RunDir:
-        """Create a fresh run folder; an existing non-empty folder is an error, never overwritten."""
+        """Create a fresh run folder; an existing non-empty folder is an error, never overwritten.
+
+        The one exception: a run folder in which nothing finished (it failed before its first step,
+        e.g. on missing data) holds no result, so it is cleared and used again.
+        """
         path = Path(path)
+        if path.is_dir() and holds_no_result(path):
+            shutil.rmtree(path)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise RunFolderError(
                 f"run folder {path} already exists and is not empty; pick another --out "

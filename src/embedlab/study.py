@@ -40,6 +40,8 @@ class StudyConfig:
         bad = [s for s in self.steps if s not in STEPS]
         if bad or not self.steps:
             raise ValueError(f"unknown or no steps {bad or self.steps}; choose from {', '.join(STEPS)}")
+        if len(set(self.steps)) != len(self.steps):
+            raise ValueError(f"--steps names a step twice ({','.join(self.steps)}); each step runs once per folder")
         if self.profile not in PROFILES:
             raise ValueError(f"unknown profile {self.profile!r}; choose from {', '.join(PROFILES)}")
         self.probe.validate()
@@ -66,7 +68,8 @@ def study_config(profile: str, cuda: bool, shared: dict[str, Any], sections: dic
     probe = apply_overrides(probe, {k: v for k, v in shared.items() if k in vision_keys})
     finetune = apply_overrides(finetune, {k: v for k, v in shared.items() if k in vision_keys})
     movies = apply_overrides(movies, {k: v for k, v in shared.items() if k in {"data_dir", "offline", "allow_modified_data"}})
-    cfg = StudyConfig(profile=resolved, steps=list(shared.get("steps") or sections.get("steps") or STEPS),
+    steps = shared["steps"] if "steps" in shared else sections.get("steps", STEPS)  # an explicit empty list is an error, not "all"
+    cfg = StudyConfig(profile=resolved, steps=list(steps),
                       probe=probe, finetune=finetune, movies=movies)
     cfg.validate()
     return cfg
@@ -137,6 +140,8 @@ def run_study(cfg: StudyConfig, run: RunDir, log: Callable[[str], None] = print,
     from embedlab.vision.pipeline import run_comparison, run_finetune, run_probe
 
     run.update_config("study", {"profile": cfg.profile, "steps": cfg.steps})
+    for name in ("probe", "finetune", "movies"):  # every value, before any work: --resume and --config restore exactly this
+        run.update_config(name, {**run.read_json("config.json").get(name, {}), **to_dict(getattr(cfg, name))})
     run.write_json("environment.json", software_versions())
     metrics = run.read_json("metrics.json") if (run.path / "metrics.json").exists() else {}
     done = {s for s, v in metrics.get("steps", {}).items() if v.get("status") == "done"}
