@@ -149,14 +149,41 @@ def test_optimizer_outside_the_profiles_grid_gets_the_default_rates(movielens_ro
     assert set(json.loads((out / "config.json").read_text())["movies"]["grid"]) == {"rmsprop"}
 
 
-def _expect_one_error(status: int, capsys: pytest.CaptureFixture[str], says: str) -> None:
+def _expect_one_error(status: int, capsys: pytest.CaptureFixture[str], says: str) -> str:
     err = capsys.readouterr().err
     assert status == 2, err
     lines = [line for line in err.splitlines() if line.startswith("embedlab: error:")]
     assert len(lines) == 1 and "Traceback" not in err, err
     assert says in err, err
+    return err
 
 
 def test_npz_helper_is_a_real_archive(saved_run):
     with np.load(saved_run / "artefacts" / "embeddings.npz") as z:  # the rows above break a file that is valid to begin with
         assert z["v"].ndim == 2
+
+
+def test_missing_test_batch_names_only_that_file(cifar_root, tmp_path, capsys):
+    (cifar_root / "cifar-10-batches-py" / "test_batch").unlink()
+    err = _expect_one_error(main(["vision", "probe", "--data-dir", str(cifar_root), "--offline", "--weights", "none",
+                                  "--out", str(tmp_path / "o")]), capsys, "test_batch missing")
+    assert "data_batch_1" not in err
+
+
+def test_a_text_file_as_weights(cifar_root, tmp_path, capsys):
+    weights = tmp_path / "weights.txt"
+    weights.write_text("these are not weights\n")
+    _expect_one_error(main(["vision", "probe", "--data-dir", str(cifar_root), "--offline", "--weights", str(weights),
+                            "--out", str(tmp_path / "o")]), capsys, "is not a PyTorch state-dict file")
+
+
+def test_dim_sweep_zero_is_refused_before_any_work(movielens_root, tmp_path, capsys):
+    out = tmp_path / "o"
+    _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--allow-modified-data",
+                            "--dim-sweep", "0"]), capsys, "--dim-sweep")
+    assert not (out / "metrics.json").exists()
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(Exception, match="is a directory"):
+        main(["run", "--profile", "smoke", "--config", str(tmp_path), "--out", str(tmp_path / "o"), "--debug"])

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -46,3 +47,19 @@ def test_tables_metrics_and_json_safety(tmp_path):
 
 def test_default_path_is_timestamped():
     assert default_run_path("movies").name.endswith("-movies")
+
+
+def test_json_writes_are_atomic(tmp_path, monkeypatch):
+    run = RunDir.create(tmp_path / "r")
+    run.write_json("metrics.json", {"a": 1})
+
+    real_write = Path.write_bytes
+
+    def interrupted(self, text, *args, **kwargs):  # half the bytes reach the disk, then Ctrl-C
+        real_write(self, text.encode()[: len(text) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run.write_json("metrics.json", {"a": 2})
+    assert run.read_json("metrics.json") == {"a": 1}  # the ledger is the old one, whole

@@ -350,7 +350,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="embedlab", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="embedlab", description=__doc__.splitlines()[0],
+                                     epilog="--debug anywhere on the line shows the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     prun = sub.add_parser("run", help="the main job: Part 1 A-C and Part 2 A-C into one run folder, with report.html")
     prun.add_argument("--profile", choices=["auto", "cpu", "gpu", "smoke"],
@@ -395,10 +396,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # anywhere on the line: the full traceback instead of the one-line message
+    args = parser.parse_args([a for a in argv if a != "--debug"])
     try:
         return int(args.func(args))
     except EXPECTED_ERRORS as exc:
+        if debug:
+            raise
         print(f"embedlab: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:

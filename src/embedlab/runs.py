@@ -6,6 +6,7 @@ Layout: ``config.json metrics.json report.md figures/*.png tables/*.{csv,md} art
 from __future__ import annotations
 
 import json
+import os
 import math
 import shutil
 from datetime import datetime
@@ -114,8 +115,11 @@ class RunDir:
         return cls(path)
 
     def write_json(self, name: str, data: Any) -> Path:
+        """Atomically: metrics.json and config.json are the resume ledger, so an interrupt must leave the old or the new file, never half."""
         p = self.path / name
-        p.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
+        tmp = p.with_name(f".{p.name}.tmp")
+        tmp.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
+        os.replace(tmp, p)
         return p
 
     def read_json(self, name: str) -> Any:

@@ -23,7 +23,7 @@ def test_mismatched_or_bad_files_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="does not fit this architecture"):
         create_backbone("resnet18", str(path))
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="not a loadable state dict"):
+    with pytest.raises(ValueError, match="is not a PyTorch state-dict file"):
         create_backbone("resnet18", str(tmp_path / "junk.pth"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         create_backbone("resnet18", str(tmp_path / "missing.pth"))

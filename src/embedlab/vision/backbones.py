@@ -134,8 +134,9 @@ def load_state_file(model: nn.Module, path: Path) -> None:
         raise FileNotFoundError(f"weights file {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"{path} is not a loadable state dict: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise ValueError(f"--weights {path} is not a PyTorch state-dict file (torch.load failed: {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:120] if str(exc) else 'unreadable'}); pass a .pth/.pt file, 'imagenet' or 'none'") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

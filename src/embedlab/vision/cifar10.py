@@ -138,9 +138,11 @@ def ensure_cifar10(data_dir: Path, download: Callable[[Path], None] | None = Non
             reason = "the download did not produce the files"
         except Exception as exc:  # noqa: BLE001 - any failure becomes the same clear message
             reason = str(exc)
-    listing = "\n".join(f"  {folder / n}" for n in needed)
+    missing = [n for n in needed if not (folder / n).is_file()]
+    what = (f"CIFAR-10 not found: expected the {len(needed)} files of {folder}" if len(missing) == len(needed) else
+            f"CIFAR-10 in {folder} is incomplete: {', '.join(missing)} missing")
     raise DataNotFoundError(
-        f"CIFAR-10 not found: expected\n{listing}\nand it could not be downloaded ({reason}).\n"
+        f"{what}, and it could not be downloaded ({reason}).\n"
         f"Point embedlab at a folder that holds {DIRNAME}/ with --data-dir DIR or {ENV_VAR}=DIR."
     )
 
