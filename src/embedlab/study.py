@@ -151,7 +151,7 @@ def run_study(cfg: StudyConfig, run: RunDir, log: Callable[[str], None] = print,
     preflight(cfg, [s for s in cfg.steps if s not in done], log)
     actions = {
         "probe": lambda: run_probe(cfg.probe, run, log),
-        "finetune": lambda: run_finetune(cfg.finetune, run, log, resume=resume),
+        "finetune": lambda: run_finetune(cfg.finetune, run, log, resume=resume, compare=False),
         "movies": lambda: run_movies(cfg.movies, run, log),
     }
     for step in cfg.steps:

@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from embedlab.vision.features import cache_key, cached_features, extract, pick_device, preprocess
+from embedlab.vision.features import cache_key, cached_features, extract, numerics, pick_device, preprocess
 
 
 def test_preprocess_resizes_normalises_and_is_channels_last():
@@ -27,9 +27,13 @@ def test_cache_is_keyed_and_never_recomputes(tmp_path):
         calls.append(1)
         return torch.arange(6.0).reshape(3, 2), None
 
-    k1 = cache_key("resnet18", "abc", 64, "train", None)
-    assert k1 != cache_key("resnet18", "abc", 96, "train", None) != cache_key("resnet18", "abd", 64, "train", None)
-    assert cache_key("resnet18", "abc", 64, "train", torch.tensor([1, 2])) != cache_key("resnet18", "abc", 64, "train", torch.tensor([1, 3]))
+    cpu = numerics(torch.device("cpu"))
+    k1 = cache_key("resnet18", "abc", 64, "train", None, cpu)
+    assert k1 != cache_key("resnet18", "abc", 96, "train", None, cpu) != cache_key("resnet18", "abd", 64, "train", None, cpu)
+    assert cache_key("resnet18", "abc", 64, "train", torch.tensor([1, 2]), cpu) != cache_key("resnet18", "abc", 64, "train", torch.tensor([1, 3]), cpu)
+    # the same images through other numerics (bf16 on CUDA, another preprocessing) never share a cache entry
+    assert numerics(torch.device("cuda")) != cpu and "bf16" in numerics(torch.device("cuda")) and "fp32" in cpu
+    assert cache_key("resnet18", "abc", 64, "train", None, numerics(torch.device("cuda"))) != k1
     a, _, path = cached_features(tmp_path, k1, compute)
     b, stats, _ = cached_features(tmp_path, k1, compute)
     assert len(calls) == 1 and stats is None and torch.equal(a, b) and path.is_file()

@@ -72,7 +72,7 @@ def extract(
     model = model.eval().to(device).to(memory_format=torch.channels_last)
     m = torch.tensor(mean, device=device)
     s = torch.tensor(std, device=device)
-    use_bf16 = device.type == "cuda"
+    use_bf16 = uses_bf16(device)
     out: list[torch.Tensor] = []
     start = time.perf_counter()
     with torch.inference_mode(), tqdm(total=len(images), desc=desc, unit="img", disable=None, mininterval=2.0) as bar:
@@ -86,10 +86,25 @@ def extract(
     return feats, ExtractStats(len(images), time.perf_counter() - start)
 
 
-def cache_key(backbone: str, weights_digest: str, size: int, split: str, indices: torch.Tensor | None) -> str:
-    """File name of one cached feature matrix."""
+#: Bump when ``preprocess`` changes: features computed the old way are then never served from a cache.
+PREPROCESS_VERSION = "bilinear-aa-v1"
+
+
+def uses_bf16(device: torch.device) -> bool:
+    """Extraction runs under bf16 autocast on CUDA, in fp32 elsewhere."""
+    return torch.device(device).type == "cuda"
+
+
+def numerics(device: torch.device) -> str:
+    """What besides the inputs decides the feature values: device type, precision, preprocessing."""
+    device = torch.device(device)
+    return f"{device.type}-{'bf16' if uses_bf16(device) else 'fp32'}-{PREPROCESS_VERSION}"
+
+
+def cache_key(backbone: str, weights_digest: str, size: int, split: str, indices: torch.Tensor | None, numerics_tag: str) -> str:
+    """File name of one cached feature matrix: a shared cache never serves features computed with other numerics."""
     sel = "all" if indices is None else hashlib.sha256(indices.to(torch.int64).numpy().tobytes()).hexdigest()[:10]
-    return f"{backbone}-{weights_digest}-{size}px-{split}-{sel}.pt"
+    return f"{backbone}-{weights_digest}-{size}px-{numerics_tag}-{split}-{sel}.pt"
 
 
 def cached_features(

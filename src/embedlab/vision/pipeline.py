@@ -17,7 +17,7 @@ from embedlab.vision import figures
 from embedlab.vision.backbones import create_backbone
 from embedlab.vision.cifar10 import CLASSES, Cifar10, ensure_cifar10, load_cifar10, stratified_split, subsample, torchvision_download
 from embedlab.vision.evaluate import confusion_matrix, gallery_selection, per_class_accuracy
-from embedlab.vision.features import cache_key, cached_features, cached_stats, default_cache_dir, extract, pick_device
+from embedlab.vision.features import cache_key, cached_features, cached_stats, default_cache_dir, extract, numerics, pick_device
 from embedlab.vision.compare import comparison_table, per_class_table
 from embedlab.vision.finetune import Inputs, predict, train
 from embedlab.vision.probe import accuracy, choose_l2, fit_probe, predict_proba
@@ -90,8 +90,9 @@ def run_probe(cfg: ProbeConfig, run: RunDir, log: Log = print) -> dict[str, obje
     model = backbone.feature_extractor()
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     full_train = len(fit_idx) == len(data.train_y)
-    keys = {"train": cache_key(spec.name, backbone.weights_digest, size, "train", None if full_train else fit_idx),
-            "test": cache_key(spec.name, backbone.weights_digest, size, "test", None if cfg.test_per_class is None else test_idx)}
+    keys = {"train": cache_key(spec.name, backbone.weights_digest, size, "train", None if full_train else fit_idx, numerics(device)),
+            "test": cache_key(spec.name, backbone.weights_digest, size, "test", None if cfg.test_per_class is None else test_idx,
+                              numerics(device))}
     missing = [s for s, k in keys.items() if not (cache_dir / "features" / k).is_file()]
     extract_stats: dict[str, float] = {}
     if missing:
@@ -177,7 +178,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
-def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: bool = False) -> dict[str, object]:
+def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: bool = False, compare: bool = True) -> dict[str, object]:
     """Part 1 C into ``run``: the probe (unless done or disabled), fine-tuning, its evaluation and gallery, the comparison.
 
     With ``resume`` the loop continues from the run's last complete epoch checkpoint.
@@ -240,7 +241,7 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
     run.update_metrics("finetune", metrics)
     run.update_metrics("finetune", {"total_seconds_this_session": round(time.perf_counter() - t_all, 1)})
     log(f"[1C] fine-tuned test accuracy {ev['test_accuracy']:.4f} after {train_s / 60:.1f} min of training")
-    if "test_accuracy" in _metrics(run).get("probe", {}):
+    if compare and "test_accuracy" in _metrics(run).get("probe", {}):  # the main job orders the comparison itself
         run_comparison(run)
     return run.read_json("metrics.json")
 
