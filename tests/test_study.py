@@ -210,3 +210,18 @@ def test_a_folder_that_failed_before_any_step_can_be_used_again(cifar_root, movi
     assert main(bad) == 2 and (out / "config.json").is_file()
     assert main(args) == 0  # nothing finished there: cleared and reused, not "already exists"
     assert json.loads((out / "metrics.json").read_text())["steps"]["movies"]["status"] == "done"
+
+
+def test_the_ground_floor_names_agree_with_the_studies():
+    """config.py holds the valid names and imports no study; each study maps every name to its code."""
+    import ast
+
+    import embedlab.config as config
+    from embedlab.movies.recommend import METRICS
+    from embedlab.movies.train import OPTIMIZERS
+    from embedlab.vision.backbones import REGISTRY
+
+    assert tuple(OPTIMIZERS) == config.OPTIMIZER_NAMES and tuple(REGISTRY) == config.BACKBONE_NAMES and METRICS == config.SIMILARITY_METRICS
+    tree = ast.parse(Path(config.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not {m for m in imported if m.startswith(("embedlab.movies", "embedlab.vision"))} - {"embedlab.movies.synthetic"}

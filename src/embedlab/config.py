@@ -16,6 +16,12 @@ from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
+#: The valid names live here, on the ground floor; the studies import them and map each to its code
+#: (a test checks that the two agree), so this module never imports a study.
+SIMILARITY_METRICS = ("cosine", "dot")
+OPTIMIZER_NAMES = ("sgd", "nesterov", "adagrad", "rmsprop", "adam")
+BACKBONE_NAMES = ("resnet18", "efficientnet_lite0")
+
 #: Learning-rate grids of the default sweep. Each spans too small (far from the optimum after the
 #: budget) to too large (diverges), measured on ml-latest-small at the default d = 100; see the README.
 DEFAULT_GRID: dict[str, list[float]] = {
@@ -78,9 +84,6 @@ class MoviesConfig:
 
     def validate(self) -> None:
         """Reject impossible settings up front, before any work is done."""
-        from embedlab.movies.recommend import METRICS
-        from embedlab.movies.train import OPTIMIZERS
-
         problems = []
         if self.dim < 1:
             problems.append(f"--dim must be >= 1 (got {self.dim})")
@@ -90,15 +93,15 @@ class MoviesConfig:
             problems.append(f"final_iterations must be >= 1 and final_rel_tol in [0, 1) (got {self.final_iterations}, {self.final_rel_tol})")
         if not 0.5 <= self.like_threshold <= 5.0:
             problems.append(f"--like-threshold must be between 0.5 and 5 stars (got {self.like_threshold})")
-        if self.metric not in METRICS:
-            problems.append(f"--metric must be one of {METRICS} (got {self.metric!r})")
+        if self.metric not in SIMILARITY_METRICS:
+            problems.append(f"--metric must be one of {SIMILARITY_METRICS} (got {self.metric!r})")
         if self.top_k < 1:
             problems.append(f"--top must be >= 1 (got {self.top_k})")
         if self.map_method not in ("tsne", "pca"):
             problems.append(f"map_method must be 'tsne' or 'pca' (got {self.map_method!r})")
         for name, lrs in self.grid.items():
-            if name not in OPTIMIZERS:
-                problems.append(f"unknown optimiser {name!r} in the grid; choose from {', '.join(OPTIMIZERS)}")
+            if name not in OPTIMIZER_NAMES:
+                problems.append(f"unknown optimiser {name!r} in the grid; choose from {', '.join(OPTIMIZER_NAMES)}")
             if not lrs or any(not lr > 0 for lr in lrs):
                 problems.append(f"optimiser {name!r} needs positive learning rates (got {lrs})")
         if not self.grid:
@@ -158,11 +161,9 @@ class ProbeConfig:
     cache_dir: str | None = None
 
     def validate(self) -> None:
-        from embedlab.vision.backbones import REGISTRY
-
         problems = [p for p in [device_problem(self.device)] if p]
-        if self.backbone not in REGISTRY:
-            problems.append(f"unknown backbone {self.backbone!r}; choose from {', '.join(REGISTRY)}")
+        if self.backbone not in BACKBONE_NAMES:
+            problems.append(f"unknown backbone {self.backbone!r}; choose from {', '.join(BACKBONE_NAMES)}")
         for name, v in (("size", self.size), ("cpu_size", self.cpu_size)):
             if v is not None and not 32 <= v <= 512:
                 problems.append(f"--{name.replace('_', '-')} must be between 32 and 512 pixels (got {v})")
@@ -214,11 +215,9 @@ class FinetuneConfig:
     cache_dir: str | None = None
 
     def validate(self) -> None:
-        from embedlab.vision.backbones import REGISTRY
-
         problems = [p for p in [device_problem(self.device)] if p]
-        if self.backbone not in REGISTRY:
-            problems.append(f"unknown backbone {self.backbone!r}; choose from {', '.join(REGISTRY)}")
+        if self.backbone not in BACKBONE_NAMES:
+            problems.append(f"unknown backbone {self.backbone!r}; choose from {', '.join(BACKBONE_NAMES)}")
         for name, v in (("size", self.size), ("cpu_size", self.cpu_size), ("probe_size", self.probe_size)):
             if v is not None and not 32 <= v <= 512:
                 problems.append(f"--{name.replace('_', '-')} must be between 32 and 512 pixels (got {v})")

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-METRICS = ("cosine", "dot")
+from embedlab.config import SIMILARITY_METRICS as METRICS  # noqa: E402 - the names live on the ground floor
 
 
 def similarity(v: torch.Tensor, queries: torch.Tensor, metric: str = "cosine") -> torch.Tensor:
