@@ -23,7 +23,7 @@ STEPS = ("probe", "finetune", "movies")
 PROFILES = ("auto", "cpu", "gpu", "smoke")
 
 #: Rough wall time of each step on the 2-core CPU machines here (README, "Main job"), for the plan.
-CPU_MINUTES = {"cpu": {"probe": 13.0, "finetune": 45.0, "movies": 8.0}, "smoke": {"probe": 0.3, "finetune": 0.7, "movies": 1.0}}
+CPU_MINUTES = {"cpu": {"probe": 13.0, "finetune": 45.0, "movies": 4.5}, "smoke": {"probe": 0.3, "finetune": 0.7, "movies": 1.0}}
 
 
 @dataclass

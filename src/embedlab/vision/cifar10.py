@@ -139,7 +139,7 @@ def ensure_cifar10(data_dir: Path, download: Callable[[Path], None] | None = Non
         except Exception as exc:  # noqa: BLE001 - any failure becomes the same clear message
             reason = str(exc)
     missing = [n for n in needed if not (folder / n).is_file()]
-    what = (f"CIFAR-10 not found: expected the {len(needed)} files of {folder}" if len(missing) == len(needed) else
+    what = (f"CIFAR-10 not found: expected {', '.join(needed)} in {folder}" if len(missing) == len(needed) else
             f"CIFAR-10 in {folder} is incomplete: {', '.join(missing)} missing")
     raise DataNotFoundError(
         f"{what}, and it could not be downloaded ({reason}).\n"
