@@ -63,7 +63,10 @@ def main() -> None:
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(one(args.one, args.dim, args.iterations)))
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, "blas"):  # as run_movies does: numpy's idle BLAS threads would steal torch's cores
+            print(json.dumps(one(args.one, args.dim, args.iterations)))
         return
     rows = []
     for size in args.sizes.split(","):
