@@ -93,20 +93,7 @@ def table_problems(tables: list[dict], run_dir: Path) -> tuple[list[str], int]:
 
 def check_in_browser(html: Path, workdir: Path, width: int = 1366) -> BrowserResult:
     """Load ``html`` like a user on a laptop screen would, then inspect the rendered page."""
-    chromium, driver_bin = shutil.which("chromium"), shutil.which("chromedriver")
-    if not chromium or not driver_bin:
-        pytest.skip("headless Chromium not installed: apt-get install chromium chromium-driver (.ci/run does this)")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    opts = Options()
-    opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                f"--user-data-dir={workdir / 'profile'}", f"--window-size={width},900"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=driver_bin), options=opts)
+    driver = _driver(workdir, width)
     try:
         driver.get(html.resolve().as_uri())
         driver.execute_script("return document.readyState")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -74,10 +75,38 @@ def evaluation_tables(run: RunDir, prefix: str, probs: torch.Tensor, labels: tor
     return {"test_accuracy": accuracy(probs, labels), "per_class_accuracy": dict(zip(CLASSES, pca.tolist()))}
 
 
+@dataclass
+class ProbeFeatures:
+    """What 1A's extraction produces: the frozen features of train + validation and test, and their labels and indices."""
+
+    spec: object  # backbones.BackboneSpec
+    data: Cifar10
+    train_idx: torch.Tensor
+    val_idx: torch.Tensor
+    test_idx: torch.Tensor
+    fit_idx: torch.Tensor  # train + validation, sorted: the rows of ``fit_feats``
+    fit_feats: torch.Tensor
+    test_feats: torch.Tensor
+
+    def rows_of(self, idx: torch.Tensor) -> torch.Tensor:
+        """Rows of ``fit_feats`` holding the images ``idx``."""
+        pos = {int(i): p for p, i in enumerate(self.fit_idx)}
+        return torch.tensor([pos[int(i)] for i in idx])
+
+
 def run_probe(cfg: ProbeConfig, run: RunDir, log: Log = print) -> dict[str, object]:
     """Part 1 A and B into ``run``; returns metrics.json."""
     cfg.validate()
     t_all = time.perf_counter()
+    feats = step_1a_features(cfg, run, log)
+    test_probs = step_1a_fit(cfg, run, feats, log)
+    step_1b_gallery(cfg, run, feats, test_probs, log)
+    run.update_metrics("probe", {"total_seconds": round(time.perf_counter() - t_all, 1)})
+    return run.read_json("metrics.json")
+
+
+def step_1a_features(cfg: ProbeConfig, run: RunDir, log: Log) -> ProbeFeatures:
+    """1A, first half: frozen features of every image the probe needs, from the cache when they were computed before."""
     device = pick_device(cfg.device)
     backbone = create_backbone(cfg.backbone, cfg.weights, cfg.seed)
     spec = backbone.spec
@@ -86,7 +115,6 @@ def run_probe(cfg: ProbeConfig, run: RunDir, log: Log = print) -> dict[str, obje
 
     data, train_idx, val_idx, test_idx = load_splits(cfg, log)
     fit_idx = torch.sort(torch.cat([train_idx, val_idx])).values  # every image features are needed for
-
     model = backbone.feature_extractor()
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     full_train = len(fit_idx) == len(data.train_y)
@@ -113,47 +141,51 @@ def run_probe(cfg: ProbeConfig, run: RunDir, log: Log = print) -> dict[str, obje
         return feats
 
     train_feats_all = features_of("train", data.train_x[fit_idx])
-    pos = {int(i): p for p, i in enumerate(fit_idx)}
-    tr = torch.tensor([pos[int(i)] for i in train_idx])
-    va = torch.tensor([pos[int(i)] for i in val_idx])
     test_feats = features_of("test", data.test_x[test_idx])
-    test_y = data.test_y[test_idx]
     run.update_metrics("probe", {"backbone": spec.name, "weights": backbone.weights, "weights_digest": backbone.weights_digest,
                                  "resolution": size, "device": str(device), "feature_dim": spec.feature_dim,
                                  "mean": list(spec.mean), "std": list(spec.std),
                                  "train_images": len(train_idx), "val_images": len(val_idx), "test_images": len(test_idx),
                                  "features_cached": not missing, **extract_stats})
+    return ProbeFeatures(spec, data, train_idx, val_idx, test_idx, fit_idx, train_feats_all, test_feats)
 
+
+def step_1a_fit(cfg: ProbeConfig, run: RunDir, f: ProbeFeatures, log: Log) -> torch.Tensor:
+    """1A, second half: L2 chosen on the validation split, refit on train + validation, test evaluation; the test probabilities."""
     log(f"[1A] choosing L2 on the validation split from {cfg.l2_grid}")
     t0 = time.perf_counter()
-    fy = data.train_y[fit_idx]
-    l2, rows, chosen_model = choose_l2(train_feats_all[tr], fy[tr], train_feats_all[va], fy[va], cfg.l2_grid, cfg.max_iter)
+    fy = f.data.train_y[f.fit_idx]
+    tr, va = f.rows_of(f.train_idx), f.rows_of(f.val_idx)
+    l2, rows, chosen_model = choose_l2(f.fit_feats[tr], fy[tr], f.fit_feats[va], fy[va], cfg.l2_grid, cfg.max_iter)
     rows_df = pd.DataFrame(rows)
     run.save_table("probe_l2_grid", rows_df)
     run.save_figure("probe_l2_grid", figures.l2_choice(rows_df, l2))
-    final = fit_probe(train_feats_all, fy, l2, cfg.max_iter, init=chosen_model)  # refit on train + validation, warm-started
+    final = fit_probe(f.fit_feats, fy, l2, cfg.max_iter, init=chosen_model)  # refit on train + validation, warm-started
     fit_s = time.perf_counter() - t0
     run.save_figure("probe_training_curve", figures.curve(final.losses, "L-BFGS function evaluation", "regularised cross-entropy",
                                                           "Probe training curve (train + validation, chosen L2)", log=True))
-    test_probs = predict_proba(final.model, test_feats)
-    np.savez_compressed(run.artefact("probe_test_probs.npz"), probs=test_probs.numpy(), labels=test_y.numpy(), test_index=test_idx.numpy())
+    test_y = f.data.test_y[f.test_idx]
+    test_probs = predict_proba(final.model, f.test_feats)
+    np.savez_compressed(run.artefact("probe_test_probs.npz"), probs=test_probs.numpy(), labels=test_y.numpy(), test_index=f.test_idx.numpy())
     torch.save(final.model.state_dict(), run.artefact("probe_model.pt"))
     chosen = next(r for r in rows if r["l2"] == l2)
-    ev = evaluation_tables(run, "probe", test_probs, test_y, f"Linear probe on {spec.name} features — test set")
+    ev = evaluation_tables(run, "probe", test_probs, test_y, f"Linear probe on {f.spec.name} features — test set")
     metrics = {
-        "l2": l2, "train_accuracy": accuracy(predict_proba(final.model, train_feats_all), fy),
+        "l2": l2, "train_accuracy": accuracy(predict_proba(final.model, f.fit_feats), fy),
         "val_accuracy": chosen["val_acc"], **ev, "fit_seconds": round(fit_s, 2),
         "trainable_parameters": sum(p.numel() for p in final.model.linear.parameters()),
         "probe_iterations": len(final.losses),
     }
     run.update_metrics("probe", metrics)
     log(f"[1A] L2 = {l2:g}: train {metrics['train_accuracy']:.4f}, val {metrics['val_accuracy']:.4f}, test {metrics['test_accuracy']:.4f}")
+    return test_probs
 
-    save_gallery(run, "probe_gallery", test_probs, test_y, data.test_x[test_idx], test_idx, cfg.gallery_k,
-                 f"Linear probe on frozen {spec.name} features: most confident correct and incorrect test predictions per class")
+
+def step_1b_gallery(cfg: ProbeConfig, run: RunDir, f: ProbeFeatures, test_probs: torch.Tensor, log: Log) -> None:
+    """1B: the most confident correct and incorrect test predictions per class, in one figure."""
+    save_gallery(run, "probe_gallery", test_probs, f.data.test_y[f.test_idx], f.data.test_x[f.test_idx], f.test_idx, cfg.gallery_k,
+                 f"Linear probe on frozen {f.spec.name} features: most confident correct and incorrect test predictions per class")
     log("[1B] gallery saved")
-    run.update_metrics("probe", {"total_seconds": round(time.perf_counter() - t_all, 1)})
-    return run.read_json("metrics.json")
 
 
 def measure_train_throughput(model: torch.nn.Module, batch: int, size: int, device: torch.device, steps: int = 2) -> float:
@@ -218,12 +250,7 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
     epochs = pd.DataFrame(history.epochs)
     run.save_table("finetune_epochs", epochs.round(4))
 
-    test_probs, test_ips = predict(model, data.test_x[test_idx], inputs, cfg.eval_batch_size, device, desc="test")
-    test_y = data.test_y[test_idx]
-    np.savez_compressed(run.artefact("finetune_test_probs.npz"), probs=test_probs.numpy(), labels=test_y.numpy(), test_index=test_idx.numpy())
-    ev = evaluation_tables(run, "finetune", test_probs, test_y, f"Fine-tuned {spec.name} — test set")
-    save_gallery(run, "finetune_gallery", test_probs, test_y, data.test_x[test_idx], test_idx, cfg.gallery_k,
-                 f"Fine-tuned {spec.name}: most confident correct and incorrect test predictions per class")
+    ev, test_ips = step_1c_test(cfg, run, model, inputs, device, data, test_idx, spec.name)
     probe_val = _metrics(run).get("probe", {}).get("val_accuracy")
     run.save_figure("finetune_curves", figures.finetune_curves(history.step_loss, epochs, steps, probe_val))
     train_s = float(epochs["train_seconds"].sum())
@@ -244,6 +271,18 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
     if compare and "test_accuracy" in _metrics(run).get("probe", {}):  # the main job orders the comparison itself
         run_comparison(run)
     return run.read_json("metrics.json")
+
+
+def step_1c_test(cfg: FinetuneConfig, run: RunDir, model: torch.nn.Module, inputs: Inputs, device: torch.device, data: Cifar10,
+                 test_idx: torch.Tensor, name: str) -> tuple[dict[str, object], float]:
+    """1C's repeat of A and B: the fine-tuned network's test evaluation and gallery; (its metrics, test images/s)."""
+    test_probs, test_ips = predict(model, data.test_x[test_idx], inputs, cfg.eval_batch_size, device, desc="test")
+    test_y = data.test_y[test_idx]
+    np.savez_compressed(run.artefact("finetune_test_probs.npz"), probs=test_probs.numpy(), labels=test_y.numpy(), test_index=test_idx.numpy())
+    ev = evaluation_tables(run, "finetune", test_probs, test_y, f"Fine-tuned {name} — test set")
+    save_gallery(run, "finetune_gallery", test_probs, test_y, data.test_x[test_idx], test_idx, cfg.gallery_k,
+                 f"Fine-tuned {name}: most confident correct and incorrect test predictions per class")
+    return ev, test_ips
 
 
 def _metrics(run: RunDir) -> dict:
