@@ -121,3 +121,27 @@ def test_sharded_operator_sums_to_the_whole():
     v = torch.randn(likes.shape[1], 3, dtype=torch.float64)
     partial = top.lt @ (top.l @ v) + bottom.lt @ (bottom.l @ v)
     torch.testing.assert_close(partial - whole.counts[:, None] * v, whole @ v)
+
+
+@pytest.mark.parametrize("seed", [0, 4])
+def test_binary_rows_equal_the_sparse_product_with_empty_rows_and_columns(seed):
+    from embedlab.movies.objective import BinaryRows
+
+    likes = _likes(seed)  # movies nobody liked: empty rows of L^T
+    for mat in (likes, likes.T.tocsr()):
+        rows = BinaryRows.from_scipy(mat)
+        assert rows.shape == mat.shape
+        for dtype, width in ((torch.float64, 5), (torch.float32, 1), (torch.float32, 40)):  # CSR, CSR, embedding_bag
+            v = torch.randn(mat.shape[1], width, dtype=dtype)
+            np.testing.assert_allclose((rows @ v).numpy(), mat.astype(np.float64) @ v.numpy().astype(np.float64), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="0/1 matrix"):
+        BinaryRows.from_scipy(2 * likes)
+
+
+def test_gram_equals_torch_product_in_both_precisions():
+    from embedlab.movies.objective import gram
+
+    for dtype in (torch.float32, torch.float64):
+        v = torch.randn(300, 7, dtype=dtype)
+        torch.testing.assert_close(gram(v), v.T @ v)
+        torch.testing.assert_close(gram(v[::2]), v[::2].T @ v[::2])  # a strided view

@@ -77,3 +77,22 @@ def test_run_to_convergence_returns_the_lowest_cost_v(problem):
     assert r.status == "finished" and r.iterations < 2000
     assert r.final_loss == pytest.approx(min(r.losses)) and r.final_loss <= r.losses[-1]
     assert cost_and_grad(r.v, xt, fro)[0] == pytest.approx(r.final_loss, rel=1e-6)
+
+
+def test_parallel_sweep_returns_the_serial_results_in_grid_order(problem):
+    """One run per core changes nothing but the wall time: same runs, same order, same losses."""
+    from embedlab.movies.train import parallel_map
+
+    _, xt, fro = problem
+    v0 = initial_embedding(25, 3, 0, 0.1)
+    grid = {"sgd": [1e-4, 10.0], "adam": [0.05, 0.01], "rmsprop": [0.01]}
+    serial = sweep(xt, fro, v0, grid, iterations=40, workers=1)
+    threads = torch.get_num_threads()
+    seen = []
+    parallel = sweep(xt, fro, v0, grid, iterations=40, workers=3, on_run=seen.append)
+    assert torch.get_num_threads() == threads  # restored
+    assert [(r.optimizer, r.lr, r.status) for r in parallel] == [(r.optimizer, r.lr, r.status) for r in serial]
+    assert [r.lr for r in seen] == [1e-4, 10.0, 0.05, 0.01, 0.01]
+    for a, b in zip(serial, parallel):
+        np.testing.assert_allclose(a.losses, b.losses, rtol=1e-5)
+    assert list(parallel_map(lambda i: i * i, list(range(7)), workers=4)) == [i * i for i in range(7)]

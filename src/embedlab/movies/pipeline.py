@@ -33,7 +33,7 @@ from embedlab.movies.evaluate import (Scorer, bucket_masks, build_queries, colik
 from embedlab.movies.movielens import TitleIndex, TitleLookupError, load_movies, load_ratings, with_years
 from embedlab.movies.objective import CoLikeOperator, SpectralSolution, spectral_optimum
 from embedlab.movies.recommend import eligible_items, jaccard, rank_correlation, similar_items, similarity
-from embedlab.movies.train import RunResult, best_run, fit, initial_embedding, sweep
+from embedlab.movies.train import RunResult, best_run, default_workers, fit, initial_embedding, parallel_map, sweep
 from embedlab.runs import RunDir
 
 Log = Callable[[str], None]
@@ -223,7 +223,8 @@ def step_2b_fit(cfg: MoviesConfig, run: RunDir, data: Prepared, log: Log, dist: 
         (bar.write if not bar.disable else log)(f"  {r.optimizer:<8} lr={r.lr:<8g} {gap}  ({r.seconds:.1f} s)")
 
     t0 = time.perf_counter()
-    results = sweep(op, op.fro_sq, v0, cfg.grid, cfg.iterations, cfg.divergence_factor, on_run=finish, progress_factory=factory)
+    results = sweep(op, op.fro_sq, v0, cfg.grid, cfg.iterations, cfg.divergence_factor, on_run=finish, progress_factory=factory,
+                    workers=_workers(dist))
     sweep_s = time.perf_counter() - t0
     bar.close()
     table = pd.DataFrame([{"optimizer": r.optimizer, "lr": r.lr, "status": _status(r, c_star, cfg.converged_gap),
@@ -233,7 +234,7 @@ def step_2b_fit(cfg: MoviesConfig, run: RunDir, data: Prepared, log: Log, dist: 
     pd.concat([pd.DataFrame({"optimizer": r.optimizer, "lr": r.lr, "iteration": np.arange(len(r.losses)), "cost": r.losses})
                for r in results]).to_csv(run.artefact("loss_histories.csv"), index=False)
     best = best_run(results)
-    final, finals = final_fit(cfg, op, results, c_star)
+    final, finals = final_fit(cfg, op, results, c_star, _workers(dist))
     best_per_opt = [best_run([r for r in results if r.optimizer == name]) for name in cfg.grid
                     if any(not r.diverged for r in results if r.optimizer == name)]
     run.save_figure("loss_by_optimizer", figures.loss_curves_by_optimizer(results, c_star, op.fro_sq))
@@ -480,13 +481,19 @@ def _fit(cfg: MoviesConfig, op: CoLikeOperator, dim: int, optimizer: str, lr: fl
     return fit(op, op.fro_sq, v0, optimizer, lr, cfg.iterations, cfg.divergence_factor)
 
 
-def final_fit(cfg: MoviesConfig, op: CoLikeOperator, results: list[RunResult], c_star: float) -> tuple[RunResult, list[RunResult]]:
+def _workers(dist: Dist) -> int:
+    """Independent runs side by side, one per core; one at a time under torch.distributed (collectives in lockstep)."""
+    return 1 if dist.active else default_workers()
+
+
+def final_fit(cfg: MoviesConfig, op: CoLikeOperator, results: list[RunResult], c_star: float,
+              workers: int = 1) -> tuple[RunResult, list[RunResult]]:
     """The embedding that recommends: every converged setting of the sweep (or the best one, if none
     converged) run again to convergence; the lowest cost wins. Ranking on the 500-step budget is not
     enough: Adam with a constant rate oscillates at a small distance from the optimum, momentum SGD
     converges to it, and the last hundredths of a per cent of the cost change held-out quality."""
     converged = [r for r in results if _status(r, c_star, cfg.converged_gap) == "converged"] or [best_run(results)]
-    finals = [_fit_final(cfg, op, cfg.dim, r.optimizer, r.lr) for r in converged]
+    finals = list(parallel_map(lambda r: _fit_final(cfg, op, cfg.dim, r.optimizer, r.lr), converged, workers))
     ok = [r for r in finals if not r.diverged]
     return (min(ok, key=lambda r: r.final_loss) if ok else best_run(results)), finals
 

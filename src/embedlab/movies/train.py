@@ -8,9 +8,13 @@ iteration and stops early when it diverges (non-finite, or far above its start).
 from __future__ import annotations
 
 import math
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 
@@ -131,6 +135,44 @@ def fit(
     )
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def default_workers() -> int:
+    """The cores this process may use: one independent run per core."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Hold torch's intra-op threads at ``n`` inside the block, then restore them."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int) -> Iterator[R]:
+    """``map(fn, items)`` with independent runs on ``workers`` threads, results in input order.
+
+    The runs of a sweep are small dense products (M x d by d x d) that torch's own threads do not
+    speed up (measured at d = 100: 2 threads 1.0x), while two runs side by side each keep a full
+    core (2 processes: 4.1 ms per iteration each, as fast as one alone). torch and BLAS release the
+    GIL, so threads suffice; each run's arithmetic does not depend on ``workers`` (torch's threads are
+    split between the workers, one each on 2 cores). ``workers <= 1`` is a plain loop: needed under
+    torch.distributed, where every rank must make its collective calls in the same order.
+    """
+    workers = min(workers, len(items))
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with torch_threads(torch.get_num_threads() // workers), ThreadPoolExecutor(workers) as pool:
+        yield from pool.map(fn, items)
+
+
 def sweep(
     x: XOperator | torch.Tensor,
     x_fro_sq: float,
@@ -141,16 +183,22 @@ def sweep(
     rel_tol: float = 0.0,
     on_run: Callable[[RunResult], None] | None = None,
     progress_factory: Callable[[str, float], Callable[[int, float], None] | None] | None = None,
+    workers: int = 1,
 ) -> list[RunResult]:
-    """Run every (optimiser, lr) of ``grid`` from the same ``v0``; a diverged run never stops the sweep."""
+    """Run every (optimiser, lr) of ``grid`` from the same ``v0``, ``workers`` at a time; a diverged
+    run never stops the sweep. Results (and ``on_run`` calls) come in grid order."""
+    jobs = [(name, lr) for name, lrs in grid.items() for lr in lrs]
+
+    def one(job: tuple[str, float]) -> RunResult:
+        name, lr = job
+        prog = progress_factory(name, lr) if progress_factory else None
+        return fit(x, x_fro_sq, v0, name, lr, iterations, divergence_factor, rel_tol, prog)
+
     results: list[RunResult] = []
-    for name, lrs in grid.items():
-        for lr in lrs:
-            prog = progress_factory(name, lr) if progress_factory else None
-            res = fit(x, x_fro_sq, v0, name, lr, iterations, divergence_factor, rel_tol, prog)
-            results.append(res)
-            if on_run is not None:
-                on_run(res)
+    for res in parallel_map(one, jobs, workers):
+        results.append(res)
+        if on_run is not None:
+            on_run(res)
     return results
 
 
