@@ -78,6 +78,18 @@ def test_out_under_a_regular_file(movielens_root, tmp_path, capsys):
                             "--allow-modified-data"]), capsys, "cannot create the run folder")
 
 
+def test_out_on_a_read_only_file_system(movielens_root, tmp_path, capsys, monkeypatch):
+    """EROFS as the kernel raises it (a real read-only mount needs root, and root ignores chmod)."""
+    import errno
+
+    def read_only(self: Path, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "ro" / "run"), *FAST,
+                            "--allow-modified-data"]), capsys, "Read-only file system")
+
+
 @pytest.mark.parametrize("device, says", [("banana", "--device must be"), ("cuda", "no CUDA device")])
 def test_unusable_devices_fail_before_any_data(tmp_path, capsys, device, says):
     import torch
@@ -187,3 +199,23 @@ def test_dim_sweep_zero_is_refused_before_any_work(movielens_root, tmp_path, cap
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(Exception, match="is a directory"):
         main(["run", "--profile", "smoke", "--config", str(tmp_path), "--out", str(tmp_path / "o"), "--debug"])
+
+
+def test_recommend_warns_when_the_query_has_fewer_likes_than_min_likes(saved_run, capsys):
+    import pandas as pd
+
+    items = pd.read_csv(saved_run / "artefacts" / "items.csv")
+    rare = items.sort_values("likes").iloc[0]
+    assert rare["likes"] < items["likes"].max()  # some movies stay eligible
+    assert main(["recommend", str(rare["title"]), "--run", str(saved_run), "--min-likes", str(int(rare["likes"]) + 1), "--top", "3"]) == 0
+    err = capsys.readouterr().err
+    assert f"embedlab: note: {rare['title']} itself has only {int(rare['likes'])} likes" in err
+
+
+def test_finetune_help_states_the_configured_defaults(capsys):
+    from embedlab.config import FinetuneConfig
+
+    with pytest.raises(SystemExit):
+        main(["vision", "finetune", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"(default {FinetuneConfig().cpu_size})" in text and f"cpu recipe {FinetuneConfig().epochs}," in text

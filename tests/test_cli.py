@@ -126,3 +126,26 @@ def test_malformed_dataset_name_is_one_error_line(movielens_root, tmp_path, caps
     assert main(["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "o"), *FAST, "--dataset", "ml-99m"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("embedlab: error:") and "ml-25m, ml-32m, ml-latest" in err and not (tmp_path / "o").exists()
+
+
+def test_movies_resume_runs_a_stopped_folder_again_with_its_saved_settings(finished_run, movielens_root, tmp_path, capsys):
+    import shutil
+
+    stopped = tmp_path / "stopped"
+    shutil.copytree(finished_run, stopped)
+    metrics = json.loads((stopped / "metrics.json").read_text())
+    metrics["movies_run"] = {"status": "failed: KeyboardInterrupt: "}  # as _mark_failed leaves an interrupted run
+    (stopped / "metrics.json").write_text(json.dumps(metrics))
+    (stopped / "tables" / "holdout.csv").unlink()
+    assert main(["movies", "--resume", str(stopped), "--dim", "8"]) == 2  # would change the results
+    assert "--dim" in capsys.readouterr().err
+    assert main(["movies", "--resume", str(stopped), "--data-dir", str(movielens_root), "--offline"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    again = json.loads((stopped / "metrics.json").read_text())
+    first = json.loads((finished_run / "metrics.json").read_text())
+    assert "status" not in again["movies_run"] and "total_seconds" in again["movies_run"]
+    assert again["movies_fit"]["best_cost"] == pytest.approx(first["movies_fit"]["best_cost"], rel=1e-6)
+    assert again["movies_recommend"] == first["movies_recommend"]
+    assert (stopped / "tables" / "holdout.csv").is_file()
+    assert main(["movies", "--resume", str(stopped)]) == 0  # finished: nothing to do
+    assert "nothing to resume" in capsys.readouterr().out

@@ -7,6 +7,7 @@ one readable ``embedlab: error: ...`` message and exit status 2, never a stack t
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -54,8 +55,9 @@ def _add_movies_args(p: argparse.ArgumentParser) -> None:
                    help="use ml-latest-small files that differ from the official release (recorded in metrics.json and the report)")
     p.add_argument("--offline", action="store_true", default=None, help="never download; fail if the data is missing")
     p.add_argument("--out", type=Path, help="run folder to create (default: runs/<timestamp>-movies)")
+    p.add_argument("--resume", type=Path, metavar="RUN", help="run a stopped 'embedlab movies' folder again with its saved settings")
     p.add_argument("--config", help="JSON file of settings (same keys as a run's config.json 'movies' section)")
-    p.add_argument("--profile", choices=sorted(MOVIES_PROFILES), default="default", help="preset sizes (smoke: seconds, for checks)")
+    p.add_argument("--profile", choices=sorted(MOVIES_PROFILES), help="preset sizes (default: default; smoke: seconds, for checks)")
     p.add_argument("--like-threshold", type=float, help="a rating >= this counts as a like (default 4.0; 3.5 also sensible)")
     p.add_argument("--dim", type=int, help=f"embedding dimension (default {MoviesConfig().dim}, chosen by the held-out dimension sweep)")
     p.add_argument("--iterations", type=int, help="gradient steps per run (default 500)")
@@ -100,8 +102,9 @@ def movies_config(args: argparse.Namespace) -> MoviesConfig:
                           "top_k", "queries", "dim_sweep", "embedding_map", "allow_modified_data"))
     if args.seed is not None:
         flags["holdout_seed"] = args.seed
+    profile = MOVIES_PROFILES[args.profile or "default"]
     if args.optimizers or args.lrs:
-        base = _layered(MoviesConfig(), MOVIES_PROFILES[args.profile], args.config, "movies", {})
+        base = _layered(MoviesConfig(), profile, args.config, "movies", {})
         grid = dict(base.grid)
         if args.optimizers:
             # an optimiser the profile's grid leaves out gets the default grid's rates (the smoke grid has two optimisers)
@@ -109,19 +112,61 @@ def movies_config(args: argparse.Namespace) -> MoviesConfig:
         for name, lrs in args.lrs or []:
             grid[name] = lrs
         flags["grid"] = grid
-    return _layered(MoviesConfig(), MOVIES_PROFILES[args.profile], args.config, "movies", flags)
+    return _layered(MoviesConfig(), profile, args.config, "movies", flags)
+
+
+#: `embedlab movies` flags that change results: refused with --resume (the RESUME_FLAGS are applied).
+MOVIES_RESULT_FLAGS = ("out", "config", "profile", "dataset", "synthetic", "like_threshold", "dim", "iterations", "seed", "optimizers",
+                       "lrs", "min_likes", "metric", "top_k", "queries", "dim_sweep", "embedding_map")
+
+
+def resumed_movies_config(args: argparse.Namespace) -> MoviesConfig:
+    """The stopped movie run's saved settings, with --data-dir, --offline and --allow-modified-data applied."""
+    refused = [f"--{k.replace('_', '-')}" for k in MOVIES_RESULT_FLAGS if getattr(args, k) is not None]
+    if refused:
+        raise ValueError(f"--resume runs {args.resume} again with its saved settings, which {', '.join(refused)} would change; "
+                         f"start a new run instead (--config {args.resume}/config.json repeats it with your changes)")
+    run = RunDir.open(args.resume)
+    saved = load_config_file(run.path / "config.json")
+    if "study" in saved or not isinstance(saved.get("movies"), dict):
+        raise ValueError(f"{run.path} was not made by 'embedlab movies'; resume it with the command that made it")
+    section = {k: v for k, v in saved["movies"].items() if k != "resolved"}
+    return apply_overrides(MoviesConfig(), {**section, **_flags(args, ("data_dir", "offline", "allow_modified_data"))})
+
+
+def _movies_finished(path: Path) -> bool:
+    metrics = path / "metrics.json"
+    done = json.loads(metrics.read_text()).get("movies_run", {}) if metrics.is_file() else {}
+    return "total_seconds" in done and "status" not in done
 
 
 def cmd_movies(args: argparse.Namespace) -> int:
     """The movie study; under torchrun every rank runs it in lockstep and rank 0 alone keeps a run folder."""
     from embedlab.distributed import init_from_env, shutdown
 
-    cfg = movies_config(args)
+    cfg = resumed_movies_config(args) if args.resume else movies_config(args)
+    if args.resume and _movies_finished(args.resume):
+        print(f"{args.resume} already holds a finished movie study; nothing to resume (its report: {args.resume / 'report.html'})")
+        return 0
     dist = init_from_env("cpu")
     try:
         return _movies_on_rank(args, cfg, dist)
     finally:
         shutdown(dist)
+
+
+def _movies_folder(args: argparse.Namespace, dist: Any) -> RunDir:
+    """Rank 0's run folder (new, or the one resumed, its failure mark cleared); a throw-away one on other ranks."""
+    if not dist.is_main:
+        return RunDir.create(Path(tempfile.mkdtemp(prefix=f"embedlab-rank{dist.rank}-")))
+    if not args.resume:
+        return _start_run(args, "movies")
+    run = RunDir.open(args.resume)
+    metrics = run.read_json("metrics.json") if (run.path / "metrics.json").is_file() else {}
+    metrics.get("movies_run", {}).pop("status", None)
+    run.write_json("metrics.json", metrics)
+    print(f"resuming {run.path}: the movie study runs again with its saved settings")
+    return run
 
 
 def _movies_on_rank(args: argparse.Namespace, cfg: MoviesConfig, dist: Any) -> int:
@@ -131,7 +176,7 @@ def _movies_on_rank(args: argparse.Namespace, cfg: MoviesConfig, dist: Any) -> i
     problem: Exception | None = None
     run: RunDir | None = None
     try:
-        run = _start_run(args, "movies") if dist.is_main else RunDir.create(Path(tempfile.mkdtemp(prefix=f"embedlab-rank{dist.rank}-")))
+        run = _movies_folder(args, dist)
     except EXPECTED_ERRORS as exc:
         problem = exc
     if not dist.agree(problem is None):
@@ -237,11 +282,12 @@ def _add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", help="resnet18 (default) or efficientnet_lite0 (ImageNet weights offline)")
     p.add_argument("--weights", help="imagenet (default), none (random init) or a path to a state-dict file")
     p.add_argument("--size", type=int, help="training and test resolution in pixels (default: 224 on a GPU, --cpu-size on a CPU)")
-    p.add_argument("--cpu-size", type=int, help="resolution on a CPU when --size is not given (default 96)")
-    p.add_argument("--epochs", type=int, help="passes over the training images (cpu recipe 3, gpu recipe 10)")
-    p.add_argument("--batch-size", type=int, help="training batch size (cpu 64, gpu 128)")
+    ft, gpu = FinetuneConfig(), FINETUNE_PROFILES["gpu"]
+    p.add_argument("--cpu-size", type=int, help=f"resolution on a CPU when --size is not given (default {ft.cpu_size})")
+    p.add_argument("--epochs", type=int, help=f"passes over the training images (cpu recipe {ft.epochs}, gpu recipe {gpu['epochs']})")
+    p.add_argument("--batch-size", type=int, help=f"training batch size (cpu {ft.batch_size}, gpu {gpu['batch_size']})")
     p.add_argument("--optimizer", choices=["sgd", "adamw"], help="sgd: Nesterov momentum (default); adamw")
-    p.add_argument("--lr", type=float, help="peak learning rate of the new head (default 0.02)")
+    p.add_argument("--lr", type=float, help=f"peak learning rate of the new head (cpu {ft.lr:g}, gpu {gpu['lr']:g})")
     p.add_argument("--backbone-lr-scale", type=float, help="backbone lr = lr x this, in (0, 1] (default 1)")
     p.add_argument("--weight-decay", type=float, help="on weights only, never norm or bias parameters (default 5e-4)")
     p.add_argument("--label-smoothing", type=float, help="default 0.1; 0 turns it off")
