@@ -167,6 +167,98 @@ def predict(model: nn.Module, images: torch.Tensor, inputs: Inputs, batch_size: 
     return logits.softmax(1), stats.images_per_second
 
 
+@dataclass
+class Loop:
+    """What the loop carries from epoch to epoch: the optimiser, its schedule, the history and where to start."""
+
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    history: History
+    start_epoch: int
+    steps_per_epoch: int
+
+
+def start_loop(model: nn.Module, head: nn.Module, n_train: int, cfg: FinetuneConfig, device: torch.device, checkpoint: Path,
+               resume: bool, log: Callable[[str], None]) -> Loop:
+    """Optimiser and schedule for ``cfg``; with ``resume``, every state restored from the last complete epoch."""
+    steps_per_epoch = n_train // cfg.batch_size  # drop the ragged last batch: BatchNorm dislikes tiny batches
+    if steps_per_epoch == 0:
+        raise ValueError(f"batch size {cfg.batch_size} is larger than the {n_train} training images; lower --batch-size")
+    model.to(device).to(memory_format=torch.channels_last)  # measured faster on CPU too (39 vs 24 img/s at 112 px)
+    opt = make_optimizer(cfg, param_groups(model, head, cfg.lr, cfg.weight_decay, cfg.backbone_lr_scale))
+    loop = Loop(opt, make_scheduler(cfg, opt, steps_per_epoch * cfg.epochs), History(), 0, steps_per_epoch)
+    if resume:
+        state = load_checkpoint(checkpoint)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        loop.sched.load_state_dict(state["scheduler"])
+        loop.history, loop.start_epoch = History(**state["history"]), state["epoch"]
+        set_rng_state(state["rng"])
+        log(f"[1C] resumed after epoch {loop.start_epoch} of {cfg.epochs} from {checkpoint}")
+    return loop
+
+
+def train_step(model: nn.Module, loop: Loop, xb: torch.Tensor, yb: torch.Tensor, cfg: FinetuneConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on a preprocessed batch: (the detached loss, the number of correct predictions)."""
+    with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=xb.device.type == "cuda"):  # bf16 is much slower on these CPUs
+        logits = model(xb)
+    loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+    loop.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    loop.opt.step()
+    loop.history.step_lr.append(loop.opt.param_groups[-1]["lr"])
+    loop.sched.step()
+    return loss.detach(), (logits.detach().argmax(1) == yb).sum()
+
+
+def train_epoch(model: nn.Module, loop: Loop, train_xy: tuple[torch.Tensor, torch.Tensor], epoch: int, cfg: FinetuneConfig,
+                inputs: Inputs, device: torch.device, on_step: Callable[[int, int], None] | None) -> tuple[list[float], int]:
+    """One pass over a seeded permutation (shuffling and augmentation drawn from (seed, epoch)): step losses, correct count."""
+    x, y = train_xy
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    order = torch.randperm(len(x), generator=gen)
+    mean, std = torch.tensor(inputs.mean, device=device), torch.tensor(inputs.std, device=device)
+    losses: list[torch.Tensor] = []
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    with tqdm(total=loop.steps_per_epoch * cfg.batch_size, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img",
+              disable=None, mininterval=2.0) as bar:
+        for step in range(loop.steps_per_epoch):
+            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            xb = preprocess(augment(x[idx], cfg.pad, gen).to(device, non_blocking=True), inputs.size, mean, std)
+            loss, hits = train_step(model, loop, xb, y[idx].to(device, non_blocking=True), cfg)
+            losses.append(loss)
+            correct += hits
+            if step % 20 == 0:
+                value = float(loss)
+                if not math.isfinite(value):
+                    raise TrainingDiverged(f"the training loss became {value} in epoch {epoch + 1}, step {step}; lower --lr (now {cfg.lr:g})")
+                bar.set_postfix(loss=f"{value:.3f}", lr=f"{loop.opt.param_groups[-1]['lr']:.2g}")
+            bar.update(len(idx))
+            if on_step is not None:
+                on_step(epoch, step)
+    step_losses = torch.stack(losses).float().cpu().tolist()
+    if not all(math.isfinite(v) for v in step_losses):  # never checkpoint a diverged model
+        raise TrainingDiverged(f"the training loss became non-finite in epoch {epoch + 1}; lower --lr (now {cfg.lr:g})")
+    return step_losses, int(correct)
+
+
+def end_epoch(model: nn.Module, loop: Loop, epoch: int, step_losses: list[float], correct: int, train_seconds: float,
+              val_xy: tuple[torch.Tensor, torch.Tensor], cfg: FinetuneConfig, inputs: Inputs, device: torch.device, checkpoint: Path) -> dict[str, float]:
+    """Validate, append the epoch's row to the history and write the checkpoint that a resume starts from."""
+    loop.history.step_loss.extend(step_losses)
+    val_probs, val_ips = predict(model, val_xy[0], inputs, cfg.eval_batch_size, device, desc="validation")
+    images = loop.steps_per_epoch * cfg.batch_size
+    row = {
+        "epoch": epoch + 1, "train_loss": float(np.mean(step_losses)), "train_accuracy": correct / images,
+        "val_loss": float(F.nll_loss(val_probs.clamp_min(1e-12).log(), val_xy[1])),
+        "val_accuracy": float((val_probs.argmax(1) == val_xy[1]).float().mean()), "train_seconds": train_seconds,
+        "train_images_per_second": images / train_seconds, "val_images_per_second": val_ips,
+    }
+    loop.history.epochs.append(row)
+    save_checkpoint(checkpoint, model, loop.opt, loop.sched, epoch + 1, loop.history)
+    return row
+
+
 def train(
     model: nn.Module,
     head: nn.Module,
@@ -186,76 +278,16 @@ def train(
     ``trainable`` names the submodules kept in train mode when only part of the network is trained.
     ``on_step(epoch, step)`` is called after each optimiser step (progress hooks, tests).
     """
-    x, y = train_xy
-    steps_per_epoch = len(x) // cfg.batch_size  # drop the ragged last batch: BatchNorm dislikes tiny batches
-    if steps_per_epoch == 0:
-        raise ValueError(f"batch size {cfg.batch_size} is larger than the {len(x)} training images; lower --batch-size")
-    model.to(device).to(memory_format=torch.channels_last)  # measured faster on CPU too (39 vs 24 img/s at 112 px)
-    opt = make_optimizer(cfg, param_groups(model, head, cfg.lr, cfg.weight_decay, cfg.backbone_lr_scale))
-    sched = make_scheduler(cfg, opt, steps_per_epoch * cfg.epochs)
-    history, start = History(), 0
-    if resume:
-        state = load_checkpoint(checkpoint)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        history = History(**state["history"])
-        start = state["epoch"]
-        set_rng_state(state["rng"])
-        log(f"[1C] resumed after epoch {start} of {cfg.epochs} from {checkpoint}")
-    mean = torch.tensor(inputs.mean, device=device)
-    std = torch.tensor(inputs.std, device=device)
-    use_bf16 = device.type == "cuda"  # bf16 autocast is much slower than fp32 on these CPUs
-    for epoch in range(start, cfg.epochs):
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(x), generator=gen)
+    loop = start_loop(model, head, len(train_xy[0]), cfg, device, checkpoint, resume, log)
+    for epoch in range(loop.start_epoch, cfg.epochs):
         set_train_mode(model, trainable)
         t0 = time.perf_counter()
-        losses: list[torch.Tensor] = []
-        correct = torch.zeros((), dtype=torch.long, device=device)
         try:
-            with tqdm(total=steps_per_epoch * cfg.batch_size, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img",
-                      disable=None, mininterval=2.0) as bar:
-                for step in range(steps_per_epoch):
-                    idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-                    xb = preprocess(augment(x[idx], cfg.pad, gen).to(device, non_blocking=True), inputs.size, mean, std)
-                    yb = y[idx].to(device, non_blocking=True)
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                        logits = model(xb)
-                    loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    history.step_lr.append(opt.param_groups[-1]["lr"])
-                    sched.step()
-                    losses.append(loss.detach())
-                    correct += (logits.detach().argmax(1) == yb).sum()
-                    if step % 20 == 0:
-                        value = float(loss.detach())
-                        if not math.isfinite(value):
-                            raise TrainingDiverged(f"the training loss became {value} in epoch {epoch + 1}, step {step}; "
-                                                   f"lower --lr (now {cfg.lr:g})")
-                        bar.set_postfix(loss=f"{value:.3f}", lr=f"{opt.param_groups[-1]['lr']:.2g}")
-                    bar.update(len(idx))
-                    if on_step is not None:
-                        on_step(epoch, step)
+            step_losses, correct = train_epoch(model, loop, train_xy, epoch, cfg, inputs, device, on_step)
         except KeyboardInterrupt:
             done = f"the last complete checkpoint (after epoch {epoch}) is {checkpoint}" if epoch else "no epoch had finished, so there is no checkpoint yet"
             raise TrainingInterrupted(f"training interrupted in epoch {epoch + 1} of {cfg.epochs}; {done}") from None
-        train_seconds = time.perf_counter() - t0
-        step_losses = torch.stack(losses).float().cpu().tolist()
-        if not all(math.isfinite(v) for v in step_losses):  # never checkpoint a diverged model
-            raise TrainingDiverged(f"the training loss became non-finite in epoch {epoch + 1}; lower --lr (now {cfg.lr:g})")
-        history.step_loss.extend(step_losses)
-        val_probs, val_ips = predict(model, val_xy[0], inputs, cfg.eval_batch_size, device, desc="validation")
-        val_acc = float((val_probs.argmax(1) == val_xy[1]).float().mean())
-        val_loss = float(F.nll_loss(val_probs.clamp_min(1e-12).log(), val_xy[1]))
-        history.epochs.append({
-            "epoch": epoch + 1, "train_loss": float(np.mean(step_losses)), "train_accuracy": int(correct) / (steps_per_epoch * cfg.batch_size),
-            "val_loss": val_loss, "val_accuracy": val_acc, "train_seconds": train_seconds,
-            "train_images_per_second": steps_per_epoch * cfg.batch_size / train_seconds, "val_images_per_second": val_ips,
-        })
-        save_checkpoint(checkpoint, model, opt, sched, epoch + 1, history)
-        log(f"[1C] epoch {epoch + 1}/{cfg.epochs}: train loss {history.epochs[-1]['train_loss']:.4f}, "
-            f"val accuracy {val_acc:.4f}, {train_seconds / 60:.1f} min ({history.epochs[-1]['train_images_per_second']:.0f} img/s)")
-    return history
+        row = end_epoch(model, loop, epoch, step_losses, correct, time.perf_counter() - t0, val_xy, cfg, inputs, device, checkpoint)
+        log(f"[1C] epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f}, "
+            f"val accuracy {row['val_accuracy']:.4f}, {row['train_seconds'] / 60:.1f} min ({row['train_images_per_second']:.0f} img/s)")
+    return loop.history
