@@ -86,3 +86,20 @@ def test_balanced_rows_cover_every_row_once(world):
 def test_python_dash_m_runs_the_cli():
     r = subprocess.run([sys.executable, "-m", "embedlab", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "movies" in r.stdout
+
+
+def test_torchrun_study_trains_with_ddp_and_rank_0_alone_writes(real_data, tmp_path):
+    """`torchrun -m embedlab run` on the real data's smoke subsets: the probe on rank 0, fine-tuning on both ranks."""
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path / "scratch")}
+    (tmp_path / "scratch").mkdir()
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "embedlab", "run",
+                        "--profile", "smoke", "--data-dir", str(real_data), "--backbone", "efficientnet_lite0", "--offline",
+                        "--steps", "probe,finetune", "--out", str(out)], capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["finetune"]["processes"] == 2 and metrics["finetune"]["batch_per_process"] == 16
+    assert {s: v["status"] for s, v in metrics["steps"].items()} == {"probe": "done", "finetune": "done"}
+    assert "comparison" in metrics and (out / "report.html").is_file() and (out / "artefacts" / "finetune_test_probs.npz").is_file()
+    assert not list((tmp_path / "scratch").glob("embedlab-rank*"))  # rank 1's scratch folder is gone (torchrun keeps its own)
+    assert r.stdout.count("summary:") == 1  # one rank reports

@@ -11,19 +11,20 @@ import json
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from embedlab.config import (DEFAULT_GRID, FINETUNE_PROFILES, MOVIES_PROFILES, PROBE_PROFILES, FinetuneConfig, MoviesConfig, ProbeConfig,
                              apply_overrides, finetune_profile, load_config_file)
 from embedlab.data import MOVIELENS_DATASETS, ChecksumError, DataNotFoundError
+from embedlab.distributed import PeerFailed
 from embedlab.runs import RunDir, RunFolderError, default_run_path
 from embedlab.vision.backbones import WeightsUnavailable
 from embedlab.vision.finetune import TrainingDiverged
 
 EXPECTED_ERRORS = (DataNotFoundError, ChecksumError, RunFolderError, LookupError, ValueError, FileNotFoundError, WeightsUnavailable,
-                   TrainingDiverged)
+                   TrainingDiverged, PeerFailed)
 
 
 def _floats(text: str) -> list[float]:
@@ -140,25 +141,47 @@ def _movies_finished(path: Path) -> bool:
     return "total_seconds" in done and "status" not in done
 
 
-def cmd_movies(args: argparse.Namespace) -> int:
-    """The movie study; under torchrun every rank runs it in lockstep and rank 0 alone keeps a run folder."""
+def on_ranks(backend_device: str, main_folder: Callable[[], RunDir], body: Callable[[RunDir, Any], int]) -> int:
+    """``body(run, dist)`` once, or on every rank of a torchrun job: rank 0 in ``main_folder()``, the others
+    in scratch folders removed afterwards (rank 0 alone keeps files). A folder that rank 0 cannot create
+    stops every rank."""
     from embedlab.distributed import init_from_env, shutdown
 
-    cfg = resumed_movies_config(args) if args.resume else movies_config(args)
-    if args.resume and _movies_finished(args.resume):
-        print(f"{args.resume} already holds a finished movie study; nothing to resume (its report: {args.resume / 'report.html'})")
-        return 0
-    dist = init_from_env("cpu")
+    dist = init_from_env(backend_device)
     try:
-        return _movies_on_rank(args, cfg, dist)
+        problem: Exception | None = None
+        run: RunDir | None = None
+        try:
+            run = main_folder() if dist.is_main else RunDir.create(Path(tempfile.mkdtemp(prefix=f"embedlab-rank{dist.rank}-")))
+        except EXPECTED_ERRORS as exc:
+            problem = exc
+        if not dist.agree(problem is None):
+            raise problem or PeerFailed("rank 0 could not create the run folder; its message says why")
+        assert run is not None
+        try:
+            return body(run, dist)
+        finally:
+            if not dist.is_main:
+                shutil.rmtree(run.path, ignore_errors=True)
     finally:
         shutdown(dist)
 
 
-def _movies_folder(args: argparse.Namespace, dist: Any) -> RunDir:
-    """Rank 0's run folder (new, or the one resumed, its failure mark cleared); a throw-away one on other ranks."""
-    if not dist.is_main:
-        return RunDir.create(Path(tempfile.mkdtemp(prefix=f"embedlab-rank{dist.rank}-")))
+def _quiet_unless_main(dist: Any) -> Callable[[str], None]:
+    return print if dist.is_main else (lambda _msg: None)
+
+
+def cmd_movies(args: argparse.Namespace) -> int:
+    """The movie study; under torchrun every rank runs it in lockstep and rank 0 alone keeps a run folder."""
+    cfg = resumed_movies_config(args) if args.resume else movies_config(args)
+    if args.resume and _movies_finished(args.resume):
+        print(f"{args.resume} already holds a finished movie study; nothing to resume (its report: {args.resume / 'report.html'})")
+        return 0
+    return on_ranks("cpu", lambda: _movies_folder(args), lambda run, dist: _movies_on_rank(cfg, run, dist))
+
+
+def _movies_folder(args: argparse.Namespace) -> RunDir:
+    """Rank 0's run folder: new, or the one resumed with its failure mark cleared."""
     if not args.resume:
         return _start_run(args, "movies")
     run = RunDir.open(args.resume)
@@ -169,27 +192,15 @@ def _movies_folder(args: argparse.Namespace, dist: Any) -> RunDir:
     return run
 
 
-def _movies_on_rank(args: argparse.Namespace, cfg: MoviesConfig, dist: Any) -> int:
+def _movies_on_rank(cfg: MoviesConfig, run: RunDir, dist: Any) -> int:
     from embedlab.movies.pipeline import run_movies
     from embedlab.report import write_report
 
-    problem: Exception | None = None
-    run: RunDir | None = None
     try:
-        run = _movies_folder(args, dist)
-    except EXPECTED_ERRORS as exc:
-        problem = exc
-    if not dist.agree(problem is None):
-        raise problem or RunFolderError("rank 0 could not create the run folder; see its message")
-    assert run is not None
-    try:
-        metrics = run_movies(cfg, run, print if dist.is_main else (lambda _msg: None), dist)
+        metrics = run_movies(cfg, run, _quiet_unless_main(dist), dist)
     except BaseException as exc:
         _mark_failed(run, exc)
         raise
-    finally:
-        if not dist.is_main:
-            shutil.rmtree(run.path, ignore_errors=True)
     if not dist.is_main:
         return 0
     report = write_report(run)
@@ -317,10 +328,15 @@ def finetune_config(args: argparse.Namespace) -> FinetuneConfig:
     return _layered(FinetuneConfig(), finetune_profile(args.profile, cuda), args.config, "finetune", _flags(args, FINETUNE_FLAGS))
 
 
-def cmd_finetune(args: argparse.Namespace) -> int:
-    from embedlab.report import write_report
-    from embedlab.vision.pipeline import run_finetune
+def _backend_device(device: str | None) -> str:
+    """"cuda" (nccl) when the run will train on CUDA, else "cpu" (gloo)."""
+    import torch
 
+    return "cuda" if torch.cuda.is_available() and device in (None, "auto", "cuda") else "cpu"
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """Fine-tuning; under torchrun every rank trains its share of each batch (DistributedDataParallel)."""
     if args.resume:
         run = RunDir.open(args.resume)
         saved = {k: v for k, v in run.read_json("config.json").get("finetune", {}).items() if k != "resolved"}
@@ -328,10 +344,20 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             raise ValueError(f"{run.path} holds no fine-tuning config; start a new run with --out")
         cfg = apply_overrides(FinetuneConfig(), saved)
         print(f"resuming {run.path}")
+        main_folder: Callable[[], RunDir] = lambda: run  # noqa: E731
     else:
         cfg = finetune_config(args)
-        run = _start_run(args, "finetune")
-    metrics = run_finetune(cfg, run, resume=bool(args.resume))
+        main_folder = lambda: _start_run(args, "finetune")  # noqa: E731
+    return on_ranks(_backend_device(cfg.device), main_folder, lambda r, dist: _finetune_on_rank(cfg, r, bool(args.resume), dist))
+
+
+def _finetune_on_rank(cfg: FinetuneConfig, run: RunDir, resume: bool, dist: Any) -> int:
+    from embedlab.report import write_report
+    from embedlab.vision.pipeline import run_finetune
+
+    metrics = run_finetune(cfg, run, _quiet_unless_main(dist), resume=resume, dist=dist)
+    if not dist.is_main:
+        return 0
     report = write_report(run)
     ft = metrics["finetune"]
     print(f"fine-tuned {ft['backbone']} at {ft['resolution']} px: test accuracy {ft['test_accuracy']:.4f} "
@@ -371,11 +397,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     """The main job: every mission item into one run folder, then report.md and report.html."""
     import torch
 
-    from embedlab.report import write_report
-    from embedlab.study import run_study, study_config, summary_rows
+    from embedlab.study import study_config
 
     if args.resume:
         run, cfg = _resumed_study(args)
+        main_folder: Callable[[], RunDir] = lambda: run  # noqa: E731
     else:
         shared = _flags(args, ("data_dir", "offline", "backbone", "weights", "device", "cache_dir", "steps", "allow_modified_data"))
         sections = load_config_file(args.config) if args.config else {}
@@ -385,8 +411,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         profile = args.profile or saved_study.get("profile", "auto")
         cuda = torch.cuda.is_available() and args.device in (None, "auto", "cuda")
         cfg = study_config(profile, cuda, shared, sections)
-        run = _start_run(args, "study")
-    metrics = run_study(cfg, run, resume=bool(args.resume))
+        main_folder = lambda: _start_run(args, "study")  # noqa: E731
+    return on_ranks(_backend_device(cfg.finetune.device), main_folder, lambda r, dist: _study_on_rank(cfg, r, bool(args.resume), dist))
+
+
+def _study_on_rank(cfg: Any, run: RunDir, resume: bool, dist: Any) -> int:
+    from embedlab.report import write_report
+    from embedlab.study import run_study, summary_rows
+
+    metrics = run_study(cfg, run, _quiet_unless_main(dist), resume=resume, dist=dist)
+    if not dist.is_main:
+        return 0
     report = write_report(run)
     print("\nsummary:")
     for step, status, minutes, headline in summary_rows(metrics):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 import torch
@@ -17,6 +18,10 @@ import torch
 
 class DistributedMismatch(ValueError):
     """The ranks of one job disagree (different data or settings)."""
+
+
+class PeerFailed(RuntimeError):
+    """Another rank of the job stopped with an error (it printed the message); this rank stops too."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,34 @@ class Dist:
 
             tdist.barrier()
 
+    def broadcast_object(self, obj: object) -> object:
+        """Rank 0's ``obj`` on every rank (a run folder's path, chosen once)."""
+        if not self.active:
+            return obj
+        import torch.distributed as tdist
+
+        box = [obj]
+        tdist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def shard(self, n: int) -> slice:
+        """This rank's contiguous block of ``n`` rows, ceil(n / world) per rank (the last may be shorter or empty)."""
+        per = -(-n // self.world)
+        return slice(min(n, self.rank * per), min(n, (self.rank + 1) * per))
+
+    def gather_rows(self, part: torch.Tensor, n: int) -> torch.Tensor:
+        """The ``n`` rows that the ranks' ``shard(n)`` blocks hold, in order, on every rank (all_gather, padded to equal size)."""
+        if not self.active:
+            return part
+        import torch.distributed as tdist
+
+        per = -(-n // self.world)
+        padded = torch.zeros((per, *part.shape[1:]), dtype=part.dtype, device=part.device)
+        padded[: len(part)] = part
+        blocks = [torch.empty_like(padded) for _ in range(self.world)]
+        tdist.all_gather(blocks, padded)
+        return torch.cat(blocks)[:n]
+
 
 def balanced_rows(row_weights: np.ndarray, world: int, rank: int) -> slice:
     """The contiguous block of rows of rank ``rank`` when ``world`` ranks split the total weight evenly."""
@@ -88,6 +121,12 @@ def balanced_rows(row_weights: np.ndarray, world: int, rank: int) -> slice:
     return slice(int(edges[rank]), int(edges[rank + 1]))
 
 
+#: How long a rank waits in a collective for the others. Rank 0 alone runs some steps (the linear probe,
+#: writing reports) while the others wait, so this is long; a rank that dies is caught sooner by torchrun,
+#: which stops the whole job.
+COLLECTIVE_TIMEOUT = timedelta(hours=2)
+
+
 def init_from_env(device: str = "cpu") -> Dist:
     """Join the torchrun job described by the environment (RANK, WORLD_SIZE, MASTER_ADDR, ...), if any."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -97,7 +136,9 @@ def init_from_env(device: str = "cpu") -> Dist:
 
     backend = "nccl" if device == "cuda" and torch.cuda.is_available() else "gloo"
     if not tdist.is_initialized():
-        tdist.init_process_group(backend=backend)
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        tdist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
     return Dist(rank=tdist.get_rank(), world=tdist.get_world_size(), backend=backend)
 
 

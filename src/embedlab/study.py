@@ -17,6 +17,7 @@ from typing import Any
 
 from embedlab.config import (FINETUNE_PROFILES, MOVIES_PROFILES, PROBE_PROFILES, FinetuneConfig, MoviesConfig, ProbeConfig,
                              apply_overrides, to_dict)
+from embedlab.distributed import Dist, PeerFailed
 from embedlab.runs import RunDir
 
 STEPS = ("probe", "finetune", "movies")
@@ -133,8 +134,12 @@ def preflight(cfg: StudyConfig, pending: list[str], log: Callable[[str], None]) 
     log("preflight: data and weights are at hand")
 
 
-def run_study(cfg: StudyConfig, run: RunDir, log: Callable[[str], None] = print, resume: bool = False) -> dict[str, Any]:
-    """Run the configured steps in order; finished steps are skipped on resume."""
+def run_study(cfg: StudyConfig, run: RunDir, log: Callable[[str], None] = print, resume: bool = False, dist: Dist = Dist()) -> dict[str, Any]:
+    """Run the configured steps in order; finished steps are skipped on resume.
+
+    Under torchrun every rank calls this: fine-tuning and the movie study use all ranks, the linear probe
+    runs on rank 0 while the others wait, and rank 0's folder decides which steps are done.
+    """
     from embedlab.movies.pipeline import run_movies
     from embedlab.report import write_report
     from embedlab.vision.pipeline import run_comparison, run_finetune, run_probe
@@ -144,15 +149,15 @@ def run_study(cfg: StudyConfig, run: RunDir, log: Callable[[str], None] = print,
         run.update_config(name, {**run.read_json("config.json").get(name, {}), **to_dict(getattr(cfg, name))})
     run.write_json("environment.json", software_versions())
     metrics = run.read_json("metrics.json") if (run.path / "metrics.json").exists() else {}
-    done = {s for s, v in metrics.get("steps", {}).items() if v.get("status") == "done"}
+    done = set(dist.broadcast_object(sorted(s for s, v in metrics.get("steps", {}).items() if v.get("status") == "done")))  # type: ignore[arg-type]
     log(f"plan ({cfg.profile} profile):")
     for step, what, eta in plan(cfg, done):
         log(f"  {step:<9} {eta:<28} {what}")
     preflight(cfg, [s for s in cfg.steps if s not in done], log)
     actions = {
-        "probe": lambda: run_probe(cfg.probe, run, log),
-        "finetune": lambda: run_finetune(cfg.finetune, run, log, resume=resume, compare=False),
-        "movies": lambda: run_movies(cfg.movies, run, log),
+        "probe": lambda: on_main_rank(dist, lambda: run_probe(cfg.probe, run, log)),
+        "finetune": lambda: run_finetune(cfg.finetune, run, log, resume=resume, compare=False, dist=dist),
+        "movies": lambda: run_movies(cfg.movies, run, log, dist),
     }
     for step in cfg.steps:
         if step in done:
@@ -163,14 +168,29 @@ def run_study(cfg: StudyConfig, run: RunDir, log: Callable[[str], None] = print,
             actions[step]()
         except BaseException as exc:
             run.update_metrics("steps", {step: {"status": "failed", "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}})
-            write_report(run)  # whatever finished is readable right away
+            if dist.is_main:
+                write_report(run)  # whatever finished is readable right away
             raise
         run.update_metrics("steps", {step: {"status": "done", "seconds": round(time.perf_counter() - t0, 1)}})
+        if not dist.is_main:
+            continue
         if step in ("probe", "finetune") and {"probe", "finetune"} <= {s for s, v in run.read_json("metrics.json")["steps"].items()
                                                                      if v.get("status") == "done"}:
             run_comparison(run)
         write_report(run)
     return run.read_json("metrics.json")
+
+
+def on_main_rank(dist: Dist, work: Callable[[], object]) -> None:
+    """``work()`` on rank 0 alone while the others wait; if it fails, every rank stops (rank 0 with its error)."""
+    problem: BaseException | None = None
+    if dist.is_main:
+        try:
+            work()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, after the other ranks learn of it
+            problem = exc
+    if not dist.agree(problem is None):
+        raise problem if problem is not None else PeerFailed("rank 0 failed in this step; its message says why")
 
 
 def summary_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str, str]]:

@@ -8,6 +8,7 @@ global RNG states, so epochs k+1.. of a resumed run repeat an uninterrupted run'
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import random
@@ -24,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from embedlab.config import FinetuneConfig
+from embedlab.distributed import Dist
 from embedlab.vision.features import extract, preprocess
 
 
@@ -33,6 +35,10 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite: the learning rate is too high for this recipe."""
+
+
+class CheckpointMismatch(ValueError):
+    """The checkpoint given to resume was written for another network or resolution."""
 
 
 def augment(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
@@ -137,10 +143,17 @@ class History:
     epochs: list[dict[str, float]] = field(default_factory=list)
 
 
-def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, sched: Any, epoch: int, history: History) -> None:
+def recipe_of(model: nn.Module, size: int) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the resolution and the network's parameter names and shapes."""
+    shapes = ";".join(f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items())
+    return {"size": size, "network": hashlib.sha256(shapes.encode()).hexdigest()[:16]}
+
+
+def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, sched: Any, epoch: int, history: History,
+                    recipe: dict[str, Any]) -> None:
     """Written atomically (temporary file, then rename): an interrupt never leaves half a checkpoint."""
     state = {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-             "history": asdict(history), "rng": rng_state()}
+             "history": asdict(history), "rng": rng_state(), "recipe": recipe}
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
@@ -161,10 +174,12 @@ class Inputs:
     std: tuple[float, float, float]
 
 
-def predict(model: nn.Module, images: torch.Tensor, inputs: Inputs, batch_size: int, device: torch.device, desc: str) -> tuple[torch.Tensor, float]:
-    """Softmax probabilities (float32, CPU) of uint8 ``images`` and the images/s of the pass."""
-    logits, stats = extract(model, images, inputs.size, inputs.mean, inputs.std, batch_size, device, desc=desc)
-    return logits.softmax(1), stats.images_per_second
+def predict(model: nn.Module, images: torch.Tensor, inputs: Inputs, batch_size: int, device: torch.device, desc: str,
+            dist: Dist = Dist()) -> tuple[torch.Tensor, float]:
+    """Softmax probabilities (float32, CPU) of uint8 ``images`` and the images/s of the pass (of this rank's share:
+    under torch.distributed each rank predicts one block and every rank gets all the rows)."""
+    logits, stats = extract(model, images[dist.shard(len(images))], inputs.size, inputs.mean, inputs.std, batch_size, device, desc=desc)
+    return dist.gather_rows(logits.softmax(1), len(images)), stats.images_per_second
 
 
 @dataclass
@@ -176,32 +191,55 @@ class Loop:
     history: History
     start_epoch: int
     steps_per_epoch: int
+    net: nn.Module  # what the training step calls: the model, or its DistributedDataParallel wrapper
+    recipe: dict[str, Any]
+    dist: Dist
+
+
+def check_shards(cfg: FinetuneConfig, n_train: int, n_val: int, dist: Dist) -> None:
+    """Every rank must get an equal, non-empty share of each global batch (so that DDP's mean of the ranks'
+    gradients is the gradient of the global batch) and of the validation images."""
+    if n_train // cfg.batch_size == 0:
+        raise ValueError(f"batch size {cfg.batch_size} is larger than the {n_train} training images; lower --batch-size")
+    if dist.active and (cfg.batch_size % dist.world or n_val < dist.world):
+        raise ValueError(f"{dist.world} processes cannot share a global batch of {cfg.batch_size} images equally (or the {n_val} "
+                         f"validation images); use a --batch-size divisible by the number of processes (--nproc-per-node x nodes)")
 
 
 def start_loop(model: nn.Module, head: nn.Module, n_train: int, cfg: FinetuneConfig, device: torch.device, checkpoint: Path,
-               resume: bool, log: Callable[[str], None]) -> Loop:
-    """Optimiser and schedule for ``cfg``; with ``resume``, every state restored from the last complete epoch."""
+               resume: bool, log: Callable[[str], None], size: int, dist: Dist = Dist()) -> Loop:
+    """Optimiser and schedule for ``cfg``; with ``resume``, every state restored from the last complete epoch.
+
+    Under torch.distributed the model is wrapped in DistributedDataParallel after any resume (so every rank
+    starts from the same weights). BatchNorm keeps per-process batch statistics, DDP's default and the usual
+    choice (torchvision's reference recipe without --sync-bn): each rank normalises its share of the batch.
+    """
     steps_per_epoch = n_train // cfg.batch_size  # drop the ragged last batch: BatchNorm dislikes tiny batches
-    if steps_per_epoch == 0:
-        raise ValueError(f"batch size {cfg.batch_size} is larger than the {n_train} training images; lower --batch-size")
     model.to(device).to(memory_format=torch.channels_last)  # measured faster on CPU too (39 vs 24 img/s at 112 px)
     opt = make_optimizer(cfg, param_groups(model, head, cfg.lr, cfg.weight_decay, cfg.backbone_lr_scale))
-    loop = Loop(opt, make_scheduler(cfg, opt, steps_per_epoch * cfg.epochs), History(), 0, steps_per_epoch)
+    loop = Loop(opt, make_scheduler(cfg, opt, steps_per_epoch * cfg.epochs), History(), 0, steps_per_epoch, model, recipe_of(model, size), dist)
     if resume:
         state = load_checkpoint(checkpoint)
+        if state.get("recipe", loop.recipe) != loop.recipe:
+            raise CheckpointMismatch(f"{checkpoint} was written for another network or resolution ({state['recipe']}, this run: "
+                                     f"{loop.recipe}); resume it with its own run's settings or start a new run with --out")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         loop.sched.load_state_dict(state["scheduler"])
         loop.history, loop.start_epoch = History(**state["history"]), state["epoch"]
         set_rng_state(state["rng"])
         log(f"[1C] resumed after epoch {loop.start_epoch} of {cfg.epochs} from {checkpoint}")
+    if dist.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        loop.net = DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None)
     return loop
 
 
-def train_step(model: nn.Module, loop: Loop, xb: torch.Tensor, yb: torch.Tensor, cfg: FinetuneConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def train_step(loop: Loop, xb: torch.Tensor, yb: torch.Tensor, cfg: FinetuneConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on a preprocessed batch: (the detached loss, the number of correct predictions)."""
     with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=xb.device.type == "cuda"):  # bf16 is much slower on these CPUs
-        logits = model(xb)
+        logits = loop.net(xb)
     loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
     loop.opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -211,32 +249,41 @@ def train_step(model: nn.Module, loop: Loop, xb: torch.Tensor, yb: torch.Tensor,
     return loss.detach(), (logits.detach().argmax(1) == yb).sum()
 
 
-def train_epoch(model: nn.Module, loop: Loop, train_xy: tuple[torch.Tensor, torch.Tensor], epoch: int, cfg: FinetuneConfig,
+def train_epoch(loop: Loop, train_xy: tuple[torch.Tensor, torch.Tensor], epoch: int, cfg: FinetuneConfig,
                 inputs: Inputs, device: torch.device, on_step: Callable[[int, int], None] | None) -> tuple[list[float], int]:
-    """One pass over a seeded permutation (shuffling and augmentation drawn from (seed, epoch)): step losses, correct count."""
+    """One pass over a seeded permutation (shuffling and augmentation drawn from (seed, epoch)): the global
+    batch's mean loss per step and the correct count.
+
+    Under torch.distributed every rank draws the same permutation and augments the whole global batch with
+    the same generator, then trains on its own contiguous share: the batches, the augmentation and the
+    schedule are those of one process, and DDP's mean of the ranks' gradients is the global batch's.
+    """
     x, y = train_xy
+    dist = loop.dist
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
     order = torch.randperm(len(x), generator=gen)
     mean, std = torch.tensor(inputs.mean, device=device), torch.tensor(inputs.std, device=device)
+    mine = dist.shard(cfg.batch_size)
     losses: list[torch.Tensor] = []
     correct = torch.zeros((), dtype=torch.long, device=device)
     with tqdm(total=loop.steps_per_epoch * cfg.batch_size, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img",
-              disable=None, mininterval=2.0) as bar:
+              disable=None if dist.is_main else True, mininterval=2.0) as bar:
         for step in range(loop.steps_per_epoch):
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            xb = preprocess(augment(x[idx], cfg.pad, gen).to(device, non_blocking=True), inputs.size, mean, std)
-            loss, hits = train_step(model, loop, xb, y[idx].to(device, non_blocking=True), cfg)
+            xb = preprocess(augment(x[idx], cfg.pad, gen)[mine].to(device, non_blocking=True), inputs.size, mean, std)
+            loss, hits = train_step(loop, xb, y[idx][mine].to(device, non_blocking=True), cfg)
             losses.append(loss)
             correct += hits
             if step % 20 == 0:
                 value = float(loss)
-                if not math.isfinite(value):
+                if not dist.agree(math.isfinite(value)):  # every rank stops together
                     raise TrainingDiverged(f"the training loss became {value} in epoch {epoch + 1}, step {step}; lower --lr (now {cfg.lr:g})")
                 bar.set_postfix(loss=f"{value:.3f}", lr=f"{loop.opt.param_groups[-1]['lr']:.2g}")
             bar.update(len(idx))
             if on_step is not None:
                 on_step(epoch, step)
-    step_losses = torch.stack(losses).float().cpu().tolist()
+    step_losses = (dist.all_reduce_sum(torch.stack(losses).float()) / dist.world).cpu().tolist()
+    correct = dist.all_reduce_sum(correct)
     if not all(math.isfinite(v) for v in step_losses):  # never checkpoint a diverged model
         raise TrainingDiverged(f"the training loss became non-finite in epoch {epoch + 1}; lower --lr (now {cfg.lr:g})")
     return step_losses, int(correct)
@@ -246,7 +293,7 @@ def end_epoch(model: nn.Module, loop: Loop, epoch: int, step_losses: list[float]
               val_xy: tuple[torch.Tensor, torch.Tensor], cfg: FinetuneConfig, inputs: Inputs, device: torch.device, checkpoint: Path) -> dict[str, float]:
     """Validate, append the epoch's row to the history and write the checkpoint that a resume starts from."""
     loop.history.step_loss.extend(step_losses)
-    val_probs, val_ips = predict(model, val_xy[0], inputs, cfg.eval_batch_size, device, desc="validation")
+    val_probs, val_ips = predict(model, val_xy[0], inputs, cfg.eval_batch_size, device, desc="validation", dist=loop.dist)
     images = loop.steps_per_epoch * cfg.batch_size
     row = {
         "epoch": epoch + 1, "train_loss": float(np.mean(step_losses)), "train_accuracy": correct / images,
@@ -255,7 +302,9 @@ def end_epoch(model: nn.Module, loop: Loop, epoch: int, step_losses: list[float]
         "train_images_per_second": images / train_seconds, "val_images_per_second": val_ips,
     }
     loop.history.epochs.append(row)
-    save_checkpoint(checkpoint, model, loop.opt, loop.sched, epoch + 1, loop.history)
+    if loop.dist.is_main:  # rank 0 alone writes; the others read it on --resume (a shared file system across machines)
+        save_checkpoint(checkpoint, model, loop.opt, loop.sched, epoch + 1, loop.history, loop.recipe)
+    loop.dist.barrier()
     return row
 
 
@@ -272,18 +321,21 @@ def train(
     trainable: Sequence[str] | None = None,
     log: Callable[[str], None] = print,
     on_step: Callable[[int, int], None] | None = None,
+    dist: Dist = Dist(),
 ) -> History:
     """Fine-tune ``model`` (whose new classifier is ``head``) for ``cfg.epochs``; a checkpoint after every epoch.
 
     ``trainable`` names the submodules kept in train mode when only part of the network is trained.
-    ``on_step(epoch, step)`` is called after each optimiser step (progress hooks, tests).
+    ``on_step(epoch, step)`` is called after each optimiser step (progress hooks, tests). Under torch.distributed
+    (``dist``) every rank calls this with the same data; see ``train_epoch`` and ``start_loop``.
     """
-    loop = start_loop(model, head, len(train_xy[0]), cfg, device, checkpoint, resume, log)
+    check_shards(cfg, len(train_xy[0]), len(val_xy[0]), dist)
+    loop = start_loop(model, head, len(train_xy[0]), cfg, device, checkpoint, resume, log, inputs.size, dist)
     for epoch in range(loop.start_epoch, cfg.epochs):
         set_train_mode(model, trainable)
         t0 = time.perf_counter()
         try:
-            step_losses, correct = train_epoch(model, loop, train_xy, epoch, cfg, inputs, device, on_step)
+            step_losses, correct = train_epoch(loop, train_xy, epoch, cfg, inputs, device, on_step)
         except KeyboardInterrupt:
             done = f"the last complete checkpoint (after epoch {epoch}) is {checkpoint}" if epoch else "no epoch had finished, so there is no checkpoint yet"
             raise TrainingInterrupted(f"training interrupted in epoch {epoch + 1} of {cfg.epochs}; {done}") from None

@@ -13,6 +13,7 @@ import torch
 
 from embedlab.config import FinetuneConfig, ProbeConfig, to_dict
 from embedlab.data import resolve_data_dir
+from embedlab.distributed import Dist
 from embedlab.runs import RunDir
 from embedlab.vision import figures
 from embedlab.vision.backbones import create_backbone
@@ -210,10 +211,13 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
-def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: bool = False, compare: bool = True) -> dict[str, object]:
+def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: bool = False, compare: bool = True,
+                 dist: Dist = Dist()) -> dict[str, object]:
     """Part 1 C into ``run``: the probe (unless done or disabled), fine-tuning, its evaluation and gallery, the comparison.
 
-    With ``resume`` the loop continues from the run's last complete epoch checkpoint.
+    With ``resume`` the loop continues from the run's last complete epoch checkpoint. Under torchrun every
+    rank calls this (``dist``): rank 0 alone runs the probe and keeps the checkpoint, which every rank
+    resumes from; the other ranks' ``run`` folders are scratch.
     """
     cfg.validate()
     t_all = time.perf_counter()
@@ -222,7 +226,7 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
     spec = backbone.spec
     size = resolve_size(cfg, spec.native_size, device)
     run.update_config("finetune", {**to_dict(cfg), "resolved": {"device": str(device), "size": size}})
-    if cfg.probe and "test_accuracy" not in _metrics(run).get("probe", {}):
+    if cfg.probe and dist.is_main and "test_accuracy" not in _metrics(run).get("probe", {}):
         run_probe(cfg.probe_config(), run, log)
 
     data, train_idx, val_idx, test_idx = load_splits(cfg, log)  # the probe's split
@@ -238,19 +242,19 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
     log(f"[1C] fine-tuning {spec.name} ({backbone.weights}, {cfg.train_scope} layers, {n_trainable:,} trainable parameters) on {device} "
         f"at {size} px: {cfg.epochs} epochs x {steps * cfg.batch_size:,} images at about {ips:.0f} img/s "
         f"-> expected about {_duration(expected)}")
-    checkpoint = run.artefact("finetune_checkpoint.pt")
+    checkpoint = Path(str(dist.broadcast_object(str(run.artefact("finetune_checkpoint.pt")))))  # rank 0's
     if resume and not checkpoint.is_file():
         log("[1C] no checkpoint in this run yet: starting fine-tuning from the first epoch")
         resume = False
     try:
         history = train(model, head, (data.train_x[train_idx], data.train_y[train_idx]), (data.train_x[val_idx], data.train_y[val_idx]),
-                        cfg, inputs, device, checkpoint, resume=resume, trainable=trained, log=log)
+                        cfg, inputs, device, checkpoint, resume=resume, trainable=trained, log=log, dist=dist)
     except KeyboardInterrupt as exc:
         raise type(exc)(f"{exc}. Continue with: embedlab vision finetune --resume {run.path}") from None
     epochs = pd.DataFrame(history.epochs)
     run.save_table("finetune_epochs", epochs.round(4))
 
-    ev, test_ips = step_1c_test(cfg, run, model, inputs, device, data, test_idx, spec.name)
+    ev, test_ips = step_1c_test(cfg, run, model, inputs, device, data, test_idx, spec.name, dist)
     probe_val = _metrics(run).get("probe", {}).get("val_accuracy")
     run.save_figure("finetune_curves", figures.finetune_curves(history.step_loss, epochs, steps, probe_val))
     train_s = float(epochs["train_seconds"].sum())
@@ -263,7 +267,7 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
         "train_seconds": round(train_s, 1), "train_images_per_second": steps * cfg.batch_size * len(epochs) / train_s,
         "val_seconds": round(float((len(val_idx) / epochs["val_images_per_second"]).sum()), 1),
         "test_images_per_second": test_ips, "expected_seconds": round(expected, 1),
-        "bare_train_images_per_second": ips,
+        "bare_train_images_per_second": ips, "processes": dist.world, "batch_per_process": cfg.batch_size // dist.world,
     }
     run.update_metrics("finetune", metrics)
     run.update_metrics("finetune", {"total_seconds_this_session": round(time.perf_counter() - t_all, 1)})
@@ -274,9 +278,9 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
 
 
 def step_1c_test(cfg: FinetuneConfig, run: RunDir, model: torch.nn.Module, inputs: Inputs, device: torch.device, data: Cifar10,
-                 test_idx: torch.Tensor, name: str) -> tuple[dict[str, object], float]:
+                 test_idx: torch.Tensor, name: str, dist: Dist = Dist()) -> tuple[dict[str, object], float]:
     """1C's repeat of A and B: the fine-tuned network's test evaluation and gallery; (its metrics, test images/s)."""
-    test_probs, test_ips = predict(model, data.test_x[test_idx], inputs, cfg.eval_batch_size, device, desc="test")
+    test_probs, test_ips = predict(model, data.test_x[test_idx], inputs, cfg.eval_batch_size, device, desc="test", dist=dist)
     test_y = data.test_y[test_idx]
     np.savez_compressed(run.artefact("finetune_test_probs.npz"), probs=test_probs.numpy(), labels=test_y.numpy(), test_index=test_idx.numpy())
     ev = evaluation_tables(run, "finetune", test_probs, test_y, f"Fine-tuned {name} — test set")
