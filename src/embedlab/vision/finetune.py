@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from embedlab.config import FinetuneConfig
 from embedlab.distributed import Dist
-from embedlab.vision.features import extract, preprocess
+from embedlab.vision.features import extract, preprocess, uses_bf16
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -238,7 +238,7 @@ def start_loop(model: nn.Module, head: nn.Module, n_train: int, cfg: FinetuneCon
 
 def train_step(loop: Loop, xb: torch.Tensor, yb: torch.Tensor, cfg: FinetuneConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on a preprocessed batch: (the detached loss, the number of correct predictions)."""
-    with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=xb.device.type == "cuda"):  # bf16 is much slower on these CPUs
+    with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=uses_bf16(xb.device)):  # bf16 is much slower on these CPUs
         logits = loop.net(xb)
     loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
     loop.opt.zero_grad(set_to_none=True)

@@ -19,7 +19,7 @@ from embedlab.vision import figures
 from embedlab.vision.backbones import create_backbone
 from embedlab.vision.cifar10 import CLASSES, Cifar10, ensure_cifar10, load_cifar10, stratified_split, subsample, torchvision_download
 from embedlab.vision.evaluate import confusion_matrix, gallery_selection, per_class_accuracy
-from embedlab.vision.features import cache_key, cached_features, cached_stats, default_cache_dir, extract, numerics, pick_device
+from embedlab.vision.features import cache_key, cached_features, cached_stats, default_cache_dir, extract, numerics, pick_device, uses_bf16
 from embedlab.vision.compare import comparison_table, per_class_table
 from embedlab.vision.finetune import Inputs, predict, train
 from embedlab.vision.probe import accuracy, choose_l2, fit_probe, predict_proba
@@ -195,7 +195,7 @@ def measure_train_throughput(model: torch.nn.Module, batch: int, size: int, devi
 
     probe_model = copy.deepcopy(model).to(device).to(memory_format=torch.channels_last).train()
     x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device)):
         probe_model(x).float().sum().backward()  # warm-up
         if device.type == "cuda":
             torch.cuda.synchronize()

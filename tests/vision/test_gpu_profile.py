@@ -1,0 +1,50 @@
+"""Every decision the gpu profile takes that does not need CUDA, checked on the CPU, so that a GPU run
+cannot fail on a typo: profile resolution, resolution, bf16 autocast selection, batch sizes, backend."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from embedlab.config import FINETUNE_PROFILES, finetune_profile
+from embedlab.distributed import Dist
+from embedlab.study import plan, study_config
+from embedlab.vision.backbones import REGISTRY
+from embedlab.vision.features import numerics, uses_bf16
+from embedlab.vision.finetune import check_shards
+from embedlab.vision.pipeline import resolve_size
+
+CUDA = torch.device("cuda")  # a device object only: nothing here touches a GPU
+
+
+def test_auto_resolves_to_the_gpu_recipe_when_cuda_is_present():
+    assert finetune_profile("auto", cuda=True) == FINETUNE_PROFILES["gpu"]
+    assert finetune_profile("auto", cuda=False) == FINETUNE_PROFILES["cpu"]
+    cfg = study_config("auto", True, {"backbone": "resnet18"})
+    assert cfg.profile == "gpu"
+    ft = cfg.finetune
+    assert (ft.epochs, ft.batch_size, ft.lr, ft.size, ft.backbone) == (10, 128, 0.05, 224, "resnet18")
+    assert [row[0] for row in plan(cfg, set())] == cfg.steps  # the plan prints for a profile without CPU minutes
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_resolution_on_a_gpu_is_the_backbones_native_size(name):
+    cfg = study_config("gpu", True, {"backbone": name})
+    native = REGISTRY[name].native_size
+    probe = cfg.probe
+    assert resolve_size(probe, native, CUDA) == (probe.size or native)
+    assert resolve_size(cfg.finetune, native, CUDA) == 224
+    assert resolve_size(study_config("cpu", False, {}).finetune, native, torch.device("cpu")) == 112
+
+
+def test_bf16_autocast_only_on_cuda_and_the_feature_cache_knows_it():
+    assert uses_bf16(CUDA) and not uses_bf16(torch.device("cpu")) and not uses_bf16(torch.device("mps"))
+    assert numerics(CUDA) != numerics(torch.device("cpu")) and "bf16" in numerics(CUDA)
+
+
+@pytest.mark.parametrize("world", [1, 2, 4, 8])
+def test_the_gpu_batch_splits_over_one_to_eight_gpus(world):
+    cfg = study_config("gpu", True, {}).finetune
+    check_shards(cfg, 45_000, 5_000, Dist(rank=0, world=world, backend="nccl" if world > 1 else None))
+    with pytest.raises(ValueError, match="divisible"):
+        check_shards(cfg, 45_000, 5_000, Dist(rank=0, world=3, backend="nccl"))
