@@ -17,14 +17,13 @@ from typing import Any
 
 from embedlab.config import (DEFAULT_GRID, FINETUNE_PROFILES, MOVIES_PROFILES, PROBE_PROFILES, FinetuneConfig, MoviesConfig, ProbeConfig,
                              apply_overrides, finetune_profile, load_config_file)
-from embedlab.data import MOVIELENS_DATASETS, ChecksumError, DataNotFoundError
+from embedlab.data import MOVIELENS_DATASETS
 from embedlab.distributed import PeerFailed
-from embedlab.runs import RunDir, RunFolderError, default_run_path
-from embedlab.vision.backbones import WeightsUnavailable
-from embedlab.vision.finetune import TrainingDiverged
+from embedlab.errors import InputError, UserError
+from embedlab.runs import RunDir, default_run_path
 
-EXPECTED_ERRORS = (DataNotFoundError, ChecksumError, RunFolderError, LookupError, ValueError, FileNotFoundError, WeightsUnavailable,
-                   TrainingDiverged, PeerFailed)
+#: Only the project's own user errors become one line; anything else is a bug and keeps its traceback.
+EXPECTED_ERRORS = (UserError,)
 
 
 def _floats(text: str) -> list[float]:
@@ -125,12 +124,12 @@ def resumed_movies_config(args: argparse.Namespace) -> MoviesConfig:
     """The stopped movie run's saved settings, with --data-dir, --offline and --allow-modified-data applied."""
     refused = [f"--{k.replace('_', '-')}" for k in MOVIES_RESULT_FLAGS if getattr(args, k) is not None]
     if refused:
-        raise ValueError(f"--resume runs {args.resume} again with its saved settings, which {', '.join(refused)} would change; "
+        raise InputError(f"--resume runs {args.resume} again with its saved settings, which {', '.join(refused)} would change; "
                          f"start a new run instead (--config {args.resume}/config.json repeats it with your changes)")
     run = RunDir.open(args.resume)
     saved = load_config_file(run.path / "config.json")
     if "study" in saved or not isinstance(saved.get("movies"), dict):
-        raise ValueError(f"{run.path} was not made by 'embedlab movies'; resume it with the command that made it")
+        raise InputError(f"{run.path} was not made by 'embedlab movies'; resume it with the command that made it")
     section = {k: v for k, v in saved["movies"].items() if k != "resolved"}
     return apply_overrides(MoviesConfig(), {**section, **_flags(args, ("data_dir", "offline", "allow_modified_data"))})
 
@@ -341,7 +340,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         run = RunDir.open(args.resume)
         saved = {k: v for k, v in run.read_json("config.json").get("finetune", {}).items() if k != "resolved"}
         if not saved:
-            raise ValueError(f"{run.path} holds no fine-tuning config; start a new run with --out")
+            raise InputError(f"{run.path} holds no fine-tuning config; start a new run with --out")
         cfg = apply_overrides(FinetuneConfig(), saved)
         print(f"resuming {run.path}")
         main_folder: Callable[[], RunDir] = lambda: run  # noqa: E731
@@ -378,12 +377,12 @@ def _resumed_study(args: argparse.Namespace) -> tuple[RunDir, Any]:
 
     refused = [f"--{k.replace('_', '-')}" for k in ("profile", "backbone", "weights", "steps", "out") if getattr(args, k) is not None]
     if refused:
-        raise ValueError(f"--resume continues {args.resume} with its saved settings, which {', '.join(refused)} would change; "
+        raise InputError(f"--resume continues {args.resume} with its saved settings, which {', '.join(refused)} would change; "
                          f"start a new run instead (--config {args.resume}/config.json repeats it with your changes)")
     run = RunDir.open(args.resume)
     saved = load_config_file(run.path / "config.json")
     if not isinstance(saved.get("study"), dict):
-        raise ValueError(f"{run.path} was not made by 'embedlab run'; resume it with the command that made it")
+        raise InputError(f"{run.path} was not made by 'embedlab run'; resume it with the command that made it")
     sections = {k: saved.get(k, {}) for k in ("probe", "finetune", "movies")}
     if args.config:  # a fix for the steps not yet done, e.g. a lower learning rate after a divergence
         extra = load_config_file(args.config)

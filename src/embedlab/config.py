@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
+from embedlab.errors import InputError
+
 #: The valid names live here, on the ground floor; the studies import them and map each to its code
 #: (a test checks that the two agree), so this module never imports a study.
 SIMILARITY_METRICS = ("cosine", "dot")
@@ -136,7 +138,7 @@ class MoviesConfig:
                 or self.als_iterations < 1:
             problems.append("als_factors must be >= 1, als_regularization >= 0, als_alpha > 0 and als_iterations >= 1")
         if problems:
-            raise ValueError("invalid movies config:\n  " + "\n  ".join(problems))
+            raise InputError("invalid movies config:\n  " + "\n  ".join(problems))
 
 
 @dataclass
@@ -178,7 +180,7 @@ class ProbeConfig:
         if not 1 <= self.gallery_k <= 10:
             problems.append(f"gallery_k must be in 1..10 (got {self.gallery_k})")
         if problems:
-            raise ValueError("invalid probe config:\n  " + "\n  ".join(problems))
+            raise InputError("invalid probe config:\n  " + "\n  ".join(problems))
 
 
 @dataclass
@@ -247,7 +249,7 @@ class FinetuneConfig:
         if not 1 <= self.gallery_k <= 10:
             problems.append(f"gallery_k must be in 1..10 (got {self.gallery_k})")
         if problems:
-            raise ValueError("invalid finetune config:\n  " + "\n  ".join(problems))
+            raise InputError("invalid finetune config:\n  " + "\n  ".join(problems))
 
     def probe_config(self) -> ProbeConfig:
         """The linear probe the fine-tuned model is compared with: same data, split, backbone and weights."""
@@ -269,7 +271,7 @@ def finetune_profile(name: str, cuda: bool) -> dict[str, Any]:
     if name == "auto":
         name = "gpu" if cuda else "cpu"
     if name not in FINETUNE_PROFILES:
-        raise ValueError(f"unknown profile {name!r}; choose from auto, {', '.join(FINETUNE_PROFILES)}")
+        raise InputError(f"unknown profile {name!r}; choose from auto, {', '.join(FINETUNE_PROFILES)}")
     return dict(FINETUNE_PROFILES[name])
 
 
@@ -318,7 +320,7 @@ def device_problem(device: str) -> str | None:
     return None
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config section, key or value that cannot be used: one line for the user, naming the key."""
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from embedlab.errors import InputError, MissingFileError
+
 ENV_VAR = "EMBEDLAB_DATA_DIR"
 DEFAULT_DIR = Path("data")
 
@@ -35,11 +37,11 @@ MOVIELENS_DATASETS = ("ml-latest-small", "ml-25m", "ml-32m", "ml-latest")
 MOVIELENS_FILES = ("movies.csv", "ratings.csv")
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(MissingFileError):
     """A dataset is neither on disk nor downloadable; the message says how to fix it."""
 
 
-class ChecksumError(ValueError):
+class ChecksumError(InputError):
     """A file on disk differs from the official release."""
 
 
@@ -116,7 +118,7 @@ def md5_file(path: Path, chunk: int = 1 << 20) -> str:
 def check_dataset_name(name: str) -> str:
     """``name`` if it is a MovieLens release embedlab reads, else a ValueError listing them."""
     if name not in MOVIELENS_DATASETS:
-        raise ValueError(f"unknown MovieLens dataset {name!r}; choose from {', '.join(MOVIELENS_DATASETS)} "
+        raise InputError(f"unknown MovieLens dataset {name!r}; choose from {', '.join(MOVIELENS_DATASETS)} "
                          "(or --synthetic NAME for a generated dataset of that shape)")
     return name
 

@@ -15,12 +15,14 @@ from datetime import timedelta
 import numpy as np
 import torch
 
+from embedlab.errors import InputError, UserError
 
-class DistributedMismatch(ValueError):
+
+class DistributedMismatch(InputError):
     """The ranks of one job disagree (different data or settings)."""
 
 
-class PeerFailed(RuntimeError):
+class PeerFailed(UserError, RuntimeError):
     """Another rank of the job stopped with an error (it printed the message); this rank stops too."""
 
 

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from embedlab.errors import MissingFileError, UserError
+
 
 #: Characters that Markdown would read as table syntax, emphasis, code or links inside a cell.
 _MD_ESCAPES = str.maketrans({**{c: "\\" + c for c in "\\`*_[]|"}, "<": "&lt;"})
@@ -52,7 +54,7 @@ def holds_no_result(path: Path) -> bool:
     return not any(v.get("status") == "done" for v in steps.values() if isinstance(v, dict))
 
 
-class RunFolderError(FileExistsError):
+class RunFolderError(UserError, FileExistsError):
     """The requested run folder exists and is not empty."""
 
 
@@ -111,7 +113,7 @@ class RunDir:
         """An existing run folder (for ``recommend`` and re-rendering reports)."""
         path = Path(path)
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path} is not a run folder (no config.json); pass the folder a run printed")
+            raise MissingFileError(f"{path} is not a run folder (no config.json); pass the folder a run printed")
         return cls(path)
 
     def write_json(self, name: str, data: Any) -> Path:

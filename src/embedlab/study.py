@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from embedlab.errors import InputError
 from embedlab.config import (FINETUNE_PROFILES, MOVIES_PROFILES, PROBE_PROFILES, FinetuneConfig, MoviesConfig, ProbeConfig,
                              apply_overrides, to_dict)
 from embedlab.distributed import Dist, PeerFailed
@@ -40,11 +41,11 @@ class StudyConfig:
     def validate(self) -> None:
         bad = [s for s in self.steps if s not in STEPS]
         if bad or not self.steps:
-            raise ValueError(f"unknown or no steps {bad or self.steps}; choose from {', '.join(STEPS)}")
+            raise InputError(f"unknown or no steps {bad or self.steps}; choose from {', '.join(STEPS)}")
         if len(set(self.steps)) != len(self.steps):
-            raise ValueError(f"--steps names a step twice ({','.join(self.steps)}); each step runs once per folder")
+            raise InputError(f"--steps names a step twice ({','.join(self.steps)}); each step runs once per folder")
         if self.profile not in PROFILES:
-            raise ValueError(f"unknown profile {self.profile!r}; choose from {', '.join(PROFILES)}")
+            raise InputError(f"unknown profile {self.profile!r}; choose from {', '.join(PROFILES)}")
         self.probe.validate()
         self.finetune.validate()
         self.movies.validate()

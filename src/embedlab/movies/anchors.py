@@ -19,13 +19,14 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from embedlab.errors import InputError
 from embedlab.movies.evaluate import Queries, Scorer, cosine_scorer, recall_at_k, recommend_all
 
 
 def ease_weights(likes: sp.spmatrix, lam: float) -> torch.Tensor:
     """EASE's item-item matrix B (M x M, zero diagonal) for the like matrix ``likes`` (users x M)."""
     if lam <= 0:
-        raise ValueError(f"EASE needs a positive lambda (got {lam})")
+        raise InputError(f"EASE needs a positive lambda (got {lam})")
     lc = sp.csr_matrix(likes, dtype=np.float64)
     gram = torch.from_numpy((lc.T @ lc).toarray())
     gram.diagonal().add_(lam)

@@ -22,6 +22,8 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from embedlab.errors import InputError
+
 #: Entries of X computed per chunk: bounds the memory of every chunked pass (~ 16 bytes each).
 CHUNK_ENTRIES = 20_000_000
 
@@ -79,10 +81,10 @@ def cooccurrence(likes: sp.spmatrix) -> sp.csr_matrix:
 def build_colikes(ratings: pd.DataFrame, threshold: float = 4.0) -> CoLikes:
     """The data-prep step: ratings -> L (X is used only through L)."""
     if ratings.empty:
-        raise ValueError("the ratings table is empty")
+        raise InputError("the ratings table is empty")
     lmat, users, movies = like_matrix(ratings, threshold)
     if lmat.nnz == 0:
-        raise ValueError(f"no rating is >= {threshold}; lower --like-threshold")
+        raise InputError(f"no rating is >= {threshold}; lower --like-threshold")
     return CoLikes(likes=lmat, user_ids=users, movie_ids=movies, threshold=threshold)
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from embedlab.errors import InputError
 from embedlab.movies.cooccurrence import colike_rows
 from embedlab.movies.recommend import top_k
 
@@ -24,12 +25,12 @@ Scorers = Callable[[torch.Tensor], dict[str, torch.Tensor]]  # several methods s
 def split_users(user_ids: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded random split of user ids into (train, test)."""
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test fraction must be in (0, 1), got {test_fraction}")
+        raise InputError(f"test fraction must be in (0, 1), got {test_fraction}")
     ids = np.unique(np.asarray(user_ids))
     rng = np.random.default_rng(seed)
     test = rng.random(len(ids)) < test_fraction
     if test.all() or not test.any():
-        raise ValueError(f"{len(ids)} users cannot be split with test fraction {test_fraction}")
+        raise InputError(f"{len(ids)} users cannot be split with test fraction {test_fraction}")
     return ids[~test], ids[test]
 
 

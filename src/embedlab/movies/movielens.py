@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from embedlab.errors import InputError, MissingFileError, UserError
+
 RATINGS_COLUMNS = ("userId", "movieId", "rating")
 MOVIES_COLUMNS = ("movieId", "title", "genres")
 
@@ -29,21 +31,21 @@ RATINGS_DTYPES = {"userId": "int32", "movieId": "int32", "rating": "float32"}
 
 def _read_csv(path: Path, columns: tuple[str, ...], dtypes: dict[str, str] | None = None) -> pd.DataFrame:
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; is --data-dir pointing at the folder holding {path.parent.name}/?")
+        raise MissingFileError(f"{path} does not exist; is --data-dir pointing at the folder holding {path.parent.name}/?")
     try:
         header = pd.read_csv(path, nrows=0, encoding="utf-8").columns
         missing = [c for c in columns if c not in header]
         if missing:
-            raise ValueError(f"{path} lacks column(s) {missing}; found {list(header)}. Is this a MovieLens file?")
+            raise InputError(f"{path} lacks column(s) {missing}; found {list(header)}. Is this a MovieLens file?")
         return pd.read_csv(path, usecols=list(columns), dtype=dtypes, encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); MovieLens files are UTF-8") from None
+        raise InputError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); MovieLens files are UTF-8") from None
     except pd.errors.EmptyDataError:
-        raise ValueError(f"{path} is empty; expected a CSV with columns {', '.join(columns)}") from None
+        raise InputError(f"{path} is empty; expected a CSV with columns {', '.join(columns)}") from None
     except (ValueError, OverflowError) as exc:
         if str(exc).startswith(str(path)):
             raise
-        raise ValueError(f"{path} has a value of the wrong type ({exc}); MovieLens ids are integers and ratings numbers") from None
+        raise InputError(f"{path} has a value of the wrong type ({exc}); MovieLens ids are integers and ratings numbers") from None
 
 
 #: MovieLens ratings are half stars from 0.5 to 5.0.
@@ -58,10 +60,10 @@ def load_ratings(folder: Path) -> pd.DataFrame:
     path = Path(folder) / "ratings.csv"
     df = _read_csv(path, (*RATINGS_COLUMNS, "timestamp"), {**RATINGS_DTYPES, "timestamp": "float64"})
     if df.empty:
-        raise ValueError(f"{path} holds no ratings")
+        raise InputError(f"{path} holds no ratings")
     if df.isna().any().any():
         row = int(df.isna().any(axis=1).to_numpy().argmax())
-        raise ValueError(f"{path} has an empty cell on data line {row + 1} (a file cut short?); MovieLens ratings never do")
+        raise InputError(f"{path} has an empty cell on data line {row + 1} (a file cut short?); MovieLens ratings never do")
     problems = {
         "a rating that is not a half star from 0.5 to 5.0": ~df["rating"].isin(HALF_STARS),
         "a userId or movieId below 1": (df["userId"] < 1) | (df["movieId"] < 1),
@@ -70,7 +72,7 @@ def load_ratings(folder: Path) -> pd.DataFrame:
     for what, bad in problems.items():
         if bad.any():
             row = int(bad.to_numpy().argmax())
-            raise ValueError(f"{path} has {what} on data line {row + 1}: {df.iloc[row][list(RATINGS_COLUMNS)].to_dict()}")
+            raise InputError(f"{path} has {what} on data line {row + 1}: {df.iloc[row][list(RATINGS_COLUMNS)].to_dict()}")
     return df[list(RATINGS_COLUMNS)]
 
 
@@ -87,7 +89,7 @@ def load_movies(folder: Path) -> pd.DataFrame:
     path = Path(folder) / "movies.csv"
     df = _read_csv(path, MOVIES_COLUMNS, {"movieId": "int64", "title": "str", "genres": "str"})[list(MOVIES_COLUMNS)]
     if df["movieId"].duplicated().any() or (df["movieId"] < 1).any():
-        raise ValueError(f"{path} has a movieId below 1 or listed twice; MovieLens movie ids are unique positive integers")
+        raise InputError(f"{path} has a movieId below 1 or listed twice; MovieLens movie ids are unique positive integers")
     return with_years(df)
 
 
@@ -133,7 +135,7 @@ def _drop_article(key: str) -> str:
     return rest if rest and head in _ARTICLES else key
 
 
-class TitleLookupError(LookupError):
+class TitleLookupError(UserError, LookupError):
     """A title matched no movie or several; ``candidates`` holds the titles to choose from."""
 
     def __init__(self, message: str, candidates: list[str]):

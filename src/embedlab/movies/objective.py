@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from threadpoolctl import threadpool_limits
 from scipy.sparse.linalg import LinearOperator, eigsh
 
+from embedlab.errors import InputError
+
 
 def to_torch_csr(x: sp.spmatrix, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Convert a scipy sparse matrix to a torch CSR tensor (torch's CSR matmul is ~2x scipy's here)."""
@@ -272,7 +274,7 @@ def spectral_optimum(
     op = as_operator(x).to(torch.float64)
     m = op.shape[0]
     if not 1 <= dim < m:
-        raise ValueError(f"dim must be in [1, {m - 1}] for a {m} x {m} matrix, got {dim}")
+        raise InputError(f"dim must be in [1, {m - 1}] for a {m} x {m} matrix, got {dim}")
     diag = np.zeros(m)
     rng = np.random.default_rng(seed)
     v0 = rng.standard_normal(m)

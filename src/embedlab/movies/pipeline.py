@@ -22,6 +22,7 @@ import torch
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from embedlab.errors import InputError
 from embedlab.config import MoviesConfig, to_dict
 from embedlab.data import download_url, ensure_movielens, resolve_data_dir, verify_movielens
 from embedlab.distributed import Dist, balanced_rows
@@ -573,7 +574,7 @@ def dimension_sweep(cfg: MoviesConfig, data: Prepared, fitted: Fitted, log: Log,
     rows = []
     for d in cfg.dim_sweep:
         if not 1 <= d < min(op.shape[0], op_train.shape[0]):
-            raise ValueError(f"--dim-sweep value {d} must be between 1 and {min(op.shape[0], op_train.shape[0]) - 1} "
+            raise InputError(f"--dim-sweep value {d} must be between 1 and {min(op.shape[0], op_train.shape[0]) - 1} "
                              "(the number of liked movies)")
         log(f"[dims] d={d}")
         t0 = time.perf_counter()

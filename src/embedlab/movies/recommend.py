@@ -14,13 +14,14 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from embedlab.errors import InputError
 from embedlab.config import SIMILARITY_METRICS as METRICS  # noqa: E402 - the names live on the ground floor
 
 
 def similarity(v: torch.Tensor, queries: torch.Tensor, metric: str = "cosine") -> torch.Tensor:
     """Scores (len(queries), M) between the query rows of ``v`` and every row."""
     if metric not in METRICS:
-        raise ValueError(f"unknown similarity {metric!r}; choose from {', '.join(METRICS)}")
+        raise InputError(f"unknown similarity {metric!r}; choose from {', '.join(METRICS)}")
     if metric == "cosine":
         v = torch.nn.functional.normalize(v, dim=1, eps=1e-12)
     return v[queries] @ v.T

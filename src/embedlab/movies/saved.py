@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from embedlab.errors import InputError, MissingFileError
 from embedlab.movies.movielens import TitleIndex, TitleLookupError, split_title
 from embedlab.movies.recommend import eligible_items, similar_items
 
@@ -32,7 +33,7 @@ class SavedEmbeddings:
         run_path = Path(run_path)
         emb, items_path, cfg_path = run_path / "artefacts" / "embeddings.npz", run_path / "artefacts" / "items.csv", run_path / "config.json"
         if not emb.is_file():
-            raise FileNotFoundError(f"{emb} is missing: the movies run in {run_path} did not finish its fit")
+            raise MissingFileError(f"{emb} is missing: the movies run in {run_path} did not finish its fit")
         try:
             with np.load(emb) as z:
                 v = torch.from_numpy(np.asarray(z["v"], dtype=np.float32))
@@ -56,15 +57,15 @@ class SavedEmbeddings:
     def recommend(self, title: str, k: int = 10, metric: str | None = None, min_likes: int | None = None) -> pd.DataFrame:
         """Top-k table for a title typed the way users type it."""
         if k < 1:
-            raise ValueError(f"--top must be >= 1, got {k}")
+            raise InputError(f"--top must be >= 1, got {k}")
         metric = metric or self.metric
         min_likes = self.min_likes if min_likes is None else min_likes
         if min_likes < 0:
-            raise ValueError(f"--min-likes must be >= 0 (got {min_likes})")
+            raise InputError(f"--min-likes must be >= 0 (got {min_likes})")
         likes = self.items["likes"].to_numpy()
         eligible = eligible_items(likes, min_likes)
         if not bool(eligible.any()):
-            raise ValueError(f"no movie has >= {min_likes} likes in this run (the most-liked has {int(likes.max())}); lower --min-likes")
+            raise InputError(f"no movie has >= {min_likes} likes in this run (the most-liked has {int(likes.max())}); lower --min-likes")
         movie_id = self._lookup(title)
         rows = np.flatnonzero(self.items["movieId"].to_numpy() == movie_id)
         if len(rows) == 0:
@@ -87,5 +88,5 @@ class SavedEmbeddings:
         return TitleIndex(movies).lookup(title)
 
 
-class SavedRunError(ValueError):
+class SavedRunError(InputError):
     """A run folder's saved files are missing, damaged or do not belong together."""

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from embedlab.errors import InputError
+
 #: (users, movies, ratings) of the public releases (GroupLens README files).
 SHAPES: dict[str, tuple[int, int, int]] = {
     "ml-latest-small": (610, 9_742, 100_836),
@@ -37,7 +39,7 @@ BYTES_PER_RATING = 80
 FIXED_BYTES = 2 * 1024**3
 
 
-class SyntheticSizeError(ValueError):
+class SyntheticSizeError(InputError):
     """The requested synthetic dataset would not fit in this machine's memory."""
 
 
@@ -51,7 +53,7 @@ def shape_of(name: str) -> tuple[int, int, int]:
         return SHAPES[name]
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*[x×]\s*", name)
     if not m or float(m.group(1)) <= 0:
-        raise ValueError(f"unknown synthetic size {name!r}; use one of {', '.join(SHAPES)} or a multiple of ml-latest-small such as 8x")
+        raise InputError(f"unknown synthetic size {name!r}; use one of {', '.join(SHAPES)} or a multiple of ml-latest-small such as 8x")
     f = float(m.group(1))
     u, mv, r = SHAPES["ml-latest-small"]
     return max(2, round(u * f)), max(20, round(mv * f**0.5)), max(40, round(r * f))

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import torch
 
+from embedlab.errors import InputError
 from embedlab.movies.objective import XOperator, cost_and_grad
 
 #: torch.optim constructors by the names used in configs and reports. ``fused=True`` (one kernel per
@@ -36,9 +37,9 @@ def make_optimizer(name: str, params: list[torch.Tensor], lr: float) -> torch.op
     try:
         factory = OPTIMIZERS[name]
     except KeyError:
-        raise ValueError(f"unknown optimiser {name!r}; choose from {', '.join(OPTIMIZERS)}") from None
+        raise InputError(f"unknown optimiser {name!r}; choose from {', '.join(OPTIMIZERS)}") from None
     if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"learning rate must be a positive finite number, got {lr!r}")
+        raise InputError(f"learning rate must be a positive finite number, got {lr!r}")
     return factory(params, lr)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import markdown
 
+from embedlab.errors import MissingFileError
 from embedlab.report.explorer import fill_placeholder
 
 CSS = """
@@ -34,7 +35,7 @@ def _inline_images(html: str, root: Path) -> str:
     def data_uri(match: re.Match[str]) -> str:
         path = root / match.group(1)
         if not path.is_file():
-            raise FileNotFoundError(f"the report refers to {path}, which the run folder does not hold")
+            raise MissingFileError(f"the report refers to {path}, which the run folder does not hold")
         return f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"'
 
     return re.sub(r'src="([^"]+\.png)"', data_uri, html)

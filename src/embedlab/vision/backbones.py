@@ -16,8 +16,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from embedlab.errors import InputError, MissingFileError, UserError
 
-class WeightsUnavailable(RuntimeError):
+
+class WeightsUnavailable(UserError, RuntimeError):
     """Pretrained weights could not be had; the message says how to provide them."""
 
 
@@ -100,7 +102,7 @@ def get_spec(name: str) -> BackboneSpec:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown backbone {name!r}; choose from {', '.join(REGISTRY)}") from None
+        raise InputError(f"unknown backbone {name!r}; choose from {', '.join(REGISTRY)}") from None
 
 
 def file_digest(path: Path, n: int = 12) -> str:
@@ -121,7 +123,7 @@ def _match_keys(state: dict[str, torch.Tensor], model: nn.Module, source: str) -
         return dict(zip(target, state.values()))
     missing = sorted(set(target) - set(state))[:5]
     unexpected = sorted(set(state) - set(target))[:5]
-    raise ValueError(
+    raise InputError(
         f"{source} does not fit this architecture: {len(set(target) - set(state))} missing keys (e.g. {missing}), "
         f"{len(set(state) - set(target))} unexpected (e.g. {unexpected}). Is it a state dict of the same backbone?"
     )
@@ -131,16 +133,16 @@ def load_state_file(model: nn.Module, path: Path) -> None:
     """Strictly load a state-dict file (``torch.load(weights_only=True)``)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist")
+        raise MissingFileError(f"weights file {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise ValueError(f"--weights {path} is not a PyTorch state-dict file (torch.load failed: {type(exc).__name__}: "
+        raise InputError(f"--weights {path} is not a PyTorch state-dict file (torch.load failed: {type(exc).__name__}: "
                          f"{str(exc).splitlines()[0][:120] if str(exc) else 'unreadable'}); pass a .pth/.pt file, 'imagenet' or 'none'") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} does not hold a state dict (name -> tensor)")
+        raise InputError(f"{path} does not hold a state dict (name -> tensor)")
     model.load_state_dict(_match_keys(state, model, str(path)), strict=True)
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from embedlab.errors import InputError
+
 DIRNAME = "cifar-10-batches-py"
 #: md5 of the official files (the same list torchvision's CIFAR10 class checks).
 MD5 = {
@@ -44,7 +46,7 @@ _ALLOWED_GLOBALS = {
 }
 
 
-class CifarDataError(ValueError):
+class CifarDataError(InputError):
     """A CIFAR-10 file is missing, truncated, altered or unsafe; the message says which and how to fix it."""
 
 
@@ -161,7 +163,7 @@ def stratified_split(labels: torch.Tensor, val_per_class: int, seed: int) -> tup
     for c in torch.unique(labels):
         idx = torch.nonzero(labels == c).flatten()
         if val_per_class >= len(idx):
-            raise ValueError(f"class {int(c)} has only {len(idx)} images; cannot hold out {val_per_class}")
+            raise InputError(f"class {int(c)} has only {len(idx)} images; cannot hold out {val_per_class}")
         perm = idx[torch.randperm(len(idx), generator=gen)]
         val_idx.append(perm[:val_per_class])
         train_idx.append(perm[val_per_class:])

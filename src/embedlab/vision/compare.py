@@ -6,6 +6,8 @@ from typing import Any
 
 import pandas as pd
 
+from embedlab.errors import InputError
+
 METHODS = {"probe": "fixed features + logistic regression", "finetune": "fine-tuned network"}
 
 
@@ -24,7 +26,7 @@ def comparison_table(metrics: dict[str, Any]) -> pd.DataFrame:
     """One row per method: accuracy, trainable parameters, resolution, wall time and images/s."""
     missing = [k for k in METHODS if "test_accuracy" not in metrics.get(k, {})]
     if missing:
-        raise ValueError(f"cannot compare: metrics.json has no finished {' or '.join(missing)} study")
+        raise InputError(f"cannot compare: metrics.json has no finished {' or '.join(missing)} study")
     rows = []
     for key, label in METHODS.items():
         m = metrics[key]

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from embedlab.errors import InputError, MissingFileError, UserError
 from embedlab.config import FinetuneConfig
 from embedlab.distributed import Dist
 from embedlab.vision.features import extract, preprocess, uses_bf16
@@ -33,11 +34,11 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during training; the message names the last complete checkpoint and how to resume."""
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError, RuntimeError):
     """The loss became NaN or infinite: the learning rate is too high for this recipe."""
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(InputError):
     """The checkpoint given to resume was written for another network or resolution."""
 
 
@@ -161,7 +162,7 @@ def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, sc
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}: nothing to resume (the run stopped before its first epoch ended)")
+        raise MissingFileError(f"no checkpoint at {path}: nothing to resume (the run stopped before its first epoch ended)")
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -200,9 +201,9 @@ def check_shards(cfg: FinetuneConfig, n_train: int, n_val: int, dist: Dist) -> N
     """Every rank must get an equal, non-empty share of each global batch (so that DDP's mean of the ranks'
     gradients is the gradient of the global batch) and of the validation images."""
     if n_train // cfg.batch_size == 0:
-        raise ValueError(f"batch size {cfg.batch_size} is larger than the {n_train} training images; lower --batch-size")
+        raise InputError(f"batch size {cfg.batch_size} is larger than the {n_train} training images; lower --batch-size")
     if dist.active and (cfg.batch_size % dist.world or n_val < dist.world):
-        raise ValueError(f"{dist.world} processes cannot share a global batch of {cfg.batch_size} images equally (or the {n_val} "
+        raise InputError(f"{dist.world} processes cannot share a global batch of {cfg.batch_size} images equally (or the {n_val} "
                          f"validation images); use a --batch-size divisible by the number of processes (--nproc-per-node x nodes)")
 
 

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from embedlab.errors import InputError
+
 
 class LogisticRegression(nn.Module):
     """softmax(W · (x - mu) / sigma + b): ``nn.Linear(feature_dim, n_classes)`` on standardised features."""
@@ -67,7 +69,7 @@ def fit_probe(features: torch.Tensor, labels: torch.Tensor, l2: float, max_iter:
     ``init`` warm-starts from another fit's weights (used along the L2 path, strongest first).
     """
     if l2 < 0:
-        raise ValueError(f"l2 must be >= 0, got {l2}")
+        raise InputError(f"l2 must be >= 0, got {l2}")
     model = LogisticRegression(features.shape[1], n_classes)
     model.set_standardisation(features)
     if init is not None:
