@@ -219,3 +219,27 @@ def test_finetune_help_states_the_configured_defaults(capsys):
         main(["vision", "finetune", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert f"(default {FinetuneConfig().cpu_size})" in text and f"cpu recipe {FinetuneConfig().epochs}," in text
+
+
+def test_a_real_bug_is_not_reported_as_a_user_error(monkeypatch, saved_run):
+    """Only the project's UserError becomes one line: a plain ValueError from a bug keeps its traceback."""
+    from embedlab.movies import saved
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("a bug, not bad input")
+
+    monkeypatch.setattr(saved.SavedEmbeddings, "recommend", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["recommend", "Toy Story", "--run", str(saved_run)])
+
+
+def test_every_project_error_is_a_user_error_and_keeps_its_builtin():
+    from embedlab.data import ChecksumError, DataNotFoundError
+    from embedlab.errors import UserError
+    from embedlab.movies.movielens import TitleLookupError
+    from embedlab.runs import RunFolderError
+    from embedlab.vision.finetune import CheckpointMismatch, TrainingDiverged
+
+    for cls, builtin in ((ChecksumError, ValueError), (DataNotFoundError, FileNotFoundError), (TitleLookupError, LookupError),
+                         (RunFolderError, FileExistsError), (CheckpointMismatch, ValueError), (TrainingDiverged, RuntimeError)):
+        assert issubclass(cls, UserError) and issubclass(cls, builtin), cls

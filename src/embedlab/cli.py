@@ -415,8 +415,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _study_on_rank(cfg: Any, run: RunDir, resume: bool, dist: Any) -> int:
-    from embedlab.report import write_report
-    from embedlab.study import run_study, summary_rows
+    from embedlab.report import summary_rows, write_report
+    from embedlab.study import run_study
 
     metrics = run_study(cfg, run, _quiet_unless_main(dist), resume=resume, dist=dist)
     if not dist.is_main:

@@ -108,13 +108,11 @@ class MoviesConfig:
                 problems.append(f"optimiser {name!r} needs positive learning rates (got {lrs})")
         if not self.grid:
             problems.append("the optimiser grid is empty")
-        from embedlab.data import MOVIELENS_DATASETS
+        from embedlab.data import MOVIELENS_DATASETS, shape_of
 
         if self.dataset not in MOVIELENS_DATASETS:
             problems.append(f"--dataset must be one of {', '.join(MOVIELENS_DATASETS)} (got {self.dataset!r})")
         if self.synthetic is not None:
-            from embedlab.movies.synthetic import shape_of
-
             try:
                 shape_of(self.synthetic)
             except ValueError as exc:

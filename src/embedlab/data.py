@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import urllib.error
 import urllib.request
@@ -47,6 +48,31 @@ class ChecksumError(InputError):
 
 Downloader = Callable[[str, Path], None]
 
+
+
+#: (users, movies, ratings) of the public releases (GroupLens README files).
+SHAPES: dict[str, tuple[int, int, int]] = {
+    "ml-latest-small": (610, 9_742, 100_836),
+    "ml-25m": (162_541, 62_423, 25_000_095),
+    "ml-32m": (200_948, 87_585, 32_000_204),
+    "ml-latest": (330_975, 86_537, 33_832_162),
+}
+
+
+def shape_of(name: str) -> tuple[int, int, int]:
+    """A release name (``ml-32m``) or a multiple of ml-latest-small (``8x``: users and ratings x 8, movies x sqrt(8)).
+
+    Catalogues grow more slowly than audiences: from ml-latest-small to ML-32M users grow x330 but
+    movies only x9, about the square root, hence movies x sqrt(N).
+    """
+    if name in SHAPES:
+        return SHAPES[name]
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*[x×]\s*", name)
+    if not m or float(m.group(1)) <= 0:
+        raise InputError(f"unknown synthetic size {name!r}; use one of {', '.join(SHAPES)} or a multiple of ml-latest-small such as 8x")
+    f = float(m.group(1))
+    u, mv, r = SHAPES["ml-latest-small"]
+    return max(2, round(u * f)), max(20, round(mv * f**0.5)), max(40, round(r * f))
 
 def resolve_data_dir(flag: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None) -> Path:
     """``--data-dir`` if given, else ``$EMBEDLAB_DATA_DIR`` if set, else ``./data``."""

@@ -192,22 +192,3 @@ def on_main_rank(dist: Dist, work: Callable[[], object]) -> None:
             problem = exc
     if not dist.agree(problem is None):
         raise problem if problem is not None else PeerFailed("rank 0 failed in this step; its message says why")
-
-
-def summary_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(step, status, minutes, headline) for the closing table."""
-    heads = {}
-    if "test_accuracy" in metrics.get("probe", {}):
-        p = metrics["probe"]
-        heads["probe"] = f"test accuracy {100 * p['test_accuracy']:.2f} % ({p['backbone']}, {p['resolution']} px)"
-    if "test_accuracy" in metrics.get("finetune", {}):
-        f = metrics["finetune"]
-        heads["finetune"] = f"test accuracy {100 * f['test_accuracy']:.2f} % ({f['epochs']} epochs, {f['resolution']} px)"
-    if "movies_fit" in metrics:
-        m = metrics["movies_fit"]
-        heads["movies"] = f"best {m['best_optimizer']} lr={m['best_lr']:g}, {100 * m['best_gap_to_optimum']:.2f} % above the optimum"
-    rows = []
-    for step, v in metrics.get("steps", {}).items():
-        minutes = f"{v['seconds'] / 60:.1f}" if "seconds" in v else ""
-        rows.append((step, v.get("status", ""), minutes, heads.get(step, v.get("error", ""))))
-    return rows

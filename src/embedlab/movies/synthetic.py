@@ -11,21 +11,13 @@ genre) and half of a user's ratings go to movies of their own group.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from embedlab.data import shape_of  # the published shapes live with the datasets
 from embedlab.errors import InputError
-
-#: (users, movies, ratings) of the public releases (GroupLens README files).
-SHAPES: dict[str, tuple[int, int, int]] = {
-    "ml-latest-small": (610, 9_742, 100_836),
-    "ml-25m": (162_541, 62_423, 25_000_095),
-    "ml-32m": (200_948, 87_585, 32_000_204),
-    "ml-latest": (330_975, 86_537, 33_832_162),
-}
 
 #: Fitted on ml-latest-small (``fit_shape_parameters``): sd of log(ratings per user - 19) and of
 #: log(ratings per movie); share of each star value 0.5 .. 5.0.
@@ -41,22 +33,6 @@ FIXED_BYTES = 2 * 1024**3
 
 class SyntheticSizeError(InputError):
     """The requested synthetic dataset would not fit in this machine's memory."""
-
-
-def shape_of(name: str) -> tuple[int, int, int]:
-    """A release name (``ml-32m``) or a multiple of ml-latest-small (``8x``: users and ratings x 8, movies x sqrt(8)).
-
-    Catalogues grow more slowly than audiences: from ml-latest-small to ML-32M users grow x330 but
-    movies only x9, about the square root, hence movies x sqrt(N).
-    """
-    if name in SHAPES:
-        return SHAPES[name]
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*[x×]\s*", name)
-    if not m or float(m.group(1)) <= 0:
-        raise InputError(f"unknown synthetic size {name!r}; use one of {', '.join(SHAPES)} or a multiple of ml-latest-small such as 8x")
-    f = float(m.group(1))
-    u, mv, r = SHAPES["ml-latest-small"]
-    return max(2, round(u * f)), max(20, round(mv * f**0.5)), max(40, round(r * f))
 
 
 def estimate_bytes(n_ratings: int) -> int:

@@ -16,10 +16,27 @@ from embedlab.report.vision import finetune_section, probe_section
 from embedlab.runs import RunDir, markdown_table
 
 
+def summary_rows(metrics: dict) -> list[tuple[str, str, str, str]]:
+    """(step, status, minutes, headline) for the closing table."""
+    heads = {}
+    if "test_accuracy" in metrics.get("probe", {}):
+        p = metrics["probe"]
+        heads["probe"] = f"test accuracy {100 * p['test_accuracy']:.2f} % ({p['backbone']}, {p['resolution']} px)"
+    if "test_accuracy" in metrics.get("finetune", {}):
+        f = metrics["finetune"]
+        heads["finetune"] = f"test accuracy {100 * f['test_accuracy']:.2f} % ({f['epochs']} epochs, {f['resolution']} px)"
+    if "movies_fit" in metrics:
+        m = metrics["movies_fit"]
+        heads["movies"] = f"best {m['best_optimizer']} lr={m['best_lr']:g}, {100 * m['best_gap_to_optimum']:.2f} % above the optimum"
+    rows = []
+    for step, v in metrics.get("steps", {}).items():
+        minutes = f"{v['seconds'] / 60:.1f}" if "seconds" in v else ""
+        rows.append((step, v.get("status", ""), minutes, heads.get(step, v.get("error", ""))))
+    return rows
+
+
 def summary_section(metrics: dict) -> str:
     """The answers in one table, with each step's status and time (only for folders made by ``embedlab run``)."""
-    from embedlab.study import summary_rows
-
     rows = summary_rows(metrics)
     if not rows:
         return ""

@@ -236,9 +236,7 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
     inputs = Inputs(size, spec.mean, spec.std)
 
     steps = len(train_idx) // cfg.batch_size
-    ips = measure_train_throughput(model, cfg.batch_size, size, device)
-    eval_images = cfg.epochs * len(val_idx) + len(test_idx)
-    expected = cfg.epochs * steps * cfg.batch_size / ips + eval_images / (2.5 * ips)  # inference ~2.5x a training step
+    ips, expected = _expected_time(cfg, model, size, device, steps * cfg.batch_size, cfg.epochs * len(val_idx) + len(test_idx))
     log(f"[1C] fine-tuning {spec.name} ({backbone.weights}, {cfg.train_scope} layers, {n_trainable:,} trainable parameters) on {device} "
         f"at {size} px: {cfg.epochs} epochs x {steps * cfg.batch_size:,} images at about {ips:.0f} img/s "
         f"-> expected about {_duration(expected)}")
@@ -275,6 +273,13 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
     if compare and "test_accuracy" in _metrics(run).get("probe", {}):  # the main job orders the comparison itself
         run_comparison(run)
     return run.read_json("metrics.json")
+
+
+def _expected_time(cfg: FinetuneConfig, model: torch.nn.Module, size: int, device: torch.device, images_per_epoch: int,
+                   eval_images: int) -> tuple[float, float]:
+    """(measured training images/s, expected seconds for training and evaluation): inference runs ~2.5x a training step."""
+    ips = measure_train_throughput(model, cfg.batch_size, size, device)
+    return ips, cfg.epochs * images_per_epoch / ips + eval_images / (2.5 * ips)
 
 
 def step_1c_test(cfg: FinetuneConfig, run: RunDir, model: torch.nn.Module, inputs: Inputs, device: torch.device, data: Cifar10,
