@@ -26,9 +26,12 @@ def test_cosine_is_rotation_invariant_dot_is_popularity_biased():
     b, _ = similar_items(v @ q, 3, 10)
     assert list(a) == list(b)
     big = v.clone()
-    big[5] *= 100  # a very "popular" long vector
-    if float(big[3] @ big[5]) > 0:
-        assert 5 in similar_items(big, 3, 1, metric="dot")[0]
+    u = v[3] / v[3].norm()
+    w = torch.randn(4, generator=g)
+    w = w - (w @ u) * u
+    big[5] = 100 * (0.2 * u + w / w.norm())  # a very "popular" long vector at a wide angle to the query
+    assert similar_items(big, 3, 1, metric="dot")[0].tolist() == [5]  # dot rewards its length
+    assert similar_items(big, 3, 1, metric="cosine")[0].tolist() != [5]  # cosine sees the angle
     with pytest.raises(ValueError, match="unknown similarity"):
         similarity(v, torch.tensor([0]), "euclid")
 

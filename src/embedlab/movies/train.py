@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
@@ -60,7 +60,6 @@ class RunResult:
     status: str  # "finished" (ran to the end or hit the tolerance) or "diverged"
     iterations: int
     seconds: float
-    extra: dict[str, float] = field(default_factory=dict)
     kept_loss: float | None = None  # run to convergence: the cost of the returned V (the lowest seen)
 
     @property

@@ -231,7 +231,7 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
 
     data, train_idx, val_idx, test_idx = load_splits(cfg, log)  # the probe's split
     model, head, trained = backbone.with_new_head(len(CLASSES), cfg.train_scope, cfg.seed)
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_trainable = backbone.trainable_parameters  # of the model with its new head
     n_total = sum(p.numel() for p in model.parameters())
     inputs = Inputs(size, spec.mean, spec.std)
 
