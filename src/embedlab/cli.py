@@ -301,6 +301,8 @@ def _add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone-lr-scale", type=float, help="backbone lr = lr x this, in (0, 1] (default 1)")
     p.add_argument("--weight-decay", type=float, help="on weights only, never norm or bias parameters (default 5e-4)")
     p.add_argument("--label-smoothing", type=float, help="default 0.1; 0 turns it off")
+    p.add_argument("--tta-flip", action="store_true", default=None,
+                   help="average each validation and test image's prediction with its mirror image's (2 passes)")
     p.add_argument("--warmup-fraction", type=float, help="share of the steps spent warming up linearly (default 0.1)")
     p.add_argument("--schedule", choices=["cosine", "onecycle"], help="after warm-up: cosine to zero (default) or one-cycle")
     p.add_argument("--train-scope", choices=["all", "last"], help="all layers (default) or the last stage and the head only")
@@ -314,7 +316,7 @@ def _add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", help="feature cache for the probe (default: $EMBEDLAB_CACHE_DIR, else ~/.cache/embedlab)")
 
 
-FINETUNE_FLAGS = ("data_dir", "offline", "backbone", "weights", "size", "cpu_size", "epochs", "batch_size", "optimizer", "lr",
+FINETUNE_FLAGS = ("data_dir", "offline", "backbone", "weights", "size", "cpu_size", "epochs", "batch_size", "optimizer", "lr", "tta_flip",
                   "backbone_lr_scale", "weight_decay", "label_smoothing", "warmup_fraction", "schedule", "train_scope", "device",
                   "seed", "val_per_class", "train_per_class", "test_per_class", "probe", "probe_size", "cache_dir")
 

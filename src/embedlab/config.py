@@ -200,6 +200,8 @@ class FinetuneConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4  # not applied to norm and bias parameters
     label_smoothing: float = 0.1
+    # evaluate each image and its mirror image and average the probabilities (2 passes over validation and test)
+    tta_flip: bool = False
     warmup_fraction: float = 0.1
     schedule: str = "cosine"  # linear warm-up then cosine to zero, or "onecycle"
     pad: int = 4  # random crop with this zero padding at 32 px, then horizontal flip, then resize

@@ -181,3 +181,20 @@ def test_bad_recipe_settings_are_rejected_together():
         cfg(optimizer="lamb", schedule="step", lr=0.0, train_scope="half").validate()
     for text in ("--optimizer", "--schedule", "--lr", "--train-scope"):
         assert text in str(err.value)
+
+
+def test_flip_tta_averages_an_image_and_its_mirror(tmp_path: Path):
+    from embedlab.vision.finetune import predict
+
+    x, y = synthetic(30, 2)
+    x[:, :, :, :16] = 0  # left half dark: the mirror image is a different input
+    model = Tiny().eval()
+    plain, _, same = predict(model, x, INPUTS, 16, CPU, "t")
+    assert same is plain
+    mirrored, _, _ = predict(model, x.flip(-1), INPUTS, 16, CPU, "t")
+    both, _, one_view = predict(model, x, INPUTS, 16, CPU, "t", flip=True)
+    torch.testing.assert_close(both, (plain + mirrored) / 2)
+    torch.testing.assert_close(one_view, plain)
+    assert not torch.allclose(plain, mirrored)
+    h = train(model, model.head, (x, y), (x, y), cfg(epochs=1, batch_size=10, tta_flip=True), INPUTS, CPU, tmp_path / "ck.pt", log=lambda s: None)
+    assert {"val_accuracy", "val_accuracy_one_view"} <= set(h.epochs[0])

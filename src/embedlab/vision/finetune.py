@@ -176,11 +176,18 @@ class Inputs:
 
 
 def predict(model: nn.Module, images: torch.Tensor, inputs: Inputs, batch_size: int, device: torch.device, desc: str,
-            dist: Dist = Dist()) -> tuple[torch.Tensor, float]:
-    """Softmax probabilities (float32, CPU) of uint8 ``images`` and the images/s of the pass (of this rank's share:
-    under torch.distributed each rank predicts one block and every rank gets all the rows)."""
-    logits, stats = extract(model, images[dist.shard(len(images))], inputs.size, inputs.mean, inputs.std, batch_size, device, desc=desc)
-    return dist.gather_rows(logits.softmax(1), len(images)), stats.images_per_second
+            dist: Dist = Dist(), flip: bool = False) -> tuple[torch.Tensor, float, torch.Tensor]:
+    """Softmax probabilities (float32, CPU) of uint8 ``images``, the images/s of one pass (of this rank's share:
+    under torch.distributed each rank predicts one block and every rank gets all the rows), and the
+    probabilities of the plain images alone. With ``flip`` the probabilities are the mean of the image's and
+    its mirror image's (test-time augmentation, a second pass); without, the two returned tensors are one."""
+    mine = images[dist.shard(len(images))]
+    logits, stats = extract(model, mine, inputs.size, inputs.mean, inputs.std, batch_size, device, desc=desc)
+    plain = dist.gather_rows(logits.softmax(1), len(images))
+    if not flip:
+        return plain, stats.images_per_second, plain
+    mirrored, _ = extract(model, mine.flip(-1), inputs.size, inputs.mean, inputs.std, batch_size, device, desc=f"{desc} (mirrored)")
+    return (plain + dist.gather_rows(mirrored.softmax(1), len(images))) / 2, stats.images_per_second, plain
 
 
 @dataclass
@@ -294,13 +301,15 @@ def end_epoch(model: nn.Module, loop: Loop, epoch: int, step_losses: list[float]
               val_xy: tuple[torch.Tensor, torch.Tensor], cfg: FinetuneConfig, inputs: Inputs, device: torch.device, checkpoint: Path) -> dict[str, float]:
     """Validate, append the epoch's row to the history and write the checkpoint that a resume starts from."""
     loop.history.step_loss.extend(step_losses)
-    val_probs, val_ips = predict(model, val_xy[0], inputs, cfg.eval_batch_size, device, desc="validation", dist=loop.dist)
+    val_probs, val_ips, one_view = predict(model, val_xy[0], inputs, cfg.eval_batch_size, device, desc="validation", dist=loop.dist,
+                                           flip=cfg.tta_flip)
     images = loop.steps_per_epoch * cfg.batch_size
     row = {
         "epoch": epoch + 1, "train_loss": float(np.mean(step_losses)), "train_accuracy": correct / images,
         "val_loss": float(F.nll_loss(val_probs.clamp_min(1e-12).log(), val_xy[1])),
         "val_accuracy": float((val_probs.argmax(1) == val_xy[1]).float().mean()), "train_seconds": train_seconds,
         "train_images_per_second": images / train_seconds, "val_images_per_second": val_ips,
+        "val_accuracy_one_view": float((one_view.argmax(1) == val_xy[1]).float().mean()),
     }
     loop.history.epochs.append(row)
     if loop.dist.is_main:  # rank 0 alone writes; the others read it on --resume (a shared file system across machines)

@@ -285,12 +285,15 @@ def _expected_time(cfg: FinetuneConfig, model: torch.nn.Module, size: int, devic
 def step_1c_test(cfg: FinetuneConfig, run: RunDir, model: torch.nn.Module, inputs: Inputs, device: torch.device, data: Cifar10,
                  test_idx: torch.Tensor, name: str, dist: Dist = Dist()) -> tuple[dict[str, object], float]:
     """1C's repeat of A and B: the fine-tuned network's test evaluation and gallery; (its metrics, test images/s)."""
-    test_probs, test_ips = predict(model, data.test_x[test_idx], inputs, cfg.eval_batch_size, device, desc="test", dist=dist)
+    test_probs, test_ips, one_view = predict(model, data.test_x[test_idx], inputs, cfg.eval_batch_size, device, desc="test", dist=dist,
+                                             flip=cfg.tta_flip)
     test_y = data.test_y[test_idx]
     np.savez_compressed(run.artefact("finetune_test_probs.npz"), probs=test_probs.numpy(), labels=test_y.numpy(), test_index=test_idx.numpy())
     ev = evaluation_tables(run, "finetune", test_probs, test_y, f"Fine-tuned {name} — test set")
     save_gallery(run, "finetune_gallery", test_probs, test_y, data.test_x[test_idx], test_idx, cfg.gallery_k,
                  f"Fine-tuned {name}: most confident correct and incorrect test predictions per class")
+    ev["tta_flip"] = cfg.tta_flip  # the saved probabilities, galleries and accuracies are the averaged ones
+    ev["test_accuracy_one_view"] = float((one_view.argmax(1) == test_y).float().mean())
     return ev, test_ips
 
 
