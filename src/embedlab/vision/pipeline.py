@@ -21,7 +21,7 @@ from embedlab.vision.cifar10 import CLASSES, Cifar10, ensure_cifar10, load_cifar
 from embedlab.vision.evaluate import confusion_matrix, gallery_selection, per_class_accuracy
 from embedlab.vision.features import cache_key, cached_features, cached_stats, default_cache_dir, extract, numerics, pick_device, uses_bf16
 from embedlab.vision.compare import comparison_table, per_class_table
-from embedlab.vision.finetune import Inputs, predict, train
+from embedlab.vision.finetune import History, Inputs, predict, train
 from embedlab.vision.probe import accuracy, choose_l2, fit_probe, predict_proba
 
 Log = Callable[[str], None]
@@ -240,15 +240,7 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
     log(f"[1C] fine-tuning {spec.name} ({backbone.weights}, {cfg.train_scope} layers, {n_trainable:,} trainable parameters) on {device} "
         f"at {size} px: {cfg.epochs} epochs x {steps * cfg.batch_size:,} images at about {ips:.0f} img/s "
         f"-> expected about {_duration(expected)}")
-    checkpoint = Path(str(dist.broadcast_object(str(run.artefact("finetune_checkpoint.pt")))))  # rank 0's
-    if resume and not checkpoint.is_file():
-        log("[1C] no checkpoint in this run yet: starting fine-tuning from the first epoch")
-        resume = False
-    try:
-        history = train(model, head, (data.train_x[train_idx], data.train_y[train_idx]), (data.train_x[val_idx], data.train_y[val_idx]),
-                        cfg, inputs, device, checkpoint, resume=resume, trainable=trained, log=log, dist=dist)
-    except KeyboardInterrupt as exc:
-        raise type(exc)(f"{exc}. Continue with: embedlab vision finetune --resume {run.path}") from None
+    history = step_1c_train(cfg, run, model, head, trained, inputs, device, data, (train_idx, val_idx), resume, log, dist)
     epochs = pd.DataFrame(history.epochs)
     run.save_table("finetune_epochs", epochs.round(4))
 
@@ -273,6 +265,22 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
     if compare and "test_accuracy" in _metrics(run).get("probe", {}):  # the main job orders the comparison itself
         run_comparison(run)
     return run.read_json("metrics.json")
+
+
+def step_1c_train(cfg: FinetuneConfig, run: RunDir, model: torch.nn.Module, head: torch.nn.Module, trained: tuple[str, ...] | None,
+                  inputs: Inputs, device: torch.device, data: Cifar10, split: tuple[torch.Tensor, torch.Tensor], resume: bool,
+                  log: Log, dist: Dist) -> History:
+    """1C's training loop from rank 0's checkpoint (when resuming and there is one); Ctrl-C says how to continue."""
+    train_idx, val_idx = split
+    checkpoint = Path(str(dist.broadcast_object(str(run.artefact("finetune_checkpoint.pt")))))  # rank 0's
+    if resume and not checkpoint.is_file():
+        log("[1C] no checkpoint in this run yet: starting fine-tuning from the first epoch")
+        resume = False
+    try:
+        return train(model, head, (data.train_x[train_idx], data.train_y[train_idx]), (data.train_x[val_idx], data.train_y[val_idx]),
+                     cfg, inputs, device, checkpoint, resume=resume, trainable=trained, log=log, dist=dist)
+    except KeyboardInterrupt as exc:
+        raise type(exc)(f"{exc}. Continue with: embedlab vision finetune --resume {run.path}") from None
 
 
 def _expected_time(cfg: FinetuneConfig, model: torch.nn.Module, size: int, device: torch.device, images_per_epoch: int,
