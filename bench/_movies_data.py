@@ -32,3 +32,11 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 3) -> f
         fn()
         times.append(time.perf_counter() - t0)
     return sorted(times)[len(times) // 2]
+
+
+def run_with_one_blas_thread(main: Callable[[], None]) -> None:
+    """As run_movies does: numpy's idle BLAS threads would otherwise steal torch's cores."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, "blas"):
+        main()

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _movies_data import like_matrix, median_seconds  # noqa: E402
+from _movies_data import like_matrix, median_seconds, run_with_one_blas_thread  # noqa: E402
 
 from embedlab.movies.cooccurrence import colike_fro_sq, cooccurrence  # noqa: E402
 from embedlab.movies.objective import CoLikeOperator, cost_and_grad, to_torch_csr  # noqa: E402
@@ -62,7 +62,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1, "blas"):  # as run_movies does: numpy's idle BLAS threads would steal torch's cores
-        main()
+    run_with_one_blas_thread(main)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _movies_data import like_matrix, median_seconds  # noqa: E402
+from _movies_data import like_matrix, median_seconds, run_with_one_blas_thread  # noqa: E402
 
 from embedlab.config import DEFAULT_GRID, MoviesConfig  # noqa: E402
 from embedlab.movies.cooccurrence import colike_fro_sq  # noqa: E402
@@ -58,7 +58,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1, "blas"):  # as run_movies does: numpy's idle BLAS threads would steal torch's cores
-        main()
+    run_with_one_blas_thread(main)

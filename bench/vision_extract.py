@@ -9,7 +9,6 @@ Usage: python bench/vision_extract.py [--backbone efficientnet_lite0] [--size 12
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
@@ -17,16 +16,11 @@ import torch
 from embedlab.vision.backbones import create_backbone
 from embedlab.vision.features import extract
 
+from _vision import alternate, median, vision_args
+
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--backbone", default="efficientnet_lite0")
-    ap.add_argument("--weights", default="none", help="weights do not change the speed; 'none' needs no files")
-    ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--batches", type=int, default=4)
-    ap.add_argument("--rounds", type=int, default=3)
-    args = ap.parse_args()
+    args = vision_args(__doc__, size=128, batch=128, count="batches", count_default=4).parse_args()
     bb = create_backbone(args.backbone, args.weights)
     model = bb.feature_extractor().eval().to(memory_format=torch.channels_last)
     n = args.batch * args.batches
@@ -44,13 +38,7 @@ def main() -> None:
         _, stats = extract(model, images, args.size, bb.spec.mean, bb.spec.std, args.batch)
         return stats.images_per_second
 
-    bare()  # warm-up
-    pipeline()
-    b, p = [], []
-    for _ in range(args.rounds):
-        b.append(bare())
-        p.append(pipeline())
-    bm, pm = sorted(b)[len(b) // 2], sorted(p)[len(p) // 2]
+    bm, pm = (median(r) for r in alternate(bare, pipeline, args.rounds))
     print(f"{args.backbone} at {args.size} px, batch {args.batch}, torch threads {torch.get_num_threads()}")
     print(f"bare forward on ready tensors: {bm:.1f} img/s")
     print(f"extraction from uint8 32 px:    {pm:.1f} img/s")

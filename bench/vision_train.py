@@ -12,7 +12,6 @@ Usage: python bench/vision_train.py [--backbone efficientnet_lite0] [--size 96] 
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -24,16 +23,11 @@ from embedlab.config import FinetuneConfig
 from embedlab.vision.backbones import create_backbone
 from embedlab.vision.finetune import Inputs, train
 
+from _vision import alternate, median, vision_args
+
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--backbone", default="efficientnet_lite0")
-    ap.add_argument("--weights", default="none", help="weights do not change the speed; 'none' needs no files")
-    ap.add_argument("--size", type=int, default=96)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--rounds", type=int, default=3)
-    args = ap.parse_args()
+    args = vision_args(__doc__, size=96, batch=64, count="steps", count_default=8).parse_args()
     bb = create_backbone(args.backbone, args.weights)
     model, head, _ = bb.with_new_head(10)
     model = model.to(memory_format=torch.channels_last).train()
@@ -66,13 +60,7 @@ def main() -> None:
               tmp / "ck.pt", log=lambda s: None, on_step=lambda e, s: stamps.append(time.perf_counter()))
         return (len(stamps) - 1) * args.batch / (stamps[-1] - stamps[0])
 
-    bare()  # warm-up
-    loop()
-    b, p = [], []
-    for _ in range(args.rounds):
-        b.append(bare())
-        p.append(loop())
-    bm, pm = sorted(b)[len(b) // 2], sorted(p)[len(p) // 2]
+    bm, pm = (median(r) for r in alternate(bare, loop, args.rounds))
     print(f"{args.backbone} at {args.size} px, batch {args.batch}, torch threads {torch.get_num_threads()}")
     print(f"bare forward+backward+step on ready tensors: {bm:.1f} img/s")
     print(f"fine-tuning loop from uint8 32 px:           {pm:.1f} img/s")

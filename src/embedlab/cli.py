@@ -7,7 +7,6 @@ one readable ``embedlab: error: ...`` message and exit status 2, never a stack t
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -135,8 +134,7 @@ def resumed_movies_config(args: argparse.Namespace) -> MoviesConfig:
 
 
 def _movies_finished(path: Path) -> bool:
-    metrics = path / "metrics.json"
-    done = json.loads(metrics.read_text()).get("movies_run", {}) if metrics.is_file() else {}
+    done = RunDir.open(path).metrics().get("movies_run", {})
     return "total_seconds" in done and "status" not in done
 
 
@@ -184,7 +182,7 @@ def _movies_folder(args: argparse.Namespace) -> RunDir:
     if not args.resume:
         return _start_run(args, "movies")
     run = RunDir.open(args.resume)
-    metrics = run.read_json("metrics.json") if (run.path / "metrics.json").is_file() else {}
+    metrics = run.metrics()
     metrics.get("movies_run", {}).pop("status", None)
     run.write_json("metrics.json", metrics)
     print(f"resuming {run.path}: the movie study runs again with its saved settings")

@@ -127,6 +127,10 @@ class RunDir:
     def read_json(self, name: str) -> Any:
         return json.loads((self.path / name).read_text())
 
+    def metrics(self) -> dict[str, Any]:
+        """metrics.json, or {} before the first step has finished."""
+        return self.read_json("metrics.json") if (self.path / "metrics.json").is_file() else {}
+
     def update_config(self, section: str, values: dict[str, Any]) -> None:
         """Save one study's resolved config into config.json (one folder can hold several studies)."""
         p = self.path / "config.json"

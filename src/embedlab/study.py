@@ -149,7 +149,7 @@ def run_study(cfg: StudyConfig, run: RunDir, log: Callable[[str], None] = print,
     for name in ("probe", "finetune", "movies"):  # every value, before any work: --resume and --config restore exactly this
         run.update_config(name, {**run.read_json("config.json").get(name, {}), **to_dict(getattr(cfg, name))})
     run.write_json("environment.json", software_versions())
-    metrics = run.read_json("metrics.json") if (run.path / "metrics.json").exists() else {}
+    metrics = run.metrics()
     done = set(dist.broadcast_object(sorted(s for s, v in metrics.get("steps", {}).items() if v.get("status") == "done")))  # type: ignore[arg-type]
     log(f"plan ({cfg.profile} profile):")
     for step, what, eta in plan(cfg, done):

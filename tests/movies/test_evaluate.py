@@ -41,7 +41,7 @@ def test_hit_metrics_match_bruteforce():
     q = build_queries(sp.csr_matrix(test_likes))
     res = evaluate_scorer(raw_scorer(train_likes, counts), q, k, eligible, counts, genres)
 
-    hits, recalls, pops, overl, n = [], [], [], [], 0
+    hits, recalls, pops, overl = [], [], [], []
     for u in range(6):
         liked = set(np.flatnonzero(test_likes[u]))
         if len(liked) < 2:

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from embedlab.vision.evaluate import confusion_matrix, gallery_selection, per_class_accuracy
-from embedlab.vision.probe import LogisticRegression, accuracy, choose_l2, fit_probe, predict_proba
+from embedlab.vision.probe import accuracy, choose_l2, fit_probe, predict_proba
 
 
 def separable(n_per_class: int, dim: int = 20, seed: int = 0, spread: float = 0.5):

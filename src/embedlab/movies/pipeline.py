@@ -228,12 +228,7 @@ def step_2b_fit(cfg: MoviesConfig, run: RunDir, data: Prepared, log: Log, dist: 
                     workers=_workers(dist))
     sweep_s = time.perf_counter() - t0
     bar.close()
-    table = pd.DataFrame([{"optimizer": r.optimizer, "lr": r.lr, "status": _status(r, c_star, cfg.converged_gap),
-                           "iterations": r.iterations, "final_cost": r.final_loss, "gap_to_optimum_%": 100 * _gap(r, c_star),
-                           "seconds": round(r.seconds, 2)} for r in results])
-    run.save_table("sweep", table)
-    pd.concat([pd.DataFrame({"optimizer": r.optimizer, "lr": r.lr, "iteration": np.arange(len(r.losses)), "cost": r.losses})
-               for r in results]).to_csv(run.artefact("loss_histories.csv"), index=False)
+    table = _save_sweep(run, results, c_star, cfg.converged_gap)
     best = best_run(results)
     final, finals = final_fit(cfg, op, results, c_star, _workers(dist))
     best_per_opt = [best_run([r for r in results if r.optimizer == name]) for name in cfg.grid
@@ -244,23 +239,40 @@ def step_2b_fit(cfg: MoviesConfig, run: RunDir, data: Prepared, log: Log, dist: 
     np.savez_compressed(run.artefact("embeddings.npz"), v=final.v.numpy(), v_sweep_best=best.v.numpy(), v_spectral=spec.v.astype(np.float32),
                         movie_ids=data.co.movie_ids, like_counts=data.co.like_counts)
     run.update_metrics("movies_fit", {
-        "dim": cfg.dim, "iterations": cfg.iterations, "cost_at_zero": op.fro_sq, "cost_at_init": results[0].losses[0],
-        "spectral_cost": c_star, "spectral_rounds": len(spec.history), "spectral_converged": spec.converged,
-        "spectral_seconds": round(spec_s, 2), "spectral_relative_cost": c_star / op.fro_sq,
-        "best_optimizer": best.optimizer, "best_lr": best.lr, "best_cost": best.final_loss,
-        "best_gap_to_optimum": _gap(best, c_star), "sweep_seconds": round(sweep_s, 1), "runs": len(results),
-        "final_optimizer": final.optimizer, "final_lr": final.lr, "final_iterations": final.iterations,
-        "final_gap_to_optimum": _gap(final, c_star), "final_seconds": round(final.seconds, 1),
-        "final_candidates": [{"optimizer": r.optimizer, "lr": r.lr, "iterations": r.iterations, "gap": _gap(r, c_star)} for r in finals],
-        "runs_diverged": int((table["status"] == "diverged").sum()),
-        "runs_converged": int((table["status"] == "converged").sum()),
-        "seconds_per_iteration": float(sum(r.seconds for r in results) / max(1, sum(r.iterations + 1 for r in results))),
-        "processes": dist.world,
+        **_fit_metrics(cfg, results, best, final, finals, spec, c_star, op.fro_sq), "spectral_seconds": round(spec_s, 2),
+        "sweep_seconds": round(sweep_s, 1), "runs_diverged": int((table["status"] == "diverged").sum()),
+        "runs_converged": int((table["status"] == "converged").sum()), "processes": dist.world,
     })
     log(f"[2B] best: {best.optimizer} lr={best.lr:g}, cost {best.final_loss:.6g}, gap to spectral optimum "
         f"{100 * _gap(best, c_star):.3f} % ({sweep_s:.1f} s); run to convergence: {final.optimizer} lr={final.lr:g}, "
         f"{final.iterations} iterations, {100 * _gap(final, c_star):.4f} % above")
     return Fitted(results, best, final, spec, table)
+
+
+def _save_sweep(run: RunDir, results: list[RunResult], c_star: float, converged_gap: float) -> pd.DataFrame:
+    """2B's sweep table and every run's loss history (what the loss figures and the report are drawn from)."""
+    table = pd.DataFrame([{"optimizer": r.optimizer, "lr": r.lr, "status": _status(r, c_star, converged_gap),
+                           "iterations": r.iterations, "final_cost": r.final_loss, "gap_to_optimum_%": 100 * _gap(r, c_star),
+                           "seconds": round(r.seconds, 2)} for r in results])
+    run.save_table("sweep", table)
+    pd.concat([pd.DataFrame({"optimizer": r.optimizer, "lr": r.lr, "iteration": np.arange(len(r.losses)), "cost": r.losses})
+               for r in results]).to_csv(run.artefact("loss_histories.csv"), index=False)
+    return table
+
+
+def _fit_metrics(cfg: MoviesConfig, results: list[RunResult], best: RunResult, final: RunResult, finals: list[RunResult],
+                 spec: SpectralSolution, c_star: float, fro_sq: float) -> dict[str, object]:
+    return {
+        "dim": cfg.dim, "iterations": cfg.iterations, "cost_at_zero": fro_sq, "cost_at_init": results[0].losses[0],
+        "spectral_cost": c_star, "spectral_rounds": len(spec.history), "spectral_converged": spec.converged,
+        "spectral_relative_cost": c_star / fro_sq,
+        "best_optimizer": best.optimizer, "best_lr": best.lr, "best_cost": best.final_loss,
+        "best_gap_to_optimum": _gap(best, c_star), "runs": len(results),
+        "final_optimizer": final.optimizer, "final_lr": final.lr, "final_iterations": final.iterations,
+        "final_gap_to_optimum": _gap(final, c_star), "final_seconds": round(final.seconds, 1),
+        "final_candidates": [{"optimizer": r.optimizer, "lr": r.lr, "iterations": r.iterations, "gap": _gap(r, c_star)} for r in finals],
+        "seconds_per_iteration": float(sum(r.seconds for r in results) / max(1, sum(r.iterations + 1 for r in results))),
+    }
 
 
 def step_2c_recommend(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted, log: Log) -> dict[str, list[int]]:

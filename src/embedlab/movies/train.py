@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import torch
@@ -73,6 +73,23 @@ class RunResult:
         return self.status == "diverged"
 
 
+@dataclass
+class Lowest:
+    """Run to convergence: the lowest cost seen by each iteration, and the V that had it."""
+
+    rel_tol: float
+    window: int
+    costs: list[float] = field(default_factory=list)
+    v: torch.Tensor | None = None
+
+    def stalled(self, it: int, loss: float, v: torch.Tensor) -> bool:
+        """Record iteration ``it``; True once the lowest cost fell by <= rel_tol (relative) over the last ``window``."""
+        if not self.costs or loss < self.costs[-1]:
+            self.v = v.detach().clone()
+        self.costs.append(min(loss, self.costs[-1]) if self.costs else loss)
+        return it >= self.window and self.costs[-self.window - 1] - self.costs[-1] <= self.rel_tol * abs(self.costs[-1])
+
+
 def fit(
     x: XOperator | torch.Tensor,
     x_fro_sq: float,
@@ -96,8 +113,7 @@ def fit(
     v = v0.clone().requires_grad_(False)
     opt = make_optimizer(optimizer, [v], lr)
     losses: list[float] = []
-    kept: list[float] = []  # lowest cost so far, per iteration (rel_tol > 0 only)
-    kept_v: torch.Tensor | None = None
+    lowest = Lowest(rel_tol, window)
     status = "finished"
     start = time.perf_counter()
     limit = math.inf
@@ -114,25 +130,14 @@ def fit(
             progress(it, loss)
         if it == iterations:
             break
-        if rel_tol > 0:
-            if not kept or loss < kept[-1]:
-                kept_v = v.detach().clone()
-            kept.append(min(loss, kept[-1]) if kept else loss)
-            if it >= window and kept[-window - 1] - kept[-1] <= rel_tol * abs(kept[-1]):
-                break
+        if rel_tol > 0 and lowest.stalled(it, loss, v):
+            break
         v.grad = grad
         opt.step()
-    keep = rel_tol > 0 and status != "diverged" and kept_v is not None
-    return RunResult(
-        optimizer=optimizer,
-        lr=lr,
-        losses=losses,
-        v=kept_v if keep else v.detach(),  # type: ignore[arg-type]
-        status=status,
-        iterations=len(losses) - 1,
-        seconds=time.perf_counter() - start,
-        kept_loss=kept[-1] if keep else None,
-    )
+    keep = rel_tol > 0 and status != "diverged" and lowest.v is not None
+    return RunResult(optimizer=optimizer, lr=lr, losses=losses, v=lowest.v if keep else v.detach(),  # type: ignore[arg-type]
+                     status=status, iterations=len(losses) - 1, seconds=time.perf_counter() - start,
+                     kept_loss=lowest.costs[-1] if keep else None)
 
 
 T = TypeVar("T")

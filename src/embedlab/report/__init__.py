@@ -57,7 +57,7 @@ def environment_section(run: RunDir) -> str:
 
 def write_report(run: RunDir) -> Path:
     """Write ``report.md`` and ``report.html`` for whatever studies the run folder holds."""
-    metrics = run.read_json("metrics.json") if (run.path / "metrics.json").exists() else {}
+    metrics = run.metrics()
     parts = [f"# embedlab report — `{run.path.name}`", ""]
     if "steps" in metrics:
         parts.append(summary_section(metrics))

@@ -191,7 +191,7 @@ def section_holdout(run: RunDir, m: dict, cfg: dict) -> list[str]:
         out += ["**The refit of the embedding on the training users diverged, so it has no row above.**", ""]
     if (run.path / "tables" / "cold_start.md").exists():
         out += ["#### Cold start: by how often the query movie was liked", "",
-                f"The same queries, split by the query movie's like count among the training users (< 10, 10–100, > 100). "
+                "The same queries, split by the query movie's like count among the training users (< 10, 10–100, > 100). "
                 "Rarely liked movies are where item-to-item methods are weakest: their co-like rows are short and noisy.", "",
                 _table(run, "cold_start"), "", cold_start_reading(m.get("movies_cold_start", {}), k), ""]
     return out

@@ -226,7 +226,7 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
     spec = backbone.spec
     size = resolve_size(cfg, spec.native_size, device)
     run.update_config("finetune", {**to_dict(cfg), "resolved": {"device": str(device), "size": size}})
-    if cfg.probe and dist.is_main and "test_accuracy" not in _metrics(run).get("probe", {}):
+    if cfg.probe and dist.is_main and "test_accuracy" not in run.metrics().get("probe", {}):
         run_probe(cfg.probe_config(), run, log)
 
     data, train_idx, val_idx, test_idx = load_splits(cfg, log)  # the probe's split
@@ -245,7 +245,7 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
     run.save_table("finetune_epochs", epochs.round(4))
 
     ev, test_ips = step_1c_test(cfg, run, model, inputs, device, data, test_idx, spec.name, dist)
-    probe_val = _metrics(run).get("probe", {}).get("val_accuracy")
+    probe_val = run.metrics().get("probe", {}).get("val_accuracy")
     run.save_figure("finetune_curves", figures.finetune_curves(history.step_loss, epochs, steps, probe_val))
     train_s = float(epochs["train_seconds"].sum())
     metrics = {
@@ -262,7 +262,7 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
     run.update_metrics("finetune", metrics)
     run.update_metrics("finetune", {"total_seconds_this_session": round(time.perf_counter() - t_all, 1)})
     log(f"[1C] fine-tuned test accuracy {ev['test_accuracy']:.4f} after {train_s / 60:.1f} min of training")
-    if compare and "test_accuracy" in _metrics(run).get("probe", {}):  # the main job orders the comparison itself
+    if compare and "test_accuracy" in run.metrics().get("probe", {}):  # the main job orders the comparison itself
         run_comparison(run)
     return run.read_json("metrics.json")
 
@@ -305,13 +305,9 @@ def step_1c_test(cfg: FinetuneConfig, run: RunDir, model: torch.nn.Module, input
     return ev, test_ips
 
 
-def _metrics(run: RunDir) -> dict:
-    return run.read_json("metrics.json") if (run.path / "metrics.json").exists() else {}
-
-
 def run_comparison(run: RunDir) -> pd.DataFrame:
     """The fixed-features vs fine-tuned table and per-class figure, from metrics.json alone."""
-    metrics = _metrics(run)
+    metrics = run.metrics()
     table = comparison_table(metrics)
     per_class = per_class_table(metrics)
     run.save_table("comparison", table)
