@@ -299,8 +299,14 @@ def _add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone-lr-scale", type=float, help="backbone lr = lr x this, in (0, 1] (default 1)")
     p.add_argument("--weight-decay", type=float, help="on weights only, never norm or bias parameters (default 5e-4)")
     p.add_argument("--label-smoothing", type=float, help="default 0.1; 0 turns it off")
-    p.add_argument("--tta-flip", action="store_true", default=None,
-                   help="average each validation and test image's prediction with its mirror image's (2 passes)")
+    p.add_argument("--tta-flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="average each validation and test image's prediction with its mirror image's: 2 passes "
+                   f"(default {'on' if ft.tta_flip else 'off'})")
+    p.add_argument("--start-size", type=int, help="progressive resizing: the first epoch's resolution, rising linearly to --size")
+    p.add_argument("--ema", type=float, help="evaluate an exponential moving average of the weights; its time constant as a "
+                   "fraction of all training steps, e.g. 0.1 (default 0: off)")
+    p.add_argument("--head-init", choices=["auto", "random", "probe"], help="probe: start the new classifier from the linear "
+                   "probe's weights (LP-FT); random; auto (default): probe unless --no-probe")
     p.add_argument("--warmup-fraction", type=float, help="share of the steps spent warming up linearly (default 0.1)")
     p.add_argument("--schedule", choices=["cosine", "onecycle"], help="after warm-up: cosine to zero (default) or one-cycle")
     p.add_argument("--train-scope", choices=["all", "last"], help="all layers (default) or the last stage and the head only")
@@ -315,6 +321,7 @@ def _add_finetune_args(p: argparse.ArgumentParser) -> None:
 
 
 FINETUNE_FLAGS = ("data_dir", "offline", "backbone", "weights", "size", "cpu_size", "epochs", "batch_size", "optimizer", "lr", "tta_flip",
+                  "start_size", "ema", "head_init",
                   "backbone_lr_scale", "weight_decay", "label_smoothing", "warmup_fraction", "schedule", "train_scope", "device",
                   "seed", "val_per_class", "train_per_class", "test_per_class", "probe", "probe_size", "cache_dir")
 

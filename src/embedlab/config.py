@@ -201,7 +201,15 @@ class FinetuneConfig:
     weight_decay: float = 5e-4  # not applied to norm and bias parameters
     label_smoothing: float = 0.1
     # evaluate each image and its mirror image and average the probabilities (2 passes over validation and test)
-    tta_flip: bool = False
+    tta_flip: bool = True  # measured: +1.1 to +1.2 points of validation accuracy in every pilot (README)
+    # progressive resizing: the first epoch's training resolution, rising linearly to the final one (None: the same throughout)
+    start_size: int | None = None
+    # exponential moving average of the weights, evaluated instead of the last weights: its time constant as a fraction
+    # of all training steps (so the same value means the same thing at any data size); 0 turns it off
+    ema: float = 0.0
+    # the new classifier's start: "probe" (LP-FT: the linear probe's weights, folded through its standardisation),
+    # "random", or "auto" (the default): the probe when the run folder holds one, so --no-probe means a random head
+    head_init: str = "auto"
     warmup_fraction: float = 0.1
     schedule: str = "cosine"  # linear warm-up then cosine to zero, or "onecycle"
     pad: int = 4  # random crop with this zero padding at 32 px, then horizontal flip, then resize
@@ -220,7 +228,7 @@ class FinetuneConfig:
         problems = [p for p in [device_problem(self.device)] if p]
         if self.backbone not in BACKBONE_NAMES:
             problems.append(f"unknown backbone {self.backbone!r}; choose from {', '.join(BACKBONE_NAMES)}")
-        for name, v in (("size", self.size), ("cpu_size", self.cpu_size), ("probe_size", self.probe_size)):
+        for name, v in (("size", self.size), ("cpu_size", self.cpu_size), ("probe_size", self.probe_size), ("start_size", self.start_size)):
             if v is not None and not 32 <= v <= 512:
                 problems.append(f"--{name.replace('_', '-')} must be between 32 and 512 pixels (got {v})")
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -238,6 +246,12 @@ class FinetuneConfig:
             problems.append(f"--train-scope must be all or last (got {self.train_scope!r})")
         if not 0 <= self.warmup_fraction < 1:
             problems.append(f"--warmup-fraction must be in [0, 1) (got {self.warmup_fraction})")
+        if not 0 <= self.ema < 1:
+            problems.append(f"--ema must be in [0, 1), a fraction of the training steps (got {self.ema})")
+        if self.head_init not in ("auto", "random", "probe"):
+            problems.append(f"--head-init must be auto, random or probe (got {self.head_init!r})")
+        elif self.head_init == "probe" and not self.probe:
+            problems.append("--head-init probe needs the linear probe; drop --no-probe")
         if not 0 <= self.label_smoothing < 1:
             problems.append(f"--label-smoothing must be in [0, 1) (got {self.label_smoothing})")
         if self.weight_decay < 0 or not 0 <= self.momentum < 1 or not 0 <= self.pad <= 16:

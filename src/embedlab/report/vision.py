@@ -93,6 +93,7 @@ def finetune_section(run: RunDir) -> str:
         f"- **Regularisation**: weight decay {c['weight_decay']:g} on weights only (norm and bias parameters excluded: decaying "
         f"them does not regularise), label smoothing {c['label_smoothing']:g}, augmentation above; no early stopping — the "
         "fixed schedule runs out and the last epoch is tested.",
+        *_levers(c, m),
         f"- **Precision**: {'bf16 autocast and channels_last' if m['device'].startswith('cuda') else 'fp32 (bf16 is far slower on these CPUs), channels_last (measured faster on CPU too)'}.",
         "- **Checkpoints**: after every epoch (model, optimiser, scheduler, RNG states) in `artefacts/finetune_checkpoint.pt`; "
         f"`embedlab vision finetune --resume {run.path}` continues an interrupted run exactly.", "",
@@ -109,6 +110,27 @@ def finetune_section(run: RunDir) -> str:
     if "comparison" in metrics:
         out += comparison_paragraph(run, metrics)
     return "\n".join(out)
+
+
+def _levers(c: dict, m: dict) -> list[str]:
+    """The optional parts of the recipe (issue 13's levers), each said as on or off."""
+    start = c.get("start_size")
+    size = c["resolved"]["size"]
+    return [
+        "- **Progressive resizing**: " + (f"the first epoch at {start} px, rising linearly to {size} px at the last (smaller "
+                                          "images early, when the features move most, buy more steps at the same compute)."
+                                          if start else "no; every epoch at the same resolution."),
+        "- **Weight averaging**: " + (f"an exponential moving average of the weights and BatchNorm statistics, time constant "
+                                      f"{c['ema']:g} of the training steps, is what is validated and tested." if c.get("ema")
+                                      else "no; the last weights are tested."),
+        "- **Head initialisation**: " + ("from the linear probe's weights, its standardisation folded in (LP-FT: the "
+                                         "backbone's features are not pulled around by a random head's large early "
+                                         "gradients)." if m.get("head_init") == "probe" else "random (PyTorch's default for "
+                                                                                             "`nn.Linear`, seeded)."),
+        "- **Test-time augmentation**: " + ("each validation and test image and its mirror image, probabilities averaged "
+                                            "(2 passes); `test_accuracy_one_view` in metrics.json is the single pass."
+                                            if c.get("tta_flip") else "none; one pass."),
+    ]
 
 
 def comparison_paragraph(run: RunDir, metrics: dict) -> list[str]:

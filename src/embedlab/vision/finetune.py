@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from embedlab.errors import InputError, MissingFileError, UserError
@@ -102,6 +103,40 @@ def make_scheduler(cfg: FinetuneConfig, opt: torch.optim.Optimizer, total_steps:
     return torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total_steps, round(cfg.warmup_fraction * total_steps)))
 
 
+def epoch_size(final: int, start: int | None, epoch: int, epochs: int) -> int:
+    """Progressive resizing: the training resolution of ``epoch``, linear from ``start`` to ``final`` (the
+    evaluation resolution) over the epochs, rounded to a multiple of 2; ``final`` throughout without ``start``."""
+    if start is None or epochs == 1:
+        return final
+    return 2 * round((start + (final - start) * epoch / (epochs - 1)) / 2)
+
+
+def train_pixels(final: int, start: int | None, epochs: int, images_per_epoch: int) -> int:
+    """The training compute as images x px^2 summed over the epochs: the budget issue 13 states, machine-free."""
+    return sum(images_per_epoch * epoch_size(final, start, e, epochs) ** 2 for e in range(epochs))
+
+
+def make_ema(model: nn.Module, fraction: float, total_steps: int) -> AveragedModel | None:
+    """An exponential moving average of the weights and BatchNorm statistics, or None when ``fraction`` is 0.
+
+    The decay is 1 - 1 / (fraction x total_steps), so a fraction names the same share of training at any data
+    size, warmed up as min(decay, (1 + n) / (10 + n)) after n updates so early weights do not dominate.
+    Integer buffers (BatchNorm's batch counter) are copied, not averaged.
+    """
+    if fraction <= 0:
+        return None
+    decay = 1.0 - 1.0 / max(1.0, fraction * total_steps)
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+        if not averaged[0].is_floating_point():
+            torch._foreach_copy_(averaged, current)
+            return
+        d = min(decay, (1 + float(n)) / (10 + float(n)))
+        torch._foreach_lerp_(averaged, current, 1.0 - d)
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
+
+
 def set_train_mode(model: nn.Module, trainable: Sequence[str] | None) -> None:
     """Train mode for the trained parts only: frozen stages keep their BatchNorm statistics."""
     if trainable is None:
@@ -151,10 +186,12 @@ def recipe_of(model: nn.Module, size: int) -> dict[str, Any]:
 
 
 def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, sched: Any, epoch: int, history: History,
-                    recipe: dict[str, Any]) -> None:
+                    recipe: dict[str, Any], ema: AveragedModel | None = None) -> None:
     """Written atomically (temporary file, then rename): an interrupt never leaves half a checkpoint."""
     state = {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
              "history": asdict(history), "rng": rng_state(), "recipe": recipe}
+    if ema is not None:
+        state["ema"] = ema.state_dict()
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
@@ -202,6 +239,7 @@ class Loop:
     net: nn.Module  # what the training step calls: the model, or its DistributedDataParallel wrapper
     recipe: dict[str, Any]
     dist: Dist
+    ema: AveragedModel | None = None
 
 
 def check_shards(cfg: FinetuneConfig, n_train: int, n_val: int, dist: Dist) -> None:
@@ -225,13 +263,17 @@ def start_loop(model: nn.Module, head: nn.Module, n_train: int, cfg: FinetuneCon
     steps_per_epoch = n_train // cfg.batch_size  # drop the ragged last batch: BatchNorm dislikes tiny batches
     model.to(device).to(memory_format=torch.channels_last)  # measured faster on CPU too (39 vs 24 img/s at 112 px)
     opt = make_optimizer(cfg, param_groups(model, head, cfg.lr, cfg.weight_decay, cfg.backbone_lr_scale))
-    loop = Loop(opt, make_scheduler(cfg, opt, steps_per_epoch * cfg.epochs), History(), 0, steps_per_epoch, model, recipe_of(model, size), dist)
+    recipe = recipe_of(model, size) | ({"ema": cfg.ema} if cfg.ema else {})
+    loop = Loop(opt, make_scheduler(cfg, opt, steps_per_epoch * cfg.epochs), History(), 0, steps_per_epoch, model, recipe, dist,
+                make_ema(model, cfg.ema, steps_per_epoch * cfg.epochs))
     if resume:
         state = load_checkpoint(checkpoint)
         if state.get("recipe", loop.recipe) != loop.recipe:
             raise CheckpointMismatch(f"{checkpoint} was written for another network or resolution ({state['recipe']}, this run: "
                                      f"{loop.recipe}); resume it with its own run's settings or start a new run with --out")
         model.load_state_dict(state["model"])
+        if loop.ema is not None:
+            loop.ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
         loop.sched.load_state_dict(state["scheduler"])
         loop.history, loop.start_epoch = History(**state["history"]), state["epoch"]
@@ -254,6 +296,8 @@ def train_step(loop: Loop, xb: torch.Tensor, yb: torch.Tensor, cfg: FinetuneConf
     loop.opt.step()
     loop.history.step_lr.append(loop.opt.param_groups[-1]["lr"])
     loop.sched.step()
+    if loop.ema is not None:
+        loop.ema.update_parameters(loop.net.module if loop.dist.active else loop.net)
     return loss.detach(), (logits.detach().argmax(1) == yb).sum()
 
 
@@ -272,13 +316,14 @@ def train_epoch(loop: Loop, train_xy: tuple[torch.Tensor, torch.Tensor], epoch: 
     order = torch.randperm(len(x), generator=gen)
     mean, std = torch.tensor(inputs.mean, device=device), torch.tensor(inputs.std, device=device)
     mine = dist.shard(cfg.batch_size)
+    size = epoch_size(inputs.size, cfg.start_size, epoch, cfg.epochs)
     losses: list[torch.Tensor] = []
     correct = torch.zeros((), dtype=torch.long, device=device)
     with tqdm(total=loop.steps_per_epoch * cfg.batch_size, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img",
               disable=None if dist.is_main else True, mininterval=2.0) as bar:
         for step in range(loop.steps_per_epoch):
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            xb = preprocess(augment(x[idx], cfg.pad, gen)[mine].to(device, non_blocking=True), inputs.size, mean, std)
+            xb = preprocess(augment(x[idx], cfg.pad, gen)[mine].to(device, non_blocking=True), size, mean, std)
             loss, hits = train_step(loop, xb, y[idx][mine].to(device, non_blocking=True), cfg)
             losses.append(loss)
             correct += hits
@@ -299,9 +344,11 @@ def train_epoch(loop: Loop, train_xy: tuple[torch.Tensor, torch.Tensor], epoch: 
 
 def end_epoch(model: nn.Module, loop: Loop, epoch: int, step_losses: list[float], correct: int, train_seconds: float,
               val_xy: tuple[torch.Tensor, torch.Tensor], cfg: FinetuneConfig, inputs: Inputs, device: torch.device, checkpoint: Path) -> dict[str, float]:
-    """Validate, append the epoch's row to the history and write the checkpoint that a resume starts from."""
+    """Validate (the moving average, when kept), append the epoch's row to the history and write the checkpoint
+    that a resume starts from."""
     loop.history.step_loss.extend(step_losses)
-    val_probs, val_ips, one_view = predict(model, val_xy[0], inputs, cfg.eval_batch_size, device, desc="validation", dist=loop.dist,
+    evaluated = model if loop.ema is None else loop.ema.module
+    val_probs, val_ips, one_view = predict(evaluated, val_xy[0], inputs, cfg.eval_batch_size, device, desc="validation", dist=loop.dist,
                                            flip=cfg.tta_flip)
     images = loop.steps_per_epoch * cfg.batch_size
     row = {
@@ -310,10 +357,11 @@ def end_epoch(model: nn.Module, loop: Loop, epoch: int, step_losses: list[float]
         "val_accuracy": float((val_probs.argmax(1) == val_xy[1]).float().mean()), "train_seconds": train_seconds,
         "train_images_per_second": images / train_seconds, "val_images_per_second": val_ips,
         "val_accuracy_one_view": float((one_view.argmax(1) == val_xy[1]).float().mean()),
+        "train_size": epoch_size(inputs.size, cfg.start_size, epoch, cfg.epochs),
     }
     loop.history.epochs.append(row)
     if loop.dist.is_main:  # rank 0 alone writes; the others read it on --resume (a shared file system across machines)
-        save_checkpoint(checkpoint, model, loop.opt, loop.sched, epoch + 1, loop.history, loop.recipe)
+        save_checkpoint(checkpoint, model, loop.opt, loop.sched, epoch + 1, loop.history, loop.recipe, loop.ema)
     loop.dist.barrier()
     return row
 
@@ -352,4 +400,6 @@ def train(
         row = end_epoch(model, loop, epoch, step_losses, correct, time.perf_counter() - t0, val_xy, cfg, inputs, device, checkpoint)
         log(f"[1C] epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f}, "
             f"val accuracy {row['val_accuracy']:.4f}, {row['train_seconds'] / 60:.1f} min ({row['train_images_per_second']:.0f} img/s)")
+    if loop.ema is not None:  # what is evaluated and saved from here on is the average
+        model.load_state_dict(loop.ema.module.state_dict())
     return loop.history

@@ -14,6 +14,7 @@ import torch
 from embedlab.config import FinetuneConfig, ProbeConfig, to_dict
 from embedlab.data import resolve_data_dir
 from embedlab.distributed import Dist
+from embedlab.errors import InputError, MissingFileError
 from embedlab.runs import RunDir
 from embedlab.vision import figures
 from embedlab.vision.backbones import create_backbone
@@ -21,8 +22,8 @@ from embedlab.vision.cifar10 import CLASSES, Cifar10, ensure_cifar10, load_cifar
 from embedlab.vision.evaluate import confusion_matrix, gallery_selection, per_class_accuracy
 from embedlab.vision.features import cache_key, cached_features, cached_stats, default_cache_dir, extract, numerics, pick_device, uses_bf16
 from embedlab.vision.compare import comparison_table, per_class_table
-from embedlab.vision.finetune import History, Inputs, predict, train
-from embedlab.vision.probe import accuracy, choose_l2, fit_probe, predict_proba
+from embedlab.vision.finetune import History, Inputs, predict, train, train_pixels
+from embedlab.vision.probe import accuracy, choose_l2, fit_probe, folded_linear, predict_proba
 
 Log = Callable[[str], None]
 
@@ -169,6 +170,7 @@ def step_1a_fit(cfg: ProbeConfig, run: RunDir, f: ProbeFeatures, log: Log) -> to
     test_probs = predict_proba(final.model, f.test_feats)
     np.savez_compressed(run.artefact("probe_test_probs.npz"), probs=test_probs.numpy(), labels=test_y.numpy(), test_index=f.test_idx.numpy())
     torch.save(final.model.state_dict(), run.artefact("probe_model.pt"))
+    torch.save(chosen_model.state_dict(), run.artefact("probe_model_train_only.pt"))  # LP-FT's start: no validation label seen
     chosen = next(r for r in rows if r["l2"] == l2)
     ev = evaluation_tables(run, "probe", test_probs, test_y, f"Linear probe on {f.spec.name} features — test set")
     metrics = {
@@ -231,6 +233,9 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
 
     data, train_idx, val_idx, test_idx = load_splits(cfg, log)  # the probe's split
     model, head, trained = backbone.with_new_head(len(CLASSES), cfg.train_scope, cfg.seed)
+    head_init = resolve_head_init(cfg.head_init, run)
+    if head_init == "probe" and dist.is_main:  # DistributedDataParallel gives the other ranks rank 0's weights
+        init_head_from_probe(head, run, log)
     n_trainable = backbone.trainable_parameters  # of the model with its new head
     n_total = sum(p.numel() for p in model.parameters())
     inputs = Inputs(size, spec.mean, spec.std)
@@ -252,6 +257,8 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
         "backbone": spec.name, "weights": backbone.weights, "weights_digest": backbone.weights_digest, "resolution": size,
         "device": str(device), "train_scope": cfg.train_scope, "trainable_parameters": n_trainable, "total_parameters": n_total,
         "train_images": len(train_idx), "val_images": len(val_idx), "test_images": len(test_idx), "epochs": cfg.epochs,
+        "start_size": cfg.start_size, "ema": cfg.ema, "head_init": head_init,
+        "train_pixels": train_pixels(size, cfg.start_size, cfg.epochs, steps * cfg.batch_size),
         "steps": len(history.step_loss), "val_accuracy": float(epochs["val_accuracy"].iloc[-1]),
         "best_epoch_val_accuracy": float(epochs["val_accuracy"].max()), **ev,
         "train_seconds": round(train_s, 1), "train_images_per_second": steps * cfg.batch_size * len(epochs) / train_s,
@@ -265,6 +272,33 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
     if compare and "test_accuracy" in run.metrics().get("probe", {}):  # the main job orders the comparison itself
         run_comparison(run)
     return run.read_json("metrics.json")
+
+
+def resolve_head_init(head_init: str, run: RunDir) -> str:
+    """"auto" is "probe" when the run folder holds a fitted probe (the probe step ran first), else "random"."""
+    if head_init != "auto":
+        return head_init
+    return "probe" if run.artefact("probe_model_train_only.pt").is_file() else "random"
+
+
+def init_head_from_probe(head: torch.nn.Module, run: RunDir, log: Log) -> None:
+    """LP-FT: the new classifier starts as the run's linear probe (its standardisation folded into the weights).
+
+    The probe fitted on the training split alone, not its refit on train + validation: fine-tuning's validation
+    accuracy, which chooses the recipe, must not have seen the validation labels.
+    """
+    path = run.artefact("probe_model_train_only.pt")
+    if not path.is_file():
+        raise MissingFileError(f"--head-init probe: no linear probe in {run.path} ({path.name} is missing); run the probe first "
+                               f"(drop --no-probe) or use --head-init random")
+    w, b = folded_linear(torch.load(path, map_location="cpu", weights_only=True))
+    if w.shape != head.weight.shape:
+        raise InputError(f"--head-init probe: the probe in {run.path} has weights of shape {tuple(w.shape)}, the new classifier "
+                         f"{tuple(head.weight.shape)}; the probe must use the same backbone")
+    with torch.no_grad():
+        head.weight.copy_(w)
+        head.bias.copy_(b)
+    log("[1C] the new classifier starts from the linear probe (LP-FT)")
 
 
 def step_1c_train(cfg: FinetuneConfig, run: RunDir, model: torch.nn.Module, head: torch.nn.Module, trained: tuple[str, ...] | None,
@@ -287,7 +321,7 @@ def _expected_time(cfg: FinetuneConfig, model: torch.nn.Module, size: int, devic
                    eval_images: int) -> tuple[float, float]:
     """(measured training images/s, expected seconds for training and evaluation): inference runs ~2.5x a training step."""
     ips = measure_train_throughput(model, cfg.batch_size, size, device)
-    return ips, cfg.epochs * images_per_epoch / ips + eval_images / (2.5 * ips)
+    return ips, train_pixels(size, cfg.start_size, cfg.epochs, images_per_epoch) / size**2 / ips + eval_images / (2.5 * ips)
 
 
 def step_1c_test(cfg: FinetuneConfig, run: RunDir, model: torch.nn.Module, inputs: Inputs, device: torch.device, data: Cifar10,

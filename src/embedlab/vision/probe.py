@@ -80,6 +80,15 @@ def fit_probe(features: torch.Tensor, labels: torch.Tensor, l2: float, max_iter:
     return ProbeFit(model=model.eval(), l2=l2, losses=losses)
 
 
+def folded_linear(state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A saved probe as one linear map of raw features: W (x - mu) / sigma + b = (W / sigma) x + (b - (W / sigma) mu).
+
+    The weight and bias a fine-tuned network's new classifier starts from in LP-FT (Kumar et al., 2022).
+    """
+    w = state["linear.weight"] / state["sigma"]
+    return w, state["linear.bias"] - w @ state["mu"]
+
+
 @torch.no_grad()
 def predict_proba(model: nn.Module, features: torch.Tensor, batch: int = 8192) -> torch.Tensor:
     """Class probabilities (N, C)."""

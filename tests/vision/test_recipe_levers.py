@@ -1,0 +1,131 @@
+"""The fine-tuning recipe's levers (issue 13): progressive resizing, a moving average of the weights, LP-FT."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from embedlab.config import FinetuneConfig
+from embedlab.errors import InputError, MissingFileError
+from embedlab.runs import RunDir
+from embedlab.vision.finetune import epoch_size, load_checkpoint, make_ema, train, train_pixels
+from embedlab.vision.pipeline import init_head_from_probe, resolve_head_init
+from embedlab.vision.probe import LogisticRegression, fit_probe
+
+from test_finetune import CPU, INPUTS, Tiny, cfg, synthetic
+
+
+def test_progressive_sizes_rise_linearly_to_the_final_size():
+    assert [epoch_size(128, 96, e, 3) for e in range(3)] == [96, 112, 128]
+    assert [epoch_size(128, None, e, 3) for e in range(3)] == [128, 128, 128]
+    assert epoch_size(158, 96, 0, 1) == 158  # one epoch: the final size
+    assert train_pixels(112, None, 2, 1000) == 2 * 1000 * 112**2
+    assert train_pixels(136, 80, 2, 1000) == 1000 * (80**2 + 136**2)  # within the 2 x 112 px budget
+    assert train_pixels(136, 80, 2, 1000) <= train_pixels(112, None, 2, 1000)
+
+
+def test_each_epoch_trains_at_its_own_size(tmp_path: Path):
+    seen: list[int] = []
+    m = Tiny()
+    m.body[0].register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[-1]) if mod.training else None)
+    h = train(m, m.head, synthetic(40, 0), synthetic(20, 1), cfg(epochs=2, start_size=8), INPUTS, CPU, tmp_path / "ck.pt",
+              log=lambda s: None)
+    assert sorted(set(seen)) == [8, 16] and seen[0] == 8 and seen[-1] == 16
+    assert [e["train_size"] for e in h.epochs] == [8, 16]
+
+
+def test_the_moving_average_matches_a_hand_computed_one():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    ema = make_ema(model, 0.5, 8)  # decay 1 - 1 / 4 = 0.75, warmed up as (1 + n) / (10 + n)
+    assert ema is not None and make_ema(model, 0.0, 8) is None
+    expected = model[0].weight.detach().clone()
+    for n in range(6):
+        if n:
+            with torch.no_grad():
+                model[0].weight.add_(torch.randn(2, 3))
+            model(torch.randn(4, 3))  # moves BatchNorm's running statistics and its integer batch counter
+            d = min(0.75, (1 + n) / (10 + n))  # n updates already averaged in
+            expected = d * expected + (1 - d) * model[0].weight.detach()
+        ema.update_parameters(model)
+    assert torch.allclose(ema.module[0].weight, expected, atol=1e-6)
+    assert int(ema.module[1].num_batches_tracked) == int(model[1].num_batches_tracked) == 5
+    assert not torch.equal(ema.module[1].running_mean, model[1].running_mean)  # averaged, not copied
+
+
+def test_with_a_moving_average_resume_is_exact_and_the_average_is_what_is_kept(tmp_path: Path):
+    train_xy, val_xy = synthetic(60, 0), synthetic(20, 1)
+    full = Tiny()
+    h_full = train(full, full.head, train_xy, val_xy, cfg(ema=0.3), INPUTS, CPU, tmp_path / "full.pt", log=lambda s: None)
+    saved = load_checkpoint(tmp_path / "full.pt")
+    assert saved["recipe"]["ema"] == 0.3
+    for name, value in full.state_dict().items():  # the model now holds the average, not the last weights
+        assert torch.equal(value, saved["ema"][f"module.{name}"])
+    assert not torch.equal(full.head.weight, saved["model"]["head.weight"])
+
+    part = Tiny()
+
+    def stop_in_epoch_two(epoch: int, step: int) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(part, part.head, train_xy, val_xy, cfg(ema=0.3), INPUTS, CPU, tmp_path / "part.pt", log=lambda s: None,
+              on_step=stop_in_epoch_two)
+    resumed = Tiny()
+    h_res = train(resumed, resumed.head, train_xy, val_xy, cfg(ema=0.3), INPUTS, CPU, tmp_path / "part.pt", resume=True,
+                  log=lambda s: None)
+    assert h_res.step_loss == h_full.step_loss
+    assert [e["val_accuracy"] for e in h_res.epochs] == [e["val_accuracy"] for e in h_full.epochs]
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_a_checkpoint_without_the_average_is_refused_when_one_is_asked_for(tmp_path: Path):
+    m = Tiny()
+    train(m, m.head, synthetic(40, 0), synthetic(20, 1), cfg(epochs=1), INPUTS, CPU, tmp_path / "ck.pt", log=lambda s: None)
+    again = Tiny()
+    with pytest.raises(InputError, match="another network or resolution"):
+        train(again, again.head, synthetic(40, 0), synthetic(20, 1), cfg(epochs=2, ema=0.2), INPUTS, CPU, tmp_path / "ck.pt",
+              resume=True, log=lambda s: None)
+
+
+def test_lp_ft_starts_the_head_as_the_probe_predicts(tmp_path: Path):
+    g = torch.Generator().manual_seed(0)
+    feats, labels = torch.randn(200, 8, generator=g) * 3 + 1, torch.arange(200) % 10
+    probe = fit_probe(feats, labels, 1e-3, max_iter=50)
+    run = RunDir.create(tmp_path / "run")
+    torch.save(probe.model.state_dict(), run.artefact("probe_model_train_only.pt"))
+    head = nn.Linear(8, 10)
+    init_head_from_probe(head, run, log=lambda s: None)
+    with torch.no_grad():
+        assert torch.allclose(head(feats), probe.model(feats), atol=1e-4)
+
+
+def test_head_init_auto_means_the_probe_when_the_run_holds_one(tmp_path: Path):
+    run = RunDir.create(tmp_path / "run")
+    assert resolve_head_init("auto", run) == "random" and resolve_head_init("probe", run) == "probe"
+    torch.save(LogisticRegression(8).state_dict(), run.artefact("probe_model_train_only.pt"))
+    assert resolve_head_init("auto", run) == "probe" and resolve_head_init("random", run) == "random"
+
+
+def test_lp_ft_without_a_probe_or_with_another_backbones_probe_says_so(tmp_path: Path):
+    run = RunDir.create(tmp_path / "run")
+    with pytest.raises(MissingFileError, match="drop --no-probe"):
+        init_head_from_probe(nn.Linear(8, 10), run, log=lambda s: None)
+    torch.save(LogisticRegression(16).state_dict(), run.artefact("probe_model_train_only.pt"))
+    with pytest.raises(InputError, match="same backbone"):
+        init_head_from_probe(nn.Linear(8, 10), run, log=lambda s: None)
+
+
+def test_the_levers_are_validated_together():
+    with pytest.raises(InputError) as err:
+        FinetuneConfig(ema=1.5, head_init="linear", start_size=8).validate()
+    text = str(err.value)
+    assert "--ema" in text and "--head-init" in text and "--start-size" in text
+    with pytest.raises(InputError, match="drop --no-probe"):
+        FinetuneConfig(head_init="probe", probe=False).validate()
+
