@@ -5,6 +5,7 @@ import json
 import pytest
 
 from embedlab.cli import main
+from embedlab.report.common import MISSING
 
 # the test's own ratings are not the official release: used on purpose
 FAST = ["--profile", "smoke", "--dim", "4", "--iterations", "40", "--min-likes", "2", "--offline", "--no-map", "--allow-modified-data"]
@@ -32,6 +33,7 @@ def test_movies_run_folder_holds_everything(finished_run):
     report = (out / "report.md").read_text()
     for heading in ["2A", "2B", "2C", "Do recommendations change", "held-out"]:
         assert heading in report
+    assert MISSING not in report  # every table and figure a section names was saved by its step
     holdout = (out / "tables" / "holdout.csv").read_text()
     assert "EASE" in holdout and "ALS" in holdout and "recall@10" in holdout  # the field's anchors, tuned on validation users
     assert "EASE" in (out / "tables" / "anchor_tuning.csv").read_text()
@@ -107,6 +109,9 @@ def test_synthetic_dataset_runs_the_same_pipeline(tmp_path, capsys):
     assert metrics["movies_data"]["source"].startswith("synthetic 0.1x")
     assert len(metrics["movies_recommend"]["query_titles"]) == 3  # the three most-liked synthetic movies
     assert (out / "tables" / "cold_start.csv").is_file() and (out / "tables" / "dim_sweep.csv").is_file()
+    report = (out / "report.md").read_text()
+    assert MISSING not in report  # the 2C section shows the queries the run used, not the configured titles it lacks
+    assert all(f"#### {title}" in report for title in metrics["movies_recommend"]["query_titles"].values())
 
 
 @pytest.mark.parametrize("flags, expected", [

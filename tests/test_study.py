@@ -10,6 +10,7 @@ import pytest
 
 from embedlab.cli import main
 from embedlab.movies.saved import SavedEmbeddings
+from embedlab.report.common import MISSING
 from embedlab.study import study_config
 from browser_check import SECTIONS, check_in_browser, explorer_lists
 
@@ -48,6 +49,7 @@ def test_smoke_study_on_synthetic_data_writes_every_section(cifar_root, movielen
 def test_report_renders_in_headless_chromium(cifar_root, movielens_root, tmp_path):
     out = tmp_path / "study"
     assert main(run_args(cifar_root, out, tmp_path)) == 0
+    assert MISSING not in (out / "report.md").read_text()  # every table and figure a section names was saved by its step
     result = check_in_browser(out / "report.html", tmp_path / "browser")
     assert result.missing_sections == [] and result.broken_images == []
     assert result.table_problems == [] and result.too_wide == [] and result.uncaptioned == []
@@ -140,6 +142,9 @@ def test_real_smoke_study_in_the_browser(real_data, tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert all(v["status"] == "done" for v in m["steps"].values()) and len(m["steps"]) == 3
     assert m["probe"]["test_accuracy"] > 0.5  # real ImageNet features even on 1 000 images at 64 px
+    # fine-tuning started from that probe (LP-FT) and is compared with it, from the same saved probabilities
+    assert m["finetune"]["test_accuracy"] > 0.3 and m["finetune"]["head_init"] == "probe" and "comparison" in m
+    assert MISSING not in (out / "report.md").read_text()  # every table and figure a section names was saved by its step
     result = check_in_browser(out / "report.html", tmp_path / "browser")
     assert result.missing_sections == [] and result.broken_images == []
     assert result.table_problems == [] and result.tables_checked >= 15  # every table's cells equal its CSV's

@@ -52,6 +52,14 @@ def test_augment_crops_and_flips_within_the_padded_image():
     assert all(torch.equal(a, b) or torch.equal(a, b.flip(-1)) for a, b in zip(flipped_only, x))
     out = augment(x, 4, g)
     assert out.shape == x.shape and out.dtype == torch.uint8
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    offsets = []
+    for a, p in zip(out, padded):  # brute force: the one window (and orientation) of the padded image it came from
+        found = [(dy, dx, f) for dy in range(9) for dx in range(9) for f in (False, True)
+                 if torch.equal(a, p[:, dy : dy + 32, dx : dx + 32].flip(-1) if f else p[:, dy : dy + 32, dx : dx + 32])]
+        assert found, "an augmented image is not a crop of its padded original"
+        offsets.append(found[0][:2])
+    assert len(set(offsets)) > 1  # the crops move
 
 
 def test_param_groups_skip_decay_on_norm_and_bias_and_scale_the_backbone_lr():

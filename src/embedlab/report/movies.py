@@ -117,7 +117,7 @@ def section_2c(run: RunDir, m: dict, cfg: dict) -> list[str]:
     titles = r.get("query_titles", {})
     metric = cfg["metric"]
     other = "dot" if metric == "cosine" else "cosine"
-    for q in cfg["queries"]:
+    for q in titles or cfg["queries"]:  # the queries the run used (a catalogue without the configured titles uses others)
         title = titles.get(q, q)
         mean_other = r.get(f"mean_likers_{other}[{title}]", float("nan"))
         mean_main = r.get(f"mean_likers_{metric}[{title}]", float("nan"))
