@@ -98,6 +98,7 @@ def test_torchrun_study_trains_with_ddp_and_rank_0_alone_writes(real_data, tmp_p
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["finetune"]["processes"] == 2 and metrics["finetune"]["batch_per_process"] == 16
+    assert metrics["finetune"]["head_init"] == "probe"  # rank 0 starts the head from the probe; DDP copies it to rank 1
     assert {s: v["status"] for s, v in metrics["steps"].items()} == {"probe": "done", "finetune": "done"}
     assert "comparison" in metrics and (out / "report.html").is_file() and (out / "artefacts" / "finetune_test_probs.npz").is_file()
     assert not list((tmp_path / "scratch").glob("embedlab-rank*"))  # rank 1's scratch folder is gone (torchrun keeps its own)
