@@ -28,6 +28,10 @@ from embedlab.vision.probe import accuracy, choose_l2, fit_probe, folded_linear,
 Log = Callable[[str], None]
 
 
+#: The probe fitted on the training split alone: what LP-FT starts the fine-tuned head from.
+LP_FT_PROBE = "probe_model_train_only.pt"
+
+
 def resolve_size(cfg: ProbeConfig | FinetuneConfig, native: int, device: torch.device) -> int:
     """The working resolution: explicit --size, else native on a GPU, else the CPU default."""
     if cfg.size is not None:
@@ -170,7 +174,7 @@ def step_1a_fit(cfg: ProbeConfig, run: RunDir, f: ProbeFeatures, log: Log) -> to
     test_probs = predict_proba(final.model, f.test_feats)
     np.savez_compressed(run.artefact("probe_test_probs.npz"), probs=test_probs.numpy(), labels=test_y.numpy(), test_index=f.test_idx.numpy())
     torch.save(final.model.state_dict(), run.artefact("probe_model.pt"))
-    torch.save(chosen_model.state_dict(), run.artefact("probe_model_train_only.pt"))  # LP-FT's start: no validation label seen
+    torch.save(chosen_model.state_dict(), run.artefact(LP_FT_PROBE))  # LP-FT's start: no validation label seen
     chosen = next(r for r in rows if r["l2"] == l2)
     ev = evaluation_tables(run, "probe", test_probs, test_y, f"Linear probe on {f.spec.name} features — test set")
     metrics = {
@@ -278,7 +282,7 @@ def resolve_head_init(head_init: str, run: RunDir) -> str:
     """"auto" is "probe" when the run folder holds a fitted probe (the probe step ran first), else "random"."""
     if head_init != "auto":
         return head_init
-    return "probe" if run.artefact("probe_model_train_only.pt").is_file() else "random"
+    return "probe" if run.artefact(LP_FT_PROBE).is_file() else "random"
 
 
 def init_head_from_probe(head: torch.nn.Module, run: RunDir, log: Log) -> None:
@@ -287,7 +291,7 @@ def init_head_from_probe(head: torch.nn.Module, run: RunDir, log: Log) -> None:
     The probe fitted on the training split alone, not its refit on train + validation: fine-tuning's validation
     accuracy, which chooses the recipe, must not have seen the validation labels.
     """
-    path = run.artefact("probe_model_train_only.pt")
+    path = run.artefact(LP_FT_PROBE)
     if not path.is_file():
         raise MissingFileError(f"--head-init probe: no linear probe in {run.path} ({path.name} is missing); run the probe first "
                                f"(drop --no-probe) or use --head-init random")
