@@ -129,3 +129,15 @@ def test_the_levers_are_validated_together():
     with pytest.raises(InputError, match="drop --no-probe"):
         FinetuneConfig(head_init="probe", probe=False).validate()
 
+
+
+def test_the_time_estimate_counts_the_mirror_image_pass(monkeypatch: pytest.MonkeyPatch):
+    """Flip TTA evaluates every image twice, so the expected time grows by one more pass over the evaluated images."""
+    import embedlab.vision.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "measure_train_throughput", lambda *a, **k: 10.0)
+    args = (Tiny(), 16, CPU, 1000, 500)
+    _, one_view = pipeline._expected_time(cfg(epochs=2, tta_flip=False), *args)
+    _, flipped = pipeline._expected_time(cfg(epochs=2, tta_flip=True), *args)
+    assert one_view == pytest.approx(2 * 1000 / 10 + 500 / 25)  # 2 epochs of training + one pass at 2.5x the speed
+    assert flipped - one_view == pytest.approx(500 / 25)

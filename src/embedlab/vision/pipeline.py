@@ -323,9 +323,11 @@ def step_1c_train(cfg: FinetuneConfig, run: RunDir, model: torch.nn.Module, head
 
 def _expected_time(cfg: FinetuneConfig, model: torch.nn.Module, size: int, device: torch.device, images_per_epoch: int,
                    eval_images: int) -> tuple[float, float]:
-    """(measured training images/s, expected seconds for training and evaluation): inference runs ~2.5x a training step."""
+    """(measured training images/s, expected seconds for training and evaluation): inference runs ~2.5x a training step,
+    and flip TTA evaluates every image twice."""
     ips = measure_train_throughput(model, cfg.batch_size, size, device)
-    return ips, train_pixels(size, cfg.start_size, cfg.epochs, images_per_epoch) / size**2 / ips + eval_images / (2.5 * ips)
+    passes = 2 if cfg.tta_flip else 1
+    return ips, train_pixels(size, cfg.start_size, cfg.epochs, images_per_epoch) / size**2 / ips + passes * eval_images / (2.5 * ips)
 
 
 def step_1c_test(cfg: FinetuneConfig, run: RunDir, model: torch.nn.Module, inputs: Inputs, device: torch.device, data: Cifar10,
