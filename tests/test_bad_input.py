@@ -101,6 +101,13 @@ def test_unusable_devices_fail_before_any_data(tmp_path, capsys, device, says):
                             "--out", str(tmp_path / "o")]), capsys, says)
 
 
+@pytest.mark.parametrize("flags, says", [(["--pad", "20"], "--pad must be in 0..16 pixels (got 20)"),
+                                         (["--weight-decay", "-1"], "--weight-decay must be >= 0 (got -1.0)")])
+def test_out_of_range_recipe_flags_fail_before_any_data(tmp_path, capsys, flags, says):
+    _expect_one_error(main(["vision", "finetune", "--data-dir", str(tmp_path / "nothing"), "--offline", *flags,
+                            "--out", str(tmp_path / "o")]), capsys, says)
+
+
 @pytest.fixture(scope="module")
 def saved_run(tmp_path_factory):
     from conftest import write_movielens

@@ -254,8 +254,10 @@ class FinetuneConfig:
             problems.append("--head-init probe needs the linear probe; drop --no-probe")
         if not 0 <= self.label_smoothing < 1:
             problems.append(f"--label-smoothing must be in [0, 1) (got {self.label_smoothing})")
-        if self.weight_decay < 0 or not 0 <= self.momentum < 1 or not 0 <= self.pad <= 16:
-            problems.append("weight_decay must be >= 0, momentum in [0, 1), pad in 0..16")
+        for name, ok, rule in (("weight_decay", self.weight_decay >= 0, ">= 0"), ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
+                               ("pad", 0 <= self.pad <= 16, "in 0..16 pixels")):
+            if not ok:
+                problems.append(f"--{name.replace('_', '-')} must be {rule} (got {getattr(self, name)})")
         if not 1 <= self.val_per_class < 5000:
             problems.append(f"--val-per-class must be in 1..4999 (got {self.val_per_class})")
         if self.train_per_class is not None and self.train_per_class < 1:
