@@ -294,7 +294,8 @@ def _add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpu-size", type=int, help=f"resolution on a CPU when --size is not given (default {ft.cpu_size})")
     p.add_argument("--epochs", type=int, help=f"passes over the training images (cpu recipe {ft.epochs}, gpu recipe {gpu['epochs']})")
     p.add_argument("--batch-size", type=int, help=f"training batch size (cpu {ft.batch_size}, gpu {gpu['batch_size']})")
-    p.add_argument("--optimizer", choices=["sgd", "adamw"], help="sgd: Nesterov momentum (default); adamw")
+    p.add_argument("--optimizer", choices=["sgd", "adamw"],
+                   help=f"adamw, or sgd with Nesterov momentum (cpu {ft.optimizer}, gpu {gpu['optimizer']})")
     p.add_argument("--lr", type=float, help=f"peak learning rate of the new head (cpu {ft.lr:g}, gpu {gpu['lr']:g})")
     p.add_argument("--backbone-lr-scale", type=float, help="backbone lr = lr x this, in (0, 1] (default 1)")
     p.add_argument("--weight-decay", type=float, help="on weights only, never norm or bias parameters (default 5e-4)")

@@ -194,8 +194,9 @@ class FinetuneConfig:
     epochs: int = 2  # the CPU recipe: 2 x 45 000 images at 112 px fit in ~45 min on 2 cores
     batch_size: int = 64
     eval_batch_size: int = 256
-    optimizer: str = "sgd"  # SGD with Nesterov momentum, or "adamw"
-    lr: float = 0.02  # peak learning rate of the new head
+    # measured at equal compute (README, issue-13 pilots): AdamW at 1e-3 beat SGD with Nesterov momentum at its best rate by +1.1 points
+    optimizer: str = "adamw"  # AdamW, or "sgd" (SGD with Nesterov momentum)
+    lr: float = 0.001  # peak learning rate of the new head
     backbone_lr_scale: float = 1.0  # backbone lr = lr * this (e.g. 0.1 keeps pretrained features closer)
     momentum: float = 0.9
     weight_decay: float = 5e-4  # not applied to norm and bias parameters
@@ -277,7 +278,7 @@ class FinetuneConfig:
 #: Fine-tuning recipes. "auto" picks "gpu" on CUDA and "cpu" otherwise.
 FINETUNE_PROFILES: dict[str, dict[str, Any]] = {
     "cpu": {},
-    "gpu": {"size": 224, "epochs": 10, "batch_size": 128, "lr": 0.05},
+    "gpu": {"size": 224, "epochs": 10, "batch_size": 128, "optimizer": "sgd", "lr": 0.05},
     "smoke": {"train_per_class": 100, "val_per_class": 20, "test_per_class": 30, "size": 64, "epochs": 2, "batch_size": 32},
 }
 

@@ -12,7 +12,7 @@ from torch import nn
 from embedlab.config import FinetuneConfig
 from embedlab.runs import RunDir
 from embedlab.vision.backbones import create_backbone
-from embedlab.vision.finetune import (Inputs, TrainingInterrupted, augment, load_checkpoint, param_groups, train,
+from embedlab.vision.finetune import (Inputs, TrainingInterrupted, augment, load_checkpoint, make_optimizer, param_groups, train,
                                       warmup_cosine)
 from embedlab.vision.pipeline import run_comparison
 
@@ -42,7 +42,7 @@ def synthetic(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def cfg(**kw) -> FinetuneConfig:
-    return FinetuneConfig(**{"epochs": 3, "batch_size": 20, "lr": 0.05, "warmup_fraction": 0.2, "eval_batch_size": 50, **kw})
+    return FinetuneConfig(**{"optimizer": "sgd", "epochs": 3, "batch_size": 20, "lr": 0.05, "warmup_fraction": 0.2, "eval_batch_size": 50, **kw})
 
 
 def test_augment_crops_and_flips_within_the_padded_image():
@@ -60,6 +60,16 @@ def test_augment_crops_and_flips_within_the_padded_image():
         assert found, "an augmented image is not a crop of its padded original"
         offsets.append(found[0][:2])
     assert len(set(offsets)) > 1  # the crops move
+
+
+def test_the_cpu_recipe_is_adamw_with_decoupled_decay_on_weights_only():
+    m = Tiny()
+    recipe = FinetuneConfig()
+    opt = make_optimizer(recipe, param_groups(m, m.head, recipe.lr, recipe.weight_decay, recipe.backbone_lr_scale))
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["lr"] == 1e-3
+    assert {g["name"]: g["weight_decay"] for g in opt.param_groups} == {
+        "backbone": 5e-4, "backbone (no decay)": 0.0, "head": 5e-4, "head (no decay)": 0.0}
+    assert isinstance(make_optimizer(cfg(), param_groups(m, m.head, 0.1, 5e-4, 1.0)), torch.optim.SGD)
 
 
 def test_param_groups_skip_decay_on_norm_and_bias_and_scale_the_backbone_lr():
@@ -95,10 +105,12 @@ def test_one_optimisation_step_lowers_the_loss(tmp_path: Path):
     assert loss() < before
 
 
-def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path: Path):
+@pytest.mark.parametrize("recipe", [{}, {"optimizer": "adamw", "lr": 0.01}], ids=["sgd", "adamw"])
+def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path: Path, recipe: dict):
+    """For both optimisers: AdamW's moment estimates, like SGD's momentum, travel in the checkpoint."""
     train_xy, val_xy = synthetic(60, 0), synthetic(30, 1)
     full = Tiny()
-    h_full = train(full, full.head, train_xy, val_xy, cfg(), INPUTS, CPU, tmp_path / "full.pt", log=lambda s: None)
+    h_full = train(full, full.head, train_xy, val_xy, cfg(**recipe), INPUTS, CPU, tmp_path / "full.pt", log=lambda s: None)
 
     def stop_in_epoch_two(epoch: int, step: int) -> None:
         if epoch == 1 and step == 1:
@@ -107,14 +119,14 @@ def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path: Path):
     part = Tiny()
     ck = tmp_path / "part.pt"
     with pytest.raises(TrainingInterrupted, match="last complete checkpoint \\(after epoch 1\\)"):
-        train(part, part.head, train_xy, val_xy, cfg(), INPUTS, CPU, ck, log=lambda s: None, on_step=stop_in_epoch_two)
+        train(part, part.head, train_xy, val_xy, cfg(**recipe), INPUTS, CPU, ck, log=lambda s: None, on_step=stop_in_epoch_two)
     saved = load_checkpoint(ck)
     assert saved["epoch"] == 1 and len(saved["history"]["step_loss"]) == 3
     assert not ck.with_suffix(".tmp").exists()
 
     torch.manual_seed(123)  # a different global RNG state: resume must restore the saved one
     resumed = Tiny()
-    h_res = train(resumed, resumed.head, train_xy, val_xy, cfg(), INPUTS, CPU, ck, resume=True, log=lambda s: None)
+    h_res = train(resumed, resumed.head, train_xy, val_xy, cfg(**recipe), INPUTS, CPU, ck, resume=True, log=lambda s: None)
     assert h_res.step_loss == h_full.step_loss
     assert [e["val_accuracy"] for e in h_res.epochs] == [e["val_accuracy"] for e in h_full.epochs]
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):

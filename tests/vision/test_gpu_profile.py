@@ -23,7 +23,7 @@ def test_auto_resolves_to_the_gpu_recipe_when_cuda_is_present():
     cfg = study_config("auto", True, {"backbone": "resnet18"})
     assert cfg.profile == "gpu"
     ft = cfg.finetune
-    assert (ft.epochs, ft.batch_size, ft.lr, ft.size, ft.backbone) == (10, 128, 0.05, 224, "resnet18")
+    assert (ft.epochs, ft.batch_size, ft.optimizer, ft.lr, ft.size, ft.backbone) == (10, 128, "sgd", 0.05, 224, "resnet18")
     assert [row[0] for row in plan(cfg, set())] == cfg.steps  # the plan prints for a profile without CPU minutes
 
 
