@@ -297,9 +297,9 @@ def _add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", choices=["sgd", "adamw"],
                    help=f"adamw, or sgd with Nesterov momentum (cpu {ft.optimizer}, gpu {gpu['optimizer']})")
     p.add_argument("--lr", type=float, help=f"peak learning rate of the new head (cpu {ft.lr:g}, gpu {gpu['lr']:g})")
-    p.add_argument("--backbone-lr-scale", type=float, help="backbone lr = lr x this, in (0, 1] (default 1)")
-    p.add_argument("--weight-decay", type=float, help="on weights only, never norm or bias parameters (default 5e-4)")
-    p.add_argument("--label-smoothing", type=float, help="default 0.1; 0 turns it off")
+    p.add_argument("--backbone-lr-scale", type=float, help=f"backbone lr = lr x this, in (0, 1] (default {ft.backbone_lr_scale:g})")
+    p.add_argument("--weight-decay", type=float, help=f"on weights only, never norm or bias parameters (default {ft.weight_decay:g})")
+    p.add_argument("--label-smoothing", type=float, help=f"default {ft.label_smoothing:g}; 0 turns it off")
     p.add_argument("--tta-flip", action=argparse.BooleanOptionalAction, default=None,
                    help="average each validation and test image's prediction with its mirror image's: 2 passes "
                    f"(default {'on' if ft.tta_flip else 'off'})")

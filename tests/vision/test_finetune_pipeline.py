@@ -38,6 +38,7 @@ def test_finetune_run_folder_holds_metrics_gallery_comparison_and_report(cifar_r
     report = (out / "report.md").read_text()
     assert MISSING not in report  # every table and figure a section names was saved by its step
     assert "Part 1C" in report and "Comparison: fixed features vs fine-tuning" in report
+    assert "gradients of the random head" not in report and "head starts from the probe" in report  # the recipe says what this run did
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["finetune"]["resolved"]["size"] == 32 and "probe" in cfg
     capsys.readouterr()

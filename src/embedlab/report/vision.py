@@ -89,8 +89,8 @@ def finetune_section(run: RunDir) -> str:
         "backbone's ImageNet normalisation. Validation and test images are only resized and normalised.",
         f"- **Optimiser**: {opt}, peak learning rate {c['lr']:g} for the head"
         + (f" and {c['lr'] * c['backbone_lr_scale']:g} for the backbone" if c["backbone_lr_scale"] != 1 else " and the backbone") +
-        f", batch {c['batch_size']}; {sched}, stepped every batch. Warm-up keeps the first large gradients of the random head "
-        "from wrecking the pretrained features; cosine to zero needs no stopping rule within a fixed budget.",
+        f", batch {c['batch_size']}; {sched}, stepped every batch. " + _warmup_why(m) +
+        " Cosine to zero needs no stopping rule within a fixed budget.",
         f"- **Regularisation**: weight decay {c['weight_decay']:g}{' (decoupled, as AdamW does it)' if c['optimizer'] == 'adamw' else ''} "
         "on weights only (norm and bias parameters excluded: decaying "
         f"them does not regularise), label smoothing {c['label_smoothing']:g}, augmentation above; no early stopping — the "
@@ -112,6 +112,14 @@ def finetune_section(run: RunDir) -> str:
     if "comparison" in metrics:
         out += comparison_paragraph(run, metrics)
     return "\n".join(out)
+
+
+def _warmup_why(m: dict) -> str:
+    """Why the schedule warms up, said for the head this run actually started from."""
+    if m.get("head_init") == "probe":
+        return ("Warm-up lets the optimiser's running statistics settle before the full rate reaches the pretrained "
+                "features (the head starts from the probe, so the first gradients are already small).")
+    return "Warm-up keeps the first large gradients of the random head from wrecking the pretrained features."
 
 
 def _levers(c: dict, m: dict) -> list[str]:
