@@ -214,6 +214,7 @@ class FinetuneConfig:
     warmup_fraction: float = 0.1
     schedule: str = "cosine"  # linear warm-up then cosine to zero, or "onecycle"
     pad: int = 4  # random crop with this zero padding at 32 px, then horizontal flip, then resize
+    flip: str = "random"  # each training image's horizontal flip: a coin toss per epoch, or "alternate" (airbench)
     train_scope: str = "all"  # "all" layers, or "last": the last stage and the head only
     device: str = "auto"
     seed: int = 0
@@ -241,6 +242,8 @@ class FinetuneConfig:
             problems.append(f"--backbone-lr-scale must be in (0, 1] (got {self.backbone_lr_scale})")
         if self.optimizer not in ("sgd", "adamw"):
             problems.append(f"--optimizer must be sgd or adamw (got {self.optimizer!r})")
+        if self.flip not in ("random", "alternate"):
+            problems.append(f"--flip must be random or alternate (got {self.flip!r})")
         if self.schedule not in ("cosine", "onecycle"):
             problems.append(f"--schedule must be cosine or onecycle (got {self.schedule!r})")
         if self.train_scope not in ("all", "last"):

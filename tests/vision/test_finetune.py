@@ -12,7 +12,7 @@ from torch import nn
 from embedlab.config import FinetuneConfig
 from embedlab.runs import RunDir
 from embedlab.vision.backbones import create_backbone
-from embedlab.vision.finetune import (Inputs, TrainingInterrupted, augment, load_checkpoint, make_optimizer, param_groups, train,
+from embedlab.vision.finetune import (Inputs, TrainingInterrupted, alternating_flips, augment, load_checkpoint, make_optimizer, param_groups, train,
                                       warmup_cosine)
 from embedlab.vision.pipeline import run_comparison
 
@@ -62,6 +62,26 @@ def test_augment_crops_and_flips_within_the_padded_image():
     assert len(set(offsets)) > 1  # the crops move
 
 
+def test_alternating_flips_show_every_image_both_ways_round_in_two_epochs():
+    first, second, third = (alternating_flips(1000, 3, e) for e in range(3))
+    assert torch.equal(first, ~second) and torch.equal(first, third)
+    assert 400 < int(first.sum()) < 600  # about half of the images start mirrored
+    assert torch.equal(first, alternating_flips(1000, 3, 0)) and not torch.equal(first, alternating_flips(1000, 4, 0))
+
+
+def test_given_flips_are_obeyed_and_the_crops_stay_those_of_the_coin_toss_run():
+    x, _ = synthetic(16, 0)
+    flips = torch.arange(16) % 3 == 0
+    coin = augment(x, 4, torch.Generator().manual_seed(5))
+    given = augment(x, 4, torch.Generator().manual_seed(5), flips)
+    g = torch.Generator().manual_seed(5)  # replay augment's draws: the crops first, then the coin tosses
+    torch.randint(0, 9, (16, 2), generator=g)
+    drawn = torch.rand(16, generator=g) < 0.5
+    assert drawn.tolist() != flips.tolist()  # so the test can tell the two apart
+    for a, b, f, d in zip(given, coin, flips.tolist(), drawn.tolist()):
+        assert torch.equal(a, b if f == d else b.flip(-1))
+
+
 def test_the_cpu_recipe_is_adamw_with_decoupled_decay_on_weights_only():
     m = Tiny()
     recipe = FinetuneConfig()
@@ -105,9 +125,10 @@ def test_one_optimisation_step_lowers_the_loss(tmp_path: Path):
     assert loss() < before
 
 
-@pytest.mark.parametrize("recipe", [{}, {"optimizer": "adamw", "lr": 0.01}], ids=["sgd", "adamw"])
+@pytest.mark.parametrize("recipe", [{}, {"optimizer": "adamw", "lr": 0.01}, {"flip": "alternate"}], ids=["sgd", "adamw", "alternate-flips"])
 def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path: Path, recipe: dict):
-    """For both optimisers: AdamW's moment estimates, like SGD's momentum, travel in the checkpoint."""
+    """For both optimisers: AdamW's moment estimates, like SGD's momentum, travel in the checkpoint; and alternating
+    flips, which depend on the epoch alone, resume in step."""
     train_xy, val_xy = synthetic(60, 0), synthetic(30, 1)
     full = Tiny()
     h_full = train(full, full.head, train_xy, val_xy, cfg(**recipe), INPUTS, CPU, tmp_path / "full.pt", log=lambda s: None)
@@ -198,8 +219,8 @@ def test_comparison_needs_both_studies(tmp_path: Path):
 
 def test_bad_recipe_settings_are_rejected_together():
     with pytest.raises(ValueError) as err:
-        cfg(optimizer="lamb", schedule="step", lr=0.0, train_scope="half").validate()
-    for text in ("--optimizer", "--schedule", "--lr", "--train-scope"):
+        cfg(optimizer="lamb", schedule="step", lr=0.0, train_scope="half", flip="sometimes").validate()
+    for text in ("--optimizer", "--schedule", "--lr", "--train-scope", "--flip"):
         assert text in str(err.value)
 
 

@@ -85,7 +85,9 @@ def finetune_section(run: RunDir) -> str:
         "On a CPU the cost of a step grows with the square of the side, and the resolution was chosen by measured validation "
         "accuracy per minute (README, *Choosing the CPU recipe*); on a GPU the native 224 px.",
         f"- **Augmentation**: random crop of the 32 px image with {c['pad']} px zero padding and a horizontal flip (the classic "
-        "CIFAR recipe, applied before the resize so it costs the same at any resolution); then bilinear resize and the "
+        "CIFAR recipe, applied before the resize so it costs the same at any resolution)"
+        + ("; the flips alternate: each image's is drawn once and reversed every epoch, so two epochs show it both ways round"
+           if c.get("flip") == "alternate" else "") + "; then bilinear resize and the "
         "backbone's ImageNet normalisation. Validation and test images are only resized and normalised.",
         f"- **Optimiser**: {opt}, peak learning rate {c['lr']:g} for the head"
         + (f" and {c['lr'] * c['backbone_lr_scale']:g} for the backbone" if c["backbone_lr_scale"] != 1 else " and the backbone") +

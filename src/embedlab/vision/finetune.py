@@ -43,20 +43,30 @@ class CheckpointMismatch(InputError):
     """The checkpoint given to resume was written for another network or resolution."""
 
 
-def augment(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """Random crop with ``pad`` zero pixels of padding, then a random horizontal flip (uint8 NCHW, at 32 px).
+def augment(x: torch.Tensor, pad: int, gen: torch.Generator, flips: torch.Tensor | None = None) -> torch.Tensor:
+    """Random crop with ``pad`` zero pixels of padding, then a horizontal flip (uint8 NCHW, at 32 px): a random one,
+    or where ``flips`` is given, exactly those (the random draw is still made, so the crops do not depend on it).
 
     Done before the resize, as in the classic CIFAR recipe, so its cost does not grow with the resolution.
     """
     n, _, h, w = x.shape
     offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=gen).tolist()
-    flips = (torch.rand(n, generator=gen) < 0.5).tolist()
+    drawn = torch.rand(n, generator=gen) < 0.5
+    flips = (drawn if flips is None else flips).tolist()
     padded = F.pad(x, (pad, pad, pad, pad)) if pad else x
     out = torch.empty_like(x)
     for i, ((dy, dx), flip) in enumerate(zip(offsets, flips)):
         crop = padded[i, :, dy : dy + h, dx : dx + w]
         out[i] = crop.flip(-1) if flip else crop
     return out
+
+
+def alternating_flips(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """Which of the ``n`` training images to mirror in ``epoch`` under alternating flips (as in Keller Jordan's
+    cifar10-airbench): each image's first-epoch flip is drawn once from the seed, and every later epoch flips it
+    the other way, so any two consecutive epochs show every image both ways round instead of a coin toss's 50 %."""
+    first = torch.rand(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + 999_983)) < 0.5
+    return first ^ bool(epoch % 2)
 
 
 def param_groups(model: nn.Module, head: nn.Module, lr: float, weight_decay: float, backbone_lr_scale: float) -> list[dict[str, Any]]:
@@ -317,13 +327,14 @@ def train_epoch(loop: Loop, train_xy: tuple[torch.Tensor, torch.Tensor], epoch: 
     mean, std = torch.tensor(inputs.mean, device=device), torch.tensor(inputs.std, device=device)
     mine = dist.shard(cfg.batch_size)
     size = epoch_size(inputs.size, cfg.start_size, epoch, cfg.epochs)
+    flips = alternating_flips(len(x), cfg.seed, epoch) if cfg.flip == "alternate" else None
     losses: list[torch.Tensor] = []
     correct = torch.zeros((), dtype=torch.long, device=device)
     with tqdm(total=loop.steps_per_epoch * cfg.batch_size, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img",
               disable=None if dist.is_main else True, mininterval=2.0) as bar:
         for step in range(loop.steps_per_epoch):
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            xb = preprocess(augment(x[idx], cfg.pad, gen)[mine].to(device, non_blocking=True), size, mean, std)
+            xb = preprocess(augment(x[idx], cfg.pad, gen, None if flips is None else flips[idx])[mine].to(device, non_blocking=True), size, mean, std)
             loss, hits = train_step(loop, xb, y[idx][mine].to(device, non_blocking=True), cfg)
             losses.append(loss)
             correct += hits
