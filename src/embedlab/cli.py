@@ -309,6 +309,8 @@ def _add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head-init", choices=["auto", "random", "probe"], help="probe: start the new classifier from the linear "
                    "probe's weights (LP-FT); random; auto (default): probe unless --no-probe")
     p.add_argument("--pad", type=int, help=f"random-crop augmentation: zero padding in pixels at 32 px (default {ft.pad}; 0: flips only)")
+    p.add_argument("--pad-mode", choices=["zeros", "reflect"], help="the random crop's padding: zeros, or the image "
+                   f"reflected at its border (default {ft.pad_mode})")
     p.add_argument("--flip", choices=["random", "alternate"], help="training flips: a coin toss per image and epoch "
                    f"(random), or alternate: drawn once, then the other way each epoch (default {ft.flip})")
     p.add_argument("--warmup-fraction", type=float, help="share of the steps spent warming up linearly (default 0.1)")
@@ -325,7 +327,7 @@ def _add_finetune_args(p: argparse.ArgumentParser) -> None:
 
 
 FINETUNE_FLAGS = ("data_dir", "offline", "backbone", "weights", "size", "cpu_size", "epochs", "batch_size", "optimizer", "lr", "tta_flip",
-                  "start_size", "ema", "head_init", "pad", "flip",
+                  "start_size", "ema", "head_init", "pad", "pad_mode", "flip",
                   "backbone_lr_scale", "weight_decay", "label_smoothing", "warmup_fraction", "schedule", "train_scope", "device",
                   "seed", "val_per_class", "train_per_class", "test_per_class", "probe", "probe_size", "cache_dir")
 

@@ -213,7 +213,8 @@ class FinetuneConfig:
     head_init: str = "auto"
     warmup_fraction: float = 0.1
     schedule: str = "cosine"  # linear warm-up then cosine to zero, or "onecycle"
-    pad: int = 4  # random crop with this zero padding at 32 px, then horizontal flip, then resize
+    pad: int = 4  # random crop with this much padding at 32 px, then horizontal flip, then resize
+    pad_mode: str = "zeros"  # the padding's pixels: "zeros", or "reflect" (the image mirrored at its border)
     flip: str = "random"  # each training image's horizontal flip: a coin toss per epoch, or "alternate" (airbench)
     train_scope: str = "all"  # "all" layers, or "last": the last stage and the head only
     device: str = "auto"
@@ -242,6 +243,8 @@ class FinetuneConfig:
             problems.append(f"--backbone-lr-scale must be in (0, 1] (got {self.backbone_lr_scale})")
         if self.optimizer not in ("sgd", "adamw"):
             problems.append(f"--optimizer must be sgd or adamw (got {self.optimizer!r})")
+        if self.pad_mode not in ("zeros", "reflect"):
+            problems.append(f"--pad-mode must be zeros or reflect (got {self.pad_mode!r})")
         if self.flip not in ("random", "alternate"):
             problems.append(f"--flip must be random or alternate (got {self.flip!r})")
         if self.schedule not in ("cosine", "onecycle"):

@@ -82,6 +82,15 @@ def test_given_flips_are_obeyed_and_the_crops_stay_those_of_the_coin_toss_run():
         assert torch.equal(a, b if f == d else b.flip(-1))
 
 
+def test_reflect_padding_crops_from_the_mirrored_border():
+    x = synthetic(8, 0)[0].clamp(min=1)  # no black pixel of its own, so any in the output is padding
+    out = augment(x, 4, torch.Generator().manual_seed(2), torch.zeros(8, dtype=torch.bool), "reflect")
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4), mode="reflect")
+    for a, p in zip(out, padded):  # brute force: the unflipped window of the reflected image it came from
+        assert any(torch.equal(a, p[:, dy : dy + 32, dx : dx + 32]) for dy in range(9) for dx in range(9))
+    assert not (out == 0).all(dim=1).any()  # no black border pixels, unlike zero padding
+
+
 def test_the_cpu_recipe_is_adamw_with_decoupled_decay_on_weights_only():
     m = Tiny()
     recipe = FinetuneConfig()
@@ -219,8 +228,8 @@ def test_comparison_needs_both_studies(tmp_path: Path):
 
 def test_bad_recipe_settings_are_rejected_together():
     with pytest.raises(ValueError) as err:
-        cfg(optimizer="lamb", schedule="step", lr=0.0, train_scope="half", flip="sometimes").validate()
-    for text in ("--optimizer", "--schedule", "--lr", "--train-scope", "--flip"):
+        cfg(optimizer="lamb", schedule="step", lr=0.0, train_scope="half", flip="sometimes", pad_mode="wrap").validate()
+    for text in ("--optimizer", "--schedule", "--lr", "--train-scope", "--flip", "--pad-mode"):
         assert text in str(err.value)
 
 

@@ -84,7 +84,7 @@ def finetune_section(run: RunDir) -> str:
         f"- **Resolution**: {m['resolution']} px (probe at {metrics.get('probe', {}).get('resolution', '—')} px). "
         "On a CPU the cost of a step grows with the square of the side, and the resolution was chosen by measured validation "
         "accuracy per minute (README, *Choosing the CPU recipe*); on a GPU the native 224 px.",
-        f"- **Augmentation**: random crop of the 32 px image with {c['pad']} px zero padding and a horizontal flip (the classic "
+        f"- **Augmentation**: random crop of the 32 px image with {c['pad']} px {'reflected' if c.get('pad_mode') == 'reflect' else 'zero'} padding and a horizontal flip (the classic "
         "CIFAR recipe, applied before the resize so it costs the same at any resolution)"
         + ("; the flips alternate: each image's is drawn once and reversed every epoch, so two epochs show it both ways round"
            if c.get("flip") == "alternate" else "") + "; then bilinear resize and the "

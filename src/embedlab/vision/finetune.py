@@ -43,9 +43,11 @@ class CheckpointMismatch(InputError):
     """The checkpoint given to resume was written for another network or resolution."""
 
 
-def augment(x: torch.Tensor, pad: int, gen: torch.Generator, flips: torch.Tensor | None = None) -> torch.Tensor:
-    """Random crop with ``pad`` zero pixels of padding, then a horizontal flip (uint8 NCHW, at 32 px): a random one,
-    or where ``flips`` is given, exactly those (the random draw is still made, so the crops do not depend on it).
+def augment(x: torch.Tensor, pad: int, gen: torch.Generator, flips: torch.Tensor | None = None,
+            pad_mode: str = "zeros") -> torch.Tensor:
+    """Random crop with ``pad`` pixels of padding (zeros, or the image reflected at its border), then a horizontal
+    flip (uint8 NCHW, at 32 px): a random one, or where ``flips`` is given, exactly those (the random draw is still
+    made, so the crops do not depend on it).
 
     Done before the resize, as in the classic CIFAR recipe, so its cost does not grow with the resolution.
     """
@@ -53,7 +55,7 @@ def augment(x: torch.Tensor, pad: int, gen: torch.Generator, flips: torch.Tensor
     offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=gen).tolist()
     drawn = torch.rand(n, generator=gen) < 0.5
     flips = (drawn if flips is None else flips).tolist()
-    padded = F.pad(x, (pad, pad, pad, pad)) if pad else x
+    padded = F.pad(x, (pad, pad, pad, pad), mode="constant" if pad_mode == "zeros" else "reflect") if pad else x
     out = torch.empty_like(x)
     for i, ((dy, dx), flip) in enumerate(zip(offsets, flips)):
         crop = padded[i, :, dy : dy + h, dx : dx + w]
@@ -334,7 +336,7 @@ def train_epoch(loop: Loop, train_xy: tuple[torch.Tensor, torch.Tensor], epoch: 
               disable=None if dist.is_main else True, mininterval=2.0) as bar:
         for step in range(loop.steps_per_epoch):
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            xb = preprocess(augment(x[idx], cfg.pad, gen, None if flips is None else flips[idx])[mine].to(device, non_blocking=True), size, mean, std)
+            xb = preprocess(augment(x[idx], cfg.pad, gen, None if flips is None else flips[idx], cfg.pad_mode)[mine].to(device, non_blocking=True), size, mean, std)
             loss, hits = train_step(loop, xb, y[idx][mine].to(device, non_blocking=True), cfg)
             losses.append(loss)
             correct += hits
