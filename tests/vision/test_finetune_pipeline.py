@@ -51,8 +51,13 @@ def test_finetune_run_folder_holds_metrics_gallery_comparison_and_report(cifar_r
 
 def test_train_scope_last_and_no_probe(cifar_root, tmp_path):
     out = tmp_path / "ft"
-    assert main(args_for(cifar_root, out, tmp_path, "--train-scope", "last", "--no-probe", "--epochs", "1")) == 0
+    assert main(args_for(cifar_root, out, tmp_path, "--train-scope", "last", "--no-probe", "--epochs", "1",
+                         "--flip", "alternate", "--pad-mode", "reflect")) == 0
     metrics = json.loads((out / "metrics.json").read_text())
+    cfg = json.loads((out / "config.json").read_text())["finetune"]
+    assert cfg["flip"] == "alternate" and cfg["pad_mode"] == "reflect"  # the augmentation flags reach the saved recipe
+    report = (out / "report.md").read_text()
+    assert "px reflected padding" in report and "the flips alternate" in report
     assert "probe" not in metrics and "comparison" not in metrics
     # ResNet-18's layer4 (8 393 728) plus the new head (5 130); the other 2.8 M parameters stay frozen
     assert metrics["finetune"]["trainable_parameters"] == 8_398_858 < metrics["finetune"]["total_parameters"]
