@@ -308,7 +308,7 @@ def _add_finetune_args(p: argparse.ArgumentParser) -> None:
                    "fraction of all training steps, e.g. 0.1 (default 0: off)")
     p.add_argument("--head-init", choices=["auto", "random", "probe"], help="probe: start the new classifier from the linear "
                    "probe's weights (LP-FT); random; auto (default): probe unless --no-probe")
-    p.add_argument("--pad", type=int, help=f"random-crop augmentation: zero padding in pixels at 32 px (default {ft.pad}; 0: flips only)")
+    p.add_argument("--pad", type=int, help=f"random-crop augmentation: padding in pixels at 32 px, see --pad-mode (default {ft.pad}; 0: flips only)")
     p.add_argument("--pad-mode", choices=["zeros", "reflect"], help="the random crop's padding: zeros, or the image "
                    f"reflected at its border (default {ft.pad_mode})")
     p.add_argument("--flip", choices=["random", "alternate"], help="training flips: a coin toss per image and epoch "
