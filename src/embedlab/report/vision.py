@@ -84,11 +84,7 @@ def finetune_section(run: RunDir) -> str:
         f"- **Resolution**: {m['resolution']} px (probe at {metrics.get('probe', {}).get('resolution', '—')} px). "
         "On a CPU the cost of a step grows with the square of the side, and the resolution was chosen by measured validation "
         "accuracy per minute (README, *Choosing the CPU recipe*); on a GPU the native 224 px.",
-        f"- **Augmentation**: random crop of the 32 px image with {c['pad']} px {'reflected' if c.get('pad_mode') == 'reflect' else 'zero'} padding and a horizontal flip (the classic "
-        "CIFAR recipe, applied before the resize so it costs the same at any resolution)"
-        + ("; the flips alternate: each image's is drawn once and reversed every epoch, so two epochs show it both ways round"
-           if c.get("flip") == "alternate" else "") + "; then bilinear resize and the "
-        "backbone's ImageNet normalisation. Validation and test images are only resized and normalised.",
+        _augmentation(c),
         f"- **Optimiser**: {opt}, peak learning rate {c['lr']:g} for the head"
         + (f" and {c['lr'] * c['backbone_lr_scale']:g} for the backbone" if c["backbone_lr_scale"] != 1 else " and the backbone") +
         f", batch {c['batch_size']}; {sched}, stepped every batch. " + _warmup_why(m) +
@@ -114,6 +110,16 @@ def finetune_section(run: RunDir) -> str:
     if "comparison" in metrics:
         out += comparison_paragraph(run, metrics)
     return "\n".join(out)
+
+
+def _augmentation(c: dict) -> str:
+    """The training augmentation as this run's config set it (``.get``: runs saved before the two options existed)."""
+    padding = "reflected" if c.get("pad_mode") == "reflect" else "zero"
+    flips = ("; the flips alternate: each image's is drawn once and reversed every epoch, so two epochs show it both ways round"
+             if c.get("flip") == "alternate" else "")
+    return (f"- **Augmentation**: random crop of the 32 px image with {c['pad']} px {padding} padding and a horizontal flip "
+            f"(the classic CIFAR recipe, applied before the resize so it costs the same at any resolution){flips}; then "
+            "bilinear resize and the backbone's ImageNet normalisation. Validation and test images are only resized and normalised.")
 
 
 def _warmup_why(m: dict) -> str:

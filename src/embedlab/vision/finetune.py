@@ -336,7 +336,8 @@ def train_epoch(loop: Loop, train_xy: tuple[torch.Tensor, torch.Tensor], epoch: 
               disable=None if dist.is_main else True, mininterval=2.0) as bar:
         for step in range(loop.steps_per_epoch):
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            xb = preprocess(augment(x[idx], cfg.pad, gen, None if flips is None else flips[idx], cfg.pad_mode)[mine].to(device, non_blocking=True), size, mean, std)
+            batch = augment(x[idx], cfg.pad, gen, None if flips is None else flips[idx], cfg.pad_mode)
+            xb = preprocess(batch[mine].to(device, non_blocking=True), size, mean, std)
             loss, hits = train_step(loop, xb, y[idx][mine].to(device, non_blocking=True), cfg)
             losses.append(loss)
             correct += hits
