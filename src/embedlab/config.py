@@ -22,7 +22,7 @@ from embedlab.errors import InputError
 #: (a test checks that the two agree), so this module never imports a study.
 SIMILARITY_METRICS = ("cosine", "dot")
 OPTIMIZER_NAMES = ("sgd", "nesterov", "adagrad", "rmsprop", "adam")
-BACKBONE_NAMES = ("resnet18", "efficientnet_lite0")
+BACKBONE_NAMES = ("resnet18", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 #: Learning-rate grids of the default sweep. Each spans too small (far from the optimum after the
 #: budget) to too large (diverges), measured on ml-latest-small at the default d = 100; see the README.
@@ -219,6 +219,10 @@ class FinetuneConfig:
     # each training image's horizontal flip: a coin toss per epoch, or "alternate" (airbench; piloted: +0.12, within noise)
     flip: str = "random"
     train_scope: str = "all"  # "all" layers, or "last": the last stage and the head only
+    # with train_scope "all": freeze the stem and the stages after it, K in all (0: none); frozen parts keep their
+    # ImageNet BatchNorm statistics and cost no backward pass. None: none on a GPU; on a CPU the backbone's own
+    # (efficientnet_lite1: 3, lite2: 4, others 0), which keeps a training image's cost at efficientnet_lite0's
+    freeze_stages: int | None = None
     device: str = "auto"
     seed: int = 0
     val_per_class: int = 500  # the same validation split as the probe (same seed)
@@ -253,6 +257,10 @@ class FinetuneConfig:
             problems.append(f"--schedule must be cosine or onecycle (got {self.schedule!r})")
         if self.train_scope not in ("all", "last"):
             problems.append(f"--train-scope must be all or last (got {self.train_scope!r})")
+        if self.freeze_stages is not None and self.freeze_stages < 0:
+            problems.append(f"--freeze-stages must be >= 0 (got {self.freeze_stages})")
+        elif self.freeze_stages and self.train_scope == "last":
+            problems.append("--freeze-stages goes with --train-scope all (--train-scope last already freezes all but the last stage)")
         if not 0 <= self.warmup_fraction < 1:
             problems.append(f"--warmup-fraction must be in [0, 1) (got {self.warmup_fraction})")
         if not 0 <= self.ema < 1:

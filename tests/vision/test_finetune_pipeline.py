@@ -63,6 +63,20 @@ def test_train_scope_last_and_no_probe(cifar_root, tmp_path):
     assert metrics["finetune"]["trainable_parameters"] == 8_398_858 < metrics["finetune"]["total_parameters"]
 
 
+def test_freeze_stages_reaches_metrics_and_report_and_a_bad_count_stops_before_the_probe(cifar_root, tmp_path, capsys):
+    out = tmp_path / "ft"
+    assert main(args_for(cifar_root, out, tmp_path, "--freeze-stages", "2", "--no-probe", "--epochs", "1")) == 0
+    ft = json.loads((out / "metrics.json").read_text())["finetune"]
+    assert ft["frozen_stages"] == ["conv1", "bn1", "layer1"]
+    # ResNet-18 without its stem (9 536) and layer1 (147 968), with the new head (5 130)
+    assert ft["trainable_parameters"] == 11_689_512 - 1000 * 513 - 9_536 - 147_968 + 5_130
+    assert "every layer after `conv1`, `bn1`, `layer1` (frozen" in (out / "report.md").read_text()
+    capsys.readouterr()
+    assert main(args_for(cifar_root, tmp_path / "bad", tmp_path, "--freeze-stages", "5")) == 2
+    captured = capsys.readouterr()
+    assert "embedlab: error: --freeze-stages must be in 0..4 for resnet18" in captured.err and "[1A]" not in captured.out
+
+
 def test_bad_settings_and_resume_of_a_non_finetune_run_are_messages(cifar_root, tmp_path, capsys):
     assert main(args_for(cifar_root, tmp_path / "a", tmp_path, "--lr", "-1")) == 2
     assert "--lr must be > 0" in capsys.readouterr().err

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from embedlab.config import FINETUNE_PROFILES, finetune_profile
+from embedlab.config import FINETUNE_PROFILES, FinetuneConfig, finetune_profile
 from embedlab.distributed import Dist
 from embedlab.study import plan, study_config
 from embedlab.vision.backbones import REGISTRY
 from embedlab.vision.features import numerics, uses_bf16
 from embedlab.vision.finetune import check_shards
-from embedlab.vision.pipeline import resolve_size
+from embedlab.vision.pipeline import resolve_freeze_stages, resolve_size
 
 CUDA = torch.device("cuda")  # a device object only: nothing here touches a GPU
 
@@ -35,6 +35,16 @@ def test_resolution_on_a_gpu_is_the_backbones_native_size(name):
     assert resolve_size(probe, native, CUDA) == (probe.size or native)
     assert resolve_size(cfg.finetune, native, CUDA) == 224
     assert resolve_size(study_config("cpu", False, {}).finetune, native, torch.device("cpu")) == 112
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_a_gpu_trains_every_stage_and_a_cpu_freezes_the_backbones_own_share(name):
+    spec, cpu = REGISTRY[name], torch.device("cpu")
+    assert resolve_freeze_stages(study_config("gpu", True, {"backbone": name}).finetune, spec, CUDA) == 0
+    cpu_cfg = study_config("cpu", False, {"backbone": name}).finetune
+    assert resolve_freeze_stages(cpu_cfg, spec, cpu) == {"efficientnet_lite1": 3, "efficientnet_lite2": 4}.get(name, 0)
+    assert resolve_freeze_stages(FinetuneConfig(backbone=name, train_scope="last"), spec, cpu) == 0
+    assert resolve_freeze_stages(FinetuneConfig(backbone=name, freeze_stages=1), spec, CUDA) == 1  # an explicit count wins
 
 
 def test_bf16_autocast_only_on_cuda_and_the_feature_cache_knows_it():

