@@ -255,7 +255,8 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
 
     steps = len(train_idx) // cfg.batch_size
     ips, expected = _expected_time(cfg, model, size, device, steps * cfg.batch_size, cfg.epochs * len(val_idx) + len(test_idx))
-    log(f"[1C] fine-tuning {spec.name} ({backbone.weights}, {cfg.train_scope} layers{f' after the first {frozen} stages' if frozen else ''}, {n_trainable:,} trainable parameters) on {device} "
+    layers = f"{cfg.train_scope} layers" + (f" after the first {frozen} stages" if frozen else "")
+    log(f"[1C] fine-tuning {spec.name} ({backbone.weights}, {layers}, {n_trainable:,} trainable parameters) on {device} "
         f"at {size} px: {cfg.epochs} epochs x {steps * cfg.batch_size:,} images at about {ips:.0f} img/s "
         f"-> expected about {_duration(expected)}")
     history = step_1c_train(cfg, run, model, head, trained, inputs, device, data, (train_idx, val_idx), resume, log, dist)
@@ -268,8 +269,8 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
     train_s = float(epochs["train_seconds"].sum())
     metrics = {
         "backbone": spec.name, "weights": backbone.weights, "weights_digest": backbone.weights_digest, "resolution": size,
-        "device": str(device), "train_scope": cfg.train_scope,
-        "frozen_stages": [name for stage in spec.stages[:frozen] for name in stage], "trainable_parameters": n_trainable, "total_parameters": n_total,
+        "device": str(device), "train_scope": cfg.train_scope, "frozen_stages": [name for stage in spec.stages[:frozen] for name in stage],
+        "trainable_parameters": n_trainable, "total_parameters": n_total,
         "train_images": len(train_idx), "val_images": len(val_idx), "test_images": len(test_idx), "epochs": cfg.epochs,
         "start_size": cfg.start_size, "ema": cfg.ema, "head_init": head_init,
         "train_pixels": train_pixels(size, cfg.start_size, cfg.epochs, steps * cfg.batch_size),
