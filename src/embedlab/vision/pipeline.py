@@ -17,7 +17,7 @@ from embedlab.distributed import Dist
 from embedlab.errors import InputError, MissingFileError
 from embedlab.runs import RunDir
 from embedlab.vision import figures
-from embedlab.vision.backbones import BackboneSpec, check_freeze_stages, create_backbone
+from embedlab.vision.backbones import Backbone, BackboneSpec, check_freeze_stages, create_backbone
 from embedlab.vision.cifar10 import CLASSES, Cifar10, ensure_cifar10, load_cifar10, stratified_split, subsample, torchvision_download
 from embedlab.vision.evaluate import confusion_matrix, gallery_selection, per_class_accuracy
 from embedlab.vision.features import cache_key, cached_features, cached_stats, default_cache_dir, extract, numerics, pick_device, uses_bf16
@@ -224,6 +224,19 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
+def step_1c_setup(cfg: FinetuneConfig, run: RunDir, log: Log, dist: Dist) -> tuple[torch.device, Backbone, int, int]:
+    """Device, backbone, frozen stages and resolution resolved and saved in config.json; then the probe (rank 0), if due."""
+    device = pick_device(cfg.device)
+    backbone = create_backbone(cfg.backbone, cfg.weights, cfg.seed)
+    frozen = resolve_freeze_stages(cfg, backbone.spec, device)
+    check_freeze_stages(backbone.spec, frozen)  # before the probe's minutes
+    size = resolve_size(cfg, backbone.spec.native_size, device)
+    run.update_config("finetune", {**to_dict(cfg), "resolved": {"device": str(device), "size": size, "freeze_stages": frozen}})
+    if cfg.probe and dist.is_main and "test_accuracy" not in run.metrics().get("probe", {}):
+        run_probe(cfg.probe_config(), run, log)
+    return device, backbone, frozen, size
+
+
 def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: bool = False, compare: bool = True,
                  dist: Dist = Dist()) -> dict[str, object]:
     """Part 1 C into ``run``: the probe (unless done or disabled), fine-tuning, its evaluation and gallery, the comparison.
@@ -234,16 +247,8 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
     """
     cfg.validate()
     t_all = time.perf_counter()
-    device = pick_device(cfg.device)
-    backbone = create_backbone(cfg.backbone, cfg.weights, cfg.seed)
+    device, backbone, frozen, size = step_1c_setup(cfg, run, log, dist)
     spec = backbone.spec
-    frozen = resolve_freeze_stages(cfg, spec, device)
-    check_freeze_stages(spec, frozen)  # before the probe's minutes
-    size = resolve_size(cfg, spec.native_size, device)
-    run.update_config("finetune", {**to_dict(cfg), "resolved": {"device": str(device), "size": size, "freeze_stages": frozen}})
-    if cfg.probe and dist.is_main and "test_accuracy" not in run.metrics().get("probe", {}):
-        run_probe(cfg.probe_config(), run, log)
-
     data, train_idx, val_idx, test_idx = load_splits(cfg, log)  # the probe's split
     model, head, trained = backbone.with_new_head(len(CLASSES), cfg.train_scope, cfg.seed, frozen)
     head_init = resolve_head_init(cfg.head_init, run)
