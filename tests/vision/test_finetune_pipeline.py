@@ -41,6 +41,7 @@ def test_finetune_run_folder_holds_metrics_gallery_comparison_and_report(cifar_r
     assert "gradients of the random head" not in report and "head starts from the probe" in report  # the recipe says what this run did
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["finetune"]["resolved"]["size"] == 32 and "probe" in cfg
+    assert cfg["finetune"]["resolved"]["eval_batch_size"] == cfg["probe"]["resolved"]["batch_size"] == 16  # the CPU's inference batch
     capsys.readouterr()
     # resuming a finished run re-evaluates from the last checkpoint without training again
     assert main(["vision", "finetune", "--resume", str(out)]) == 0

@@ -1,5 +1,6 @@
 """Every decision the gpu profile takes that does not need CUDA, checked on the CPU, so that a GPU run
-cannot fail on a typo: profile resolution, resolution, bf16 autocast selection, batch sizes, backend."""
+cannot fail on a typo: profile resolution, resolution, bf16 autocast selection, batch sizes (training and
+inference), backend."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from embedlab.config import FINETUNE_PROFILES, FinetuneConfig, finetune_profile
 from embedlab.distributed import Dist
 from embedlab.study import plan, study_config
 from embedlab.vision.backbones import REGISTRY
-from embedlab.vision.features import numerics, uses_bf16
-from embedlab.vision.finetune import check_shards
+from embedlab.vision.features import CPU_INFERENCE_BATCH, inference_batch, numerics, uses_bf16
+from embedlab.vision.finetune import EVAL_BATCH_GPU, check_shards
 from embedlab.vision.pipeline import resolve_freeze_stages, resolve_size
 
 CUDA = torch.device("cuda")  # a device object only: nothing here touches a GPU
@@ -58,3 +59,12 @@ def test_the_gpu_batch_splits_over_one_to_eight_gpus(world):
     check_shards(cfg, 45_000, 5_000, Dist(rank=0, world=world, backend="nccl" if world > 1 else None))
     with pytest.raises(ValueError, match="divisible"):
         check_shards(cfg, 45_000, 5_000, Dist(rank=0, world=3, backend="nccl"))
+
+
+def test_inference_batches_are_large_on_a_gpu_and_cache_sized_on_a_cpu():
+    cpu = torch.device("cpu")
+    gpu_cfg, cpu_cfg = study_config("gpu", True, {}), study_config("cpu", False, {})
+    assert inference_batch(gpu_cfg.probe.batch_size, CUDA, 128) == 128
+    assert inference_batch(gpu_cfg.finetune.eval_batch_size, CUDA, EVAL_BATCH_GPU) == 256
+    assert inference_batch(cpu_cfg.probe.batch_size, cpu, 128) == inference_batch(cpu_cfg.finetune.eval_batch_size, cpu, 256) == 16
+    assert CPU_INFERENCE_BATCH == 16 and inference_batch(48, CUDA, 256) == inference_batch(48, cpu, 256) == 48  # a flag wins

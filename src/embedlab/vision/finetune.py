@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from embedlab.errors import InputError, MissingFileError, UserError
 from embedlab.config import FinetuneConfig
 from embedlab.distributed import Dist
-from embedlab.vision.features import extract, preprocess, uses_bf16
+from embedlab.vision.features import extract, inference_batch, preprocess, uses_bf16
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -224,12 +224,18 @@ class Inputs:
     std: tuple[float, float, float]
 
 
-def predict(model: nn.Module, images: torch.Tensor, inputs: Inputs, batch_size: int, device: torch.device, desc: str,
+#: Validation and test batch on a GPU with --eval-batch-size unset (a CPU gets features.CPU_INFERENCE_BATCH).
+EVAL_BATCH_GPU = 256
+
+
+def predict(model: nn.Module, images: torch.Tensor, inputs: Inputs, batch_size: int | None, device: torch.device, desc: str,
             dist: Dist = Dist(), flip: bool = False) -> tuple[torch.Tensor, float, torch.Tensor]:
     """Softmax probabilities (float32, CPU) of uint8 ``images``, the images/s of one pass (of this rank's share:
     under torch.distributed each rank predicts one block and every rank gets all the rows), and the
     probabilities of the plain images alone. With ``flip`` the probabilities are the mean of the image's and
-    its mirror image's (test-time augmentation, a second pass); without, the two returned tensors are one."""
+    its mirror image's (test-time augmentation, a second pass); without, the two returned tensors are one.
+    ``batch_size`` None: the device's default (``inference_batch``)."""
+    batch_size = inference_batch(batch_size, device, EVAL_BATCH_GPU)
     mine = images[dist.shard(len(images))]
     logits, stats = extract(model, mine, inputs.size, inputs.mean, inputs.std, batch_size, device, desc=desc)
     plain = dist.gather_rows(logits.softmax(1), len(images))

@@ -20,9 +20,10 @@ from embedlab.vision import figures
 from embedlab.vision.backbones import Backbone, BackboneSpec, check_freeze_stages, create_backbone
 from embedlab.vision.cifar10 import CLASSES, Cifar10, ensure_cifar10, load_cifar10, stratified_split, subsample, torchvision_download
 from embedlab.vision.evaluate import confusion_matrix, gallery_selection, per_class_accuracy
-from embedlab.vision.features import cache_key, cached_features, cached_stats, default_cache_dir, extract, numerics, pick_device, uses_bf16
+from embedlab.vision.features import (cache_key, cached_features, cached_stats, default_cache_dir, extract, inference_batch, numerics,
+                                     pick_device, uses_bf16)
 from embedlab.vision.compare import comparison_table, per_class_table
-from embedlab.vision.finetune import History, Inputs, predict, train, train_pixels
+from embedlab.vision.finetune import EVAL_BATCH_GPU, History, Inputs, predict, train, train_pixels
 from embedlab.vision.probe import accuracy, choose_l2, fit_probe, folded_linear, predict_proba
 
 Log = Callable[[str], None]
@@ -124,7 +125,8 @@ def step_1a_features(cfg: ProbeConfig, run: RunDir, log: Log) -> ProbeFeatures:
     backbone = create_backbone(cfg.backbone, cfg.weights, cfg.seed)
     spec = backbone.spec
     size = resolve_size(cfg, spec.native_size, device)
-    run.update_config("probe", {**to_dict(cfg), "resolved": {"device": str(device), "size": size}})
+    batch = inference_batch(cfg.batch_size, device, 128)
+    run.update_config("probe", {**to_dict(cfg), "resolved": {"device": str(device), "size": size, "batch_size": batch}})
 
     data, train_idx, val_idx, test_idx = load_splits(cfg, log)
     fit_idx = torch.sort(torch.cat([train_idx, val_idx])).values  # every image features are needed for
@@ -138,14 +140,14 @@ def step_1a_features(cfg: ProbeConfig, run: RunDir, log: Log) -> ProbeFeatures:
     extract_stats: dict[str, float] = {}
     if missing:
         n_todo = (len(fit_idx) if "train" in missing else 0) + (len(test_idx) if "test" in missing else 0)
-        ips = measure_throughput(model, data.test_x, size, spec.mean, spec.std, cfg.batch_size, device)
+        ips = measure_throughput(model, data.test_x, size, spec.mean, spec.std, batch, device)
         log(f"[1A] {spec.name} ({backbone.weights}) on {device} at {size} px: about {ips:.0f} img/s, "
             f"so extracting {n_todo:,} images takes about {n_todo / ips / 60:.1f} min")
 
     def features_of(split: str, images: torch.Tensor) -> torch.Tensor:
         feats, stats, path = cached_features(
             cache_dir, keys[split],
-            lambda: extract(model, images, size, spec.mean, spec.std, cfg.batch_size, device, desc=f"{split} features"))
+            lambda: extract(model, images, size, spec.mean, spec.std, batch, device, desc=f"{split} features"))
         stats = stats or cached_stats(path)
         if stats is not None:
             extract_stats[f"{split}_images_per_second"] = stats.images_per_second
@@ -225,13 +227,15 @@ def _duration(seconds: float) -> str:
 
 
 def step_1c_setup(cfg: FinetuneConfig, run: RunDir, log: Log, dist: Dist) -> tuple[torch.device, Backbone, int, int]:
-    """Device, backbone, frozen stages and resolution resolved and saved in config.json; then the probe (rank 0), if due."""
+    """Device, backbone, frozen stages, resolution and evaluation batch resolved and saved in config.json; then the
+    probe (rank 0), if due."""
     device = pick_device(cfg.device)
     backbone = create_backbone(cfg.backbone, cfg.weights, cfg.seed)
     frozen = resolve_freeze_stages(cfg, backbone.spec, device)
     check_freeze_stages(backbone.spec, frozen)  # before the probe's minutes
     size = resolve_size(cfg, backbone.spec.native_size, device)
-    run.update_config("finetune", {**to_dict(cfg), "resolved": {"device": str(device), "size": size, "freeze_stages": frozen}})
+    run.update_config("finetune", {**to_dict(cfg), "resolved": {"device": str(device), "size": size, "freeze_stages": frozen,
+                                                               "eval_batch_size": inference_batch(cfg.eval_batch_size, device, EVAL_BATCH_GPU)}})
     if cfg.probe and dist.is_main and "test_accuracy" not in run.metrics().get("probe", {}):
         run_probe(cfg.probe_config(), run, log)
     return device, backbone, frozen, size
