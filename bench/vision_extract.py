@@ -3,7 +3,7 @@
 Both are measured in this process, alternating, at the same batch size and resolution: the bare
 forward gets pre-resized, pre-normalised random float tensors already in channels_last; the
 extraction path gets uint8 32x32 images and does the conversion, resize and normalisation itself.
-Usage: python bench/vision_extract.py [--backbone efficientnet_lite0] [--size 128] [--batch 128] [--batches 4]
+Usage: python bench/vision_extract.py [--backbone efficientnet_lite0] [--size 128] [--batch 16] [--batches 32]
 (run with nothing else busy on the machine)
 """
 
@@ -20,7 +20,7 @@ from _vision import alternate, median, vision_args
 
 
 def main() -> None:
-    args = vision_args(__doc__, size=128, batch=128, count="batches", count_default=4).parse_args()
+    args = vision_args(__doc__, size=128, batch=16, count="batches", count_default=32).parse_args()
     bb = create_backbone(args.backbone, args.weights)
     model = bb.feature_extractor().eval().to(memory_format=torch.channels_last)
     n = args.batch * args.batches

@@ -24,8 +24,8 @@ from embedlab.runs import RunDir
 STEPS = ("probe", "finetune", "movies")
 PROFILES = ("auto", "cpu", "gpu", "smoke")
 
-#: Rough wall time of each step on the 2-core CPU machines here (README, "Main job"), for the plan.
-CPU_MINUTES = {"cpu": {"probe": 13.0, "finetune": 45.0, "movies": 4.5}, "smoke": {"probe": 0.3, "finetune": 0.7, "movies": 1.0}}
+#: Rough wall time of each step on the 2-core CPU machines here (README, "The main job": runs/study-cpu-lite1), for the plan.
+CPU_MINUTES = {"cpu": {"probe": 11.0, "finetune": 47.0, "movies": 4.7}, "smoke": {"probe": 0.3, "finetune": 0.7, "movies": 1.0}}
 
 
 @dataclass
