@@ -16,34 +16,15 @@ Usage: python bench/vision_recipe_time.py [--candidates efficientnet_lite0:0:128
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 
 import torch
 
-from embedlab.vision.backbones import create_backbone
-
 from _vision import median
-from vision_backbones import take_turns, train_rate
+from vision_backbones import forward_rate, take_turns, train_rate
 
 #: Images of each kind of work in the cpu profile's vision steps (README, "The main job").
 WORK = {"extraction": 60_000, "training": 2 * 44_992, "evaluation": 2 * (2 * 5_000) + 2 * 10_000}
-
-
-def forward_rate(name: str, size: int, batch: int, images: int) -> Callable[[], float]:
-    """Inference images/s over ``images`` images in batches of ``batch``."""
-    model = create_backbone(name, "none").feature_extractor().to(memory_format=torch.channels_last).eval()
-    x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
-    steps = max(1, images // batch)
-
-    def measure() -> float:
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            for _ in range(steps):
-                model(x)
-        return steps * batch / (time.perf_counter() - t0)
-
-    return measure
 
 
 def main() -> None:
@@ -59,9 +40,10 @@ def main() -> None:
     measures: dict[tuple[str, str], Callable[[], float]] = {}
     for name, k, b in cands:
         key = f"{name}:{k}:{b}"
-        measures[key, "extraction"] = forward_rate(name, args.probe_size, int(b), args.images)
+        batches = max(1, args.images // int(b))
+        measures[key, "extraction"] = forward_rate(name, args.probe_size, int(b), batches)
         measures[key, "training"] = train_rate(name, int(k), args.size, 64, args.steps)
-        measures[key, "evaluation"] = forward_rate(name, args.size, int(b), args.images)
+        measures[key, "evaluation"] = forward_rate(name, args.size, int(b), batches)
     rates = {k: median(v) for k, v in take_turns(measures, args.rounds).items()}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; images/s, then minutes for the cpu profile's counts")
     print("| candidate | extraction | training | evaluation | minutes (extraction + training + evaluation) | ratio |")
