@@ -11,7 +11,7 @@ from embedlab.config import FINETUNE_PROFILES, FinetuneConfig, finetune_profile
 from embedlab.distributed import Dist
 from embedlab.study import plan, study_config
 from embedlab.vision.backbones import REGISTRY
-from embedlab.vision.features import CPU_INFERENCE_BATCH, inference_batch, numerics, uses_bf16
+from embedlab.vision.features import CPU_INFERENCE_BATCH, EXTRACT_BATCH_GPU, inference_batch, numerics, uses_bf16
 from embedlab.vision.finetune import EVAL_BATCH_GPU, check_shards
 from embedlab.vision.pipeline import resolve_freeze_stages, resolve_size
 
@@ -64,7 +64,7 @@ def test_the_gpu_batch_splits_over_one_to_eight_gpus(world):
 def test_inference_batches_are_large_on_a_gpu_and_cache_sized_on_a_cpu():
     cpu = torch.device("cpu")
     gpu_cfg, cpu_cfg = study_config("gpu", True, {}), study_config("cpu", False, {})
-    assert inference_batch(gpu_cfg.probe.batch_size, CUDA, 128) == 128
+    assert inference_batch(gpu_cfg.probe.batch_size, CUDA, EXTRACT_BATCH_GPU) == 128
     assert inference_batch(gpu_cfg.finetune.eval_batch_size, CUDA, EVAL_BATCH_GPU) == 256
-    assert inference_batch(cpu_cfg.probe.batch_size, cpu, 128) == inference_batch(cpu_cfg.finetune.eval_batch_size, cpu, 256) == 16
+    assert inference_batch(cpu_cfg.probe.batch_size, cpu, EXTRACT_BATCH_GPU) == inference_batch(cpu_cfg.finetune.eval_batch_size, cpu, EVAL_BATCH_GPU) == 16
     assert CPU_INFERENCE_BATCH == 16 and inference_batch(48, CUDA, 256) == inference_batch(48, cpu, 256) == 48  # a flag wins

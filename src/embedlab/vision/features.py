@@ -91,6 +91,9 @@ def extract(
 #: batch 256 at 112 px, and the features equal bit for bit, so cached features stay valid across batch sizes.
 CPU_INFERENCE_BATCH = 16
 
+#: The probe's extraction batch on a GPU with --batch-size unset (fine-tuning's evaluation uses finetune.EVAL_BATCH_GPU).
+EXTRACT_BATCH_GPU = 128
+
 
 def inference_batch(requested: int | None, device: torch.device, accelerator_default: int) -> int:
     """The batch for extraction and evaluation: ``requested`` when given, else small on a CPU, large on a GPU."""

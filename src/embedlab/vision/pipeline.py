@@ -20,8 +20,8 @@ from embedlab.vision import figures
 from embedlab.vision.backbones import Backbone, BackboneSpec, check_freeze_stages, create_backbone
 from embedlab.vision.cifar10 import CLASSES, Cifar10, ensure_cifar10, load_cifar10, stratified_split, subsample, torchvision_download
 from embedlab.vision.evaluate import confusion_matrix, gallery_selection, per_class_accuracy
-from embedlab.vision.features import (cache_key, cached_features, cached_stats, default_cache_dir, extract, inference_batch, numerics,
-                                     pick_device, uses_bf16)
+from embedlab.vision.features import (EXTRACT_BATCH_GPU, cache_key, cached_features, cached_stats, default_cache_dir, extract,
+                                     inference_batch, numerics, pick_device, uses_bf16)
 from embedlab.vision.compare import comparison_table, per_class_table
 from embedlab.vision.finetune import EVAL_BATCH_GPU, History, Inputs, predict, train, train_pixels
 from embedlab.vision.probe import accuracy, choose_l2, fit_probe, folded_linear, predict_proba
@@ -125,7 +125,7 @@ def step_1a_features(cfg: ProbeConfig, run: RunDir, log: Log) -> ProbeFeatures:
     backbone = create_backbone(cfg.backbone, cfg.weights, cfg.seed)
     spec = backbone.spec
     size = resolve_size(cfg, spec.native_size, device)
-    batch = inference_batch(cfg.batch_size, device, 128)
+    batch = inference_batch(cfg.batch_size, device, EXTRACT_BATCH_GPU)
     run.update_config("probe", {**to_dict(cfg), "resolved": {"device": str(device), "size": size, "batch_size": batch}})
 
     data, train_idx, val_idx, test_idx = load_splits(cfg, log)
