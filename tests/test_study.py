@@ -11,7 +11,7 @@ import pytest
 from embedlab.cli import main
 from embedlab.movies.saved import SavedEmbeddings
 from embedlab.report.common import MISSING
-from embedlab.study import study_config
+from embedlab.study import CPU_MINUTES, plan, study_config
 from browser_check import SECTIONS, check_in_browser, explorer_lists
 
 TINY = {  # the synthetic CIFAR has 30 training images per class
@@ -19,6 +19,13 @@ TINY = {  # the synthetic CIFAR has 30 training images per class
     "finetune": {"val_per_class": 5, "size": 32, "batch_size": 25, "epochs": 1},
     "movies": {"dim": 4, "min_likes": 2, "allow_modified_data": True},  # the test's own ratings are not the official release
 }
+
+
+def test_the_plan_gives_each_pending_step_the_range_of_the_machines_measured():
+    cfg = study_config("cpu", False, {})
+    rows = {step: eta for step, _, eta in plan(cfg, {"movies"})}
+    assert rows == {"probe": "3.1-11 min (less with a warm feature cache)", "finetune": "10.7-47 min", "movies": "done"}
+    assert all(fast < slow for steps in CPU_MINUTES.values() for fast, slow in steps.values())
 
 
 def run_args(data: Path, out: Path, tmp_path: Path, *extra: str) -> list[str]:
@@ -32,7 +39,7 @@ def test_smoke_study_on_synthetic_data_writes_every_section(cifar_root, movielen
     out = tmp_path / "study"
     assert main(run_args(cifar_root, out, tmp_path)) == 0
     printed = capsys.readouterr().out
-    assert "plan (smoke profile)" in printed and "summary:" in printed and "report.html" in printed
+    assert "plan (smoke profile;" in printed and "summary:" in printed and "report.html" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert {s: v["status"] for s, v in metrics["steps"].items()} == {"probe": "done", "finetune": "done", "movies": "done"}
     assert "comparison" in metrics and "movies_fit" in metrics
@@ -183,7 +190,7 @@ def test_resume_after_a_preflight_failure_and_repeat_from_config_json(cifar_root
 
     again = tmp_path / "again"
     assert main(["run", "--config", str(broken / "config.json"), "--out", str(again)]) == 0
-    assert "plan (smoke profile)" in capsys.readouterr().out
+    assert "plan (smoke profile;" in capsys.readouterr().out
     assert _results(again) == _results(broken)
     assert json.loads((again / "config.json").read_text())["study"] == json.loads((broken / "config.json").read_text())["study"]
 

@@ -24,8 +24,11 @@ from embedlab.runs import RunDir
 STEPS = ("probe", "finetune", "movies")
 PROFILES = ("auto", "cpu", "gpu", "smoke")
 
-#: Rough wall time of each step on the 2-core CPU machines here (README, "The main job": runs/study-cpu-lite1), for the plan.
-CPU_MINUTES = {"cpu": {"probe": 11.0, "finetune": 47.0, "movies": 4.7}, "smoke": {"probe": 0.3, "finetune": 0.7, "movies": 1.0}}
+#: Wall time of each step, (fastest, slowest) measured on the 2-core CPU machines here, for the plan: an AVX-512 one and one
+#: about 4x slower (README, "The main job": runs/study-cpu-lite1, cold feature cache; smoke: the smoke row). Machines of the
+#: same kind differ that much, so the plan gives the range and each step prints its own measured estimate when it starts.
+CPU_MINUTES = {"cpu": {"probe": (3.1, 11.0), "finetune": (10.7, 47.0), "movies": (1.4, 4.7)},
+               "smoke": {"probe": (0.1, 0.3), "finetune": (0.1, 0.7), "movies": (0.2, 1.0)}}
 
 
 @dataclass
@@ -114,7 +117,8 @@ def plan(cfg: StudyConfig, done: set[str]) -> list[tuple[str, str, str]]:
         if s in done:
             rows.append((s, what[s], "done"))
         elif s in minutes:
-            rows.append((s, what[s], f"~{minutes[s]:g} min" + (" (1 min with a warm feature cache)" if s == "probe" and cfg.profile == "cpu" else "")))
+            fast, slow = minutes[s]
+            rows.append((s, what[s], f"{fast:g}-{slow:g} min" + (" (less with a warm feature cache)" if s == "probe" and cfg.profile == "cpu" else "")))
         else:
             rows.append((s, what[s], "printed when the step starts"))
     return rows
@@ -156,9 +160,9 @@ def run_study(cfg: StudyConfig, run: RunDir, log: Callable[[str], None] = print,
     run.write_json("environment.json", software_versions())
     metrics = run.metrics()
     done = set(dist.broadcast_object(sorted(s for s, v in metrics.get("steps", {}).items() if v.get("status") == "done")))  # type: ignore[arg-type]
-    log(f"plan ({cfg.profile} profile):")
+    log(f"plan ({cfg.profile} profile; minutes on the fastest and slowest 2-core machines measured, see the README):")
     for step, what, eta in plan(cfg, done):
-        log(f"  {step:<9} {eta:<28} {what}")
+        log(f"  {step:<9} {eta:<36} {what}")
     preflight(cfg, [s for s in cfg.steps if s not in done], log)
     actions = {
         "probe": lambda: on_main_rank(dist, lambda: run_probe(cfg.probe, run, log)),
