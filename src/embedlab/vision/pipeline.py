@@ -204,11 +204,12 @@ def step_1b_gallery(cfg: ProbeConfig, run: RunDir, f: ProbeFeatures, test_probs:
     log("[1B] gallery saved")
 
 
-def measure_train_throughput(model: torch.nn.Module, batch: int, size: int, device: torch.device, steps: int = 3,
+def measure_train_throughput(model: torch.nn.Module, batch: int, size: int, device: torch.device, steps: int = 5,
                              warmup: int = 2) -> float:
     """Images/s of forward + backward on random input, on a copy (the real model's BatchNorm stats stay untouched):
-    the median step after ``warmup`` steps. With one warm-up and the mean of two steps, the estimate printed for the
-    cpu recipe was half the rate the training then ran at (84-89 vs 158-174 img/s, efficientnet_lite1 on AVX-512)."""
+    the median of ``steps`` steps after ``warmup``. With one warm-up and the mean of two steps, the estimate printed for
+    the cpu recipe was half the rate the training then ran at (84-89 vs 158-174 img/s, efficientnet_lite1 on AVX-512);
+    single steps there vary from 0.38 to 0.84 s, so the median of five is what gets within 10 % of the real rate."""
     import copy
 
     probe_model = copy.deepcopy(model).to(device).to(memory_format=torch.channels_last).train()
@@ -269,7 +270,7 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
     ips, expected = _expected_time(cfg, model, size, device, steps * cfg.batch_size, cfg.epochs * len(val_idx) + len(test_idx))
     layers = f"{cfg.train_scope} layers" + (f" after the first {frozen} stages" if frozen else "")
     log(f"[1C] fine-tuning {spec.name} ({backbone.weights}, {layers}, {n_trainable:,} trainable parameters) on {device} "
-        f"at {size} px: {cfg.epochs} epochs x {steps * cfg.batch_size:,} images at about {ips:.0f} img/s "
+        f"at {size} px: {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} x {steps * cfg.batch_size:,} images at about {ips:.0f} img/s "
         f"-> expected about {_duration(expected)}")
     history = step_1c_train(cfg, run, model, head, trained, inputs, device, data, (train_idx, val_idx), resume, log, dist)
     epochs = pd.DataFrame(history.epochs)
