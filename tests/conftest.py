@@ -45,6 +45,30 @@ def write_movielens(folder: Path, n_users: int = 60, n_movies: int = 30, seed: i
     return folder
 
 
+#: Titles a modified movies.csv may hold: none may become markup in report.md/report.html or stop the explorer.
+#: Each script-shaped one would set ``document.title`` to "pwned" if it ever ran.
+HOSTILE_TITLES = [
+    '<img src=x onerror="document.title=\'pwned\'"> (2001)',
+    "<script>document.title='pwned'</script> (2002)",
+    "Comment <!--<script> (2003)",
+    "End </script><script>document.title='pwned'</script> (2004)",
+    "Ticks `<b>bold</b>` and ``x`` (2005)",
+    "Pipe | star * under_score [link](javascript:document.title='pwned') # (2006)",
+    "Entities &lt;script&gt; &amp; &#60;b&#62; (2007)",
+    "Separators \u2028 and \u2029 and ]]> (2008)",
+    "<svg onload=\"document.title='pwned'\"> (2009)",
+]
+
+
+def write_hostile_movielens(folder: Path) -> Path:
+    """``write_movielens`` with the films after the first eight renamed to the hostile titles (same likes, so all have vectors)."""
+    write_movielens(folder)
+    movies = pd.read_csv(folder / "movies.csv")
+    movies.loc[len(TITLES):len(TITLES) + len(HOSTILE_TITLES) - 1, "title"] = HOSTILE_TITLES
+    movies.to_csv(folder / "movies.csv", index=False)
+    return folder
+
+
 @pytest.fixture
 def movielens_root(tmp_path: Path) -> Path:
     """A data directory holding a synthetic ml-latest-small/."""

@@ -3,13 +3,21 @@ and no run folder left looking complete. Every row builds its own broken input i
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from embedlab.cli import main
 
@@ -101,8 +109,8 @@ def test_unusable_devices_fail_before_any_data(tmp_path, capsys, device, says):
                             "--out", str(tmp_path / "o")]), capsys, says)
 
 
-@pytest.mark.parametrize("flags, says", [(["--pad", "20"], "--pad must be in 0..16 pixels (got 20)"),
-                                         (["--weight-decay", "-1"], "--weight-decay must be >= 0 (got -1.0)")])
+@pytest.mark.parametrize("flags, says", [(["--pad", "20"], "--pad 20: input should be less than or equal to 16"),
+                                         (["--weight-decay", "-1"], "--weight-decay -1.0: input should be greater than or equal to 0")])
 def test_out_of_range_recipe_flags_fail_before_any_data(tmp_path, capsys, flags, says):
     _expect_one_error(main(["vision", "finetune", "--data-dir", str(tmp_path / "nothing"), "--offline", *flags,
                             "--out", str(tmp_path / "o")]), capsys, says)
@@ -133,8 +141,38 @@ RECOMMEND_ROWS: list[tuple[str, Callable[[Path], None], list[str], str]] = [
         "\n".join((r / "artefacts" / "items.csv").read_text().splitlines()[:-3]) + "\n"), [], "different runs"),
     ("malformed config.json", lambda r: (r / "config.json").write_text('{"study": {}}'), [], "config.json"),
     ("min-likes above every movie", lambda r: None, ["--min-likes", "100000"], "no movie has >= 100000 likes"),
-    ("negative min-likes", lambda r: None, ["--min-likes", "-5"], "--min-likes must be >= 0"),
+    ("negative min-likes", lambda r: None, ["--min-likes", "-5"], "--min-likes -5: input should be greater than or equal to 0"),
+    ("top far above the catalogue", lambda r: None, ["--top", "100000"], "--top 100000: input should be less than or equal to 1000"),
+    ("items.csv cut inside a line", lambda r: _cut(r / "artefacts" / "items.csv"), [], "items.csv is damaged or was edited"),
+    ("items.csv with a non-numeric count", lambda r: _replace_cell(r / "artefacts" / "items.csv", "likes", "many"), [],
+     "column 'likes' holds 'many'"),
+    ("items.csv without its likes", lambda r: _drop_column(r / "artefacts" / "items.csv", "likes"), [], "lacks column(s) ['likes']"),
+    ("catalogue.csv cut inside a line", lambda r: _cut(r / "artefacts" / "catalogue.csv"), [], "catalogue.csv is damaged or was edited"),
+    ("catalogue.csv with a non-numeric id", lambda r: _replace_cell(r / "artefacts" / "catalogue.csv", "movieId", "x1"), [],
+     "column 'movieId' holds 'x1'"),
+    ("config.json cut short", lambda r: (r / "config.json").write_text('{"movies": {"metric": "cos'), [], "config.json is malformed"),
+    ("a binary config.json", lambda r: (r / "config.json").write_bytes(b"\xff\xfe\x00"), [], "config.json is malformed"),
 ]
+
+
+def _cut(path: Path) -> None:
+    """The file as a full disk or an interrupted copy leaves it: cut in the middle of a line."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2 + 3].rstrip(b"\n") + b'"')
+
+
+def _replace_cell(path: Path, column: str, value: str) -> None:
+    import pandas as pd
+
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df.loc[1, column] = value
+    df.to_csv(path, index=False)
+
+
+def _drop_column(path: Path, column: str) -> None:
+    import pandas as pd
+
+    pd.read_csv(path).drop(columns=[column]).to_csv(path, index=False)
 
 
 @pytest.mark.parametrize("name, breaks, flags, says", RECOMMEND_ROWS, ids=[r[0] for r in RECOMMEND_ROWS])
@@ -250,3 +288,419 @@ def test_every_project_error_is_a_user_error_and_keeps_its_builtin():
     for cls, builtin in ((ChecksumError, ValueError), (DataNotFoundError, FileNotFoundError), (TitleLookupError, LookupError),
                          (RunFolderError, FileExistsError), (CheckpointMismatch, ValueError), (TrainingDiverged, RuntimeError)):
         assert issubclass(cls, UserError) and issubclass(cls, builtin), cls
+
+
+# ---- 1. text from data never becomes markup ----
+
+class _Page(HTMLParser):
+    """Every start tag with its attributes, and the text a reader sees (character references resolved)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        self._in_script = tag in ("script", "style")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if not self._in_script:
+            self.text.append(data)
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory):
+    from conftest import HOSTILE_TITLES, write_hostile_movielens
+
+    root = tmp_path_factory.mktemp("hostile")
+    write_hostile_movielens(root / "ml-latest-small")
+    out = tmp_path_factory.mktemp("runs") / "hostile"
+    queries = ["Toy Story", HOSTILE_TITLES[1], HOSTILE_TITLES[0], HOSTILE_TITLES[3]]
+    assert main(["movies", "--data-dir", str(root), "--out", str(out), *FAST, "--allow-modified-data",
+                 *[a for q in queries for a in ("--query", q)]]) == 0
+    return out
+
+
+def test_hostile_titles_stay_text_in_report_md_and_html(hostile_run):
+    from conftest import HOSTILE_TITLES
+
+    md = re.sub(r"```json\n.*?\n```", "", (hostile_run / "report.md").read_text(), flags=re.S)  # code blocks show text as text
+    for raw in ("<img", "<script", "<svg", "<!--", "</script"):
+        assert raw not in md, raw
+    page = _Page()
+    page.feed((hostile_run / "report.html").read_text())
+    scripts = [a for t, a in page.tags if t == "script"]
+    assert len(scripts) == 2 and scripts[0].get("type") == "application/json"  # the explorer's data and its code, nothing else
+    assert not [(t, k) for t, a in page.tags for k in a if k.lower().startswith("on")]  # no event handler anywhere
+    assert not [t for t, _ in page.tags if t in ("svg", "b", "iframe", "object")]
+    assert all(a["src"].startswith("data:image/png;base64,") for t, a in page.tags if t == "img")
+    assert not [a for t, a in page.tags if t == "a" and "javascript" in (a.get("href") or "")]
+    text = "".join(page.text)
+    for title in HOSTILE_TITLES[:4]:  # the query headings and the tables show them as the catalogue spells them
+        assert title in text, title
+    html = (hostile_run / "report.html").read_text()
+    payload = html.split('id="explorer-data">', 1)[1].split("</script>", 1)[0]
+    assert "<" not in payload and ">" not in payload
+    assert set(HOSTILE_TITLES) <= set(json.loads(payload)["titles"])
+
+
+def test_hostile_titles_in_the_browser_run_nothing_and_the_explorer_answers(hostile_run, tmp_path):
+    from browser_check import _driver, explorer_lists
+    from conftest import HOSTILE_TITLES
+
+    html = hostile_run / "report.html"
+    driver = _driver(tmp_path / "b1")
+    try:
+        driver.get(html.resolve().as_uri())
+        assert driver.execute_script("return document.title") == f"embedlab report — {hostile_run.name}"
+        headings = driver.execute_script("return [...document.querySelectorAll('h4')].map(h => h.textContent)")
+    finally:
+        driver.quit()
+    assert HOSTILE_TITLES[1] in headings and HOSTILE_TITLES[0] in headings
+    lists = explorer_lists(html, tmp_path / "b2", HOSTILE_TITLES, "cosine")
+    assert all(len(rows) == 10 for rows in lists.values()), lists
+
+
+# ---- 3 and 4. settings that cannot work: refused before any result is written ----
+
+MOVIES_FLAG_ROWS = [
+    ("negative seed", ["--seed", "-1"], "--seed -1: input should be greater than or equal to 0"),
+    ("seed beyond 32 bits", ["--seed", str(2**70)], "--seed 1180591620717411303424: input should be less than or equal to 4294967295"),
+    ("top far above the catalogue", ["--top", "100000"], "--top 100000: input should be less than or equal to 1000"),
+    ("negative min-likes", ["--min-likes", "-1"], "--min-likes -1: input should be greater than or equal to 0"),
+    ("min-likes above every movie", ["--min-likes", "100000"], "--min-likes 100000: 0 movie(s) have that many likes"),
+    ("dimension above the catalogue", ["--dim", "99999"], "--dim 99999 is not below the number of movies with a like (M = 30)"),
+    ("dimension sweep above the catalogue", ["--dim-sweep", "8,99999"], "--dim-sweep 99999 is not below the number of movies"),
+    ("an optimiser without rates", ["--lrs", "adam="], "--optimizers/--lrs {'sgd': [3e-05, 0.0001], 'adam': []}, at ['adam']: list should"),
+    ("rates without an optimiser", ["--lrs", "0.1"], "expected OPTIMISER=LR1,LR2"),
+    ("a zero rate", ["--lrs", "adam=0"], "input should be greater than 0"),
+    ("an unknown optimiser", ["--optimizers", "lbfgs"], "{'lbfgs': []}, at ['lbfgs']: input should be 'sgd', 'nesterov', 'adagrad'"),
+    ("a like threshold off the scale", ["--like-threshold", "9"], "--like-threshold 9.0: input should be less than or equal to 5"),
+    ("a zero dimension", ["--dim", "0"], "--dim 0: input should be greater than or equal to 1"),
+    ("zero iterations", ["--iterations", "0"], "--iterations 0: input should be greater than or equal to 1"),
+    ("an unknown metric", ["--metric", "euclid"], "argument --metric: invalid choice: 'euclid'"),
+    ("a flag that does not exist", ["--bogus"], "unrecognized arguments: --bogus"),
+    ("a number that is not one", ["--dim", "ten"], "argument --dim: invalid int value: 'ten'"),
+    ("an unknown query", ["--query", "Zzyzx Road Nonexistent"], "Zzyzx Road Nonexistent"),
+    ("a synthetic shape that is not one", ["--synthetic", "huge"], "unknown synthetic size 'huge'"),
+]
+
+
+@pytest.mark.parametrize("name, flags, says", MOVIES_FLAG_ROWS, ids=[r[0] for r in MOVIES_FLAG_ROWS])
+def test_movies_settings_that_cannot_work(movielens_root, tmp_path, capsys, name, flags, says):
+    out = tmp_path / "out"
+    err = _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--allow-modified-data",
+                                  *flags]), capsys, says)
+    assert "usage:" not in err
+    assert not (out / "tables").is_dir() or not any((out / "tables").iterdir())  # nothing was computed first
+
+
+def test_a_sweep_in_which_every_run_diverges_says_which_rates(movielens_root, tmp_path, capsys):
+    out = tmp_path / "out"
+    _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--allow-modified-data",
+                            "--optimizers", "sgd", "--lrs", "sgd=1000"]), capsys, "every run of the sweep diverged (sgd lr=1000)")
+    assert json.loads((out / "metrics.json").read_text())["movies_run"]["status"].startswith("failed: every run")
+    assert (out / "tables" / "query_likes.csv").is_file()  # what 2A computed is kept
+
+
+STUDY_CONFIG_ROWS = [
+    ({"movie": {"dim": 4}}, "unknown section(s) ['movie']"),
+    ({"probe": {"max_iter": 0}}, "probe.max_iter = 0: input should be greater than or equal to 1"),
+    ({"movies": {"init_scale": 0.0}}, "movies.init_scale = 0.0: input should be greater than 0"),
+    ({"movies": {"divergence_factor": 0}}, "movies.divergence_factor = 0: input should be greater than 1"),
+    ({"movies": {"top_k": 100000}}, "movies.top_k = 100000"),
+    ({"movies": {"anchors": ["knn"]}}, "movies.anchors[0] = ['knn']: input should be 'ease' or 'als'"),
+    ({"movies": {"grid": {"adam": [float("inf")]}}}, "movies.grid['adam'][0]"),
+    ({"finetune": {"seed": -1}}, "finetune.seed = -1"),
+    ({"finetune": {"lr": 0}}, "finetune.lr = 0: input should be greater than 0"),
+    ({"finetune": {"optimizer": "lion"}}, "finetune.optimizer = 'lion': input should be 'sgd' or 'adamw'"),
+    ({"study": {"profile": "foo"}}, "study.profile"),
+    ({"study": 5}, "section 'study'"),
+    ({"steps": 5}, "steps must be a list"),
+    ({"steps": ["probe", 3]}, "steps must be a list"),
+]
+
+
+@pytest.mark.parametrize("config, says", STUDY_CONFIG_ROWS, ids=[json.dumps(c) for c, _ in STUDY_CONFIG_ROWS])
+def test_study_config_values_that_cannot_work(movielens_root, tmp_path, capsys, config, says):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(config))
+    out = tmp_path / "out"
+    _expect_one_error(main(["run", "--data-dir", str(movielens_root), "--offline", "--config", str(path), "--out", str(out)]), capsys, says)
+    assert not out.exists()  # refused before the run folder is made
+
+
+def test_a_misspelt_section_in_a_movies_config_is_refused(movielens_root, tmp_path, capsys):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"movies": {"dim": 4}, "movie": {"dim": 8}}))
+    _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "o"), "--config", str(path)]),
+                      capsys, "unknown section(s) ['movie']")
+
+
+def test_resume_with_a_config_section_that_is_not_an_object(movielens_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["run", "--profile", "smoke", "--steps", "movies", "--data-dir", str(movielens_root), "--offline",
+                 "--allow-modified-data", "--config", str(_write(tmp_path / "small.json", {"movies": {"dim": 4, "dim_sweep": [],
+                                                                                                       "embedding_map": False}})),
+                 "--out", str(run)]) == 0
+    capsys.readouterr()
+    _expect_one_error(main(["run", "--resume", str(run), "--config", str(_write(tmp_path / "fix.json", {"movies": [1, 2]}))]),
+                      capsys, "section 'movies' of")
+
+
+def _write(path: Path, data: object) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_finetune_resume_refuses_flags_it_would_ignore(tmp_path, capsys):
+    _expect_one_error(main(["vision", "finetune", "--resume", str(tmp_path / "RUN"), "--epochs", "3", "--lr", "0.5",
+                            "--out", str(tmp_path / "Y")]), capsys, "which --epochs, --lr, --out would change")
+    assert not (tmp_path / "Y").exists()
+
+
+#: A probe of seconds on the fixture's 30 training images per class.
+TINY_PROBE = ["--backbone", "resnet18", "--weights", "none", "--size", "32", "--val-per-class", "5", "--offline", "--l2-grid", "0.1"]
+
+VISION_ROWS = [
+    ("no test images", ["--test-per-class", "0"], "--test-per-class 0: input should be greater than or equal to 1"),
+    ("negative test images", ["--test-per-class", "-1"], "--test-per-class -1"),
+    ("a negative seed", ["--seed", "-1"], "--seed -1"),
+    ("a seed beyond 32 bits", ["--seed", str(2**64)], "--seed 18446744073709551616"),
+    ("a tiny resolution", ["--size", "8"], "--size 8: input should be greater than or equal to 32"),
+    ("an empty L2 grid", ["--l2-grid", ","], "--l2-grid []"),
+    ("a negative L2 strength", ["--l2-grid", "-1"], "--l2-grid [-1.0]"),
+    ("an unknown backbone", ["--backbone", "vgg99"], "unknown backbone 'vgg99'"),
+]
+
+
+@pytest.mark.parametrize("name, flags, says", VISION_ROWS, ids=[r[0] for r in VISION_ROWS])
+def test_vision_settings_that_cannot_work(tmp_path, capsys, name, flags, says):
+    # no data at all: every one of these must be refused before anything looks for it
+    _expect_one_error(main(["vision", "probe", "--data-dir", str(tmp_path / "nothing"), "--offline", "--weights", "none", *flags,
+                            "--out", str(tmp_path / "o")]), capsys, says)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_cache_dir_that_is_a_file_is_refused_before_extraction(cifar_root, tmp_path, capsys, monkeypatch):
+    from embedlab.vision import pipeline
+
+    (tmp_path / "cache").write_text("a file, not a folder")
+    monkeypatch.setattr(pipeline, "extract", lambda *a, **k: pytest.fail("extraction ran before the cache was checked"))
+    _expect_one_error(main(["vision", "probe", *TINY_PROBE, "--data-dir", str(cifar_root), "--cache-dir", str(tmp_path / "cache"),
+                            "--out", str(tmp_path / "o")]), capsys, "cannot use the feature cache")
+
+
+def test_weights_with_the_right_names_and_the_wrong_shapes(cifar_root, tmp_path, capsys):
+    import torch
+
+    from embedlab.vision.backbones import create_backbone
+
+    state = create_backbone("resnet18", "none", 0).model.state_dict()
+    state["fc.weight"] = torch.zeros(7, 512)
+    torch.save(state, tmp_path / "w.pt")
+    _expect_one_error(main(["vision", "probe", "--data-dir", str(cifar_root), "--offline", "--weights", str(tmp_path / "w.pt"),
+                            "--out", str(tmp_path / "o")]), capsys, "fc.weight (7, 512) (expected (1000, 512))")
+
+
+def test_a_damaged_feature_cache_entry_is_a_miss(cifar_root, tmp_path, capsys, caplog):
+    """A cut or replaced cache file is computed again (with a warning) and replaced; the results are those of a clean cache."""
+    args = ["vision", "probe", *TINY_PROBE, "--data-dir", str(cifar_root), "--cache-dir", str(tmp_path / "cache")]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    entries = sorted((tmp_path / "cache" / "features").glob("*.pt"))
+    assert len(entries) == 2
+    entries[0].write_bytes(entries[0].read_bytes()[:100])  # cut
+    entries[1].write_bytes(b"not a tensor")  # replaced
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2 and all("embedlab: warning: the cached features" in w and "are damaged" in w for w in warnings), warnings
+    a, b = (json.loads((tmp_path / r / "metrics.json").read_text())["probe"] for r in "ab")
+    assert a["test_accuracy"] == b["test_accuracy"] and b["features_cached"] is False
+    assert not list((tmp_path / "cache" / "features").glob("*.tmp")) and not list((tmp_path / "cache" / "features").glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("damage, says", [(lambda p: p.write_bytes(p.read_bytes()[:1000]), "finetune_checkpoint.pt is damaged"),
+                                          (lambda p: p.write_bytes(b"junk"), "finetune_checkpoint.pt is damaged")],
+                         ids=["cut", "replaced"])
+def test_a_damaged_checkpoint_is_one_line(tmp_path, damage, says):
+    import torch
+
+    from embedlab.vision.finetune import CheckpointMismatch, load_checkpoint
+
+    path = tmp_path / "finetune_checkpoint.pt"
+    torch.save({"epoch": 1, "model": {"w": torch.zeros(300)}, "optimizer": {}, "scheduler": {}, "history": {}, "recipe": {}}, path)
+    assert load_checkpoint(path)["epoch"] == 1
+    damage(path)
+    with pytest.raises(CheckpointMismatch, match=says):
+        load_checkpoint(path)
+
+
+# ---- 2. no folder lost, no two runs in one folder, no partial file under a final name ----
+
+def test_a_users_folder_is_never_cleared_or_used(movielens_root, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"movies": {"dim": 4}}')
+    (mine / "report.md").write_text("my own notes")
+    _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(mine), *FAST, "--allow-modified-data"]), capsys,
+                      "was not made by embedlab")
+    assert sorted(p.name for p in mine.iterdir()) == ["config.json", "report.md"]
+    assert (mine / "report.md").read_text() == "my own notes"
+
+
+def test_two_runs_on_one_out_never_both_run(movielens_root, tmp_path):
+    out = tmp_path / "shared-out"
+    cmd = [sys.executable, "-m", "embedlab", "movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST,
+           "--allow-modified-data"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    for p in procs:
+        p.stdout.close()
+        p.stderr.close()
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    err = next(e for code, e in results if code == 2)
+    lines = [line for line in err.splitlines() if line.startswith("embedlab: error:")]
+    assert len(lines) == 1 and ("in use by another embedlab run" in lines[0] or "already holds results" in lines[0]), err
+    assert json.loads((out / "metrics.json").read_text())["movies_run"]["total_seconds"] > 0  # one whole run, not a mix
+
+
+def test_a_folder_left_by_a_failed_set_up_is_usable_again(cifar_root, tmp_path, capsys):
+    (tmp_path / "bad.pt").write_text("not weights")
+    out = tmp_path / "o"
+    _expect_one_error(main(["vision", "probe", *TINY_PROBE, "--data-dir", str(cifar_root), "--weights", str(tmp_path / "bad.pt"),
+                            "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]), capsys, "is not a PyTorch state-dict file")
+    assert main(["vision", "probe", *TINY_PROBE, "--data-dir", str(cifar_root), "--cache-dir", str(tmp_path / "cache"),
+                 "--out", str(out)]) == 0
+
+
+def _disk_full_for(monkeypatch: pytest.MonkeyPatch, name_part: str) -> None:
+    """Simulated ENOSPC: writing a file whose name contains ``name_part`` gets part of the way, then the disk is full."""
+    import errno
+
+    import embedlab.files as files
+
+    real_open = open
+
+    def full(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        if "w" in mode and name_part in str(path):
+            f.write(b"\0" * 100)
+            f.close()
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return f
+
+    monkeypatch.setattr(files, "open", full, raising=False)
+
+
+def test_a_full_disk_under_out_is_one_line_and_leaves_no_partial_file(movielens_root, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "o"
+    _disk_full_for(monkeypatch, "embeddings.npz")
+    err = _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--allow-modified-data"]),
+                            capsys, f"no space left in {out / 'artefacts'} to write embeddings.npz (")
+    assert "needed" in err and "free)" in err
+    assert not (out / "artefacts" / "embeddings.npz").exists()
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    assert json.loads((out / "metrics.json").read_text())["movies_run"]["status"].startswith("failed: no space left")
+
+
+def test_a_full_cache_dir_leaves_no_partial_entry(cifar_root, tmp_path, capsys, monkeypatch):
+    cache = tmp_path / "cache"
+    _disk_full_for(monkeypatch, "-train-")
+    _expect_one_error(main(["vision", "probe", *TINY_PROBE, "--data-dir", str(cifar_root), "--cache-dir", str(cache),
+                            "--out", str(tmp_path / "o")]), capsys, f"no space left in {cache / 'features'} to write resnet18-")
+    assert not [p.name for p in (cache / "features").iterdir() if "-train-" in p.name]  # neither the features, nor their stats, nor a .tmp
+
+
+def test_a_sparse_ratings_file_is_refused_before_reading(movielens_root, tmp_path, capsys):
+    ratings = movielens_root / "ml-latest-small" / "ratings.csv"
+    with open(ratings, "r+b") as f:
+        f.truncate(2 * 1000**3)  # 2 GB, nearly all of it a hole (NUL bytes), as a damaged copy can be
+    _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "o"), *FAST, "--allow-modified-data"]),
+                      capsys, "ratings.csv holds NUL bytes near byte 0, so it is not a CSV text file")
+
+
+def test_a_ratings_file_larger_than_memory_is_refused_with_the_estimate(movielens_root, tmp_path, capsys, monkeypatch):
+    import embedlab.data as data
+
+    monkeypatch.setattr(data, "available_memory", lambda: 2 * 1024**3)
+    _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "o"), *FAST, "--allow-modified-data"]),
+                      capsys, "GiB of memory but 2.0 GiB are available")
+
+
+def test_ctrl_c_says_what_is_kept(movielens_root, tmp_path, capsys, monkeypatch):
+    from embedlab.movies import pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "step_2b_fit", interrupted)
+    out = tmp_path / "o"
+    assert main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--allow-modified-data"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "embedlab: interrupted: finished steps are saved in the run folder; continue with --resume RUN", err
+    assert json.loads((out / "metrics.json").read_text())["movies_run"]["status"] == "interrupted: KeyboardInterrupt"
+
+
+def test_report_of_a_run_that_did_not_finish_says_so(movielens_root, tmp_path, capsys):
+    out = tmp_path / "o"
+    _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--allow-modified-data",
+                            "--optimizers", "sgd", "--lrs", "sgd=1000"]), capsys, "diverged")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert main(["report", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "**This run did not finish.**" in report and "the movie study failed: every run of the sweep diverged" in report
+    # a study whose process was killed mid-step: its ledger says "running", and nobody holds the folder
+    metrics.pop("movies_run")
+    metrics["steps"] = {"movies": {"status": "running"}}
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    assert main(["report", str(out)]) == 0
+    assert "step movies was interrupted: its process ended while it ran" in (out / "report.md").read_text()
+
+
+# ---- a property over config files: every value either reaches the study exactly or is one error line ----
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12)
+    | st.sampled_from([0, 1, -1, 0.0, 0.5, 1.0, 2, 5000, "cosine", "tsne", "adamw", "none", "", [], {}, [0], [1.0], {"adam": [0.1]}]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["adam", "sgd", "x", ""]), inner, max_size=2),
+    max_leaves=4)
+FIELDS = [(section, f.name) for section, cls in (("probe", "ProbeConfig"), ("finetune", "FinetuneConfig"), ("movies", "MoviesConfig"))
+          for f in dataclasses.fields(getattr(__import__("embedlab.config", fromlist=[cls]), cls))]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(where=st.sampled_from(FIELDS), value=JSON_VALUES)
+def test_any_config_value_reaches_the_study_or_is_one_error_line(tmp_path, capsys, monkeypatch, where, value):
+    from embedlab import cli
+
+    section, name = where
+    seen = []
+    monkeypatch.setattr(cli, "_study_on_rank", lambda cfg, run, resume, dist: seen.append(cfg) or 0)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({section: {name: value}}))
+    out = tmp_path / f"o{len(list(tmp_path.iterdir()))}"
+    status = main(["run", "--profile", "smoke", "--config", str(path), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if status == 0:
+        got = getattr(getattr(seen[0], section), name)
+        assert got == value or (isinstance(value, float) and value != value), (where, value, got)  # the value, not a coercion
+    else:
+        assert status == 2 and len([line for line in err.splitlines() if line.startswith("embedlab: error:")]) == 1, err
+
+
+@pytest.mark.parametrize("command, flags, says", [
+    ("probe", ["--batch-size", "1000000"], "--batch-size 1000000 at 32 px needs about 476.8 GiB for its inference activations"),
+    ("finetune", ["--batch-size", "1000000", "--epochs", "1"], "--batch-size 1000000 at 32 px needs about 2384.2 GiB for its training"),
+    ("finetune", ["--eval-batch-size", "1000000", "--epochs", "1"], "--eval-batch-size 1000000 at 32 px needs about 476.8 GiB"),
+], ids=["probe extraction", "training step", "evaluation"])
+def test_a_batch_larger_than_memory_is_refused_before_the_data(tmp_path, capsys, command, flags, says):
+    _expect_one_error(main(["vision", command, *TINY_PROBE[:-2], "--data-dir", str(tmp_path / "nothing"), "--device", "cpu", *flags,
+                            "--out", str(tmp_path / "o")]), capsys, says)

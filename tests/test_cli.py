@@ -62,7 +62,7 @@ def test_recommend_bad_titles_are_messages_not_tracebacks(finished_run, capsys, 
 
 def test_existing_out_and_missing_data_are_clear_errors(finished_run, tmp_path, capsys):
     assert main(["movies", "--data-dir", str(tmp_path), "--out", str(finished_run), *FAST]) == 2
-    assert "already exists" in capsys.readouterr().err
+    assert "already holds results" in capsys.readouterr().err
     assert main(["movies", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"), *FAST]) == 2
     err = capsys.readouterr().err
     assert "EMBEDLAB_DATA_DIR" in err and "ratings.csv" in err
@@ -70,7 +70,7 @@ def test_existing_out_and_missing_data_are_clear_errors(finished_run, tmp_path, 
 
 def test_bad_flags_are_clear_errors(movielens_root, tmp_path, capsys):
     assert main(["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "o"), *FAST, "--lrs", "lbfgs=0.1"]) == 2
-    assert "unknown optimiser 'lbfgs'" in capsys.readouterr().err
+    assert "'lbfgs': [0.1]}, at ['lbfgs']: input should be 'sgd', 'nesterov', 'adagrad', 'rmsprop' or 'adam'" in capsys.readouterr().err
     assert main(["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "o2"), *FAST, "--query", "Nonexistent Film"]) == 2
     assert "no movie titled" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # rejected before a run folder was made

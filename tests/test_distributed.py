@@ -103,3 +103,12 @@ def test_torchrun_study_trains_with_ddp_and_rank_0_alone_writes(real_data, tmp_p
     assert "comparison" in metrics and (out / "report.html").is_file() and (out / "artefacts" / "finetune_test_probs.npz").is_file()
     assert not list((tmp_path / "scratch").glob("embedlab-rank*"))  # rank 1's scratch folder is gone (torchrun keeps its own)
     assert r.stdout.count("summary:") == 1  # one rank reports
+
+
+def test_the_ranks_error_lines_never_run_together(movielens_root, tmp_path):
+    r = _embedlab("--data-dir", str(movielens_root), "--out", str(tmp_path / "o"), *ARGS, "--min-likes", "100000", procs=2)
+    assert r.returncode != 0
+    lines = [line for line in r.stderr.splitlines() if "embedlab:" in line]
+    assert sorted(line.split("]")[0] for line in lines) == ["embedlab: error: [rank 0", "embedlab: error: [rank 1"], r.stderr[-3000:]
+    assert all(line.count("embedlab:") == 1 and "--min-likes 100000: 0 movie(s) have that many likes" in line for line in lines)
+    assert "/embedlab/" not in r.stderr  # torchrun's launcher prints its own ChildFailedError report; no trace of embedlab's code

@@ -1,37 +1,129 @@
 import json
-from pathlib import Path
+import os
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from embedlab.runs import RunDir, RunFolderError, default_run_path
+from embedlab.errors import DiskFullError
+from embedlab.runs import LOCK, MARKER, RunDir, RunFolderBusy, RunFolderError, default_run_path, lock_holder
 
 
 def test_create_never_overwrites(tmp_path):
     run = RunDir.create(tmp_path / "r")
-    assert (tmp_path / "r" / "figures").is_dir() and (tmp_path / "r" / "artefacts").is_dir()
+    assert (tmp_path / "r" / "figures").is_dir() and (tmp_path / "r" / "artefacts").is_dir() and (tmp_path / "r" / MARKER).is_file()
     (tmp_path / "r" / "config.json").write_text("{}")
     (tmp_path / "r" / "tables" / "t.csv").write_text("a\n1\n")  # a result: never overwritten
-    with pytest.raises(RunFolderError, match="already exists"):
+    run.release()
+    with pytest.raises(RunFolderError, match="already holds results"):
         RunDir.create(tmp_path / "r")
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")  # not a run folder at all: never touched
-    with pytest.raises(RunFolderError, match="already exists"):
+    with pytest.raises(RunFolderError, match="not made by embedlab"):
         RunDir.create(tmp_path / "other")
+    assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["notes.txt"]
     assert RunDir.open(run.path).path == run.path
     with pytest.raises(FileNotFoundError, match="not a run folder"):
         RunDir.open(tmp_path)
 
 
 def test_a_run_folder_with_no_finished_step_is_reused(tmp_path):
-    RunDir.create(tmp_path / "r").write_json("config.json", {"study": {}})
+    run = RunDir.create(tmp_path / "r")
+    run.write_json("config.json", {"study": {}})
+    run.release()
     (tmp_path / "r" / "metrics.json").write_text('{"steps": {"probe": {"status": "failed"}}}')
-    assert RunDir.create(tmp_path / "r").path == tmp_path / "r" and not (tmp_path / "r" / "config.json").exists()
+    run = RunDir.create(tmp_path / "r")
+    assert run.path == tmp_path / "r" and not (tmp_path / "r" / "config.json").exists()
+    run.release()
     (tmp_path / "r" / "config.json").write_text("{}")
     (tmp_path / "r" / "metrics.json").write_text('{"steps": {"probe": {"status": "done"}}}')
-    with pytest.raises(RunFolderError, match="already exists"):
+    with pytest.raises(RunFolderError, match="already holds results"):
         RunDir.create(tmp_path / "r")
+
+
+def test_a_folder_with_a_users_files_is_never_cleared(tmp_path):
+    """File names prove nothing: a user's own config.json and report.md in an unmarked folder are left alone."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"my": "settings"}')
+    (mine / "report.md").write_text("my notes")
+    with pytest.raises(RunFolderError, match="not made by embedlab"):
+        RunDir.create(mine)
+    assert (mine / "config.json").read_text() == '{"my": "settings"}' and (mine / "report.md").read_text() == "my notes"
+    assert sorted(p.name for p in mine.iterdir()) == ["config.json", "report.md"]
+
+
+def test_a_marked_folder_with_a_foreign_file_is_not_cleared(tmp_path):
+    RunDir.create(tmp_path / "r").release()
+    (tmp_path / "r" / "notes.txt").write_text("mine")
+    with pytest.raises(RunFolderError, match="already holds results"):
+        RunDir.create(tmp_path / "r")
+    assert (tmp_path / "r" / "notes.txt").read_text() == "mine"
+
+
+def test_an_empty_folder_made_by_failed_set_up_is_reusable(tmp_path):
+    """A command that failed before writing config.json (say, on bad --weights) leaves empty subfolders: usable again."""
+    RunDir.create(tmp_path / "r").release()
+    assert not (tmp_path / "r" / "config.json").exists()
+    RunDir.create(tmp_path / "r").release()
+
+
+def test_one_process_at_a_time(tmp_path):
+    run = RunDir.create(tmp_path / "r")
+    with pytest.raises(RunFolderBusy, match=f"in use by another embedlab run \\(pid {os.getpid()}"):
+        RunDir.create(tmp_path / "r")
+    run.write_json("config.json", {})
+    with pytest.raises(RunFolderBusy):
+        RunDir.open(tmp_path / "r", write=True)
+    assert lock_holder(tmp_path / "r") == f"pid {os.getpid()} on {socket.gethostname()}"
+    RunDir.open(tmp_path / "r")  # reading needs no lock
+    run.release()
+    assert lock_holder(tmp_path / "r") is None
+    RunDir.open(tmp_path / "r", write=True).release()
+
+
+def test_a_lock_dies_with_its_process(tmp_path):
+    """kill -9 leaves the lock file behind, but not the lock: the kernel releases it, so --resume just works."""
+    folder = tmp_path / "r"
+    code = f"from embedlab.runs import RunDir; import os, sys; r = RunDir.create({str(folder)!r}); r.write_json('config.json', {{}}); " \
+           "print('held', flush=True); sys.stdin.read()"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with pytest.raises(RunFolderBusy, match=f"pid {proc.pid}"):
+            RunDir.open(folder, write=True)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert (folder / LOCK).exists() and lock_holder(folder) is None
+    RunDir.open(folder, write=True).release()
+
+
+def test_a_full_disk_leaves_no_partial_file_and_says_how_much_was_needed(tmp_path, monkeypatch):
+    import errno
+
+    import embedlab.files as files
+
+    run = RunDir.create(tmp_path / "r")
+    run.save_artefact("a.bin", b"old")
+    real_open = open
+
+    def full(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        if "w" in mode:
+            f.write(b"x" * 10)  # part of the file reaches the disk, then the disk is full
+            f.close()
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return f
+
+    monkeypatch.setattr(files, "open", full, raising=False)
+    with pytest.raises(DiskFullError, match=r"no space left in .*artefacts to write a.bin \(5.0 KB needed, .* free\)"):
+        run.save_artefact("a.bin", b"n" * 5000)
+    assert (tmp_path / "r" / "artefacts" / "a.bin").read_bytes() == b"old"
+    assert [p.name for p in (tmp_path / "r" / "artefacts").iterdir()] == ["a.bin"]
 
 
 def test_tables_metrics_and_json_safety(tmp_path):
@@ -50,16 +142,22 @@ def test_default_path_is_timestamped():
 
 
 def test_json_writes_are_atomic(tmp_path, monkeypatch):
+    import embedlab.files as files
+
     run = RunDir.create(tmp_path / "r")
     run.write_json("metrics.json", {"a": 1})
+    real_open = open
 
-    real_write = Path.write_bytes
+    def interrupted(path, mode="r", *args, **kwargs):  # half the bytes reach the disk, then Ctrl-C
+        f = real_open(path, mode, *args, **kwargs)
+        if "w" in mode:
+            f.write(b'{"a": ')
+            f.close()
+            raise KeyboardInterrupt
+        return f
 
-    def interrupted(self, text, *args, **kwargs):  # half the bytes reach the disk, then Ctrl-C
-        real_write(self, text.encode()[: len(text) // 2])
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(Path, "write_text", interrupted)
+    monkeypatch.setattr(files, "open", interrupted, raising=False)
     with pytest.raises(KeyboardInterrupt):
         run.write_json("metrics.json", {"a": 2})
     assert run.read_json("metrics.json") == {"a": 1}  # the ledger is the old one, whole
+    assert not [p for p in (tmp_path / "r").iterdir() if p.name.endswith(".tmp")]

@@ -76,7 +76,7 @@ def test_missing_data_fails_before_any_work(cifar_root, tmp_path, capsys):
     assert not metrics.exists() or "probe" not in json.loads(metrics.read_text())  # preflight: nothing ran
     assert main(run_args(cifar_root, out, tmp_path, "--steps", "probe")) == 0  # nothing finished there: the folder is reused
     assert main(run_args(cifar_root, out, tmp_path, "--steps", "probe")) == 2  # now it holds a result: never overwritten
-    assert "already exists" in capsys.readouterr().err
+    assert "already holds results" in capsys.readouterr().err
 
 
 def test_a_failing_step_keeps_finished_ones_and_resume_with_a_fix_continues(cifar_root, tmp_path, capsys):

@@ -7,18 +7,20 @@ one readable ``embedlab: error: ...`` message and exit status 2, never a stack t
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from embedlab.config import (DEFAULT_GRID, FINETUNE_PROFILES, MOVIES_PROFILES, PROBE_PROFILES, FinetuneConfig, MoviesConfig, ProbeConfig,
-                             apply_overrides, finetune_profile, load_config_file)
+from embedlab.config import (CONFIG_KEYS, DEFAULT_GRID, FINETUNE_PROFILES, MOVIES_PROFILES, PROBE_PROFILES, STUDY_SECTIONS, FinetuneConfig,
+                             MoviesConfig, ProbeConfig, apply_overrides, check_sections, finetune_profile, flag_name, load_config_file)
 from embedlab.data import MOVIELENS_DATASETS
 from embedlab.distributed import PeerFailed
-from embedlab.errors import InputError, UserError
+from embedlab.errors import InputError, UserError, failure_text
+from embedlab.files import NO_SPACE, disk_full
 from embedlab.runs import RunDir, default_run_path
 
 BACKBONE_HELP = ("resnet18 (default), or efficientnet_lite0, efficientnet_lite1 or efficientnet_lite2 "
@@ -79,11 +81,14 @@ def _layered(default: Any, profile: dict[str, Any], config_path: str | None, sec
     cfg = apply_overrides(default, profile)
     if config_path:
         data = load_config_file(config_path)
-        section_data = data.get(section, data)
+        if set(data) & set(CONFIG_KEYS):  # a study's file (a run's config.json): take this command's section
+            section_data = check_sections(data, config_path).get(section, {})
+        else:  # a file of this command's settings alone
+            section_data = data
         if isinstance(section_data, dict):  # "resolved": what a run derived
             section_data = {k: v for k, v in section_data.items() if k != "resolved"}
         cfg = apply_overrides(cfg, section_data, section)
-    cfg = apply_overrides(cfg, flags)
+    cfg = apply_overrides(cfg, flags, flags=True)
     cfg.validate()
     return cfg
 
@@ -122,12 +127,17 @@ MOVIES_RESULT_FLAGS = ("out", "config", "profile", "dataset", "synthetic", "like
                        "lrs", "min_likes", "metric", "top_k", "queries", "dim_sweep", "embedding_map")
 
 
+def _refuse_with_resume(args: argparse.Namespace, keys: Sequence[str]) -> None:
+    """--resume continues with the saved settings: any of ``keys`` given on the command line is an error, not ignored."""
+    refused = [flag_name(k) for k in keys if getattr(args, k, None) is not None]
+    if refused:
+        raise InputError(f"--resume continues {args.resume} with its saved settings, which {', '.join(refused)} would change; "
+                         f"start a new run instead (--config {args.resume}/config.json repeats it with your changes)")
+
+
 def resumed_movies_config(args: argparse.Namespace) -> MoviesConfig:
     """The stopped movie run's saved settings, with --data-dir, --offline and --allow-modified-data applied."""
-    refused = [f"--{k.replace('_', '-')}" for k in MOVIES_RESULT_FLAGS if getattr(args, k) is not None]
-    if refused:
-        raise InputError(f"--resume runs {args.resume} again with its saved settings, which {', '.join(refused)} would change; "
-                         f"start a new run instead (--config {args.resume}/config.json repeats it with your changes)")
+    _refuse_with_resume(args, MOVIES_RESULT_FLAGS)
     run = RunDir.open(args.resume)
     saved = load_config_file(run.path / "config.json")
     if "study" in saved or not isinstance(saved.get("movies"), dict):
@@ -161,7 +171,8 @@ def on_ranks(backend_device: str, main_folder: Callable[[], RunDir], body: Calla
         try:
             return body(run, dist)
         finally:
-            if not dist.is_main:
+            run.release()
+            if not dist.is_main:  # a scratch folder this rank created itself
                 shutil.rmtree(run.path, ignore_errors=True)
     finally:
         shutdown(dist)
@@ -184,7 +195,7 @@ def _movies_folder(args: argparse.Namespace) -> RunDir:
     """Rank 0's run folder: new, or the one resumed with its failure mark cleared."""
     if not args.resume:
         return _start_run(args, "movies")
-    run = RunDir.open(args.resume)
+    run = RunDir.open(args.resume, write=True)
     metrics = run.metrics()
     metrics.get("movies_run", {}).pop("status", None)
     run.write_json("metrics.json", metrics)
@@ -214,16 +225,23 @@ def _movies_on_rank(cfg: MoviesConfig, run: RunDir, dist: Any) -> int:
 
 
 def _mark_failed(run: RunDir, exc: BaseException) -> None:
-    """A run that stopped is never left looking complete: an empty one is removed, a partial one says so."""
+    """A run that stopped is never left looking complete: metrics.json says so. A folder in which nothing was computed
+    gets no metrics.json: it holds no result, so the next run may use it again."""
     if not (run.path / "metrics.json").exists():
-        shutil.rmtree(run.path, ignore_errors=True)
         return
-    run.update_metrics("movies_run", {"status": f"failed: {type(exc).__name__}: {exc}"})
+    try:
+        run.update_metrics("movies_run", {"status": f"{'interrupted' if isinstance(exc, KeyboardInterrupt) else 'failed'}: "
+                                                     f"{failure_text(exc)}"})
+    except (OSError, UserError):  # a full disk: the error being raised already says what went wrong
+        pass
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     from embedlab.movies.saved import SavedEmbeddings
 
+    # the study's own declarations of these settings check them (ranges and choices)
+    apply_overrides(MoviesConfig(), _flags(argparse.Namespace(top_k=args.top, metric=args.metric, min_likes=args.min_likes),
+                                           ("top_k", "metric", "min_likes")), flags=True)
     saved = SavedEmbeddings.load(RunDir.open(args.run).path)
     table = saved.recommend(args.title, k=args.top, metric=args.metric, min_likes=args.min_likes)
     if table.attrs.get("note"):
@@ -236,7 +254,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from embedlab.report import write_report
 
-    report = write_report(RunDir.open(args.run))
+    report = write_report(RunDir.open(args.run, write=True))
     print(f"report: {report} and {report.with_suffix('.html')} ({report.with_suffix('.html').stat().st_size / 1e6:.1f} MB)")
     return 0
 
@@ -357,13 +375,17 @@ def _backend_device(device: str | None) -> str:
 def cmd_finetune(args: argparse.Namespace) -> int:
     """Fine-tuning; under torchrun every rank trains its share of each batch (DistributedDataParallel)."""
     if args.resume:
-        run = RunDir.open(args.resume)
-        saved = {k: v for k, v in run.read_json("config.json").get("finetune", {}).items() if k != "resolved"}
+        _refuse_with_resume(args, [k for k in (*FINETUNE_FLAGS, "out", "config") if k not in RESUME_FLAGS]
+                            + (["profile"] if args.profile != "auto" else []))
+        run = RunDir.open(args.resume)  # claimed by rank 0 in on_ranks
+        saved = run.read_json("config.json").get("finetune", {})
+        saved = {k: v for k, v in saved.items() if k != "resolved"} if isinstance(saved, dict) else {}
         if not saved:
             raise InputError(f"{run.path} holds no fine-tuning config; start a new run with --out")
-        cfg = apply_overrides(FinetuneConfig(), saved)
+        cfg = apply_overrides(FinetuneConfig(), {**saved, **_flags(args, [k for k in RESUME_FLAGS if hasattr(args, k)])}, "finetune")
+        cfg.validate()
         print(f"resuming {run.path}")
-        main_folder: Callable[[], RunDir] = lambda: run  # noqa: E731
+        main_folder: Callable[[], RunDir] = run.claimed  # rank 0 alone writes into it
     else:
         cfg = finetune_config(args)
         main_folder = lambda: _start_run(args, "finetune")  # noqa: E731
@@ -395,39 +417,47 @@ def _resumed_study(args: argparse.Namespace) -> tuple[RunDir, Any]:
     """The saved run and its exact config, with the flags that do not change results applied."""
     from embedlab.study import study_config
 
-    refused = [f"--{k.replace('_', '-')}" for k in ("profile", "backbone", "weights", "steps", "out") if getattr(args, k) is not None]
-    if refused:
-        raise InputError(f"--resume continues {args.resume} with its saved settings, which {', '.join(refused)} would change; "
-                         f"start a new run instead (--config {args.resume}/config.json repeats it with your changes)")
-    run = RunDir.open(args.resume)
+    _refuse_with_resume(args, ("profile", "backbone", "weights", "steps", "out"))
+    run = RunDir.open(args.resume)  # claimed by rank 0 in on_ranks
     saved = load_config_file(run.path / "config.json")
-    if not isinstance(saved.get("study"), dict):
-        raise InputError(f"{run.path} was not made by 'embedlab run'; resume it with the command that made it")
-    sections = {k: saved.get(k, {}) for k in ("probe", "finetune", "movies")}
+    study = saved.get("study")
+    if not isinstance(study, dict) or not isinstance(study.get("profile"), str) or not isinstance(study.get("steps"), list):
+        raise InputError(f"{run.path} was not made by 'embedlab run' (its config.json has no 'study' section with profile and steps); "
+                         "resume it with the command that made it")
+    sections = {k: saved.get(k, {}) for k in STUDY_SECTIONS}
     if args.config:  # a fix for the steps not yet done, e.g. a lower learning rate after a divergence
-        extra = load_config_file(args.config)
-        sections = {k: {**v, **(extra.get(k) or {})} for k, v in sections.items()}
-    cfg = study_config(saved["study"]["profile"], False, _flags(args, RESUME_FLAGS), {**sections, "steps": saved["study"]["steps"]})
+        extra = check_sections(load_config_file(args.config), args.config)
+        sections = {k: {**_as_section(v, k, run.path / "config.json"), **_as_section(extra.get(k, {}), k, args.config)}
+                    for k, v in sections.items()}
+    cfg = study_config(study["profile"], False, _flags(args, RESUME_FLAGS), {**sections, "steps": study["steps"]})
     print(f"resuming {run.path}")
     return run, cfg
+
+
+def _as_section(value: Any, name: str, source: str | Path) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InputError(f"section {name!r} of {source} must be a JSON object of settings, got {value!r}")
+    return value
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The main job: every mission item into one run folder, then report.md and report.html."""
     import torch
 
-    from embedlab.study import study_config
+    from embedlab.study import PROFILES, study_config
 
     if args.resume:
         run, cfg = _resumed_study(args)
-        main_folder: Callable[[], RunDir] = lambda: run  # noqa: E731
+        main_folder: Callable[[], RunDir] = run.claimed  # rank 0 alone writes into it
     else:
         shared = _flags(args, ("data_dir", "offline", "backbone", "weights", "device", "cache_dir", "steps", "allow_modified_data"))
-        sections = load_config_file(args.config) if args.config else {}
-        saved_study = sections.get("study", {}) if isinstance(sections.get("study"), dict) else {}
+        sections = check_sections(load_config_file(args.config), args.config) if args.config else {}
+        saved_study = _as_section(sections.get("study", {}), "study", args.config)
         if "steps" in saved_study and "steps" not in sections:  # a run's config.json: repeat its steps too
             sections["steps"] = saved_study["steps"]
         profile = args.profile or saved_study.get("profile", "auto")
+        if not isinstance(profile, str) or profile not in PROFILES:
+            raise InputError(f"study.profile in {args.config} is {profile!r}; choose from {', '.join(PROFILES)}")
         cuda = torch.cuda.is_available() and args.device in (None, "auto", "cuda")
         cfg = study_config(profile, cuda, shared, sections)
         main_folder = lambda: _start_run(args, "study")  # noqa: E731
@@ -450,7 +480,7 @@ def _study_on_rank(cfg: Any, run: RunDir, resume: bool, dist: Any) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="embedlab", description=__doc__.splitlines()[0],
+    parser = _Parser(prog="embedlab", description=__doc__.splitlines()[0],
                                      epilog="--debug anywhere on the line shows the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     prun = sub.add_parser("run", help="the main job: Part 1 A-C and Part 2 A-C into one run folder, with report.html")
@@ -494,21 +524,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose mistakes are one ``embedlab: error:`` line like every other error (usage only with --help)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CommandLineError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+class CommandLineError(InputError):
+    """A flag argparse could not parse."""
+
+
+def _error_line(kind: str, text: str) -> None:
+    """One line on stderr, written with one system call, so the ranks of a torchrun job never run their lines together."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    where = f"[rank {os.environ.get('RANK', '?')}] " if world.isdigit() and int(world) > 1 else ""
+    line = f"embedlab: {kind}: {where}{' '.join(text.split())}\n"  # one line, whatever the message held
+    sys.stdout.flush()
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # stderr replaced by a Python object (a notebook, a test's capture)
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        return
+    sys.stderr.flush()
+    os.write(fd, line.encode("utf-8", "replace"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # anywhere on the line: the full traceback instead of the one-line message
-    args = parser.parse_args([a for a in argv if a != "--debug"])
     try:
+        args = build_parser().parse_args([a for a in argv if a != "--debug"])
         return int(args.func(args))
     except EXPECTED_ERRORS as exc:
         if debug:
             raise
-        print(f"embedlab: error: {exc}", file=sys.stderr)
+        _error_line("error", str(exc))
+        return 2
+    except OSError as exc:  # a full disk outside embedlab's own writers (a library's temporary file, say)
+        if debug or exc.errno not in NO_SPACE:
+            raise
+        _error_line("error", str(disk_full(Path(exc.filename or Path.cwd() / "?"), None)))
         return 2
     except KeyboardInterrupt as exc:
-        print(f"embedlab: interrupted; {exc or 'finished steps are saved in the run folder'}", file=sys.stderr)
+        _error_line("interrupted", str(exc) or "finished steps are saved in the run folder; continue with --resume RUN")
         return 130
+    finally:
+        RunDir.release_all()
 
 
 if __name__ == "__main__":

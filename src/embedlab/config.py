@@ -9,12 +9,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import types
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import TypeAdapter, ValidationError
+from typing import Annotated, Literal
+
+from pydantic import Field, TypeAdapter, ValidationError
 
 from embedlab.errors import InputError
 
@@ -35,6 +38,23 @@ DEFAULT_GRID: dict[str, list[float]] = {
 }
 
 
+# The range of every numeric setting, declared with its type (pydantic checks it whenever a value is set).
+Count = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+#: numpy's and torch's seeds are unsigned 32-bit numbers at most (numpy's legacy generator refuses more).
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+Pixels = Annotated[int, Field(ge=32, le=512)]
+PerClass = Annotated[int, Field(ge=1)]
+ValPerClass = Annotated[int, Field(ge=1, le=4999)]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]  # [0, 1)
+OpenFraction = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]  # (0, 1)
+GalleryK = Annotated[int, Field(ge=1, le=10)]
+
+C = TypeVar("C")
+
+
 @dataclass
 class MoviesConfig:
     """Every knob of the movie-embedding study (Part 2)."""
@@ -44,68 +64,49 @@ class MoviesConfig:
     allow_modified_data: bool = False  # ml-latest-small files that differ from the official release: refused unless True
     dataset: str = "ml-latest-small"  # or ml-25m, ml-32m, ml-latest (same CSV layout)
     synthetic: str | None = None  # generate ratings of this shape instead (ml-32m, 8x, ...); see movies/synthetic.py
-    like_threshold: float = 4.0  # 4 and 5 stars (of 0.5..5): a clear "liked"; 3.5 is offered too
-    dim: int = 100  # chosen by held-out HitRate@10 in the dimension sweep (README, "Dimension"); 32 was the old, time-bound choice
-    iterations: int = 500
-    seed: int = 0
-    init_scale: float = 0.1
-    grid: dict[str, list[float]] = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_GRID.items()})
-    divergence_factor: float = 10.0
+    like_threshold: Annotated[float, Field(ge=0.5, le=5.0, allow_inf_nan=False)] = 4.0  # 4 and 5 stars (of 0.5..5): a clear "liked"; 3.5 is offered too
+    dim: Count = 100  # chosen by held-out HitRate@10 in the dimension sweep (README, "Dimension"); 32 was the old, time-bound choice
+    iterations: Count = 500
+    seed: Seed = 0
+    init_scale: Positive = 0.1  # V = 0 is a stationary point of the cost: the start must not be it
+    grid: dict[Literal[OPTIMIZER_NAMES], Annotated[list[Positive], Field(min_length=1)]] = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_GRID.items()})
+    divergence_factor: Annotated[float, Field(gt=1, allow_inf_nan=False)] = 10.0  # a run above this x its start cost diverged
     # the embedding used for recommendations: the sweep's best setting run to convergence (cost falling by
     # less than final_rel_tol over 10 iterations), at most final_iterations steps
-    final_iterations: int = 3000
-    final_rel_tol: float = 1e-7
-    converged_gap: float = 0.01  # a run within 1 % of the spectral optimum counts as converged
-    spectral_rounds: int = 50
-    metric: str = "cosine"
-    min_likes: int = 10
-    top_k: int = 10
+    final_iterations: Count = 3000
+    final_rel_tol: Fraction = 1e-7
+    converged_gap: Positive = 0.01  # a run within 1 % of the spectral optimum counts as converged
+    spectral_rounds: Count = 50
+    metric: Literal["cosine", "dot"] = "cosine"
+    min_likes: NonNegativeInt = 10
+    top_k: Annotated[int, Field(ge=1, le=1000)] = 10
     queries: list[str] = field(default_factory=lambda: ["Apollo 13", "Toy Story", "Home Alone"])
-    holdout_fraction: float = 0.2
-    holdout_seed: int = 0
+    holdout_fraction: OpenFraction = 0.2
+    holdout_seed: Seed = 0
     # at most this many (test user, liked movie) queries, a seeded uniform sample: bounds the co-count
     # baselines' cost at catalogue scale (ml-latest-small has 7.8 k, so all of them are used there)
-    holdout_max_queries: int = 20_000
+    holdout_max_queries: Count = 20_000
     # the field's own recommenders beside the embedding in the held-out table, each tuned on a validation
     # slice of the training users: EASE (closed form, dense M x M: skipped above ease_max_items movies)
     # and ALS item factors from the `implicit` library
-    anchors: list[str] = field(default_factory=lambda: ["ease", "als"])
-    anchor_validation_fraction: float = 0.2
+    anchors: list[Literal["ease", "als"]] = field(default_factory=lambda: ["ease", "als"])
+    anchor_validation_fraction: OpenFraction = 0.2
     # lambda brackets the validation optimum (~3,000 on ml-latest-small); as lambda grows, EASE tends to raw co-counts
-    ease_lambdas: list[float] = field(default_factory=lambda: [100.0, 300.0, 1000.0, 3000.0, 10000.0, 30000.0])
-    ease_max_items: int = 20_000
-    als_factors: list[int] = field(default_factory=lambda: [32, 64, 128])
-    als_regularization: list[float] = field(default_factory=lambda: [0.1, 1.0, 10.0])
-    als_alpha: list[float] = field(default_factory=lambda: [1.0, 10.0])  # confidence of a like (Hu et al.'s alpha)
-    als_iterations: int = 15
-    dim_sweep: list[int] = field(default_factory=lambda: [10, 25, 50, 100, 200])  # empty = skip
-    dim_sweep_lr_steps: int = 3  # at each d, lower the learning rate by 3x up to this often until a run converges
+    ease_lambdas: Annotated[list[Positive], Field(min_length=1)] = field(default_factory=lambda: [100.0, 300.0, 1000.0, 3000.0, 10000.0, 30000.0])
+    ease_max_items: NonNegativeInt = 20_000
+    als_factors: Annotated[list[Count], Field(min_length=1)] = field(default_factory=lambda: [32, 64, 128])
+    als_regularization: Annotated[list[NonNegative], Field(min_length=1)] = field(default_factory=lambda: [0.1, 1.0, 10.0])
+    als_alpha: Annotated[list[Positive], Field(min_length=1)] = field(default_factory=lambda: [1.0, 10.0])  # confidence of a like (Hu et al.'s alpha)
+    als_iterations: Count = 15
+    dim_sweep: list[Count] = field(default_factory=lambda: [10, 25, 50, 100, 200])  # empty = skip
+    dim_sweep_lr_steps: NonNegativeInt = 3  # at each d, lower the learning rate by 3x up to this often until a run converges
     embedding_map: bool = True
-    map_method: str = "tsne"  # or "pca"
-    map_max_movies: int = 5000  # the map shows at most this many most-liked eligible movies (t-SNE cost)
+    map_method: Literal["tsne", "pca"] = "tsne"  # or "pca"
+    map_max_movies: Annotated[int, Field(ge=2)] = 5000  # the map shows at most this many most-liked eligible movies (t-SNE cost)
 
     def validate(self) -> None:
-        """Reject impossible settings up front, before any work is done."""
+        """What the field types cannot say: a grid and a query at least, a known dataset, a synthetic shape that parses."""
         problems = []
-        if self.dim < 1:
-            problems.append(f"--dim must be >= 1 (got {self.dim})")
-        if self.iterations < 1:
-            problems.append(f"--iterations must be >= 1 (got {self.iterations})")
-        if self.final_iterations < 1 or not 0 <= self.final_rel_tol < 1:
-            problems.append(f"final_iterations must be >= 1 and final_rel_tol in [0, 1) (got {self.final_iterations}, {self.final_rel_tol})")
-        if not 0.5 <= self.like_threshold <= 5.0:
-            problems.append(f"--like-threshold must be between 0.5 and 5 stars (got {self.like_threshold})")
-        if self.metric not in SIMILARITY_METRICS:
-            problems.append(f"--metric must be one of {SIMILARITY_METRICS} (got {self.metric!r})")
-        if self.top_k < 1:
-            problems.append(f"--top must be >= 1 (got {self.top_k})")
-        if self.map_method not in ("tsne", "pca"):
-            problems.append(f"map_method must be 'tsne' or 'pca' (got {self.map_method!r})")
-        for name, lrs in self.grid.items():
-            if name not in OPTIMIZER_NAMES:
-                problems.append(f"unknown optimiser {name!r} in the grid; choose from {', '.join(OPTIMIZER_NAMES)}")
-            if not lrs or any(not lr > 0 for lr in lrs):
-                problems.append(f"optimiser {name!r} needs positive learning rates (got {lrs})")
         if not self.grid:
             problems.append("the optimiser grid is empty")
         from embedlab.data import MOVIELENS_DATASETS, shape_of
@@ -117,24 +118,8 @@ class MoviesConfig:
                 shape_of(self.synthetic)
             except ValueError as exc:
                 problems.append(str(exc))
-        if any(not isinstance(d, int) or d < 1 for d in self.dim_sweep):
-            problems.append(f"--dim-sweep needs positive integers (got {self.dim_sweep})")
-        if self.dim_sweep_lr_steps < 0 or self.map_max_movies < 2:
-            problems.append("dim_sweep_lr_steps must be >= 0 and map_max_movies >= 2")
-        if not 0 < self.holdout_fraction < 1:
-            problems.append(f"holdout_fraction must be in (0, 1) (got {self.holdout_fraction})")
-        if self.holdout_max_queries < 1:
-            problems.append(f"holdout_max_queries must be >= 1 (got {self.holdout_max_queries})")
-        if unknown := sorted(set(self.anchors) - {"ease", "als"}):
-            problems.append(f"anchors must be among 'ease', 'als' (got {unknown})")
-        if not 0 < self.anchor_validation_fraction < 1:
-            problems.append(f"anchor_validation_fraction must be in (0, 1) (got {self.anchor_validation_fraction})")
-        if not self.ease_lambdas or any(not lam > 0 for lam in self.ease_lambdas):
-            problems.append(f"ease_lambdas must be positive (got {self.ease_lambdas})")
-        if not self.als_factors or any(f < 1 for f in self.als_factors) or not self.als_regularization \
-                or any(r < 0 for r in self.als_regularization) or not self.als_alpha or any(not a > 0 for a in self.als_alpha) \
-                or self.als_iterations < 1:
-            problems.append("als_factors must be >= 1, als_regularization >= 0, als_alpha > 0 and als_iterations >= 1")
+        if not self.queries:
+            problems.append("no query movies: give at least one --query")
         if problems:
             raise InputError("invalid movies config:\n  " + "\n  ".join(problems))
 
@@ -147,36 +132,24 @@ class ProbeConfig:
     offline: bool = False
     backbone: str = "resnet18"
     weights: str = "imagenet"  # "imagenet", "none" or a path to a state-dict file
-    size: int | None = None  # None: the backbone's native size on a GPU, cpu_size on a CPU
-    cpu_size: int = 128
-    batch_size: int | None = None  # extraction batch; None: 16 on a CPU (measured fastest, README), 128 on a GPU
+    size: Pixels | None = None  # None: the backbone's native size on a GPU, cpu_size on a CPU
+    cpu_size: Pixels = 128
+    batch_size: Count | None = None  # extraction batch; None: 16 on a CPU (measured fastest, README), 128 on a GPU
     device: str = "auto"
-    seed: int = 0
-    val_per_class: int = 500  # 5 000 validation images carved from the 50 000 training images
-    train_per_class: int | None = None  # None: all remaining training images
-    test_per_class: int | None = None  # None: the whole test set
-    l2_grid: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0])  # weaker overfits: see README
-    max_iter: int = 200
-    gallery_k: int = 5
+    seed: Seed = 0
+    val_per_class: ValPerClass = 500  # 5 000 validation images carved from the 50 000 training images
+    train_per_class: PerClass | None = None  # None: all remaining training images
+    test_per_class: PerClass | None = None  # None: the whole test set
+    l2_grid: Annotated[list[NonNegative], Field(min_length=1)] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0])  # weaker overfits: see README
+    max_iter: Count = 200  # L-BFGS iterations of the probe's fit
+    gallery_k: GalleryK = 5
     cache_dir: str | None = None
 
     def validate(self) -> None:
+        """What the field types cannot say: the device is usable here, the backbone is known."""
         problems = [p for p in [device_problem(self.device)] if p]
         if self.backbone not in BACKBONE_NAMES:
             problems.append(f"unknown backbone {self.backbone!r}; choose from {', '.join(BACKBONE_NAMES)}")
-        for name, v in (("size", self.size), ("cpu_size", self.cpu_size)):
-            if v is not None and not 32 <= v <= 512:
-                problems.append(f"--{name.replace('_', '-')} must be between 32 and 512 pixels (got {v})")
-        if self.batch_size is not None and self.batch_size < 1:
-            problems.append(f"--batch-size must be >= 1 (got {self.batch_size})")
-        if not 1 <= self.val_per_class < 5000:
-            problems.append(f"--val-per-class must be in 1..4999 (got {self.val_per_class})")
-        if self.train_per_class is not None and self.train_per_class < 1:
-            problems.append(f"--train-per-class must be >= 1 (got {self.train_per_class})")
-        if not self.l2_grid or any(v < 0 for v in self.l2_grid):
-            problems.append(f"--l2-grid needs non-negative values (got {self.l2_grid})")
-        if not 1 <= self.gallery_k <= 10:
-            problems.append(f"gallery_k must be in 1..10 (got {self.gallery_k})")
         if problems:
             raise InputError("invalid probe config:\n  " + "\n  ".join(problems))
 
@@ -189,98 +162,59 @@ class FinetuneConfig:
     offline: bool = False
     backbone: str = "resnet18"
     weights: str = "imagenet"
-    size: int | None = None  # None: the backbone's native size on a GPU, cpu_size on a CPU
-    cpu_size: int = 112  # measured: best validation accuracy per CPU minute (README, "Choosing the CPU recipe")
-    epochs: int = 2  # the CPU recipe: 2 x 45 000 images at 112 px fit in ~45 min on 2 cores
-    batch_size: int = 64
-    eval_batch_size: int | None = None  # validation and test; None: 16 on a CPU (measured fastest, README), 256 on a GPU
+    size: Pixels | None = None  # None: the backbone's native size on a GPU, cpu_size on a CPU
+    cpu_size: Pixels = 112  # measured: best validation accuracy per CPU minute (README, "Choosing the CPU recipe")
+    epochs: Count = 2  # the CPU recipe: 2 x 45 000 images at 112 px fit in ~45 min on 2 cores
+    batch_size: Count = 64
+    eval_batch_size: Count | None = None  # validation and test; None: 16 on a CPU (measured fastest, README), 256 on a GPU
     # measured at equal compute (README, issue-13 pilots): AdamW at 1e-3 beat SGD with Nesterov momentum at its best rate by +1.1 points
-    optimizer: str = "adamw"  # AdamW, or "sgd" (SGD with Nesterov momentum)
-    lr: float = 0.001  # peak learning rate of the new head
-    backbone_lr_scale: float = 1.0  # backbone lr = lr * this (e.g. 0.1 keeps pretrained features closer)
-    momentum: float = 0.9
-    weight_decay: float = 5e-4  # not applied to norm and bias parameters
-    label_smoothing: float = 0.1
+    optimizer: Literal["sgd", "adamw"] = "adamw"  # AdamW, or "sgd" (SGD with Nesterov momentum)
+    lr: Positive = 0.001  # peak learning rate of the new head
+    backbone_lr_scale: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 1.0  # backbone lr = lr * this (e.g. 0.1 keeps pretrained features closer)
+    momentum: Fraction = 0.9
+    weight_decay: NonNegative = 5e-4  # not applied to norm and bias parameters
+    label_smoothing: Fraction = 0.1
     # evaluate each image and its mirror image and average the probabilities (2 passes over validation and test)
     tta_flip: bool = True  # measured: +1.1 to +1.2 points of validation accuracy in every pilot (README)
     # progressive resizing: the first epoch's training resolution, rising linearly to the final one (None: the same throughout)
-    start_size: int | None = None
+    start_size: Pixels | None = None
     # exponential moving average of the weights, evaluated instead of the last weights: its time constant as a fraction
     # of all training steps (so the same value means the same thing at any data size); 0 turns it off
-    ema: float = 0.0
+    ema: Fraction = 0.0
     # the new classifier's start: "probe" (LP-FT: the linear probe's weights, folded through its standardisation),
     # "random", or "auto" (the default): the probe when the run folder holds one, so --no-probe means a random head
-    head_init: str = "auto"
-    warmup_fraction: float = 0.1
-    schedule: str = "cosine"  # linear warm-up then cosine to zero, or "onecycle"
-    pad: int = 4  # random crop with this much padding at 32 px, then horizontal flip, then resize
+    head_init: Literal["auto", "random", "probe"] = "auto"
+    warmup_fraction: Fraction = 0.1
+    schedule: Literal["cosine", "onecycle"] = "cosine"  # linear warm-up then cosine to zero, or "onecycle"
+    pad: Annotated[int, Field(ge=0, le=16)] = 4  # random crop with this much padding at 32 px, then horizontal flip, then resize
     # the padding's pixels: "zeros", or "reflect" (the image mirrored at its border; piloted: -0.26 points, within noise)
-    pad_mode: str = "zeros"
+    pad_mode: Literal["zeros", "reflect"] = "zeros"
     # each training image's horizontal flip: a coin toss per epoch, or "alternate" (airbench; piloted: +0.12, within noise)
-    flip: str = "random"
-    train_scope: str = "all"  # "all" layers, or "last": the last stage and the head only
+    flip: Literal["random", "alternate"] = "random"
+    train_scope: Literal["all", "last"] = "all"  # "all" layers, or "last": the last stage and the head only
     # with train_scope "all": freeze the stem and the stages after it, K in all (0: none); frozen parts keep their
     # ImageNet BatchNorm statistics and cost no backward pass. None: none on a GPU; on a CPU the backbone's own
     # (efficientnet_lite1: 3, lite2: 4, others 0), which keeps a training image's cost at efficientnet_lite0's
-    freeze_stages: int | None = None
+    freeze_stages: NonNegativeInt | None = None
     device: str = "auto"
-    seed: int = 0
-    val_per_class: int = 500  # the same validation split as the probe (same seed)
-    train_per_class: int | None = None
-    test_per_class: int | None = None
-    gallery_k: int = 5
+    seed: Seed = 0
+    val_per_class: ValPerClass = 500  # the same validation split as the probe (same seed)
+    train_per_class: PerClass | None = None
+    test_per_class: PerClass | None = None
+    gallery_k: GalleryK = 5
     probe: bool = True  # also run the linear probe in the same run folder, for the comparison
-    probe_size: int | None = None  # None: the probe's own default (native on a GPU, 128 px on a CPU); the table shows both
+    probe_size: Pixels | None = None  # None: the probe's own default (native on a GPU, 128 px on a CPU); the table shows both
     cache_dir: str | None = None
 
     def validate(self) -> None:
+        """What the field types cannot say: the device is usable here, the backbone is known, settings that go together."""
         problems = [p for p in [device_problem(self.device)] if p]
         if self.backbone not in BACKBONE_NAMES:
             problems.append(f"unknown backbone {self.backbone!r}; choose from {', '.join(BACKBONE_NAMES)}")
-        for name, v in (("size", self.size), ("cpu_size", self.cpu_size), ("probe_size", self.probe_size), ("start_size", self.start_size)):
-            if v is not None and not 32 <= v <= 512:
-                problems.append(f"--{name.replace('_', '-')} must be between 32 and 512 pixels (got {v})")
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                problems.append(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(self, name)})")
-        if not self.lr > 0:
-            problems.append(f"--lr must be > 0 (got {self.lr})")
-        if not 0 < self.backbone_lr_scale <= 1:
-            problems.append(f"--backbone-lr-scale must be in (0, 1] (got {self.backbone_lr_scale})")
-        if self.optimizer not in ("sgd", "adamw"):
-            problems.append(f"--optimizer must be sgd or adamw (got {self.optimizer!r})")
-        if self.pad_mode not in ("zeros", "reflect"):
-            problems.append(f"--pad-mode must be zeros or reflect (got {self.pad_mode!r})")
-        if self.flip not in ("random", "alternate"):
-            problems.append(f"--flip must be random or alternate (got {self.flip!r})")
-        if self.schedule not in ("cosine", "onecycle"):
-            problems.append(f"--schedule must be cosine or onecycle (got {self.schedule!r})")
-        if self.train_scope not in ("all", "last"):
-            problems.append(f"--train-scope must be all or last (got {self.train_scope!r})")
-        if self.freeze_stages is not None and self.freeze_stages < 0:
-            problems.append(f"--freeze-stages must be >= 0 (got {self.freeze_stages})")
-        elif self.freeze_stages and self.train_scope == "last":
+        if self.freeze_stages and self.train_scope == "last":
             problems.append("--freeze-stages goes with --train-scope all (--train-scope last already freezes all but the last stage)")
-        if not 0 <= self.warmup_fraction < 1:
-            problems.append(f"--warmup-fraction must be in [0, 1) (got {self.warmup_fraction})")
-        if not 0 <= self.ema < 1:
-            problems.append(f"--ema must be in [0, 1), a fraction of the training steps (got {self.ema})")
-        if self.head_init not in ("auto", "random", "probe"):
-            problems.append(f"--head-init must be auto, random or probe (got {self.head_init!r})")
-        elif self.head_init == "probe" and not self.probe:
+        if self.head_init == "probe" and not self.probe:
             problems.append("--head-init probe needs the linear probe; drop --no-probe")
-        if not 0 <= self.label_smoothing < 1:
-            problems.append(f"--label-smoothing must be in [0, 1) (got {self.label_smoothing})")
-        for name, ok, rule in (("weight_decay", self.weight_decay >= 0, ">= 0"), ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
-                               ("pad", 0 <= self.pad <= 16, "in 0..16 pixels")):
-            if not ok:
-                problems.append(f"--{name.replace('_', '-')} must be {rule} (got {getattr(self, name)})")
-        if not 1 <= self.val_per_class < 5000:
-            problems.append(f"--val-per-class must be in 1..4999 (got {self.val_per_class})")
-        if self.train_per_class is not None and self.train_per_class < 1:
-            problems.append(f"--train-per-class must be >= 1 (got {self.train_per_class})")
-        if not 1 <= self.gallery_k <= 10:
-            problems.append(f"gallery_k must be in 1..10 (got {self.gallery_k})")
         if problems:
             raise InputError("invalid finetune config:\n  " + "\n  ".join(problems))
 
@@ -331,7 +265,6 @@ MOVIES_PROFILES: dict[str, dict[str, Any]] = {
     },
 }
 
-C = TypeVar("C")
 
 
 def device_problem(device: str) -> str | None:
@@ -359,35 +292,77 @@ class ConfigError(InputError):
 
 @functools.cache
 def _field_types(cls: type) -> dict[str, TypeAdapter]:
-    """A pydantic validator per dataclass field, from the field's type hint (the dataclass stays plain)."""
-    hints = typing.get_type_hints(cls)
+    """A pydantic validator per dataclass field, from the field's type hint with its range (the dataclass stays plain)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
     return {f.name: TypeAdapter(hints[f.name]) for f in dataclasses.fields(cls)}
 
 
-def apply_overrides(cfg: C, overrides: Any, section: str = "") -> C:
-    """A copy of ``cfg`` with ``overrides``, each value checked against its field's type hint.
+#: Settings whose flag is not ``--`` + the field name with dashes.
+FLAG_NAMES = {"top_k": "--top", "queries": "--query", "embedding_map": "--no-map", "probe": "--no-probe", "grid": "--optimizers/--lrs"}
+
+
+def flag_name(key: str) -> str:
+    return FLAG_NAMES.get(key, "--" + key.replace("_", "-"))
+
+
+def _expected(hint: Any) -> str:
+    """A type hint as a reader would write it: 'int', 'list[float]', "'sgd' or 'adamw'"."""
+    if typing.get_origin(hint) is Annotated:
+        return _expected(typing.get_args(hint)[0])
+    if typing.get_origin(hint) is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(hint))
+    if isinstance(hint, type):
+        return hint.__name__
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("None" if a is type(None) else _expected(a) for a in args)
+    name = getattr(origin, "__name__", str(origin))
+    return f"{name}[{', '.join(_expected(a) for a in args)}]" if args else name
+
+
+def apply_overrides(cfg: C, overrides: Any, section: str = "", flags: bool = False) -> C:
+    """A copy of ``cfg`` with ``overrides``, each value checked against its field's type hint and range.
 
     Strict: "64" is not an int, "no" not a bool, "Toy Story" not a list, 8.5 not an int (an int is a
-    fine float). pydantic does the checking, so the rules are its documented ones, not ours.
+    fine float), and 0 is not a dimension. pydantic does the checking, so the rules are its documented
+    ones, not ours. ``flags``: the values came from the command line, so the message names the flag.
     """
     where = f"{section}." if section else ""
     if not isinstance(overrides, dict):
         raise ConfigError(f"config section {section or 'root'!r} must be a JSON object of settings, got {overrides!r}")
-    types = _field_types(type(cfg))
-    unknown = sorted(set(overrides) - set(types))
+    types_ = _field_types(type(cfg))
+    unknown = sorted(set(overrides) - set(types_))
     if unknown:
-        raise ConfigError(f"unknown config key(s) {[where + k for k in unknown]}; valid keys: {', '.join(sorted(types))}")
-    clean = {}
-    for key, value in overrides.items():
+        raise ConfigError(f"unknown config key(s) {[where + k for k in unknown]}; valid keys: {', '.join(sorted(types_))}")
+    clean, problems = {}, []
+    for key, value in overrides.items():  # every bad value is named at once, not one per try
         try:
-            clean[key] = types[key].validate_python(value, strict=True)
+            clean[key] = types_[key].validate_python(value, strict=True)
         except ValidationError as exc:
             err = exc.errors()[0]
-            at = "".join(f"[{p!r}]" for p in err["loc"])
-            hint = typing.get_type_hints(type(cfg))[key]
-            expected = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
-            raise ConfigError(f"config value {where}{key}{at} = {value!r}: {err['msg'].lower()} (expected {expected})") from None
+            at = "".join(f"[{p!r}]" for p in err["loc"] if p != "[key]")  # a bad dict key is named by its own path
+            hint = typing.get_type_hints(type(cfg), include_extras=True)[key]
+            name = f"{flag_name(key)} {value!r}" + (f", at {at}" if at else "") if flags else f"config value {where}{key}{at} = {value!r}"
+            range_error = err["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short", "too_long",
+                                          "finite_number", "literal_error")
+            problems.append(f"{name}: {err['msg'].lower()}" + ("" if range_error else f" (expected {_expected(hint)})"))
+    if problems:
+        raise ConfigError("; ".join(problems))
     return dataclasses.replace(cfg, **clean)  # type: ignore[type-var]
+
+
+#: The settings sections of a study's config file (a run's config.json); "study" and "steps" say what ran.
+STUDY_SECTIONS = ("probe", "finetune", "movies")
+CONFIG_KEYS = ("study", "steps", *STUDY_SECTIONS)
+
+
+def check_sections(data: dict[str, Any], source: object) -> dict[str, Any]:
+    """``data`` if every top-level key is a section embedlab reads; a misspelt section is an error, never ignored."""
+    unknown = sorted(set(data) - set(CONFIG_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown section(s) {unknown} in {source}; a study's config file has {', '.join(CONFIG_KEYS)}")
+    return data
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

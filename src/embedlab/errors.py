@@ -19,3 +19,13 @@ class InputError(UserError, ValueError):
 
 class MissingFileError(UserError, FileNotFoundError):
     """A file or folder the command needs is not there."""
+
+
+class DiskFullError(UserError, OSError):
+    """A file could not be written because its file system is full (nothing partial is left under its name)."""
+
+
+def failure_text(exc: BaseException) -> str:
+    """One line that says what stopped a run: the exception's first line, or its kind when it has no message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,14 +1,18 @@
 """Run folders: created once (never overwritten), holding config, metrics, tables, figures, artefacts.
 
-Layout: ``config.json metrics.json report.md figures/*.png tables/*.{csv,md} artefacts/``.
+Layout: ``.embedlab`` (the marker, written first) ``config.json metrics.json report.md figures/*.png tables/*.{csv,md} artefacts/``.
+A run folder is claimed by one process at a time (a kernel lock on ``.embedlab.lock``), and every file in it is
+written under a temporary name and renamed (``files.write_atomic``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
-import os
 import math
+import os
 import shutil
+import socket
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,16 +20,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embedlab.errors import MissingFileError, UserError
+from embedlab.errors import InputError, MissingFileError, UserError
+from embedlab.files import figure_bytes, write_atomic
 
 
-#: Characters that Markdown would read as table syntax, emphasis, code or links inside a cell.
-_MD_ESCAPES = str.maketrans({**{c: "\\" + c for c in "\\`*_[]|"}, "<": "&lt;"})
+#: Characters that Markdown would read as table syntax, emphasis, code, links or markup; ``<``, ``>`` and ``&`` become
+#: entities, so no text from data can open a tag, a comment or a script in report.html.
+_MD_ESCAPES = str.maketrans({**{c: "\\" + c for c in "\\`*_[]|#"}, "<": "&lt;", ">": "&gt;", "&": "&amp;", "\n": " ", "\r": " "})
 
 
-def md_cell(value: object) -> str:
-    """Cell text as Markdown shows it literally: 'Action|Adventure' must stay one cell."""
+def md_text(value: object) -> str:
+    """The one way text from data or config (a title, a path, an error message) enters report.md, and so report.html:
+    Markdown shows it literally and Python-Markdown passes it through as text, never as markup."""
     return str(value).translate(_MD_ESCAPES)
+
+
+def md_code(value: object) -> str:
+    """A setting's value in code style; one with a backtick, which would end the code span, as escaped plain text."""
+    text = str(value)
+    return md_text(text) if "`" in text or "\n" in text else f"`{text}`"
 
 
 def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
@@ -33,29 +46,46 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
     out = df.copy()
     for col in out.columns:
         if not pd.api.types.is_numeric_dtype(out[col]):
-            out[col] = out[col].map(lambda v: v if v is None or (isinstance(v, float) and math.isnan(v)) else md_cell(v))
-    out.columns = [md_cell(c) for c in out.columns]
+            out[col] = out[col].map(lambda v: v if v is None or (isinstance(v, float) and math.isnan(v)) else md_text(v))
+    out.columns = [md_text(c) for c in out.columns]
     return out.to_markdown(index=False, floatfmt=floatfmt)
 
 
+#: Written first into every run folder embedlab creates: only a folder that carries it is ever cleared.
+MARKER = ".embedlab"
+#: Held (flock) by the one process that writes into the folder; the kernel releases it when that process ends.
+LOCK = ".embedlab.lock"
+#: What embedlab writes into a run folder: a marked folder holding only these, with no finished step, may be cleared.
+OWN_NAMES = {MARKER, LOCK, "config.json", "metrics.json", "environment.json", "run.log", "figures", "tables", "artefacts",
+             "report.md", "report.html"}
+
+
+def _is_temporary(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".tmp")
+
+
 def holds_no_result(path: Path) -> bool:
-    """A run folder (it has config.json) with no finished step, no table, figure or artefact: safe to clear."""
-    if not (path / "config.json").is_file():
+    """A folder embedlab created (it carries the marker) with no finished step, no table, figure or artefact: safe to clear."""
+    if not (path / MARKER).is_file():
         return False
-    allowed = {"config.json", "metrics.json", "environment.json", "figures", "tables", "artefacts", "report.md", "report.html"}
-    if any(p.name not in allowed for p in path.iterdir()):
+    if any(p.name not in OWN_NAMES and not _is_temporary(p.name) for p in path.iterdir()):
         return False
     if any(any((path / sub).iterdir()) for sub in ("figures", "tables", "artefacts") if (path / sub).is_dir()):
         return False
     try:
-        steps = json.loads((path / "metrics.json").read_text()).get("steps", {}) if (path / "metrics.json").is_file() else {}
-    except (json.JSONDecodeError, AttributeError):
+        metrics = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").is_file() else {}
+        steps = metrics.get("steps", {}) if isinstance(metrics, dict) else {}
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         return False
     return not any(v.get("status") == "done" for v in steps.values() if isinstance(v, dict))
 
 
 class RunFolderError(UserError, FileExistsError):
     """The requested run folder exists and is not empty."""
+
+
+class RunFolderBusy(RunFolderError):
+    """Another embedlab process is writing into the run folder."""
 
 
 def default_run_path(study: str, root: Path = Path("runs"), now: datetime | None = None) -> Path:
@@ -79,53 +109,152 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def lock_holder(path: Path) -> str | None:
+    """Who holds the folder's lock ('pid 1234 on host'), or None when no live process does."""
+    lock = Path(path) / LOCK
+    if not lock.is_file():
+        return None
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return lock.read_text(errors="replace").strip() or "another process"
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 class RunDir:
     """A run folder and the only code that writes into it."""
 
+    #: Folders this process has claimed, so that ``release_all`` can let go of every one when a command ends.
+    _held: list[RunDir] = []
+
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._lock_fd: int | None = None
 
     @classmethod
     def create(cls, path: Path) -> RunDir:
-        """Create a fresh run folder; an existing non-empty folder is an error, never overwritten.
+        """Claim a fresh run folder: created (or an empty one used), marked as embedlab's and locked for this process.
 
-        The one exception: a run folder in which nothing finished (it failed before its first step,
-        e.g. on missing data) holds no result, so it is cleared and used again.
+        An existing folder that is not empty is never overwritten. The one exception: a folder embedlab
+        created in which nothing finished (it failed before its first step, e.g. on missing data) holds
+        no result, so it is cleared and used again. Whatever does not carry embedlab's marker is never touched.
         """
         path = Path(path)
-        if path.is_dir() and holds_no_result(path):
-            shutil.rmtree(path)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise RunFolderError(
-                f"run folder {path} already exists and is not empty; pick another --out "
-                "or leave --out unset for a new timestamped folder"
-            )
         try:
-            for sub in ("figures", "tables", "artefacts"):
-                (path / sub).mkdir(parents=True, exist_ok=True)
+            path.mkdir(parents=True)
+        except FileExistsError:
+            if not path.is_dir():
+                raise RunFolderError(f"cannot create the run folder {path}: a file of that name exists; pick another --out") from None
+            others = {p.name for p in path.iterdir()} - {LOCK}
+            if others and MARKER not in others:
+                raise RunFolderError(f"run folder {path} already exists, is not empty and was not made by embedlab; pick another "
+                                     "--out or leave --out unset for a new timestamped folder (nothing in it was touched)") from None
         except OSError as exc:  # a regular file on the way, a read-only file system, no permission
             raise RunFolderError(f"cannot create the run folder {path}: {exc.strerror or exc} ({exc.filename or path}); "
                                  "pick another --out") from None
-        return cls(path)
+        run = cls(path)
+        run.claim()
+        try:
+            run._clear_if_reusable()
+            write_atomic(path / MARKER, json.dumps({"made_by": "embedlab", "created": datetime.now().isoformat(timespec="seconds")}) + "\n")
+            for sub in ("figures", "tables", "artefacts"):
+                (path / sub).mkdir(exist_ok=True)
+        except OSError as exc:
+            run.release()
+            if isinstance(exc, UserError):
+                raise
+            raise RunFolderError(f"cannot create the run folder {path}: {exc.strerror or exc} ({exc.filename or path}); "
+                                 "pick another --out") from None
+        except BaseException:
+            run.release()
+            raise
+        return run
+
+    def _clear_if_reusable(self) -> None:
+        """Under the lock: a marked folder with no result is emptied of what embedlab wrote; one with results is refused."""
+        if not (self.path / MARKER).is_file():
+            return
+        if not holds_no_result(self.path):
+            raise RunFolderError(f"run folder {self.path} already holds results; continue it with --resume {self.path}, pick another "
+                                 "--out, or leave --out unset for a new timestamped folder")
+        for p in self.path.iterdir():
+            if p.name in (MARKER, LOCK):
+                continue
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
 
     @classmethod
-    def open(cls, path: Path) -> RunDir:
-        """An existing run folder (for ``recommend`` and re-rendering reports)."""
+    def open(cls, path: Path, write: bool = False) -> RunDir:
+        """An existing run folder: read-only (``recommend``), or claimed for writing (``--resume``, ``report``)."""
         path = Path(path)
         if not (path / "config.json").is_file():
             raise MissingFileError(f"{path} is not a run folder (no config.json); pass the folder a run printed")
-        return cls(path)
+        run = cls(path)
+        if write:
+            run.claim()
+        return run
+
+    def claim(self) -> None:
+        """Take the folder's lock for this process's life (or until ``release``); a folder in use by a live process is refused."""
+        if self._lock_fd is not None:
+            return
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise RunFolderError(f"cannot write into the run folder {self.path}: {exc.strerror or exc}; pick another --out") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunFolderBusy(f"run folder {self.path} is in use by another embedlab run ({holder}); wait for it to finish, "
+                                "or pick another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._lock_fd = fd
+        RunDir._held.append(self)
+
+    def claimed(self) -> RunDir:
+        """This folder, claimed for this process (see ``claim``)."""
+        self.claim()
+        return self
+
+    def release(self) -> None:
+        """Let go of the folder's lock (the kernel does it too when the process ends, however it ends)."""
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            RunDir._held.remove(self)
+
+    @classmethod
+    def release_all(cls) -> None:
+        """Let go of every folder this process claimed (the end of a command)."""
+        for run in list(cls._held):
+            run.release()
 
     def write_json(self, name: str, data: Any) -> Path:
         """Atomically: metrics.json and config.json are the resume ledger, so an interrupt must leave the old or the new file, never half."""
-        p = self.path / name
-        tmp = p.with_name(f".{p.name}.tmp")
-        tmp.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
-        os.replace(tmp, p)
-        return p
+        return write_atomic(self.path / name, json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
+
+    def write_text(self, name: str, text: str) -> Path:
+        """A text file of the run folder (report.md, report.html), atomically."""
+        return write_atomic(self.path / name, text)
 
     def read_json(self, name: str) -> Any:
-        return json.loads((self.path / name).read_text())
+        """A JSON file of the run folder; a damaged one is a user error that names it."""
+        p = self.path / name
+        try:
+            return json.loads(p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{p} is damaged ({exc}); it was edited or cut short. Restore it, or start a new run") from None
 
     def metrics(self) -> dict[str, Any]:
         """metrics.json, or {} before the first step has finished."""
@@ -147,19 +276,26 @@ class RunDir:
 
     def save_table(self, name: str, df: pd.DataFrame, floatfmt: str = ".4g") -> Path:
         """``tables/<name>.csv`` plus a Markdown copy for the report."""
-        csv = self.path / "tables" / f"{name}.csv"
-        df.to_csv(csv, index=False)
-        (self.path / "tables" / f"{name}.md").write_text(markdown_table(df, floatfmt) + "\n")
+        csv = write_atomic(self.path / "tables" / f"{name}.csv", df.to_csv(index=False))
+        write_atomic(self.path / "tables" / f"{name}.md", markdown_table(df, floatfmt) + "\n")
         return csv
 
     def save_figure(self, name: str, fig: Any, dpi: int = 130) -> Path:
         """``figures/<name>.png``; the figure is closed afterwards."""
         import matplotlib.pyplot as plt
 
-        p = self.path / "figures" / f"{name}.png"
-        fig.savefig(p, dpi=dpi, bbox_inches="tight")
-        plt.close(fig)
-        return p
+        try:
+            return write_atomic(self.path / "figures" / f"{name}.png", figure_bytes(fig, dpi))
+        finally:
+            plt.close(fig)
 
     def artefact(self, name: str) -> Path:
         return self.path / "artefacts" / name
+
+    def save_artefact(self, name: str, data: bytes | str) -> Path:
+        """``artefacts/<name>``, atomically (see ``files.npz_bytes`` and ``files.torch_bytes`` for arrays and state dicts)."""
+        return write_atomic(self.artefact(name), data)
+
+    def save_csv(self, name: str, df: pd.DataFrame) -> Path:
+        """``artefacts/<name>`` as CSV without the index, atomically."""
+        return self.save_artefact(name, df.to_csv(index=False))

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from embedlab.errors import InputError
+from embedlab.errors import InputError, UserError, failure_text
 from embedlab.config import (FINETUNE_PROFILES, MOVIES_PROFILES, PROBE_PROFILES, FinetuneConfig, MoviesConfig, ProbeConfig,
                              apply_overrides, to_dict)
 from embedlab.distributed import Dist, PeerFailed
@@ -61,6 +61,8 @@ def resolve_profile(profile: str, cuda: bool) -> str:
 
 def study_config(profile: str, cuda: bool, shared: dict[str, Any], sections: dict[str, dict[str, Any]] | None = None) -> StudyConfig:
     """Defaults < profile < config-file ``sections`` < ``shared`` flags (data dir, backbone, ...) applied to every study."""
+    if not isinstance(profile, str) or profile not in PROFILES:
+        raise InputError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
     resolved = resolve_profile(profile, cuda)
     sections = sections or {}
     probe = apply_overrides(ProbeConfig(), PROBE_PROFILES.get(resolved if resolved == "smoke" else "default", {}))
@@ -70,10 +72,12 @@ def study_config(profile: str, cuda: bool, shared: dict[str, Any], sections: dic
     finetune = apply_overrides(finetune, _clean(sections.get("finetune", {})), "finetune")
     movies = apply_overrides(movies, _clean(sections.get("movies", {})), "movies")
     vision_keys = {"data_dir", "offline", "backbone", "weights", "device", "cache_dir"}
-    probe = apply_overrides(probe, {k: v for k, v in shared.items() if k in vision_keys})
-    finetune = apply_overrides(finetune, {k: v for k, v in shared.items() if k in vision_keys})
-    movies = apply_overrides(movies, {k: v for k, v in shared.items() if k in {"data_dir", "offline", "allow_modified_data"}})
+    probe = apply_overrides(probe, {k: v for k, v in shared.items() if k in vision_keys}, flags=True)
+    finetune = apply_overrides(finetune, {k: v for k, v in shared.items() if k in vision_keys}, flags=True)
+    movies = apply_overrides(movies, {k: v for k, v in shared.items() if k in {"data_dir", "offline", "allow_modified_data"}}, flags=True)
     steps = shared["steps"] if "steps" in shared else sections.get("steps", STEPS)  # an explicit empty list is an error, not "all"
+    if not isinstance(steps, (list, tuple)) or not all(isinstance(s, str) for s in steps):
+        raise InputError(f"steps must be a list of step names from {', '.join(STEPS)} (got {steps!r})")
     cfg = StudyConfig(profile=resolved, steps=list(steps),
                       probe=probe, finetune=finetune, movies=movies)
     cfg.validate()
@@ -129,6 +133,8 @@ def preflight(cfg: StudyConfig, pending: list[str], log: Callable[[str], None]) 
     from embedlab.data import download_url, ensure_movielens, resolve_data_dir
     from embedlab.vision.backbones import check_freeze_stages, create_backbone
     from embedlab.vision.cifar10 import ensure_cifar10, torchvision_download
+    from embedlab.vision.features import pick_device
+    from embedlab.vision.pipeline import check_finetune_batches
 
     vision = [s for s in pending if s in ("probe", "finetune")]
     if vision:
@@ -137,8 +143,10 @@ def preflight(cfg: StudyConfig, pending: list[str], log: Callable[[str], None]) 
         for step in vision:
             v = cfg.probe if step == "probe" else cfg.finetune
             backbone = create_backbone(v.backbone, v.weights, v.seed)  # raises WeightsUnavailable with the ways out
-            if step == "finetune" and cfg.finetune.freeze_stages is not None:
-                check_freeze_stages(backbone.spec, cfg.finetune.freeze_stages)
+            if step == "finetune":
+                if cfg.finetune.freeze_stages is not None:
+                    check_freeze_stages(backbone.spec, cfg.finetune.freeze_stages)
+                check_finetune_batches(cfg.finetune, backbone.spec, pick_device(cfg.finetune.device))
     if "movies" in pending and not cfg.movies.synthetic:
         ensure_movielens(resolve_data_dir(cfg.movies.data_dir), None if cfg.movies.offline else download_url, cfg.movies.dataset)
     log("preflight: data and weights are at hand")
@@ -177,9 +185,13 @@ def run_study(cfg: StudyConfig, run: RunDir, log: Callable[[str], None] = print,
         try:
             actions[step]()
         except BaseException as exc:
-            run.update_metrics("steps", {step: {"status": "failed", "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}})
-            if dist.is_main:
-                write_report(run)  # whatever finished is readable right away
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            try:
+                run.update_metrics("steps", {step: {"status": status, "error": failure_text(exc)}})
+                if dist.is_main:
+                    write_report(run)  # whatever finished is readable right away
+            except (OSError, UserError):  # e.g. the disk is full: the error being raised says so already
+                pass
             raise
         run.update_metrics("steps", {step: {"status": "done", "seconds": round(time.perf_counter() - t0, 1)}})
         if not dist.is_main:

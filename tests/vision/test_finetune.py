@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from embedlab.config import FinetuneConfig
+from embedlab.config import FinetuneConfig, apply_overrides
 from embedlab.runs import RunDir
 from embedlab.vision.backbones import create_backbone
 from embedlab.vision.finetune import (Inputs, TrainingInterrupted, alternating_flips, augment, load_checkpoint, make_optimizer, param_groups, train,
@@ -249,7 +249,8 @@ def test_comparison_needs_both_studies(tmp_path: Path):
 
 def test_bad_recipe_settings_are_rejected_together():
     with pytest.raises(ValueError) as err:
-        cfg(optimizer="lamb", schedule="step", lr=0.0, train_scope="half", flip="sometimes", pad_mode="wrap").validate()
+        apply_overrides(cfg(), dict(optimizer="lamb", schedule="step", lr=0.0, train_scope="half", flip="sometimes", pad_mode="wrap"),
+                        flags=True)
     for text in ("--optimizer", "--schedule", "--lr", "--train-scope", "--flip", "--pad-mode"):
         assert text in str(err.value)
 

@@ -80,7 +80,7 @@ def test_freeze_stages_reaches_metrics_and_report_and_a_bad_count_stops_before_t
 
 def test_bad_settings_and_resume_of_a_non_finetune_run_are_messages(cifar_root, tmp_path, capsys):
     assert main(args_for(cifar_root, tmp_path / "a", tmp_path, "--lr", "-1")) == 2
-    assert "--lr must be > 0" in capsys.readouterr().err
+    assert "--lr -1.0: input should be greater than 0" in capsys.readouterr().err
     assert main(args_for(cifar_root, tmp_path / "b", tmp_path, "--batch-size", "1000", "--no-probe")) == 2
     assert "lower --batch-size" in capsys.readouterr().err
     (tmp_path / "m").mkdir()

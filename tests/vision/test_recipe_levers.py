@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from embedlab.config import FinetuneConfig
+from embedlab.config import FinetuneConfig, apply_overrides
 from embedlab.errors import InputError, MissingFileError
 from embedlab.runs import RunDir
 from embedlab.vision.finetune import epoch_size, load_checkpoint, make_ema, train, train_pixels
@@ -133,7 +133,7 @@ def test_lp_ft_without_a_probe_or_with_another_backbones_probe_says_so(tmp_path:
 
 def test_the_levers_are_validated_together():
     with pytest.raises(InputError) as err:
-        FinetuneConfig(ema=1.5, head_init="linear", start_size=8).validate()
+        apply_overrides(FinetuneConfig(), {"ema": 1.5, "head_init": "linear", "start_size": 8}, flags=True)
     text = str(err.value)
     assert "--ema" in text and "--head-init" in text and "--start-size" in text
     with pytest.raises(InputError, match="drop --no-probe"):

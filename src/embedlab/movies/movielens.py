@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from embedlab.data import check_table_file
 from embedlab.errors import InputError, MissingFileError, UserError
 
 RATINGS_COLUMNS = ("userId", "movieId", "rating")
@@ -32,6 +33,7 @@ RATINGS_DTYPES = {"userId": "int32", "movieId": "int32", "rating": "float32"}
 def _read_csv(path: Path, columns: tuple[str, ...], dtypes: dict[str, str] | None = None) -> pd.DataFrame:
     if not path.is_file():
         raise MissingFileError(f"{path} does not exist; is --data-dir pointing at the folder holding {path.parent.name}/?")
+    check_table_file(path)
     try:
         header = pd.read_csv(path, nrows=0, encoding="utf-8").columns
         missing = [c for c in columns if c not in header]

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from embedlab.errors import InputError
 from embedlab.config import MoviesConfig, to_dict
-from embedlab.data import download_url, ensure_movielens, resolve_data_dir, verify_movielens
+from embedlab.data import available_memory, download_url, ensure_movielens, resolve_data_dir, verify_movielens
 from embedlab.distributed import Dist, balanced_rows
 from embedlab.movies import figures
 from embedlab.movies.cooccurrence import CoLikes, ColikeSummary, build_colikes, colike_fro_sq, colike_stats, colike_summary, like_matrix
@@ -35,6 +35,7 @@ from embedlab.movies.movielens import TitleIndex, TitleLookupError, load_movies,
 from embedlab.movies.objective import CoLikeOperator, SpectralSolution, spectral_optimum
 from embedlab.movies.recommend import eligible_items, jaccard, rank_correlation, similar_items, similarity
 from embedlab.movies.train import RunResult, best_run, default_workers, fit, initial_embedding, parallel_map, sweep
+from embedlab.files import npz_bytes
 from embedlab.runs import RunDir
 
 Log = Callable[[str], None]
@@ -177,12 +178,46 @@ def query_texts(cfg: MoviesConfig, co: CoLikes, items: pd.DataFrame) -> list[str
     return list(cfg.queries)
 
 
+def memory_estimate(cfg: MoviesConfig, n_movies: int, workers: int) -> int:
+    """Peak bytes of the study's largest arrays for the sizes in ``cfg``, an upper estimate.
+
+    Per sweep worker V, its gradient, two optimiser states and two products (M x d, float32); the Lanczos
+    basis of the spectral reference (M x 2d+1, float64, and a copy); EASE's dense Gram matrix, its inverse and
+    weights (M x M, float64) when it runs; the held-out top-k lists (queries x k: indices, scores, hits).
+    """
+    d = max([cfg.dim, *cfg.dim_sweep])
+    sweep = workers * 6 * n_movies * d * 4
+    spectral = 2 * n_movies * (2 * d + 1) * 8
+    ease = 3 * n_movies**2 * 8 if "ease" in cfg.anchors and n_movies <= cfg.ease_max_items else 0
+    holdout = 4 * cfg.holdout_max_queries * cfg.top_k * 8
+    return 1024**3 + sweep + spectral + ease + holdout
+
+
+def check_sizes(cfg: MoviesConfig, co: CoLikes, available: int | None = None) -> None:
+    """Sizes the user set that this data cannot support, refused once X's shape is known, before any fitting."""
+    m = len(co.movie_ids)
+    problems = [f"{flag} {d} is not below the number of movies with a like (M = {m:,}); the embedding and its spectral "
+                f"reference need d < M" for flag, d in (("--dim", cfg.dim), ("--dim-sweep", max(cfg.dim_sweep, default=0))) if d >= m]
+    eligible = int((co.like_counts >= cfg.min_likes).sum())
+    if eligible < 2:
+        problems.append(f"--min-likes {cfg.min_likes}: {eligible} movie(s) have that many likes (the most-liked has "
+                        f"{int(co.like_counts.max(initial=0)):,}), so nothing can be recommended; lower --min-likes")
+    if problems:
+        raise InputError("; ".join(problems))
+    need, have = memory_estimate(cfg, m, default_workers()), available_memory() if available is None else available
+    if need > have:
+        raise InputError(f"these sizes (d = {max([cfg.dim, *cfg.dim_sweep])}, top {cfg.top_k}, M = {m:,} movies) need about "
+                         f"{need / 1024**3:.1f} GiB of memory but {have / 1024**3:.1f} GiB are available; lower --dim, --dim-sweep or "
+                         "--top, or raise --min-likes / --like-threshold")
+
+
 def step_2a_data(cfg: MoviesConfig, run: RunDir, log: Log, dist: Dist) -> Prepared:
     """2A: ratings -> likes L -> what the report shows of X (computed in chunks, never whole)."""
     ratings, movies, source = load_tables(cfg, log)
     t0 = time.perf_counter()
     co = build_colikes(ratings, cfg.like_threshold)
     build_s = time.perf_counter() - t0
+    check_sizes(cfg, co)
     dist.check_same("likes matrix", co.likes.indptr.tobytes() + co.likes.indices.tobytes())
     items = item_table(co, movies)
     queries = resolve_queries(query_texts(cfg, co, items), TitleIndex(movies), co, items)
@@ -197,8 +232,8 @@ def step_2a_data(cfg: MoviesConfig, run: RunDir, log: Log, dist: Dist) -> Prepar
     run.save_table("colike_top_pairs", pairs)
     run.save_table("query_likes", pd.DataFrame({"query": [q.text for q in queries], "title": [q.title for q in queries],
                                                  "likers": [int(items["likes"].iat[q.row]) for q in queries]}))
-    items.to_csv(run.artefact("items.csv"), index=False)
-    movies[["movieId", "title"]].to_csv(run.artefact("catalogue.csv"), index=False)  # so `recommend` can tell "unknown" from "unliked"
+    run.save_csv("items.csv", items)
+    run.save_csv("catalogue.csv", movies[["movieId", "title"]])  # so `recommend` can tell "unknown" from "unliked"
     run.update_metrics("movies_data", stats)
     log(f"[2A] {stats['users']:,} users, {stats['likes']:,} likes, M = {stats['movies_with_likes']:,} movies; "
         f"X (never formed): nnz {stats['x_nnz']:,}, max {stats['x_max']}")
@@ -236,8 +271,8 @@ def step_2b_fit(cfg: MoviesConfig, run: RunDir, data: Prepared, log: Log, dist: 
     run.save_figure("loss_by_optimizer", figures.loss_curves_by_optimizer(results, c_star, op.fro_sq))
     run.save_figure("loss_best_runs", figures.best_runs_together(best_per_opt, c_star, op.fro_sq))
     run.save_table("spectral_rounds", pd.DataFrame({"round": np.arange(1, len(spec.history) + 1), "cost": spec.history}))
-    np.savez_compressed(run.artefact("embeddings.npz"), v=final.v.numpy(), v_sweep_best=best.v.numpy(), v_spectral=spec.v.astype(np.float32),
-                        movie_ids=data.co.movie_ids, like_counts=data.co.like_counts)
+    run.save_artefact("embeddings.npz", npz_bytes(v=final.v.numpy(), v_sweep_best=best.v.numpy(), v_spectral=spec.v.astype(np.float32),
+                        movie_ids=data.co.movie_ids, like_counts=data.co.like_counts))
     run.update_metrics("movies_fit", {
         **_fit_metrics(cfg, results, best, final, finals, spec, c_star, op.fro_sq), "spectral_seconds": round(spec_s, 2),
         "sweep_seconds": round(sweep_s, 1), "runs_diverged": int((table["status"] == "diverged").sum()),
@@ -255,8 +290,8 @@ def _save_sweep(run: RunDir, results: list[RunResult], c_star: float, converged_
                            "iterations": r.iterations, "final_cost": r.final_loss, "gap_to_optimum_%": 100 * _gap(r, c_star),
                            "seconds": round(r.seconds, 2)} for r in results])
     run.save_table("sweep", table)
-    pd.concat([pd.DataFrame({"optimizer": r.optimizer, "lr": r.lr, "iteration": np.arange(len(r.losses)), "cost": r.losses})
-               for r in results]).to_csv(run.artefact("loss_histories.csv"), index=False)
+    run.save_csv("loss_histories.csv", pd.concat([pd.DataFrame({"optimizer": r.optimizer, "lr": r.lr, "iteration": np.arange(len(r.losses)),
+                                                               "cost": r.losses}) for r in results]))
     return table
 
 
@@ -387,8 +422,8 @@ def step_map(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted, top
     log(f"[map] 2-D {cfg.map_method} map of {int(eligible.sum())} movies")
     keep = np.flatnonzero(eligible.numpy())
     coords = map_coordinates(fitted.final.v[keep], cfg.map_method, cfg.seed)
-    pd.DataFrame({"movieId": data.items["movieId"].iloc[keep].to_numpy(), "x": coords[:, 0], "y": coords[:, 1],
-                  "genre": most_specific_genre(data.items["genres"].iloc[keep])}).to_csv(run.artefact("map_coords.csv"), index=False)
+    run.save_csv("map_coords.csv", pd.DataFrame({"movieId": data.items["movieId"].iloc[keep].to_numpy(), "x": coords[:, 0], "y": coords[:, 1],
+                                                 "genre": most_specific_genre(data.items["genres"].iloc[keep])}))
     run.save_figure("embedding_map", _embedding_map(coords, keep, data.items, data.queries, top_lists, cfg.map_method))
 
 

@@ -40,18 +40,23 @@ class SavedEmbeddings:
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise SavedRunError(f"{emb} is damaged or incomplete ({type(exc).__name__}: {exc}); run `embedlab movies` again") from None
         try:
-            items = pd.read_csv(items_path)
             cfg = json.loads(cfg_path.read_text())["movies"]
             metric, min_likes = cfg["metric"], int(cfg["min_likes"])
+            if metric not in ("cosine", "dot") or min_likes < 0:
+                raise ValueError(f"metric {metric!r}, min_likes {min_likes}")
         except FileNotFoundError as exc:
             raise SavedRunError(f"{exc.filename} is missing from the run folder {run_path}") from None
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, pd.errors.ParserError) as exc:
-            raise SavedRunError(f"{cfg_path} or {items_path} is malformed ({type(exc).__name__}: {exc}); it was not written by "
-                                "`embedlab movies`, or was edited") from None
-        if v.dim() != 2 or len(items) != v.shape[0] or not {"movieId", "title", "genres", "likes"} <= set(items.columns):
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise SavedRunError(f"{cfg_path} is malformed ({type(exc).__name__}: {exc}); it was not written by `embedlab movies`, "
+                                "or was edited") from None
+        items = _read_table(items_path, {"movieId": "int64", "title": "str", "genres": "str", "likes": "int64"})
+        if v.dim() != 2 or len(items) != v.shape[0]:
             raise SavedRunError(f"{items_path} has {len(items)} rows and {emb} {tuple(v.shape)} vectors: they belong to different runs")
         cat_path = run_path / "artefacts" / "catalogue.csv"
-        catalogue = pd.read_csv(cat_path) if cat_path.is_file() else None
+        catalogue = _read_table(cat_path, {"movieId": "int64", "title": "str"}) if cat_path.is_file() else None
+        if catalogue is not None and not np.isin(items["movieId"].to_numpy(), catalogue["movieId"].to_numpy()).all():
+            raise SavedRunError(f"{cat_path} is damaged or was edited: it lacks movies that {items_path} holds (cut short?); "
+                                "run `embedlab movies` again")
         return cls(v=v, items=items, metric=metric, min_likes=min_likes, catalogue=catalogue)
 
     def recommend(self, title: str, k: int = 10, metric: str | None = None, min_likes: int | None = None) -> pd.DataFrame:
@@ -90,3 +95,26 @@ class SavedEmbeddings:
 
 class SavedRunError(InputError):
     """A run folder's saved files are missing, damaged or do not belong together."""
+
+
+def _read_table(path: Path, columns: dict[str, str]) -> pd.DataFrame:
+    """A table the movie run saved, with its columns and their types checked: a cut or edited file is a user error."""
+    damaged = f"{path} is damaged or was edited"
+    try:
+        df = pd.read_csv(path, dtype={c: "str" for c, t in columns.items() if t == "str"}, keep_default_na=False)
+    except FileNotFoundError:
+        raise SavedRunError(f"{path} is missing from the run folder {path.parent.parent}") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise SavedRunError(f"{damaged} ({type(exc).__name__}: {str(exc).splitlines()[0]}); run `embedlab movies` again") from None
+    if missing := [c for c in columns if c not in df.columns]:
+        raise SavedRunError(f"{damaged}: it lacks column(s) {missing}; run `embedlab movies` again")
+    for col, kind in columns.items():
+        if kind == "str":
+            continue
+        values = pd.to_numeric(df[col], errors="coerce")
+        if values.isna().any() or (values % 1 != 0).any() or (values < 0).any():
+            row = int((values.isna() | (values % 1 != 0) | (values < 0)).to_numpy().argmax())
+            raise SavedRunError(f"{damaged}: column {col!r} holds {df[col].iat[row]!r} on data line {row + 1}, not a count; "
+                                "run `embedlab movies` again")
+        df[col] = values.astype(kind)
+    return df

@@ -10,13 +10,12 @@ genre) and half of a user's ratings go to movies of their own group.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from embedlab.data import shape_of  # the published shapes live with the datasets
+from embedlab.data import available_memory, shape_of  # the published shapes live with the datasets
 from embedlab.errors import InputError
 
 #: Fitted on ml-latest-small (``fit_shape_parameters``): sd of log(ratings per user - 19) and of
@@ -40,23 +39,11 @@ def estimate_bytes(n_ratings: int) -> int:
     return FIXED_BYTES + BYTES_PER_RATING * n_ratings
 
 
-def available_bytes() -> int:
-    """Memory this process may still use (MemAvailable on Linux, else the physical total)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
 def check_fits(name: str, available: int | None = None) -> tuple[int, int, int]:
     """The shape of ``name``, or SyntheticSizeError with the estimate when it would not fit in memory."""
     shape = shape_of(name)
     need = estimate_bytes(shape[2])
-    have = available_bytes() if available is None else available
+    have = available_memory() if available is None else available
     if need > have:
         raise SyntheticSizeError(
             f"--synthetic {name} ({shape[0]:,} users, {shape[1]:,} movies, {shape[2]:,} ratings) needs about "

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import torch
 
-from embedlab.errors import InputError
+from embedlab.errors import InputError, UserError
 from embedlab.movies.objective import XOperator, cost_and_grad
 
 #: torch.optim constructors by the names used in configs and reports. ``fused=True`` (one kernel per
@@ -207,9 +207,14 @@ def sweep(
     return results
 
 
+class SweepDiverged(UserError, RuntimeError):
+    """No setting of the optimiser x learning-rate sweep gave a usable embedding."""
+
+
 def best_run(results: Sequence[RunResult]) -> RunResult:
     """The non-diverged run with the lowest final cost."""
     ok = [r for r in results if not r.diverged]
     if not ok:
-        raise RuntimeError("every run of the sweep diverged; lower the learning rates (--lrs)")
+        names = ", ".join(sorted({f"{r.optimizer} lr={r.lr:g}" for r in results}))
+        raise SweepDiverged(f"every run of the sweep diverged ({names}); lower the learning rates, e.g. --lrs adam=0.01,0.03")
     return min(ok, key=lambda r: r.final_loss)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from embedlab.report.html import write_html
+from embedlab.report.html import render_report_html
 from embedlab.report.movies import movies_section
 from embedlab.report.vision import finetune_section, probe_section
-from embedlab.runs import RunDir, markdown_table
+from embedlab.runs import RunDir, markdown_table, md_code, md_text
 
 
 def summary_rows(metrics: dict) -> list[tuple[str, str, str, str]]:
@@ -55,21 +55,41 @@ def environment_section(run: RunDir) -> str:
     return "\n".join(out)
 
 
+def unfinished(metrics: dict) -> list[str]:
+    """What did not finish, in words: failed or interrupted steps, and studies whose process ended mid-way."""
+    out = []
+    for step, v in metrics.get("steps", {}).items():
+        status = v.get("status") if isinstance(v, dict) else None
+        if status in ("failed", "interrupted"):
+            out.append(f"step {step} {status}: {v.get('error', '')}")
+        elif status == "running":
+            out.append(f"step {step} was interrupted: its process ended while it ran (killed, or the machine stopped)")
+    movies = metrics.get("movies_run", {})
+    if "status" in movies:
+        out.append(f"the movie study {movies['status']}")
+    elif not metrics.get("steps") and any(k.startswith("movies_") for k in metrics) and "total_seconds" not in movies:
+        out.append("the movie study was interrupted: its process ended before the study finished")
+    return out
+
+
 def write_report(run: RunDir) -> Path:
     """Write ``report.md`` and ``report.html`` for whatever studies the run folder holds."""
     metrics = run.metrics()
-    parts = [f"# embedlab report — `{run.path.name}`", ""]
+    parts = [f"# embedlab report — {md_code(run.path.name)}", ""]
+    if problems := unfinished(metrics):
+        parts += ["**This run did not finish.** What is below is what was computed before it stopped:", "",
+                  *[f"- {md_text(p)}" for p in problems], "",
+                  "Continue it with the command that made it and `--resume` " + md_code(run.path) + ": finished steps are kept.", ""]
     if "steps" in metrics:
         parts.append(summary_section(metrics))
     if "probe" in metrics and "test_accuracy" in metrics["probe"]:
         parts.append(probe_section(run))
     if "finetune" in metrics and "test_accuracy" in metrics["finetune"]:
         parts.append(finetune_section(run))
-    if "movies_run" in metrics:
+    if "movies_run" in metrics or "movies_data" in metrics:
         parts.append(movies_section(run))
     if (run.path / "config.json").exists():
         parts.append(environment_section(run))
-    out = run.path / "report.md"
-    out.write_text("\n".join(parts).rstrip() + "\n")
-    write_html(out)
+    out = run.write_text("report.md", "\n".join(parts).rstrip() + "\n")
+    run.write_text("report.html", render_report_html(out))
     return out

@@ -62,9 +62,19 @@ def _asset(name: str) -> str:
     return resources.files("embedlab.report").joinpath(name).read_text()
 
 
+#: In a <script> element no byte of the payload may end the element or open a comment: JSON's own \\u escapes keep the
+#: characters and hide them from the HTML parser (U+2028/9 too, for older script parsers).
+_SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def json_for_script(data: object) -> str:
+    """``data`` as JSON that is safe inside ``<script type="application/json">``, whatever its strings hold."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).translate(_SCRIPT_SAFE)
+
+
 def explorer_html(data: dict) -> str:
     """The explorer block: markup, its style, the data as JSON and the inlined script."""
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    payload = json_for_script(data)
     return (f'<section id="movie-explorer" class="explorer"><style>{_asset("explorer.css")}</style>'
             f'{_asset("explorer.html")}'
             f'<script type="application/json" id="explorer-data">{payload}</script>'

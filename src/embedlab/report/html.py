@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import re
 from pathlib import Path
 
@@ -49,15 +50,11 @@ def render_html(md_text: str, root: Path, title: str) -> str:
     if not sep:
         head, rest = "", body
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title>'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{html.escape(title)}</title>'
             f"<style>{CSS}</style></head>\n<body><main>\n{head}{sep}\n"
             f'<nav class="toc"><strong>Contents</strong>{md.toc}</nav>\n{rest}\n</main></body></html>\n')
 
 
-def write_html(md_path: Path) -> Path:
-    """``report.html`` beside ``report.md``."""
-    out = md_path.with_suffix(".html")
-    text = md_path.read_text()
-    first = text.splitlines()[0].lstrip("# ").replace("`", "") if text else "embedlab report"
-    out.write_text(render_html(text, md_path.parent, first))
-    return out
+def render_report_html(md_path: Path) -> str:
+    """The text of ``report.html`` for the ``report.md`` at ``md_path`` (its figures relative to its folder)."""
+    return render_html(md_path.read_text(), md_path.parent, f"embedlab report — {md_path.parent.name}")

@@ -7,7 +7,7 @@ import pandas as pd
 from embedlab.report.common import figure as _fig
 from embedlab.report.common import table as _table
 from embedlab.report.explorer import PLACEHOLDER
-from embedlab.runs import RunDir, markdown_table
+from embedlab.runs import RunDir, markdown_table, md_text
 
 
 def _slug(text: str) -> str:
@@ -122,7 +122,7 @@ def section_2c(run: RunDir, m: dict, cfg: dict) -> list[str]:
         mean_other = r.get(f"mean_likers_{other}[{title}]", float("nan"))
         mean_main = r.get(f"mean_likers_{metric}[{title}]", float("nan"))
         summary = f"{other} similarity, for comparison (mean likers {mean_other:.0f} vs {mean_main:.0f} with {metric})"
-        out += [f"#### {title}", "", _table(run, f"recs_{_slug(q)}"), "",
+        out += [f"#### {md_text(title)}", "", _table(run, f"recs_{_slug(q)}"), "",
                 f"<details><summary>{summary}</summary>", "", _table(run, f"recs_{other}_{_slug(q)}"), "", "</details>", ""]
     out += ["In `report.html` the explorer below searches every movie with enough likes, lists its top-"
             f"{cfg['top_k']} by either similarity, and maps the embeddings; `embedlab recommend --run <this folder> \"<title>\"` "
@@ -178,7 +178,7 @@ def section_holdout(run: RunDir, m: dict, cfg: dict) -> list[str]:
             _table(run, "holdout"), ""]
     out += [anchor_reading(m.get("movies_holdout", {}), k), ""]
     for note in m.get("movies_holdout", {}).get("anchor_notes", []):
-        out += [f"*{note}.*", ""]
+        out += [f"*{md_text(note)}.*", ""]
     if (run.path / "tables" / "anchor_tuning.md").exists():
         out += ["<details><summary>How EASE's λ and ALS's size were chosen (validation users)</summary>", "",
                 _table(run, "anchor_tuning"), "", "</details>", ""]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from embedlab.report.common import figure, table
-from embedlab.runs import RunDir
+from embedlab.runs import RunDir, md_code
 
 
 def probe_section(run: RunDir) -> str:
@@ -22,11 +22,11 @@ def probe_section(run: RunDir) -> str:
         f"**Test accuracy: {100 * m['test_accuracy']:.2f} %** ({m['test_images']:,} test images, touched once) — "
         f"train {100 * m['train_accuracy']:.2f} %, validation {100 * m['val_accuracy']:.2f} %.", "",
         "Every choice, and why:", "",
-        f"- **Backbone**: `{m['backbone']}`, weights `{m['weights']}` (digest `{m['weights_digest']}`), frozen, eval mode, "
+        f"- **Backbone**: {md_code(m['backbone'])}, weights {md_code(m['weights'])} (digest {md_code(m['weights_digest'])}), frozen, eval mode, "
         "`torch.inference_mode`, channels_last.",
         f"- **Feature layer**: the globally average-pooled output of the last convolutional stage ({m['feature_dim']} numbers), "
         "i.e. the input of the ImageNet classifier: the most linearly separable, class-level representation the network has.",
-        f"- **Resolution**: {m['resolution']} px on `{m['device']}`. CIFAR's 32 px images are upsampled bilinearly as a batched tensor "
+        f"- **Resolution**: {m['resolution']} px on {md_code(m['device'])}. CIFAR's 32 px images are upsampled bilinearly as a batched tensor "
         "op; ImageNet networks expect objects tens of pixels wide, so larger inputs give better features at a quadratic cost "
         "(the native 224 px is the GPU default; the CPU default keeps one pass over 60 000 images near a quarter hour)." + extract,
         f"- **Normalisation**: pixels scaled to 0..1, then the backbone's own ImageNet statistics (mean {m['mean']}, std {m['std']}); "
@@ -78,9 +78,9 @@ def finetune_section(run: RunDir) -> str:
         "## Part 1C — fine-tuning the network", "",
         f"**Test accuracy: {100 * m['test_accuracy']:.2f} %** ({m['test_images']:,} test images, touched once, after the last epoch) — "
         f"validation {100 * m['val_accuracy']:.2f} % after epoch {m['epochs']}. Training took {_minutes(m['train_seconds'])} "
-        f"on `{m['device']}` ({m['train_images_per_second']:.0f} img/s; {m['epochs']} epochs, {m['steps']:,} steps).", "",
+        f"on {md_code(m['device'])} ({m['train_images_per_second']:.0f} img/s; {m['epochs']} epochs, {m['steps']:,} steps).", "",
         "The recipe, and why:", "",
-        f"- **Start**: `{m['backbone']}` with weights `{m['weights']}`; the ImageNet classifier replaced by a new "
+        f"- **Start**: {md_code(m['backbone'])} with weights {md_code(m['weights'])}; the ImageNet classifier replaced by a new "
         f"10-way `nn.Linear` head; {scope} trained: **{m['trainable_parameters']:,} trainable parameters** "
         f"of {m['total_parameters']:,}.",
         f"- **Resolution**: {m['resolution']} px (probe at {metrics.get('probe', {}).get('resolution', '—')} px). "

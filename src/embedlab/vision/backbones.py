@@ -176,7 +176,13 @@ def load_state_file(model: nn.Module, path: Path) -> None:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError(f"{path} does not hold a state dict (name -> tensor)")
-    model.load_state_dict(_match_keys(state, model, str(path)), strict=True)
+    state = _match_keys(state, model, str(path))
+    target = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} (expected {tuple(target[k].shape)})" for k, v in state.items() if k in target and v.shape != target[k].shape]
+    if wrong:
+        raise InputError(f"--weights {path} has the right names but {len(wrong)} tensor(s) of the wrong shape, e.g. {wrong[0]}; "
+                         "is it a state dict of another variant of this backbone?")
+    model.load_state_dict(state, strict=True)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
+
+from embedlab.errors import InputError
+from embedlab.files import torch_bytes, write_atomic
 
 CACHE_ENV = "EMBEDLAB_CACHE_DIR"
 
@@ -123,29 +127,84 @@ def cache_key(backbone: str, weights_digest: str, size: int, split: str, indices
     return f"{backbone}-{weights_digest}-{size}px-{numerics_tag}-{split}-{sel}.pt"
 
 
+#: Peak host memory of one batch per pixel of its images, rounded up from the largest of resnet18 and efficientnet_lite0-2
+#: measured at 128 and 224 px (inference 150-410 bytes, a training step with its saved activations 740-2380 bytes).
+BYTES_PER_PIXEL = {"inference": 500, "training": 2500}
+
+
+def check_batch_fits(flag: str, batch: int, size: int, kind: str, device: torch.device, available: int | None = None) -> None:
+    """Refuse, before any data is loaded, a batch whose activations would not fit in the device's free memory."""
+    from embedlab.data import available_memory
+
+    need = batch * size * size * BYTES_PER_PIXEL[kind]
+    if available is not None:
+        have = available
+    elif torch.device(device).type == "cuda":
+        have = torch.cuda.mem_get_info(torch.device(device))[0]
+    else:
+        have = available_memory()
+    if need > have:
+        raise InputError(f"{flag} {batch} at {size} px needs about {need / 1024**3:.1f} GiB for its {kind} activations but "
+                         f"{have / 1024**3:.1f} GiB are free on {device}; use a smaller {flag}")
+
+
+def usable_cache_dir(cache_dir: Path) -> Path:
+    """``cache_dir`` once its features/ folder exists and can be written; checked before any extraction."""
+    folder = Path(cache_dir) / "features"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test.{os.getpid()}.tmp"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"cannot use the feature cache {cache_dir}: {exc.strerror or exc} ({exc.filename}); point --cache-dir "
+                         "(or $EMBEDLAB_CACHE_DIR) at a writable folder") from None
+    return Path(cache_dir)
+
+
 def cached_features(
     cache_dir: Path,
     key: str,
     compute: "callable[[], tuple[torch.Tensor, ExtractStats]]",
 ) -> tuple[torch.Tensor, ExtractStats | None, Path]:
-    """Load ``key`` from the cache, or compute, save atomically and return it (stats None when cached)."""
+    """Load ``key`` from the cache, or compute, save atomically and return it (stats None when cached).
+
+    A damaged entry (cut short, replaced, not a tensor) is a cache miss: it is computed again and replaced,
+    with a warning. The side file of extraction times is written after the features, so it never describes
+    features that are not there.
+    """
     path = Path(cache_dir) / "features" / key
     if path.is_file():
-        return torch.load(path, weights_only=True), None, path
+        feats = _load_entry(path)
+        if feats is not None:
+            return feats, None, path
     feats, stats = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    usable_cache_dir(cache_dir)
+    write_atomic(path, torch_bytes(feats))
     if stats is not None:  # kept beside the features, so a cached run can still report what extraction cost
-        path.with_suffix(".json").write_text(json.dumps({"images": stats.images, "seconds": stats.seconds}))
-    tmp = path.with_suffix(".tmp")
-    torch.save(feats, tmp)
-    tmp.replace(path)
+        write_atomic(path.with_suffix(".json"), json.dumps({"images": stats.images, "seconds": stats.seconds}))
     return feats, stats, path
 
 
+def _load_entry(path: Path) -> torch.Tensor | None:
+    """The cached feature matrix, or None (with a warning) when the file is damaged."""
+    try:
+        feats = torch.load(path, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to read a cache entry means the same thing: recompute it
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}"
+    else:
+        if isinstance(feats, torch.Tensor) and feats.dim() == 2 and feats.is_floating_point():
+            return feats
+        reason = f"it holds {type(feats).__name__}, not a feature matrix"
+    logging.getLogger(__name__).warning("embedlab: warning: the cached features %s are damaged (%s); computing them again", path, reason)
+    return None
+
+
 def cached_stats(path: Path) -> ExtractStats | None:
-    """The extraction time recorded when ``path`` was computed (None for caches written before it was kept)."""
+    """The extraction time recorded when ``path`` was computed (None when it was not kept or is damaged)."""
     side = Path(path).with_suffix(".json")
-    if not side.is_file():
+    try:
+        d = json.loads(side.read_text())
+        return ExtractStats(int(d["images"]), float(d["seconds"]))
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    d = json.loads(side.read_text())
-    return ExtractStats(int(d["images"]), float(d["seconds"]))

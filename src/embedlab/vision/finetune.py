@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ from tqdm.auto import tqdm
 from embedlab.errors import InputError, MissingFileError, UserError
 from embedlab.config import FinetuneConfig
 from embedlab.distributed import Dist
+from embedlab.files import torch_bytes, write_atomic
 from embedlab.vision.features import extract, inference_batch, preprocess, uses_bf16
 
 
@@ -204,15 +204,23 @@ def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, sc
              "history": asdict(history), "rng": rng_state(), "recipe": recipe}
     if ema is not None:
         state["ema"] = ema.state_dict()
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, torch_bytes(state))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    """The saved training state; a damaged file is a user error that names it and says how to go on."""
     if not path.is_file():
         raise MissingFileError(f"no checkpoint at {path}: nothing to resume (the run stopped before its first epoch ended)")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - whatever torch raises for a damaged file, the remedy is the same
+        state, reason = None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"
+    else:
+        reason = "not a fine-tuning checkpoint"
+    if not isinstance(state, dict) or not {"epoch", "model", "optimizer", "scheduler", "history", "recipe"} <= set(state):
+        raise CheckpointMismatch(f"{path} is damaged ({reason}); embedlab writes it atomically, so it was replaced or cut by "
+                                 "something else. Move it away to train again from the first epoch, or start a new run")
+    return state
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,13 @@ from embedlab.config import FinetuneConfig, ProbeConfig, to_dict
 from embedlab.data import resolve_data_dir
 from embedlab.distributed import Dist
 from embedlab.errors import InputError, MissingFileError
+from embedlab.files import npz_bytes, torch_bytes
 from embedlab.runs import RunDir
 from embedlab.vision import figures
 from embedlab.vision.backbones import Backbone, BackboneSpec, check_freeze_stages, create_backbone
 from embedlab.vision.cifar10 import CLASSES, Cifar10, ensure_cifar10, load_cifar10, stratified_split, subsample, torchvision_download
 from embedlab.vision.evaluate import confusion_matrix, gallery_selection, per_class_accuracy
-from embedlab.vision.features import (EXTRACT_BATCH_GPU, cache_key, cached_features, cached_stats, default_cache_dir, extract,
+from embedlab.vision.features import (EXTRACT_BATCH_GPU, check_batch_fits, usable_cache_dir, cache_key, cached_features, cached_stats, default_cache_dir, extract,
                                      inference_batch, numerics, pick_device, uses_bf16)
 from embedlab.vision.compare import comparison_table, per_class_table
 from embedlab.vision.finetune import EVAL_BATCH_GPU, History, Inputs, predict, train, train_pixels
@@ -126,12 +127,13 @@ def step_1a_features(cfg: ProbeConfig, run: RunDir, log: Log) -> ProbeFeatures:
     spec = backbone.spec
     size = resolve_size(cfg, spec.native_size, device)
     batch = inference_batch(cfg.batch_size, device, EXTRACT_BATCH_GPU)
+    check_batch_fits("--batch-size", batch, size, "inference", device)
     run.update_config("probe", {**to_dict(cfg), "resolved": {"device": str(device), "size": size, "batch_size": batch}})
 
     data, train_idx, val_idx, test_idx = load_splits(cfg, log)
     fit_idx = torch.sort(torch.cat([train_idx, val_idx])).values  # every image features are needed for
     model = backbone.feature_extractor()
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+    cache_dir = usable_cache_dir(Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir())
     full_train = len(fit_idx) == len(data.train_y)
     keys = {"train": cache_key(spec.name, backbone.weights_digest, size, "train", None if full_train else fit_idx, numerics(device)),
             "test": cache_key(spec.name, backbone.weights_digest, size, "test", None if cfg.test_per_class is None else test_idx,
@@ -144,15 +146,20 @@ def step_1a_features(cfg: ProbeConfig, run: RunDir, log: Log) -> ProbeFeatures:
         log(f"[1A] {spec.name} ({backbone.weights}) on {device} at {size} px: about {ips:.0f} img/s, "
             f"so extracting {n_todo:,} images takes about {n_todo / ips / 60:.1f} min")
 
+    computed: list[str] = []
+
     def features_of(split: str, images: torch.Tensor) -> torch.Tensor:
         feats, stats, path = cached_features(
             cache_dir, keys[split],
             lambda: extract(model, images, size, spec.mean, spec.std, batch, device, desc=f"{split} features"))
+        if stats is not None:
+            computed.append(split)
         stats = stats or cached_stats(path)
         if stats is not None:
             extract_stats[f"{split}_images_per_second"] = stats.images_per_second
             extract_stats[f"{split}_seconds"] = stats.seconds
-        (run.path / "artefacts" / "feature_cache.txt").open("a").write(f"{split}: {path}\n")
+        listing = run.artefact("feature_cache.txt")
+        run.save_artefact(listing.name, (listing.read_text() if listing.is_file() else "") + f"{split}: {path}\n")
         return feats
 
     train_feats_all = features_of("train", data.train_x[fit_idx])
@@ -161,7 +168,7 @@ def step_1a_features(cfg: ProbeConfig, run: RunDir, log: Log) -> ProbeFeatures:
                                  "resolution": size, "device": str(device), "feature_dim": spec.feature_dim,
                                  "mean": list(spec.mean), "std": list(spec.std),
                                  "train_images": len(train_idx), "val_images": len(val_idx), "test_images": len(test_idx),
-                                 "features_cached": not missing, **extract_stats})
+                                 "features_cached": not computed, **extract_stats})
     return ProbeFeatures(spec, data, train_idx, val_idx, test_idx, fit_idx, train_feats_all, test_feats)
 
 
@@ -181,9 +188,9 @@ def step_1a_fit(cfg: ProbeConfig, run: RunDir, f: ProbeFeatures, log: Log) -> to
                                                           "Probe training curve (train + validation, chosen L2)", log=True))
     test_y = f.data.test_y[f.test_idx]
     test_probs = predict_proba(final.model, f.test_feats)
-    np.savez_compressed(run.artefact("probe_test_probs.npz"), probs=test_probs.numpy(), labels=test_y.numpy(), test_index=f.test_idx.numpy())
-    torch.save(final.model.state_dict(), run.artefact("probe_model.pt"))
-    torch.save(chosen_model.state_dict(), run.artefact(LP_FT_PROBE))  # LP-FT's start: no validation label seen
+    run.save_artefact("probe_test_probs.npz", npz_bytes(probs=test_probs.numpy(), labels=test_y.numpy(), test_index=f.test_idx.numpy()))
+    run.save_artefact("probe_model.pt", torch_bytes(final.model.state_dict()))
+    run.save_artefact(LP_FT_PROBE, torch_bytes(chosen_model.state_dict()))  # LP-FT's start: no validation label seen
     chosen = next(r for r in rows if r["l2"] == l2)
     ev = evaluation_tables(run, "probe", test_probs, test_y, f"Linear probe on {f.spec.name} features — test set")
     metrics = {
@@ -230,6 +237,14 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
+def check_finetune_batches(cfg: FinetuneConfig, spec: BackboneSpec, device: torch.device) -> int:
+    """The training resolution, once the training and evaluation batches are known to fit in the device's memory."""
+    size = resolve_size(cfg, spec.native_size, device)
+    check_batch_fits("--batch-size", cfg.batch_size, max(size, cfg.start_size or 0), "training", device)
+    check_batch_fits("--eval-batch-size", inference_batch(cfg.eval_batch_size, device, EVAL_BATCH_GPU), size, "inference", device)
+    return size
+
+
 def step_1c_setup(cfg: FinetuneConfig, run: RunDir, log: Log, dist: Dist) -> tuple[torch.device, Backbone, int, int]:
     """Device, backbone, frozen stages, resolution and evaluation batch resolved and saved in config.json; then the
     probe (rank 0), if due."""
@@ -237,7 +252,7 @@ def step_1c_setup(cfg: FinetuneConfig, run: RunDir, log: Log, dist: Dist) -> tup
     backbone = create_backbone(cfg.backbone, cfg.weights, cfg.seed)
     frozen = resolve_freeze_stages(cfg, backbone.spec, device)
     check_freeze_stages(backbone.spec, frozen)  # before the probe's minutes
-    size = resolve_size(cfg, backbone.spec.native_size, device)
+    size = check_finetune_batches(cfg, backbone.spec, device)
     run.update_config("finetune", {**to_dict(cfg), "resolved": {"device": str(device), "size": size, "freeze_stages": frozen,
                                                                "eval_batch_size": inference_batch(cfg.eval_batch_size, device, EVAL_BATCH_GPU)}})
     if cfg.probe and dist.is_main and "test_accuracy" not in run.metrics().get("probe", {}):
@@ -360,7 +375,7 @@ def step_1c_test(cfg: FinetuneConfig, run: RunDir, model: torch.nn.Module, input
     test_probs, test_ips, one_view = predict(model, data.test_x[test_idx], inputs, cfg.eval_batch_size, device, desc="test", dist=dist,
                                              flip=cfg.tta_flip)
     test_y = data.test_y[test_idx]
-    np.savez_compressed(run.artefact("finetune_test_probs.npz"), probs=test_probs.numpy(), labels=test_y.numpy(), test_index=test_idx.numpy())
+    run.save_artefact("finetune_test_probs.npz", npz_bytes(probs=test_probs.numpy(), labels=test_y.numpy(), test_index=test_idx.numpy()))
     ev = evaluation_tables(run, "finetune", test_probs, test_y, f"Fine-tuned {name} — test set")
     save_gallery(run, "finetune_gallery", test_probs, test_y, data.test_x[test_idx], test_idx, cfg.gallery_k,
                  f"Fine-tuned {name}: most confident correct and incorrect test predictions per class")

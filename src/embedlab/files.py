@@ -1,0 +1,92 @@
+"""Every file embedlab writes goes through :func:`write_atomic`: a temporary name in the same folder, then a rename.
+
+An interrupt, a crash or a full disk therefore leaves the old file or the new one, never half of one, and
+a full disk is reported once, naming the folder and the space the file needed. Library writers (numpy,
+torch, matplotlib) serialise into memory first (``npz_bytes``, ``torch_bytes``), so the size is known.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from embedlab.errors import DiskFullError
+
+#: errno values that mean "this file system has no room": no space, or the user's quota is used up.
+NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KB' (decimal units, like df -H)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def free_bytes(folder: Path) -> int | None:
+    """Bytes free for an unprivileged writer under ``folder`` (None when the file system cannot say)."""
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def disk_full(path: Path, needed: int | None) -> DiskFullError:
+    """The one message for a full file system: which folder, how much the file needed, how much is free."""
+    folder = Path(path).parent
+    free = free_bytes(folder)
+    need = f"{human_bytes(needed)} needed" if needed is not None else "more space needed"
+    have = f", {human_bytes(free)} free" if free is not None else ""
+    exc = DiskFullError(f"no space left in {folder} to write {Path(path).name} ({need}{have}); free some space there or point "
+                        "embedlab at another folder, then run the command again (finished steps are kept)")
+    exc.errno = errno.ENOSPC
+    return exc
+
+
+def write_atomic(path: Path, data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` under a temporary name, then rename it into place."""
+    path = Path(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(payload)
+            f.flush()
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+            raise disk_full(path, len(payload)) from None
+        raise
+    return path
+
+
+def npz_bytes(**arrays: Any) -> bytes:
+    """``np.savez_compressed`` into memory."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def torch_bytes(obj: Any) -> bytes:
+    """``torch.save`` into memory."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def figure_bytes(fig: Any, dpi: int) -> bytes:
+    """A matplotlib figure as PNG bytes (tight bounding box)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
