@@ -319,7 +319,7 @@ def hostile_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("hostile")
     write_hostile_movielens(root / "ml-latest-small")
-    out = tmp_path_factory.mktemp("runs") / "hostile"
+    out = tmp_path_factory.mktemp("runs") / "<svg onload=\"document.title='pwned'\">`run"  # the folder's name is in the report too
     queries = ["Toy Story", HOSTILE_TITLES[1], HOSTILE_TITLES[0], HOSTILE_TITLES[3]]
     assert main(["movies", "--data-dir", str(root), "--out", str(out), *FAST, "--allow-modified-data",
                  *[a for q in queries for a in ("--query", q)]]) == 0
@@ -704,3 +704,19 @@ def test_any_config_value_reaches_the_study_or_is_one_error_line(tmp_path, capsy
 def test_a_batch_larger_than_memory_is_refused_before_the_data(tmp_path, capsys, command, flags, says):
     _expect_one_error(main(["vision", command, *TINY_PROBE[:-2], "--data-dir", str(tmp_path / "nothing"), "--device", "cpu", *flags,
                             "--out", str(tmp_path / "o")]), capsys, says)
+
+
+REPORT_ROWS: list[tuple[str, Callable[[Path], None], str]] = [
+    ("metrics.json cut short", lambda r: _cut(r / "metrics.json"), "metrics.json is damaged"),
+    ("metrics.json not an object", lambda r: (r / "metrics.json").write_text("[]"), "metrics.json is damaged (not a JSON object)"),
+    ("config.json without its section", lambda r: (r / "config.json").write_text('{"probe": {}}'), "has no 'movies' section"),
+    ("config.json not an object", lambda r: (r / "config.json").write_text('"movies"'), "has no 'movies' section"),
+    ("not a run folder", lambda r: (r / "config.json").unlink(), "is not a run folder (no config.json)"),
+]
+
+
+@pytest.mark.parametrize("name, breaks, says", REPORT_ROWS, ids=[r[0] for r in REPORT_ROWS])
+def test_report_on_damaged_run_folders(saved_run, tmp_path, capsys, name, breaks, says):
+    run = _copy(saved_run, tmp_path)
+    breaks(run)
+    _expect_one_error(main(["report", str(run)]), capsys, says)

@@ -258,7 +258,18 @@ class RunDir:
 
     def metrics(self) -> dict[str, Any]:
         """metrics.json, or {} before the first step has finished."""
-        return self.read_json("metrics.json") if (self.path / "metrics.json").is_file() else {}
+        data = self.read_json("metrics.json") if (self.path / "metrics.json").is_file() else {}
+        if not isinstance(data, dict):
+            raise InputError(f"{self.path / 'metrics.json'} is damaged (not a JSON object); it was edited. Restore it, or start a new run")
+        return data
+
+    def config(self, section: str) -> dict[str, Any]:
+        """One study's settings from config.json; a missing or damaged section is a user error that names it."""
+        data = self.read_json("config.json")
+        if not isinstance(data, dict) or not isinstance(data.get(section), dict):
+            raise InputError(f"{self.path / 'config.json'} has no {section!r} section of settings; it was edited, or the folder was "
+                             f"not made by embedlab's {section} step")
+        return data[section]
 
     def update_config(self, section: str, values: dict[str, Any]) -> None:
         """Save one study's resolved config into config.json (one folder can hold several studies)."""

@@ -27,7 +27,7 @@ def explorer_data(run: RunDir, max_movies: int = 20_000) -> dict | None:
     emb, items_csv = run.artefact("embeddings.npz"), run.artefact("items.csv")
     if not emb.is_file() or not items_csv.is_file():
         return None
-    cfg = run.read_json("config.json")["movies"]
+    cfg = run.config("movies")
     with np.load(emb) as z:
         v = np.ascontiguousarray(z["v"], dtype="<f4")
     items = pd.read_csv(items_csv)

@@ -19,7 +19,7 @@ def _slug(text: str) -> str:
 def movies_section(run: RunDir) -> str:
     """Part 2 A/B/C plus the held-out evaluation, with every number read from the run: one function per step."""
     m = run.read_json("metrics.json")
-    cfg = run.read_json("config.json")["movies"]
+    cfg = run.config("movies")
     out: list[str] = ["## Part 2 — movie embeddings from MovieLens co-likes", ""]
     for section in (section_2a, section_2b, section_2c, section_stability, section_holdout, section_map_and_dims):
         out += section(run, m, cfg)

@@ -9,8 +9,7 @@ from embedlab.runs import RunDir, md_code
 def probe_section(run: RunDir) -> str:
     """Part 1A (choices and accuracy) and 1B (galleries) of a linear-probe run."""
     m = run.read_json("metrics.json")["probe"]
-    cfg = run.read_json("config.json")
-    p = cfg["probe"]
+    p = run.config("probe")
     extract = ""
     if m.get("features_cached"):
         extract = " Features came from the on-disk cache (extracted by an earlier run with the same backbone, weights, resolution and images)."
@@ -65,7 +64,7 @@ def finetune_section(run: RunDir) -> str:
     """Part 1C: the recipe and every choice, the fine-tuned model's A and B, and the comparison."""
     metrics = run.read_json("metrics.json")
     m = metrics["finetune"]
-    c = run.read_json("config.json")["finetune"]
+    c = run.config("finetune")
     opt = (f"SGD with Nesterov momentum {c['momentum']}" if c["optimizer"] == "sgd" else
            "AdamW (chosen over SGD by equal-compute pilots on the validation split: README, *Pilots toward 95 %*)")
     sched = ("linear warm-up over the first {:.0%} of the steps, then cosine decay to zero" if c["schedule"] == "cosine"
