@@ -720,3 +720,22 @@ def test_report_on_damaged_run_folders(saved_run, tmp_path, capsys, name, breaks
     run = _copy(saved_run, tmp_path)
     breaks(run)
     _expect_one_error(main(["report", str(run)]), capsys, says)
+
+
+@pytest.mark.parametrize("env, says", [({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' is not a number of processes"),
+                                       ({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 is set but RANK, MASTER_ADDR, MASTER_PORT are not set"),
+                                       ({"WORLD_SIZE": "2", "RANK": "x", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"},
+                                        "but RANK or LOCAL_RANK is not a number as torchrun sets them")],
+                         ids=["not a number", "without torchrun", "a rank that is not a number"])
+def test_a_distributed_environment_torchrun_did_not_make(movielens_root, tmp_path, capsys, monkeypatch, env, says):
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "o"), *FAST, "--allow-modified-data"]),
+                      capsys, says)
+
+
+@pytest.mark.parametrize("path, says", [("/proc/self/mem", "cannot be read"), ("/dev/null", "is not valid JSON")])
+def test_a_config_file_that_cannot_be_read(tmp_path, capsys, path, says):
+    _expect_one_error(main(["run", "--config", path, "--out", str(tmp_path / "o")]), capsys, says)

@@ -376,6 +376,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"--config {p} is a directory; pass a JSON file (a run's config.json, for example)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {p} is not valid JSON: {exc}") from None
+    except OSError as exc:  # no permission, a device that cannot be read, ...
+        raise ConfigError(f"config file {p} cannot be read: {exc.strerror or exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a JSON object of settings")
     return data

@@ -131,16 +131,28 @@ COLLECTIVE_TIMEOUT = timedelta(hours=2)
 
 def init_from_env(device: str = "cpu") -> Dist:
     """Join the torchrun job described by the environment (RANK, WORLD_SIZE, MASTER_ADDR, ...), if any."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    env = {k: os.environ.get(k, "") for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    if not (env["WORLD_SIZE"] or "1").isdigit():
+        raise InputError(f"WORLD_SIZE={env['WORLD_SIZE']!r} is not a number of processes; unset it, or launch with torchrun")
+    world = int(env["WORLD_SIZE"] or "1")
     if world <= 1:
         return Dist()
+    missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not env[k]]
+    if missing or not env["RANK"].isdigit() or not (env["LOCAL_RANK"] or "0").isdigit():
+        what = f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set" if missing else "RANK or LOCAL_RANK is not a number"
+        raise InputError(f"WORLD_SIZE={world} is set but {what} as torchrun sets them; launch with torchrun "
+                         "(torchrun --standalone --nproc-per-node N -m embedlab ...) or unset WORLD_SIZE")
     import torch.distributed as tdist
 
     backend = "nccl" if device == "cuda" and torch.cuda.is_available() else "gloo"
     if not tdist.is_initialized():
         if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        tdist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
+            torch.cuda.set_device(int(env["LOCAL_RANK"] or "0"))
+        try:
+            tdist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
+        except (RuntimeError, ValueError) as exc:  # the rendezvous itself failed: an unreachable or wrong MASTER_ADDR/PORT
+            raise InputError(f"could not join the torch.distributed job at {env['MASTER_ADDR']}:{env['MASTER_PORT']} "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); launch every rank with torchrun") from None
     return Dist(rank=tdist.get_rank(), world=tdist.get_world_size(), backend=backend)
 
 
