@@ -739,3 +739,30 @@ def test_a_distributed_environment_torchrun_did_not_make(movielens_root, tmp_pat
 @pytest.mark.parametrize("path, says", [("/proc/self/mem", "cannot be read"), ("/dev/null", "is not valid JSON")])
 def test_a_config_file_that_cannot_be_read(tmp_path, capsys, path, says):
     _expect_one_error(main(["run", "--config", path, "--out", str(tmp_path / "o")]), capsys, says)
+
+
+@pytest.mark.parametrize("exc", [MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate "
+                                                             "memory: you tried to allocate 7000000000 bytes")],
+                         ids=["MemoryError", "torch's CPU allocator"])
+def test_running_out_of_memory_is_one_line_and_keeps_what_finished(movielens_root, tmp_path, capsys, monkeypatch, exc):
+    from embedlab.movies import pipeline
+
+    def exhausted(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(pipeline, "step_holdout", exhausted)
+    out = tmp_path / "o"
+    _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--allow-modified-data"]), capsys,
+                      "out of memory")
+    assert (out / "artefacts" / "embeddings.npz").is_file()  # the fit finished before memory ran out: it is kept
+
+
+def test_a_runtime_error_that_is_not_memory_keeps_its_traceback(movielens_root, tmp_path, monkeypatch):
+    from embedlab.movies import pipeline
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("shape mismatch: a bug")
+
+    monkeypatch.setattr(pipeline, "step_holdout", bug)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "o"), *FAST, "--allow-modified-data"])

@@ -551,6 +551,11 @@ def _error_line(kind: str, text: str) -> None:
     os.write(fd, line.encode("utf-8", "replace"))
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """Python's MemoryError, torch's CPU allocator failing, or CUDA running out of memory."""
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # anywhere on the line: the full traceback instead of the one-line message
@@ -561,6 +566,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         _error_line("error", str(exc))
+        return 2
+    except (MemoryError, RuntimeError) as exc:  # out of memory is the machine's limit, not a bug: any other RuntimeError is
+        if debug or not _out_of_memory(exc):
+            raise
+        _error_line("error", f"out of memory ({failure_text(exc)[:160]}); use smaller sizes (--batch-size, --dim, --top, a smaller "
+                             "dataset) or a machine with more memory; finished steps are kept in the run folder")
         return 2
     except OSError as exc:  # a full disk outside embedlab's own writers (a library's temporary file, say)
         if debug or exc.errno not in NO_SPACE:
