@@ -766,3 +766,35 @@ def test_a_runtime_error_that_is_not_memory_keeps_its_traceback(movielens_root, 
     monkeypatch.setattr(pipeline, "step_holdout", bug)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "o"), *FAST, "--allow-modified-data"])
+
+
+@pytest.mark.parametrize("device, cuda", [("cuda:0", True), ("cuda:1", True), ("cuda", True), (None, True), ("auto", True), ("cpu", False),
+                                          ("mps", False)])
+def test_every_cuda_spelling_gets_the_gpu_profile_and_nccl(monkeypatch, device, cuda):
+    import torch
+
+    from embedlab import cli
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert cli.wants_cuda(device) is cuda and cli._backend_device(device) == ("cuda" if cuda else "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli.wants_cuda(device) is False and cli._backend_device(device) == "cpu"
+
+
+def test_a_bug_in_a_downloader_is_not_reported_as_missing_data(tmp_path):
+    """Only the failures a download can have (network, disk, a bad archive) become the one-line 'not found' message."""
+    from embedlab.vision.cifar10 import ensure_cifar10
+
+    def buggy(data_dir: Path) -> None:
+        raise TypeError("a bug in the downloader")
+
+    with pytest.raises(TypeError, match="a bug"):
+        ensure_cifar10(tmp_path, buggy)
+
+    def offline(data_dir: Path) -> None:
+        raise OSError("Network is unreachable")
+
+    from embedlab.data import DataNotFoundError
+
+    with pytest.raises(DataNotFoundError, match="Network is unreachable"):
+        ensure_cifar10(tmp_path, offline)

@@ -359,17 +359,20 @@ FINETUNE_FLAGS = ("data_dir", "offline", "backbone", "weights", "size", "cpu_siz
 
 def finetune_config(args: argparse.Namespace) -> FinetuneConfig:
     """defaults < profile (auto: by device) < --config file < flags."""
+    return _layered(FinetuneConfig(), finetune_profile(args.profile, wants_cuda(args.device)), args.config, "finetune",
+                    _flags(args, FINETUNE_FLAGS))
+
+
+def wants_cuda(device: str | None) -> bool:
+    """Whether ``--device`` (unset, auto, cuda or cuda:N) will run on CUDA here: the gpu profile and the nccl backend."""
     import torch
 
-    cuda = torch.cuda.is_available() and args.device in (None, "auto", "cuda")
-    return _layered(FinetuneConfig(), finetune_profile(args.profile, cuda), args.config, "finetune", _flags(args, FINETUNE_FLAGS))
+    return torch.cuda.is_available() and (device in (None, "auto") or str(device).startswith("cuda"))
 
 
 def _backend_device(device: str | None) -> str:
     """"cuda" (nccl) when the run will train on CUDA, else "cpu" (gloo)."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() and device in (None, "auto", "cuda") else "cpu"
+    return "cuda" if wants_cuda(device) else "cpu"
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
@@ -442,8 +445,6 @@ def _as_section(value: Any, name: str, source: str | Path) -> dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The main job: every mission item into one run folder, then report.md and report.html."""
-    import torch
-
     from embedlab.study import PROFILES, study_config
 
     if args.resume:
@@ -458,8 +459,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         profile = args.profile or saved_study.get("profile", "auto")
         if not isinstance(profile, str) or profile not in PROFILES:
             raise InputError(f"study.profile in {args.config} is {profile!r}; choose from {', '.join(PROFILES)}")
-        cuda = torch.cuda.is_available() and args.device in (None, "auto", "cuda")
-        cfg = study_config(profile, cuda, shared, sections)
+        cfg = study_config(profile, wants_cuda(args.device), shared, sections)
         main_folder = lambda: _start_run(args, "study")  # noqa: E731
     return on_ranks(_backend_device(cfg.finetune.device), main_folder, lambda r, dist: _study_on_rank(cfg, r, bool(args.resume), dist))
 

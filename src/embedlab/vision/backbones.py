@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from embedlab.errors import InputError, MissingFileError, UserError
+from embedlab.files import TORCH_LOAD_ERRORS
 
 
 class WeightsUnavailable(UserError, RuntimeError):
@@ -60,7 +61,7 @@ def _resnet18_file() -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         download_url_to_file(url, str(path), progress=True)
-    except Exception as exc:  # noqa: BLE001 - offline, proxy, disk: one clear message
+    except (OSError, RuntimeError, ValueError) as exc:  # offline, a proxy, a full disk, a hash mismatch: one clear message
         raise WeightsUnavailable(
             f"ResNet-18 ImageNet weights are not in torchvision's cache ({path}) and could not be downloaded ({exc}).\n"
             f"Either copy {Path(url).name} (from {url}) into {path.parent}, or pass it with --weights /path/to/{Path(url).name};\n"
@@ -169,7 +170,7 @@ def load_state_file(model: nn.Module, path: Path) -> None:
         raise MissingFileError(f"weights file {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+    except TORCH_LOAD_ERRORS as exc:  # a file that is not a state dict, however torch says so
         raise InputError(f"--weights {path} is not a PyTorch state-dict file (torch.load failed: {type(exc).__name__}: "
                          f"{str(exc).splitlines()[0][:120] if str(exc) else 'unreadable'}); pass a .pth/.pt file, 'imagenet' or 'none'") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):

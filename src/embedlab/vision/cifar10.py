@@ -8,6 +8,7 @@ read with a restricted unpickler that admits only the handful of globals the off
 from __future__ import annotations
 
 import hashlib
+import tarfile
 import io
 import pickle
 from collections.abc import Callable
@@ -138,7 +139,7 @@ def ensure_cifar10(data_dir: Path, download: Callable[[Path], None] | None = Non
             if all((folder / n).is_file() for n in needed):
                 return folder
             reason = "the download did not produce the files"
-        except Exception as exc:  # noqa: BLE001 - any failure becomes the same clear message
+        except (OSError, RuntimeError, ValueError, tarfile.TarError) as exc:  # offline, a proxy, a full disk, a bad archive
             reason = str(exc)
     missing = [n for n in needed if not (folder / n).is_file()]
     what = (f"CIFAR-10 not found: expected {', '.join(needed)} in {folder}" if len(missing) == len(needed) else

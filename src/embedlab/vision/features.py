@@ -21,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from embedlab.errors import InputError
-from embedlab.files import torch_bytes, write_atomic
+from embedlab.files import TORCH_LOAD_ERRORS, torch_bytes, write_atomic
 
 CACHE_ENV = "EMBEDLAB_CACHE_DIR"
 
@@ -190,7 +190,7 @@ def _load_entry(path: Path) -> torch.Tensor | None:
     """The cached feature matrix, or None (with a warning) when the file is damaged."""
     try:
         feats = torch.load(path, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure to read a cache entry means the same thing: recompute it
+    except TORCH_LOAD_ERRORS as exc:  # a cut or replaced entry, however torch says so: recompute it
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}"
     else:
         if isinstance(feats, torch.Tensor) and feats.dim() == 2 and feats.is_floating_point():

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from embedlab.errors import InputError, MissingFileError, UserError
 from embedlab.config import FinetuneConfig
 from embedlab.distributed import Dist
-from embedlab.files import torch_bytes, write_atomic
+from embedlab.files import TORCH_LOAD_ERRORS, torch_bytes, write_atomic
 from embedlab.vision.features import extract, inference_batch, preprocess, uses_bf16
 
 
@@ -213,7 +213,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise MissingFileError(f"no checkpoint at {path}: nothing to resume (the run stopped before its first epoch ended)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - whatever torch raises for a damaged file, the remedy is the same
+    except TORCH_LOAD_ERRORS as exc:  # a cut or replaced file, however torch says so
         state, reason = None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"
     else:
         reason = "not a fine-tuning checkpoint"
