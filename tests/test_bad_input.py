@@ -525,8 +525,10 @@ def test_a_damaged_feature_cache_entry_is_a_miss(cifar_root, tmp_path, capsys, c
 
 
 @pytest.mark.parametrize("damage, says", [(lambda p: p.write_bytes(p.read_bytes()[:1000]), "finetune_checkpoint.pt is damaged"),
-                                          (lambda p: p.write_bytes(b"junk"), "finetune_checkpoint.pt is damaged")],
-                         ids=["cut", "replaced"])
+                                          (lambda p: p.write_bytes(b"junk"), "finetune_checkpoint.pt is damaged"),
+                                          (lambda p: p.write_bytes(b"PK\x03\x04"), "finetune_checkpoint.pt is damaged"),
+                                          (lambda p: p.write_bytes(b""), "finetune_checkpoint.pt is damaged")],
+                         ids=["cut", "replaced", "a zip header alone", "empty"])
 def test_a_damaged_checkpoint_is_one_line(tmp_path, damage, says):
     import torch
 
@@ -798,3 +800,32 @@ def test_a_bug_in_a_downloader_is_not_reported_as_missing_data(tmp_path):
 
     with pytest.raises(DataNotFoundError, match="Network is unreachable"):
         ensure_cifar10(tmp_path, offline)
+
+
+def test_resuming_from_a_damaged_checkpoint_is_one_line(cifar_root, tmp_path, capsys):
+    from embedlab.config import FinetuneConfig, to_dict
+    from embedlab.runs import RunDir
+
+    run = RunDir.create(tmp_path / "run")
+    cfg = FinetuneConfig(data_dir=str(cifar_root), offline=True, backbone="resnet18", weights="none", size=32, epochs=1, batch_size=50,
+                         val_per_class=5, probe=False, head_init="random")
+    run.write_json("config.json", {"finetune": to_dict(cfg)})
+    run.save_artefact("finetune_checkpoint.pt", b"PK\x03\x04 cut short")
+    run.release()
+    _expect_one_error(main(["vision", "finetune", "--resume", str(run.path)]), capsys, "finetune_checkpoint.pt is damaged")
+    assert (run.path / "artefacts" / "finetune_checkpoint.pt").read_bytes() == b"PK\x03\x04 cut short"  # left for the user to look at
+
+
+@pytest.mark.parametrize("content", [b"junk", b""], ids=["replaced", "empty"])
+def test_a_damaged_saved_probe_for_lp_ft_is_one_line(tmp_path, content):
+    from torch import nn
+
+    from embedlab.errors import InputError
+    from embedlab.runs import RunDir
+    from embedlab.vision.pipeline import LP_FT_PROBE, init_head_from_probe
+
+    run = RunDir.create(tmp_path / "run")
+    run.save_artefact(LP_FT_PROBE, content)
+    with pytest.raises(InputError, match=f"{LP_FT_PROBE} is damaged"):
+        init_head_from_probe(nn.Linear(4, 10), run, lambda _m: None)
+    run.release()

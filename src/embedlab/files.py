@@ -12,14 +12,16 @@ import io
 import os
 import pickle
 import shutil
+import struct
 from pathlib import Path
 from typing import Any
 
 from embedlab.errors import DiskFullError
 
 #: What ``torch.load(..., weights_only=True)`` raises for a file that is cut, replaced or not a state dict (measured on
-#: cut and truncated zips, junk bytes, text, an empty file and pickles of disallowed objects); anything else is a bug.
-TORCH_LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, OSError, ValueError)
+#: cut and truncated zips, a zip header alone, junk bytes, text, an empty file and pickles of disallowed objects); anything
+#: else is a bug.
+TORCH_LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, OSError, ValueError, struct.error)
 
 #: errno values that mean "this file system has no room": no space, or the user's quota is used up.
 NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
