@@ -3,6 +3,7 @@ and no run folder left looking complete. Every row builds its own broken input i
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -829,3 +830,18 @@ def test_a_damaged_saved_probe_for_lp_ft_is_one_line(tmp_path, content):
     with pytest.raises(InputError, match=f"{LP_FT_PROBE} is damaged"):
         init_head_from_probe(nn.Linear(4, 10), run, lambda _m: None)
     run.release()
+
+
+def test_runs_started_in_the_same_second_without_out_get_their_own_folders(tmp_path, monkeypatch):
+    from datetime import datetime
+
+    from embedlab import cli, runs
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "default_run_path", lambda study: runs.default_run_path(study, now=datetime(2026, 1, 2, 3, 4, 5)))
+    args = argparse.Namespace(out=None)
+    first = cli._start_run(args, "movies")  # still running: it holds its folder
+    second = cli._start_run(args, "movies")
+    assert (first.path.name, second.path.name) == ("20260102-030405-movies", "20260102-030405-movies-2")
+    first.release()
+    second.release()

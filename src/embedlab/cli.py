@@ -21,7 +21,7 @@ from embedlab.data import MOVIELENS_DATASETS
 from embedlab.distributed import PeerFailed
 from embedlab.errors import InputError, UserError, failure_text
 from embedlab.files import NO_SPACE, disk_full
-from embedlab.runs import RunDir, default_run_path
+from embedlab.runs import RunDir, RunFolderError, default_run_path
 
 BACKBONE_HELP = ("resnet18 (default), or efficientnet_lite0, efficientnet_lite1 or efficientnet_lite2 "
                  "(ImageNet weights offline, from pip packages)")
@@ -98,7 +98,21 @@ def _flags(args: argparse.Namespace, keys: Sequence[str]) -> dict[str, Any]:
 
 
 def _start_run(args: argparse.Namespace, study: str) -> RunDir:
-    run = RunDir.create(args.out or default_run_path(study))
+    """``--out``, or a new timestamped folder: one started in the same second as another run gets the next free suffix."""
+    if args.out is not None:
+        run = RunDir.create(args.out)
+    else:
+        stamped = default_run_path(study)
+        for n in range(1, 100):
+            path = stamped if n == 1 else stamped.with_name(f"{stamped.name}-{n}")
+            try:
+                run = RunDir.create(path)
+                break
+            except RunFolderError:
+                if not path.is_dir():  # not taken by another run: a real problem (no permission, a read-only disk)
+                    raise
+        else:
+            raise RunFolderError(f"99 run folders named {stamped}-N exist already; pass --out")
     print(f"run folder: {run.path}")
     return run
 
