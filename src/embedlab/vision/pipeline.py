@@ -24,7 +24,7 @@ from embedlab.vision.evaluate import confusion_matrix, gallery_selection, per_cl
 from embedlab.vision.features import (EXTRACT_BATCH_GPU, check_batch_fits, usable_cache_dir, cache_key, cached_features, cached_stats, default_cache_dir, extract,
                                      inference_batch, numerics, pick_device, uses_bf16)
 from embedlab.vision.compare import comparison_table, per_class_table
-from embedlab.vision.finetune import EVAL_BATCH_GPU, History, Inputs, predict, train, train_pixels
+from embedlab.vision.finetune import EVAL_BATCH_GPU, History, Inputs, check_shards, predict, train, train_pixels
 from embedlab.vision.probe import accuracy, choose_l2, fit_probe, folded_linear, predict_proba
 
 Log = Callable[[str], None]
@@ -273,6 +273,7 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
     device, backbone, frozen, size = step_1c_setup(cfg, run, log, dist)
     spec = backbone.spec
     data, train_idx, val_idx, test_idx = load_splits(cfg, log)  # the probe's split
+    check_shards(cfg, len(train_idx), len(val_idx), dist)  # before the throughput measurement's training steps
     model, head, trained = backbone.with_new_head(len(CLASSES), cfg.train_scope, cfg.seed, frozen)
     head_init = resolve_head_init(cfg.head_init, run)
     if head_init == "probe" and dist.is_main:  # DistributedDataParallel gives the other ranks rank 0's weights
