@@ -10,18 +10,11 @@ from __future__ import annotations
 import errno
 import io
 import os
-import pickle
 import shutil
-import struct
 from pathlib import Path
 from typing import Any
 
 from embedlab.errors import DiskFullError
-
-#: What ``torch.load(..., weights_only=True)`` raises for a file that is cut, replaced or not a state dict (measured on
-#: cut and truncated zips, a zip header alone, junk bytes, text, an empty file and pickles of disallowed objects); anything
-#: else is a bug.
-TORCH_LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, OSError, ValueError, struct.error)
 
 #: errno values that mean "this file system has no room": no space, or the user's quota is used up.
 NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
@@ -97,3 +90,24 @@ def figure_bytes(fig: Any, dpi: int) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return buf.getvalue()
+
+
+class UnreadableFile(Exception):
+    """A file that ``read_torch`` could not parse; the message says how torch failed."""
+
+
+def read_torch(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; a file torch cannot parse raises UnreadableFile.
+
+    torch's parser raises a different exception for each way a file can be cut or replaced (measured: RuntimeError,
+    OSError, EOFError, KeyError, IndexError, struct.error, UnpicklingError for a cut zip, a zip header alone, an empty
+    file, text, junk and pickles of disallowed objects). The try block holds torch's parser alone, so no embedlab bug
+    can hide behind the broad catch; callers decide what a damaged file means (a cache miss, or a one-line error).
+    """
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - see the docstring: only torch's parsing of the file is inside
+        text = str(exc).strip()
+        raise UnreadableFile(f"{type(exc).__name__}: {text.splitlines()[0][:100] if text else 'unreadable'}") from exc

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from embedlab.errors import InputError, MissingFileError, UserError
-from embedlab.files import TORCH_LOAD_ERRORS
+from embedlab.files import UnreadableFile, read_torch
 
 
 class WeightsUnavailable(UserError, RuntimeError):
@@ -169,10 +169,10 @@ def load_state_file(model: nn.Module, path: Path) -> None:
     if not path.is_file():
         raise MissingFileError(f"weights file {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except TORCH_LOAD_ERRORS as exc:  # a file that is not a state dict, however torch says so
-        raise InputError(f"--weights {path} is not a PyTorch state-dict file (torch.load failed: {type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:120] if str(exc) else 'unreadable'}); pass a .pth/.pt file, 'imagenet' or 'none'") from None
+        state = read_torch(path)
+    except UnreadableFile as exc:
+        raise InputError(f"--weights {path} is not a PyTorch state-dict file (torch.load failed: {exc}); pass a .pth/.pt file, "
+                         "'imagenet' or 'none'") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

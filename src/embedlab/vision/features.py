@@ -21,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from embedlab.errors import InputError
-from embedlab.files import TORCH_LOAD_ERRORS, torch_bytes, write_atomic
+from embedlab.files import UnreadableFile, read_torch, torch_bytes, write_atomic
 
 CACHE_ENV = "EMBEDLAB_CACHE_DIR"
 
@@ -189,9 +189,9 @@ def cached_features(
 def _load_entry(path: Path) -> torch.Tensor | None:
     """The cached feature matrix, or None (with a warning) when the file is damaged."""
     try:
-        feats = torch.load(path, weights_only=True)
-    except TORCH_LOAD_ERRORS as exc:  # a cut or replaced entry, however torch says so: recompute it
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}"
+        feats = read_torch(path)
+    except UnreadableFile as exc:  # a cut or replaced entry: recompute it
+        reason = str(exc)
     else:
         if isinstance(feats, torch.Tensor) and feats.dim() == 2 and feats.is_floating_point():
             return feats

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from embedlab.errors import InputError, MissingFileError, UserError
 from embedlab.config import FinetuneConfig
 from embedlab.distributed import Dist
-from embedlab.files import TORCH_LOAD_ERRORS, torch_bytes, write_atomic
+from embedlab.files import UnreadableFile, read_torch, torch_bytes, write_atomic
 from embedlab.vision.features import extract, inference_batch, preprocess, uses_bf16
 
 
@@ -212,9 +212,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise MissingFileError(f"no checkpoint at {path}: nothing to resume (the run stopped before its first epoch ended)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except TORCH_LOAD_ERRORS as exc:  # a cut or replaced file, however torch says so
-        state, reason = None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"
+        state = read_torch(path)
+    except UnreadableFile as exc:
+        state, reason = None, str(exc)
     else:
         reason = "not a fine-tuning checkpoint"
     if not isinstance(state, dict) or not {"epoch", "model", "optimizer", "scheduler", "history", "recipe"} <= set(state):

@@ -15,7 +15,7 @@ from embedlab.config import FinetuneConfig, ProbeConfig, to_dict
 from embedlab.data import resolve_data_dir
 from embedlab.distributed import Dist
 from embedlab.errors import InputError, MissingFileError
-from embedlab.files import TORCH_LOAD_ERRORS, npz_bytes, torch_bytes
+from embedlab.files import UnreadableFile, npz_bytes, read_torch, torch_bytes
 from embedlab.runs import RunDir
 from embedlab.vision import figures
 from embedlab.vision.backbones import Backbone, BackboneSpec, check_freeze_stages, create_backbone
@@ -336,10 +336,13 @@ def init_head_from_probe(head: torch.nn.Module, run: RunDir, log: Log) -> None:
         raise MissingFileError(f"--head-init probe: no linear probe in {run.path} ({path.name} is missing); run the probe first "
                                f"(drop --no-probe) or use --head-init random")
     try:
-        w, b = folded_linear(torch.load(path, map_location="cpu", weights_only=True))
-    except (*TORCH_LOAD_ERRORS, TypeError) as exc:  # cut, replaced, or not the probe's state dict
-        raise InputError(f"--head-init probe: {path} is damaged ({type(exc).__name__}); run the probe again in a new folder, "
+        state = read_torch(path)
+        if not isinstance(state, dict) or not {"linear.weight", "linear.bias", "mu", "sigma"} <= set(state):
+            raise UnreadableFile("not the probe's state dict")
+    except UnreadableFile as exc:
+        raise InputError(f"--head-init probe: {path} is damaged ({exc}); run the probe again in a new folder, "
                          "or use --head-init random") from None
+    w, b = folded_linear(state)
     if w.shape != head.weight.shape:
         raise InputError(f"--head-init probe: the probe in {run.path} has weights of shape {tuple(w.shape)}, the new classifier "
                          f"{tuple(head.weight.shape)}; the probe must use the same backbone")
