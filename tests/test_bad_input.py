@@ -845,3 +845,18 @@ def test_runs_started_in_the_same_second_without_out_get_their_own_folders(tmp_p
     assert (first.path.name, second.path.name) == ("20260102-030405-movies", "20260102-030405-movies-2")
     first.release()
     second.release()
+
+
+def test_version_and_bare_commands(capsys):
+    from embedlab import __version__
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"embedlab {__version__}"
+    _expect_one_error(main([]), capsys, "the following arguments are required: command")
+    _expect_one_error(main(["vision"]), capsys, "the following arguments are required: vision_command")
+
+
+def test_weights_that_are_not_a_file(tmp_path, capsys):
+    _expect_one_error(main(["vision", "probe", "--weights", str(tmp_path), "--offline", "--out", str(tmp_path / "o")]), capsys,
+                      "is not a regular file")

@@ -7,6 +7,7 @@ one readable ``embedlab: error: ...`` message and exit status 2, never a stack t
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import shutil
 import sys
@@ -496,6 +497,7 @@ def _study_on_rank(cfg: Any, run: RunDir, resume: bool, dist: Any) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="embedlab", description=__doc__.splitlines()[0],
                                      epilog="--debug anywhere on the line shows the full traceback of an error")
+    parser.add_argument("--version", action="version", version=f"embedlab {importlib.metadata.version('embedlab')}")
     sub = parser.add_subparsers(dest="command", required=True)
     prun = sub.add_parser("run", help="the main job: Part 1 A-C and Part 2 A-C into one run folder, with report.html")
     prun.add_argument("--profile", choices=["auto", "cpu", "gpu", "smoke"],

@@ -167,7 +167,8 @@ def load_state_file(model: nn.Module, path: Path) -> None:
     """Strictly load a state-dict file (``torch.load(weights_only=True)``)."""
     path = Path(path)
     if not path.is_file():
-        raise MissingFileError(f"weights file {path} does not exist")
+        raise MissingFileError(f"weights file {path} {'is not a regular file' if path.exists() else 'does not exist'}; "
+                               "pass a .pth/.pt state-dict file, 'imagenet' or 'none'")
     try:
         state = read_torch(path)
     except UnreadableFile as exc:
