@@ -389,6 +389,7 @@ MOVIES_FLAG_ROWS = [
     ("a number that is not one", ["--dim", "ten"], "argument --dim: invalid int value: 'ten'"),
     ("an unknown query", ["--query", "Zzyzx Road Nonexistent"], "Zzyzx Road Nonexistent"),
     ("a synthetic shape that is not one", ["--synthetic", "huge"], "unknown synthetic size 'huge'"),
+    ("a synthetic shape and a release", ["--synthetic", "2x", "--dataset", "ml-25m"], "--dataset ml-25m would be ignored"),
 ]
 
 
@@ -478,6 +479,11 @@ VISION_ROWS = [
     ("a negative L2 strength", ["--l2-grid", "-1"], "--l2-grid [-1.0]"),
     ("an unknown backbone", ["--backbone", "vgg99"], "unknown backbone 'vgg99'"),
 ]
+
+
+def test_a_probe_size_without_the_probe_is_refused(tmp_path, capsys):
+    _expect_one_error(main(["vision", "finetune", "--data-dir", str(tmp_path / "nothing"), "--offline", "--no-probe", "--probe-size", "64",
+                            "--out", str(tmp_path / "o")]), capsys, "--probe-size 64 sets the comparison probe's resolution")
 
 
 @pytest.mark.parametrize("name, flags, says", VISION_ROWS, ids=[r[0] for r in VISION_ROWS])
