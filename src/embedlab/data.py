@@ -7,7 +7,6 @@ expected files and both ways to point at an existing copy.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -20,6 +19,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from embedlab.errors import InputError, MissingFileError
+from embedlab.files import file_hash
 
 ENV_VAR = "EMBEDLAB_DATA_DIR"
 DEFAULT_DIR = Path("data")
@@ -117,15 +117,6 @@ def resolve_data_dir(flag: str | os.PathLike[str] | None, environ: Mapping[str, 
     return DEFAULT_DIR
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def download_url(url: str, dest: Path) -> None:
     """Stream ``url`` to ``dest`` with a tqdm progress bar (written to ``dest.part`` first)."""
     part = dest.with_name(dest.name + ".part")
@@ -146,7 +137,7 @@ def verify_movielens(folder: Path, dataset: str, allow_modified: bool = False) -
     """
     if dataset != MOVIELENS_DIRNAME:
         return f"{dataset}: content checked (GroupLens publishes checksums of the archive only, not of its files)"
-    changed = [name for name, expected in MOVIELENS_SHA256.items() if sha256_file(Path(folder) / name) != expected]
+    changed = [name for name, expected in MOVIELENS_SHA256.items() if file_hash(Path(folder) / name) != expected]
     if not changed:
         return "ml-latest-small: ratings.csv and movies.csv match the official release (sha256)"
     if not allow_modified:
@@ -165,15 +156,6 @@ def _missing_message(what: str, folder: Path, files: list[str], reason: str) -> 
     )
 
 
-def md5_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex md5 of a file (GroupLens publishes md5 checksums of its archives)."""
-    h = hashlib.md5()  # noqa: S324 (a published checksum, not security)
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def check_dataset_name(name: str) -> str:
     """``name`` if it is a MovieLens release embedlab reads, else a ValueError listing them."""
     if name not in MOVIELENS_DATASETS:
@@ -187,7 +169,7 @@ def _verify_archive(name: str, archive: Path, data_dir: Path, download: Download
     md5_path = Path(data_dir) / f"{name}.zip.md5"
     download(f"{MOVIELENS_BASE}/{name}.zip.md5", md5_path)
     expected = md5_path.read_text().split()[0].strip().lower()
-    got = md5_file(archive)
+    got = file_hash(archive, "md5")
     md5_path.unlink(missing_ok=True)
     if got != expected:
         bad = archive.with_name(archive.name + ".unverified")
@@ -222,7 +204,7 @@ def ensure_movielens(data_dir: Path, download: Downloader | None = download_url,
         raise DataNotFoundError(_missing_message(what, folder, needed, str(exc))) from exc
     if dataset == MOVIELENS_DIRNAME:
         for name, expected in MOVIELENS_SHA256.items():
-            got = sha256_file(folder / name)
+            got = file_hash(folder / name)
             if got != expected:
                 bad = folder.with_name(folder.name + ".unverified")
                 shutil.rmtree(bad, ignore_errors=True)

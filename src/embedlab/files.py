@@ -67,6 +67,14 @@ def write_atomic(path: Path, data: bytes | str) -> Path:
     return path
 
 
+def file_hash(path: Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in chunks by ``hashlib.file_digest`` (md5 for GroupLens' published archive sums)."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, lambda: hashlib.new(algorithm, usedforsecurity=algorithm != "md5")).hexdigest()
+
+
 def npz_bytes(**arrays: Any) -> bytes:
     """``np.savez_compressed`` into memory."""
     import numpy as np

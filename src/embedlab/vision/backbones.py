@@ -8,7 +8,6 @@ init: the ablation that shows what pretraining buys) or a path to a state-dict f
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ import torch
 from torch import nn
 
 from embedlab.errors import InputError, MissingFileError, UserError
-from embedlab.files import UnreadableFile, read_torch
+from embedlab.files import UnreadableFile, file_hash, read_torch
 
 
 class WeightsUnavailable(UserError, RuntimeError):
@@ -140,11 +139,8 @@ def check_freeze_stages(spec: BackboneSpec, k: int) -> None:
 
 
 def file_digest(path: Path, n: int = 12) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()[:n]
+    """The first ``n`` hex digits of a weights file's sha256: the feature cache's key for those weights."""
+    return file_hash(path)[:n]
 
 
 def _match_keys(state: dict[str, torch.Tensor], model: nn.Module, source: str) -> dict[str, torch.Tensor]:
