@@ -34,11 +34,19 @@ def test_a_title_is_found_whatever_the_case_article_year_and_accents(name, year,
 @settings(max_examples=40, deadline=None)
 @given(query=st.text(max_size=30))
 def test_lookup_answers_a_movie_or_its_own_error(query):
+    """Any text gets a movie or a TitleLookupError that names the query; an exact title, however padded, is always found."""
+    titles = {"toy story (1995)": 1, "hamlet (1996)": 2}
     movies = with_years(pd.DataFrame({"movieId": [1, 2], "title": ["Toy Story (1995)", "Hamlet (1996)"], "genres": ["A", "B"]}))
+    index = TitleIndex(movies)
     try:
-        assert TitleIndex(movies).lookup(query) in (1, 2)
-    except TitleLookupError:
-        pass
+        got = index.lookup(query)
+    except TitleLookupError as exc:
+        assert query.strip().lower() not in titles, f"an exact title was not found: {query!r}"
+        assert repr(query) in str(exc) or (not query.strip() and "empty title" in str(exc)), str(exc)
+    else:
+        assert got in (1, 2)
+    for title, movie_id in titles.items():  # the same text around an exact title never hides it
+        assert index.lookup(f"  {title.upper()}  ") == movie_id
 
 
 JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),

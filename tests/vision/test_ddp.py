@@ -19,7 +19,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from test_finetune import INPUTS, Tiny, cfg, synthetic
+from tiny_finetune import INPUTS, Tiny, cfg, synthetic
 
 
 def _model() -> nn.Module:

@@ -15,7 +15,7 @@ from embedlab.vision.finetune import epoch_size, load_checkpoint, make_ema, trai
 from embedlab.vision.pipeline import init_head_from_probe, resolve_head_init
 from embedlab.vision.probe import LogisticRegression, fit_probe
 
-from test_finetune import CPU, INPUTS, Tiny, cfg, synthetic
+from tiny_finetune import CPU, INPUTS, Tiny, cfg, synthetic
 
 
 def test_progressive_sizes_rise_linearly_to_the_final_size():
