@@ -58,13 +58,14 @@ def environment_section(run: RunDir) -> str:
 def unfinished(metrics: dict) -> list[str]:
     """What did not finish, in words: failed or interrupted steps, and studies whose process ended mid-way."""
     out = []
-    for step, v in metrics.get("steps", {}).items():
+    steps = metrics.get("steps")
+    for step, v in (steps if isinstance(steps, dict) else {}).items():
         status = v.get("status") if isinstance(v, dict) else None
         if status in ("failed", "interrupted"):
             out.append(f"step {step} {status}: {v.get('error', '')}")
         elif status == "running":
             out.append(f"step {step} was interrupted: its process ended while it ran (killed, or the machine stopped)")
-    movies = metrics.get("movies_run", {})
+    movies = metrics.get("movies_run") if isinstance(metrics.get("movies_run"), dict) else {}
     if "status" in movies:
         out.append(f"the movie study {movies['status']}")
     elif not metrics.get("steps") and any(k.startswith("movies_") for k in metrics) and "total_seconds" not in movies:
