@@ -706,9 +706,9 @@ def test_any_config_value_reaches_the_study_or_is_one_error_line(tmp_path, capsy
 
 
 @pytest.mark.parametrize("command, flags, says", [
-    ("probe", ["--batch-size", "1000000"], "--batch-size 1000000 at 32 px needs about 476.8 GiB for its inference activations"),
-    ("finetune", ["--batch-size", "1000000", "--epochs", "1"], "--batch-size 1000000 at 32 px needs about 2384.2 GiB for its training"),
-    ("finetune", ["--eval-batch-size", "1000000", "--epochs", "1"], "--eval-batch-size 1000000 at 32 px needs about 476.8 GiB"),
+    ("probe", ["--batch-size", "1000000"], "--batch-size 1000000 at 32 px needs at least 143.1 GiB for its inference activations"),
+    ("finetune", ["--batch-size", "1000000", "--epochs", "1"], "--batch-size 1000000 at 32 px needs at least 705.7 GiB for its training"),
+    ("finetune", ["--eval-batch-size", "1000000", "--epochs", "1"], "--eval-batch-size 1000000 at 32 px needs at least 143.1 GiB"),
 ], ids=["probe extraction", "training step", "evaluation"])
 def test_a_batch_larger_than_memory_is_refused_before_the_data(tmp_path, capsys, command, flags, says):
     _expect_one_error(main(["vision", command, *TINY_PROBE[:-2], "--data-dir", str(tmp_path / "nothing"), "--device", "cpu", *flags,
@@ -866,3 +866,18 @@ def test_version_and_bare_commands(capsys):
 def test_weights_that_are_not_a_file(tmp_path, capsys):
     _expect_one_error(main(["vision", "probe", "--weights", str(tmp_path), "--offline", "--out", str(tmp_path / "o")]), capsys,
                       "is not a regular file")
+
+
+def test_the_default_recipes_pass_the_batch_memory_check_on_small_machines():
+    """The check refuses only what cannot fit under any backbone: the cpu recipe fits in 2 GiB, the gpu recipe in 4 GiB."""
+    import torch
+
+    from embedlab.config import FINETUNE_PROFILES, FinetuneConfig
+    from embedlab.errors import InputError
+    from embedlab.vision.features import check_batch_fits
+
+    cpu, gpu = FinetuneConfig(), FINETUNE_PROFILES["gpu"]
+    check_batch_fits("--batch-size", cpu.batch_size, cpu.cpu_size, "training", torch.device("cpu"), available=2 * 1024**3)
+    check_batch_fits("--batch-size", gpu["batch_size"], gpu["size"], "training", torch.device("cpu"), available=4 * 1024**3)
+    with pytest.raises(InputError, match="needs at least"):
+        check_batch_fits("--batch-size", 100 * gpu["batch_size"], gpu["size"], "training", torch.device("cpu"), available=4 * 1024**3)

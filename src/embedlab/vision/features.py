@@ -127,16 +127,17 @@ def cache_key(backbone: str, weights_digest: str, size: int, split: str, indices
     return f"{backbone}-{weights_digest}-{size}px-{numerics_tag}-{split}-{sel}.pt"
 
 
-#: Peak host memory of one batch per pixel of its images, rounded up from the largest of resnet18 and efficientnet_lite0-2
-#: measured at 128 and 224 px (inference 150-410 bytes, a training step with its saved activations 740-2380 bytes).
-BYTES_PER_PIXEL = {"inference": 500, "training": 2500}
+#: Peak memory of one batch per pixel of its images: the least of resnet18 and efficientnet_lite1/2 measured at 128 and
+#: 224 px in fp32 on a CPU (inference 150-410 bytes, a training step with its saved activations 740-2380 bytes). The
+#: smallest, so that a batch refused for its size could not have fitted under any backbone (bf16 on CUDA halves it).
+BYTES_PER_PIXEL = {"inference": 150, "training": 740}
 
 
 def check_batch_fits(flag: str, batch: int, size: int, kind: str, device: torch.device, available: int | None = None) -> None:
     """Refuse, before any data is loaded, a batch whose activations would not fit in the device's free memory."""
     from embedlab.data import available_memory
 
-    need = batch * size * size * BYTES_PER_PIXEL[kind]
+    need = batch * size * size * BYTES_PER_PIXEL[kind] // (2 if uses_bf16(torch.device(device)) else 1)
     if available is not None:
         have = available
     elif torch.device(device).type == "cuda":
@@ -144,7 +145,7 @@ def check_batch_fits(flag: str, batch: int, size: int, kind: str, device: torch.
     else:
         have = available_memory()
     if need > have:
-        raise InputError(f"{flag} {batch} at {size} px needs about {need / 1024**3:.1f} GiB for its {kind} activations but "
+        raise InputError(f"{flag} {batch} at {size} px needs at least {need / 1024**3:.1f} GiB for its {kind} activations but "
                          f"{have / 1024**3:.1f} GiB are free on {device}; use a smaller {flag}")
 
 
