@@ -869,7 +869,7 @@ def test_weights_that_are_not_a_file(tmp_path, capsys):
 
 
 def test_the_default_recipes_pass_the_batch_memory_check_on_small_machines():
-    """The check refuses only what cannot fit under any backbone: the cpu recipe fits in 2 GiB, the gpu recipe in 4 GiB."""
+    """The check refuses only what cannot fit under any backbone: the cpu recipe fits in 2 GiB, the gpu recipe (bf16) in 4 GiB."""
     import torch
 
     from embedlab.config import FINETUNE_PROFILES, FinetuneConfig
@@ -878,6 +878,6 @@ def test_the_default_recipes_pass_the_batch_memory_check_on_small_machines():
 
     cpu, gpu = FinetuneConfig(), FINETUNE_PROFILES["gpu"]
     check_batch_fits("--batch-size", cpu.batch_size, cpu.cpu_size, "training", torch.device("cpu"), available=2 * 1024**3)
-    check_batch_fits("--batch-size", gpu["batch_size"], gpu["size"], "training", torch.device("cpu"), available=4 * 1024**3)
+    check_batch_fits("--batch-size", gpu["batch_size"], gpu["size"], "training", torch.device("cuda"), available=4 * 1024**3)
     with pytest.raises(InputError, match="needs at least"):
-        check_batch_fits("--batch-size", 100 * gpu["batch_size"], gpu["size"], "training", torch.device("cpu"), available=4 * 1024**3)
+        check_batch_fits("--batch-size", 100 * gpu["batch_size"], gpu["size"], "training", torch.device("cuda"), available=4 * 1024**3)
