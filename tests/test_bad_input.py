@@ -481,10 +481,6 @@ VISION_ROWS = [
 ]
 
 
-def test_a_probe_size_without_the_probe_is_refused(tmp_path, capsys):
-    _expect_one_error(main(["vision", "finetune", "--data-dir", str(tmp_path / "nothing"), "--offline", "--no-probe", "--probe-size", "64",
-                            "--out", str(tmp_path / "o")]), capsys, "--probe-size 64 sets the comparison probe's resolution")
-
 
 @pytest.mark.parametrize("name, flags, says", VISION_ROWS, ids=[r[0] for r in VISION_ROWS])
 def test_vision_settings_that_cannot_work(tmp_path, capsys, name, flags, says):

@@ -218,9 +218,6 @@ class FinetuneConfig:
             problems.append("--freeze-stages goes with --train-scope all (--train-scope last already freezes all but the last stage)")
         if self.head_init == "probe" and not self.probe:
             problems.append("--head-init probe needs the linear probe; drop --no-probe")
-        if self.probe_size is not None and not self.probe:
-            problems.append(f"--probe-size {self.probe_size} sets the comparison probe's resolution, which --no-probe skips; "
-                            "give one of the two (under 'embedlab run' the probe step's own settings decide)")
         if problems:
             raise InputError("invalid finetune config:\n  " + "\n  ".join(problems))
 
