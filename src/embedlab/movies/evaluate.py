@@ -124,9 +124,17 @@ def recall_at_k(recs: torch.Tensor, queries: Queries, mask: torch.Tensor | None 
     """Mean over the queries (those in ``mask``) of hits / min(k, the user's other liked movies)."""
     users = queries.users if mask is None else queries.users[mask]
     recs = recs if mask is None else recs[mask]
-    hits = (queries.liked(users[:, None], recs.clamp(min=0)) & (recs >= 0)).sum(dim=1).float()
-    others = (queries.user_likes[users] - 1).clamp(min=1, max=recs.shape[1]).float()
-    return float((hits / others).sum() / max(len(recs), 1))
+    return _recall(_hits(recs, queries, users).sum(dim=1).float(), queries, users, recs.shape[1])
+
+
+def _hits(recs: torch.Tensor, queries: Queries, users: torch.Tensor) -> torch.Tensor:
+    """(n, k) bool: the recommended movie is one the query's user liked (a -1 padding slot never is)."""
+    return queries.liked(users[:, None], recs.clamp(min=0)) & (recs >= 0)
+
+
+def _recall(hits: torch.Tensor, queries: Queries, users: torch.Tensor, k: int) -> float:
+    others = (queries.user_likes[users] - 1).clamp(min=1, max=k).float()
+    return float((hits / others).sum() / max(len(hits), 1))
 
 
 def score_recs(recs: torch.Tensor, queries: Queries, like_counts: np.ndarray, genres: torch.Tensor,
@@ -141,14 +149,13 @@ def score_recs(recs: torch.Tensor, queries: Queries, like_counts: np.ndarray, ge
     movies that share at least one genre with the query movie.
     """
     items, users = queries.items, queries.users
-    recall = recall_at_k(recs, queries, mask)
     if mask is not None:
         recs, items, users = recs[mask], items[mask], users[mask]
     k = recs.shape[1]
     valid = recs >= 0
     r0 = recs.clamp(min=0)
-    hit = queries.liked(users[:, None], r0) & valid
-    hits = hit.sum(dim=1).float()
+    hits = _hits(recs, queries, users).sum(dim=1).float()
+    recall = _recall(hits, queries, users, k)
     counts = torch.as_tensor(np.asarray(like_counts), dtype=torch.float32)
     overlap = (genres[r0] & genres[items][:, None, :]).any(dim=2) & valid
     n_valid = valid.sum().clamp(min=1).float()

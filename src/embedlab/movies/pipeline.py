@@ -84,9 +84,14 @@ def resolve_queries(texts: list[str], index: TitleIndex, co: CoLikes, items: pd.
     return out
 
 
-def recommendation_table(v: torch.Tensor, row: int, items: pd.DataFrame, eligible: torch.Tensor, k: int, metric: str) -> pd.DataFrame:
-    """Top-k table for one query: rank, title, year, genres, similarity, likers."""
+def recommendation_table(v: torch.Tensor, row: int, items: pd.DataFrame, eligible: torch.Tensor, k: int,
+                         metric: str) -> tuple[pd.DataFrame, list[int]]:
+    """Top-k table for one query (rank, title, year, genres, similarity, likers) and the rows of ``items`` it lists."""
     idx, scores = similar_items(v, row, k, eligible, metric)
+    return _top_table(items, idx, scores), [int(i) for i in idx]
+
+
+def _top_table(items: pd.DataFrame, idx: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
     df = items.iloc[idx][["title", "year", "genres", "likes"]].reset_index(drop=True)
     df.insert(0, "rank", np.arange(1, len(df) + 1))
     df.insert(4, "similarity", np.round(scores.astype(float), 4))
@@ -318,11 +323,10 @@ def step_2c_recommend(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fi
     other = "dot" if cfg.metric == "cosine" else "cosine"
     top_lists: dict[str, list[int]] = {}
     for q in data.queries:
-        table = recommendation_table(fitted.final.v, q.row, data.items, eligible, cfg.top_k, cfg.metric)
-        alt = recommendation_table(fitted.final.v, q.row, data.items, eligible, cfg.top_k, other)
+        table, top_lists[q.text] = recommendation_table(fitted.final.v, q.row, data.items, eligible, cfg.top_k, cfg.metric)
+        alt, _ = recommendation_table(fitted.final.v, q.row, data.items, eligible, cfg.top_k, other)
         run.save_table(f"recs_{slug(q.text)}", table)
         run.save_table(f"recs_{other}_{slug(q.text)}", alt)
-        top_lists[q.text] = [int(i) for i in similar_items(fitted.final.v, q.row, cfg.top_k, eligible, cfg.metric)[0]]
         metrics[f"top{cfg.top_k}[{q.title}]"] = list(table["title"])
         metrics[f"mean_likers_{cfg.metric}[{q.title}]"] = float(table["likers"].mean())
         metrics[f"mean_likers_{other}[{q.title}]"] = float(alt["likers"].mean())
@@ -371,12 +375,14 @@ def step_stability(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitte
     })
 
 
-def step_holdout(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted, log: Log, dist: Dist) -> None:
+def step_holdout(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted, log: Log, dist: Dist) -> HeldOut:
     """Held-out users: the embedding (best setting, refitted on training users) against co-count baselines,
-    popularity and the field's own recommenders (EASE, ALS), overall and by the query movie's popularity."""
+    popularity and the field's own recommenders (EASE, ALS), overall and by the query movie's popularity.
+    Returns the split and its operator, which the dimension sweep scores on too."""
     log("[eval] held-out users: embeddings vs co-likes, popularity, EASE and ALS, overall and by the query movie's like count")
     split = HoldoutSplit.make(cfg, data.ratings, data.movies)
-    refit = _fit_final(cfg, make_operator(split.train.likes, dist), cfg.dim, fitted.final.optimizer, fitted.final.lr)
+    held = HeldOut(split, make_operator(split.train.likes, dist))
+    refit = _fit_final(cfg, held.op, cfg.dim, fitted.final.optimizer, fitted.final.lr)
     tuned, notes = tuned_anchors(cfg, split, log)
     overall, cold = holdout_tables(cfg, split, refit.v if not refit.diverged else None, {t.name: t.scorer for t in tuned})
     run.save_table("holdout", overall)
@@ -389,6 +395,7 @@ def step_holdout(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted,
     })
     run.update_metrics("movies_cold_start", {f"{r['method']} | {r['query likes']}": {k: r[k] for k in cold.columns if k not in ("method", "query likes")}
                                              for r in cold.to_dict("records")})
+    return held
 
 
 def tuned_anchors(cfg: MoviesConfig, split: HoldoutSplit, log: Log) -> tuple[list[Tuned], list[str]]:
@@ -427,8 +434,8 @@ def step_map(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted, top
     run.save_figure("embedding_map", _embedding_map(coords, keep, data.items, data.queries, top_lists, cfg.map_method))
 
 
-def step_dim_sweep(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted, log: Log, dist: Dist) -> None:
-    dim_df = dimension_sweep(cfg, data, fitted, log, dist)
+def step_dim_sweep(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted, held: HeldOut, log: Log, dist: Dist) -> None:
+    dim_df = dimension_sweep(cfg, data, fitted, held, log, dist)
     run.save_table("dim_sweep", dim_df)
     run.update_metrics("movies_dim_sweep", {"chosen_by_rule": int(choose_dim(dim_df, cfg.top_k)), "configured_dim": cfg.dim})
     run.save_figure("dim_sweep", figures.dim_sweep(dim_df["dim"], dim_df["gap"], dim_df[f"hit_rate@{cfg.top_k}"], dim_df["relative_cost"]))
@@ -453,11 +460,11 @@ def _run_movies(cfg: MoviesConfig, run: RunDir, log: Log, dist: Dist | None) -> 
     fitted = step_2b_fit(cfg, run, data, log, dist)
     top_lists = step_2c_recommend(cfg, run, data, fitted, log)
     step_stability(cfg, run, data, fitted, top_lists)
-    step_holdout(cfg, run, data, fitted, log, dist)
+    held = step_holdout(cfg, run, data, fitted, log, dist)
     if cfg.embedding_map and dist.is_main:  # rank 0 alone draws: the others' folders are discarded
         step_map(cfg, run, data, fitted, top_lists, log)
     if cfg.dim_sweep:
-        step_dim_sweep(cfg, run, data, fitted, log, dist)
+        step_dim_sweep(cfg, run, data, fitted, held, log, dist)
     run.update_metrics("movies_run", {"total_seconds": round(time.perf_counter() - t_all, 1), "processes": dist.world,
                                       "peak_rss_gib": round(peak_rss_bytes() / 1024**3, 2)})
     return run.read_json("metrics.json")
@@ -523,6 +530,14 @@ class HoldoutSplit:
                    queries_total=len(queries.items))
 
 
+@dataclass(frozen=True)
+class HeldOut:
+    """The held-out split and the co-like operator of its training users: built once, used by the held-out table and the dimension sweep."""
+
+    split: HoldoutSplit
+    op: CoLikeOperator
+
+
 def _fit(cfg: MoviesConfig, op: CoLikeOperator, dim: int, optimizer: str, lr: float) -> RunResult:
     """One run of the sweep's budget from the config's seeded start (the dimension sweep)."""
     v0 = initial_embedding(op.shape[0], dim, cfg.seed, cfg.init_scale)
@@ -575,6 +590,13 @@ def holdout_tables(cfg: MoviesConfig, split: HoldoutSplit, v: torch.Tensor | Non
     return pd.DataFrame(overall), pd.DataFrame(cold)
 
 
+def embedding_holdout(cfg: MoviesConfig, split: HoldoutSplit, v: torch.Tensor) -> dict[str, float]:
+    """The held-out metrics of the embedding ``v`` alone over every query (its row of ``holdout_tables``)."""
+    counts = split.train.like_counts
+    recs = recommend_all(cosine_scorer(v), split.queries, cfg.top_k, eligible_items(counts, cfg.min_likes))
+    return score_recs(recs, split.queries, counts, genre_matrix(split.items["genres"]))
+
+
 def lr_ladder(best_lr: float, steps: int) -> list[float]:
     """Learning rates to try at another d: the sweep's best, then 3x lower, ``steps`` times.
 
@@ -610,13 +632,12 @@ def dim_settings(fitted: Fitted, steps: int) -> list[tuple[str, float]]:
     return [(r.optimizer, lr) for r in ranked for lr in lr_ladder(r.lr, steps)]
 
 
-def dimension_sweep(cfg: MoviesConfig, data: Prepared, fitted: Fitted, log: Log, dist: Dist) -> pd.DataFrame:
+def dimension_sweep(cfg: MoviesConfig, data: Prepared, fitted: Fitted, held: HeldOut, log: Log, dist: Dist) -> pd.DataFrame:
     """For each d: the spectral optimum, gradient descent's gap to it (the best settings of the sweep,
     learning rates lowered until a run converges) and the held-out HitRate@k of the spectral
     embedding fitted on the training users."""
-    split = HoldoutSplit.make(cfg, data.ratings, data.movies)
     op = make_operator(data.co.likes, dist, data.summary.fro_sq)
-    op_train = make_operator(split.train.likes, dist)
+    op_train = held.op
     settings = dim_settings(fitted, cfg.dim_sweep_lr_steps)
     rows = []
     for d in cfg.dim_sweep:
@@ -628,12 +649,11 @@ def dimension_sweep(cfg: MoviesConfig, data: Prepared, fitted: Fitted, log: Log,
         spec = spectral_optimum(op, d, max_rounds=cfg.spectral_rounds, seed=cfg.seed)
         gd, tried = converged_fit(cfg, op, d, settings, spec.cost)
         spec_train = spectral_optimum(op_train, d, max_rounds=cfg.spectral_rounds, seed=cfg.seed)
-        hold = holdout_tables(cfg, split, torch.from_numpy(spec_train.v.astype(np.float32)))[0]
+        hold = embedding_holdout(cfg, held.split, torch.from_numpy(spec_train.v.astype(np.float32)))
         rows.append({"dim": d, "spectral_cost": spec.cost, "relative_cost": spec.cost / op.fro_sq,
                      "gap": _gap(gd, spec.cost), "status": _status(gd, spec.cost, cfg.converged_gap),
                      "optimizer": gd.optimizer, "lr": gd.lr, "tried": "; ".join(tried),
-                     f"hit_rate@{cfg.top_k}": float(hold[f"hit_rate@{cfg.top_k}"].iat[0]),
-                     f"mean_hits@{cfg.top_k}": float(hold[f"mean_hits@{cfg.top_k}"].iat[0]),
+                     f"hit_rate@{cfg.top_k}": hold[f"hit_rate@{cfg.top_k}"], f"mean_hits@{cfg.top_k}": hold[f"mean_hits@{cfg.top_k}"],
                      "seconds": round(time.perf_counter() - t0, 1)})
     return pd.DataFrame(rows)
 
