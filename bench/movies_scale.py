@@ -28,7 +28,7 @@ def one(size: str, dim: int, iterations: int) -> dict[str, float]:
     from embedlab.movies.cooccurrence import build_colikes, colike_fro_sq
     from embedlab.movies.objective import CoLikeOperator, cost_and_grad
     from embedlab.movies.synthetic import generate
-    from embedlab.movies.train import initial_embedding, make_optimizer
+    from embedlab.movies.train import initial_embedding, sweep_optimizer
 
     t0 = time.perf_counter()
     data = generate(size, seed=0)
@@ -41,7 +41,7 @@ def one(size: str, dim: int, iterations: int) -> dict[str, float]:
     fro_s = time.perf_counter() - t0
     op = CoLikeOperator.from_likes(co.likes, fro)
     v = initial_embedding(co.n_movies, dim, 0, 0.1)
-    opt = make_optimizer("adam", [v], 0.01)
+    opt = sweep_optimizer("adam", [v], 0.01)
 
     def step() -> None:
         _, g = cost_and_grad(v, op)

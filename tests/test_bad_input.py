@@ -148,6 +148,7 @@ RECOMMEND_ROWS: list[tuple[str, Callable[[Path], None], list[str], str]] = [
     ("items.csv with a non-numeric count", lambda r: _replace_cell(r / "artefacts" / "items.csv", "likes", "many"), [],
      "column 'likes' holds 'many'"),
     ("items.csv without its likes", lambda r: _drop_column(r / "artefacts" / "items.csv", "likes"), [], "lacks column(s) ['likes']"),
+    ("catalogue.csv removed", lambda r: (r / "artefacts" / "catalogue.csv").unlink(), [], "catalogue.csv is missing from the run folder"),
     ("catalogue.csv cut inside a line", lambda r: _cut(r / "artefacts" / "catalogue.csv"), [], "catalogue.csv is damaged or was edited"),
     ("catalogue.csv with a non-numeric id", lambda r: _replace_cell(r / "artefacts" / "catalogue.csv", "movieId", "x1"), [],
      "column 'movieId' holds 'x1'"),

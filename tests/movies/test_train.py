@@ -6,7 +6,7 @@ import scipy.sparse as sp
 import torch
 
 from embedlab.movies.objective import frobenius_sq, spectral_optimum, to_torch_csr
-from embedlab.movies.train import OPTIMIZERS, best_run, fit, initial_embedding, make_optimizer, sweep
+from embedlab.movies.train import OPTIMIZERS, best_run, fit, initial_embedding, sweep_optimizer, sweep
 
 
 @pytest.fixture
@@ -56,9 +56,9 @@ def test_all_diverged_and_bad_names_are_clear_errors(problem):
     with pytest.raises(RuntimeError, match="lower the learning rates"):
         best_run(results)
     with pytest.raises(ValueError, match="unknown optimiser 'lbfgs'"):
-        make_optimizer("lbfgs", [torch.zeros(1)], 0.1)
+        sweep_optimizer("lbfgs", [torch.zeros(1)], 0.1)
     with pytest.raises(ValueError, match="positive finite"):
-        make_optimizer("adam", [torch.zeros(1)], -1.0)
+        sweep_optimizer("adam", [torch.zeros(1)], -1.0)
 
 
 def test_same_seed_same_start_and_result(problem):

@@ -76,3 +76,27 @@ def test_lite_weights_are_really_imagenet_pretrained(n: int):
     r = create_backbone(f"efficientnet_lite{n}", "none")
     with torch.inference_mode():
         assert r.model(x).softmax(1)[0, uniform] < 0.05
+
+
+def test_building_a_backbone_or_a_head_leaves_torchs_global_generator_alone():
+    """The training job seeds torch's generator once; a library call that reseeds it would silently replay its draws."""
+    torch.manual_seed(1234)
+    expected = torch.rand(3)
+    torch.manual_seed(1234)
+    b = create_backbone("resnet18", "none", seed=7)
+    b.with_new_head(10)
+    assert not torch.equal(torch.rand(3), expected)  # the head's start drew from the caller's generator ...
+    torch.manual_seed(1234)
+    create_backbone("resnet18", "none", seed=7)
+    assert torch.equal(torch.rand(3), expected)  # ... while building the network left it where it was
+    a, c = create_backbone("resnet18", "none", seed=7), create_backbone("resnet18", "none", seed=7)
+    assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), c.model.state_dict().values()))
+
+
+def test_the_new_heads_start_is_the_callers_seed():
+    b = create_backbone("resnet18", "none")
+    torch.manual_seed(5)
+    _, h1, _ = b.with_new_head(10)
+    torch.manual_seed(5)
+    _, h2, _ = b.with_new_head(10)
+    assert torch.equal(h1.weight, h2.weight) and torch.equal(h1.bias, h2.bias)

@@ -12,7 +12,7 @@ from torch import nn
 from embedlab.config import FinetuneConfig, apply_overrides
 from embedlab.runs import RunDir
 from embedlab.vision.backbones import create_backbone
-from embedlab.vision.finetune import (TrainingInterrupted, alternating_flips, augment, load_checkpoint, make_optimizer, param_groups, train,
+from embedlab.vision.finetune import (TrainingInterrupted, alternating_flips, augment, load_checkpoint, finetune_optimizer, param_groups, train,
                                       warmup_cosine)
 from embedlab.vision.pipeline import run_comparison
 from tiny_finetune import CPU, INPUTS, Tiny, cfg, synthetic
@@ -66,11 +66,11 @@ def test_reflect_padding_crops_from_the_mirrored_border():
 def test_the_cpu_recipe_is_adamw_with_decoupled_decay_on_weights_only():
     m = Tiny()
     recipe = FinetuneConfig()
-    opt = make_optimizer(recipe, param_groups(m, m.head, recipe.lr, recipe.weight_decay, recipe.backbone_lr_scale))
+    opt = finetune_optimizer(recipe, param_groups(m, m.head, recipe.lr, recipe.weight_decay, recipe.backbone_lr_scale))
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults["lr"] == 1e-3
     assert {g["name"]: g["weight_decay"] for g in opt.param_groups} == {
         "backbone": 5e-4, "backbone (no decay)": 0.0, "head": 5e-4, "head (no decay)": 0.0}
-    assert isinstance(make_optimizer(cfg(), param_groups(m, m.head, 0.1, 5e-4, 1.0)), torch.optim.SGD)
+    assert isinstance(finetune_optimizer(cfg(), param_groups(m, m.head, 0.1, 5e-4, 1.0)), torch.optim.SGD)
 
 
 def test_param_groups_skip_decay_on_norm_and_bias_and_scale_the_backbone_lr():
@@ -169,7 +169,7 @@ def test_freeze_stages_freezes_the_stem_and_the_first_stages_only(tmp_path: Path
     from embedlab.vision.finetune import set_train_mode
 
     b = create_backbone("resnet18", "none")
-    model, head, trained = b.with_new_head(10, "all", 0, freeze_stages=2)  # the stem and layer1
+    model, head, trained = b.with_new_head(10, "all", freeze_stages=2)  # the stem and layer1
     assert trained == ("layer2", "layer3", "layer4", "fc")
     frozen = {n.split(".")[0] for n, p in model.named_parameters() if not p.requires_grad}
     assert frozen == {"conv1", "bn1", "layer1"}
@@ -181,7 +181,7 @@ def test_freeze_stages_freezes_the_stem_and_the_first_stages_only(tmp_path: Path
     assert model.conv1.weight.grad is None and model.layer2[0].conv1.weight.grad is not None  # no backward pass there
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # nor BatchNorm statistics updated
     with pytest.raises(ValueError, match=r"--freeze-stages must be in 0\.\.4 for resnet18"):
-        create_backbone("resnet18", "none").with_new_head(10, "all", 0, freeze_stages=5)
+        create_backbone("resnet18", "none").with_new_head(10, "all", freeze_stages=5)
     with pytest.raises(ValueError, match="--freeze-stages goes with --train-scope all"):
         cfg(freeze_stages=2, train_scope="last").validate()
 
@@ -191,7 +191,7 @@ def _metrics(probe_acc: float, ft_acc: float) -> dict:
     common = {"backbone": "efficientnet_lite0", "resolution": 96}
     return {
         "probe": {**common, "test_accuracy": probe_acc, "val_accuracy": probe_acc, "trainable_parameters": 12810, "fit_seconds": 10.0,
-                  "train_seconds": 600.0, "train_images_per_second": 80.0, "test_images_per_second": 85.0,
+                  "extract_train_seconds": 600.0, "extract_train_images_per_second": 80.0, "extract_test_images_per_second": 85.0,
                   "per_class_accuracy": {c: probe_acc for c in classes}},
         "finetune": {**common, "test_accuracy": ft_acc, "val_accuracy": ft_acc, "trainable_parameters": 3_384_010,
                      "train_seconds": 2700.0, "val_seconds": 60.0, "train_images_per_second": 50.0, "test_images_per_second": 200.0,
@@ -205,6 +205,7 @@ def test_comparison_table_from_saved_metrics(tmp_path: Path):
     table = run_comparison(run)
     assert list(table["test_accuracy"]) == [0.85, 0.94]
     assert list(table["train_wall_seconds"]) == [610.0, 2760.0]
+    assert list(table["train_images_per_second"]) == [80.0, 50.0] and list(table["test_images_per_second"]) == [85.0, 200.0]
     m = json.loads((run.path / "metrics.json").read_text())["comparison"]
     assert m["accuracy_gain"] == pytest.approx(0.09) and m["error_reduction"] == pytest.approx(0.6) and m["classes_improved"] == 10
     per_class = (run.path / "tables" / "comparison_per_class.csv").read_text()

@@ -25,7 +25,7 @@ class SavedEmbeddings:
     metric: str
     min_likes: int
 
-    catalogue: pd.DataFrame | None = None  # every movie of the release (movieId, title); None in older runs
+    catalogue: pd.DataFrame  # every movie of the release (movieId, title): tells an unknown title from one nobody liked
 
     @classmethod
     def load(cls, run_path: Path) -> SavedEmbeddings:
@@ -53,8 +53,8 @@ class SavedEmbeddings:
         if v.dim() != 2 or len(items) != v.shape[0]:
             raise SavedRunError(f"{items_path} has {len(items)} rows and {emb} {tuple(v.shape)} vectors: they belong to different runs")
         cat_path = run_path / "artefacts" / "catalogue.csv"
-        catalogue = _read_table(cat_path, {"movieId": "int64", "title": "str"}) if cat_path.is_file() else None
-        if catalogue is not None and not np.isin(items["movieId"].to_numpy(), catalogue["movieId"].to_numpy()).all():
+        catalogue = _read_table(cat_path, {"movieId": "int64", "title": "str"})
+        if not np.isin(items["movieId"].to_numpy(), catalogue["movieId"].to_numpy()).all():
             raise SavedRunError(f"{cat_path} is damaged or was edited: it lacks movies that {items_path} holds (cut short?); "
                                 "run `embedlab movies` again")
         return cls(v=v, items=items, metric=metric, min_likes=min_likes, catalogue=catalogue)
@@ -86,8 +86,8 @@ class SavedEmbeddings:
         return table
 
     def _lookup(self, title: str) -> int:
-        """movieId of ``title``: among every movie of the release when the run saved its catalogue, else among the liked ones."""
-        source = self.catalogue if self.catalogue is not None else self.items[["movieId", "title"]]
+        """movieId of ``title`` among every movie of the release."""
+        source = self.catalogue
         movies = source[["movieId", "title"]].assign(year=[split_title(str(t))[1] for t in source["title"]])
         movies["year"] = movies["year"].astype("Int64")
         return TitleIndex(movies).lookup(title)

@@ -32,8 +32,8 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 }
 
 
-def make_optimizer(name: str, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
-    """Build a named optimiser; unknown names get an error listing the valid ones."""
+def sweep_optimizer(name: str, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+    """One of the sweep's named optimisers over ``params`` at rate ``lr``; an unknown name is an error listing the valid ones."""
     try:
         factory = OPTIMIZERS[name]
     except KeyError:
@@ -111,7 +111,7 @@ def fit(
     fell by less than ``rel_tol`` (relative) over the last ``window`` iterations.
     """
     v = v0.clone().requires_grad_(False)
-    opt = make_optimizer(optimizer, [v], lr)
+    opt = sweep_optimizer(optimizer, [v], lr)
     losses: list[float] = []
     lowest = Lowest(rel_tol, window)
     status = "finished"

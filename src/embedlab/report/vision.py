@@ -13,8 +13,8 @@ def probe_section(run: RunDir) -> str:
     extract = ""
     if m.get("features_cached"):
         extract = " Features came from the on-disk cache (extracted by an earlier run with the same backbone, weights, resolution and images)."
-    if "train_images_per_second" in m:
-        extract += (f" Extraction ran at {m['train_images_per_second']:.0f} img/s ({m['train_seconds'] / 60:.1f} min for the training images"
+    if "extract_train_images_per_second" in m:
+        extract += (f" Extraction ran at {m['extract_train_images_per_second']:.0f} img/s ({m['extract_train_seconds'] / 60:.1f} min for the training images"
                     f"{', when the cache was built' if m.get('features_cached') else ''}).")
     out = [
         "## Part 1A — frozen features + logistic regression", "",

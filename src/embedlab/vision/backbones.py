@@ -197,16 +197,16 @@ class Backbone:
         setattr(self.model, self.spec.head, nn.Identity())
         return self.model
 
-    def with_new_head(self, n_classes: int, scope: str = "all", seed: int = 0,
+    def with_new_head(self, n_classes: int, scope: str = "all",
                       freeze_stages: int = 0) -> tuple[nn.Module, nn.Module, tuple[str, ...] | None]:
         """The network with a fresh ``n_classes`` classifier for fine-tuning: (model, head, trained submodules).
 
         ``scope`` "all" trains every layer (trained submodules None); "last" freezes all but the last stage and the head.
         ``freeze_stages`` K > 0 (with "all") freezes the stem and the stages after it up to K in all: early layers
         see low-level patterns that transfer as they are, and their backward pass is the costly one at high resolution.
+        The head's random start draws from torch's global generator, which the training job seeds (never this method).
         """
         check_freeze_stages(self.spec, freeze_stages)
-        torch.manual_seed(seed)
         head = nn.Linear(self.spec.feature_dim, n_classes)
         setattr(self.model, self.spec.head, head)
         if scope == "all" and freeze_stages == 0:
@@ -229,8 +229,9 @@ class Backbone:
 def create_backbone(name: str, weights: str = "imagenet", seed: int = 0) -> Backbone:
     """Build a registered backbone with ImageNet weights, random weights (``none``) or a file."""
     spec = get_spec(name)
-    torch.manual_seed(seed)
-    model = spec.build()
+    with torch.random.fork_rng(devices=[]):  # the random start ("none") is the seed's; the caller's generator is left as it was
+        torch.manual_seed(seed)
+        model = spec.build()
     if weights == "none":
         digest = f"random{seed}"
     elif weights == "imagenet":

@@ -14,10 +14,10 @@ METHODS = {"probe": "fixed features + logistic regression", "finetune": "fine-tu
 def _cost(m: dict[str, Any], key: str) -> dict[str, Any]:
     """Training wall time and speed of one method; None where the run did not measure it."""
     if key == "probe":
-        extract = m.get("train_seconds")  # one pass over train + validation images through the frozen network
+        extract = m.get("extract_train_seconds")  # one pass over train + validation images through the frozen network
         return {"train_wall_seconds": None if extract is None else extract + m["fit_seconds"],
-                "train_images_per_second": m.get("train_images_per_second"),
-                "test_images_per_second": m.get("test_images_per_second")}
+                "train_images_per_second": m.get("extract_train_images_per_second"),
+                "test_images_per_second": m.get("extract_test_images_per_second")}
     return {"train_wall_seconds": m["train_seconds"] + m.get("val_seconds", 0.0),
             "train_images_per_second": m["train_images_per_second"], "test_images_per_second": m["test_images_per_second"]}
 

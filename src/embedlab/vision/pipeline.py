@@ -156,8 +156,8 @@ def step_1a_features(cfg: ProbeConfig, run: RunDir, log: Log) -> ProbeFeatures:
             computed.append(split)
         stats = stats or cached_stats(path)
         if stats is not None:
-            extract_stats[f"{split}_images_per_second"] = stats.images_per_second
-            extract_stats[f"{split}_seconds"] = stats.seconds
+            extract_stats[f"extract_{split}_images_per_second"] = stats.images_per_second
+            extract_stats[f"extract_{split}_seconds"] = stats.seconds
         listing = run.artefact("feature_cache.txt")
         run.save_artefact(listing.name, (listing.read_text() if listing.is_file() else "") + f"{split}: {path}\n")
         return feats
@@ -274,7 +274,8 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
     spec = backbone.spec
     data, train_idx, val_idx, test_idx = load_splits(cfg, log)  # the probe's split
     check_shards(cfg, len(train_idx), len(val_idx), dist)  # before the throughput measurement's training steps
-    model, head, trained = backbone.with_new_head(len(CLASSES), cfg.train_scope, cfg.seed, frozen)
+    torch.manual_seed(cfg.seed)  # the training job seeds torch's global generator once: the new head's start and dropout draw from it
+    model, head, trained = backbone.with_new_head(len(CLASSES), cfg.train_scope, frozen)
     head_init = resolve_head_init(cfg.head_init, run)
     if head_init == "probe" and dist.is_main:  # DistributedDataParallel gives the other ranks rank 0's weights
         init_head_from_probe(head, run, log)
