@@ -18,25 +18,50 @@ def finished_run(movielens_root, tmp_path_factory):
     return out
 
 
-def test_movies_run_folder_holds_everything(finished_run):
+def test_movies_run_folder_holds_what_its_saved_numbers_say(finished_run):
+    """Each saved table agrees with a recomputation from the other saved files, not just exists."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from embedlab.movies.recommend import eligible_items, similar_items
+
     out = finished_run
-    for rel in ["config.json", "metrics.json", "report.md", "figures/loss_by_optimizer.png", "figures/loss_best_runs.png",
-                "tables/sweep.csv", "tables/sweep.md", "tables/stability.csv", "tables/holdout.csv", "tables/colike_top_pairs.csv",
-                "tables/recs_toy_story.csv", "tables/recs_apollo_13.csv", "tables/recs_home_alone.csv", "artefacts/embeddings.npz",
-                "artefacts/items.csv", "artefacts/loss_histories.csv"]:
-        assert (out / rel).is_file(), rel
     cfg = json.loads((out / "config.json").read_text())["movies"]
-    assert cfg["dim"] == 4 and cfg["iterations"] == 40
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["movies_data"]["users"] == 60
-    assert "movies_holdout" in metrics and "movies_stability" in metrics
+    assert cfg["dim"] == 4 and cfg["iterations"] == 40 and metrics["movies_data"]["users"] == 60
+    # 2B: one sweep row per grid setting; each run's loss history ends at the cost its row reports
+    sweep = pd.read_csv(out / "tables" / "sweep.csv")
+    assert sorted(zip(sweep["optimizer"], sweep["lr"])) == sorted((o, lr) for o, lrs in cfg["grid"].items() for lr in lrs)
+    hist = pd.read_csv(out / "artefacts" / "loss_histories.csv")
+    for row in sweep.itertuples():
+        costs = hist[(hist["optimizer"] == row.optimizer) & (hist["lr"] == row.lr)]["cost"]
+        assert costs.iloc[-1] == pytest.approx(row.final_cost, rel=1e-12)
+        assert len(costs) == row.iterations + 1 or row.status == "diverged"
+    ok = sweep[sweep["status"] != "diverged"]
+    assert metrics["movies_fit"]["best_cost"] == pytest.approx(ok["final_cost"].min(), rel=1e-12)
+    # 2C: each query's table is the top of the saved embedding under the run's metric and like floor
+    z, items = np.load(out / "artefacts" / "embeddings.npz"), pd.read_csv(out / "artefacts" / "items.csv")
+    v = torch.from_numpy(z["v"])
+    eligible = eligible_items(items["likes"].to_numpy(), cfg["min_likes"])
+    for query, slug in [("Toy Story (1995)", "toy_story"), ("Apollo 13 (1995)", "apollo_13"), ("Home Alone (1990)", "home_alone")]:
+        row = int(np.flatnonzero(items["title"] == query)[0])
+        idx, scores = similar_items(v, row, cfg["top_k"], eligible, cfg["metric"])
+        table = pd.read_csv(out / "tables" / f"recs_{slug}.csv")
+        assert list(table["title"]) == list(items["title"].iloc[idx]) == metrics["movies_recommend"][f"top{cfg['top_k']}[{query}]"]
+        assert np.allclose(table["similarity"], scores, atol=5e-5) and (np.diff(table["similarity"]) <= 0).all()
+        assert list(table["likers"]) == list(items["likes"].iloc[idx]) and (table["likers"] >= cfg["min_likes"]).all()
+    # held-out: one row per method, rates in [0, 1], and metrics.json holds the same numbers
+    holdout = pd.read_csv(out / "tables" / "holdout.csv")
+    assert {"co-likes raw X_ij", "most popular"} <= set(holdout["method"]) and any("EASE" in m for m in holdout["method"])
+    assert any("ALS" in m for m in holdout["method"])  # the field's anchors, tuned on validation users
+    for rec in holdout.to_dict("records"):
+        assert 0 <= rec["hit_rate@10"] <= 1 and 0 <= rec["recall@10"] <= rec["hit_rate@10"] + 1e-9
+        assert metrics["movies_holdout"][rec["method"]]["hit_rate@10"] == pytest.approx(rec["hit_rate@10"])
+    chosen = pd.read_csv(out / "tables" / "anchor_tuning.csv").query("chosen")
+    assert sorted(chosen["method"]) == sorted(m for m in holdout["method"] if "EASE" in m or "ALS" in m)  # one chosen setting each
     report = (out / "report.md").read_text()
-    for heading in ["2A", "2B", "2C", "Do recommendations change", "held-out"]:
-        assert heading in report
     assert MISSING not in report  # every table and figure a section names was saved by its step
-    holdout = (out / "tables" / "holdout.csv").read_text()
-    assert "EASE" in holdout and "ALS" in holdout and "recall@10" in holdout  # the field's anchors, tuned on validation users
-    assert "EASE" in (out / "tables" / "anchor_tuning.csv").read_text()
 
 
 def test_report_renders_again_from_the_folder_alone(finished_run, capsys):

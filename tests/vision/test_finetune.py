@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -16,6 +17,7 @@ from embedlab.vision.finetune import (TrainingInterrupted, alternating_flips, au
                                       warmup_cosine)
 from embedlab.vision.pipeline import run_comparison
 from tiny_finetune import CPU, INPUTS, Tiny, cfg, synthetic
+
 
 def test_augment_crops_and_flips_within_the_padded_image():
     x, _ = synthetic(8, 0)
@@ -208,8 +210,12 @@ def test_comparison_table_from_saved_metrics(tmp_path: Path):
     assert list(table["train_images_per_second"]) == [80.0, 50.0] and list(table["test_images_per_second"]) == [85.0, 200.0]
     m = json.loads((run.path / "metrics.json").read_text())["comparison"]
     assert m["accuracy_gain"] == pytest.approx(0.09) and m["error_reduction"] == pytest.approx(0.6) and m["classes_improved"] == 10
-    per_class = (run.path / "tables" / "comparison_per_class.csv").read_text()
-    assert "cat,0.85,0.95,0.1" in per_class
+    per_class = pd.read_csv(run.path / "tables" / "comparison_per_class.csv")
+    saved = _metrics(0.85, 0.94)
+    assert list(per_class["class"]) == list(saved["probe"]["per_class_accuracy"])  # every class, in the label order
+    for rec in per_class.to_dict("records"):
+        fixed, tuned = saved["probe"]["per_class_accuracy"][rec["class"]], saved["finetune"]["per_class_accuracy"][rec["class"]]
+        assert (rec["fixed_features"], rec["fine_tuned"]) == (fixed, tuned) and rec["gain"] == pytest.approx(tuned - fixed)
     assert (run.path / "figures" / "comparison_per_class.png").is_file()
 
 

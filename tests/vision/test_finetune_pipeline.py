@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
+import pytest
 
 from embedlab.cli import main
 from embedlab.report.common import MISSING
@@ -14,6 +16,24 @@ def args_for(cifar_root, out, tmp_path, *extra: str) -> list[str]:
     return ["vision", "finetune", "--data-dir", str(cifar_root), "--out", str(out), "--backbone", "resnet18", "--weights", "none",
             "--size", "32", "--epochs", "2", "--batch-size", "50", "--val-per-class", "5", "--offline",
             "--cache-dir", str(tmp_path / "cache"), "--probe-size", "32", *extra]
+
+
+def recomputed_test_probs(checkpoint, cifar_root, test_index) -> np.ndarray:
+    """Softmax of a torchvision ResNet-18 holding the checkpoint's weights, in eval mode, averaged with the mirror images'."""
+    import pickle
+
+    import torch
+    import torchvision
+
+    with open(cifar_root / "cifar-10-batches-py" / "test_batch", "rb") as f:
+        batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in pickle.load(f, encoding="bytes").items()}  # as CIFAR-10 writes it
+    x = torch.from_numpy(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)[test_index]).float() / 255
+    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    net = torchvision.models.resnet18(num_classes=10)
+    net.load_state_dict(torch.load(checkpoint, weights_only=True)["model"])
+    with torch.no_grad():
+        probs = (net.eval()(x).softmax(1) + net(x.flip(-1)).softmax(1)) / 2
+    return probs.numpy()
 
 
 def test_finetune_run_folder_holds_metrics_gallery_comparison_and_report(cifar_root, tmp_path, capsys):
@@ -26,9 +46,15 @@ def test_finetune_run_folder_holds_metrics_gallery_comparison_and_report(cifar_r
     assert len(ft["per_class_accuracy"]) == 10 and ft["head_init"] == "probe"  # LP-FT: the probe ran first in this folder
     # Ten steps from random weights leave BatchNorm's running statistics far from the batch statistics, so the
     # eval-mode test accuracy of this tiny run says little (measured: chance); the training accuracy, in train
-    # mode, shows that the network learned the colour-coded classes (chance is 0.1).
+    # mode, shows that the network learned the colour-coded classes (chance is 0.1) ...
     epochs = pd.read_csv(out / "tables" / "finetune_epochs.csv")
     assert epochs["train_accuracy"].iloc[-1] > 0.3 and epochs["train_loss"].iloc[-1] < epochs["train_loss"].iloc[0]
+    # ... and the saved test predictions are those of the checkpoint's weights in eval mode, recomputed here without
+    # embedlab's code: evaluating in train mode, with other weights or without the mirror pass would not match them
+    saved = np.load(out / "artefacts" / "finetune_test_probs.npz")
+    assert ft["test_accuracy"] == pytest.approx(float((saved["probs"].argmax(1) == saved["labels"]).mean()))
+    assert recomputed_test_probs(out / "artefacts" / "finetune_checkpoint.pt", cifar_root, saved["test_index"]) == pytest.approx(
+        saved["probs"], abs=1e-3)  # float32 sums in another order (channels-last, batching): 1.5e-4 seen
     assert {"accuracy_gain", "error_reduction", "classes_improved"} <= set(metrics["comparison"])
     assert metrics["probe"]["resolution"] == 32
     for rel in ["figures/finetune_gallery.png", "figures/finetune_confusion.png", "figures/finetune_curves.png",

@@ -23,8 +23,10 @@ def test_auto_resolves_to_the_gpu_recipe_when_cuda_is_present():
     assert finetune_profile("auto", cuda=False) == FINETUNE_PROFILES["cpu"]
     cfg = study_config("auto", True, {"backbone": "resnet18"})
     assert cfg.profile == "gpu"
-    ft = cfg.finetune
-    assert (ft.epochs, ft.batch_size, ft.optimizer, ft.lr, ft.size, ft.backbone) == (10, 128, "sgd", 0.05, 224, "resnet18")
+    ft, cpu = cfg.finetune, study_config("auto", False, {"backbone": "resnet18"}).finetune
+    assert FINETUNE_PROFILES["gpu"] and all(getattr(ft, k) == v for k, v in FINETUNE_PROFILES["gpu"].items())  # every override arrives
+    assert all(getattr(cpu, k) == getattr(FinetuneConfig(), k) for k in FINETUNE_PROFILES["gpu"])  # and none of them without CUDA
+    assert ft.backbone == "resnet18" and not ft.probe  # the shared flag reaches it; the main job runs its probe as its own step
     assert [row[0] for row in plan(cfg, set())] == cfg.steps  # the plan prints for a profile without CPU minutes
 
 
@@ -67,4 +69,5 @@ def test_inference_batches_are_large_on_a_gpu_and_cache_sized_on_a_cpu():
     assert inference_batch(gpu_cfg.probe.batch_size, CUDA, EXTRACT_BATCH_GPU) == 128
     assert inference_batch(gpu_cfg.finetune.eval_batch_size, CUDA, EVAL_BATCH_GPU) == 256
     assert inference_batch(cpu_cfg.probe.batch_size, cpu, EXTRACT_BATCH_GPU) == inference_batch(cpu_cfg.finetune.eval_batch_size, cpu, EVAL_BATCH_GPU) == 16
-    assert CPU_INFERENCE_BATCH == 16 and inference_batch(48, CUDA, 256) == inference_batch(48, cpu, 256) == 48  # a flag wins
+    assert inference_batch(None, cpu, 256) == CPU_INFERENCE_BATCH < inference_batch(None, CUDA, 256) == 256  # unset: by device
+    assert inference_batch(48, CUDA, 256) == inference_batch(48, cpu, 256) == 48  # a flag wins
