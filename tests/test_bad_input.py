@@ -260,12 +260,14 @@ def test_recommend_warns_when_the_query_has_fewer_likes_than_min_likes(saved_run
 
 
 def test_finetune_help_states_the_configured_defaults(capsys):
-    from embedlab.config import FinetuneConfig
+    from embedlab.config import PROFILES, FinetuneConfig
 
     with pytest.raises(SystemExit):
         main(["vision", "finetune", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert f"(default {FinetuneConfig().cpu_size})" in text and f"cpu recipe {FinetuneConfig().epochs}," in text
+    gpu = PROFILES["gpu"]["finetune"]
+    assert f"(default {FinetuneConfig().cpu_size})" in text and f"(default {FinetuneConfig().epochs}; profile gpu: {gpu['epochs']};" in text
+    assert f"(default {FinetuneConfig().batch_size}; profile gpu: {gpu['batch_size']};" in text
 
 
 def test_a_real_bug_is_not_reported_as_a_user_error(monkeypatch, saved_run):
@@ -831,7 +833,7 @@ def test_a_damaged_saved_probe_for_lp_ft_is_one_line(tmp_path, content):
     run = RunDir.create(tmp_path / "run")
     run.save_artefact(LP_FT_PROBE, content)
     with pytest.raises(InputError, match=f"{LP_FT_PROBE} is damaged"):
-        init_head_from_probe(nn.Linear(4, 10), run, lambda _m: None)
+        init_head_from_probe(nn.Linear(4, 10), run)
     run.release()
 
 
@@ -869,11 +871,11 @@ def test_the_default_recipes_pass_the_batch_memory_check_on_small_machines():
     """The check refuses only what cannot fit under any backbone: the cpu recipe fits in 2 GiB, the gpu recipe (bf16) in 4 GiB."""
     import torch
 
-    from embedlab.config import FINETUNE_PROFILES, FinetuneConfig
+    from embedlab.config import PROFILES, FinetuneConfig
     from embedlab.errors import InputError
     from embedlab.vision.features import check_batch_fits
 
-    cpu, gpu = FinetuneConfig(), FINETUNE_PROFILES["gpu"]
+    cpu, gpu = FinetuneConfig(), PROFILES["gpu"]["finetune"]
     check_batch_fits("--batch-size", cpu.batch_size, cpu.cpu_size, "training", torch.device("cpu"), available=2 * 1024**3)
     check_batch_fits("--batch-size", gpu["batch_size"], gpu["size"], "training", torch.device("cuda"), available=4 * 1024**3)
     with pytest.raises(InputError, match="needs at least"):

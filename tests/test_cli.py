@@ -12,9 +12,13 @@ FAST = ["--profile", "smoke", "--dim", "4", "--iterations", "40", "--min-likes",
 
 
 @pytest.fixture
-def finished_run(movielens_root, tmp_path_factory):
+def finished_run(movielens_root, tmp_path_factory, capsys):
+    """A finished movie study, run with --quiet: the console gets the results, run.log every progress line."""
     out = tmp_path_factory.mktemp("runs") / "movies"
-    assert main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST]) == 0
+    assert main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--quiet"]) == 0
+    printed, log = capsys.readouterr().out, (out / "run.log").read_text()
+    assert "best run:" in printed and "[2B]" not in printed and "[2A]" not in printed
+    assert "INFO    [2A]" in log and "INFO    [2B] best:" in log and "[eval] held-out users" in log
     return out
 
 

@@ -7,74 +7,113 @@ one readable ``embedlab: error: ...`` message and exit status 2, never a stack t
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import importlib.metadata
+import logging
 import os
 import shutil
 import sys
 import tempfile
+import types
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 
-from embedlab.config import (CONFIG_KEYS, DEFAULT_GRID, FINETUNE_PROFILES, MOVIES_PROFILES, PROBE_PROFILES, STUDY_SECTIONS, FinetuneConfig,
-                             MoviesConfig, ProbeConfig, apply_overrides, check_sections, finetune_profile, flag_name, load_config_file)
-from embedlab.data import MOVIELENS_DATASETS
+from embedlab.config import (CONFIG_KEYS, DEFAULT_GRID, PROFILE_ALIASES, PROFILE_NAMES, PROFILES, STUDY_SECTIONS, FinetuneConfig, MoviesConfig,
+                             ProbeConfig, apply_overrides, check_sections, load_config_file, profile_overrides, settings_of, with_followers)
 from embedlab.distributed import PeerFailed
 from embedlab.errors import InputError, UserError, failure_text
 from embedlab.files import NO_SPACE, disk_full
+from embedlab.logs import console, run_log
 from embedlab.runs import RunDir, RunFolderError, default_run_path
-
-BACKBONE_HELP = ("resnet18 (default), or efficientnet_lite0, efficientnet_lite1 or efficientnet_lite2 "
-                 "(ImageNet weights offline, from pip packages)")
 
 #: Only the project's own user errors become one line; anything else is a bug and keeps its traceback.
 EXPECTED_ERRORS = (UserError,)
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+def _scalar(hint: Any) -> tuple[Callable[[str], Any] | None, list[str] | None]:
+    """How one flag value is read: (converter, choices) from a field's type hint, ranges left to pydantic."""
+    if typing.get_origin(hint) is Annotated:
+        return _scalar(typing.get_args(hint)[0])
+    if typing.get_origin(hint) is Literal:
+        return str, [str(a) for a in typing.get_args(hint)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return _scalar(next(a for a in typing.get_args(hint) if a is not type(None)))
+    return {int: int, float: float, str: str}.get(hint, str), None
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+def _comma_list(convert: Callable[[str], Any], what: str) -> Callable[[str], list[Any]]:
+    def parse(text: str) -> list[Any]:
+        try:
+            return [convert(t.strip()) for t in text.split(",") if t.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
+    return parse
+
+
+def add_setting_flags(p: argparse.ArgumentParser, cls: type, names: Sequence[str] | None = None) -> None:
+    """One flag per setting of ``cls`` (or of ``names``), all derived from its declaration: spelling, type, choices, help."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    for f in settings_of(cls):
+        if names is not None and f.name not in names:
+            continue
+        meta, hint, default = f.metadata, hints[f.name], _default_of(f)
+        shown = [] if "default" in meta["help"] or default in (None, [], {}) or isinstance(default, (bool, dict)) else [
+            f"default {_shown(default)}"]
+        shown += [f"profile {name}: {_shown(over[f.name])}" for name, sections in PROFILES.items()
+                  for section, over in sections.items() if STUDY_CLASSES.get(section) is cls and f.name in over and f.name != "grid"]
+        help_text = (meta["help"] + (f" ({'; '.join(shown)})" if shown else "")).replace("%", "%%")
+        if f.name == "grid":  # one setting, two flags: which optimisers, and the rates of one of them
+            p.add_argument("--optimizers", metavar="OPT,OPT", help="comma-separated subset of the sweep's optimisers, e.g. adam,sgd "
+                           f"(default: {','.join(DEFAULT_GRID)})")
+            p.add_argument("--lrs", type=_lr_spec, action="append", metavar="OPT=LR,...", help="learning rates of one optimiser "
+                           "(repeatable), e.g. adam=0.1,0.3")
+            continue
+        flag = meta["flag"] or "--" + f.name.replace("_", "-")
+        metavar = flag.lstrip("-").upper().replace("-", "_")
+        if hint is bool or typing.get_origin(hint) is None and hint is bool:
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                           help=help_text + f" (default: {'on' if default else 'off'})")
+        elif typing.get_origin(typing.get_args(hint)[0] if typing.get_origin(hint) is Annotated else hint) is list:
+            inner = typing.get_args(typing.get_args(hint)[0] if typing.get_origin(hint) is Annotated else hint)[0]
+            convert, choices = _scalar(inner)
+            if meta["repeat"]:
+                p.add_argument(flag, dest=f.name, action="append", metavar=metavar, help=help_text)
+            else:
+                what = "integers" if convert is int else "numbers" if convert is float else "names"
+                p.add_argument(flag, dest=f.name, type=_comma_list(convert, what), metavar="A,B,...",
+                               help=help_text + (f"; from {', '.join(choices)}" if choices else ""))
+        else:
+            convert, choices = _scalar(hint)
+            p.add_argument(flag, dest=f.name, type=convert, choices=choices, metavar=None if choices else metavar, help=help_text)
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
+
+
+def _shown(value: Any) -> str:
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) if isinstance(value, list) else (
+        f"{value:g}" if isinstance(value, float) else str(value))
 
 
 def _lr_spec(text: str) -> tuple[str, list[float]]:
     name, sep, lrs = text.partition("=")
     if not sep:
         raise argparse.ArgumentTypeError(f"expected OPTIMISER=LR1,LR2,... (e.g. adam=0.01,0.1), got {text!r}")
-    return name.strip(), _floats(lrs)
+    return name.strip(), _comma_list(float, "numbers")(lrs)
 
 
-def _add_movies_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", help="folder holding ml-latest-small/ (default: $EMBEDLAB_DATA_DIR, else ./data)")
-    p.add_argument("--dataset", help=f"MovieLens release under --data-dir: {', '.join(MOVIELENS_DATASETS)} (default ml-latest-small)")
-    p.add_argument("--synthetic", metavar="SHAPE", help="generate ratings shaped like ml-25m, ml-32m, ml-latest or Nx ml-latest-small (e.g. 8x)")
-    p.add_argument("--allow-modified-data", action="store_true", default=None,
-                   help="use ml-latest-small files that differ from the official release (recorded in metrics.json and the report)")
-    p.add_argument("--offline", action="store_true", default=None, help="never download; fail if the data is missing")
-    p.add_argument("--out", type=Path, help="run folder to create (default: runs/<timestamp>-movies)")
-    p.add_argument("--resume", type=Path, metavar="RUN", help="run a stopped 'embedlab movies' folder again with its saved settings")
-    p.add_argument("--config", help="JSON file of settings (same keys as a run's config.json 'movies' section)")
-    p.add_argument("--profile", choices=sorted(MOVIES_PROFILES), help="preset sizes (default: default; smoke: seconds, for checks)")
-    p.add_argument("--like-threshold", type=float, help="a rating >= this counts as a like (default 4.0; 3.5 also sensible)")
-    p.add_argument("--dim", type=int, help=f"embedding dimension (default {MoviesConfig().dim}, chosen by the held-out dimension sweep)")
-    p.add_argument("--iterations", type=int, help="gradient steps per run (default 500)")
-    p.add_argument("--seed", type=int, help="seed of the shared initial V and of the user split")
-    p.add_argument("--optimizers", help="comma-separated subset of the grid, e.g. adam,sgd")
-    p.add_argument("--lrs", type=_lr_spec, action="append", metavar="OPT=LR,...", help="learning rates of one optimiser (repeatable)")
-    p.add_argument("--min-likes", type=int, help="never recommend movies with fewer likes (default 10)")
-    p.add_argument("--metric", choices=["cosine", "dot"], help="similarity for recommendations (default cosine)")
-    p.add_argument("--top", dest="top_k", type=int, help="recommendations per query (default 10)")
-    p.add_argument("--query", dest="queries", action="append", metavar="TITLE", help="query movie (repeatable; default the mission's three)")
-    p.add_argument("--dim-sweep", type=_ints, metavar="D1,D2,...", help="dimensions compared on held-out users (default 10,25,50,100,200; '' skips)")
-    p.add_argument("--no-map", dest="embedding_map", action="store_false", default=None, help="skip the t-SNE map")
+def _add_run_folder_args(p: argparse.ArgumentParser, study: str, resume: str | None) -> None:
+    p.add_argument("--out", type=Path, help=f"run folder to create (default: runs/<timestamp>-{study})")
+    if resume:
+        p.add_argument("--resume", type=Path, metavar="RUN", help=resume)
+    p.add_argument("--config", metavar="FILE.json", help="JSON file of settings: a run's config.json works ("
+                   + ("its probe, finetune and movies sections)" if study == "study" else f"its {study!r} section is read)"))
+    p.add_argument("--profile", choices=[*PROFILE_NAMES, *PROFILE_ALIASES], metavar="{" + ",".join(PROFILE_NAMES) + "}",
+                   help="preset sizes: auto (default) is gpu on CUDA, else cpu; smoke: small subsets, for checks")
 
 
 def _layered(default: Any, profile: dict[str, Any], config_path: str | None, section: str, flags: dict[str, Any]) -> Any:
@@ -95,7 +134,26 @@ def _layered(default: Any, profile: dict[str, Any], config_path: str | None, sec
 
 
 def _flags(args: argparse.Namespace, keys: Sequence[str]) -> dict[str, Any]:
-    return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def _setting_flags(args: argparse.Namespace, cls: type, policy: str | None = None) -> dict[str, Any]:
+    """The settings of ``cls`` given on the command line (those of one resume ``policy`` only, when given), with their followers."""
+    names = [f.name for f in settings_of(cls) if f.name != "grid" and (policy is None or f.metadata["resume"] == policy)]
+    return with_followers(cls, _flags(args, names))
+
+
+def _given_flags(args: argparse.Namespace, cls: type, policy: str) -> list[str]:
+    """The flags given on the command line for the settings of ``cls`` under one resume ``policy``."""
+    out = []
+    for f in settings_of(cls):
+        if f.metadata["resume"] != policy:
+            continue
+        if f.name == "grid":
+            out += [flag for flag, key in (("--optimizers", "optimizers"), ("--lrs", "lrs")) if getattr(args, key, None)]
+        elif getattr(args, f.name, None) is not None:
+            out.append(f.metadata["flag"] or "--" + f.name.replace("_", "-"))
+    return out
 
 
 def _start_run(args: argparse.Namespace, study: str) -> RunDir:
@@ -120,11 +178,8 @@ def _start_run(args: argparse.Namespace, study: str) -> RunDir:
 
 def movies_config(args: argparse.Namespace) -> MoviesConfig:
     """defaults < profile < --config file < flags."""
-    flags = _flags(args, ("data_dir", "dataset", "synthetic", "offline", "like_threshold", "dim", "iterations", "seed", "min_likes", "metric",
-                          "top_k", "queries", "dim_sweep", "embedding_map", "allow_modified_data"))
-    if args.seed is not None:
-        flags["holdout_seed"] = args.seed
-    profile = MOVIES_PROFILES[args.profile or "default"]
+    flags = _setting_flags(args, MoviesConfig)
+    profile = profile_overrides(args.profile or "auto", "movies", False)
     if args.optimizers or args.lrs:
         base = _layered(MoviesConfig(), profile, args.config, "movies", {})
         grid = dict(base.grid)
@@ -137,28 +192,27 @@ def movies_config(args: argparse.Namespace) -> MoviesConfig:
     return _layered(MoviesConfig(), profile, args.config, "movies", flags)
 
 
-#: `embedlab movies` flags that change results: refused with --resume (the RESUME_FLAGS are applied).
-MOVIES_RESULT_FLAGS = ("out", "config", "profile", "dataset", "synthetic", "like_threshold", "dim", "iterations", "seed", "optimizers",
-                       "lrs", "min_likes", "metric", "top_k", "queries", "dim_sweep", "embedding_map")
-
-
-def _refuse_with_resume(args: argparse.Namespace, keys: Sequence[str]) -> None:
-    """--resume continues with the saved settings: any of ``keys`` given on the command line is an error, not ignored."""
-    refused = [flag_name(k) for k in keys if getattr(args, k, None) is not None]
+def _refuse_with_resume(args: argparse.Namespace, refused: Sequence[str]) -> None:
+    """--resume continues with the saved settings: any of the ``refused`` flags given on the command line is an error, not ignored."""
     if refused:
         raise InputError(f"--resume continues {args.resume} with its saved settings, which {', '.join(refused)} would change; "
                          f"start a new run instead (--config {args.resume}/config.json repeats it with your changes)")
 
 
+def _command_flags(args: argparse.Namespace, names: Sequence[str]) -> list[str]:
+    """The flags of the command itself (not settings) given on the command line."""
+    return [f"--{n}" for n in names if getattr(args, n, None) is not None]
+
+
 def resumed_movies_config(args: argparse.Namespace) -> MoviesConfig:
     """The stopped movie run's saved settings, with --data-dir, --offline and --allow-modified-data applied."""
-    _refuse_with_resume(args, MOVIES_RESULT_FLAGS)
+    _refuse_with_resume(args, _given_flags(args, MoviesConfig, "refuse") + _command_flags(args, ("out", "config", "profile")))
     run = RunDir.open(args.resume)
     saved = load_config_file(run.path / "config.json")
     if "study" in saved or not isinstance(saved.get("movies"), dict):
         raise InputError(f"{run.path} was not made by 'embedlab movies'; resume it with the command that made it")
     section = {k: v for k, v in saved["movies"].items() if k != "resolved"}
-    return apply_overrides(MoviesConfig(), {**section, **_flags(args, ("data_dir", "offline", "allow_modified_data"))})
+    return apply_overrides(MoviesConfig(), {**section, **_setting_flags(args, MoviesConfig, "apply")})
 
 
 def _movies_finished(path: Path) -> bool:
@@ -184,17 +238,14 @@ def on_ranks(backend_device: str, main_folder: Callable[[], RunDir], body: Calla
             raise problem or PeerFailed("rank 0 could not create the run folder; its message says why")
         assert run is not None
         try:
-            return body(run, dist)
+            with run_log(run.path) if dist.is_main else contextlib.nullcontext():  # rank 0's folder keeps the lines
+                return body(run, dist)
         finally:
             run.release()
             if not dist.is_main:  # a scratch folder this rank created itself
                 shutil.rmtree(run.path, ignore_errors=True)
     finally:
         shutdown(dist)
-
-
-def _quiet_unless_main(dist: Any) -> Callable[[str], None]:
-    return print if dist.is_main else (lambda _msg: None)
 
 
 def cmd_movies(args: argparse.Namespace) -> int:
@@ -223,7 +274,7 @@ def _movies_on_rank(cfg: MoviesConfig, run: RunDir, dist: Any) -> int:
     from embedlab.report import write_report
 
     try:
-        metrics = run_movies(cfg, run, _quiet_unless_main(dist), dist)
+        metrics = run_movies(cfg, run, dist)
     except BaseException as exc:
         _mark_failed(run, exc)
         raise
@@ -269,36 +320,17 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from embedlab.report import write_report
 
-    report = write_report(RunDir.open(args.run, write=True))
+    if (args.run is None) == (args.folder is None):
+        raise InputError("report: name one run folder, as RUN or --run RUN")
+    report = write_report(RunDir.open(args.run or args.folder, write=True))
     print(f"report: {report} and {report.with_suffix('.html')} ({report.with_suffix('.html').stat().st_size / 1e6:.1f} MB)")
     return 0
 
 
-def _add_probe_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", help="folder holding cifar-10-batches-py/ (default: $EMBEDLAB_DATA_DIR, else ./data)")
-    p.add_argument("--offline", action="store_true", default=None, help="never download; fail if the data is missing")
-    p.add_argument("--out", type=Path, help="run folder to create (default: runs/<timestamp>-probe)")
-    p.add_argument("--config", help="JSON file of settings (same keys as a run's config.json 'probe' section)")
-    p.add_argument("--profile", choices=sorted(PROBE_PROFILES), default="default", help="preset sizes (smoke: small subsets, for checks)")
-    p.add_argument("--backbone", help=BACKBONE_HELP)
-    p.add_argument("--weights", help="imagenet (default), none (random init) or a path to a state-dict file")
-    p.add_argument("--size", type=int, help="input resolution in pixels (default: native 224 on a GPU, --cpu-size on a CPU)")
-    p.add_argument("--cpu-size", type=int, help="resolution used on a CPU when --size is not given (default 128)")
-    p.add_argument("--batch-size", type=int, help="extraction batch size (default: 16 on a CPU, measured fastest; 128 on a GPU)")
-    p.add_argument("--device", help="auto (cuda > mps > cpu), cpu, cuda, mps")
-    p.add_argument("--seed", type=int, help="seed of the validation split and subsets")
-    p.add_argument("--val-per-class", type=int, help="validation images per class carved from training (default 500)")
-    p.add_argument("--train-per-class", type=int, help="use at most this many training images per class (default all)")
-    p.add_argument("--test-per-class", type=int, help="use at most this many test images per class (default all)")
-    p.add_argument("--l2-grid", type=_floats, metavar="A,B,...", help="L2 strengths tried on the validation split")
-    p.add_argument("--cache-dir", help="feature cache (default: $EMBEDLAB_CACHE_DIR, else ~/.cache/embedlab)")
-
-
 def probe_config(args: argparse.Namespace) -> ProbeConfig:
     """defaults < profile < --config file < flags."""
-    flags = _flags(args, ("data_dir", "offline", "backbone", "weights", "size", "cpu_size", "batch_size", "device", "seed",
-                          "val_per_class", "train_per_class", "test_per_class", "l2_grid", "cache_dir"))
-    return _layered(ProbeConfig(), PROBE_PROFILES[args.profile], args.config, "probe", flags)
+    return _layered(ProbeConfig(), profile_overrides(args.profile or "auto", "probe", wants_cuda(args.device)), args.config, "probe",
+                    _setting_flags(args, ProbeConfig))
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
@@ -307,7 +339,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from embedlab.report import write_report
     from embedlab.vision.pipeline import run_probe
 
-    metrics = run_probe(cfg, run)["probe"]
+    with run_log(run.path):
+        metrics = run_probe(cfg, run)["probe"]
     report = write_report(run)
     print(f"{metrics['backbone']} ({metrics['weights']}) at {metrics['resolution']} px: test accuracy {metrics['test_accuracy']:.4f} "
           f"(val {metrics['val_accuracy']:.4f}, L2 {metrics['l2']:g})")
@@ -315,67 +348,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_finetune_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", help="folder holding cifar-10-batches-py/ (default: $EMBEDLAB_DATA_DIR, else ./data)")
-    p.add_argument("--offline", action="store_true", default=None, help="never download; fail if the data is missing")
-    p.add_argument("--out", type=Path, help="run folder to create (default: runs/<timestamp>-finetune)")
-    p.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run folder from its last complete epoch")
-    p.add_argument("--config", help="JSON file of settings (same keys as a run's config.json 'finetune' section)")
-    p.add_argument("--profile", choices=["auto", *sorted(FINETUNE_PROFILES)], default="auto",
-                   help="auto (default): the gpu recipe on CUDA, else the cpu recipe (~1 h on 2 cores); smoke: minutes")
-    p.add_argument("--backbone", help=BACKBONE_HELP)
-    p.add_argument("--weights", help="imagenet (default), none (random init) or a path to a state-dict file")
-    p.add_argument("--size", type=int, help="training and test resolution in pixels (default: 224 on a GPU, --cpu-size on a CPU)")
-    ft, gpu = FinetuneConfig(), FINETUNE_PROFILES["gpu"]
-    p.add_argument("--cpu-size", type=int, help=f"resolution on a CPU when --size is not given (default {ft.cpu_size})")
-    p.add_argument("--epochs", type=int, help=f"passes over the training images (cpu recipe {ft.epochs}, gpu recipe {gpu['epochs']})")
-    p.add_argument("--batch-size", type=int, help=f"training batch size (cpu {ft.batch_size}, gpu {gpu['batch_size']})")
-    p.add_argument("--eval-batch-size", type=int, help="validation and test batch size (default: 16 on a CPU, measured "
-                   "fastest; 256 on a GPU); it does not change the predictions")
-    p.add_argument("--optimizer", choices=["sgd", "adamw"],
-                   help=f"adamw, or sgd with Nesterov momentum (cpu {ft.optimizer}, gpu {gpu['optimizer']})")
-    p.add_argument("--lr", type=float, help=f"peak learning rate of the new head (cpu {ft.lr:g}, gpu {gpu['lr']:g})")
-    p.add_argument("--backbone-lr-scale", type=float, help=f"backbone lr = lr x this, in (0, 1] (default {ft.backbone_lr_scale:g})")
-    p.add_argument("--weight-decay", type=float, help=f"on weights only, never norm or bias parameters (default {ft.weight_decay:g})")
-    p.add_argument("--label-smoothing", type=float, help=f"default {ft.label_smoothing:g}; 0 turns it off")
-    p.add_argument("--tta-flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="average each validation and test image's prediction with its mirror image's: 2 passes "
-                   f"(default {'on' if ft.tta_flip else 'off'})")
-    p.add_argument("--start-size", type=int, help="progressive resizing: the first epoch's resolution, rising linearly to --size")
-    p.add_argument("--ema", type=float, help="evaluate an exponential moving average of the weights; its time constant as a "
-                   "fraction of all training steps, e.g. 0.1 (default 0: off)")
-    p.add_argument("--head-init", choices=["auto", "random", "probe"], help="probe: start the new classifier from the linear "
-                   "probe's weights (LP-FT); random; auto (default): probe unless --no-probe")
-    p.add_argument("--pad", type=int, help=f"random-crop augmentation: padding in pixels at 32 px, see --pad-mode (default {ft.pad}; 0: flips only)")
-    p.add_argument("--pad-mode", choices=["zeros", "reflect"], help="the random crop's padding: zeros, or the image "
-                   f"reflected at its border (default {ft.pad_mode})")
-    p.add_argument("--flip", choices=["random", "alternate"], help="training flips: a coin toss per image and epoch "
-                   f"(random), or alternate: drawn once, then the other way each epoch (default {ft.flip})")
-    p.add_argument("--warmup-fraction", type=float, help="share of the steps spent warming up linearly (default 0.1)")
-    p.add_argument("--schedule", choices=["cosine", "onecycle"], help="after warm-up: cosine to zero (default) or one-cycle")
-    p.add_argument("--train-scope", choices=["all", "last"], help="all layers (default) or the last stage and the head only")
-    p.add_argument("--freeze-stages", type=int, help="with --train-scope all: keep the stem and the stages after it, K in all, "
-                   "frozen (default: none on a GPU; on a CPU the backbone's own, 3 for efficientnet_lite1, 4 for lite2, else 0)")
-    p.add_argument("--device", help="auto (cuda > mps > cpu), cpu, cuda, mps")
-    p.add_argument("--seed", type=int, help="seed of the split, the new head and the data order")
-    p.add_argument("--val-per-class", type=int, help="validation images per class (default 500, the probe's split)")
-    p.add_argument("--train-per-class", type=int, help="use at most this many training images per class (default all)")
-    p.add_argument("--test-per-class", type=int, help="use at most this many test images per class (default all)")
-    p.add_argument("--no-probe", dest="probe", action="store_false", default=None, help="skip the linear probe (and the comparison)")
-    p.add_argument("--probe-size", type=int, help="resolution of the comparison probe (default: its own, 128 px on a CPU)")
-    p.add_argument("--cache-dir", help="feature cache for the probe (default: $EMBEDLAB_CACHE_DIR, else ~/.cache/embedlab)")
-
-
-FINETUNE_FLAGS = ("data_dir", "offline", "backbone", "weights", "size", "cpu_size", "epochs", "batch_size", "eval_batch_size", "optimizer",
-                  "lr", "tta_flip", "start_size", "ema", "head_init", "pad", "pad_mode", "flip",
-                  "backbone_lr_scale", "weight_decay", "label_smoothing", "warmup_fraction", "schedule", "train_scope", "freeze_stages",
-                  "device", "seed", "val_per_class", "train_per_class", "test_per_class", "probe", "probe_size", "cache_dir")
-
-
 def finetune_config(args: argparse.Namespace) -> FinetuneConfig:
     """defaults < profile (auto: by device) < --config file < flags."""
-    return _layered(FinetuneConfig(), finetune_profile(args.profile, wants_cuda(args.device)), args.config, "finetune",
-                    _flags(args, FINETUNE_FLAGS))
+    return _layered(FinetuneConfig(), profile_overrides(args.profile or "auto", "finetune", wants_cuda(args.device)), args.config,
+                    "finetune", _setting_flags(args, FinetuneConfig))
 
 
 def wants_cuda(device: str | None) -> bool:
@@ -393,14 +369,13 @@ def _backend_device(device: str | None) -> str:
 def cmd_finetune(args: argparse.Namespace) -> int:
     """Fine-tuning; under torchrun every rank trains its share of each batch (DistributedDataParallel)."""
     if args.resume:
-        _refuse_with_resume(args, [k for k in (*FINETUNE_FLAGS, "out", "config") if k not in RESUME_FLAGS]
-                            + (["profile"] if args.profile != "auto" else []))
+        _refuse_with_resume(args, _given_flags(args, FinetuneConfig, "refuse") + _command_flags(args, ("out", "config", "profile")))
         run = RunDir.open(args.resume)  # claimed by rank 0 in on_ranks
         saved = run.read_json("config.json").get("finetune", {})
         saved = {k: v for k, v in saved.items() if k != "resolved"} if isinstance(saved, dict) else {}
         if not saved:
             raise InputError(f"{run.path} holds no fine-tuning config; start a new run with --out")
-        cfg = apply_overrides(FinetuneConfig(), {**saved, **_flags(args, [k for k in RESUME_FLAGS if hasattr(args, k)])}, "finetune")
+        cfg = apply_overrides(FinetuneConfig(), {**saved, **_setting_flags(args, FinetuneConfig, "apply")}, "finetune")
         cfg.validate()
         print(f"resuming {run.path}")
         main_folder: Callable[[], RunDir] = run.claimed  # rank 0 alone writes into it
@@ -414,7 +389,7 @@ def _finetune_on_rank(cfg: FinetuneConfig, run: RunDir, resume: bool, dist: Any)
     from embedlab.report import write_report
     from embedlab.vision.pipeline import run_finetune
 
-    metrics = run_finetune(cfg, run, _quiet_unless_main(dist), resume=resume, dist=dist)
+    metrics = run_finetune(cfg, run, resume=resume, dist=dist)
     if not dist.is_main:
         return 0
     report = write_report(run)
@@ -427,15 +402,31 @@ def _finetune_on_rank(cfg: FinetuneConfig, run: RunDir, resume: bool, dist: Any)
     return 0
 
 
-#: Flags that say where and how, not what: a resumed run applies them; any other flag is refused with --resume.
-RESUME_FLAGS = ("data_dir", "offline", "device", "cache_dir", "allow_modified_data")
+#: The study settings that `embedlab run` offers as flags: those declared with ``run=True``, each applied to every study that has it.
+STUDY_CLASSES = {"probe": ProbeConfig, "finetune": FinetuneConfig, "movies": MoviesConfig}
+
+
+def run_settings() -> dict[str, dataclasses.Field]:
+    """The settings of `embedlab run`, by name: one declaration each (a setting that several studies share is declared once)."""
+    out: dict[str, dataclasses.Field] = {}
+    for cls in STUDY_CLASSES.values():
+        for f in settings_of(cls):
+            if f.metadata["run"]:
+                out.setdefault(f.name, f)
+    return out
+
+
+def _run_flags(args: argparse.Namespace, policy: str | None = None) -> dict[str, Any]:
+    return _flags(args, [n for n, f in run_settings().items() if policy is None or f.metadata["resume"] == policy])
 
 
 def _resumed_study(args: argparse.Namespace) -> tuple[RunDir, Any]:
     """The saved run and its exact config, with the flags that do not change results applied."""
     from embedlab.study import study_config
 
-    _refuse_with_resume(args, ("profile", "backbone", "weights", "steps", "out"))
+    _refuse_with_resume(args, [f.metadata["flag"] or "--" + n.replace("_", "-") for n, f in run_settings().items()
+                               if f.metadata["resume"] == "refuse" and getattr(args, n, None) is not None]
+                        + _command_flags(args, ("profile", "steps", "out")))
     run = RunDir.open(args.resume)  # claimed by rank 0 in on_ranks
     saved = load_config_file(run.path / "config.json")
     study = saved.get("study")
@@ -447,7 +438,7 @@ def _resumed_study(args: argparse.Namespace) -> tuple[RunDir, Any]:
         extra = check_sections(load_config_file(args.config), args.config)
         sections = {k: {**_as_section(v, k, run.path / "config.json"), **_as_section(extra.get(k, {}), k, args.config)}
                     for k, v in sections.items()}
-    cfg = study_config(study["profile"], False, _flags(args, RESUME_FLAGS), {**sections, "steps": study["steps"]})
+    cfg = study_config(study["profile"], False, _run_flags(args, "apply"), {**sections, "steps": study["steps"]})
     print(f"resuming {run.path}")
     return run, cfg
 
@@ -460,20 +451,20 @@ def _as_section(value: Any, name: str, source: str | Path) -> dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The main job: every mission item into one run folder, then report.md and report.html."""
-    from embedlab.study import PROFILES, study_config
+    from embedlab.study import study_config
 
     if args.resume:
         run, cfg = _resumed_study(args)
         main_folder: Callable[[], RunDir] = run.claimed  # rank 0 alone writes into it
     else:
-        shared = _flags(args, ("data_dir", "offline", "backbone", "weights", "device", "cache_dir", "steps", "allow_modified_data"))
+        shared = {**_run_flags(args), **_flags(args, ("steps",))}
         sections = check_sections(load_config_file(args.config), args.config) if args.config else {}
         saved_study = _as_section(sections.get("study", {}), "study", args.config)
         if "steps" in saved_study and "steps" not in sections:  # a run's config.json: repeat its steps too
             sections["steps"] = saved_study["steps"]
         profile = args.profile or saved_study.get("profile", "auto")
-        if not isinstance(profile, str) or profile not in PROFILES:
-            raise InputError(f"study.profile in {args.config} is {profile!r}; choose from {', '.join(PROFILES)}")
+        if not isinstance(profile, str) or profile not in (*PROFILE_NAMES, *PROFILE_ALIASES):
+            raise InputError(f"study.profile in {args.config} is {profile!r}; choose from {', '.join(PROFILE_NAMES)}")
         cfg = study_config(profile, wants_cuda(args.device), shared, sections)
         main_folder = lambda: _start_run(args, "study")  # noqa: E731
     return on_ranks(_backend_device(cfg.finetune.device), main_folder, lambda r, dist: _study_on_rank(cfg, r, bool(args.resume), dist))
@@ -483,7 +474,7 @@ def _study_on_rank(cfg: Any, run: RunDir, resume: bool, dist: Any) -> int:
     from embedlab.report import summary_rows, write_report
     from embedlab.study import run_study
 
-    metrics = run_study(cfg, run, _quiet_unless_main(dist), resume=resume, dist=dist)
+    metrics = run_study(cfg, run, resume=resume, dist=dist)
     if not dist.is_main:
         return 0
     report = write_report(run)
@@ -495,47 +486,49 @@ def _study_on_rank(cfg: Any, run: RunDir, resume: bool, dist: Any) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every command's flags; the settings' flags are generated from their declarations in ``embedlab.config``."""
     parser = _Parser(prog="embedlab", description=__doc__.splitlines()[0],
-                                     epilog="--debug anywhere on the line shows the full traceback of an error")
+                     epilog="--debug anywhere on the line shows the full traceback of an error")
     parser.add_argument("--version", action="version", version=f"embedlab {importlib.metadata.version('embedlab')}")
     sub = parser.add_subparsers(dest="command", required=True)
-    prun = sub.add_parser("run", help="the main job: Part 1 A-C and Part 2 A-C into one run folder, with report.html")
-    prun.add_argument("--profile", choices=["auto", "cpu", "gpu", "smoke"],
-                      help="auto (default): gpu on CUDA, else cpu; smoke: small subsets (measured times: README, 'The main job')")
-    prun.add_argument("--data-dir", help="folder holding cifar-10-batches-py/ and ml-latest-small/ (default: $EMBEDLAB_DATA_DIR, else ./data)")
-    prun.add_argument("--offline", action="store_true", default=None, help="never download; fail if data or weights are missing")
-    prun.add_argument("--allow-modified-data", action="store_true", default=None,
-                      help="use ml-latest-small files that differ from the official release (recorded in metrics.json and the report)")
-    prun.add_argument("--out", type=Path, help="run folder to create (default: runs/<timestamp>-study)")
-    prun.add_argument("--resume", type=Path, metavar="RUN", help="continue a stopped run folder: finished steps are kept")
-    prun.add_argument("--config", help="JSON file with 'probe', 'finetune', 'movies' sections (a run's config.json works)")
-    prun.add_argument("--backbone", help=BACKBONE_HELP)
-    prun.add_argument("--weights", help="imagenet (default), none, or a local state-dict file (e.g. resnet18-f37072fd.pth)")
-    prun.add_argument("--device", help="auto (cuda > mps > cpu), cpu, cuda, mps")
-    prun.add_argument("--cache-dir", help="feature cache (default: $EMBEDLAB_CACHE_DIR, else ~/.cache/embedlab)")
+    output = _Parser(add_help=False)  # on every command
+    loudness = output.add_mutually_exclusive_group()
+    loudness.add_argument("-q", "--quiet", action="store_true", help="print warnings, errors and the results only")
+    loudness.add_argument("-v", "--verbose", action="store_true", help="print debugging detail too")
+    prun = sub.add_parser("run", parents=[output], help="the main job: both studies into one run folder, with report.html")
+    _add_run_folder_args(prun, "study", "continue a stopped run folder: finished steps are kept, fine-tuning resumes from its last epoch")
     prun.add_argument("--steps", type=lambda t: [s.strip() for s in t.split(",") if s.strip()], metavar="A,B",
                       help="subset of probe,finetune,movies (default all)")
+    added: set[str] = set()
+    for cls in STUDY_CLASSES.values():  # each study's settings that the main job offers, a shared one once
+        names = [f.name for f in settings_of(cls) if f.metadata["run"] and f.name not in added]
+        add_setting_flags(prun, cls, names)
+        added.update(names)
     prun.set_defaults(func=cmd_run)
-    pm = sub.add_parser("movies", help="Part 2: movie embeddings from MovieLens co-likes, into a run folder")
-    _add_movies_args(pm)
+    pm = sub.add_parser("movies", parents=[output], help="movie embeddings from MovieLens co-likes, recommendations and their checks, into a run folder")
+    _add_run_folder_args(pm, "movies", "run a stopped 'embedlab movies' folder again with its saved settings")
+    add_setting_flags(pm, MoviesConfig)
     pm.set_defaults(func=cmd_movies)
-    pv = sub.add_parser("vision", help="Part 1: CIFAR-10 transfer learning")
+    pv = sub.add_parser("vision", parents=[output], help="CIFAR-10 transfer learning: the linear probe, or fine-tuning")
     vsub = pv.add_subparsers(dest="vision_command", required=True)
-    pp = vsub.add_parser("probe", help="frozen features + logistic regression + galleries, into a run folder")
-    _add_probe_args(pp)
+    pp = vsub.add_parser("probe", parents=[output], help="frozen features + logistic regression + galleries, into a run folder")
+    _add_run_folder_args(pp, "probe", None)
+    add_setting_flags(pp, ProbeConfig)
     pp.set_defaults(func=cmd_probe)
-    pf = vsub.add_parser("finetune", help="fine-tune the backbone, evaluate, gallery, compare with the probe, into a run folder")
-    _add_finetune_args(pf)
+    pf = vsub.add_parser("finetune", parents=[output], help="fine-tune the backbone, evaluate, gallery, compare with the probe, into a run folder")
+    _add_run_folder_args(pf, "finetune", "continue an interrupted run folder from its last complete epoch")
+    add_setting_flags(pf, FinetuneConfig)
     pf.set_defaults(func=cmd_finetune)
-    pr = sub.add_parser("recommend", help="top-k similar movies from a saved movies run")
+    pr = sub.add_parser("recommend", parents=[output], help="top-k similar movies from a finished run's embedding")
     pr.add_argument("title", help="movie title, e.g. 'Toy Story' or 'Matrix, The (1999)'")
-    pr.add_argument("--run", required=True, help="a run folder written by 'embedlab movies'")
+    pr.add_argument("--run", required=True, metavar="RUN", help="a run folder holding a finished movie study")
     pr.add_argument("--top", type=int, default=10, help="how many (default 10)")
     pr.add_argument("--metric", choices=["cosine", "dot"], help="default: the run's")
     pr.add_argument("--min-likes", type=int, help="default: the run's")
     pr.set_defaults(func=cmd_recommend)
-    prep = sub.add_parser("report", help="render report.md and report.html again from a run folder's saved results")
-    prep.add_argument("run", help="a run folder")
+    prep = sub.add_parser("report", parents=[output], help="render report.md and report.html again from a run folder's saved results")
+    prep.add_argument("folder", nargs="?", metavar="RUN", help="a run folder (or --run RUN)")
+    prep.add_argument("--run", metavar="RUN", help="a run folder")
     prep.set_defaults(func=cmd_report)
     return parser
 
@@ -572,12 +565,21 @@ def _out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(exc)
 
 
+def _loudness(args: argparse.Namespace) -> int:
+    """The console's logging level: --quiet, --verbose, or info; the other ranks of a torchrun job print warnings only."""
+    if getattr(args, "quiet", False) or os.environ.get("RANK", "0") not in ("", "0"):
+        return logging.WARNING
+    return logging.DEBUG if getattr(args, "verbose", False) else logging.INFO
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files: no window, and no GUI toolkit in the sweep's threads
     debug = "--debug" in argv  # anywhere on the line: the full traceback instead of the one-line message
     try:
         args = build_parser().parse_args([a for a in argv if a != "--debug"])
-        return int(args.func(args))
+        with console(_loudness(args)):
+            return int(args.func(args))
     except EXPECTED_ERRORS as exc:
         if debug:
             raise

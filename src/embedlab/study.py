@@ -8,6 +8,7 @@ job with its own message; everything finished stays on disk.
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import platform
 import sys
 import time
@@ -16,13 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from embedlab.errors import InputError, UserError, failure_text
-from embedlab.config import (FINETUNE_PROFILES, MOVIES_PROFILES, PROBE_PROFILES, FinetuneConfig, MoviesConfig, ProbeConfig,
-                             apply_overrides, to_dict)
+from embedlab.config import (PROFILE_ALIASES, PROFILE_NAMES, FinetuneConfig, MoviesConfig, ProbeConfig, apply_overrides,
+                             profile_overrides, resolve_profile, settings_of, to_dict, with_followers)
 from embedlab.distributed import Dist, PeerFailed
 from embedlab.runs import RunDir
 
+log = logging.getLogger(__name__).info
+
 STEPS = ("probe", "finetune", "movies")
-PROFILES = ("auto", "cpu", "gpu", "smoke")
 
 #: Wall time of each step, (fastest, slowest) measured on the 2-core CPU machines here, for the plan: an AVX-512 one and one
 #: about 4x slower (README, "The main job": runs/study-cpu-lite1, cold feature cache; smoke: the smoke row). Machines of the
@@ -47,34 +49,26 @@ class StudyConfig:
             raise InputError(f"unknown or no steps {bad or self.steps}; choose from {', '.join(STEPS)}")
         if len(set(self.steps)) != len(self.steps):
             raise InputError(f"--steps names a step twice ({','.join(self.steps)}); each step runs once per folder")
-        if self.profile not in PROFILES:
-            raise InputError(f"unknown profile {self.profile!r}; choose from {', '.join(PROFILES)}")
+        if self.profile not in PROFILE_NAMES:
+            raise InputError(f"unknown profile {self.profile!r}; choose from {', '.join(PROFILE_NAMES)}")
         self.probe.validate()
         self.finetune.validate()
         self.movies.validate()
 
 
-def resolve_profile(profile: str, cuda: bool) -> str:
-    """``auto`` is ``gpu`` on CUDA, else ``cpu``."""
-    return ("gpu" if cuda else "cpu") if profile == "auto" else profile
-
-
 def study_config(profile: str, cuda: bool, shared: dict[str, Any], sections: dict[str, dict[str, Any]] | None = None) -> StudyConfig:
     """Defaults < profile < config-file ``sections`` < ``shared`` flags (data dir, backbone, ...) applied to every study."""
-    if not isinstance(profile, str) or profile not in PROFILES:
-        raise InputError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
+    if not isinstance(profile, str) or profile not in (*PROFILE_NAMES, *PROFILE_ALIASES):
+        raise InputError(f"unknown profile {profile!r}; choose from {', '.join(PROFILE_NAMES)}")
     resolved = resolve_profile(profile, cuda)
     sections = sections or {}
-    probe = apply_overrides(ProbeConfig(), PROBE_PROFILES.get(resolved if resolved == "smoke" else "default", {}))
-    finetune = apply_overrides(FinetuneConfig(probe=False), FINETUNE_PROFILES[resolved])
-    movies = apply_overrides(MoviesConfig(), MOVIES_PROFILES["smoke" if resolved == "smoke" else "default"])
-    probe = apply_overrides(probe, _clean(sections.get("probe", {})), "probe")
-    finetune = apply_overrides(finetune, _clean(sections.get("finetune", {})), "finetune")
-    movies = apply_overrides(movies, _clean(sections.get("movies", {})), "movies")
-    vision_keys = {"data_dir", "offline", "backbone", "weights", "device", "cache_dir"}
-    probe = apply_overrides(probe, {k: v for k, v in shared.items() if k in vision_keys}, flags=True)
-    finetune = apply_overrides(finetune, {k: v for k, v in shared.items() if k in vision_keys}, flags=True)
-    movies = apply_overrides(movies, {k: v for k, v in shared.items() if k in {"data_dir", "offline", "allow_modified_data"}}, flags=True)
+    studies = {"probe": ProbeConfig(), "finetune": FinetuneConfig(probe=False), "movies": MoviesConfig()}  # the main job runs its probe itself
+    for name, cfg in list(studies.items()):
+        cfg = apply_overrides(cfg, profile_overrides(resolved, name, cuda))
+        cfg = apply_overrides(cfg, _clean(sections.get(name, {})), name)
+        mine = {f.name for f in settings_of(type(cfg))}  # a shared flag reaches every study that has the setting
+        studies[name] = apply_overrides(cfg, with_followers(type(cfg), {k: v for k, v in shared.items() if k in mine}), flags=True)
+    probe, finetune, movies = studies["probe"], studies["finetune"], studies["movies"]
     steps = shared["steps"] if "steps" in shared else sections.get("steps", STEPS)  # an explicit empty list is an error, not "all"
     if not isinstance(steps, (list, tuple)) or not all(isinstance(s, str) for s in steps):
         raise InputError(f"steps must be a list of step names from {', '.join(STEPS)} (got {steps!r})")
@@ -128,7 +122,7 @@ def plan(cfg: StudyConfig, done: set[str]) -> list[tuple[str, str, str]]:
     return rows
 
 
-def preflight(cfg: StudyConfig, pending: list[str], log: Callable[[str], None]) -> None:
+def preflight(cfg: StudyConfig, pending: list[str]) -> None:
     """Fail in seconds, not after an hour: the data and the pretrained weights of every pending step must be at hand."""
     from embedlab.data import download_url, ensure_movielens, resolve_data_dir
     from embedlab.vision.backbones import check_freeze_stages, create_backbone
@@ -152,7 +146,7 @@ def preflight(cfg: StudyConfig, pending: list[str], log: Callable[[str], None]) 
     log("preflight: data and weights are at hand")
 
 
-def run_study(cfg: StudyConfig, run: RunDir, log: Callable[[str], None] = print, resume: bool = False, dist: Dist = Dist()) -> dict[str, Any]:
+def run_study(cfg: StudyConfig, run: RunDir, resume: bool = False, dist: Dist = Dist()) -> dict[str, Any]:
     """Run the configured steps in order; finished steps are skipped on resume.
 
     Under torchrun every rank calls this: fine-tuning and the movie study use all ranks, the linear probe
@@ -171,11 +165,11 @@ def run_study(cfg: StudyConfig, run: RunDir, log: Callable[[str], None] = print,
     log(f"plan ({cfg.profile} profile; minutes on the fastest and slowest 2-core machines measured, see the README):")
     for step, what, eta in plan(cfg, done):
         log(f"  {step:<9} {eta:<36} {what}")
-    preflight(cfg, [s for s in cfg.steps if s not in done], log)
+    preflight(cfg, [s for s in cfg.steps if s not in done])
     actions = {
-        "probe": lambda: on_main_rank(dist, lambda: run_probe(cfg.probe, run, log)),
-        "finetune": lambda: run_finetune(cfg.finetune, run, log, resume=resume, compare=False, dist=dist),
-        "movies": lambda: run_movies(cfg.movies, run, log, dist),
+        "probe": lambda: on_main_rank(dist, lambda: run_probe(cfg.probe, run)),
+        "finetune": lambda: run_finetune(cfg.finetune, run, resume=resume, compare=False, dist=dist),
+        "movies": lambda: run_movies(cfg.movies, run, dist),
     }
     for step in cfg.steps:
         if step in done:

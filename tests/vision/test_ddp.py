@@ -46,7 +46,7 @@ def _worker(rank: int, world: int, init: str, out: str, resume: bool, stop: str)
     model = _model()
     try:
         h = train(model, model.head, synthetic(60, 0), synthetic(30, 1), cfg(), INPUTS, torch.device("cpu"), Path(out) / "ck.pt",
-                  resume=resume, log=lambda s: None, on_step=on_step, dist=Dist(rank, world, "gloo"))
+                  resume=resume, on_step=on_step, dist=Dist(rank, world, "gloo"))
         if rank == 0:
             torch.save({"loss": h.step_loss, "val": [e["val_accuracy"] for e in h.epochs], "w": model.state_dict()}, Path(out) / "h.pt")
     except TrainingInterrupted as exc:
@@ -64,7 +64,7 @@ def _single(out: Path) -> dict:
     from embedlab.vision.finetune import train
 
     model = _model()
-    h = train(model, model.head, synthetic(60, 0), synthetic(30, 1), cfg(), INPUTS, torch.device("cpu"), out / "ck1.pt", log=lambda s: None)
+    h = train(model, model.head, synthetic(60, 0), synthetic(30, 1), cfg(), INPUTS, torch.device("cpu"), out / "ck1.pt")
     return {"loss": h.step_loss, "val": [e["val_accuracy"] for e in h.epochs], "w": model.state_dict()}
 
 
@@ -111,9 +111,9 @@ def test_a_checkpoint_of_another_network_or_resolution_is_refused(tmp_path):
     from embedlab.vision.finetune import CheckpointMismatch, Inputs, train
 
     model = _model()
-    train(model, model.head, synthetic(40, 0), synthetic(20, 1), cfg(epochs=1), INPUTS, torch.device("cpu"), tmp_path / "ck.pt", log=lambda s: None)
+    train(model, model.head, synthetic(40, 0), synthetic(20, 1), cfg(epochs=1), INPUTS, torch.device("cpu"), tmp_path / "ck.pt")
     other_size = Inputs(24, INPUTS.mean, INPUTS.std)
     for net, inputs in ((_model(), other_size), (Tiny(), INPUTS)):  # another resolution; another network (with BatchNorm)
         with pytest.raises(CheckpointMismatch, match="another network, resolution or freeze"):
             train(net, net.head, synthetic(40, 0), synthetic(20, 1), cfg(epochs=2), inputs, torch.device("cpu"), tmp_path / "ck.pt",
-                  resume=True, log=lambda s: None)
+                  resume=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from embedlab.config import FINETUNE_PROFILES, FinetuneConfig, finetune_profile
+from embedlab.config import PROFILES, FinetuneConfig, profile_overrides, resolve_profile
 from embedlab.distributed import Dist
 from embedlab.study import plan, study_config
 from embedlab.vision.backbones import REGISTRY
@@ -19,13 +19,14 @@ CUDA = torch.device("cuda")  # a device object only: nothing here touches a GPU
 
 
 def test_auto_resolves_to_the_gpu_recipe_when_cuda_is_present():
-    assert finetune_profile("auto", cuda=True) == FINETUNE_PROFILES["gpu"]
-    assert finetune_profile("auto", cuda=False) == FINETUNE_PROFILES["cpu"]
+    assert resolve_profile("auto", cuda=True) == resolve_profile("default", cuda=True) == "gpu"
+    assert resolve_profile("auto", cuda=False) == "cpu"
+    assert profile_overrides("auto", "finetune", cuda=True) == PROFILES["gpu"]["finetune"]
     cfg = study_config("auto", True, {"backbone": "resnet18"})
     assert cfg.profile == "gpu"
     ft, cpu = cfg.finetune, study_config("auto", False, {"backbone": "resnet18"}).finetune
-    assert FINETUNE_PROFILES["gpu"] and all(getattr(ft, k) == v for k, v in FINETUNE_PROFILES["gpu"].items())  # every override arrives
-    assert all(getattr(cpu, k) == getattr(FinetuneConfig(), k) for k in FINETUNE_PROFILES["gpu"])  # and none of them without CUDA
+    assert PROFILES["gpu"]["finetune"] and all(getattr(ft, k) == v for k, v in PROFILES["gpu"]["finetune"].items())  # every override arrives
+    assert all(getattr(cpu, k) == getattr(FinetuneConfig(), k) for k in PROFILES["gpu"]["finetune"])  # and none of them without CUDA
     assert ft.backbone == "resnet18" and not ft.probe  # the shared flag reaches it; the main job runs its probe as its own step
     assert [row[0] for row in plan(cfg, set())] == cfg.steps  # the plan prints for a profile without CPU minutes
 

@@ -9,6 +9,7 @@ same steps in lockstep on its share of the users; only rank 0's run folder is ke
 
 from __future__ import annotations
 
+import logging
 import re
 import resource
 import time
@@ -38,7 +39,7 @@ from embedlab.movies.train import RunResult, best_run, default_workers, fit, ini
 from embedlab.files import npz_bytes
 from embedlab.runs import RunDir
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__).info
 
 
 def slug(text: str) -> str:
@@ -161,7 +162,7 @@ class Fitted:
     table: pd.DataFrame
 
 
-def load_tables(cfg: MoviesConfig, log: Log) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+def load_tables(cfg: MoviesConfig) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """(ratings, movies, description): a MovieLens release from disk, or a synthetic one of a named shape."""
     if cfg.synthetic:
         from embedlab.movies.synthetic import check_fits, generate
@@ -216,9 +217,9 @@ def check_sizes(cfg: MoviesConfig, co: CoLikes, available: int | None = None) ->
                          "--top, or raise --min-likes / --like-threshold")
 
 
-def step_2a_data(cfg: MoviesConfig, run: RunDir, log: Log, dist: Dist) -> Prepared:
+def step_2a_data(cfg: MoviesConfig, run: RunDir, dist: Dist) -> Prepared:
     """2A: ratings -> likes L -> what the report shows of X (computed in chunks, never whole)."""
-    ratings, movies, source = load_tables(cfg, log)
+    ratings, movies, source = load_tables(cfg)
     t0 = time.perf_counter()
     co = build_colikes(ratings, cfg.like_threshold)
     build_s = time.perf_counter() - t0
@@ -245,7 +246,7 @@ def step_2a_data(cfg: MoviesConfig, run: RunDir, log: Log, dist: Dist) -> Prepar
     return Prepared(ratings, movies, co, items, queries, summary, source)
 
 
-def step_2b_fit(cfg: MoviesConfig, run: RunDir, data: Prepared, log: Log, dist: Dist) -> Fitted:
+def step_2b_fit(cfg: MoviesConfig, run: RunDir, data: Prepared, dist: Dist) -> Fitted:
     """2B: the spectral reference and the optimiser x learning-rate sweep, all on the factored operator."""
     op = make_operator(data.co.likes, dist, data.summary.fro_sq)
     v0 = initial_embedding(data.co.n_movies, cfg.dim, cfg.seed, cfg.init_scale)
@@ -315,7 +316,7 @@ def _fit_metrics(cfg: MoviesConfig, results: list[RunResult], best: RunResult, f
     }
 
 
-def step_2c_recommend(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted, log: Log) -> dict[str, list[int]]:
+def step_2c_recommend(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted) -> dict[str, list[int]]:
     """2C: the top-k tables of the queries, by the configured metric and by the other one; returns the lists."""
     eligible = eligible_items(data.co.like_counts, cfg.min_likes)
     metrics: dict[str, object] = {"metric": cfg.metric, "min_likes": cfg.min_likes, "eligible_movies": int(eligible.sum()),
@@ -375,7 +376,7 @@ def step_stability(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitte
     })
 
 
-def step_holdout(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted, log: Log, dist: Dist) -> HeldOut:
+def step_holdout(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted, dist: Dist) -> HeldOut:
     """Held-out users: the embedding (best setting, refitted on training users) against co-count baselines,
     popularity and the field's own recommenders (EASE, ALS), overall and by the query movie's popularity.
     Returns the split and its operator, which the dimension sweep scores on too."""
@@ -383,7 +384,7 @@ def step_holdout(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted,
     split = HoldoutSplit.make(cfg, data.ratings, data.movies)
     held = HeldOut(split, make_operator(split.train.likes, dist))
     refit = _fit_final(cfg, held.op, cfg.dim, fitted.final.optimizer, fitted.final.lr)
-    tuned, notes = tuned_anchors(cfg, split, log)
+    tuned, notes = tuned_anchors(cfg, split)
     overall, cold = holdout_tables(cfg, split, refit.v if not refit.diverged else None, {t.name: t.scorer for t in tuned})
     run.save_table("holdout", overall)
     run.save_table("cold_start", cold)
@@ -398,7 +399,7 @@ def step_holdout(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted,
     return held
 
 
-def tuned_anchors(cfg: MoviesConfig, split: HoldoutSplit, log: Log) -> tuple[list[Tuned], list[str]]:
+def tuned_anchors(cfg: MoviesConfig, split: HoldoutSplit) -> tuple[list[Tuned], list[str]]:
     """EASE and ALS, each tuned on a validation slice of the training users and refitted on all of them; why any is missing."""
     fit_rows, val_rows = split_users(np.arange(split.train.likes.shape[0]), cfg.anchor_validation_fraction, cfg.holdout_seed + 1)
     fit_likes, val_queries = split.train.likes[fit_rows], build_queries(split.train.likes[val_rows]).sample(cfg.holdout_max_queries, cfg.holdout_seed)
@@ -420,7 +421,7 @@ def tuned_anchors(cfg: MoviesConfig, split: HoldoutSplit, log: Log) -> tuple[lis
     return tuned, notes
 
 
-def step_map(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted, top_lists: dict[str, list[int]], log: Log) -> None:
+def step_map(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted, top_lists: dict[str, list[int]]) -> None:
     eligible = eligible_items(data.co.like_counts, cfg.min_likes)
     if int(eligible.sum()) > cfg.map_max_movies:  # t-SNE's cost: keep the most-liked ones
         keep = np.argsort(-np.where(eligible.numpy(), data.co.like_counts, -1), kind="stable")[: cfg.map_max_movies]
@@ -434,37 +435,37 @@ def step_map(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted, top
     run.save_figure("embedding_map", _embedding_map(coords, keep, data.items, data.queries, top_lists, cfg.map_method))
 
 
-def step_dim_sweep(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted, held: HeldOut, log: Log, dist: Dist) -> None:
-    dim_df = dimension_sweep(cfg, data, fitted, held, log, dist)
+def step_dim_sweep(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted, held: HeldOut, dist: Dist) -> None:
+    dim_df = dimension_sweep(cfg, data, fitted, held, dist)
     run.save_table("dim_sweep", dim_df)
     run.update_metrics("movies_dim_sweep", {"chosen_by_rule": int(choose_dim(dim_df, cfg.top_k)), "configured_dim": cfg.dim})
     run.save_figure("dim_sweep", figures.dim_sweep(dim_df["dim"], dim_df["gap"], dim_df[f"hit_rate@{cfg.top_k}"], dim_df["relative_cost"]))
 
 
-def run_movies(cfg: MoviesConfig, run: RunDir, log: Log = print, dist: Dist | None = None) -> dict[str, object]:
+def run_movies(cfg: MoviesConfig, run: RunDir, dist: Dist | None = None) -> dict[str, object]:
     """Run the whole study into ``run``; returns the headline metrics (also in metrics.json).
 
     numpy's BLAS is held to one thread throughout: its idle threads spin after every numpy/scipy
     product and steal the cores from torch's (measured: the sweep 20 % and eigsh 7x slower).
     """
     with threadpool_limits(1, "blas"):
-        return _run_movies(cfg, run, log, dist)
+        return _run_movies(cfg, run, dist)
 
 
-def _run_movies(cfg: MoviesConfig, run: RunDir, log: Log, dist: Dist | None) -> dict[str, object]:
+def _run_movies(cfg: MoviesConfig, run: RunDir, dist: Dist | None) -> dict[str, object]:
     dist = dist or Dist()
     cfg.validate()
     run.update_config("movies", to_dict(cfg))
     t_all = time.perf_counter()
-    data = step_2a_data(cfg, run, log, dist)
-    fitted = step_2b_fit(cfg, run, data, log, dist)
-    top_lists = step_2c_recommend(cfg, run, data, fitted, log)
+    data = step_2a_data(cfg, run, dist)
+    fitted = step_2b_fit(cfg, run, data, dist)
+    top_lists = step_2c_recommend(cfg, run, data, fitted)
     step_stability(cfg, run, data, fitted, top_lists)
-    held = step_holdout(cfg, run, data, fitted, log, dist)
+    held = step_holdout(cfg, run, data, fitted, dist)
     if cfg.embedding_map and dist.is_main:  # rank 0 alone draws: the others' folders are discarded
-        step_map(cfg, run, data, fitted, top_lists, log)
+        step_map(cfg, run, data, fitted, top_lists)
     if cfg.dim_sweep:
-        step_dim_sweep(cfg, run, data, fitted, held, log, dist)
+        step_dim_sweep(cfg, run, data, fitted, held, dist)
     run.update_metrics("movies_run", {"total_seconds": round(time.perf_counter() - t_all, 1), "processes": dist.world,
                                       "peak_rss_gib": round(peak_rss_bytes() / 1024**3, 2)})
     return run.read_json("metrics.json")
@@ -632,7 +633,7 @@ def dim_settings(fitted: Fitted, steps: int) -> list[tuple[str, float]]:
     return [(r.optimizer, lr) for r in ranked for lr in lr_ladder(r.lr, steps)]
 
 
-def dimension_sweep(cfg: MoviesConfig, data: Prepared, fitted: Fitted, held: HeldOut, log: Log, dist: Dist) -> pd.DataFrame:
+def dimension_sweep(cfg: MoviesConfig, data: Prepared, fitted: Fitted, held: HeldOut, dist: Dist) -> pd.DataFrame:
     """For each d: the spectral optimum, gradient descent's gap to it (the best settings of the sweep,
     learning rates lowered until a run converges) and the held-out HitRate@k of the spectral
     embedding fitted on the training users."""

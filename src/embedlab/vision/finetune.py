@@ -9,6 +9,7 @@ global RNG states, so epochs k+1.. of a resumed run repeat an uninterrupted run'
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import random
 import time
@@ -29,6 +30,8 @@ from embedlab.config import FinetuneConfig
 from embedlab.distributed import Dist
 from embedlab.files import UnreadableFile, read_torch, torch_bytes, write_atomic
 from embedlab.vision.features import extract, inference_batch, preprocess, uses_bf16
+
+log = logging.getLogger(__name__).info
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -280,7 +283,7 @@ def check_shards(cfg: FinetuneConfig, n_train: int, n_val: int, dist: Dist) -> N
 
 
 def start_loop(model: nn.Module, head: nn.Module, n_train: int, cfg: FinetuneConfig, device: torch.device, checkpoint: Path,
-               resume: bool, log: Callable[[str], None], size: int, dist: Dist = Dist()) -> Loop:
+               resume: bool, size: int, dist: Dist = Dist()) -> Loop:
     """Optimiser and schedule for ``cfg``; with ``resume``, every state restored from the last complete epoch.
 
     Under torch.distributed the model is wrapped in DistributedDataParallel after any resume (so every rank
@@ -407,7 +410,6 @@ def train(
     checkpoint: Path,
     resume: bool = False,
     trainable: Sequence[str] | None = None,
-    log: Callable[[str], None] = print,
     on_step: Callable[[int, int], None] | None = None,
     dist: Dist = Dist(),
 ) -> History:
@@ -418,7 +420,7 @@ def train(
     (``dist``) every rank calls this with the same data; see ``train_epoch`` and ``start_loop``.
     """
     check_shards(cfg, len(train_xy[0]), len(val_xy[0]), dist)
-    loop = start_loop(model, head, len(train_xy[0]), cfg, device, checkpoint, resume, log, inputs.size, dist)
+    loop = start_loop(model, head, len(train_xy[0]), cfg, device, checkpoint, resume, inputs.size, dist)
     for epoch in range(loop.start_epoch, cfg.epochs):
         set_train_mode(model, trainable)
         t0 = time.perf_counter()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from embedlab.vision.compare import comparison_table, per_class_table
 from embedlab.vision.finetune import EVAL_BATCH_GPU, History, Inputs, check_shards, predict, train, train_pixels
 from embedlab.vision.probe import accuracy, choose_l2, fit_probe, folded_linear, predict_proba
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__).info
 
 
 #: The probe fitted on the training split alone: what LP-FT starts the fine-tuned head from.
@@ -48,7 +48,7 @@ def resolve_freeze_stages(cfg: FinetuneConfig, spec: BackboneSpec, device: torch
     return 0 if device.type == "cuda" or cfg.train_scope != "all" else spec.cpu_freeze_stages
 
 
-def load_splits(cfg: ProbeConfig | FinetuneConfig, log: Log) -> tuple[Cifar10, torch.Tensor, torch.Tensor, torch.Tensor]:
+def load_splits(cfg: ProbeConfig | FinetuneConfig) -> tuple[Cifar10, torch.Tensor, torch.Tensor, torch.Tensor]:
     """CIFAR-10 (verified) and the seeded train / validation / test indices shared by the probe and fine-tuning."""
     folder = ensure_cifar10(resolve_data_dir(cfg.data_dir), None if cfg.offline else torchvision_download)
     log(f"[1A] reading and verifying {folder}")
@@ -109,18 +109,18 @@ class ProbeFeatures:
         return torch.tensor([pos[int(i)] for i in idx])
 
 
-def run_probe(cfg: ProbeConfig, run: RunDir, log: Log = print) -> dict[str, object]:
+def run_probe(cfg: ProbeConfig, run: RunDir) -> dict[str, object]:
     """Part 1 A and B into ``run``; returns metrics.json."""
     cfg.validate()
     t_all = time.perf_counter()
-    feats = step_1a_features(cfg, run, log)
-    test_probs = step_1a_fit(cfg, run, feats, log)
-    step_1b_gallery(cfg, run, feats, test_probs, log)
+    feats = step_1a_features(cfg, run)
+    test_probs = step_1a_fit(cfg, run, feats)
+    step_1b_gallery(cfg, run, feats, test_probs)
     run.update_metrics("probe", {"total_seconds": round(time.perf_counter() - t_all, 1)})
     return run.read_json("metrics.json")
 
 
-def step_1a_features(cfg: ProbeConfig, run: RunDir, log: Log) -> ProbeFeatures:
+def step_1a_features(cfg: ProbeConfig, run: RunDir) -> ProbeFeatures:
     """1A, first half: frozen features of every image the probe needs, from the cache when they were computed before."""
     device = pick_device(cfg.device)
     backbone = create_backbone(cfg.backbone, cfg.weights, cfg.seed)
@@ -130,7 +130,7 @@ def step_1a_features(cfg: ProbeConfig, run: RunDir, log: Log) -> ProbeFeatures:
     check_batch_fits("--batch-size", batch, size, "inference", device)
     run.update_config("probe", {**to_dict(cfg), "resolved": {"device": str(device), "size": size, "batch_size": batch}})
 
-    data, train_idx, val_idx, test_idx = load_splits(cfg, log)
+    data, train_idx, val_idx, test_idx = load_splits(cfg)
     fit_idx = torch.sort(torch.cat([train_idx, val_idx])).values  # every image features are needed for
     model = backbone.feature_extractor()
     cache_dir = usable_cache_dir(Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir())
@@ -172,7 +172,7 @@ def step_1a_features(cfg: ProbeConfig, run: RunDir, log: Log) -> ProbeFeatures:
     return ProbeFeatures(spec, data, train_idx, val_idx, test_idx, fit_idx, train_feats_all, test_feats)
 
 
-def step_1a_fit(cfg: ProbeConfig, run: RunDir, f: ProbeFeatures, log: Log) -> torch.Tensor:
+def step_1a_fit(cfg: ProbeConfig, run: RunDir, f: ProbeFeatures) -> torch.Tensor:
     """1A, second half: L2 chosen on the validation split, refit on train + validation, test evaluation; the test probabilities."""
     log(f"[1A] choosing L2 on the validation split from {cfg.l2_grid}")
     t0 = time.perf_counter()
@@ -204,7 +204,7 @@ def step_1a_fit(cfg: ProbeConfig, run: RunDir, f: ProbeFeatures, log: Log) -> to
     return test_probs
 
 
-def step_1b_gallery(cfg: ProbeConfig, run: RunDir, f: ProbeFeatures, test_probs: torch.Tensor, log: Log) -> None:
+def step_1b_gallery(cfg: ProbeConfig, run: RunDir, f: ProbeFeatures, test_probs: torch.Tensor) -> None:
     """1B: the most confident correct and incorrect test predictions per class, in one figure."""
     save_gallery(run, "probe_gallery", test_probs, f.data.test_y[f.test_idx], f.data.test_x[f.test_idx], f.test_idx, cfg.gallery_k,
                  f"Linear probe on frozen {f.spec.name} features: most confident correct and incorrect test predictions per class")
@@ -245,7 +245,7 @@ def check_finetune_batches(cfg: FinetuneConfig, spec: BackboneSpec, device: torc
     return size
 
 
-def step_1c_setup(cfg: FinetuneConfig, run: RunDir, log: Log, dist: Dist) -> tuple[torch.device, Backbone, int, int]:
+def step_1c_setup(cfg: FinetuneConfig, run: RunDir, dist: Dist) -> tuple[torch.device, Backbone, int, int]:
     """Device, backbone, frozen stages, resolution and evaluation batch resolved and saved in config.json; then the
     probe (rank 0), if due."""
     device = pick_device(cfg.device)
@@ -256,11 +256,11 @@ def step_1c_setup(cfg: FinetuneConfig, run: RunDir, log: Log, dist: Dist) -> tup
     run.update_config("finetune", {**to_dict(cfg), "resolved": {"device": str(device), "size": size, "freeze_stages": frozen,
                                                                "eval_batch_size": inference_batch(cfg.eval_batch_size, device, EVAL_BATCH_GPU)}})
     if cfg.probe and dist.is_main and "test_accuracy" not in run.metrics().get("probe", {}):
-        run_probe(cfg.probe_config(), run, log)
+        run_probe(cfg.probe_config(), run)
     return device, backbone, frozen, size
 
 
-def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: bool = False, compare: bool = True,
+def run_finetune(cfg: FinetuneConfig, run: RunDir, resume: bool = False, compare: bool = True,
                  dist: Dist = Dist()) -> dict[str, object]:
     """Part 1 C into ``run``: the probe (unless done or disabled), fine-tuning, its evaluation and gallery, the comparison.
 
@@ -270,15 +270,15 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
     """
     cfg.validate()
     t_all = time.perf_counter()
-    device, backbone, frozen, size = step_1c_setup(cfg, run, log, dist)
+    device, backbone, frozen, size = step_1c_setup(cfg, run, dist)
     spec = backbone.spec
-    data, train_idx, val_idx, test_idx = load_splits(cfg, log)  # the probe's split
+    data, train_idx, val_idx, test_idx = load_splits(cfg)  # the probe's split
     check_shards(cfg, len(train_idx), len(val_idx), dist)  # before the throughput measurement's training steps
     torch.manual_seed(cfg.seed)  # the training job seeds torch's global generator once: the new head's start and dropout draw from it
     model, head, trained = backbone.with_new_head(len(CLASSES), cfg.train_scope, frozen)
     head_init = resolve_head_init(cfg.head_init, run)
     if head_init == "probe" and dist.is_main:  # DistributedDataParallel gives the other ranks rank 0's weights
-        init_head_from_probe(head, run, log)
+        init_head_from_probe(head, run)
     n_trainable = backbone.trainable_parameters  # of the model with its new head
     n_total = sum(p.numel() for p in model.parameters())
     inputs = Inputs(size, spec.mean, spec.std)
@@ -289,7 +289,7 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, log: Log = print, resume: boo
     log(f"[1C] fine-tuning {spec.name} ({backbone.weights}, {layers}, {n_trainable:,} trainable parameters) on {device} "
         f"at {size} px: {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} x {steps * cfg.batch_size:,} images at about {ips:.0f} img/s "
         f"-> expected about {_duration(expected)}")
-    history = step_1c_train(cfg, run, model, head, trained, inputs, device, data, (train_idx, val_idx), resume, log, dist)
+    history = step_1c_train(cfg, run, model, head, trained, inputs, device, data, (train_idx, val_idx), resume, dist)
     epochs = pd.DataFrame(history.epochs)
     run.save_table("finetune_epochs", epochs.round(4))
 
@@ -326,7 +326,7 @@ def resolve_head_init(head_init: str, run: RunDir) -> str:
     return "probe" if run.artefact(LP_FT_PROBE).is_file() else "random"
 
 
-def init_head_from_probe(head: torch.nn.Module, run: RunDir, log: Log) -> None:
+def init_head_from_probe(head: torch.nn.Module, run: RunDir) -> None:
     """LP-FT: the new classifier starts as the run's linear probe (its standardisation folded into the weights).
 
     The probe fitted on the training split alone, not its refit on train + validation: fine-tuning's validation
@@ -355,7 +355,7 @@ def init_head_from_probe(head: torch.nn.Module, run: RunDir, log: Log) -> None:
 
 def step_1c_train(cfg: FinetuneConfig, run: RunDir, model: torch.nn.Module, head: torch.nn.Module, trained: tuple[str, ...] | None,
                   inputs: Inputs, device: torch.device, data: Cifar10, split: tuple[torch.Tensor, torch.Tensor], resume: bool,
-                  log: Log, dist: Dist) -> History:
+                  dist: Dist) -> History:
     """1C's training loop from rank 0's checkpoint (when resuming and there is one); Ctrl-C says how to continue."""
     train_idx, val_idx = split
     checkpoint = Path(str(dist.broadcast_object(str(run.artefact("finetune_checkpoint.pt")))))  # rank 0's
@@ -364,7 +364,7 @@ def step_1c_train(cfg: FinetuneConfig, run: RunDir, model: torch.nn.Module, head
         resume = False
     try:
         return train(model, head, (data.train_x[train_idx], data.train_y[train_idx]), (data.train_x[val_idx], data.train_y[val_idx]),
-                     cfg, inputs, device, checkpoint, resume=resume, trainable=trained, log=log, dist=dist)
+                     cfg, inputs, device, checkpoint, resume=resume, trainable=trained, dist=dist)
     except KeyboardInterrupt as exc:
         raise type(exc)(f"{exc}. Continue with: embedlab vision finetune --resume {run.path}") from None
 

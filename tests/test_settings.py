@@ -1,0 +1,163 @@
+"""One declaration per setting: the flags, their help, the profiles and the --resume policy all derive from it."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+from pathlib import Path
+from typing import Annotated
+
+import pytest
+from pydantic import Field
+
+from embedlab import cli
+from embedlab.config import (PROFILES, RESUME_POLICIES, FinetuneConfig, MoviesConfig, ProbeConfig, apply_overrides, setting,
+                             settings_of)
+from embedlab.errors import InputError
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+COMMANDS = {MoviesConfig: ["movies"], ProbeConfig: ["vision", "probe"], FinetuneConfig: ["vision", "finetune"]}
+
+
+def subparser(*path: str) -> argparse.ArgumentParser:
+    p = cli.build_parser()
+    for name in path:
+        action = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+        p = action.choices[name]
+    return p
+
+
+def flags_of(p: argparse.ArgumentParser) -> set[str]:
+    return {s for a in p._actions for s in a.option_strings}
+
+
+def flags_for(f: dataclasses.Field) -> list[str]:
+    flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+    return flag.split("/")
+
+
+@pytest.mark.parametrize("cls", list(COMMANDS), ids=lambda c: c.__name__)
+def test_every_setting_is_declared_once_with_a_flag_help_and_a_resume_policy(cls):
+    fields = dataclasses.fields(cls)
+    assert [f.name for f in settings_of(cls)] == [f.name for f in fields]  # nothing declared outside the schema
+    parser_flags = flags_of(subparser(*COMMANDS[cls]))
+    for f in fields:
+        assert f.metadata["help"].strip() and f.metadata["resume"] in RESUME_POLICIES, f.name
+        assert set(flags_for(f)) <= parser_flags, f.name
+    # a setting several studies share is the same declaration in each, not a copy with its own help
+    for other in COMMANDS:
+        for f in settings_of(other):
+            mine = next((g for g in fields if g.name == f.name), None)
+            if mine is not None and f.name in {"data_dir", "offline", "seed", "backbone", "weights", "device", "cache_dir"}:
+                assert mine.metadata is f.metadata, f.name
+
+
+def test_the_main_job_offers_every_setting_declared_for_it():
+    run_flags = flags_of(subparser("run"))
+    for cls in COMMANDS:
+        for f in settings_of(cls):
+            offered = any(g.metadata["run"] for c in COMMANDS for g in settings_of(c) if g.name == f.name)
+            assert (set(flags_for(f)) <= run_flags) == offered, (cls.__name__, f.name)
+    for flag in ("--seed", "--epochs", "--dim", "--top", "--backbone", "--data-dir"):
+        assert flag in run_flags
+
+
+def test_a_main_job_flag_reaches_every_study_that_has_the_setting():
+    from embedlab.study import study_config
+
+    args = cli.build_parser().parse_args(["run", "--seed", "7", "--epochs", "3", "--dim", "12", "--top", "5", "--offline"])
+    cfg = study_config("cpu", False, {**cli._run_flags(args)})
+    assert cfg.probe.seed == cfg.finetune.seed == cfg.movies.seed == cfg.movies.holdout_seed == 7  # the held-out seed follows
+    assert (cfg.finetune.epochs, cfg.movies.dim, cfg.movies.top_k) == (3, 12, 5)
+    assert cfg.probe.offline and cfg.finetune.offline and cfg.movies.offline
+
+
+def _sample(parser: argparse.ArgumentParser, flag: str) -> list[str]:
+    """A value argparse accepts for ``flag`` (the refusal comes before any range check)."""
+    action = next(a for a in parser._actions if flag in a.option_strings)
+    if action.nargs == 0:
+        return [flag]
+    if action.choices:
+        return [flag, next(iter(action.choices))]
+    if flag == "--lrs":
+        return [flag, "adam=0.1"]
+    return [flag, "1"]
+
+
+@pytest.mark.parametrize("cls", [MoviesConfig, FinetuneConfig], ids=lambda c: c.__name__)
+def test_resume_refuses_each_setting_that_changes_results_and_applies_the_others(cls, tmp_path, capsys):
+    parser = subparser(*COMMANDS[cls])
+    refused = [flag for f in settings_of(cls) if f.metadata["resume"] == "refuse" for flag in flags_for(f)]
+    applied = [flag for f in settings_of(cls) if f.metadata["resume"] == "apply" for flag in flags_for(f)]
+    assert refused and applied
+    for flag in refused:
+        code = cli.main([*COMMANDS[cls], "--resume", str(tmp_path / "nowhere"), *_sample(parser, flag)])
+        err = capsys.readouterr().err
+        assert code == 2 and f"which {flag} would change" in err, (flag, err)
+    for flag in applied:  # accepted: the error is then about the folder, not the flag
+        code = cli.main([*COMMANDS[cls], "--resume", str(tmp_path / "nowhere"), *_sample(parser, flag)])
+        err = capsys.readouterr().err
+        assert code == 2 and "would change" not in err and "nowhere" in err, (flag, err)
+
+
+def test_main_job_resume_refuses_its_result_flags(tmp_path, capsys):
+    for flag in ("--seed", "--epochs", "--dim", "--top", "--backbone", "--weights"):
+        assert cli.main(["run", "--resume", str(tmp_path / "nowhere"), flag, "1"]) == 2
+        assert f"which {flag} would change" in capsys.readouterr().err
+    for flag in ("--data-dir", "--cache-dir", "--device"):
+        assert cli.main(["run", "--resume", str(tmp_path / "nowhere"), flag, "x"]) == 2
+        assert "would change" not in capsys.readouterr().err
+
+
+def test_adding_a_setting_is_one_declaration():
+    """A new field with ``setting(...)`` gets its flag, help, type and range check and resume policy with no other edit."""
+    @dataclasses.dataclass
+    class WithNew(MoviesConfig):
+        shortlist: Annotated[int, Field(ge=1, le=50)] = setting(20, help="candidates kept before re-ranking")
+
+    p = cli._Parser(prog="t")
+    cli.add_setting_flags(p, WithNew)
+    assert "--shortlist" in flags_of(p) and "candidates kept before re-ranking (default 20)" in p.format_help()
+    args = p.parse_args(["--shortlist", "7"])
+    cfg = apply_overrides(WithNew(), cli._setting_flags(args, WithNew), flags=True)
+    assert cfg.shortlist == 7 and cli._given_flags(args, WithNew, "refuse") == ["--shortlist"]
+    with pytest.raises(InputError, match="--shortlist 99: input should be less than or equal to 50"):
+        apply_overrides(WithNew(), cli._setting_flags(p.parse_args(["--shortlist", "99"]), WithNew), flags=True)
+
+
+def test_profiles_name_only_declared_settings():
+    for name, sections in PROFILES.items():
+        for section, overrides in sections.items():
+            cls = cli.STUDY_CLASSES[section]
+            assert set(overrides) <= {f.name for f in settings_of(cls)}, (name, section)
+            apply_overrides(cls(), overrides)  # and each value passes its declared type and range
+
+
+def _readme_commands() -> dict[str, set[str]]:
+    """The flags the README's command-line block lists for each command."""
+    text = README.read_text()
+    block = text[text.index("## Command line"):]
+    block = block[block.index("```text") + 7: block.index("```", block.index("```text") + 7)]
+    out: dict[str, set[str]] = {}
+    current = None
+    for line in block.splitlines():
+        m = re.match(r"embedlab ((?:vision )?\w+)", line)
+        if m:
+            current = m.group(1)
+        elif not line.startswith(" "):
+            current = None
+        if current:
+            out.setdefault(current, set()).update(re.findall(r"--[a-z][a-z0-9-]*", line))
+    return out
+
+
+def test_the_readme_command_line_and_help_agree():
+    listed = _readme_commands()
+    assert {"run", "movies", "recommend", "report", "vision probe", "vision finetune"} <= set(listed)
+    for command, flags in listed.items():
+        actual = flags_of(subparser(*command.split()))
+        assert flags <= actual, (command, sorted(flags - actual))  # nothing the README shows is missing
+    run = flags_of(subparser("run")) - {"-h", "--help"}
+    shown = {f for f in run if f.startswith("--") and not f.startswith("--no-")}  # -q is --quiet; --no-X is --X's other half
+    assert shown <= listed["run"], sorted(shown - listed["run"])  # and the main job's every flag is shown
