@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pandas as pd
 import pytest
 
 from embedlab.vision import cifar10
+
+os.environ.setdefault("MPLBACKEND", "Agg")  # as the command line does: the tests draw into files, never windows
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt  # the backend is the caller's: the command line picks Agg, a notebook its inline one
+import numpy as np
+from matplotlib import patheffects
+from adjustText import adjust_text
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib import patheffects  # noqa: E402
-from adjustText import adjust_text  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from embedlab.movies.train import RunResult  # noqa: E402
+from embedlab.movies.train import RunResult
 
 
 def _reference_lines(ax: plt.Axes, c_star: float, c_zero: float) -> None:

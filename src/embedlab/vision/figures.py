@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt  # the backend is the caller's: the command line picks Agg, a notebook its inline one
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
 
 
 def gallery(images: torch.Tensor, selection: pd.DataFrame, classes: Sequence[str], k: int = 5, title: str = "") -> Figure:

@@ -1,0 +1,154 @@
+"""The studies as a notebook uses them: data in, typed results and figures out, no run folder.
+
+Each function is a thin layer over the same code the main job runs (``embedlab run``), so a notebook and
+the report compute the same numbers. ``import embedlab`` exposes every name below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+from embedlab.data import ensure_movielens, resolve_data_dir
+from embedlab.movies import figures as movie_figures
+from embedlab.movies.cooccurrence import CoLikes, build_colikes
+from embedlab.movies.movielens import TitleIndex, load_movies, load_ratings, with_years
+from embedlab.movies.objective import CoLikeOperator, SpectralSolution, spectral_optimum
+from embedlab.movies.recommend import eligible_items, similar_items
+from embedlab.movies.train import RunResult, fit, initial_embedding
+from embedlab.vision import figures as vision_figures
+from embedlab.vision.backbones import Backbone, create_backbone
+from embedlab.vision.cifar10 import CLASSES, Cifar10, ensure_cifar10, load_cifar10
+from embedlab.vision.evaluate import gallery_selection
+from embedlab.vision.features import extract, pick_device
+from embedlab.vision.probe import ProbeFit, accuracy, fit_probe, predict_proba
+
+__all__ = ["Backbone", "Cifar10", "CoLikes", "MovieLens", "ProbeFit", "RunResult", "SpectralSolution", "accuracy", "build_colikes",
+           "cifar10", "create_backbone", "exact_optimum", "extract_features", "fit_embeddings", "fit_probe", "gallery_figure",
+           "loss_figure", "movielens", "predict_proba", "recommend"]
+
+
+def cifar10(data_dir: str | Path | None = None) -> Cifar10:
+    """CIFAR-10's official train and test images (uint8, N x 3 x 32 x 32) and labels, checksums verified.
+
+    ``data_dir`` holds ``cifar-10-batches-py/`` (default: ``$EMBEDLAB_DATA_DIR``, else ``./data``); nothing is downloaded.
+
+    >>> data = embedlab.cifar10("../shared/data")
+    >>> data.train_x.shape, data.classes[3]
+    (torch.Size([50000, 3, 32, 32]), 'cat')
+    """
+    return load_cifar10(ensure_cifar10(resolve_data_dir(data_dir), None))
+
+
+def extract_features(backbone: Backbone, images: torch.Tensor, size: int = 128, batch_size: int = 16,
+                     device: str = "auto") -> torch.Tensor:
+    """Features (N, D) of uint8 ``images`` through ``backbone``'s frozen network, resized to ``size`` px.
+
+    >>> net = embedlab.create_backbone("efficientnet_lite0")
+    >>> feats = embedlab.extract_features(net, data.train_x[:64], size=64)
+    >>> feats.shape
+    torch.Size([64, 1280])
+    """
+    model = backbone.feature_extractor()
+    feats, _ = extract(model, images, size, backbone.spec.mean, backbone.spec.std, batch_size, pick_device(device), desc="features")
+    return feats
+
+
+def gallery_figure(images: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor, k: int = 5, title: str = "") -> Figure:
+    """For each class, the ``k`` most confident correct and ``k`` most confident incorrect predictions, as one figure.
+
+    >>> probs = embedlab.predict_proba(probe.model, test_feats)
+    >>> embedlab.gallery_figure(data.test_x[:500], probs, data.test_y[:500])  # doctest: +SKIP
+    """
+    return vision_figures.gallery(images, gallery_selection(probs, labels, k), CLASSES, k, title)
+
+
+@dataclass(frozen=True)
+class MovieLens:
+    """A MovieLens release: its ratings (userId, movieId, rating) and movies (movieId, title, genres, year)."""
+
+    ratings: pd.DataFrame
+    movies: pd.DataFrame
+
+    def colikes(self, threshold: float = 4.0) -> CoLikes:
+        """The like matrix L (a rating >= ``threshold`` is a like); X = L^T L off the diagonal is never formed."""
+        return build_colikes(self.ratings, threshold)
+
+
+def movielens(data_dir: str | Path | None = None, dataset: str = "ml-latest-small") -> MovieLens:
+    """A MovieLens release read from ``data_dir`` (default: ``$EMBEDLAB_DATA_DIR``, else ``./data``); nothing is downloaded.
+
+    >>> ml = embedlab.movielens("../shared/data")
+    >>> len(ml.ratings), len(ml.movies)
+    (100836, 9742)
+    """
+    folder = ensure_movielens(resolve_data_dir(data_dir), None, dataset)
+    return MovieLens(load_ratings(folder), with_years(load_movies(folder)))
+
+
+def _operator(co: CoLikes) -> CoLikeOperator:
+    from embedlab.movies.cooccurrence import colike_fro_sq
+
+    return CoLikeOperator.from_likes(co.likes, colike_fro_sq(co.likes))
+
+
+def fit_embeddings(co: CoLikes, dim: int = 100, optimizer: str = "adam", lr: float = 0.3, iterations: int = 500,
+                   seed: int = 0) -> RunResult:
+    """Minimise the sum over i != j of (v_i . v_j - X_ij)^2 by gradient descent with a torch.optim optimiser.
+
+    ``optimizer`` is one of sgd, nesterov, adagrad, rmsprop, adam; the start is N(0, 0.1^2) from ``seed``.
+    The result holds the loss of every iteration (``losses``), the embedding ``v`` (M x dim) and whether it diverged.
+
+    >>> run = embedlab.fit_embeddings(ml.colikes(), dim=16, optimizer="adam", lr=0.3, iterations=100)
+    >>> run.losses[-1] < run.losses[0]
+    True
+    """
+    op = _operator(co)
+    return fit(op, op.fro_sq, initial_embedding(co.n_movies, dim, seed, 0.1), optimizer, lr, iterations)
+
+
+def exact_optimum(co: CoLikes, dim: int = 100, seed: int = 0) -> SpectralSolution:
+    """The lowest cost any rank-``dim`` embedding can reach (block power iteration on X): the reference for a fit.
+
+    >>> best = embedlab.exact_optimum(ml.colikes(), dim=16)
+    >>> best.cost <= run.losses[-1]
+    True
+    """
+    return spectral_optimum(_operator(co), dim, seed=seed)
+
+
+def loss_figure(runs: list[RunResult], co: CoLikes | None = None, optimum: SpectralSolution | None = None) -> Figure:
+    """Cost against iteration for several runs (optimisers, learning rates), with the exact optimum when given.
+
+    >>> embedlab.loss_figure([run_adam, run_sgd], ml.colikes(), best)  # doctest: +SKIP
+    """
+    c_zero = _operator(co).fro_sq if co is not None else max(r.losses[0] for r in runs)
+    c_star = optimum.cost if optimum is not None else min(min(r.losses) for r in runs)
+    return movie_figures.best_runs_together(runs, c_star, c_zero)
+
+
+def recommend(title: str, run: RunResult, co: CoLikes, movies: pd.DataFrame, k: int = 10, metric: str = "cosine",
+              min_likes: int = 10) -> pd.DataFrame:
+    """The ``k`` movies most similar to ``title`` (typed as people type it) in the embedding of ``run``.
+
+    Only movies with at least ``min_likes`` likes are recommended; ``metric`` is cosine or dot.
+
+    >>> embedlab.recommend("Toy Story", run, co, ml.movies, k=3)["title"].tolist()  # doctest: +SKIP
+    ['Aladdin (1992)', ...]
+    """
+    movie_id = TitleIndex(movies).lookup(title)
+    row = co.index_of(movie_id)
+    if row is None:
+        from embedlab.movies.movielens import TitleLookupError
+
+        raise TitleLookupError(f"{title!r} is in the catalogue but nobody liked it, so it has no embedding", [])
+    idx, scores = similar_items(run.v, row, k, eligible_items(co.like_counts, min_likes), metric)
+    by_id = movies.set_index("movieId")
+    ids = co.movie_ids[idx]
+    return pd.DataFrame({"rank": np.arange(1, len(idx) + 1), "title": by_id.loc[ids, "title"].to_numpy(),
+                         "similarity": np.round(scores.astype(float), 4), "likes": co.like_counts[idx]})
