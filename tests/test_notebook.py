@@ -32,3 +32,16 @@ def test_the_quickstart_notebook_runs(real_data, real_cifar, monkeypatch):
     assert "Apollo 13 -> " in text and "Toy Story -> " in text and "% above the optimum" in text
     drawn = [c.source for c in nb.cells if c.cell_type == "code" and any("image/png" in o.get("data", {}) for o in c.outputs)]
     assert len(drawn) == 2 and "gallery_figure(" in drawn[0] and "loss_figure(" in drawn[1]  # the gallery, then the loss curves
+
+
+def test_the_readme_excerpt_runs(real_data, monkeypatch, capsys):
+    """The README's Python example, exactly as printed there."""
+    readme = (NOTEBOOK.parents[1] / "README.md").read_text()
+    start = readme.index("```python", readme.index("examples/quickstart.ipynb"))
+    code = readme[start + len("```python"): readme.index("```", start + 3)]
+    assert len(code.strip().splitlines()) == 5
+    monkeypatch.setenv("EMBEDLAB_DATA_DIR", str(real_data))
+    exec(compile(code, "README.md", "exec"), {})
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 11 and lines[0].split() == ["rank", "title", "similarity", "likes"] and lines[-1].split()[:2] == ["9", "10"]
+    assert not any("Apollo 13 (1995)" in line for line in lines)  # ten neighbours, never the query itself
