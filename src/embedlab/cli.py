@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal, NoReturn
 
 from embedlab.config import (CONFIG_KEYS, DEFAULT_GRID, PROFILE_ALIASES, PROFILE_NAMES, PROFILES, STUDY_SECTIONS, FinetuneConfig, MoviesConfig,
                              ProbeConfig, apply_overrides, check_sections, load_config_file, profile_overrides, settings_of, with_followers)
-from embedlab.distributed import PeerFailed
+from embedlab.distributed import PeerFailed, current
 from embedlab.errors import InputError, UserError, failure_text
 from embedlab.files import NO_SPACE, disk_full
 from embedlab.logs import console, run_log
@@ -220,8 +220,8 @@ def _movies_finished(path: Path) -> bool:
     return "total_seconds" in done and "status" not in done
 
 
-def on_ranks(backend_device: str, main_folder: Callable[[], RunDir], body: Callable[[RunDir, Any], int]) -> int:
-    """``body(run, dist)`` once, or on every rank of a torchrun job: rank 0 in ``main_folder()``, the others
+def on_ranks(backend_device: str, main_folder: Callable[[], RunDir], body: Callable[[RunDir], int]) -> int:
+    """``body(run)`` once, or on every rank of a torchrun job: rank 0 in ``main_folder()``, the others
     in scratch folders removed afterwards (rank 0 alone keeps files). A folder that rank 0 cannot create
     stops every rank."""
     from embedlab.distributed import init_from_env, shutdown
@@ -239,7 +239,7 @@ def on_ranks(backend_device: str, main_folder: Callable[[], RunDir], body: Calla
         assert run is not None
         try:
             with run_log(run.path) if dist.is_main else contextlib.nullcontext():  # rank 0's folder keeps the lines
-                return body(run, dist)
+                return body(run)
         finally:
             run.release()
             if not dist.is_main:  # a scratch folder this rank created itself
@@ -254,7 +254,7 @@ def cmd_movies(args: argparse.Namespace) -> int:
     if args.resume and _movies_finished(args.resume):
         print(f"{args.resume} already holds a finished movie study; nothing to resume (its report: {args.resume / 'report.html'})")
         return 0
-    return on_ranks("cpu", lambda: _movies_folder(args), lambda run, dist: _movies_on_rank(cfg, run, dist))
+    return on_ranks("cpu", lambda: _movies_folder(args), lambda run: _movies_on_rank(cfg, run))
 
 
 def _movies_folder(args: argparse.Namespace) -> RunDir:
@@ -269,16 +269,16 @@ def _movies_folder(args: argparse.Namespace) -> RunDir:
     return run
 
 
-def _movies_on_rank(cfg: MoviesConfig, run: RunDir, dist: Any) -> int:
+def _movies_on_rank(cfg: MoviesConfig, run: RunDir) -> int:
     from embedlab.movies.pipeline import run_movies
     from embedlab.report import write_report
 
     try:
-        metrics = run_movies(cfg, run, dist)
+        metrics = run_movies(cfg, run)
     except BaseException as exc:
         _mark_failed(run, exc)
         raise
-    if not dist.is_main:
+    if not current().is_main:
         return 0
     report = write_report(run)
     fit = metrics["movies_fit"]
@@ -382,15 +382,15 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     else:
         cfg = finetune_config(args)
         main_folder = lambda: _start_run(args, "finetune")  # noqa: E731
-    return on_ranks(_backend_device(cfg.device), main_folder, lambda r, dist: _finetune_on_rank(cfg, r, bool(args.resume), dist))
+    return on_ranks(_backend_device(cfg.device), main_folder, lambda r: _finetune_on_rank(cfg, r, bool(args.resume)))
 
 
-def _finetune_on_rank(cfg: FinetuneConfig, run: RunDir, resume: bool, dist: Any) -> int:
+def _finetune_on_rank(cfg: FinetuneConfig, run: RunDir, resume: bool) -> int:
     from embedlab.report import write_report
     from embedlab.vision.pipeline import run_finetune
 
-    metrics = run_finetune(cfg, run, resume=resume, dist=dist)
-    if not dist.is_main:
+    metrics = run_finetune(cfg, run, resume=resume)
+    if not current().is_main:
         return 0
     report = write_report(run)
     ft = metrics["finetune"]
@@ -467,15 +467,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise InputError(f"study.profile in {args.config} is {profile!r}; choose from {', '.join(PROFILE_NAMES)}")
         cfg = study_config(profile, wants_cuda(args.device), shared, sections)
         main_folder = lambda: _start_run(args, "study")  # noqa: E731
-    return on_ranks(_backend_device(cfg.finetune.device), main_folder, lambda r, dist: _study_on_rank(cfg, r, bool(args.resume), dist))
+    return on_ranks(_backend_device(cfg.finetune.device), main_folder, lambda r: _study_on_rank(cfg, r, bool(args.resume)))
 
 
-def _study_on_rank(cfg: Any, run: RunDir, resume: bool, dist: Any) -> int:
+def _study_on_rank(cfg: Any, run: RunDir, resume: bool) -> int:
     from embedlab.report import summary_rows, write_report
     from embedlab.study import run_study
 
-    metrics = run_study(cfg, run, resume=resume, dist=dist)
-    if not dist.is_main:
+    metrics = run_study(cfg, run, resume=resume)
+    if not current().is_main:
         return 0
     report = write_report(run)
     print("\nsummary:")

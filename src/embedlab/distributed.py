@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -129,8 +131,33 @@ def balanced_rows(row_weights: np.ndarray, world: int, rank: int) -> slice:
 COLLECTIVE_TIMEOUT = timedelta(hours=2)
 
 
+_JOB = Dist()
+
+
+def current() -> Dist:
+    """This process's place in the job: the one place the rank and world size live (set by ``init_from_env``)."""
+    return _JOB
+
+
+@contextmanager
+def joined(dist: Dist) -> Iterator[Dist]:
+    """``dist`` as this process's job for the duration: for code that set up its own process group (a test)."""
+    global _JOB
+    previous, _JOB = _JOB, dist
+    try:
+        yield dist
+    finally:
+        _JOB = previous
+
+
 def init_from_env(device: str = "cpu") -> Dist:
-    """Join the torchrun job described by the environment (RANK, WORLD_SIZE, MASTER_ADDR, ...), if any."""
+    """Join the torchrun job described by the environment (RANK, WORLD_SIZE, MASTER_ADDR, ...), if any; it becomes ``current()``."""
+    global _JOB
+    _JOB = _join(device)
+    return _JOB
+
+
+def _join(device: str) -> Dist:
     env = {k: os.environ.get(k, "") for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     if not (env["WORLD_SIZE"] or "1").isdigit():
         raise InputError(f"WORLD_SIZE={env['WORLD_SIZE']!r} is not a number of processes; unset it, or launch with torchrun")
@@ -157,6 +184,8 @@ def init_from_env(device: str = "cpu") -> Dist:
 
 
 def shutdown(dist: Dist) -> None:
+    global _JOB
+    _JOB = Dist()
     if dist.active:
         import torch.distributed as tdist
 

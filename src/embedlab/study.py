@@ -19,7 +19,7 @@ from typing import Any
 from embedlab.errors import InputError, UserError, failure_text
 from embedlab.config import (PROFILE_ALIASES, PROFILE_NAMES, FinetuneConfig, MoviesConfig, ProbeConfig, apply_overrides,
                              profile_overrides, resolve_profile, settings_of, to_dict, with_followers)
-from embedlab.distributed import Dist, PeerFailed
+from embedlab.distributed import PeerFailed, current
 from embedlab.runs import RunDir
 
 log = logging.getLogger(__name__).info
@@ -146,7 +146,7 @@ def preflight(cfg: StudyConfig, pending: list[str]) -> None:
     log("preflight: data and weights are at hand")
 
 
-def run_study(cfg: StudyConfig, run: RunDir, resume: bool = False, dist: Dist = Dist()) -> dict[str, Any]:
+def run_study(cfg: StudyConfig, run: RunDir, resume: bool = False) -> dict[str, Any]:
     """Run the configured steps in order; finished steps are skipped on resume.
 
     Under torchrun every rank calls this: fine-tuning and the movie study use all ranks, the linear probe
@@ -161,15 +161,16 @@ def run_study(cfg: StudyConfig, run: RunDir, resume: bool = False, dist: Dist = 
         run.update_config(name, {**run.read_json("config.json").get(name, {}), **to_dict(getattr(cfg, name))})
     run.write_json("environment.json", software_versions())
     metrics = run.metrics()
+    dist = current()
     done = set(dist.broadcast_object(sorted(s for s, v in metrics.get("steps", {}).items() if v.get("status") == "done")))  # type: ignore[arg-type]
     log(f"plan ({cfg.profile} profile; minutes on the fastest and slowest 2-core machines measured, see the README):")
     for step, what, eta in plan(cfg, done):
         log(f"  {step:<9} {eta:<36} {what}")
     preflight(cfg, [s for s in cfg.steps if s not in done])
     actions = {
-        "probe": lambda: on_main_rank(dist, lambda: run_probe(cfg.probe, run)),
-        "finetune": lambda: run_finetune(cfg.finetune, run, resume=resume, compare=False, dist=dist),
-        "movies": lambda: run_movies(cfg.movies, run, dist),
+        "probe": lambda: on_main_rank(lambda: run_probe(cfg.probe, run)),
+        "finetune": lambda: run_finetune(cfg.finetune, run, resume=resume, compare=False),
+        "movies": lambda: run_movies(cfg.movies, run),
     }
     for step in cfg.steps:
         if step in done:
@@ -197,9 +198,10 @@ def run_study(cfg: StudyConfig, run: RunDir, resume: bool = False, dist: Dist = 
     return run.read_json("metrics.json")
 
 
-def on_main_rank(dist: Dist, work: Callable[[], object]) -> None:
+def on_main_rank(work: Callable[[], object]) -> None:
     """``work()`` on rank 0 alone while the others wait; if it fails, every rank stops (rank 0 with its error)."""
     problem: BaseException | None = None
+    dist = current()
     if dist.is_main:
         try:
             work()

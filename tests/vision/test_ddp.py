@@ -31,7 +31,7 @@ def _model() -> nn.Module:
 def _worker(rank: int, world: int, init: str, out: str, resume: bool, stop: str) -> None:
     import torch.distributed as tdist
 
-    from embedlab.distributed import Dist
+    from embedlab.distributed import Dist, joined
     from embedlab.vision.finetune import TrainingInterrupted, train
 
     tdist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
@@ -45,8 +45,9 @@ def _worker(rank: int, world: int, init: str, out: str, resume: bool, stop: str)
 
     model = _model()
     try:
-        h = train(model, model.head, synthetic(60, 0), synthetic(30, 1), cfg(), INPUTS, torch.device("cpu"), Path(out) / "ck.pt",
-                  resume=resume, on_step=on_step, dist=Dist(rank, world, "gloo"))
+        with joined(Dist(rank, world, "gloo")):  # the process group this worker set up is the job's
+            h = train(model, model.head, synthetic(60, 0), synthetic(30, 1), cfg(), INPUTS, torch.device("cpu"), Path(out) / "ck.pt",
+                      resume=resume, on_step=on_step)
         if rank == 0:
             torch.save({"loss": h.step_loss, "val": [e["val_accuracy"] for e in h.epochs], "w": model.state_dict()}, Path(out) / "h.pt")
     except TrainingInterrupted as exc:
@@ -97,14 +98,13 @@ def test_a_stopped_two_process_run_resumes_exactly(tmp_path, stop):
 
 
 def test_batch_not_divisible_by_the_processes_is_refused():
-    from embedlab.distributed import Dist
     from embedlab.vision.finetune import check_shards
 
     with pytest.raises(ValueError, match="--batch-size divisible by the number of processes"):
-        check_shards(cfg(batch_size=20), 60, 30, Dist(rank=0, world=3, backend="gloo"))
+        check_shards(cfg(batch_size=20), 60, 30, 3)
     with pytest.raises(ValueError, match="cannot share"):
-        check_shards(cfg(batch_size=20), 60, 3, Dist(rank=0, world=4, backend="gloo"))  # more processes than validation images
-    check_shards(cfg(batch_size=20), 60, 30, Dist(rank=0, world=4, backend="gloo"))
+        check_shards(cfg(batch_size=20), 60, 3, 4)  # more processes than validation images
+    check_shards(cfg(batch_size=20), 60, 30, 4)
 
 
 def test_a_checkpoint_of_another_network_or_resolution_is_refused(tmp_path):

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from embedlab.errors import InputError
 from embedlab.config import MoviesConfig, to_dict
 from embedlab.data import available_memory, download_url, ensure_movielens, resolve_data_dir, verify_movielens
-from embedlab.distributed import Dist, balanced_rows
+from embedlab.distributed import balanced_rows, current
 from embedlab.movies import figures
 from embedlab.movies.cooccurrence import CoLikes, ColikeSummary, build_colikes, colike_fro_sq, colike_stats, colike_summary, like_matrix
 from embedlab.movies.anchors import Tuned, als_candidates, ease_candidates, implicit_available, tune
@@ -124,8 +124,9 @@ def _gap(r: RunResult, c_star: float) -> float:
     return (r.final_loss - c_star) / c_star if not r.diverged else float("nan")
 
 
-def make_operator(likes: sp.csr_matrix, dist: Dist, fro_sq: float | None = None) -> CoLikeOperator:
+def make_operator(likes: sp.csr_matrix, fro_sq: float | None = None) -> CoLikeOperator:
     """X as L^T L - diag(n) on this rank's users (balanced by likes); counts and ||X||_F^2 of all users."""
+    dist = current()
     likes = sp.csr_matrix(likes)
     counts = np.asarray(likes.sum(axis=0)).ravel()
     fro = colike_fro_sq(likes) if fro_sq is None else fro_sq
@@ -217,8 +218,9 @@ def check_sizes(cfg: MoviesConfig, co: CoLikes, available: int | None = None) ->
                          "--top, or raise --min-likes / --like-threshold")
 
 
-def step_2a_data(cfg: MoviesConfig, run: RunDir, dist: Dist) -> Prepared:
+def step_2a_data(cfg: MoviesConfig, run: RunDir) -> Prepared:
     """2A: ratings -> likes L -> what the report shows of X (computed in chunks, never whole)."""
+    dist = current()
     ratings, movies, source = load_tables(cfg)
     t0 = time.perf_counter()
     co = build_colikes(ratings, cfg.like_threshold)
@@ -246,9 +248,10 @@ def step_2a_data(cfg: MoviesConfig, run: RunDir, dist: Dist) -> Prepared:
     return Prepared(ratings, movies, co, items, queries, summary, source)
 
 
-def step_2b_fit(cfg: MoviesConfig, run: RunDir, data: Prepared, dist: Dist) -> Fitted:
+def step_2b_fit(cfg: MoviesConfig, run: RunDir, data: Prepared) -> Fitted:
     """2B: the spectral reference and the optimiser x learning-rate sweep, all on the factored operator."""
-    op = make_operator(data.co.likes, dist, data.summary.fro_sq)
+    dist = current()
+    op = make_operator(data.co.likes, data.summary.fro_sq)
     v0 = initial_embedding(data.co.n_movies, cfg.dim, cfg.seed, cfg.init_scale)
     log(f"[2B] spectral reference optimum, d={cfg.dim}")
     t0 = time.perf_counter()
@@ -266,12 +269,12 @@ def step_2b_fit(cfg: MoviesConfig, run: RunDir, data: Prepared, dist: Dist) -> F
 
     t0 = time.perf_counter()
     results = sweep(op, op.fro_sq, v0, cfg.grid, cfg.iterations, cfg.divergence_factor, on_run=finish, progress_factory=factory,
-                    workers=_workers(dist))
+                    workers=_workers())
     sweep_s = time.perf_counter() - t0
     bar.close()
     table = _save_sweep(run, results, c_star, cfg.converged_gap)
     best = best_run(results)
-    final, finals = final_fit(cfg, op, results, c_star, _workers(dist))
+    final, finals = final_fit(cfg, op, results, c_star, _workers())
     best_per_opt = [best_run([r for r in results if r.optimizer == name]) for name in cfg.grid
                     if any(not r.diverged for r in results if r.optimizer == name)]
     run.save_figure("loss_by_optimizer", figures.loss_curves_by_optimizer(results, c_star, op.fro_sq))
@@ -376,13 +379,13 @@ def step_stability(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitte
     })
 
 
-def step_holdout(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted, dist: Dist) -> HeldOut:
+def step_holdout(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted) -> HeldOut:
     """Held-out users: the embedding (best setting, refitted on training users) against co-count baselines,
     popularity and the field's own recommenders (EASE, ALS), overall and by the query movie's popularity.
     Returns the split and its operator, which the dimension sweep scores on too."""
     log("[eval] held-out users: embeddings vs co-likes, popularity, EASE and ALS, overall and by the query movie's like count")
     split = HoldoutSplit.make(cfg, data.ratings, data.movies)
-    held = HeldOut(split, make_operator(split.train.likes, dist))
+    held = HeldOut(split, make_operator(split.train.likes))
     refit = _fit_final(cfg, held.op, cfg.dim, fitted.final.optimizer, fitted.final.lr)
     tuned, notes = tuned_anchors(cfg, split)
     overall, cold = holdout_tables(cfg, split, refit.v if not refit.diverged else None, {t.name: t.scorer for t in tuned})
@@ -435,37 +438,37 @@ def step_map(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted, top
     run.save_figure("embedding_map", _embedding_map(coords, keep, data.items, data.queries, top_lists, cfg.map_method))
 
 
-def step_dim_sweep(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted, held: HeldOut, dist: Dist) -> None:
-    dim_df = dimension_sweep(cfg, data, fitted, held, dist)
+def step_dim_sweep(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted, held: HeldOut) -> None:
+    dim_df = dimension_sweep(cfg, data, fitted, held)
     run.save_table("dim_sweep", dim_df)
     run.update_metrics("movies_dim_sweep", {"chosen_by_rule": int(choose_dim(dim_df, cfg.top_k)), "configured_dim": cfg.dim})
     run.save_figure("dim_sweep", figures.dim_sweep(dim_df["dim"], dim_df["gap"], dim_df[f"hit_rate@{cfg.top_k}"], dim_df["relative_cost"]))
 
 
-def run_movies(cfg: MoviesConfig, run: RunDir, dist: Dist | None = None) -> dict[str, object]:
+def run_movies(cfg: MoviesConfig, run: RunDir) -> dict[str, object]:
     """Run the whole study into ``run``; returns the headline metrics (also in metrics.json).
 
     numpy's BLAS is held to one thread throughout: its idle threads spin after every numpy/scipy
     product and steal the cores from torch's (measured: the sweep 20 % and eigsh 7x slower).
     """
     with threadpool_limits(1, "blas"):
-        return _run_movies(cfg, run, dist)
+        return _run_movies(cfg, run)
 
 
-def _run_movies(cfg: MoviesConfig, run: RunDir, dist: Dist | None) -> dict[str, object]:
-    dist = dist or Dist()
+def _run_movies(cfg: MoviesConfig, run: RunDir) -> dict[str, object]:
+    dist = current()
     cfg.validate()
     run.update_config("movies", to_dict(cfg))
     t_all = time.perf_counter()
-    data = step_2a_data(cfg, run, dist)
-    fitted = step_2b_fit(cfg, run, data, dist)
+    data = step_2a_data(cfg, run)
+    fitted = step_2b_fit(cfg, run, data)
     top_lists = step_2c_recommend(cfg, run, data, fitted)
     step_stability(cfg, run, data, fitted, top_lists)
-    held = step_holdout(cfg, run, data, fitted, dist)
+    held = step_holdout(cfg, run, data, fitted)
     if cfg.embedding_map and dist.is_main:  # rank 0 alone draws: the others' folders are discarded
         step_map(cfg, run, data, fitted, top_lists)
     if cfg.dim_sweep:
-        step_dim_sweep(cfg, run, data, fitted, held, dist)
+        step_dim_sweep(cfg, run, data, fitted, held)
     run.update_metrics("movies_run", {"total_seconds": round(time.perf_counter() - t_all, 1), "processes": dist.world,
                                       "peak_rss_gib": round(peak_rss_bytes() / 1024**3, 2)})
     return run.read_json("metrics.json")
@@ -545,9 +548,9 @@ def _fit(cfg: MoviesConfig, op: CoLikeOperator, dim: int, optimizer: str, lr: fl
     return fit(op, op.fro_sq, v0, optimizer, lr, cfg.iterations, cfg.divergence_factor)
 
 
-def _workers(dist: Dist) -> int:
+def _workers() -> int:
     """Independent runs side by side, one per core; one at a time under torch.distributed (collectives in lockstep)."""
-    return 1 if dist.active else default_workers()
+    return 1 if current().active else default_workers()
 
 
 def final_fit(cfg: MoviesConfig, op: CoLikeOperator, results: list[RunResult], c_star: float,
@@ -633,11 +636,11 @@ def dim_settings(fitted: Fitted, steps: int) -> list[tuple[str, float]]:
     return [(r.optimizer, lr) for r in ranked for lr in lr_ladder(r.lr, steps)]
 
 
-def dimension_sweep(cfg: MoviesConfig, data: Prepared, fitted: Fitted, held: HeldOut, dist: Dist) -> pd.DataFrame:
+def dimension_sweep(cfg: MoviesConfig, data: Prepared, fitted: Fitted, held: HeldOut) -> pd.DataFrame:
     """For each d: the spectral optimum, gradient descent's gap to it (the best settings of the sweep,
     learning rates lowered until a run converges) and the held-out HitRate@k of the spectral
     embedding fitted on the training users."""
-    op = make_operator(data.co.likes, dist, data.summary.fro_sq)
+    op = make_operator(data.co.likes, data.summary.fro_sq)
     op_train = held.op
     settings = dim_settings(fitted, cfg.dim_sweep_lr_steps)
     rows = []

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from embedlab.errors import InputError, MissingFileError, UserError
 from embedlab.config import FinetuneConfig
-from embedlab.distributed import Dist
+from embedlab.distributed import Dist, current
 from embedlab.files import UnreadableFile, read_torch, torch_bytes, write_atomic
 from embedlab.vision.features import extract, inference_batch, preprocess, uses_bf16
 
@@ -241,13 +241,14 @@ EVAL_BATCH_GPU = 256
 
 
 def predict(model: nn.Module, images: torch.Tensor, inputs: Inputs, batch_size: int | None, device: torch.device, desc: str,
-            dist: Dist = Dist(), flip: bool = False) -> tuple[torch.Tensor, float, torch.Tensor]:
+            flip: bool = False) -> tuple[torch.Tensor, float, torch.Tensor]:
     """Softmax probabilities (float32, CPU) of uint8 ``images``, the images/s of one pass (of this rank's share:
     under torch.distributed each rank predicts one block and every rank gets all the rows), and the
     probabilities of the plain images alone. With ``flip`` the probabilities are the mean of the image's and
     its mirror image's (test-time augmentation, a second pass); without, the two returned tensors are one.
     ``batch_size`` None: the device's default (``inference_batch``)."""
     batch_size = inference_batch(batch_size, device, EVAL_BATCH_GPU)
+    dist = current()
     mine = images[dist.shard(len(images))]
     logits, stats = extract(model, mine, inputs.size, inputs.mean, inputs.std, batch_size, device, desc=desc)
     plain = dist.gather_rows(logits.softmax(1), len(images))
@@ -272,18 +273,18 @@ class Loop:
     ema: AveragedModel | None = None
 
 
-def check_shards(cfg: FinetuneConfig, n_train: int, n_val: int, dist: Dist) -> None:
-    """Every rank must get an equal, non-empty share of each global batch (so that DDP's mean of the ranks'
-    gradients is the gradient of the global batch) and of the validation images."""
+def check_shards(cfg: FinetuneConfig, n_train: int, n_val: int, world: int) -> None:
+    """Every one of ``world`` processes must get an equal, non-empty share of each global batch (so that DDP's mean of
+    the ranks' gradients is the gradient of the global batch) and of the validation images."""
     if n_train // cfg.batch_size == 0:
         raise InputError(f"batch size {cfg.batch_size} is larger than the {n_train} training images; lower --batch-size")
-    if dist.active and (cfg.batch_size % dist.world or n_val < dist.world):
-        raise InputError(f"{dist.world} processes cannot share a global batch of {cfg.batch_size} images equally (or the {n_val} "
+    if world > 1 and (cfg.batch_size % world or n_val < world):
+        raise InputError(f"{world} processes cannot share a global batch of {cfg.batch_size} images equally (or the {n_val} "
                          f"validation images); use a --batch-size divisible by the number of processes (--nproc-per-node x nodes)")
 
 
 def start_loop(model: nn.Module, head: nn.Module, n_train: int, cfg: FinetuneConfig, device: torch.device, checkpoint: Path,
-               resume: bool, size: int, dist: Dist = Dist()) -> Loop:
+               resume: bool, size: int) -> Loop:
     """Optimiser and schedule for ``cfg``; with ``resume``, every state restored from the last complete epoch.
 
     Under torch.distributed the model is wrapped in DistributedDataParallel after any resume (so every rank
@@ -296,6 +297,7 @@ def start_loop(model: nn.Module, head: nn.Module, n_train: int, cfg: FinetuneCon
     recipe = recipe_of(model, size) | ({"ema": cfg.ema} if cfg.ema else {})
     if frozen := sum(not p.requires_grad for p in model.parameters()):  # another freeze means another optimiser state
         recipe["frozen_tensors"] = frozen
+    dist = current()
     loop = Loop(opt, make_scheduler(cfg, opt, steps_per_epoch * cfg.epochs), History(), 0, steps_per_epoch, model, recipe, dist,
                 make_ema(model, cfg.ema, steps_per_epoch * cfg.epochs))
     if resume:
@@ -381,7 +383,7 @@ def end_epoch(model: nn.Module, loop: Loop, epoch: int, step_losses: list[float]
     that a resume starts from."""
     loop.history.step_loss.extend(step_losses)
     evaluated = model if loop.ema is None else loop.ema.module
-    val_probs, val_ips, one_view = predict(evaluated, val_xy[0], inputs, cfg.eval_batch_size, device, desc="validation", dist=loop.dist,
+    val_probs, val_ips, one_view = predict(evaluated, val_xy[0], inputs, cfg.eval_batch_size, device, desc="validation",
                                            flip=cfg.tta_flip)
     images = loop.steps_per_epoch * cfg.batch_size
     row = {
@@ -411,16 +413,15 @@ def train(
     resume: bool = False,
     trainable: Sequence[str] | None = None,
     on_step: Callable[[int, int], None] | None = None,
-    dist: Dist = Dist(),
 ) -> History:
     """Fine-tune ``model`` (whose new classifier is ``head``) for ``cfg.epochs``; a checkpoint after every epoch.
 
     ``trainable`` names the submodules kept in train mode when only part of the network is trained.
     ``on_step(epoch, step)`` is called after each optimiser step (progress hooks, tests). Under torch.distributed
-    (``dist``) every rank calls this with the same data; see ``train_epoch`` and ``start_loop``.
+    every rank calls this with the same data; see ``train_epoch`` and ``start_loop``.
     """
-    check_shards(cfg, len(train_xy[0]), len(val_xy[0]), dist)
-    loop = start_loop(model, head, len(train_xy[0]), cfg, device, checkpoint, resume, inputs.size, dist)
+    check_shards(cfg, len(train_xy[0]), len(val_xy[0]), current().world)
+    loop = start_loop(model, head, len(train_xy[0]), cfg, device, checkpoint, resume, inputs.size)
     for epoch in range(loop.start_epoch, cfg.epochs):
         set_train_mode(model, trainable)
         t0 = time.perf_counter()

@@ -13,7 +13,7 @@ import torch
 
 from embedlab.config import FinetuneConfig, ProbeConfig, to_dict
 from embedlab.data import resolve_data_dir
-from embedlab.distributed import Dist
+from embedlab.distributed import current
 from embedlab.errors import InputError, MissingFileError
 from embedlab.files import UnreadableFile, npz_bytes, read_torch, torch_bytes
 from embedlab.runs import RunDir
@@ -245,7 +245,7 @@ def check_finetune_batches(cfg: FinetuneConfig, spec: BackboneSpec, device: torc
     return size
 
 
-def step_1c_setup(cfg: FinetuneConfig, run: RunDir, dist: Dist) -> tuple[torch.device, Backbone, int, int]:
+def step_1c_setup(cfg: FinetuneConfig, run: RunDir) -> tuple[torch.device, Backbone, int, int]:
     """Device, backbone, frozen stages, resolution and evaluation batch resolved and saved in config.json; then the
     probe (rank 0), if due."""
     device = pick_device(cfg.device)
@@ -255,25 +255,25 @@ def step_1c_setup(cfg: FinetuneConfig, run: RunDir, dist: Dist) -> tuple[torch.d
     size = check_finetune_batches(cfg, backbone.spec, device)
     run.update_config("finetune", {**to_dict(cfg), "resolved": {"device": str(device), "size": size, "freeze_stages": frozen,
                                                                "eval_batch_size": inference_batch(cfg.eval_batch_size, device, EVAL_BATCH_GPU)}})
-    if cfg.probe and dist.is_main and "test_accuracy" not in run.metrics().get("probe", {}):
+    if cfg.probe and current().is_main and "test_accuracy" not in run.metrics().get("probe", {}):
         run_probe(cfg.probe_config(), run)
     return device, backbone, frozen, size
 
 
-def run_finetune(cfg: FinetuneConfig, run: RunDir, resume: bool = False, compare: bool = True,
-                 dist: Dist = Dist()) -> dict[str, object]:
+def run_finetune(cfg: FinetuneConfig, run: RunDir, resume: bool = False, compare: bool = True) -> dict[str, object]:
     """Part 1 C into ``run``: the probe (unless done or disabled), fine-tuning, its evaluation and gallery, the comparison.
 
     With ``resume`` the loop continues from the run's last complete epoch checkpoint. Under torchrun every
-    rank calls this (``dist``): rank 0 alone runs the probe and keeps the checkpoint, which every rank
-    resumes from; the other ranks' ``run`` folders are scratch.
+    rank calls this: rank 0 alone runs the probe and keeps the checkpoint, which every rank resumes from; the
+    other ranks' ``run`` folders are scratch.
     """
     cfg.validate()
+    dist = current()
     t_all = time.perf_counter()
-    device, backbone, frozen, size = step_1c_setup(cfg, run, dist)
+    device, backbone, frozen, size = step_1c_setup(cfg, run)
     spec = backbone.spec
     data, train_idx, val_idx, test_idx = load_splits(cfg)  # the probe's split
-    check_shards(cfg, len(train_idx), len(val_idx), dist)  # before the throughput measurement's training steps
+    check_shards(cfg, len(train_idx), len(val_idx), dist.world)  # before the throughput measurement's training steps
     torch.manual_seed(cfg.seed)  # the training job seeds torch's global generator once: the new head's start and dropout draw from it
     model, head, trained = backbone.with_new_head(len(CLASSES), cfg.train_scope, frozen)
     head_init = resolve_head_init(cfg.head_init, run)
@@ -289,11 +289,11 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, resume: bool = False, compare
     log(f"[1C] fine-tuning {spec.name} ({backbone.weights}, {layers}, {n_trainable:,} trainable parameters) on {device} "
         f"at {size} px: {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} x {steps * cfg.batch_size:,} images at about {ips:.0f} img/s "
         f"-> expected about {_duration(expected)}")
-    history = step_1c_train(cfg, run, model, head, trained, inputs, device, data, (train_idx, val_idx), resume, dist)
+    history = step_1c_train(cfg, run, model, head, trained, inputs, device, data, (train_idx, val_idx), resume)
     epochs = pd.DataFrame(history.epochs)
     run.save_table("finetune_epochs", epochs.round(4))
 
-    ev, test_ips = step_1c_test(cfg, run, model, inputs, device, data, test_idx, spec.name, dist)
+    ev, test_ips = step_1c_test(cfg, run, model, inputs, device, data, test_idx, spec.name)
     probe_val = run.metrics().get("probe", {}).get("val_accuracy")
     run.save_figure("finetune_curves", figures.finetune_curves(history.step_loss, epochs, steps, probe_val))
     train_s = float(epochs["train_seconds"].sum())
@@ -354,17 +354,16 @@ def init_head_from_probe(head: torch.nn.Module, run: RunDir) -> None:
 
 
 def step_1c_train(cfg: FinetuneConfig, run: RunDir, model: torch.nn.Module, head: torch.nn.Module, trained: tuple[str, ...] | None,
-                  inputs: Inputs, device: torch.device, data: Cifar10, split: tuple[torch.Tensor, torch.Tensor], resume: bool,
-                  dist: Dist) -> History:
+                  inputs: Inputs, device: torch.device, data: Cifar10, split: tuple[torch.Tensor, torch.Tensor], resume: bool) -> History:
     """1C's training loop from rank 0's checkpoint (when resuming and there is one); Ctrl-C says how to continue."""
     train_idx, val_idx = split
-    checkpoint = Path(str(dist.broadcast_object(str(run.artefact("finetune_checkpoint.pt")))))  # rank 0's
+    checkpoint = Path(str(current().broadcast_object(str(run.artefact("finetune_checkpoint.pt")))))  # rank 0's
     if resume and not checkpoint.is_file():
         log("[1C] no checkpoint in this run yet: starting fine-tuning from the first epoch")
         resume = False
     try:
         return train(model, head, (data.train_x[train_idx], data.train_y[train_idx]), (data.train_x[val_idx], data.train_y[val_idx]),
-                     cfg, inputs, device, checkpoint, resume=resume, trainable=trained, dist=dist)
+                     cfg, inputs, device, checkpoint, resume=resume, trainable=trained)
     except KeyboardInterrupt as exc:
         raise type(exc)(f"{exc}. Continue with: embedlab vision finetune --resume {run.path}") from None
 
@@ -379,9 +378,9 @@ def _expected_time(cfg: FinetuneConfig, model: torch.nn.Module, size: int, devic
 
 
 def step_1c_test(cfg: FinetuneConfig, run: RunDir, model: torch.nn.Module, inputs: Inputs, device: torch.device, data: Cifar10,
-                 test_idx: torch.Tensor, name: str, dist: Dist = Dist()) -> tuple[dict[str, object], float]:
+                 test_idx: torch.Tensor, name: str) -> tuple[dict[str, object], float]:
     """1C's repeat of A and B: the fine-tuned network's test evaluation and gallery; (its metrics, test images/s)."""
-    test_probs, test_ips, one_view = predict(model, data.test_x[test_idx], inputs, cfg.eval_batch_size, device, desc="test", dist=dist,
+    test_probs, test_ips, one_view = predict(model, data.test_x[test_idx], inputs, cfg.eval_batch_size, device, desc="test",
                                              flip=cfg.tta_flip)
     test_y = data.test_y[test_idx]
     run.save_artefact("finetune_test_probs.npz", npz_bytes(probs=test_probs.numpy(), labels=test_y.numpy(), test_index=test_idx.numpy()))
