@@ -19,7 +19,7 @@ import torch
 from torch.nn import functional as F
 
 from embedlab.vision.backbones import create_backbone
-from embedlab.vision.features import extract
+from embedlab.vision.features import Inputs, extract
 
 
 def timed(fn, steps: int) -> float:
@@ -55,9 +55,9 @@ def main() -> None:
 
         timed(bare_fwd, 5)
         bare = n / timed(bare_fwd, args.steps)
-        extract(model, images[: args.batch * 3], args.size, spec.mean, spec.std, args.batch, dev)  # warm-up
+        extract(model, images[: args.batch * 3], Inputs(args.size, spec.mean, spec.std), args.batch, dev)  # warm-up
         torch.cuda.synchronize()
-        _, stats = extract(model, images, args.size, spec.mean, spec.std, args.batch, dev)
+        _, stats = extract(model, images, Inputs(args.size, spec.mean, spec.std), args.batch, dev)
         # training step: a fresh full model with a 10-way head
         net = create_backbone(name, "none").model
         setattr(net, spec.head, torch.nn.Linear(spec.feature_dim, 10))

@@ -22,7 +22,7 @@ from _movies_data import like_matrix, median_seconds, run_with_one_blas_thread  
 from embedlab.config import DEFAULT_GRID, MoviesConfig  # noqa: E402
 from embedlab.movies.cooccurrence import colike_fro_sq  # noqa: E402
 from embedlab.movies.objective import CoLikeOperator, spectral_optimum  # noqa: E402
-from embedlab.movies.train import best_run, default_workers, initial_embedding, sweep  # noqa: E402
+from embedlab.movies.train import Budget, Objective, best_run, default_workers, initial_embedding, sweep  # noqa: E402
 
 
 def main() -> None:
@@ -39,10 +39,10 @@ def main() -> None:
         v0 = initial_embedding(op.shape[0], d, cfg.seed, cfg.init_scale)
         dense = median_seconds(lambda: v0 @ (v0.T @ v0), 10)  # the M d^2 products every step must do
         t0 = time.perf_counter()
-        sweep(op, op.fro_sq, v0, cfg.grid, cfg.iterations, cfg.divergence_factor, workers=1)
+        sweep(Objective(op, op.fro_sq), v0, cfg.grid, Budget(cfg.iterations, cfg.divergence_factor), workers=1)
         serial_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        results = sweep(op, op.fro_sq, v0, cfg.grid, cfg.iterations, cfg.divergence_factor, workers=workers)
+        results = sweep(Objective(op, op.fro_sq), v0, cfg.grid, Budget(cfg.iterations, cfg.divergence_factor), workers=workers)
         sweep_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         spec = spectral_optimum(op, d, max_rounds=cfg.spectral_rounds, seed=cfg.seed)

@@ -17,7 +17,7 @@ import argparse
 import torch
 
 from embedlab.vision.backbones import create_backbone
-from embedlab.vision.features import extract
+from embedlab.vision.features import Inputs, extract
 
 from _vision import median
 
@@ -39,7 +39,7 @@ def main() -> None:
     feats: dict[int, torch.Tensor] = {}
     for r in range(args.rounds + 1):  # round 0 warms up, untimed
         for b in batches:
-            f, stats = extract(model, images, args.size, bb.spec.mean, bb.spec.std, b)
+            f, stats = extract(model, images, Inputs(args.size, bb.spec.mean, bb.spec.std), b)
             feats[b] = f
             if r:
                 rates[b].append(stats.images_per_second)

@@ -690,7 +690,7 @@ def test_any_config_value_reaches_the_study_or_is_one_error_line(tmp_path, capsy
 
     section, name = where
     seen = []
-    monkeypatch.setattr(cli, "_study_on_rank", lambda cfg, run, resume, dist: seen.append(cfg) or 0)
+    monkeypatch.setattr(cli, "_study_on_rank", lambda cfg, run, resume: seen.append(cfg) or 0)
     path = tmp_path / "config.json"
     path.write_text(json.dumps({section: {name: value}}))
     out = tmp_path / f"o{len(list(tmp_path.iterdir()))}"

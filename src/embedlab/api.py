@@ -20,12 +20,12 @@ from embedlab.movies.cooccurrence import CoLikes, build_colikes
 from embedlab.movies.movielens import TitleIndex, load_movies, load_ratings, with_years
 from embedlab.movies.objective import CoLikeOperator, SpectralSolution, spectral_optimum
 from embedlab.movies.recommend import eligible_items, similar_items
-from embedlab.movies.train import RunResult, fit, initial_embedding
+from embedlab.movies.train import Budget, Objective, RunResult, fit, initial_embedding
 from embedlab.vision import figures as vision_figures
 from embedlab.vision.backbones import Backbone, create_backbone
 from embedlab.vision.cifar10 import CLASSES, Cifar10, ensure_cifar10, load_cifar10
 from embedlab.vision.evaluate import gallery_selection
-from embedlab.vision.features import extract, pick_device
+from embedlab.vision.features import Inputs, extract, pick_device
 from embedlab.vision.probe import ProbeFit, accuracy, fit_probe, predict_proba
 
 __all__ = ["Backbone", "Cifar10", "CoLikes", "MovieLens", "ProbeFit", "RunResult", "SpectralSolution", "accuracy", "build_colikes",
@@ -55,7 +55,7 @@ def extract_features(backbone: Backbone, images: torch.Tensor, size: int = 128, 
     torch.Size([64, 1280])
     """
     model = backbone.feature_extractor()
-    feats, _ = extract(model, images, size, backbone.spec.mean, backbone.spec.std, batch_size, pick_device(device), desc="features")
+    feats, _ = extract(model, images, Inputs(size, backbone.spec.mean, backbone.spec.std), batch_size, pick_device(device), desc="features")
     return feats
 
 
@@ -109,7 +109,7 @@ def fit_embeddings(co: CoLikes, dim: int = 100, optimizer: str = "adam", lr: flo
     True
     """
     op = _operator(co)
-    return fit(op, op.fro_sq, initial_embedding(co.n_movies, dim, seed, 0.1), optimizer, lr, iterations)
+    return fit(Objective(op, op.fro_sq), initial_embedding(co.n_movies, dim, seed, 0.1), optimizer, lr, Budget(iterations))
 
 
 def exact_optimum(co: CoLikes, dim: int = 100, seed: int = 0) -> SpectralSolution:

@@ -6,7 +6,7 @@ import scipy.sparse as sp
 import torch
 
 from embedlab.movies.objective import frobenius_sq, spectral_optimum, to_torch_csr
-from embedlab.movies.train import OPTIMIZERS, best_run, fit, initial_embedding, sweep_optimizer, sweep
+from embedlab.movies.train import OPTIMIZERS, Budget, Objective, best_run, fit, initial_embedding, sweep_optimizer, sweep
 
 
 @pytest.fixture
@@ -25,14 +25,14 @@ def test_every_optimiser_lowers_the_cost(problem):
     lrs = {"sgd": 1e-4, "nesterov": 3e-5, "adagrad": 0.1, "rmsprop": 0.01, "adam": 0.05}
     assert set(lrs) == set(OPTIMIZERS)
     for name, lr in lrs.items():
-        r = fit(xt, fro, v0, name, lr, iterations=200)
+        r = fit(Objective(xt, fro), v0, name, lr, Budget(200))
         assert r.status == "finished" and r.iterations == 200 and len(r.losses) == 201
         assert r.final_loss < 0.5 * r.losses[0], name
 
 
 def test_adam_reaches_the_spectral_optimum(problem):
     xs, xt, fro = problem
-    r = fit(xt, fro, initial_embedding(25, 3, 0, 0.1), "adam", 0.05, iterations=3000)
+    r = fit(Objective(xt, fro), initial_embedding(25, 3, 0, 0.1), "adam", 0.05, Budget(3000))
     c_star = spectral_optimum(xs, 3).cost
     assert r.final_loss == pytest.approx(c_star, rel=1e-3)
 
@@ -41,7 +41,7 @@ def test_divergence_is_detected_and_the_sweep_goes_on(problem):
     _, xt, fro = problem
     v0 = initial_embedding(25, 3, 0, 0.1)
     seen = []
-    results = sweep(xt, fro, v0, {"sgd": [1e-4, 10.0], "adam": [0.05]}, iterations=50, on_run=seen.append)
+    results = sweep(Objective(xt, fro), v0, {"sgd": [1e-4, 10.0], "adam": [0.05]}, Budget(50), on_run=seen.append)
     assert [r.status for r in results] == ["finished", "diverged", "finished"]
     assert len(seen) == 3
     assert results[1].iterations < 50  # stopped early
@@ -52,7 +52,7 @@ def test_divergence_is_detected_and_the_sweep_goes_on(problem):
 def test_all_diverged_and_bad_names_are_clear_errors(problem):
     _, xt, fro = problem
     v0 = initial_embedding(25, 3, 0, 0.1)
-    results = sweep(xt, fro, v0, {"sgd": [100.0]}, iterations=20)
+    results = sweep(Objective(xt, fro), v0, {"sgd": [100.0]}, Budget(20))
     with pytest.raises(RuntimeError, match="lower the learning rates"):
         best_run(results)
     with pytest.raises(ValueError, match="unknown optimiser 'lbfgs'"):
@@ -63,8 +63,8 @@ def test_all_diverged_and_bad_names_are_clear_errors(problem):
 
 def test_same_seed_same_start_and_result(problem):
     _, xt, fro = problem
-    a = fit(xt, fro, initial_embedding(25, 3, 7, 0.1), "adam", 0.05, 30)
-    b = fit(xt, fro, initial_embedding(25, 3, 7, 0.1), "adam", 0.05, 30)
+    a = fit(Objective(xt, fro), initial_embedding(25, 3, 7, 0.1), "adam", 0.05, Budget(30))
+    b = fit(Objective(xt, fro), initial_embedding(25, 3, 7, 0.1), "adam", 0.05, Budget(30))
     assert a.losses == b.losses
 
 
@@ -73,7 +73,7 @@ def test_run_to_convergence_returns_the_lowest_cost_v(problem):
     from embedlab.movies.objective import cost_and_grad
 
     v0 = initial_embedding(25, 3, 0, 0.1)
-    r = fit(xt, fro, v0, "adam", 0.3, iterations=2000, rel_tol=1e-6, window=20)  # a large constant rate oscillates
+    r = fit(Objective(xt, fro), v0, "adam", 0.3, Budget(2000, rel_tol=1e-6, window=20))  # a large constant rate oscillates
     assert r.status == "finished" and r.iterations < 2000
     assert r.final_loss == pytest.approx(min(r.losses)) and r.final_loss <= r.losses[-1]
     assert cost_and_grad(r.v, xt, fro)[0] == pytest.approx(r.final_loss, rel=1e-6)
@@ -86,10 +86,10 @@ def test_parallel_sweep_returns_the_serial_results_in_grid_order(problem):
     _, xt, fro = problem
     v0 = initial_embedding(25, 3, 0, 0.1)
     grid = {"sgd": [1e-4, 10.0], "adam": [0.05, 0.01], "rmsprop": [0.01]}
-    serial = sweep(xt, fro, v0, grid, iterations=40, workers=1)
+    serial = sweep(Objective(xt, fro), v0, grid, Budget(40), workers=1)
     threads = torch.get_num_threads()
     seen = []
-    parallel = sweep(xt, fro, v0, grid, iterations=40, workers=3, on_run=seen.append)
+    parallel = sweep(Objective(xt, fro), v0, grid, Budget(40), workers=3, on_run=seen.append)
     assert torch.get_num_threads() == threads  # restored
     assert [(r.optimizer, r.lr, r.status) for r in parallel] == [(r.optimizer, r.lr, r.status) for r in serial]
     assert [r.lr for r in seen] == [1e-4, 10.0, 0.05, 0.01, 0.01]

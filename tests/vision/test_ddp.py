@@ -32,7 +32,7 @@ def _worker(rank: int, world: int, init: str, out: str, resume: bool, stop: str)
     import torch.distributed as tdist
 
     from embedlab.distributed import Dist, joined
-    from embedlab.vision.finetune import TrainingInterrupted, train
+    from embedlab.vision.finetune import Job, TrainingInterrupted, train
 
     tdist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
 
@@ -46,8 +46,7 @@ def _worker(rank: int, world: int, init: str, out: str, resume: bool, stop: str)
     model = _model()
     try:
         with joined(Dist(rank, world, "gloo")):  # the process group this worker set up is the job's
-            h = train(model, model.head, synthetic(60, 0), synthetic(30, 1), cfg(), INPUTS, torch.device("cpu"), Path(out) / "ck.pt",
-                      resume=resume, on_step=on_step)
+            h = train(model, model.head, synthetic(60, 0), synthetic(30, 1), Job(cfg(), INPUTS, torch.device("cpu"), Path(out) / "ck.pt", resume=resume), on_step=on_step)
         if rank == 0:
             torch.save({"loss": h.step_loss, "val": [e["val_accuracy"] for e in h.epochs], "w": model.state_dict()}, Path(out) / "h.pt")
     except TrainingInterrupted as exc:
@@ -62,10 +61,10 @@ def _spawn(out: Path, resume: bool = False, stop: str = "") -> None:
 
 
 def _single(out: Path) -> dict:
-    from embedlab.vision.finetune import train
+    from embedlab.vision.finetune import Job, train
 
     model = _model()
-    h = train(model, model.head, synthetic(60, 0), synthetic(30, 1), cfg(), INPUTS, torch.device("cpu"), out / "ck1.pt")
+    h = train(model, model.head, synthetic(60, 0), synthetic(30, 1), Job(cfg(), INPUTS, torch.device("cpu"), out / "ck1.pt"))
     return {"loss": h.step_loss, "val": [e["val_accuracy"] for e in h.epochs], "w": model.state_dict()}
 
 
@@ -108,12 +107,11 @@ def test_batch_not_divisible_by_the_processes_is_refused():
 
 
 def test_a_checkpoint_of_another_network_or_resolution_is_refused(tmp_path):
-    from embedlab.vision.finetune import CheckpointMismatch, Inputs, train
+    from embedlab.vision.finetune import CheckpointMismatch, Inputs, Job, train
 
     model = _model()
-    train(model, model.head, synthetic(40, 0), synthetic(20, 1), cfg(epochs=1), INPUTS, torch.device("cpu"), tmp_path / "ck.pt")
+    train(model, model.head, synthetic(40, 0), synthetic(20, 1), Job(cfg(epochs=1), INPUTS, torch.device("cpu"), tmp_path / "ck.pt"))
     other_size = Inputs(24, INPUTS.mean, INPUTS.std)
     for net, inputs in ((_model(), other_size), (Tiny(), INPUTS)):  # another resolution; another network (with BatchNorm)
         with pytest.raises(CheckpointMismatch, match="another network, resolution or freeze"):
-            train(net, net.head, synthetic(40, 0), synthetic(20, 1), cfg(epochs=2), inputs, torch.device("cpu"), tmp_path / "ck.pt",
-                  resume=True)
+            train(net, net.head, synthetic(40, 0), synthetic(20, 1), Job(cfg(epochs=2), inputs, torch.device("cpu"), tmp_path / "ck.pt", resume=True))

@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from embedlab.vision.features import cache_key, cached_features, extract, numerics, pick_device, preprocess
+from embedlab.vision.features import Inputs, cache_key, cached_features, extract, numerics, pick_device, preprocess
 
 
 def test_preprocess_resizes_normalises_and_is_channels_last():
@@ -14,8 +14,8 @@ def test_preprocess_resizes_normalises_and_is_channels_last():
 def test_extract_batches_equal_one_pass():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     x = torch.randint(0, 255, (10, 3, 32, 32), dtype=torch.uint8)
-    a, stats = extract(model, x, 40, (0.5, 0.5, 0.5), (0.2, 0.2, 0.2), batch_size=3)
-    b, _ = extract(model, x, 40, (0.5, 0.5, 0.5), (0.2, 0.2, 0.2), batch_size=10)
+    a, stats = extract(model, x, Inputs(40, (0.5, 0.5, 0.5), (0.2, 0.2, 0.2)), batch_size=3)
+    b, _ = extract(model, x, Inputs(40, (0.5, 0.5, 0.5), (0.2, 0.2, 0.2)), batch_size=10)
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert a.shape == (10, 4) and stats.images == 10 and pick_device("cpu").type == "cpu"
 

@@ -13,7 +13,7 @@ from torch import nn
 from embedlab.config import FinetuneConfig, apply_overrides
 from embedlab.runs import RunDir
 from embedlab.vision.backbones import create_backbone
-from embedlab.vision.finetune import (TrainingInterrupted, alternating_flips, augment, load_checkpoint, finetune_optimizer, param_groups, train,
+from embedlab.vision.finetune import (Job, TrainingInterrupted, alternating_flips, augment, load_checkpoint, finetune_optimizer, param_groups, train,
                                       warmup_cosine)
 from embedlab.vision.pipeline import run_comparison
 from tiny_finetune import CPU, INPUTS, Tiny, cfg, synthetic
@@ -102,8 +102,7 @@ def test_one_optimisation_step_lowers_the_loss(tmp_path: Path):
             return float(nn.functional.cross_entropy(model(preprocess(x, 16, torch.tensor(INPUTS.mean), torch.tensor(INPUTS.std))), y))
 
     before = loss()
-    train(model, model.head, (x, y), (x, y), cfg(epochs=1, batch_size=40, pad=0, label_smoothing=0.0, warmup_fraction=0.0, lr=0.1),
-          INPUTS, CPU, tmp_path / "ck.pt")
+    train(model, model.head, (x, y), (x, y), Job(cfg(epochs=1, batch_size=40, pad=0, label_smoothing=0.0, warmup_fraction=0.0, lr=0.1), INPUTS, CPU, tmp_path / "ck.pt"))
     model.train()  # one step in train mode also moved the BatchNorm running statistics; compare like with like
     assert loss() < before
 
@@ -114,7 +113,7 @@ def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path: Path, recipe: di
     flips, which depend on the epoch alone, resume in step."""
     train_xy, val_xy = synthetic(60, 0), synthetic(30, 1)
     full = Tiny()
-    h_full = train(full, full.head, train_xy, val_xy, cfg(**recipe), INPUTS, CPU, tmp_path / "full.pt")
+    h_full = train(full, full.head, train_xy, val_xy, Job(cfg(**recipe), INPUTS, CPU, tmp_path / "full.pt"))
 
     def stop_in_epoch_two(epoch: int, step: int) -> None:
         if epoch == 1 and step == 1:
@@ -123,14 +122,14 @@ def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path: Path, recipe: di
     part = Tiny()
     ck = tmp_path / "part.pt"
     with pytest.raises(TrainingInterrupted, match="last complete checkpoint \\(after epoch 1\\)"):
-        train(part, part.head, train_xy, val_xy, cfg(**recipe), INPUTS, CPU, ck, on_step=stop_in_epoch_two)
+        train(part, part.head, train_xy, val_xy, Job(cfg(**recipe), INPUTS, CPU, ck), on_step=stop_in_epoch_two)
     saved = load_checkpoint(ck)
     assert saved["epoch"] == 1 and len(saved["history"]["step_loss"]) == 3
     assert not ck.with_suffix(".tmp").exists()
 
     torch.manual_seed(123)  # a different global RNG state: resume must restore the saved one
     resumed = Tiny()
-    h_res = train(resumed, resumed.head, train_xy, val_xy, cfg(**recipe), INPUTS, CPU, ck, resume=True)
+    h_res = train(resumed, resumed.head, train_xy, val_xy, Job(cfg(**recipe), INPUTS, CPU, ck, resume=True))
     assert h_res.step_loss == h_full.step_loss
     assert [e["val_accuracy"] for e in h_res.epochs] == [e["val_accuracy"] for e in h_full.epochs]
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
@@ -145,7 +144,7 @@ def test_interrupt_before_the_first_epoch_says_there_is_no_checkpoint(tmp_path: 
         raise KeyboardInterrupt
 
     with pytest.raises(TrainingInterrupted, match="no checkpoint yet"):
-        train(m, m.head, synthetic(40, 0), synthetic(20, 1), cfg(), INPUTS, CPU, tmp_path / "ck.pt", on_step=stop)
+        train(m, m.head, synthetic(40, 0), synthetic(20, 1), Job(cfg(), INPUTS, CPU, tmp_path / "ck.pt"), on_step=stop)
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         load_checkpoint(tmp_path / "ck.pt")
 
@@ -155,8 +154,7 @@ def test_a_diverging_loss_stops_with_advice(tmp_path: Path):
 
     m = Tiny()
     with pytest.raises(TrainingDiverged, match="lower --lr"):
-        train(m, m.head, synthetic(40, 0), synthetic(20, 1), cfg(lr=1e30, warmup_fraction=0.0, epochs=2), INPUTS, CPU,
-              tmp_path / "ck.pt")
+        train(m, m.head, synthetic(40, 0), synthetic(20, 1), Job(cfg(lr=1e30, warmup_fraction=0.0, epochs=2), INPUTS, CPU, tmp_path / "ck.pt"))
 
 
 def test_train_scope_last_freezes_all_but_the_last_stage_and_head():
@@ -247,5 +245,5 @@ def test_flip_tta_averages_an_image_and_its_mirror(tmp_path: Path):
     torch.testing.assert_close(both, (plain + mirrored) / 2)
     torch.testing.assert_close(one_view, plain)
     assert not torch.allclose(plain, mirrored)
-    h = train(model, model.head, (x, y), (x, y), cfg(epochs=1, batch_size=10, tta_flip=True), INPUTS, CPU, tmp_path / "ck.pt")
+    h = train(model, model.head, (x, y), (x, y), Job(cfg(epochs=1, batch_size=10, tta_flip=True), INPUTS, CPU, tmp_path / "ck.pt"))
     assert {"val_accuracy", "val_accuracy_one_view"} <= set(h.epochs[0])

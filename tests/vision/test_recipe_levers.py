@@ -11,7 +11,7 @@ from torch import nn
 from embedlab.config import FinetuneConfig, apply_overrides
 from embedlab.errors import InputError, MissingFileError
 from embedlab.runs import RunDir
-from embedlab.vision.finetune import epoch_size, load_checkpoint, make_ema, train, train_pixels
+from embedlab.vision.finetune import Job, epoch_size, load_checkpoint, make_ema, train, train_pixels
 from embedlab.vision.pipeline import init_head_from_probe, resolve_head_init
 from embedlab.vision.probe import LogisticRegression, fit_probe
 
@@ -31,7 +31,7 @@ def test_each_epoch_trains_at_its_own_size(tmp_path: Path):
     seen: list[int] = []
     m = Tiny()
     m.body[0].register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[-1]) if mod.training else None)
-    h = train(m, m.head, synthetic(40, 0), synthetic(20, 1), cfg(epochs=2, start_size=8), INPUTS, CPU, tmp_path / "ck.pt")
+    h = train(m, m.head, synthetic(40, 0), synthetic(20, 1), Job(cfg(epochs=2, start_size=8), INPUTS, CPU, tmp_path / "ck.pt"))
     assert sorted(set(seen)) == [8, 16] and seen[0] == 8 and seen[-1] == 16
     assert [e["train_size"] for e in h.epochs] == [8, 16]
 
@@ -58,7 +58,7 @@ def test_the_moving_average_matches_a_hand_computed_one():
 def test_with_a_moving_average_resume_is_exact_and_the_average_is_what_is_kept(tmp_path: Path):
     train_xy, val_xy = synthetic(60, 0), synthetic(20, 1)
     full = Tiny()
-    h_full = train(full, full.head, train_xy, val_xy, cfg(ema=0.3), INPUTS, CPU, tmp_path / "full.pt")
+    h_full = train(full, full.head, train_xy, val_xy, Job(cfg(ema=0.3), INPUTS, CPU, tmp_path / "full.pt"))
     saved = load_checkpoint(tmp_path / "full.pt")
     assert saved["recipe"]["ema"] == 0.3
     for name, value in full.state_dict().items():  # the model now holds the average, not the last weights
@@ -72,10 +72,10 @@ def test_with_a_moving_average_resume_is_exact_and_the_average_is_what_is_kept(t
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(part, part.head, train_xy, val_xy, cfg(ema=0.3), INPUTS, CPU, tmp_path / "part.pt",
+        train(part, part.head, train_xy, val_xy, Job(cfg(ema=0.3), INPUTS, CPU, tmp_path / "part.pt"),
               on_step=stop_in_epoch_two)
     resumed = Tiny()
-    h_res = train(resumed, resumed.head, train_xy, val_xy, cfg(ema=0.3), INPUTS, CPU, tmp_path / "part.pt", resume=True)
+    h_res = train(resumed, resumed.head, train_xy, val_xy, Job(cfg(ema=0.3), INPUTS, CPU, tmp_path / "part.pt", resume=True))
     assert h_res.step_loss == h_full.step_loss
     assert [e["val_accuracy"] for e in h_res.epochs] == [e["val_accuracy"] for e in h_full.epochs]
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
@@ -84,21 +84,19 @@ def test_with_a_moving_average_resume_is_exact_and_the_average_is_what_is_kept(t
 
 def test_a_checkpoint_without_the_average_is_refused_when_one_is_asked_for(tmp_path: Path):
     m = Tiny()
-    train(m, m.head, synthetic(40, 0), synthetic(20, 1), cfg(epochs=1), INPUTS, CPU, tmp_path / "ck.pt")
+    train(m, m.head, synthetic(40, 0), synthetic(20, 1), Job(cfg(epochs=1), INPUTS, CPU, tmp_path / "ck.pt"))
     again = Tiny()
     with pytest.raises(InputError, match="another network, resolution or freeze"):
-        train(again, again.head, synthetic(40, 0), synthetic(20, 1), cfg(epochs=2, ema=0.2), INPUTS, CPU, tmp_path / "ck.pt",
-              resume=True)
+        train(again, again.head, synthetic(40, 0), synthetic(20, 1), Job(cfg(epochs=2, ema=0.2), INPUTS, CPU, tmp_path / "ck.pt", resume=True))
 
 
 def test_a_checkpoint_is_refused_by_a_run_that_freezes_other_stages(tmp_path: Path):
     m = Tiny()
-    train(m, m.head, synthetic(40, 0), synthetic(20, 1), cfg(epochs=1), INPUTS, CPU, tmp_path / "ck.pt")
+    train(m, m.head, synthetic(40, 0), synthetic(20, 1), Job(cfg(epochs=1), INPUTS, CPU, tmp_path / "ck.pt"))
     again = Tiny()
     again.body[0].requires_grad_(False)  # its optimiser state would not fit the checkpoint's
     with pytest.raises(InputError, match="another network, resolution or freeze"):
-        train(again, again.head, synthetic(40, 0), synthetic(20, 1), cfg(epochs=2), INPUTS, CPU, tmp_path / "ck.pt",
-              resume=True)
+        train(again, again.head, synthetic(40, 0), synthetic(20, 1), Job(cfg(epochs=2), INPUTS, CPU, tmp_path / "ck.pt", resume=True))
 
 
 def test_lp_ft_starts_the_head_as_the_probe_predicts(tmp_path: Path):

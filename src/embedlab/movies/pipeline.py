@@ -35,7 +35,7 @@ from embedlab.movies.evaluate import (Scorer, bucket_masks, build_queries, colik
 from embedlab.movies.movielens import TitleIndex, TitleLookupError, load_movies, load_ratings, with_years
 from embedlab.movies.objective import CoLikeOperator, SpectralSolution, spectral_optimum
 from embedlab.movies.recommend import eligible_items, jaccard, rank_correlation, similar_items, similarity
-from embedlab.movies.train import RunResult, best_run, default_workers, fit, initial_embedding, parallel_map, sweep
+from embedlab.movies.train import Budget, Objective, RunResult, best_run, default_workers, fit, initial_embedding, parallel_map, sweep
 from embedlab.files import npz_bytes
 from embedlab.runs import RunDir
 
@@ -268,7 +268,7 @@ def step_2b_fit(cfg: MoviesConfig, run: RunDir, data: Prepared) -> Fitted:
         (bar.write if not bar.disable else log)(f"  {r.optimizer:<8} lr={r.lr:<8g} {gap}  ({r.seconds:.1f} s)")
 
     t0 = time.perf_counter()
-    results = sweep(op, op.fro_sq, v0, cfg.grid, cfg.iterations, cfg.divergence_factor, on_run=finish, progress_factory=factory,
+    results = sweep(Objective(op, op.fro_sq), v0, cfg.grid, Budget(cfg.iterations, cfg.divergence_factor), on_run=finish, progress_factory=factory,
                     workers=_workers())
     sweep_s = time.perf_counter() - t0
     bar.close()
@@ -283,7 +283,7 @@ def step_2b_fit(cfg: MoviesConfig, run: RunDir, data: Prepared) -> Fitted:
     run.save_artefact("embeddings.npz", npz_bytes(v=final.v.numpy(), v_sweep_best=best.v.numpy(), v_spectral=spec.v.astype(np.float32),
                         movie_ids=data.co.movie_ids, like_counts=data.co.like_counts))
     run.update_metrics("movies_fit", {
-        **_fit_metrics(cfg, results, best, final, finals, spec, c_star, op.fro_sq), "spectral_seconds": round(spec_s, 2),
+        **_fit_metrics(cfg, results, best, final, finals, spec, op.fro_sq), "spectral_seconds": round(spec_s, 2),
         "sweep_seconds": round(sweep_s, 1), "runs_diverged": int((table["status"] == "diverged").sum()),
         "runs_converged": int((table["status"] == "converged").sum()), "processes": dist.world,
     })
@@ -305,7 +305,8 @@ def _save_sweep(run: RunDir, results: list[RunResult], c_star: float, converged_
 
 
 def _fit_metrics(cfg: MoviesConfig, results: list[RunResult], best: RunResult, final: RunResult, finals: list[RunResult],
-                 spec: SpectralSolution, c_star: float, fro_sq: float) -> dict[str, object]:
+                 spec: SpectralSolution, fro_sq: float) -> dict[str, object]:
+    c_star = spec.cost
     return {
         "dim": cfg.dim, "iterations": cfg.iterations, "cost_at_zero": fro_sq, "cost_at_init": results[0].losses[0],
         "spectral_cost": c_star, "spectral_rounds": len(spec.history), "spectral_converged": spec.converged,
@@ -545,7 +546,7 @@ class HeldOut:
 def _fit(cfg: MoviesConfig, op: CoLikeOperator, dim: int, optimizer: str, lr: float) -> RunResult:
     """One run of the sweep's budget from the config's seeded start (the dimension sweep)."""
     v0 = initial_embedding(op.shape[0], dim, cfg.seed, cfg.init_scale)
-    return fit(op, op.fro_sq, v0, optimizer, lr, cfg.iterations, cfg.divergence_factor)
+    return fit(Objective(op, op.fro_sq), v0, optimizer, lr, Budget(cfg.iterations, cfg.divergence_factor))
 
 
 def _workers() -> int:
@@ -568,7 +569,7 @@ def final_fit(cfg: MoviesConfig, op: CoLikeOperator, results: list[RunResult], c
 def _fit_final(cfg: MoviesConfig, op: CoLikeOperator, dim: int, optimizer: str, lr: float) -> RunResult:
     """The chosen setting run to convergence from the same start (the embedding that recommends, and its held-out refit)."""
     v0 = initial_embedding(op.shape[0], dim, cfg.seed, cfg.init_scale)
-    return fit(op, op.fro_sq, v0, optimizer, lr, cfg.final_iterations, cfg.divergence_factor, rel_tol=cfg.final_rel_tol)
+    return fit(Objective(op, op.fro_sq), v0, optimizer, lr, Budget(cfg.final_iterations, cfg.divergence_factor, rel_tol=cfg.final_rel_tol))
 
 
 def holdout_tables(cfg: MoviesConfig, split: HoldoutSplit, v: torch.Tensor | None,

@@ -90,19 +90,28 @@ class Lowest:
         return it >= self.window and self.costs[-self.window - 1] - self.costs[-1] <= self.rel_tol * abs(self.costs[-1])
 
 
-def fit(
-    x: XOperator | torch.Tensor,
-    x_fro_sq: float,
-    v0: torch.Tensor,
-    optimizer: str,
-    lr: float,
-    iterations: int,
-    divergence_factor: float = 10.0,
-    rel_tol: float = 0.0,
-    progress: Callable[[int, float], None] | None = None,
-    window: int = 50,
-) -> RunResult:
-    """Minimise c(V) from ``v0`` for ``iterations`` steps of a torch.optim optimiser.
+@dataclass(frozen=True)
+class Objective:
+    """The cost c(V) = sum over i != j of (v_i . v_j - X_ij)^2: X (a factored operator or a dense tensor) and c(0) = ||X||_F^2."""
+
+    x: XOperator | torch.Tensor
+    fro_sq: float
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long a run may go: ``iterations`` steps at most; stopped as diverged above ``divergence_factor`` times its
+    start; with ``rel_tol > 0``, run to convergence (the lowest cost fell by less than that over ``window`` steps)."""
+
+    iterations: int
+    divergence_factor: float = 10.0
+    rel_tol: float = 0.0
+    window: int = 50
+
+
+def fit(objective: Objective, v0: torch.Tensor, optimizer: str, lr: float, budget: Budget,
+        progress: Callable[[int, float], None] | None = None) -> RunResult:
+    """Minimise c(V) from ``v0`` for ``budget.iterations`` steps of a torch.optim optimiser.
 
     Divergence: the run stops, marked "diverged", as soon as the cost is non-finite or exceeds
     ``divergence_factor`` times the larger of c(v0) and c(0) = ||X||_F^2. With ``rel_tol > 0`` the
@@ -110,6 +119,8 @@ def fit(
     rate oscillates near the optimum, so its last V is not its best) and stops once that lowest cost
     fell by less than ``rel_tol`` (relative) over the last ``window`` iterations.
     """
+    x, x_fro_sq = objective.x, objective.fro_sq
+    iterations, divergence_factor, rel_tol, window = budget.iterations, budget.divergence_factor, budget.rel_tol, budget.window
     v = v0.clone().requires_grad_(False)
     opt = sweep_optimizer(optimizer, [v], lr)
     losses: list[float] = []
@@ -179,13 +190,10 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int) -> Iter
 
 
 def sweep(
-    x: XOperator | torch.Tensor,
-    x_fro_sq: float,
+    objective: Objective,
     v0: torch.Tensor,
     grid: dict[str, Sequence[float]],
-    iterations: int,
-    divergence_factor: float = 10.0,
-    rel_tol: float = 0.0,
+    budget: Budget,
     on_run: Callable[[RunResult], None] | None = None,
     progress_factory: Callable[[str, float], Callable[[int, float], None] | None] | None = None,
     workers: int = 1,
@@ -197,7 +205,7 @@ def sweep(
     def one(job: tuple[str, float]) -> RunResult:
         name, lr = job
         prog = progress_factory(name, lr) if progress_factory else None
-        return fit(x, x_fro_sq, v0, name, lr, iterations, divergence_factor, rel_tol, prog)
+        return fit(objective, v0, name, lr, budget, prog)
 
     results: list[RunResult] = []
     for res in parallel_map(one, jobs, workers):

@@ -61,17 +61,25 @@ class ExtractStats:
         return self.images / self.seconds if self.seconds > 0 else float("nan")
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """How images become network input: resolution and the backbone's normalisation."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
 def extract(
     model: nn.Module,
     images: torch.Tensor,
-    size: int,
-    mean: tuple[float, float, float],
-    std: tuple[float, float, float],
+    inputs: Inputs,
     batch_size: int = 128,
     device: torch.device | str = "cpu",
     desc: str = "features",
 ) -> tuple[torch.Tensor, ExtractStats]:
-    """Features (N, D) float32 of uint8 ``images`` through the frozen ``model`` in eval mode."""
+    """Features (N, D) float32 of uint8 ``images`` through the frozen ``model`` in eval mode, resized and normalised as ``inputs`` says."""
+    size, mean, std = inputs.size, inputs.mean, inputs.std
     device = torch.device(device)
     model = model.eval().to(device).to(memory_format=torch.channels_last)
     m = torch.tensor(mean, device=device)

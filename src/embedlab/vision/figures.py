@@ -67,10 +67,10 @@ def confusion(cm: torch.Tensor, classes: Sequence[str], title: str) -> Figure:
     return fig
 
 
-def curve(values: Sequence[float], xlabel: str, ylabel: str, title: str, log: bool = False) -> Figure:
+def curve(values: Sequence[float], xlabel: str, ylabel: str, title: str, log_scale: bool = False) -> Figure:
     fig, ax = plt.subplots(figsize=(6, 3.6))
     ax.plot(np.arange(1, len(values) + 1), values, lw=1.5)
-    if log:
+    if log_scale:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

@@ -29,7 +29,7 @@ from embedlab.errors import InputError, MissingFileError, UserError
 from embedlab.config import FinetuneConfig
 from embedlab.distributed import Dist, current
 from embedlab.files import UnreadableFile, read_torch, torch_bytes, write_atomic
-from embedlab.vision.features import extract, inference_batch, preprocess, uses_bf16
+from embedlab.vision.features import Inputs, extract, inference_batch, preprocess, uses_bf16
 
 log = logging.getLogger(__name__).info
 
@@ -201,13 +201,13 @@ def recipe_of(model: nn.Module, size: int) -> dict[str, Any]:
     return {"size": size, "network": hashlib.sha256(shapes.encode()).hexdigest()[:16]}
 
 
-def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, sched: Any, epoch: int, history: History,
-                    recipe: dict[str, Any], ema: AveragedModel | None = None) -> None:
-    """Written atomically (temporary file, then rename): an interrupt never leaves half a checkpoint."""
-    state = {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-             "history": asdict(history), "rng": rng_state(), "recipe": recipe}
-    if ema is not None:
-        state["ema"] = ema.state_dict()
+def save_checkpoint(path: Path, model: nn.Module, loop: Loop, epoch: int) -> None:
+    """``model`` and the loop's state after ``epoch`` epochs, written atomically (temporary file, then rename): an
+    interrupt never leaves half a checkpoint."""
+    state = {"epoch": epoch, "model": model.state_dict(), "optimizer": loop.opt.state_dict(), "scheduler": loop.sched.state_dict(),
+             "history": asdict(loop.history), "rng": rng_state(), "recipe": loop.recipe}
+    if loop.ema is not None:
+        state["ema"] = loop.ema.state_dict()
     write_atomic(path, torch_bytes(state))
 
 
@@ -227,15 +227,6 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
-@dataclass(frozen=True)
-class Inputs:
-    """How images become network input: resolution and the backbone's normalisation."""
-
-    size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-
 #: Validation and test batch on a GPU with --eval-batch-size unset (a CPU gets features.CPU_INFERENCE_BATCH).
 EVAL_BATCH_GPU = 256
 
@@ -250,11 +241,11 @@ def predict(model: nn.Module, images: torch.Tensor, inputs: Inputs, batch_size: 
     batch_size = inference_batch(batch_size, device, EVAL_BATCH_GPU)
     dist = current()
     mine = images[dist.shard(len(images))]
-    logits, stats = extract(model, mine, inputs.size, inputs.mean, inputs.std, batch_size, device, desc=desc)
+    logits, stats = extract(model, mine, inputs, batch_size, device, desc=desc)
     plain = dist.gather_rows(logits.softmax(1), len(images))
     if not flip:
         return plain, stats.images_per_second, plain
-    mirrored, _ = extract(model, mine.flip(-1), inputs.size, inputs.mean, inputs.std, batch_size, device, desc=f"{desc} (mirrored)")
+    mirrored, _ = extract(model, mine.flip(-1), inputs, batch_size, device, desc=f"{desc} (mirrored)")
     return (plain + dist.gather_rows(mirrored.softmax(1), len(images))) / 2, stats.images_per_second, plain
 
 
@@ -283,14 +274,36 @@ def check_shards(cfg: FinetuneConfig, n_train: int, n_val: int, world: int) -> N
                          f"validation images); use a --batch-size divisible by the number of processes (--nproc-per-node x nodes)")
 
 
-def start_loop(model: nn.Module, head: nn.Module, n_train: int, cfg: FinetuneConfig, device: torch.device, checkpoint: Path,
-               resume: bool, size: int) -> Loop:
-    """Optimiser and schedule for ``cfg``; with ``resume``, every state restored from the last complete epoch.
+@dataclass(frozen=True)
+class Job:
+    """What one fine-tuning run is fixed to: its recipe, how images become input, where it runs, where it checkpoints,
+    and whether it continues from that checkpoint's last complete epoch."""
+
+    cfg: FinetuneConfig
+    inputs: Inputs
+    device: torch.device
+    checkpoint: Path
+    resume: bool = False
+
+
+@dataclass(frozen=True)
+class EpochRun:
+    """One pass over the training images: its index, the global batch's mean loss per step, the correct count, its time."""
+
+    index: int
+    step_losses: list[float]
+    correct: int
+    seconds: float
+
+
+def start_loop(model: nn.Module, head: nn.Module, n_train: int, job: Job) -> Loop:
+    """Optimiser and schedule for ``cfg``; with ``job.resume``, every state restored from the last complete epoch.
 
     Under torch.distributed the model is wrapped in DistributedDataParallel after any resume (so every rank
     starts from the same weights). BatchNorm keeps per-process batch statistics, DDP's default and the usual
     choice (torchvision's reference recipe without --sync-bn): each rank normalises its share of the batch.
     """
+    cfg, device, checkpoint, size = job.cfg, job.device, job.checkpoint, job.inputs.size
     steps_per_epoch = n_train // cfg.batch_size  # drop the ragged last batch: BatchNorm dislikes tiny batches
     model.to(device).to(memory_format=torch.channels_last)  # measured faster on CPU too (39 vs 24 img/s at 112 px)
     opt = finetune_optimizer(cfg, param_groups(model, head, cfg.lr, cfg.weight_decay, cfg.backbone_lr_scale))
@@ -300,7 +313,7 @@ def start_loop(model: nn.Module, head: nn.Module, n_train: int, cfg: FinetuneCon
     dist = current()
     loop = Loop(opt, make_scheduler(cfg, opt, steps_per_epoch * cfg.epochs), History(), 0, steps_per_epoch, model, recipe, dist,
                 make_ema(model, cfg.ema, steps_per_epoch * cfg.epochs))
-    if resume:
+    if job.resume:
         state = load_checkpoint(checkpoint)
         if state.get("recipe", loop.recipe) != loop.recipe:
             raise CheckpointMismatch(f"{checkpoint} was written for another network, resolution or freeze ({state['recipe']}, this run: "
@@ -334,8 +347,8 @@ def train_step(loop: Loop, xb: torch.Tensor, yb: torch.Tensor, cfg: FinetuneConf
     return loss.detach(), (logits.detach().argmax(1) == yb).sum()
 
 
-def train_epoch(loop: Loop, train_xy: tuple[torch.Tensor, torch.Tensor], epoch: int, cfg: FinetuneConfig,
-                inputs: Inputs, device: torch.device, on_step: Callable[[int, int], None] | None) -> tuple[list[float], int]:
+def train_epoch(loop: Loop, train_xy: tuple[torch.Tensor, torch.Tensor], epoch: int, job: Job,
+                on_step: Callable[[int, int], None] | None) -> tuple[list[float], int]:
     """One pass over a seeded permutation (shuffling and augmentation drawn from (seed, epoch)): the global
     batch's mean loss per step and the correct count.
 
@@ -343,6 +356,7 @@ def train_epoch(loop: Loop, train_xy: tuple[torch.Tensor, torch.Tensor], epoch: 
     the same generator, then trains on its own contiguous share: the batches, the augmentation and the
     schedule are those of one process, and DDP's mean of the ranks' gradients is the global batch's.
     """
+    cfg, inputs, device = job.cfg, job.inputs, job.device
     x, y = train_xy
     dist = loop.dist
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
@@ -377,10 +391,11 @@ def train_epoch(loop: Loop, train_xy: tuple[torch.Tensor, torch.Tensor], epoch: 
     return step_losses, int(correct)
 
 
-def end_epoch(model: nn.Module, loop: Loop, epoch: int, step_losses: list[float], correct: int, train_seconds: float,
-              val_xy: tuple[torch.Tensor, torch.Tensor], cfg: FinetuneConfig, inputs: Inputs, device: torch.device, checkpoint: Path) -> dict[str, float]:
+def end_epoch(model: nn.Module, loop: Loop, done: EpochRun, val_xy: tuple[torch.Tensor, torch.Tensor], job: Job) -> dict[str, float]:
     """Validate (the moving average, when kept), append the epoch's row to the history and write the checkpoint
     that a resume starts from."""
+    cfg, inputs, device, epoch = job.cfg, job.inputs, job.device, done.index
+    step_losses, correct, train_seconds = done.step_losses, done.correct, done.seconds
     loop.history.step_loss.extend(step_losses)
     evaluated = model if loop.ema is None else loop.ema.module
     val_probs, val_ips, one_view = predict(evaluated, val_xy[0], inputs, cfg.eval_batch_size, device, desc="validation",
@@ -396,7 +411,7 @@ def end_epoch(model: nn.Module, loop: Loop, epoch: int, step_losses: list[float]
     }
     loop.history.epochs.append(row)
     if loop.dist.is_main:  # rank 0 alone writes; the others read it on --resume (a shared file system across machines)
-        save_checkpoint(checkpoint, model, loop.opt, loop.sched, epoch + 1, loop.history, loop.recipe, loop.ema)
+        save_checkpoint(job.checkpoint, model, loop, epoch + 1)
     loop.dist.barrier()
     return row
 
@@ -406,31 +421,28 @@ def train(
     head: nn.Module,
     train_xy: tuple[torch.Tensor, torch.Tensor],
     val_xy: tuple[torch.Tensor, torch.Tensor],
-    cfg: FinetuneConfig,
-    inputs: Inputs,
-    device: torch.device,
-    checkpoint: Path,
-    resume: bool = False,
+    job: Job,
     trainable: Sequence[str] | None = None,
     on_step: Callable[[int, int], None] | None = None,
 ) -> History:
-    """Fine-tune ``model`` (whose new classifier is ``head``) for ``cfg.epochs``; a checkpoint after every epoch.
+    """Fine-tune ``model`` (whose new classifier is ``head``) for ``job.cfg.epochs``; a checkpoint after every epoch.
 
     ``trainable`` names the submodules kept in train mode when only part of the network is trained.
     ``on_step(epoch, step)`` is called after each optimiser step (progress hooks, tests). Under torch.distributed
     every rank calls this with the same data; see ``train_epoch`` and ``start_loop``.
     """
+    cfg, checkpoint = job.cfg, job.checkpoint
     check_shards(cfg, len(train_xy[0]), len(val_xy[0]), current().world)
-    loop = start_loop(model, head, len(train_xy[0]), cfg, device, checkpoint, resume, inputs.size)
+    loop = start_loop(model, head, len(train_xy[0]), job)
     for epoch in range(loop.start_epoch, cfg.epochs):
         set_train_mode(model, trainable)
         t0 = time.perf_counter()
         try:
-            step_losses, correct = train_epoch(loop, train_xy, epoch, cfg, inputs, device, on_step)
+            step_losses, correct = train_epoch(loop, train_xy, epoch, job, on_step)
         except KeyboardInterrupt:
             done = f"the last complete checkpoint (after epoch {epoch}) is {checkpoint}" if epoch else "no epoch had finished, so there is no checkpoint yet"
             raise TrainingInterrupted(f"training interrupted in epoch {epoch + 1} of {cfg.epochs}; {done}") from None
-        row = end_epoch(model, loop, epoch, step_losses, correct, time.perf_counter() - t0, val_xy, cfg, inputs, device, checkpoint)
+        row = end_epoch(model, loop, EpochRun(epoch, step_losses, correct, time.perf_counter() - t0), val_xy, job)
         log(f"[1C] epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f}, "
             f"val accuracy {row['val_accuracy']:.4f}, {row['train_seconds'] / 60:.1f} min ({row['train_images_per_second']:.0f} img/s)")
     if loop.ema is not None:  # what is evaluated and saved from here on is the average

@@ -24,7 +24,7 @@ from embedlab.vision.evaluate import confusion_matrix, gallery_selection, per_cl
 from embedlab.vision.features import (EXTRACT_BATCH_GPU, check_batch_fits, usable_cache_dir, cache_key, cached_features, cached_stats, default_cache_dir, extract,
                                      inference_batch, numerics, pick_device, uses_bf16)
 from embedlab.vision.compare import comparison_table, per_class_table
-from embedlab.vision.finetune import EVAL_BATCH_GPU, History, Inputs, check_shards, predict, train, train_pixels
+from embedlab.vision.finetune import EVAL_BATCH_GPU, History, Inputs, Job, check_shards, predict, train, train_pixels
 from embedlab.vision.probe import accuracy, choose_l2, fit_probe, folded_linear, predict_proba
 
 log = logging.getLogger(__name__).info
@@ -62,14 +62,14 @@ def load_splits(cfg: ProbeConfig | FinetuneConfig) -> tuple[Cifar10, torch.Tenso
 def measure_throughput(model: torch.nn.Module, images: torch.Tensor, size: int, mean, std, batch: int, device) -> float:
     """Images/s on one warm batch: the basis of the printed time estimate."""
     sample = images[: min(batch, len(images))]
-    extract(model, sample[: max(1, len(sample) // 4)], size, mean, std, batch, device, desc="warm-up")
-    _, stats = extract(model, sample, size, mean, std, batch, device, desc="timing")
+    extract(model, sample[: max(1, len(sample) // 4)], Inputs(size, mean, std), batch, device, desc="warm-up")
+    _, stats = extract(model, sample, Inputs(size, mean, std), batch, device, desc="timing")
     return stats.images_per_second
 
 
-def save_gallery(run: RunDir, name: str, probs: torch.Tensor, labels: torch.Tensor, images: torch.Tensor,
-                 indices: torch.Tensor, k: int, title: str) -> pd.DataFrame:
-    """Select, draw and save the per-class gallery; its CSV holds test-set indices and probabilities."""
+def save_gallery(run: RunDir, name: str, probs: torch.Tensor, data: Cifar10, indices: torch.Tensor, k: int, title: str) -> pd.DataFrame:
+    """Select, draw and save the per-class gallery of the test images ``indices``; its CSV holds their indices and probabilities."""
+    labels, images = data.test_y[indices], data.test_x[indices]
     sel = gallery_selection(probs, labels, k)
     fig = figures.gallery(images, sel, CLASSES, k, title)
     run.save_figure(name, fig, dpi=150)
@@ -151,7 +151,7 @@ def step_1a_features(cfg: ProbeConfig, run: RunDir) -> ProbeFeatures:
     def features_of(split: str, images: torch.Tensor) -> torch.Tensor:
         feats, stats, path = cached_features(
             cache_dir, keys[split],
-            lambda: extract(model, images, size, spec.mean, spec.std, batch, device, desc=f"{split} features"))
+            lambda: extract(model, images, Inputs(size, spec.mean, spec.std), batch, device, desc=f"{split} features"))
         if stats is not None:
             computed.append(split)
         stats = stats or cached_stats(path)
@@ -185,7 +185,7 @@ def step_1a_fit(cfg: ProbeConfig, run: RunDir, f: ProbeFeatures) -> torch.Tensor
     final = fit_probe(f.fit_feats, fy, l2, cfg.max_iter, init=chosen_model)  # refit on train + validation, warm-started
     fit_s = time.perf_counter() - t0
     run.save_figure("probe_training_curve", figures.curve(final.losses, "L-BFGS function evaluation", "regularised cross-entropy",
-                                                          "Probe training curve (train + validation, chosen L2)", log=True))
+                                                          "Probe training curve (train + validation, chosen L2)", log_scale=True))
     test_y = f.data.test_y[f.test_idx]
     test_probs = predict_proba(final.model, f.test_feats)
     run.save_artefact("probe_test_probs.npz", npz_bytes(probs=test_probs.numpy(), labels=test_y.numpy(), test_index=f.test_idx.numpy()))
@@ -206,7 +206,7 @@ def step_1a_fit(cfg: ProbeConfig, run: RunDir, f: ProbeFeatures) -> torch.Tensor
 
 def step_1b_gallery(cfg: ProbeConfig, run: RunDir, f: ProbeFeatures, test_probs: torch.Tensor) -> None:
     """1B: the most confident correct and incorrect test predictions per class, in one figure."""
-    save_gallery(run, "probe_gallery", test_probs, f.data.test_y[f.test_idx], f.data.test_x[f.test_idx], f.test_idx, cfg.gallery_k,
+    save_gallery(run, "probe_gallery", test_probs, f.data, f.test_idx, cfg.gallery_k,
                  f"Linear probe on frozen {f.spec.name} features: most confident correct and incorrect test predictions per class")
     log("[1B] gallery saved")
 
@@ -289,11 +289,12 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, resume: bool = False, compare
     log(f"[1C] fine-tuning {spec.name} ({backbone.weights}, {layers}, {n_trainable:,} trainable parameters) on {device} "
         f"at {size} px: {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} x {steps * cfg.batch_size:,} images at about {ips:.0f} img/s "
         f"-> expected about {_duration(expected)}")
-    history = step_1c_train(cfg, run, model, head, trained, inputs, device, data, (train_idx, val_idx), resume)
+    job = Job(cfg, inputs, device, *_checkpoint(run, resume))
+    history = step_1c_train(run, model, head, trained, data, (train_idx, val_idx), job)
     epochs = pd.DataFrame(history.epochs)
     run.save_table("finetune_epochs", epochs.round(4))
 
-    ev, test_ips = step_1c_test(cfg, run, model, inputs, device, data, test_idx, spec.name)
+    ev, test_ips = step_1c_test(run, model, job, data, test_idx, spec.name)
     probe_val = run.metrics().get("probe", {}).get("val_accuracy")
     run.save_figure("finetune_curves", figures.finetune_curves(history.step_loss, epochs, steps, probe_val))
     train_s = float(epochs["train_seconds"].sum())
@@ -353,17 +354,22 @@ def init_head_from_probe(head: torch.nn.Module, run: RunDir) -> None:
     log("[1C] the new classifier starts from the linear probe (LP-FT)")
 
 
-def step_1c_train(cfg: FinetuneConfig, run: RunDir, model: torch.nn.Module, head: torch.nn.Module, trained: tuple[str, ...] | None,
-                  inputs: Inputs, device: torch.device, data: Cifar10, split: tuple[torch.Tensor, torch.Tensor], resume: bool) -> History:
-    """1C's training loop from rank 0's checkpoint (when resuming and there is one); Ctrl-C says how to continue."""
-    train_idx, val_idx = split
-    checkpoint = Path(str(current().broadcast_object(str(run.artefact("finetune_checkpoint.pt")))))  # rank 0's
+def _checkpoint(run: RunDir, resume: bool) -> tuple[Path, bool]:
+    """Rank 0's checkpoint path, and whether to resume from it (not when the run has none yet)."""
+    checkpoint = Path(str(current().broadcast_object(str(run.artefact("finetune_checkpoint.pt")))))
     if resume and not checkpoint.is_file():
         log("[1C] no checkpoint in this run yet: starting fine-tuning from the first epoch")
         resume = False
+    return checkpoint, resume
+
+
+def step_1c_train(run: RunDir, model: torch.nn.Module, head: torch.nn.Module, trained: tuple[str, ...] | None, data: Cifar10,
+                  split: tuple[torch.Tensor, torch.Tensor], job: Job) -> History:
+    """1C's training loop (from rank 0's checkpoint when resuming); Ctrl-C says how to continue."""
+    train_idx, val_idx = split
     try:
         return train(model, head, (data.train_x[train_idx], data.train_y[train_idx]), (data.train_x[val_idx], data.train_y[val_idx]),
-                     cfg, inputs, device, checkpoint, resume=resume, trainable=trained)
+                     job, trainable=trained)
     except KeyboardInterrupt as exc:
         raise type(exc)(f"{exc}. Continue with: embedlab vision finetune --resume {run.path}") from None
 
@@ -377,15 +383,16 @@ def _expected_time(cfg: FinetuneConfig, model: torch.nn.Module, size: int, devic
     return ips, train_pixels(size, cfg.start_size, cfg.epochs, images_per_epoch) / size**2 / ips + passes * eval_images / (2.5 * ips)
 
 
-def step_1c_test(cfg: FinetuneConfig, run: RunDir, model: torch.nn.Module, inputs: Inputs, device: torch.device, data: Cifar10,
-                 test_idx: torch.Tensor, name: str) -> tuple[dict[str, object], float]:
+def step_1c_test(run: RunDir, model: torch.nn.Module, job: Job, data: Cifar10, test_idx: torch.Tensor,
+                 name: str) -> tuple[dict[str, object], float]:
     """1C's repeat of A and B: the fine-tuned network's test evaluation and gallery; (its metrics, test images/s)."""
+    cfg, inputs, device = job.cfg, job.inputs, job.device
     test_probs, test_ips, one_view = predict(model, data.test_x[test_idx], inputs, cfg.eval_batch_size, device, desc="test",
                                              flip=cfg.tta_flip)
     test_y = data.test_y[test_idx]
     run.save_artefact("finetune_test_probs.npz", npz_bytes(probs=test_probs.numpy(), labels=test_y.numpy(), test_index=test_idx.numpy()))
     ev = evaluation_tables(run, "finetune", test_probs, test_y, f"Fine-tuned {name} — test set")
-    save_gallery(run, "finetune_gallery", test_probs, test_y, data.test_x[test_idx], test_idx, cfg.gallery_k,
+    save_gallery(run, "finetune_gallery", test_probs, data, test_idx, cfg.gallery_k,
                  f"Fine-tuned {name}: most confident correct and incorrect test predictions per class")
     ev["tta_flip"] = cfg.tta_flip  # the saved probabilities, galleries and accuracies are the averaged ones
     ev["test_accuracy_one_view"] = float((one_view.argmax(1) == test_y).float().mean())
