@@ -18,6 +18,9 @@ def finished_run(movielens_root, tmp_path_factory, capsys):
     assert main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--quiet"]) == 0
     printed, log = capsys.readouterr().out, (out / "run.log").read_text()
     assert "best run:" in printed and "[2B]" not in printed and "[2A]" not in printed
+    recs = json.loads((out / "metrics.json").read_text())["movies_recommend"]
+    for title in ("Apollo 13 (1995)", "Toy Story (1995)", "Home Alone (1990)"):  # each query's list, as metrics.json holds it
+        assert f"top10[{title}]: " + "; ".join(recs[f"top10[{title}]"]) in printed
     assert "INFO    [2A]" in log and "INFO    [2B] best:" in log and "[eval] held-out users" in log
     return out
 

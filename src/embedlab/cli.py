@@ -283,9 +283,10 @@ def _movies_on_rank(cfg: MoviesConfig, run: RunDir) -> int:
     report = write_report(run)
     fit = metrics["movies_fit"]
     print(f"best run: {fit['best_optimizer']} lr={fit['best_lr']:g}, gap to spectral optimum {100 * fit['best_gap_to_optimum']:.3f} %")
-    for key, titles in metrics["movies_recommend"].items():
-        if key.startswith("top"):
-            print(f"{key}: " + "; ".join(titles))
+    recs = metrics["movies_recommend"]
+    for title in recs["query_titles"].values():  # the resolved titles, in query order; their lists under the study's own key
+        key = f"top{cfg.top_k}[{title}]"
+        print(f"{key}: " + "; ".join(recs[key]))
     print(f"report: {report}")
     return 0
 
