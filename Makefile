@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # BACKBONE: resnet18 needs torchvision's ImageNet weights (cache or download); efficientnet_lite0/1/2 work offline,
-# and efficientnet_lite1 is the measured best offline recipe (README, issue 13).
+# and efficientnet_lite1 is the measured best offline recipe.
 BACKBONE ?= efficientnet_lite1
 
 run: $(STAMP)

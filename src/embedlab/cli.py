@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
 from embedlab.config import (CONFIG_KEYS, DEFAULT_GRID, PROFILE_ALIASES, PROFILE_NAMES, PROFILES, STUDY_SECTIONS, FinetuneConfig, MoviesConfig,
-                             ProbeConfig, apply_overrides, check_sections, load_config_file, profile_overrides, settings_of, with_followers)
+                             ProbeConfig, apply_overrides, check_sections, flag_of, load_config_file, profile_overrides, settings_of, with_followers)
 from embedlab.distributed import PeerFailed, current
 from embedlab.errors import InputError, UserError, failure_text
 from embedlab.files import NO_SPACE, disk_full
@@ -71,14 +71,14 @@ def add_setting_flags(p: argparse.ArgumentParser, cls: type, names: Sequence[str
             p.add_argument("--lrs", type=_lr_spec, action="append", metavar="OPT=LR,...", help="learning rates of one optimiser "
                            "(repeatable), e.g. adam=0.1,0.3")
             continue
-        flag = meta["flag"] or "--" + f.name.replace("_", "-")
+        flag = flag_of(f)
         metavar = flag.lstrip("-").upper().replace("-", "_")
-        if hint is bool or typing.get_origin(hint) is None and hint is bool:
+        bare = typing.get_args(hint)[0] if typing.get_origin(hint) is Annotated else hint  # the type without its range
+        if hint is bool:
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
                            help=help_text + f" (default: {'on' if default else 'off'})")
-        elif typing.get_origin(typing.get_args(hint)[0] if typing.get_origin(hint) is Annotated else hint) is list:
-            inner = typing.get_args(typing.get_args(hint)[0] if typing.get_origin(hint) is Annotated else hint)[0]
-            convert, choices = _scalar(inner)
+        elif typing.get_origin(bare) is list:
+            convert, choices = _scalar(typing.get_args(bare)[0])
             if meta["repeat"]:
                 p.add_argument(flag, dest=f.name, action="append", metavar=metavar, help=help_text)
             else:
@@ -152,7 +152,7 @@ def _given_flags(args: argparse.Namespace, cls: type, policy: str) -> list[str]:
         if f.name == "grid":
             out += [flag for flag, key in (("--optimizers", "optimizers"), ("--lrs", "lrs")) if getattr(args, key, None)]
         elif getattr(args, f.name, None) is not None:
-            out.append(f.metadata["flag"] or "--" + f.name.replace("_", "-"))
+            out.append(flag_of(f))
     return out
 
 
@@ -425,7 +425,7 @@ def _resumed_study(args: argparse.Namespace) -> tuple[RunDir, Any]:
     """The saved run and its exact config, with the flags that do not change results applied."""
     from embedlab.study import study_config
 
-    _refuse_with_resume(args, [f.metadata["flag"] or "--" + n.replace("_", "-") for n, f in run_settings().items()
+    _refuse_with_resume(args, [flag_of(f) for n, f in run_settings().items()
                                if f.metadata["resume"] == "refuse" and getattr(args, n, None) is not None]
                         + _command_flags(args, ("profile", "steps", "out")))
     run = RunDir.open(args.resume)  # claimed by rank 0 in on_ranks

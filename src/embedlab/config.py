@@ -343,12 +343,17 @@ def _field_types(cls: type) -> dict[str, TypeAdapter]:
     return {f.name: TypeAdapter(hints[f.name]) for f in dataclasses.fields(cls)}
 
 
+def flag_of(f: dataclasses.Field) -> str:
+    """A setting's flag: the one its declaration names, else ``--`` + its name with dashes."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
 def flag_name(key: str, cls: type | None = None) -> str:
     """The command-line flag of setting ``key`` (of ``cls``, else of whichever study declares it)."""
     for c in ([cls] if cls is not None else [MoviesConfig, ProbeConfig, FinetuneConfig]):
         for f in settings_of(c):
             if f.name == key:
-                return f.metadata["flag"] or "--" + key.replace("_", "-")
+                return flag_of(f)
     return "--" + key.replace("_", "-")
 
 

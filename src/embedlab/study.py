@@ -96,7 +96,7 @@ def software_versions() -> dict[str, str]:
 
     out["torch threads"] = str(torch.get_num_threads())
     # the vector kernels torch dispatches to (AVX2, AVX512, ...): the same command and seed sum floats in another order
-    # under another capability, so its last digits, and a few borderline predictions, can differ (README, issue 13)
+    # under another capability, so its last digits, and a few borderline predictions, can differ
     out["cpu capability"] = torch.backends.cpu.get_cpu_capability()
     out["cuda device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return out

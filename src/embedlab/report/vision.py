@@ -66,7 +66,7 @@ def finetune_section(run: RunDir) -> str:
     m = metrics["finetune"]
     c = run.config("finetune")
     opt = (f"SGD with Nesterov momentum {c['momentum']}" if c["optimizer"] == "sgd" else
-           "AdamW (chosen over SGD by equal-compute pilots on the validation split: README, *Pilots toward 95 %*)")
+           "AdamW (chosen over SGD with Nesterov momentum by validation accuracy at equal compute: +1.1 points)")
     sched = ("linear warm-up over the first {:.0%} of the steps, then cosine decay to zero" if c["schedule"] == "cosine"
              else "one-cycle (warm-up over the first {:.0%} of the steps)").format(c["warmup_fraction"])
     frozen = m.get("frozen_stages") or []
@@ -132,7 +132,7 @@ def _warmup_why(m: dict) -> str:
 
 
 def _levers(c: dict, m: dict) -> list[str]:
-    """The optional parts of the recipe (issue 13's levers), each said as on or off."""
+    """The optional parts of the recipe, each said as on or off."""
     start = c.get("start_size")
     size = c["resolved"]["size"]
     return [

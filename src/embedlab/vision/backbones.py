@@ -38,7 +38,7 @@ class BackboneSpec:
     stages: tuple[tuple[str, ...], ...]  # the stem, then each stage's submodules, input to output (--freeze-stages K: the first K)
     description: str
     # frozen stem-and-stages when fine-tuning on a CPU with --freeze-stages unset: what keeps the cost of a training
-    # image at efficientnet_lite0's (README, fifth pilot round)
+    # image at efficientnet_lite0's (measured with bench/vision_train.py)
     cpu_freeze_stages: int = 0
 
 

@@ -129,7 +129,7 @@ def epoch_size(final: int, start: int | None, epoch: int, epochs: int) -> int:
 
 
 def train_pixels(final: int, start: int | None, epochs: int, images_per_epoch: int) -> int:
-    """The training compute as images x px^2 summed over the epochs: the budget issue 13 states, machine-free."""
+    """The training compute as images x px^2 summed over the epochs: a budget that does not depend on the machine."""
     return sum(images_per_epoch * epoch_size(final, start, e, epochs) ** 2 for e in range(epochs))
 
 
