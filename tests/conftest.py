@@ -117,3 +117,39 @@ def cifar_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         write_batch(folder / name, 100 if name == "test_batch" else 60, seed=i)
         monkeypatch.setitem(cifar10.MD5, name, cifar10.md5_bytes((folder / name).read_bytes()))
     return tmp_path / "data"
+
+
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def _probe_result(test_accuracy: float = 0.85, per_class: dict | None = None, extract_train_seconds: float | None = 600.0):
+    from embedlab.results import Evaluation, FeatureSummary, ProbeFit, ProbeResult
+
+    features = FeatureSummary(backbone="efficientnet_lite0", weights="imagenet", weights_digest="abc", resolution=96, device="cpu",
+                              feature_dim=1280, mean=[0.5] * 3, std=[0.5] * 3, train_images=900, val_images=100, test_images=1000,
+                              features_cached=False, extract_train_seconds=extract_train_seconds,
+                              extract_train_images_per_second=80.0, extract_test_seconds=12.0, extract_test_images_per_second=85.0)
+    ev = Evaluation(test_accuracy, per_class or {c: test_accuracy for c in CIFAR_CLASSES})
+    return ProbeResult(features, ProbeFit(l2=1e-3, train_accuracy=0.9, val_accuracy=test_accuracy, evaluation=ev, fit_seconds=10.0,
+                                          trainable_parameters=12810, probe_iterations=40), total_seconds=700.0)
+
+
+def _finetune_result(test_accuracy: float = 0.94, per_class: dict | None = None):
+    from embedlab.results import Evaluation, FinetuneResult
+
+    ev = Evaluation(test_accuracy, per_class or {c: test_accuracy for c in CIFAR_CLASSES})
+    return FinetuneResult(backbone="efficientnet_lite0", weights="imagenet", weights_digest="abc", resolution=96, device="cpu",
+                          train_scope="all", frozen_stages=[], trainable_parameters=3_384_010, total_parameters=3_400_000,
+                          train_images=900, val_images=100, test_images=1000, epochs=2, start_size=None, ema=None, head_init="random",
+                          train_pixels=1, steps=10, val_accuracy=test_accuracy, best_epoch_val_accuracy=test_accuracy, evaluation=ev,
+                          tta_flip=False, test_accuracy_one_view=test_accuracy, train_seconds=2700.0, train_images_per_second=50.0,
+                          val_seconds=60.0, test_images_per_second=200.0, expected_seconds=2800.0, bare_train_images_per_second=50.0,
+                          processes=1, batch_per_process=64, total_seconds_this_session=2800.0)
+
+
+@pytest.fixture
+def make_result():
+    """Complete, typed vision results for tests of what reads them: ``make_result.probe(0.85)``, ``make_result.finetune(0.94)``."""
+    import types
+
+    return types.SimpleNamespace(probe=_probe_result, finetune=_finetune_result)

@@ -20,7 +20,7 @@ def finished_run(movielens_root, tmp_path_factory, capsys):
     assert "best run:" in printed and "[2B]" not in printed and "[2A]" not in printed
     recs = json.loads((out / "metrics.json").read_text())["movies_recommend"]
     for title in ("Apollo 13 (1995)", "Toy Story (1995)", "Home Alone (1990)"):  # each query's list, as metrics.json holds it
-        assert f"top10[{title}]: " + "; ".join(recs[f"top10[{title}]"]) in printed
+        assert f"top10[{title}]: " + "; ".join(recs["top"][title]) in printed
     assert "INFO    [2A]" in log and "INFO    [2B] best:" in log and "[eval] held-out users" in log
     return out
 
@@ -55,7 +55,7 @@ def test_movies_run_folder_holds_what_its_saved_numbers_say(finished_run):
         row = int(np.flatnonzero(items["title"] == query)[0])
         idx, scores = similar_items(v, row, cfg["top_k"], eligible, cfg["metric"])
         table = pd.read_csv(out / "tables" / f"recs_{slug}.csv")
-        assert list(table["title"]) == list(items["title"].iloc[idx]) == metrics["movies_recommend"][f"top{cfg['top_k']}[{query}]"]
+        assert list(table["title"]) == list(items["title"].iloc[idx]) == metrics["movies_recommend"]["top"][query]
         assert np.allclose(table["similarity"], scores, atol=5e-5) and (np.diff(table["similarity"]) <= 0).all()
         assert list(table["likers"]) == list(items["likes"].iloc[idx]) and (table["likers"] >= cfg["min_likes"]).all()
     # held-out: one row per method, rates in [0, 1], and metrics.json holds the same numbers

@@ -28,3 +28,13 @@ def test_no_function_takes_a_logger_or_the_process_group():
     """Progress goes through ``logging``; the rank and world size live in ``distributed.current()`` (whose own module
     is the one place a ``Dist`` is handed around)."""
     assert [where for where, names in _functions() if {"log", "dist"} & set(names) and not where.startswith("distributed.py")] == []
+
+
+def test_the_report_reads_typed_results_and_one_module_writes_metrics():
+    """report/ holds no ``.get(`` chains and parses no key out of a string; metrics.json is written through
+    ``embedlab.results`` alone (``runs.RunDir`` is the file layer under it)."""
+    assert [p.name for p in sorted((SRC / "report").glob("*.py")) if ".get(" in p.read_text()] == []
+    assert [str(p.relative_to(SRC)) for p in sorted(SRC.rglob("*.py")) if '.partition(" | ")' in p.read_text()] == []
+    writers = sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
+                     if "update_metrics(" in p.read_text() or 'write_json("metrics.json"' in p.read_text())
+    assert writers == ["results.py", "runs.py"]

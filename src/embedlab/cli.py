@@ -216,8 +216,10 @@ def resumed_movies_config(args: argparse.Namespace) -> MoviesConfig:
 
 
 def _movies_finished(path: Path) -> bool:
-    done = RunDir.open(path).metrics().get("movies_run", {})
-    return "total_seconds" in done and "status" not in done
+    from embedlab.results import load
+
+    done = load(RunDir.open(path)).movies_run
+    return done is not None and done.total_seconds is not None and done.status is None
 
 
 def on_ranks(backend_device: str, main_folder: Callable[[], RunDir], body: Callable[[RunDir], int]) -> int:
@@ -261,10 +263,10 @@ def _movies_folder(args: argparse.Namespace) -> RunDir:
     """Rank 0's run folder: new, or the one resumed with its failure mark cleared."""
     if not args.resume:
         return _start_run(args, "movies")
+    from embedlab.results import mark_stopped
+
     run = RunDir.open(args.resume, write=True)
-    metrics = run.metrics()
-    metrics.get("movies_run", {}).pop("status", None)
-    run.write_json("metrics.json", metrics)
+    mark_stopped(run, None)
     print(f"resuming {run.path}: the movie study runs again with its saved settings")
     return run
 
@@ -274,19 +276,18 @@ def _movies_on_rank(cfg: MoviesConfig, run: RunDir) -> int:
     from embedlab.report import write_report
 
     try:
-        metrics = run_movies(cfg, run)
+        results = run_movies(cfg, run)
     except BaseException as exc:
         _mark_failed(run, exc)
         raise
     if not current().is_main:
         return 0
     report = write_report(run)
-    fit = metrics["movies_fit"]
-    print(f"best run: {fit['best_optimizer']} lr={fit['best_lr']:g}, gap to spectral optimum {100 * fit['best_gap_to_optimum']:.3f} %")
-    recs = metrics["movies_recommend"]
-    for title in recs["query_titles"].values():  # the resolved titles, in query order; their lists under the study's own key
-        key = f"top{cfg.top_k}[{title}]"
-        print(f"{key}: " + "; ".join(recs[key]))
+    fit, recs = results.movies_fit, results.movies_recommend
+    assert fit is not None and recs is not None  # a finished study has both
+    print(f"best run: {fit.best_optimizer} lr={fit.best_lr:g}, gap to spectral optimum {100 * fit.best_gap_to_optimum:.3f} %")
+    for title in recs.query_titles.values():  # the resolved titles, in query order
+        print(f"top{cfg.top_k}[{title}]: " + "; ".join(recs.top[title]))
     print(f"report: {report}")
     return 0
 
@@ -296,9 +297,10 @@ def _mark_failed(run: RunDir, exc: BaseException) -> None:
     gets no metrics.json: it holds no result, so the next run may use it again."""
     if not (run.path / "metrics.json").exists():
         return
+    from embedlab.results import mark_stopped
+
     try:
-        run.update_metrics("movies_run", {"status": f"{'interrupted' if isinstance(exc, KeyboardInterrupt) else 'failed'}: "
-                                                     f"{failure_text(exc)}"})
+        mark_stopped(run, f"{'interrupted' if isinstance(exc, KeyboardInterrupt) else 'failed'}: {failure_text(exc)}")
     except (OSError, UserError):  # a full disk: the error being raised already says what went wrong
         pass
 
@@ -341,10 +343,11 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from embedlab.vision.pipeline import run_probe
 
     with run_log(run.path):
-        metrics = run_probe(cfg, run)["probe"]
+        probe = run_probe(cfg, run)
     report = write_report(run)
-    print(f"{metrics['backbone']} ({metrics['weights']}) at {metrics['resolution']} px: test accuracy {metrics['test_accuracy']:.4f} "
-          f"(val {metrics['val_accuracy']:.4f}, L2 {metrics['l2']:g})")
+    feats, fit = probe.features, probe.fit
+    print(f"{feats.backbone} ({feats.weights}) at {feats.resolution} px: test accuracy {fit.evaluation.test_accuracy:.4f} "
+          f"(val {fit.val_accuracy:.4f}, L2 {fit.l2:g})")
     print(f"report: {report}")
     return 0
 
@@ -390,15 +393,16 @@ def _finetune_on_rank(cfg: FinetuneConfig, run: RunDir, resume: bool) -> int:
     from embedlab.report import write_report
     from embedlab.vision.pipeline import run_finetune
 
-    metrics = run_finetune(cfg, run, resume=resume)
+    from embedlab.results import load
+
+    ft = run_finetune(cfg, run, resume=resume)
     if not current().is_main:
         return 0
     report = write_report(run)
-    ft = metrics["finetune"]
-    print(f"fine-tuned {ft['backbone']} at {ft['resolution']} px: test accuracy {ft['test_accuracy']:.4f} "
-          f"({ft['train_seconds'] / 60:.1f} min of training, {ft['epochs']} epochs)")
-    if "probe" in metrics:
-        print(f"fixed features (linear probe) at {metrics['probe']['resolution']} px: test accuracy {metrics['probe']['test_accuracy']:.4f}")
+    print(f"fine-tuned {ft.backbone} at {ft.resolution} px: test accuracy {ft.evaluation.test_accuracy:.4f} "
+          f"({ft.train_seconds / 60:.1f} min of training, {ft.epochs} epochs)")
+    if (probe := load(run).probe) is not None:
+        print(f"fixed features (linear probe) at {probe.features.resolution} px: test accuracy {probe.fit.evaluation.test_accuracy:.4f}")
     print(f"report: {report}")
     return 0
 
@@ -475,12 +479,12 @@ def _study_on_rank(cfg: Any, run: RunDir, resume: bool) -> int:
     from embedlab.report import summary_rows, write_report
     from embedlab.study import run_study
 
-    metrics = run_study(cfg, run, resume=resume)
+    results = run_study(cfg, run, resume=resume)
     if not current().is_main:
         return 0
     report = write_report(run)
     print("\nsummary:")
-    for step, status, minutes, headline in summary_rows(metrics):
+    for step, status, minutes, headline in summary_rows(results):
         print(f"  {step:<9} {status:<7} {minutes:>6} min  {headline}")
     print(f"report: {report.with_suffix('.html')} (and {report.name})")
     return 0

@@ -20,6 +20,7 @@ from embedlab.errors import InputError, UserError, failure_text
 from embedlab.config import (PROFILE_ALIASES, PROFILE_NAMES, FinetuneConfig, MoviesConfig, ProbeConfig, apply_overrides,
                              profile_overrides, resolve_profile, settings_of, to_dict, with_followers)
 from embedlab.distributed import PeerFailed, current
+from embedlab.results import RunResults, StepStatus, load, save_step
 from embedlab.runs import RunDir
 
 log = logging.getLogger(__name__).info
@@ -146,7 +147,7 @@ def preflight(cfg: StudyConfig, pending: list[str]) -> None:
     log("preflight: data and weights are at hand")
 
 
-def run_study(cfg: StudyConfig, run: RunDir, resume: bool = False) -> dict[str, Any]:
+def run_study(cfg: StudyConfig, run: RunDir, resume: bool = False) -> RunResults:
     """Run the configured steps in order; finished steps are skipped on resume.
 
     Under torchrun every rank calls this: fine-tuning and the movie study use all ranks, the linear probe
@@ -160,9 +161,8 @@ def run_study(cfg: StudyConfig, run: RunDir, resume: bool = False) -> dict[str, 
     for name in ("probe", "finetune", "movies"):  # every value, before any work: --resume and --config restore exactly this
         run.update_config(name, {**run.read_json("config.json").get(name, {}), **to_dict(getattr(cfg, name))})
     run.write_json("environment.json", software_versions())
-    metrics = run.metrics()
     dist = current()
-    done = set(dist.broadcast_object(sorted(s for s, v in metrics.get("steps", {}).items() if v.get("status") == "done")))  # type: ignore[arg-type]
+    done = set(dist.broadcast_object(sorted(load(run).steps.done())))  # type: ignore[arg-type]
     log(f"plan ({cfg.profile} profile; minutes on the fastest and slowest 2-core machines measured, see the README):")
     for step, what, eta in plan(cfg, done):
         log(f"  {step:<9} {eta:<36} {what}")
@@ -176,26 +176,25 @@ def run_study(cfg: StudyConfig, run: RunDir, resume: bool = False) -> dict[str, 
         if step in done:
             continue
         t0 = time.perf_counter()
-        run.update_metrics("steps", {step: {"status": "running"}})
+        save_step(run, step, StepStatus("running"))
         try:
             actions[step]()
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             try:
-                run.update_metrics("steps", {step: {"status": status, "error": failure_text(exc)}})
+                save_step(run, step, StepStatus(status, error=failure_text(exc)))
                 if dist.is_main:
                     write_report(run)  # whatever finished is readable right away
             except (OSError, UserError):  # e.g. the disk is full: the error being raised says so already
                 pass
             raise
-        run.update_metrics("steps", {step: {"status": "done", "seconds": round(time.perf_counter() - t0, 1)}})
+        save_step(run, step, StepStatus("done", seconds=round(time.perf_counter() - t0, 1)))
         if not dist.is_main:
             continue
-        if step in ("probe", "finetune") and {"probe", "finetune"} <= {s for s, v in run.read_json("metrics.json")["steps"].items()
-                                                                     if v.get("status") == "done"}:
+        if step in ("probe", "finetune") and {"probe", "finetune"} <= load(run).steps.done():
             run_comparison(run)
         write_report(run)
-    return run.read_json("metrics.json")
+    return load(run)
 
 
 def on_main_rank(work: Callable[[], object]) -> None:

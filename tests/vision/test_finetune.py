@@ -12,6 +12,7 @@ from torch import nn
 
 from embedlab.config import FinetuneConfig, apply_overrides
 from embedlab.runs import RunDir
+from embedlab.results import load, save
 from embedlab.vision.backbones import create_backbone
 from embedlab.vision.finetune import (Job, TrainingInterrupted, alternating_flips, augment, load_checkpoint, finetune_optimizer, param_groups, train,
                                       warmup_cosine)
@@ -186,22 +187,15 @@ def test_freeze_stages_freezes_the_stem_and_the_first_stages_only(tmp_path: Path
         cfg(freeze_stages=2, train_scope="last").validate()
 
 
-def _metrics(probe_acc: float, ft_acc: float) -> dict:
+def _save_both(run: RunDir, make_result, probe_acc: float, ft_acc: float) -> None:
     classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    common = {"backbone": "efficientnet_lite0", "resolution": 96}
-    return {
-        "probe": {**common, "test_accuracy": probe_acc, "val_accuracy": probe_acc, "trainable_parameters": 12810, "fit_seconds": 10.0,
-                  "extract_train_seconds": 600.0, "extract_train_images_per_second": 80.0, "extract_test_images_per_second": 85.0,
-                  "per_class_accuracy": {c: probe_acc for c in classes}},
-        "finetune": {**common, "test_accuracy": ft_acc, "val_accuracy": ft_acc, "trainable_parameters": 3_384_010,
-                     "train_seconds": 2700.0, "val_seconds": 60.0, "train_images_per_second": 50.0, "test_images_per_second": 200.0,
-                     "per_class_accuracy": {c: ft_acc + (0.01 if c == "cat" else 0.0) for c in classes}},
-    }
+    save(run, make_result.probe(probe_acc))
+    save(run, make_result.finetune(ft_acc, {c: ft_acc + (0.01 if c == "cat" else 0.0) for c in classes}))
 
 
-def test_comparison_table_from_saved_metrics(tmp_path: Path):
+def test_comparison_table_from_saved_results(tmp_path: Path, make_result):
     run = RunDir.create(tmp_path / "run")
-    run.write_json("metrics.json", _metrics(0.85, 0.94))
+    _save_both(run, make_result, 0.85, 0.94)
     table = run_comparison(run)
     assert list(table["test_accuracy"]) == [0.85, 0.94]
     assert list(table["train_wall_seconds"]) == [610.0, 2760.0]
@@ -209,17 +203,18 @@ def test_comparison_table_from_saved_metrics(tmp_path: Path):
     m = json.loads((run.path / "metrics.json").read_text())["comparison"]
     assert m["accuracy_gain"] == pytest.approx(0.09) and m["error_reduction"] == pytest.approx(0.6) and m["classes_improved"] == 10
     per_class = pd.read_csv(run.path / "tables" / "comparison_per_class.csv")
-    saved = _metrics(0.85, 0.94)
-    assert list(per_class["class"]) == list(saved["probe"]["per_class_accuracy"])  # every class, in the label order
+    saved = load(run)
+    fixed_pc, tuned_pc = saved.probe.fit.evaluation.per_class_accuracy, saved.finetune.evaluation.per_class_accuracy
+    assert list(per_class["class"]) == list(fixed_pc)  # every class, in the label order
     for rec in per_class.to_dict("records"):
-        fixed, tuned = saved["probe"]["per_class_accuracy"][rec["class"]], saved["finetune"]["per_class_accuracy"][rec["class"]]
+        fixed, tuned = fixed_pc[rec["class"]], tuned_pc[rec["class"]]
         assert (rec["fixed_features"], rec["fine_tuned"]) == (fixed, tuned) and rec["gain"] == pytest.approx(tuned - fixed)
     assert (run.path / "figures" / "comparison_per_class.png").is_file()
 
 
-def test_comparison_needs_both_studies(tmp_path: Path):
+def test_comparison_needs_both_studies(tmp_path: Path, make_result):
     run = RunDir.create(tmp_path / "run")
-    run.write_json("metrics.json", {"probe": _metrics(0.8, 0.9)["probe"]})
+    save(run, make_result.probe(0.8))
     with pytest.raises(ValueError, match="no finished finetune"):
         run_comparison(run)
 

@@ -12,6 +12,7 @@ from embedlab.config import FinetuneConfig, apply_overrides
 from embedlab.errors import InputError, MissingFileError
 from embedlab.runs import RunDir
 from embedlab.vision.finetune import Job, epoch_size, load_checkpoint, make_ema, train, train_pixels
+from embedlab.results import load, save
 from embedlab.vision.pipeline import init_head_from_probe, resolve_head_init
 from embedlab.vision.probe import LogisticRegression, fit_probe
 
@@ -111,11 +112,13 @@ def test_lp_ft_starts_the_head_as_the_probe_predicts(tmp_path: Path):
         assert torch.allclose(head(feats), probe.model(feats), atol=1e-4)
 
 
-def test_head_init_auto_means_the_probe_when_the_run_holds_one(tmp_path: Path):
+def test_head_init_auto_means_the_probe_when_the_run_has_a_finished_probe(tmp_path: Path, make_result):
+    """Decided from the run's probe result, not from which files happen to lie in the folder."""
     run = RunDir.create(tmp_path / "run")
-    assert resolve_head_init("auto", run) == "random" and resolve_head_init("probe", run) == "probe"
-    torch.save(LogisticRegression(8).state_dict(), run.artefact("probe_model_train_only.pt"))
-    assert resolve_head_init("auto", run) == "probe" and resolve_head_init("random", run) == "random"
+    torch.save(LogisticRegression(8).state_dict(), run.artefact("probe_model_train_only.pt"))  # a stray file decides nothing
+    assert resolve_head_init("auto", load(run).probe) == "random" and resolve_head_init("probe", load(run).probe) == "probe"
+    save(run, make_result.probe())
+    assert resolve_head_init("auto", load(run).probe) == "probe" and resolve_head_init("random", load(run).probe) == "random"
 
 
 def test_lp_ft_without_a_probe_or_with_another_backbones_probe_says_so(tmp_path: Path):

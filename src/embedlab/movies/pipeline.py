@@ -38,6 +38,8 @@ from embedlab.movies.recommend import eligible_items, jaccard, rank_correlation,
 from embedlab.movies.train import Budget, Objective, RunResult, best_run, default_workers, fit, initial_embedding, parallel_map, sweep
 from embedlab.files import npz_bytes
 from embedlab.runs import RunDir
+from embedlab.results import (Candidate, ColdStart, DataStats, DimChoice, FitSummary, Holdout, MoviesRun, Recommendations, RunResults,
+                              Stability, load, save)
 
 log = logging.getLogger(__name__).info
 
@@ -232,9 +234,8 @@ def step_2a_data(cfg: MoviesConfig, run: RunDir) -> Prepared:
     t0 = time.perf_counter()
     summary = colike_summary(co.likes, k=15)
     stats = colike_stats(ratings, len(movies), co, summary)
-    stats.update(source=source, build_seconds=round(build_s, 3), x_summary_seconds=round(time.perf_counter() - t0, 2))
-    for q in queries:
-        stats[f"likes[{q.title}]"] = int(items["likes"].iat[q.row])
+    result = DataStats(**stats, source=source, build_seconds=round(build_s, 3), x_summary_seconds=round(time.perf_counter() - t0, 2),
+                       query_likes={q.title: int(items["likes"].iat[q.row]) for q in queries})
     pairs = pd.DataFrame([(items["title"].iat[i], items["title"].iat[j], c) for i, j, c in summary.top_pairs],
                          columns=["movie A", "movie B", "users who liked both"])
     run.save_table("colike_top_pairs", pairs)
@@ -242,9 +243,9 @@ def step_2a_data(cfg: MoviesConfig, run: RunDir) -> Prepared:
                                                  "likers": [int(items["likes"].iat[q.row]) for q in queries]}))
     run.save_csv("items.csv", items)
     run.save_csv("catalogue.csv", movies[["movieId", "title"]])  # so `recommend` can tell "unknown" from "unliked"
-    run.update_metrics("movies_data", stats)
-    log(f"[2A] {stats['users']:,} users, {stats['likes']:,} likes, M = {stats['movies_with_likes']:,} movies; "
-        f"X (never formed): nnz {stats['x_nnz']:,}, max {stats['x_max']}")
+    save(run, result)
+    log(f"[2A] {result.users:,} users, {result.likes:,} likes, M = {result.movies_with_likes:,} movies; "
+        f"X (never formed): nnz {result.x_nnz:,}, max {result.x_max}")
     return Prepared(ratings, movies, co, items, queries, summary, source)
 
 
@@ -282,11 +283,11 @@ def step_2b_fit(cfg: MoviesConfig, run: RunDir, data: Prepared) -> Fitted:
     run.save_table("spectral_rounds", pd.DataFrame({"round": np.arange(1, len(spec.history) + 1), "cost": spec.history}))
     run.save_artefact("embeddings.npz", npz_bytes(v=final.v.numpy(), v_sweep_best=best.v.numpy(), v_spectral=spec.v.astype(np.float32),
                         movie_ids=data.co.movie_ids, like_counts=data.co.like_counts))
-    run.update_metrics("movies_fit", {
-        **_fit_metrics(cfg, results, best, final, finals, spec, op.fro_sq), "spectral_seconds": round(spec_s, 2),
-        "sweep_seconds": round(sweep_s, 1), "runs_diverged": int((table["status"] == "diverged").sum()),
-        "runs_converged": int((table["status"] == "converged").sum()), "processes": dist.world,
-    })
+    save(run, FitSummary(
+        **_fit_metrics(cfg, results, best, final, finals, spec, op.fro_sq), spectral_seconds=round(spec_s, 2),
+        sweep_seconds=round(sweep_s, 1), runs_diverged=int((table["status"] == "diverged").sum()),
+        runs_converged=int((table["status"] == "converged").sum()), processes=dist.world,
+    ))
     log(f"[2B] best: {best.optimizer} lr={best.lr:g}, cost {best.final_loss:.6g}, gap to spectral optimum "
         f"{100 * _gap(best, c_star):.3f} % ({sweep_s:.1f} s); run to convergence: {final.optimizer} lr={final.lr:g}, "
         f"{final.iterations} iterations, {100 * _gap(final, c_star):.4f} % above")
@@ -315,32 +316,35 @@ def _fit_metrics(cfg: MoviesConfig, results: list[RunResult], best: RunResult, f
         "best_gap_to_optimum": _gap(best, c_star), "runs": len(results),
         "final_optimizer": final.optimizer, "final_lr": final.lr, "final_iterations": final.iterations,
         "final_gap_to_optimum": _gap(final, c_star), "final_seconds": round(final.seconds, 1),
-        "final_candidates": [{"optimizer": r.optimizer, "lr": r.lr, "iterations": r.iterations, "gap": _gap(r, c_star)} for r in finals],
+        "final_candidates": [Candidate(r.optimizer, r.lr, r.iterations, _gap(r, c_star)) for r in finals],
         "seconds_per_iteration": float(sum(r.seconds for r in results) / max(1, sum(r.iterations + 1 for r in results))),
     }
 
 
-def step_2c_recommend(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted) -> dict[str, list[int]]:
-    """2C: the top-k tables of the queries, by the configured metric and by the other one; returns the lists."""
+def step_2c_recommend(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted) -> tuple[Recommendations, dict[str, list[int]]]:
+    """2C: the top-k tables of the queries, by the configured metric and by the other one; the result and the lists
+    (rows of X, by query as typed)."""
     eligible = eligible_items(data.co.like_counts, cfg.min_likes)
-    metrics: dict[str, object] = {"metric": cfg.metric, "min_likes": cfg.min_likes, "eligible_movies": int(eligible.sum()),
-                                  "query_titles": {q.text: q.title for q in data.queries}}
     other = "dot" if cfg.metric == "cosine" else "cosine"
     top_lists: dict[str, list[int]] = {}
+    top: dict[str, list[str]] = {}
+    mean_likers: dict[str, dict[str, float]] = {cfg.metric: {}, other: {}}
     for q in data.queries:
         table, top_lists[q.text] = recommendation_table(fitted.final.v, q.row, data.items, eligible, cfg.top_k, cfg.metric)
         alt, _ = recommendation_table(fitted.final.v, q.row, data.items, eligible, cfg.top_k, other)
         run.save_table(f"recs_{slug(q.text)}", table)
         run.save_table(f"recs_{other}_{slug(q.text)}", alt)
-        metrics[f"top{cfg.top_k}[{q.title}]"] = list(table["title"])
-        metrics[f"mean_likers_{cfg.metric}[{q.title}]"] = float(table["likers"].mean())
-        metrics[f"mean_likers_{other}[{q.title}]"] = float(alt["likers"].mean())
-    run.update_metrics("movies_recommend", metrics)
+        top[q.title] = list(table["title"])
+        mean_likers[cfg.metric][q.title] = float(table["likers"].mean())
+        mean_likers[other][q.title] = float(alt["likers"].mean())
+    result = Recommendations(metric=cfg.metric, min_likes=cfg.min_likes, eligible_movies=int(eligible.sum()),
+                             query_titles={q.text: q.title for q in data.queries}, top=top, mean_likers=mean_likers)
+    save(run, result)
     log("[2C] top-10 for " + ", ".join(q.title for q in data.queries))
-    return top_lists
+    return result, top_lists
 
 
-def step_stability(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted, top_lists: dict[str, list[int]]) -> None:
+def step_stability(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted, top_lists: dict[str, list[int]]) -> Stability:
     """2C, second half: does each run (and the spectral optimum) recommend what the best run does?"""
     c_star = fitted.spectral.cost
     eligible = eligible_items(data.co.like_counts, cfg.min_likes)
@@ -368,16 +372,18 @@ def step_stability(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitte
     stab = pd.DataFrame(rows)
     run.save_table("stability", stab, floatfmt=".3g")
     conv, nonconv = stab[stab["status"] == "converged"], stab[stab["status"] == "not converged"]
-    run.update_metrics("movies_stability", {
-        "converged_runs": len(conv),
-        "converged_mean_jaccard": float(conv[key].mean()) if len(conv) else None,
-        "converged_min_jaccard": float(conv[key].min()) if len(conv) else None,
-        "converged_mean_rank_corr": float(conv["mean_rank_corr"].mean()) if len(conv) else None,
-        "not_converged_runs": len(nonconv),
-        "not_converged_mean_jaccard": float(nonconv[key].mean()) if len(nonconv) else None,
-        "spectral_jaccard": float(stab.loc[stab["optimizer"] == "spectral", key].iat[0]),
-        "diverged_runs": int((fitted.table["status"] == "diverged").sum()),
-    })
+    result = Stability(
+        converged_runs=len(conv),
+        converged_mean_jaccard=float(conv[key].mean()) if len(conv) else None,
+        converged_min_jaccard=float(conv[key].min()) if len(conv) else None,
+        converged_mean_rank_corr=float(conv["mean_rank_corr"].mean()) if len(conv) else None,
+        not_converged_runs=len(nonconv),
+        not_converged_mean_jaccard=float(nonconv[key].mean()) if len(nonconv) else None,
+        spectral_jaccard=float(stab.loc[stab["optimizer"] == "spectral", key].iat[0]),
+        diverged_runs=int((fitted.table["status"] == "diverged").sum()),
+    )
+    save(run, result)
+    return result
 
 
 def step_holdout(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted) -> HeldOut:
@@ -394,12 +400,12 @@ def step_holdout(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted)
     run.save_table("cold_start", cold)
     run.save_table("anchor_tuning", pd.DataFrame([{"method": t.name, "setting": s, f"validation recall@{cfg.top_k}": r, "chosen": s == t.setting}
                                                   for t in tuned for s, r in t.validation.items()]))
-    run.update_metrics("movies_holdout", {
-        **{r["method"]: {k: r[k] for k in overall.columns if k != "method"} for r in overall.to_dict("records")},
-        "refit_status": refit.status, "queries_total": split.queries_total, "anchor_notes": notes,
-    })
-    run.update_metrics("movies_cold_start", {f"{r['method']} | {r['query likes']}": {k: r[k] for k in cold.columns if k not in ("method", "query likes")}
-                                             for r in cold.to_dict("records")})
+    save(run, Holdout(refit_status=refit.status, queries_total=split.queries_total, anchor_notes=notes,
+                      methods={r["method"]: {k: r[k] for k in overall.columns if k != "method"} for r in overall.to_dict("records")}))
+    buckets: dict[str, dict[str, dict[str, float | None]]] = {}
+    for r in cold.to_dict("records"):
+        buckets.setdefault(r["query likes"], {})[r["method"]] = {k: r[k] for k in cold.columns if k not in ("method", "query likes")}
+    save(run, ColdStart(buckets))
     return held
 
 
@@ -439,15 +445,18 @@ def step_map(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted, top
     run.save_figure("embedding_map", _embedding_map(coords, keep, data.items, data.queries, top_lists, cfg.map_method))
 
 
-def step_dim_sweep(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted, held: HeldOut) -> None:
+def step_dim_sweep(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted, held: HeldOut) -> DimChoice:
+    """The spectral optimum, gradient descent and held-out quality for each d of ``dim_sweep``; the d the rule picks."""
     dim_df = dimension_sweep(cfg, data, fitted, held)
     run.save_table("dim_sweep", dim_df)
-    run.update_metrics("movies_dim_sweep", {"chosen_by_rule": int(choose_dim(dim_df, cfg.top_k)), "configured_dim": cfg.dim})
+    result = DimChoice(chosen_by_rule=int(choose_dim(dim_df, cfg.top_k)), configured_dim=cfg.dim)
+    save(run, result)
     run.save_figure("dim_sweep", figures.dim_sweep(dim_df["dim"], dim_df["gap"], dim_df[f"hit_rate@{cfg.top_k}"], dim_df["relative_cost"]))
+    return result
 
 
-def run_movies(cfg: MoviesConfig, run: RunDir) -> dict[str, object]:
-    """Run the whole study into ``run``; returns the headline metrics (also in metrics.json).
+def run_movies(cfg: MoviesConfig, run: RunDir) -> RunResults:
+    """Run the whole study into ``run``; returns the run's results (also in metrics.json).
 
     numpy's BLAS is held to one thread throughout: its idle threads spin after every numpy/scipy
     product and steal the cores from torch's (measured: the sweep 20 % and eigsh 7x slower).
@@ -456,23 +465,23 @@ def run_movies(cfg: MoviesConfig, run: RunDir) -> dict[str, object]:
         return _run_movies(cfg, run)
 
 
-def _run_movies(cfg: MoviesConfig, run: RunDir) -> dict[str, object]:
+def _run_movies(cfg: MoviesConfig, run: RunDir) -> RunResults:
     dist = current()
     cfg.validate()
     run.update_config("movies", to_dict(cfg))
     t_all = time.perf_counter()
     data = step_2a_data(cfg, run)
     fitted = step_2b_fit(cfg, run, data)
-    top_lists = step_2c_recommend(cfg, run, data, fitted)
+    _, top_lists = step_2c_recommend(cfg, run, data, fitted)
     step_stability(cfg, run, data, fitted, top_lists)
     held = step_holdout(cfg, run, data, fitted)
     if cfg.embedding_map and dist.is_main:  # rank 0 alone draws: the others' folders are discarded
         step_map(cfg, run, data, fitted, top_lists)
     if cfg.dim_sweep:
         step_dim_sweep(cfg, run, data, fitted, held)
-    run.update_metrics("movies_run", {"total_seconds": round(time.perf_counter() - t_all, 1), "processes": dist.world,
-                                      "peak_rss_gib": round(peak_rss_bytes() / 1024**3, 2)})
-    return run.read_json("metrics.json")
+    save(run, MoviesRun(total_seconds=round(time.perf_counter() - t_all, 1), processes=dist.world,
+                        peak_rss_gib=round(peak_rss_bytes() / 1024**3, 2)))
+    return load(run)
 
 
 def peak_rss_bytes() -> int:

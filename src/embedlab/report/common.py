@@ -1,24 +1,83 @@
-"""Small helpers shared by the report sections: embed a saved table or figure by name."""
+"""The report's template engine: Jinja2 over Markdown, with one escaping rule and the helpers every section uses.
+
+Every value a template prints goes through ``runs.md_text`` (Jinja2's ``finalize``) unless it is ``Markup``: saved
+tables, figures and code spans are built here and marked; everything else from data or config is shown literally.
+"""
 
 from __future__ import annotations
 
-from embedlab.runs import RunDir
+import functools
+import math
+from typing import Any, TypeVar
+
+import jinja2
+from markupsafe import Markup
+
+from embedlab.runs import RunDir, md_code, md_text
 
 #: What a section says in place of an artefact its step should have saved; the tests fail on it, because it
 #: means the file-name contract between a pipeline step and its report section is broken.
 MISSING = "was not produced"
 
+C = TypeVar("C")
 
-def table(run: RunDir, name: str) -> str:
+
+def table(run: RunDir, name: str) -> Markup:
     """The saved table, wrapped in a block that names its CSV (the browser test compares the two cell by cell)."""
     p = run.path / "tables" / f"{name}.md"
     if not p.exists():
-        return f"*(table {name} {MISSING})*"
-    return f'<div class="table" data-table="{name}" markdown="1">\n\n{p.read_text().rstrip()}\n\n</div>'
+        return Markup(f"*(table {name} {MISSING})*")
+    return Markup(f'<div class="table" data-table="{name}" markdown="1">\n\n{p.read_text().rstrip()}\n\n</div>')
 
 
-
-def figure(run: RunDir, name: str, alt: str, caption: str) -> str:
+def figure(run: RunDir, name: str, alt: str, caption: str) -> Markup:
     """The figure, then a one-line caption that says what to look at."""
     p = run.path / "figures" / f"{name}.png"
-    return f"![{alt}](figures/{name}.png)\n\n*{caption}*\n" if p.exists() else f"*(figure {name} {MISSING})*"
+    return Markup(f"![{alt}](figures/{name}.png)\n\n*{caption}*\n" if p.exists() else f"*(figure {name} {MISSING})*")
+
+
+def _finalize(value: Any) -> Any:
+    """The one escaping path: anything not built as Markup is text."""
+    return value if isinstance(value, Markup) else md_text(value)
+
+
+def _fmt(value: Any, spec: str = "") -> str:
+    """``{{ x | fmt(",") }}`` is ``format(x, ",")``; None and NaN print as "—"."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return format(value, spec)
+
+
+def _pct(value: float | None, digits: int = 2, sign: bool = False) -> str:
+    """A fraction as a percentage number (no % sign): ``{{ 0.8715 | pct }}`` is 87.15."""
+    return _fmt(None if value is None else 100 * value, f"{'+' if sign else ''}.{digits}f")
+
+
+def _minutes(seconds: float | None) -> str:
+    return "not measured" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+@functools.cache
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("embedlab.report", "templates"), undefined=jinja2.StrictUndefined,
+                             finalize=_finalize, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                             autoescape=False)
+    env.filters.update(fmt=_fmt, pct=_pct, minutes=_minutes, code=lambda v: Markup(md_code(v)), text=lambda v: Markup(md_text(v)))
+    return env
+
+
+def render(template: str, run: RunDir, **context: Any) -> str:
+    """A section's Markdown from its template; ``table(name)`` and ``figure(name, alt, caption)`` embed the run's files."""
+    return environment().get_template(template).render(
+        table=lambda name: table(run, name), figure=lambda name, alt, caption: figure(run, name, alt, caption),
+        run_path=run.path, **context)
+
+
+def saved_config(run: RunDir, cls: type[C], section: str) -> tuple[C, dict[str, Any]]:
+    """One study's settings from the run's config.json, typed and checked as ``--config`` would be, and what the run
+    resolved from them (device, size, …)."""
+    from embedlab.config import apply_overrides
+
+    raw = dict(run.config(section))
+    resolved = raw.pop("resolved", {})
+    return apply_overrides(cls(), raw, section), resolved

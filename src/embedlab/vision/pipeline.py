@@ -16,6 +16,7 @@ from embedlab.data import resolve_data_dir
 from embedlab.distributed import current
 from embedlab.errors import InputError, MissingFileError
 from embedlab.files import UnreadableFile, npz_bytes, read_torch, torch_bytes
+from embedlab.results import Comparison, Evaluation, FeatureSummary, FinetuneResult, ProbeFit, ProbeResult, load, save
 from embedlab.runs import RunDir
 from embedlab.vision import figures
 from embedlab.vision.backbones import Backbone, BackboneSpec, check_freeze_stages, create_backbone
@@ -79,7 +80,7 @@ def save_gallery(run: RunDir, name: str, probs: torch.Tensor, data: Cifar10, ind
     return sel
 
 
-def evaluation_tables(run: RunDir, prefix: str, probs: torch.Tensor, labels: torch.Tensor, title: str) -> dict[str, object]:
+def evaluation_tables(run: RunDir, prefix: str, probs: torch.Tensor, labels: torch.Tensor, title: str) -> Evaluation:
     """Accuracy, per-class accuracy (table) and the confusion matrix (figure + table) of one model."""
     pred = probs.argmax(1)
     pca = per_class_accuracy(pred, labels)
@@ -87,7 +88,7 @@ def evaluation_tables(run: RunDir, prefix: str, probs: torch.Tensor, labels: tor
     run.save_table(f"{prefix}_per_class", pd.DataFrame({"class": CLASSES, "accuracy": pca.numpy().round(4)}))
     run.save_table(f"{prefix}_confusion", pd.DataFrame(cm.numpy(), columns=CLASSES).assign(true=CLASSES)[["true", *CLASSES]])
     run.save_figure(f"{prefix}_confusion", figures.confusion(cm, CLASSES, title))
-    return {"test_accuracy": accuracy(probs, labels), "per_class_accuracy": dict(zip(CLASSES, pca.tolist()))}
+    return Evaluation(accuracy(probs, labels), dict(zip(CLASSES, pca.tolist())))
 
 
 @dataclass
@@ -102,6 +103,7 @@ class ProbeFeatures:
     fit_idx: torch.Tensor  # train + validation, sorted: the rows of ``fit_feats``
     fit_feats: torch.Tensor
     test_feats: torch.Tensor
+    summary: FeatureSummary
 
     def rows_of(self, idx: torch.Tensor) -> torch.Tensor:
         """Rows of ``fit_feats`` holding the images ``idx``."""
@@ -109,15 +111,16 @@ class ProbeFeatures:
         return torch.tensor([pos[int(i)] for i in idx])
 
 
-def run_probe(cfg: ProbeConfig, run: RunDir) -> dict[str, object]:
-    """Part 1 A and B into ``run``; returns metrics.json."""
+def run_probe(cfg: ProbeConfig, run: RunDir) -> ProbeResult:
+    """Part 1 A and B into ``run``; its result is saved in metrics.json too."""
     cfg.validate()
     t_all = time.perf_counter()
     feats = step_1a_features(cfg, run)
-    test_probs = step_1a_fit(cfg, run, feats)
+    fit, test_probs = step_1a_fit(cfg, run, feats)
     step_1b_gallery(cfg, run, feats, test_probs)
-    run.update_metrics("probe", {"total_seconds": round(time.perf_counter() - t_all, 1)})
-    return run.read_json("metrics.json")
+    result = ProbeResult(feats.summary, fit, round(time.perf_counter() - t_all, 1))
+    save(run, result)
+    return result
 
 
 def step_1a_features(cfg: ProbeConfig, run: RunDir) -> ProbeFeatures:
@@ -139,7 +142,7 @@ def step_1a_features(cfg: ProbeConfig, run: RunDir) -> ProbeFeatures:
             "test": cache_key(spec.name, backbone.weights_digest, size, "test", None if cfg.test_per_class is None else test_idx,
                               numerics(device))}
     missing = [s for s, k in keys.items() if not (cache_dir / "features" / k).is_file()]
-    extract_stats: dict[str, float] = {}
+    extract_stats: dict[str, float] = {}  # FeatureSummary's extract_* timings
     if missing:
         n_todo = (len(fit_idx) if "train" in missing else 0) + (len(test_idx) if "test" in missing else 0)
         ips = measure_throughput(model, data.test_x, size, spec.mean, spec.std, batch, device)
@@ -164,16 +167,16 @@ def step_1a_features(cfg: ProbeConfig, run: RunDir) -> ProbeFeatures:
 
     train_feats_all = features_of("train", data.train_x[fit_idx])
     test_feats = features_of("test", data.test_x[test_idx])
-    run.update_metrics("probe", {"backbone": spec.name, "weights": backbone.weights, "weights_digest": backbone.weights_digest,
-                                 "resolution": size, "device": str(device), "feature_dim": spec.feature_dim,
-                                 "mean": list(spec.mean), "std": list(spec.std),
-                                 "train_images": len(train_idx), "val_images": len(val_idx), "test_images": len(test_idx),
-                                 "features_cached": not computed, **extract_stats})
-    return ProbeFeatures(spec, data, train_idx, val_idx, test_idx, fit_idx, train_feats_all, test_feats)
+    summary = FeatureSummary(backbone=spec.name, weights=backbone.weights, weights_digest=backbone.weights_digest, resolution=size,
+                             device=str(device), feature_dim=spec.feature_dim, mean=list(spec.mean), std=list(spec.std),
+                             train_images=len(train_idx), val_images=len(val_idx), test_images=len(test_idx),
+                             features_cached=not computed, **extract_stats)
+    return ProbeFeatures(spec, data, train_idx, val_idx, test_idx, fit_idx, train_feats_all, test_feats, summary)
 
 
-def step_1a_fit(cfg: ProbeConfig, run: RunDir, f: ProbeFeatures) -> torch.Tensor:
-    """1A, second half: L2 chosen on the validation split, refit on train + validation, test evaluation; the test probabilities."""
+def step_1a_fit(cfg: ProbeConfig, run: RunDir, f: ProbeFeatures) -> tuple[ProbeFit, torch.Tensor]:
+    """1A, second half: L2 chosen on the validation split, refit on train + validation, test evaluation; the fit and the
+    test probabilities."""
     log(f"[1A] choosing L2 on the validation split from {cfg.l2_grid}")
     t0 = time.perf_counter()
     fy = f.data.train_y[f.fit_idx]
@@ -193,15 +196,11 @@ def step_1a_fit(cfg: ProbeConfig, run: RunDir, f: ProbeFeatures) -> torch.Tensor
     run.save_artefact(LP_FT_PROBE, torch_bytes(chosen_model.state_dict()))  # LP-FT's start: no validation label seen
     chosen = next(r for r in rows if r["l2"] == l2)
     ev = evaluation_tables(run, "probe", test_probs, test_y, f"Linear probe on {f.spec.name} features — test set")
-    metrics = {
-        "l2": l2, "train_accuracy": accuracy(predict_proba(final.model, f.fit_feats), fy),
-        "val_accuracy": chosen["val_acc"], **ev, "fit_seconds": round(fit_s, 2),
-        "trainable_parameters": sum(p.numel() for p in final.model.linear.parameters()),
-        "probe_iterations": len(final.losses),
-    }
-    run.update_metrics("probe", metrics)
-    log(f"[1A] L2 = {l2:g}: train {metrics['train_accuracy']:.4f}, val {metrics['val_accuracy']:.4f}, test {metrics['test_accuracy']:.4f}")
-    return test_probs
+    fit = ProbeFit(l2=l2, train_accuracy=accuracy(predict_proba(final.model, f.fit_feats), fy), val_accuracy=chosen["val_acc"],
+                   evaluation=ev, fit_seconds=round(fit_s, 2), trainable_parameters=sum(p.numel() for p in final.model.linear.parameters()),
+                   probe_iterations=len(final.losses))
+    log(f"[1A] L2 = {l2:g}: train {fit.train_accuracy:.4f}, val {fit.val_accuracy:.4f}, test {ev.test_accuracy:.4f}")
+    return fit, test_probs
 
 
 def step_1b_gallery(cfg: ProbeConfig, run: RunDir, f: ProbeFeatures, test_probs: torch.Tensor) -> None:
@@ -255,12 +254,12 @@ def step_1c_setup(cfg: FinetuneConfig, run: RunDir) -> tuple[torch.device, Backb
     size = check_finetune_batches(cfg, backbone.spec, device)
     run.update_config("finetune", {**to_dict(cfg), "resolved": {"device": str(device), "size": size, "freeze_stages": frozen,
                                                                "eval_batch_size": inference_batch(cfg.eval_batch_size, device, EVAL_BATCH_GPU)}})
-    if cfg.probe and current().is_main and "test_accuracy" not in run.metrics().get("probe", {}):
+    if cfg.probe and current().is_main and load(run).probe is None:
         run_probe(cfg.probe_config(), run)
     return device, backbone, frozen, size
 
 
-def run_finetune(cfg: FinetuneConfig, run: RunDir, resume: bool = False, compare: bool = True) -> dict[str, object]:
+def run_finetune(cfg: FinetuneConfig, run: RunDir, resume: bool = False, compare: bool = True) -> FinetuneResult:
     """Part 1 C into ``run``: the probe (unless done or disabled), fine-tuning, its evaluation and gallery, the comparison.
 
     With ``resume`` the loop continues from the run's last complete epoch checkpoint. Under torchrun every
@@ -276,7 +275,7 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, resume: bool = False, compare
     check_shards(cfg, len(train_idx), len(val_idx), dist.world)  # before the throughput measurement's training steps
     torch.manual_seed(cfg.seed)  # the training job seeds torch's global generator once: the new head's start and dropout draw from it
     model, head, trained = backbone.with_new_head(len(CLASSES), cfg.train_scope, frozen)
-    head_init = resolve_head_init(cfg.head_init, run)
+    head_init = resolve_head_init(cfg.head_init, load(run).probe)
     if head_init == "probe" and dist.is_main:  # DistributedDataParallel gives the other ranks rank 0's weights
         init_head_from_probe(head, run)
     n_trainable = backbone.trainable_parameters  # of the model with its new head
@@ -294,37 +293,39 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, resume: bool = False, compare
     epochs = pd.DataFrame(history.epochs)
     run.save_table("finetune_epochs", epochs.round(4))
 
-    ev, test_ips = step_1c_test(run, model, job, data, test_idx, spec.name)
-    probe_val = run.metrics().get("probe", {}).get("val_accuracy")
+    test = step_1c_test(run, model, job, data, test_idx, spec.name)
+    probe = load(run).probe
+    probe_val = None if probe is None else probe.fit.val_accuracy
     run.save_figure("finetune_curves", figures.finetune_curves(history.step_loss, epochs, steps, probe_val))
     train_s = float(epochs["train_seconds"].sum())
-    metrics = {
-        "backbone": spec.name, "weights": backbone.weights, "weights_digest": backbone.weights_digest, "resolution": size,
-        "device": str(device), "train_scope": cfg.train_scope, "frozen_stages": [name for stage in spec.stages[:frozen] for name in stage],
-        "trainable_parameters": n_trainable, "total_parameters": n_total,
-        "train_images": len(train_idx), "val_images": len(val_idx), "test_images": len(test_idx), "epochs": cfg.epochs,
-        "start_size": cfg.start_size, "ema": cfg.ema, "head_init": head_init,
-        "train_pixels": train_pixels(size, cfg.start_size, cfg.epochs, steps * cfg.batch_size),
-        "steps": len(history.step_loss), "val_accuracy": float(epochs["val_accuracy"].iloc[-1]),
-        "best_epoch_val_accuracy": float(epochs["val_accuracy"].max()), **ev,
-        "train_seconds": round(train_s, 1), "train_images_per_second": steps * cfg.batch_size * len(epochs) / train_s,
-        "val_seconds": round(float((len(val_idx) / epochs["val_images_per_second"]).sum()), 1),
-        "test_images_per_second": test_ips, "expected_seconds": round(expected, 1),
-        "bare_train_images_per_second": ips, "processes": dist.world, "batch_per_process": cfg.batch_size // dist.world,
-    }
-    run.update_metrics("finetune", metrics)
-    run.update_metrics("finetune", {"total_seconds_this_session": round(time.perf_counter() - t_all, 1)})
-    log(f"[1C] fine-tuned test accuracy {ev['test_accuracy']:.4f} after {train_s / 60:.1f} min of training")
-    if compare and "test_accuracy" in run.metrics().get("probe", {}):  # the main job orders the comparison itself
+    result = FinetuneResult(
+        backbone=spec.name, weights=backbone.weights, weights_digest=backbone.weights_digest, resolution=size,
+        device=str(device), train_scope=cfg.train_scope, frozen_stages=[name for stage in spec.stages[:frozen] for name in stage],
+        trainable_parameters=n_trainable, total_parameters=n_total,
+        train_images=len(train_idx), val_images=len(val_idx), test_images=len(test_idx), epochs=cfg.epochs,
+        start_size=cfg.start_size, ema=cfg.ema, head_init=head_init,
+        train_pixels=train_pixels(size, cfg.start_size, cfg.epochs, steps * cfg.batch_size),
+        steps=len(history.step_loss), val_accuracy=float(epochs["val_accuracy"].iloc[-1]),
+        best_epoch_val_accuracy=float(epochs["val_accuracy"].max()), evaluation=test.evaluation, tta_flip=cfg.tta_flip,
+        test_accuracy_one_view=test.one_view_accuracy,
+        train_seconds=round(train_s, 1), train_images_per_second=steps * cfg.batch_size * len(epochs) / train_s,
+        val_seconds=round(float((len(val_idx) / epochs["val_images_per_second"]).sum()), 1),
+        test_images_per_second=test.images_per_second, expected_seconds=round(expected, 1),
+        bare_train_images_per_second=ips, processes=dist.world, batch_per_process=cfg.batch_size // dist.world,
+        total_seconds_this_session=round(time.perf_counter() - t_all, 1),
+    )
+    save(run, result)
+    log(f"[1C] fine-tuned test accuracy {test.evaluation.test_accuracy:.4f} after {train_s / 60:.1f} min of training")
+    if compare and probe is not None:  # the main job orders the comparison itself
         run_comparison(run)
-    return run.read_json("metrics.json")
+    return result
 
 
-def resolve_head_init(head_init: str, run: RunDir) -> str:
-    """"auto" is "probe" when the run folder holds a fitted probe (the probe step ran first), else "random"."""
+def resolve_head_init(head_init: str, probe: ProbeResult | None) -> str:
+    """"auto" is "probe" when the run has a finished probe (the probe step ran first), else "random"."""
     if head_init != "auto":
         return head_init
-    return "probe" if run.artefact(LP_FT_PROBE).is_file() else "random"
+    return "probe" if probe is not None else "random"
 
 
 def init_head_from_probe(head: torch.nn.Module, run: RunDir) -> None:
@@ -383,9 +384,17 @@ def _expected_time(cfg: FinetuneConfig, model: torch.nn.Module, size: int, devic
     return ips, train_pixels(size, cfg.start_size, cfg.epochs, images_per_epoch) / size**2 / ips + passes * eval_images / (2.5 * ips)
 
 
-def step_1c_test(run: RunDir, model: torch.nn.Module, job: Job, data: Cifar10, test_idx: torch.Tensor,
-                 name: str) -> tuple[dict[str, object], float]:
-    """1C's repeat of A and B: the fine-tuned network's test evaluation and gallery; (its metrics, test images/s)."""
+@dataclass(frozen=True)
+class FinetuneTest:
+    """1C's repeat of A: the fine-tuned network's test evaluation (with flip TTA when on), its single-view accuracy and speed."""
+
+    evaluation: Evaluation
+    one_view_accuracy: float
+    images_per_second: float
+
+
+def step_1c_test(run: RunDir, model: torch.nn.Module, job: Job, data: Cifar10, test_idx: torch.Tensor, name: str) -> FinetuneTest:
+    """1C's repeat of A and B: the fine-tuned network's test evaluation and gallery."""
     cfg, inputs, device = job.cfg, job.inputs, job.device
     test_probs, test_ips, one_view = predict(model, data.test_x[test_idx], inputs, cfg.eval_batch_size, device, desc="test",
                                              flip=cfg.tta_flip)
@@ -394,21 +403,20 @@ def step_1c_test(run: RunDir, model: torch.nn.Module, job: Job, data: Cifar10, t
     ev = evaluation_tables(run, "finetune", test_probs, test_y, f"Fine-tuned {name} — test set")
     save_gallery(run, "finetune_gallery", test_probs, data, test_idx, cfg.gallery_k,
                  f"Fine-tuned {name}: most confident correct and incorrect test predictions per class")
-    ev["tta_flip"] = cfg.tta_flip  # the saved probabilities, galleries and accuracies are the averaged ones
-    ev["test_accuracy_one_view"] = float((one_view.argmax(1) == test_y).float().mean())
-    return ev, test_ips
+    # the saved probabilities, galleries and accuracies are the flip-averaged ones when TTA is on
+    return FinetuneTest(ev, float((one_view.argmax(1) == test_y).float().mean()), test_ips)
 
 
 def run_comparison(run: RunDir) -> pd.DataFrame:
-    """The fixed-features vs fine-tuned table and per-class figure, from metrics.json alone."""
-    metrics = run.metrics()
-    table = comparison_table(metrics)
-    per_class = per_class_table(metrics)
+    """The fixed-features vs fine-tuned table and per-class figure, from the run's saved results alone."""
+    results = load(run)
+    table = comparison_table(results.probe, results.finetune)
+    per_class = per_class_table(results.probe, results.finetune)
     run.save_table("comparison", table)
     run.save_table("comparison_per_class", per_class.round(4))
     run.save_figure("comparison_per_class", figures.per_class_comparison(per_class))
     p, f = table.iloc[0], table.iloc[1]
-    run.update_metrics("comparison", {"accuracy_gain": float(f["test_accuracy"] - p["test_accuracy"]),
-                                      "error_reduction": float(1 - (1 - f["test_accuracy"]) / max(1e-9, 1 - p["test_accuracy"])),
-                                      "classes_improved": int((per_class["gain"] > 0).sum())})
+    save(run, Comparison(accuracy_gain=float(f["test_accuracy"] - p["test_accuracy"]),
+                         error_reduction=float(1 - (1 - f["test_accuracy"]) / max(1e-9, 1 - p["test_accuracy"])),
+                         classes_improved=int((per_class["gain"] > 0).sum())))
     return table

@@ -1,0 +1,449 @@
+"""What each study step found, as frozen dataclasses, and the one layer that stores them in a run folder and reads them back.
+
+Every step returns one of these; ``save`` merges it into its section of ``metrics.json`` (one JSON object per
+study step, the file users read with ``jq``), and ``load`` reads the whole file back as a typed ``RunResults``,
+which is all the report and the comparison read. Two storage rules keep ``metrics.json`` flat and readable:
+
+- a field whose value is itself a dataclass listed in ``INLINE`` (``Evaluation`` in the probe's and the fine-tuned
+  network's results) is stored as its fields, side by side with the others;
+- a field marked ``spread`` (a name → row mapping such as the held-out table's methods) is stored as one key per item;
+- a field left at its default None is not stored.
+
+Example::
+
+    >>> from embedlab.results import Comparison, load, save          # doctest: +SKIP
+    >>> save(run, Comparison(accuracy_gain=0.08, error_reduction=0.6, classes_improved=10))
+    >>> load(run).comparison.classes_improved
+    10
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, TypeVar
+
+import pydantic
+
+from embedlab.errors import InputError
+
+METRICS = "metrics.json"
+
+
+def spread(**kwargs: Any) -> Any:
+    """A mapping field stored as one key per item of its section (``metrics.json`` keeps its established shape)."""
+    return field(metadata={"spread": True}, **kwargs)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One model's test evaluation: accuracy and per-class accuracy (the confusion matrix is a table)."""
+
+    test_accuracy: float
+    per_class_accuracy: dict[str, float]
+
+
+# --- Part 1 ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FeatureSummary:
+    """1A, first half: the frozen backbone, the images it saw and how fast it extracted them."""
+
+    backbone: str
+    weights: str
+    weights_digest: str
+    resolution: int
+    device: str
+    feature_dim: int
+    mean: list[float]
+    std: list[float]
+    train_images: int
+    val_images: int
+    test_images: int
+    features_cached: bool
+    extract_train_seconds: float | None = None  # None: the features came from a cache without timings
+    extract_train_images_per_second: float | None = None
+    extract_test_seconds: float | None = None
+    extract_test_images_per_second: float | None = None
+
+
+@dataclass(frozen=True)
+class ProbeFit:
+    """1A, second half: the chosen L2, the accuracies, and the fit's cost."""
+
+    INLINE: ClassVar[tuple[str, ...]] = ("evaluation",)
+
+    l2: float
+    train_accuracy: float
+    val_accuracy: float
+    evaluation: Evaluation
+    fit_seconds: float
+    trainable_parameters: int
+    probe_iterations: int
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Part 1 A and B of one run: features, fit, and the whole step's time."""
+
+    SECTION: ClassVar[str] = "probe"
+    INLINE: ClassVar[tuple[str, ...]] = ("features", "fit")
+
+    features: FeatureSummary
+    fit: ProbeFit
+    total_seconds: float
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """Part 1 C: the recipe as it ran, the fine-tuned network's evaluation and what the training cost."""
+
+    SECTION: ClassVar[str] = "finetune"
+    INLINE: ClassVar[tuple[str, ...]] = ("evaluation",)
+
+    backbone: str
+    weights: str
+    weights_digest: str
+    resolution: int
+    device: str
+    train_scope: str
+    frozen_stages: list[str]
+    trainable_parameters: int
+    total_parameters: int
+    train_images: int
+    val_images: int
+    test_images: int
+    epochs: int
+    start_size: int | None
+    ema: float | None
+    head_init: str
+    train_pixels: int
+    steps: int
+    val_accuracy: float
+    best_epoch_val_accuracy: float
+    evaluation: Evaluation
+    tta_flip: bool
+    test_accuracy_one_view: float
+    train_seconds: float
+    train_images_per_second: float
+    val_seconds: float
+    test_images_per_second: float
+    expected_seconds: float
+    bare_train_images_per_second: float
+    processes: int
+    batch_per_process: int
+    total_seconds_this_session: float
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Fixed features vs fine-tuning, from the two results above."""
+
+    SECTION: ClassVar[str] = "comparison"
+
+    accuracy_gain: float
+    error_reduction: float
+    classes_improved: int
+
+
+# --- Part 2 ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DataStats:
+    """2A: the ratings, the likes L and what one chunked pass found of X."""
+
+    SECTION: ClassVar[str] = "movies_data"
+
+    like_threshold: float
+    users: int
+    movies_in_catalogue: int
+    movies_rated: int
+    ratings: int
+    likes: int
+    users_with_likes: int
+    movies_with_likes: int
+    x_nnz: int
+    x_density: float
+    x_max: int
+    x_sum_pairs: int
+    x_fro_sq: float
+    source: str
+    build_seconds: float
+    x_summary_seconds: float
+    query_likes: dict[str, int]  # resolved query title -> its like count
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One converged sweep setting run on to convergence."""
+
+    optimizer: str
+    lr: float
+    iterations: int
+    gap: float
+
+
+@dataclass(frozen=True)
+class FitSummary:
+    """2B: the spectral optimum, the sweep's best run and the run to convergence that recommends."""
+
+    SECTION: ClassVar[str] = "movies_fit"
+
+    dim: int
+    iterations: int
+    cost_at_zero: float
+    cost_at_init: float
+    spectral_cost: float
+    spectral_rounds: int
+    spectral_converged: bool
+    spectral_relative_cost: float
+    best_optimizer: str
+    best_lr: float
+    best_cost: float
+    best_gap_to_optimum: float
+    runs: int
+    final_optimizer: str
+    final_lr: float
+    final_iterations: int
+    final_gap_to_optimum: float
+    final_seconds: float
+    final_candidates: list[Candidate]
+    seconds_per_iteration: float
+    spectral_seconds: float
+    sweep_seconds: float
+    runs_diverged: int
+    runs_converged: int
+    processes: int
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    """2C: the strategy and every query's top list (titles), by the configured metric."""
+
+    SECTION: ClassVar[str] = "movies_recommend"
+
+    metric: str
+    min_likes: int
+    eligible_movies: int
+    query_titles: dict[str, str]  # query as typed -> the catalogue title it resolved to, in query order
+    top: dict[str, list[str]]  # resolved title -> recommended titles, best first
+    mean_likers: dict[str, dict[str, float]]  # metric ("cosine", "dot") -> resolved title -> mean likers of its list
+
+
+@dataclass(frozen=True)
+class Stability:
+    """2C: how far each run's top lists agree with the recommending embedding's."""
+
+    SECTION: ClassVar[str] = "movies_stability"
+
+    converged_runs: int
+    converged_mean_jaccard: float | None
+    converged_min_jaccard: float | None
+    converged_mean_rank_corr: float | None
+    not_converged_runs: int
+    not_converged_mean_jaccard: float | None
+    spectral_jaccard: float
+    diverged_runs: int
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """Held-out users: every method's scores (one row per method, as in the held-out table)."""
+
+    SECTION: ClassVar[str] = "movies_holdout"
+
+    refit_status: str
+    queries_total: int
+    anchor_notes: list[str]
+    methods: dict[str, dict[str, float | None]] = spread()  # method -> {metric: value}; "queries" is how many were scored
+
+
+@dataclass(frozen=True)
+class ColdStart:
+    """The held-out scores split by the query movie's like count among the training users."""
+
+    SECTION: ClassVar[str] = "movies_cold_start"
+
+    buckets: dict[str, dict[str, dict[str, float | None]]] = spread()  # bucket ("< 10") -> method -> {metric: value}
+
+
+@dataclass(frozen=True)
+class DimChoice:
+    """The dimension sweep's verdict: the d the held-out rule picks, and the d this run used."""
+
+    SECTION: ClassVar[str] = "movies_dim_sweep"
+
+    chosen_by_rule: int
+    configured_dim: int
+
+
+@dataclass(frozen=True)
+class MoviesRun:
+    """The movie study as a whole: its time, or why it stopped."""
+
+    SECTION: ClassVar[str] = "movies_run"
+
+    total_seconds: float | None = None
+    processes: int | None = None
+    peak_rss_gib: float | None = None
+    status: str | None = None  # "failed: …" or "interrupted: …" while the study has not finished
+
+
+@dataclass(frozen=True)
+class StepStatus:
+    """One step of ``embedlab run``: running, done (with its time), failed or interrupted (with why)."""
+
+    status: str
+    seconds: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Steps:
+    """The steps of ``embedlab run`` in the order they started."""
+
+    SECTION: ClassVar[str] = "steps"
+
+    steps: dict[str, StepStatus] = spread(default_factory=dict)
+
+    def done(self) -> set[str]:
+        return {name for name, s in self.steps.items() if s.status == "done"}
+
+
+@dataclass(frozen=True)
+class RunResults:
+    """Everything a run folder holds, typed; a step that has not finished is None."""
+
+    probe: ProbeResult | None = None
+    finetune: FinetuneResult | None = None
+    comparison: Comparison | None = None
+    movies_data: DataStats | None = None
+    movies_fit: FitSummary | None = None
+    movies_recommend: Recommendations | None = None
+    movies_stability: Stability | None = None
+    movies_holdout: Holdout | None = None
+    movies_cold_start: ColdStart | None = None
+    movies_dim_sweep: DimChoice | None = None
+    movies_run: MoviesRun | None = None
+    steps: Steps = field(default_factory=Steps)
+
+    @property
+    def has_movies(self) -> bool:
+        return self.movies_run is not None or self.movies_data is not None
+
+
+T = TypeVar("T")
+
+
+def _inline(cls: type) -> tuple[str, ...]:
+    return getattr(cls, "INLINE", ())
+
+
+def to_section(result: Any) -> dict[str, Any]:
+    """The JSON object one result is stored as (nested ``INLINE`` results side by side, ``spread`` mappings item by item)."""
+    out: dict[str, Any] = {}
+    for f in fields(result):
+        value = getattr(result, f.name)
+        if f.name in _inline(type(result)) and dataclasses.is_dataclass(value):
+            out.update(to_section(value))
+            continue
+        if f.metadata.get("spread"):
+            out.update({k: _plain(v) for k, v in value.items()})
+        elif value is None and f.default is None:
+            continue  # left at its None default: not stored, as a step that does not measure it writes nothing
+        else:
+            out[f.name] = _plain(value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return to_section(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    import typing
+
+    return typing.get_type_hints(cls)
+
+
+def _claimed(cls: type) -> set[str]:
+    """The keys of a section that a result's non-spread fields (inline ones included) read."""
+    out: set[str] = set()
+    types = _field_types(cls)
+    for f in fields(cls):
+        if f.metadata.get("spread"):
+            continue
+        if f.name in _inline(cls):
+            out |= _claimed(types[f.name])
+        else:
+            out.add(f.name)
+    return out
+
+
+def _nest(cls: type, section: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of ``to_section``: the constructor arguments of ``cls`` from its stored section."""
+    types = _field_types(cls)
+    claimed = _claimed(cls)
+    out: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.metadata.get("spread"):
+            out[f.name] = {k: v for k, v in section.items() if k not in claimed}
+        elif f.name in _inline(cls):
+            out[f.name] = _nest(types[f.name], section)
+        elif f.name in section:
+            out[f.name] = section[f.name]
+    return out
+
+
+def from_section(cls: type[T], section: dict[str, Any]) -> T | None:
+    """The result stored in ``section``; None when the step has not finished (a field without default is missing).
+    A value of the wrong type means the file was edited: an error that says so."""
+    if not isinstance(section, dict):
+        raise InputError(f"{METRICS}: a section is not a JSON object; the file was edited. Restore it, or start a new run")
+    args = _nest(cls, section)
+    try:
+        return pydantic.TypeAdapter(cls).validate_python(args)
+    except pydantic.ValidationError as exc:
+        if all(e["type"] == "missing" for e in exc.errors()):
+            return None
+        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
+        raise InputError(f"{METRICS} has an unreadable {getattr(cls, 'SECTION', cls.__name__)!r} section ({where}); it was "
+                         "edited. Restore it, or start a new run") from None
+
+
+def load(run: Any) -> RunResults:
+    """Every finished step's result in the run folder (``run`` is a ``runs.RunDir``)."""
+    metrics = run.metrics()
+    types = _field_types(RunResults)
+    found = {}
+    for name, hint in types.items():
+        cls = next(a for a in getattr(hint, "__args__", (hint,)) if a is not type(None))
+        if name in metrics:
+            value = from_section(cls, metrics[name])
+            if value is not None:
+                found[name] = value
+    return RunResults(**found)
+
+
+def save(run: Any, result: Any) -> None:
+    """Merge ``result`` into its section of metrics.json (atomically; the other sections are kept)."""
+    run.update_metrics(type(result).SECTION, to_section(result))
+
+
+def mark_stopped(run: Any, status: str | None) -> None:
+    """Say in ``movies_run`` that the movie study stopped (``"failed: …"``), or clear that mark (None) when it resumes."""
+    metrics = run.metrics()
+    section = {k: v for k, v in metrics.get(MoviesRun.SECTION, {}).items() if k != "status"}
+    metrics[MoviesRun.SECTION] = section if status is None else {**section, "status": status}
+    run.write_json(METRICS, metrics)
+
+
+def save_step(run: Any, step: str, status: StepStatus) -> None:
+    """Record one step's status in the ``steps`` section (replacing its earlier status)."""
+    run.update_metrics(Steps.SECTION, {step: to_section(status)})
