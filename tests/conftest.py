@@ -123,14 +123,14 @@ CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
 
 
 def _probe_result(test_accuracy: float = 0.85, per_class: dict | None = None, extract_train_seconds: float | None = 600.0):
-    from embedlab.results import Evaluation, FeatureSummary, ProbeFit, ProbeResult
+    from embedlab.results import Evaluation, FeatureSummary, ProbeScores, ProbeResult
 
     features = FeatureSummary(backbone="efficientnet_lite0", weights="imagenet", weights_digest="abc", resolution=96, device="cpu",
                               feature_dim=1280, mean=[0.5] * 3, std=[0.5] * 3, train_images=900, val_images=100, test_images=1000,
                               features_cached=False, extract_train_seconds=extract_train_seconds,
                               extract_train_images_per_second=80.0, extract_test_seconds=12.0, extract_test_images_per_second=85.0)
     ev = Evaluation(test_accuracy, per_class or {c: test_accuracy for c in CIFAR_CLASSES})
-    return ProbeResult(features, ProbeFit(l2=1e-3, train_accuracy=0.9, val_accuracy=test_accuracy, evaluation=ev, fit_seconds=10.0,
+    return ProbeResult(features, ProbeScores(l2=1e-3, train_accuracy=0.9, val_accuracy=test_accuracy, evaluation=ev, fit_seconds=10.0,
                                           trainable_parameters=12810, probe_iterations=40), total_seconds=700.0)
 
 

@@ -38,3 +38,17 @@ def test_the_report_reads_typed_results_and_one_module_writes_metrics():
     writers = sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
                      if "update_metrics(" in p.read_text() or 'write_json("metrics.json"' in p.read_text())
     assert writers == ["results.py", "runs.py"]
+
+
+def test_every_public_name_is_documented_with_an_example():
+    import inspect
+
+    import embedlab
+
+    names = [n for n in embedlab.__all__ if n != "__version__"]
+    undocumented = [n for n in names if not inspect.getdoc(getattr(embedlab, n))]
+    no_example = [n for n in names if inspect.isfunction(getattr(embedlab, n)) and ">>>" not in inspect.getdoc(getattr(embedlab, n))]
+    assert (undocumented, no_example) == ([], [])
+    import embedlab.api
+
+    assert sorted(names) == sorted(embedlab.api.__all__)

@@ -80,3 +80,6 @@ def test_a_movie_run_folder_round_trips_every_section(movielens_root: Path, tmp_
     for name in found:
         assert to_section(getattr(results, name)) == metrics[name], name
     assert list(results.movies_recommend.top) == list(results.movies_recommend.query_titles.values())
+    import embedlab
+
+    assert embedlab.load_run(out) == results  # the notebook's way in reads the same

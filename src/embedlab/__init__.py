@@ -14,6 +14,8 @@ From a notebook (each name has a docstring with an example; ``examples/quickstar
     run = embedlab.fit_embeddings(co, dim=32, optimizer="adam", lr=0.3, iterations=200)
     embedlab.recommend("Apollo 13", run, co, ml.movies)
 
+    results = embedlab.load_run("runs/<folder>")  # a finished run's typed results
+
 The names are imported on first use, so ``embedlab --help`` does not pay for torch.
 """
 
@@ -24,7 +26,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_API = ("Backbone", "Cifar10", "CoLikes", "MovieLens", "ProbeFit", "RunResult", "SpectralSolution", "accuracy", "build_colikes",
+_API = ("Backbone", "Cifar10", "CoLikes", "MovieLens", "ProbeFit", "RunResult", "RunResults", "SpectralSolution", "load_run", "accuracy", "build_colikes",
         "cifar10", "create_backbone", "exact_optimum", "extract_features", "fit_embeddings", "fit_probe", "gallery_figure",
         "loss_figure", "movielens", "predict_proba", "recommend")
 __all__ = [*_API, "__version__"]

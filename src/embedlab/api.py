@@ -21,6 +21,7 @@ from embedlab.movies.movielens import TitleIndex, load_movies, load_ratings, wit
 from embedlab.movies.objective import CoLikeOperator, SpectralSolution, spectral_optimum
 from embedlab.movies.recommend import eligible_items, similar_items
 from embedlab.movies.train import Budget, Objective, RunResult, fit, initial_embedding
+from embedlab.results import RunResults
 from embedlab.vision import figures as vision_figures
 from embedlab.vision.backbones import Backbone, create_backbone
 from embedlab.vision.cifar10 import CLASSES, Cifar10, ensure_cifar10, load_cifar10
@@ -28,8 +29,8 @@ from embedlab.vision.evaluate import gallery_selection
 from embedlab.vision.features import Inputs, extract, pick_device
 from embedlab.vision.probe import ProbeFit, accuracy, fit_probe, predict_proba
 
-__all__ = ["Backbone", "Cifar10", "CoLikes", "MovieLens", "ProbeFit", "RunResult", "SpectralSolution", "accuracy", "build_colikes",
-           "cifar10", "create_backbone", "exact_optimum", "extract_features", "fit_embeddings", "fit_probe", "gallery_figure",
+__all__ = ["Backbone", "Cifar10", "CoLikes", "MovieLens", "ProbeFit", "RunResult", "RunResults", "SpectralSolution", "accuracy",
+           "build_colikes", "load_run", "cifar10", "create_backbone", "exact_optimum", "extract_features", "fit_embeddings", "fit_probe", "gallery_figure",
            "loss_figure", "movielens", "predict_proba", "recommend"]
 
 
@@ -152,3 +153,16 @@ def recommend(title: str, run: RunResult, co: CoLikes, movies: pd.DataFrame, k: 
     ids = co.movie_ids[idx]
     return pd.DataFrame({"rank": np.arange(1, len(idx) + 1), "title": by_id.loc[ids, "title"].to_numpy(),
                          "similarity": np.round(scores.astype(float), 4), "likes": co.like_counts[idx]})
+
+
+def load_run(path: str | Path) -> RunResults:
+    """The typed results of a run folder made by ``embedlab run`` (or one study's command); a step that has not
+    finished is None. Nothing in the folder is changed.
+
+    >>> r = embedlab.load_run("runs/20261201-101500-study")  # doctest: +SKIP
+    >>> r.probe.fit.evaluation.test_accuracy, r.finetune.evaluation.test_accuracy, r.movies_recommend.top["Toy Story (1995)"][:3]
+    """
+    from embedlab.results import load
+    from embedlab.runs import RunDir
+
+    return load(RunDir.open(Path(path)))

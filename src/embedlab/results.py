@@ -68,7 +68,7 @@ class FeatureSummary:
 
 
 @dataclass(frozen=True)
-class ProbeFit:
+class ProbeScores:
     """1A, second half: the chosen L2, the accuracies, and the fit's cost."""
 
     INLINE: ClassVar[tuple[str, ...]] = ("evaluation",)
@@ -90,7 +90,7 @@ class ProbeResult:
     INLINE: ClassVar[tuple[str, ...]] = ("features", "fit")
 
     features: FeatureSummary
-    fit: ProbeFit
+    fit: ProbeScores
     total_seconds: float
 
 

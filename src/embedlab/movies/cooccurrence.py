@@ -79,7 +79,11 @@ def cooccurrence(likes: sp.spmatrix) -> sp.csr_matrix:
 
 
 def build_colikes(ratings: pd.DataFrame, threshold: float = 4.0) -> CoLikes:
-    """The data-prep step: ratings -> L (X is used only through L)."""
+    """The data-prep step: ratings -> L (X is used only through L).
+
+    >>> co = embedlab.build_colikes(ml.ratings, threshold=4.0)  # doctest: +SKIP
+    >>> co.likes.shape, co.like_counts[:3]  # users x liked movies, and each movie's like count
+    """
     if ratings.empty:
         raise InputError("the ratings table is empty")
     lmat, users, movies = like_matrix(ratings, threshold)

@@ -227,7 +227,12 @@ class Backbone:
 
 
 def create_backbone(name: str, weights: str = "imagenet", seed: int = 0) -> Backbone:
-    """Build a registered backbone with ImageNet weights, random weights (``none``) or a file."""
+    """Build a registered backbone with ImageNet weights, random weights (``none``) or a file.
+
+    >>> net = embedlab.create_backbone("efficientnet_lite0")  # doctest: +SKIP
+    >>> net.spec.feature_dim, net.spec.native_size
+    (1280, 224)
+    """
     spec = get_spec(name)
     with torch.random.fork_rng(devices=[]):  # the random start ("none") is the seed's; the caller's generator is left as it was
         torch.manual_seed(seed)

@@ -16,7 +16,7 @@ from embedlab.data import resolve_data_dir
 from embedlab.distributed import current
 from embedlab.errors import InputError, MissingFileError
 from embedlab.files import UnreadableFile, npz_bytes, read_torch, torch_bytes
-from embedlab.results import Comparison, Evaluation, FeatureSummary, FinetuneResult, ProbeFit, ProbeResult, load, save
+from embedlab.results import Comparison, Evaluation, FeatureSummary, FinetuneResult, ProbeResult, ProbeScores, load, save
 from embedlab.runs import RunDir
 from embedlab.vision import figures
 from embedlab.vision.backbones import Backbone, BackboneSpec, check_freeze_stages, create_backbone
@@ -174,7 +174,7 @@ def step_1a_features(cfg: ProbeConfig, run: RunDir) -> ProbeFeatures:
     return ProbeFeatures(spec, data, train_idx, val_idx, test_idx, fit_idx, train_feats_all, test_feats, summary)
 
 
-def step_1a_fit(cfg: ProbeConfig, run: RunDir, f: ProbeFeatures) -> tuple[ProbeFit, torch.Tensor]:
+def step_1a_fit(cfg: ProbeConfig, run: RunDir, f: ProbeFeatures) -> tuple[ProbeScores, torch.Tensor]:
     """1A, second half: L2 chosen on the validation split, refit on train + validation, test evaluation; the fit and the
     test probabilities."""
     log(f"[1A] choosing L2 on the validation split from {cfg.l2_grid}")
@@ -196,7 +196,7 @@ def step_1a_fit(cfg: ProbeConfig, run: RunDir, f: ProbeFeatures) -> tuple[ProbeF
     run.save_artefact(LP_FT_PROBE, torch_bytes(chosen_model.state_dict()))  # LP-FT's start: no validation label seen
     chosen = next(r for r in rows if r["l2"] == l2)
     ev = evaluation_tables(run, "probe", test_probs, test_y, f"Linear probe on {f.spec.name} features — test set")
-    fit = ProbeFit(l2=l2, train_accuracy=accuracy(predict_proba(final.model, f.fit_feats), fy), val_accuracy=chosen["val_acc"],
+    fit = ProbeScores(l2=l2, train_accuracy=accuracy(predict_proba(final.model, f.fit_feats), fy), val_accuracy=chosen["val_acc"],
                    evaluation=ev, fit_seconds=round(fit_s, 2), trainable_parameters=sum(p.numel() for p in final.model.linear.parameters()),
                    probe_iterations=len(final.losses))
     log(f"[1A] L2 = {l2:g}: train {fit.train_accuracy:.4f}, val {fit.val_accuracy:.4f}, test {ev.test_accuracy:.4f}")

@@ -67,6 +67,9 @@ def fit_probe(features: torch.Tensor, labels: torch.Tensor, l2: float, max_iter:
     """Full-batch L-BFGS (strong Wolfe line search) on mean cross-entropy + (l2/2)·||W||².
 
     ``init`` warm-starts from another fit's weights (used along the L2 path, strongest first).
+
+    >>> probe = embedlab.fit_probe(feats, data.train_y[:1000], l2=0.01)  # doctest: +SKIP
+    >>> probe.model  # the fitted LogisticRegression (an nn.Module); probe.losses is its training curve
     """
     if l2 < 0:
         raise InputError(f"l2 must be >= 0, got {l2}")
@@ -91,11 +94,19 @@ def folded_linear(state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.T
 
 @torch.no_grad()
 def predict_proba(model: nn.Module, features: torch.Tensor, batch: int = 8192) -> torch.Tensor:
-    """Class probabilities (N, C)."""
+    """Class probabilities (N, C).
+
+    >>> probs = embedlab.predict_proba(probe.model, test_feats)  # doctest: +SKIP
+    """
     return torch.cat([model(features[i : i + batch]).softmax(1) for i in range(0, len(features), batch)])
 
 
 def accuracy(probs: torch.Tensor, labels: torch.Tensor) -> float:
+    """The share of rows whose most probable class is the label.
+
+    >>> embedlab.accuracy(probs, data.test_y[:1000])  # doctest: +SKIP
+    0.81
+    """
     return float((probs.argmax(1) == labels).float().mean())
 
 
