@@ -23,7 +23,7 @@ import torch
 from _vision import median
 from vision_backbones import forward_rate, take_turns, train_rate
 
-#: Images of each kind of work in the cpu profile's vision steps (README, "The main job").
+#: Images of each kind of work in the cpu profile's vision steps (docs/performance.md, "The recipe's time").
 WORK = {"extraction": 60_000, "training": 2 * 44_992, "evaluation": 2 * (2 * 5_000) + 2 * 10_000}
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from embedlab.runs import column_label
+
 #: Headings every full report must have: one per mission item, plus the held-out check and the config.
 SECTIONS = [
     "Summary", "Part 1A", "Part 1B", "Part 1C", "Comparison: fixed features vs fine-tuning",
@@ -30,6 +32,8 @@ class BrowserResult:
     tables_checked: int  # tables compared with their CSV cell by cell
     too_wide: list[str]  # tables wider than the page's text column
     uncaptioned: list[str]  # figures without a caption line under them
+    broken_headers: list[str]  # table header cells whose text wraps inside a word ("resoluti / on")
+    dead_links: list[str]  # links of the page that point at nothing: a missing anchor or file
 
 
 #: Every rendered table: the CSV it came from (if any), header cells, body cells, and whether it fits the text column.
@@ -42,6 +46,50 @@ return [...document.querySelectorAll('table')].filter(t => !t.closest('#movie-ex
   fits: t.getBoundingClientRect().width <= main.clientWidth + 1,
 }));
 """
+
+#: Header cells in which one word is laid out on more than one line (each word measured as a DOM range).
+HEADER_BREAKS_JS = """
+const out = [];
+for (const th of document.querySelectorAll('main table th')) {
+  if (th.closest('#movie-explorer')) continue;
+  const walker = document.createTreeWalker(th, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const re = /\\S+/g;
+    let m;
+    while ((m = re.exec(node.data)) !== null) {
+      const r = document.createRange();
+      r.setStart(node, m.index);
+      r.setEnd(node, m.index + m[0].length);
+      const lines = new Set([...r.getClientRects()].filter(q => q.width > 0).map(q => Math.round(q.top)));
+      if (lines.size > 1) out.push(th.textContent + ' (' + m[0] + ')');
+    }
+  }
+}
+return out;
+"""
+
+#: Every link of the page: its href and, for an in-page anchor, whether its target exists.
+LINKS_JS = """
+return [...document.querySelectorAll('a[href]')].map(a => {
+  const href = a.getAttribute('href');
+  return [href, href.startsWith('#') ? document.getElementById(decodeURIComponent(href.slice(1))) !== null : null];
+});
+"""
+
+
+def dead_links(links: list[list], page: Path) -> list[str]:
+    """In-page anchors without a target and relative links to files that do not exist beside the page; links to the
+    web (http, https, mailto) are not followed (the report opens offline)."""
+    dead = []
+    for href, anchor_ok in links:
+        if href.startswith("#"):
+            if not anchor_ok:
+                dead.append(href)
+        elif not href.startswith(("http://", "https://", "mailto:", "data:")):
+            if not (page.parent / href.split("#")[0]).exists():
+                dead.append(href)
+    return dead
+
 
 CAPTIONS_JS = """
 return [...document.images].filter(i => !i.closest('#movie-explorer')).filter(i => {
@@ -76,7 +124,7 @@ def table_problems(tables: list[dict], run_dir: Path) -> tuple[list[str], int]:
         if t["name"] is None:
             continue
         csv = pd.read_csv(run_dir / "tables" / f"{t['name']}.csv", keep_default_na=False, na_values=[""])
-        if [str(c) for c in csv.columns] != t["header"] or len(csv) != len(t["rows"]):
+        if [column_label(c) for c in csv.columns] != t["header"] or len(csv) != len(t["rows"]):
             problems.append(f"{label}: page shows {t['header']} x {len(t['rows'])} rows, the CSV {list(csv.columns)} x {len(csv)}")
             continue
         checked += 1
@@ -102,6 +150,8 @@ def check_in_browser(html: Path, workdir: Path, width: int = 1366) -> BrowserRes
             "return [...document.images].map(i => [i.alt, i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().width > 0])")
         tables = driver.execute_script(TABLES_JS)
         uncaptioned = driver.execute_script(CAPTIONS_JS)
+        broken_headers = driver.execute_script(HEADER_BREAKS_JS)
+        links = driver.execute_script(LINKS_JS)
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(width, min(int(height), 16000))
         shot = workdir / "report.png"
@@ -113,7 +163,7 @@ def check_in_browser(html: Path, workdir: Path, width: int = 1366) -> BrowserRes
     return BrowserResult(headings=headings, missing_sections=[s for s in SECTIONS if s not in text], images=len(images),
                          broken_images=[alt for alt, ok in images if not ok], screenshot=shot, table_problems=problems,
                          tables_checked=checked, too_wide=[t["name"] or " | ".join(t["header"]) for t in tables if not t["fits"]],
-                         uncaptioned=uncaptioned)
+                         uncaptioned=uncaptioned, broken_headers=broken_headers, dead_links=dead_links(links, html))
 
 
 def _driver(workdir: Path, width: int = 1366):

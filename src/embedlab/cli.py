@@ -1,4 +1,4 @@
-"""Command line: parse flags into typed configs, call the pipelines, print short summaries.
+"""The command line: flags generated from the settings' declarations -> typed configs -> the studies -> short summaries.
 
 Every expected failure (missing data, bad flag, unknown title, existing run folder) ends with
 one readable ``embedlab: error: ...`` message and exit status 2, never a stack trace.
@@ -490,9 +490,29 @@ def _study_on_rank(cfg: Any, run: RunDir, resume: bool) -> int:
     return 0
 
 
+#: What each command does for its user: the first lines of its --help.
+DESCRIPTIONS = {
+    "embedlab": "Two representation-learning studies with a readable report: how ImageNet features transfer to CIFAR-10 "
+                "(a linear probe on frozen features, then fine-tuning), and movie embeddings fitted to MovieLens co-likes "
+                "that recommend films by title. Start with: embedlab run --data-dir DATA",
+    "run": "Run both studies into one run folder: the linear probe and its galleries, fine-tuning and the comparison, the movie "
+           "embeddings and their recommendations; then open report.html. Works offline: --backbone auto picks ResNet-18 when "
+           "its weights are at hand, else the best offline backbone.",
+    "movies": "Build the co-like matrix from MovieLens, fit movie embeddings by gradient descent with several optimisers and "
+              "learning rates, compare them with the exact optimum, recommend movies and check them on held-out users.",
+    "vision": "CIFAR-10 transfer learning from an ImageNet-pretrained network: the linear probe, or fine-tuning.",
+    "probe": "Extract features with the frozen network, fit a logistic regression on them, and show the most confident right "
+             "and wrong test predictions of every class.",
+    "finetune": "Fine-tune the pretrained network on CIFAR-10, evaluate it as the probe is evaluated, and compare the two.",
+    "recommend": "The movies most similar to TITLE in a finished run's embedding. Titles are found as people type them: "
+                 "case, a leading article and the year are optional.",
+    "report": "Render report.md and report.html again from a run folder's saved results (nothing is recomputed).",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every command's flags; the settings' flags are generated from their declarations in ``embedlab.config``."""
-    parser = _Parser(prog="embedlab", description=__doc__.splitlines()[0],
+    parser = _Parser(prog="embedlab", description=DESCRIPTIONS["embedlab"],
                      epilog="--debug anywhere on the line shows the full traceback of an error")
     parser.add_argument("--version", action="version", version=f"embedlab {importlib.metadata.version('embedlab')}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -500,7 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     loudness = output.add_mutually_exclusive_group()
     loudness.add_argument("-q", "--quiet", action="store_true", help="print warnings, errors and the results only")
     loudness.add_argument("-v", "--verbose", action="store_true", help="print debugging detail too")
-    prun = sub.add_parser("run", parents=[output], help="the main job: both studies into one run folder, with report.html")
+    prun = sub.add_parser("run", parents=[output], help="the main job: both studies into one run folder, with report.html",
+                          description=DESCRIPTIONS["run"])
     _add_run_folder_args(prun, "study", "continue a stopped run folder: finished steps are kept, fine-tuning resumes from its last epoch")
     prun.add_argument("--steps", type=lambda t: [s.strip() for s in t.split(",") if s.strip()], metavar="A,B",
                       help="subset of probe,finetune,movies (default all)")
@@ -510,28 +531,34 @@ def build_parser() -> argparse.ArgumentParser:
         add_setting_flags(prun, cls, names)
         added.update(names)
     prun.set_defaults(func=cmd_run)
-    pm = sub.add_parser("movies", parents=[output], help="movie embeddings from MovieLens co-likes, recommendations and their checks, into a run folder")
+    pm = sub.add_parser("movies", parents=[output], help="movie embeddings from MovieLens co-likes, recommendations and their checks, into a run folder",
+                          description=DESCRIPTIONS["movies"])
     _add_run_folder_args(pm, "movies", "run a stopped 'embedlab movies' folder again with its saved settings")
     add_setting_flags(pm, MoviesConfig)
     pm.set_defaults(func=cmd_movies)
-    pv = sub.add_parser("vision", parents=[output], help="CIFAR-10 transfer learning: the linear probe, or fine-tuning")
+    pv = sub.add_parser("vision", parents=[output], help="CIFAR-10 transfer learning: the linear probe, or fine-tuning",
+                          description=DESCRIPTIONS["vision"])
     vsub = pv.add_subparsers(dest="vision_command", required=True)
-    pp = vsub.add_parser("probe", parents=[output], help="frozen features + logistic regression + galleries, into a run folder")
+    pp = vsub.add_parser("probe", parents=[output], help="frozen features + logistic regression + galleries, into a run folder",
+                          description=DESCRIPTIONS["probe"])
     _add_run_folder_args(pp, "probe", None)
     add_setting_flags(pp, ProbeConfig)
     pp.set_defaults(func=cmd_probe)
-    pf = vsub.add_parser("finetune", parents=[output], help="fine-tune the backbone, evaluate, gallery, compare with the probe, into a run folder")
+    pf = vsub.add_parser("finetune", parents=[output], help="fine-tune the backbone, evaluate, gallery, compare with the probe, into a run folder",
+                          description=DESCRIPTIONS["finetune"])
     _add_run_folder_args(pf, "finetune", "continue an interrupted run folder from its last complete epoch")
     add_setting_flags(pf, FinetuneConfig)
     pf.set_defaults(func=cmd_finetune)
-    pr = sub.add_parser("recommend", parents=[output], help="top-k similar movies from a finished run's embedding")
+    pr = sub.add_parser("recommend", parents=[output], help="top-k similar movies from a finished run's embedding",
+                          description=DESCRIPTIONS["recommend"])
     pr.add_argument("title", help="movie title, e.g. 'Toy Story' or 'Matrix, The (1999)'")
     pr.add_argument("--run", required=True, metavar="RUN", help="a run folder holding a finished movie study")
     pr.add_argument("--top", type=int, default=10, help="how many (default 10)")
     pr.add_argument("--metric", choices=["cosine", "dot"], help="default: the run's")
     pr.add_argument("--min-likes", type=int, help="default: the run's")
     pr.set_defaults(func=cmd_recommend)
-    prep = sub.add_parser("report", parents=[output], help="render report.md and report.html again from a run folder's saved results")
+    prep = sub.add_parser("report", parents=[output], help="render report.md and report.html again from a run folder's saved results",
+                          description=DESCRIPTIONS["report"])
     prep.add_argument("folder", nargs="?", metavar="RUN", help="a run folder (or --run RUN)")
     prep.add_argument("--run", metavar="RUN", help="a run folder")
     prep.set_defaults(func=cmd_report)

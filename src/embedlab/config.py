@@ -26,10 +26,10 @@ from embedlab.errors import InputError
 #: (a test checks that the two agree), so this module never imports a study.
 SIMILARITY_METRICS = ("cosine", "dot")
 OPTIMIZER_NAMES = ("sgd", "nesterov", "adagrad", "rmsprop", "adam")
-BACKBONE_NAMES = ("resnet18", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+BACKBONE_NAMES = ("auto", "resnet18", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 #: Learning-rate grids of the default sweep. Each spans too small (far from the optimum after the
-#: budget) to too large (diverges), measured on ml-latest-small at the default d = 100; see the README.
+#: budget) to too large (diverges), measured on ml-latest-small at the default d = 100 (docs/results.md, the sweep table).
 DEFAULT_GRID: dict[str, list[float]] = {
     "sgd": [3e-6, 1e-5, 3e-5, 1e-4],
     "nesterov": [3e-6, 1e-5, 2e-5, 3e-5],
@@ -178,7 +178,8 @@ class MoviesConfig(DataSettings):
 class VisionSettings(DataSettings):
     """What the linear probe and fine-tuning share: the network, the split and where features are cached."""
 
-    backbone: str = setting("resnet18", run=True, help="resnet18 (torchvision's ImageNet weights), or efficientnet_lite0, "
+    backbone: str = setting("auto", run=True, help="auto (resnet18 when its ImageNet weights are cached, given or downloadable, "
+                            "else efficientnet_lite1), resnet18 (torchvision's ImageNet weights), or efficientnet_lite0, "
                             "efficientnet_lite1 or efficientnet_lite2 (ImageNet weights offline, from pip packages)")
     weights: str = setting("imagenet", run=True, help="imagenet, none (random start) or a local state-dict file "
                            "(e.g. resnet18-f37072fd.pth)")

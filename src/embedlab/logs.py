@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,3 +83,61 @@ def run_log(folder: Path) -> Iterator[None]:
         yield
     finally:
         LOGGER.removeHandler(handler)
+
+
+class Progress:
+    """A tqdm bar on a terminal; elsewhere (a log file, CI, a notebook's captured output) a log line at least every
+    ``every`` seconds — "epoch 1/2: 12,800/49,920 img (26 %), 171 img/s, about 3.6 min left" — so a log never sits
+    silent through a long step. ``enabled=False`` (ranks > 0) shows neither.
+
+    >>> with Progress(len(images), "train features", "img") as bar:  # doctest: +SKIP
+    ...     bar.update(16)
+    """
+
+    def __init__(self, total: int, desc: str, unit: str = "it", enabled: bool = True, every: float = 30.0, **tqdm_args) -> None:
+        from tqdm.auto import tqdm
+
+        self.total, self.desc, self.unit, self.every = total, desc, unit, every
+        self.bar = tqdm(total=total, desc=desc, unit=unit, disable=True if not enabled else None, **tqdm_args)
+        self.lines = enabled and self.bar.disable  # no terminal to draw on: say it in the log instead
+        self.n, self.postfix = 0, ""
+        self.start = self.last = time.monotonic()
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+        self.n += n
+        now = time.monotonic()
+        if self.lines and now - self.last >= self.every:
+            self.last = now
+            LOGGER.info(self.line(now - self.start))
+
+    def line(self, elapsed: float) -> str:
+        """The progress so far, in one line."""
+        rate = self.n / elapsed if elapsed > 0 else 0.0
+        left = f", about {(self.total - self.n) / rate / 60:.1f} min left" if rate > 0 and self.total else ""
+        share = f" ({100 * self.n / self.total:.0f} %)" if self.total else ""
+        return f"  {self.desc}: {self.n:,}/{self.total:,} {self.unit}{share}, {rate:.3g} {self.unit}/s{left}{self.postfix}"
+
+    def set_postfix(self, **values: object) -> None:
+        self.bar.set_postfix(**values)
+        self.postfix = "; " + ", ".join(f"{k} {v}" for k, v in values.items())
+
+    def set_postfix_str(self, text: str) -> None:
+        self.bar.set_postfix_str(text)
+        self.postfix = f"; {text}"
+
+    def write(self, message: str) -> None:
+        """A line that must not tear the bar: above it on a terminal, else in the log."""
+        if self.bar.disable:
+            LOGGER.info(message)
+        else:
+            self.bar.write(message)
+
+    def close(self) -> None:
+        self.bar.close()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

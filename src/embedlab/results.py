@@ -61,6 +61,7 @@ class FeatureSummary:
     val_images: int
     test_images: int
     features_cached: bool
+    backbone_choice: str | None = None  # why --backbone auto chose this backbone; None when the user named it
     extract_train_seconds: float | None = None  # None: the features came from a cache without timings
     extract_train_images_per_second: float | None = None
     extract_test_seconds: float | None = None
@@ -133,6 +134,7 @@ class FinetuneResult:
     processes: int
     batch_per_process: int
     total_seconds_this_session: float
+    backbone_choice: str | None = None  # why --backbone auto chose this backbone; None when the user named it
 
 
 @dataclass(frozen=True)

@@ -41,14 +41,41 @@ def md_code(value: object) -> str:
     return md_text(text) if "`" in text or "\n" in text else f"`{text}`"
 
 
+def column_label(name: object) -> str:
+    """A table column's header as a reader sees it: ``test_accuracy`` is "test accuracy" (the CSV keeps the name)."""
+    return str(name).replace("_", " ")
+
+
+def column_format(values: pd.Series, digits: int = 4) -> str:
+    """One number format per column, so its numbers line up: fixed decimals (``digits`` significant for the smallest
+    value, at most ``digits`` + 2 for the largest), none for whole numbers, and ``g`` only for a column whose values
+    span more than three orders of magnitude."""
+    if not pd.api.types.is_float_dtype(values):
+        return f".{digits}g"
+    v = np.abs(values.to_numpy(dtype=float))
+    v = v[np.isfinite(v) & (v > 0)]
+    if not len(v):
+        return ".0f"
+    hi, lo = float(v.max()), float(v.min())
+    if hi >= 1e6 or hi / lo > 1e3:
+        return f".{digits}g"
+    if np.all(v == np.round(v)):
+        return ".0f"
+    decimals = min(digits - 1 - math.floor(math.log10(lo)), digits + 1 - math.floor(math.log10(hi)), 6)
+    return f".{max(0, decimals)}f"
+
+
 def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
-    """The one writer of Markdown tables: text cells and headers escaped, numbers formatted with ``floatfmt``."""
+    """The one writer of Markdown tables: text cells and headers escaped, headers as words (``column_label``), each
+    numeric column in one format (``column_format``, ``floatfmt``'s significant digits for its largest value)."""
     out = df.copy()
+    digits = int(floatfmt.strip(".g"))
+    formats = [column_format(out[col], digits) for col in out.columns]
     for col in out.columns:
         if not pd.api.types.is_numeric_dtype(out[col]):
             out[col] = out[col].map(lambda v: v if v is None or (isinstance(v, float) and math.isnan(v)) else md_text(v))
-    out.columns = [md_text(c) for c in out.columns]
-    return out.to_markdown(index=False, floatfmt=floatfmt)
+    out.columns = [md_text(column_label(c)) for c in out.columns]
+    return out.to_markdown(index=False, floatfmt=formats)
 
 
 #: Written first into every run folder embedlab creates: only a folder that carries it is ever cleared.

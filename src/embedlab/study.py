@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from embedlab.errors import InputError, UserError, failure_text
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__).info
 STEPS = ("probe", "finetune", "movies")
 
 #: Wall time of each step, (fastest, slowest) measured on the 2-core CPU machines here, for the plan: an AVX-512 one and one
-#: about 4x slower (README, "The main job": runs/study-cpu-lite1, cold feature cache; smoke: the smoke row). Machines of the
+#: about 4x slower (docs/results.md, "The main job": cold feature cache, nothing else running). Machines of the
 #: same kind differ that much, so the plan gives the range and each step prints its own measured estimate when it starts.
 CPU_MINUTES = {"cpu": {"probe": (3.1, 11.0), "finetune": (10.7, 47.0), "movies": (1.4, 4.7)},
                "smoke": {"probe": (0.1, 0.3), "finetune": (0.1, 0.7), "movies": (0.2, 1.0)}}
@@ -84,6 +85,24 @@ def _clean(section: Any) -> Any:
     return {k: v for k, v in section.items() if k != "resolved"} if isinstance(section, dict) else section
 
 
+#: The CPU features that decide which kernels oneDNN and torch use (two machines with the same ``cpu capability`` but
+#: not the same matrix units compute the same seed's fine-tuning to other last digits).
+VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_model_and_flags(cpuinfo: str | None = None) -> tuple[str, str]:
+    """The processor's name and which of ``VECTOR_FLAGS`` it has, from /proc/cpuinfo ("unknown" elsewhere)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return platform.processor() or "unknown", "unknown"
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines()[:40] if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    return fields.get("model name", "unknown"), " ".join(f for f in VECTOR_FLAGS if f in flags) or "none of " + ",".join(VECTOR_FLAGS)
+
+
 def software_versions() -> dict[str, str]:
     """What produced the numbers: Python, platform and the versions of the libraries that matter."""
     out = {"python": sys.version.split()[0], "platform": platform.platform(), "processor": platform.machine()}
@@ -99,16 +118,20 @@ def software_versions() -> dict[str, str]:
     # the vector kernels torch dispatches to (AVX2, AVX512, ...): the same command and seed sum floats in another order
     # under another capability, so its last digits, and a few borderline predictions, can differ
     out["cpu capability"] = torch.backends.cpu.get_cpu_capability()
+    out["cpu model"], out["cpu flags"] = cpu_model_and_flags()
     out["cuda device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return out
 
 
 def plan(cfg: StudyConfig, done: set[str]) -> list[tuple[str, str, str]]:
     """(step, what, expected time) rows printed before anything starts."""
+    from embedlab.vision.backbones import choose_backbone
+
     minutes = CPU_MINUTES.get(cfg.profile, {})
+    probe, finetune = (choose_backbone(c.backbone, c.weights, c.offline).name for c in (cfg.probe, cfg.finetune))
     what = {
-        "probe": f"1A+1B linear probe on frozen {cfg.probe.backbone} features, galleries",
-        "finetune": f"1C fine-tune {cfg.finetune.backbone} ({cfg.finetune.epochs} epochs), galleries, comparison",
+        "probe": f"1A+1B linear probe on frozen {probe} features, galleries",
+        "finetune": f"1C fine-tune {finetune} ({cfg.finetune.epochs} epochs), galleries, comparison",
         "movies": "2A-2C co-like matrix, optimiser x learning-rate sweep, recommendations, held-out check",
     }
     rows = []
@@ -123,10 +146,19 @@ def plan(cfg: StudyConfig, done: set[str]) -> list[tuple[str, str, str]]:
     return rows
 
 
+def log_backbone_choice(cfg: StudyConfig, pending: list[str]) -> None:
+    """One line of the plan when ``--backbone auto`` chose the network: which one, and why."""
+    from embedlab.vision.backbones import choose_backbone
+
+    vision = [cfg.probe if s == "probe" else cfg.finetune for s in pending if s in ("probe", "finetune")]
+    if vision and (choice := choose_backbone(vision[0].backbone, vision[0].weights, vision[0].offline)).reason:
+        log(f"  backbone: auto -> {choice.name}: {choice.reason}")
+
+
 def preflight(cfg: StudyConfig, pending: list[str]) -> None:
     """Fail in seconds, not after an hour: the data and the pretrained weights of every pending step must be at hand."""
     from embedlab.data import download_url, ensure_movielens, resolve_data_dir
-    from embedlab.vision.backbones import check_freeze_stages, create_backbone
+    from embedlab.vision.backbones import check_freeze_stages, choose_backbone, create_backbone
     from embedlab.vision.cifar10 import ensure_cifar10, torchvision_download
     from embedlab.vision.features import pick_device
     from embedlab.vision.pipeline import check_finetune_batches
@@ -137,7 +169,7 @@ def preflight(cfg: StudyConfig, pending: list[str]) -> None:
         ensure_cifar10(resolve_data_dir(c.data_dir), None if c.offline else torchvision_download)
         for step in vision:
             v = cfg.probe if step == "probe" else cfg.finetune
-            backbone = create_backbone(v.backbone, v.weights, v.seed)  # raises WeightsUnavailable with the ways out
+            backbone = create_backbone(choose_backbone(v.backbone, v.weights, v.offline).name, v.weights, v.seed)  # or says how to get them
             if step == "finetune":
                 if cfg.finetune.freeze_stages is not None:
                     check_freeze_stages(backbone.spec, cfg.finetune.freeze_stages)
@@ -163,9 +195,10 @@ def run_study(cfg: StudyConfig, run: RunDir, resume: bool = False) -> RunResults
     run.write_json("environment.json", software_versions())
     dist = current()
     done = set(dist.broadcast_object(sorted(load(run).steps.done())))  # type: ignore[arg-type]
-    log(f"plan ({cfg.profile} profile; minutes on the fastest and slowest 2-core machines measured, see the README):")
+    log(f"plan ({cfg.profile} profile; minutes on the fastest and slowest 2-core machines measured, docs/results.md):")
     for step, what, eta in plan(cfg, done):
         log(f"  {step:<9} {eta:<36} {what}")
+    log_backbone_choice(cfg, [s for s in cfg.steps if s not in done])
     preflight(cfg, [s for s in cfg.steps if s not in done])
     actions = {
         "probe": lambda: on_main_rank(lambda: run_probe(cfg.probe, run)),

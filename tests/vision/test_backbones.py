@@ -43,7 +43,39 @@ def test_offline_resnet18_message_names_every_way_out(tmp_path, monkeypatch):
     with pytest.raises(WeightsUnavailable) as err:
         create_backbone("resnet18", "imagenet")
     msg = str(err.value)
-    assert "--weights" in msg and "efficientnet_lite0" in msg and "resnet18-f37072fd.pth" in msg and "network unreachable" in msg
+    assert "--weights" in msg and "--backbone efficientnet_lite1" in msg and "resnet18-f37072fd.pth" in msg and "network unreachable" in msg
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    """An empty torchvision cache, no answer from the network, and choose_backbone's memo cleared before and after."""
+    import torch.hub
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(backbones, "_reachable", lambda url, timeout=5.0: False)
+    backbones.choose_backbone.cache_clear()
+    yield tmp_path
+    backbones.choose_backbone.cache_clear()
+
+
+def test_auto_is_resnet18_when_its_weights_are_at_hand_else_the_best_offline_backbone(torch_home, monkeypatch):
+    choose = backbones.choose_backbone
+    assert choose("efficientnet_lite0", "imagenet", False) == backbones.BackboneChoice("efficientnet_lite0")  # named: no reason
+    offline = choose("auto", "imagenet", False)
+    assert offline.name == backbones.BEST_OFFLINE == "efficientnet_lite1"
+    assert "not available offline" in offline.reason and "--backbone resnet18 --weights FILE" in offline.reason
+    assert choose("auto", "/some/resnet18.pth", True).name == "resnet18"  # a local copy given
+    assert choose("auto", "none", True).name == "resnet18"  # a random start needs no weights
+    monkeypatch.setattr(backbones, "_reachable", lambda url, timeout=5.0: True)
+    backbones.choose_backbone.cache_clear()
+    assert choose("auto", "imagenet", False).name == "resnet18"  # downloadable
+    assert choose("auto", "imagenet", True).name == backbones.BEST_OFFLINE  # --offline: not even asked
+    backbones.choose_backbone.cache_clear()
+    url, path = backbones._resnet18_url_and_path()
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"cached")
+    cached = choose("auto", "imagenet", True)
+    assert cached.name == "resnet18" and "torchvision's cache" in cached.reason
 
 
 def test_feature_extractor_outputs_feature_dim():

@@ -42,7 +42,7 @@ def loss_curves_by_optimizer(results: Sequence[RunResult], c_star: float, c_zero
         ax.set_title(name)
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=9)
     for ax in axes.flat[len(names) :]:
         ax.axis("off")
     axes[0, 0].set_ylabel("cost c(V) (log scale)")
@@ -116,11 +116,12 @@ def embedding_map(
 def dim_sweep(dims: Sequence[int], gaps: Sequence[float], hit_rates: Sequence[float], rel_costs: Sequence[float]) -> Figure:
     """Relative cost, optimiser gap and HitRate@10 against the embedding dimension."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    a1.plot(dims, rel_costs, "o-", label="spectral optimum / ||X||²")
-    a1.plot(dims, np.asarray(gaps) * 100, "s--", label="gap of GD to optimum (%)")
+    a1.plot(dims, 100 * np.asarray(rel_costs), "o-", label="‖X‖²_F left unexplained by the optimum")
+    a1.plot(dims, 100 * np.asarray(gaps), "s--", label="gradient descent's gap to the optimum")
     a1.set_xscale("log")
     a1.set_xlabel("dimension d")
-    a1.legend(fontsize=8)
+    a1.set_ylabel("per cent")
+    a1.legend(fontsize=9)
     a1.grid(alpha=0.3)
     a2.plot(dims, hit_rates, "o-", color="C2")
     a2.set_xscale("log")

@@ -21,7 +21,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
+from embedlab.logs import Progress
 
 from embedlab.errors import InputError
 from embedlab.config import MoviesConfig, to_dict
@@ -101,8 +101,8 @@ def _top_table(items: pd.DataFrame, idx: np.ndarray, scores: np.ndarray) -> pd.D
     return df.rename(columns={"likes": "likers"})
 
 
-def _progress_bar(total: int, enabled: bool = True) -> tuple[tqdm, Callable[[str, float], Callable[[int, float], None]]]:
-    bar = tqdm(total=total, desc="sweep", unit="it", dynamic_ncols=True, disable=None if enabled else True, mininterval=0.5)
+def _progress_bar(total: int, enabled: bool = True) -> tuple[Progress, Callable[[str, float], Callable[[int, float], None]]]:
+    bar = Progress(total, "sweep", "it", enabled=enabled, dynamic_ncols=True, mininterval=0.5)
 
     def factory(name: str, lr: float) -> Callable[[int, float], None]:
         bar.set_postfix_str(f"{name} lr={lr:g}")
@@ -266,7 +266,7 @@ def step_2b_fit(cfg: MoviesConfig, run: RunDir, data: Prepared) -> Fitted:
     def finish(r: RunResult) -> None:
         bar.update(cfg.iterations - max(r.iterations, 0) if r.diverged else 0)
         gap = f"gap {100 * _gap(r, c_star):.3g} %" if not r.diverged else f"diverged at iteration {r.iterations}"
-        (bar.write if not bar.disable else log)(f"  {r.optimizer:<8} lr={r.lr:<8g} {gap}  ({r.seconds:.1f} s)")
+        bar.write(f"  {r.optimizer:<8} lr={r.lr:<8g} {gap}  ({r.seconds:.1f} s)")
 
     t0 = time.perf_counter()
     results = sweep(Objective(op, op.fro_sq), v0, cfg.grid, Budget(cfg.iterations, cfg.divergence_factor), on_run=finish, progress_factory=factory,

@@ -21,6 +21,7 @@ h1 { border-bottom: 1px solid #d0d7de; padding-bottom: .3rem; }
 h2 { border-bottom: 1px solid #d0d7de; padding-bottom: .2rem; margin-top: 2.5rem; }
 table { border-collapse: collapse; margin: .8rem 0; font-size: 13px; max-width: 100%; }
 th, td { border: 1px solid #d0d7de; padding: 3px 8px; text-align: left; overflow-wrap: anywhere; }  /* wide tables wrap, never scroll */
+th { overflow-wrap: normal; word-break: normal; }  /* headers wrap between words, never inside one */
 figure, p > em:only-child { color: #57606a; }
 tr:nth-child(even) td { background: #f6f8fa; }
 img { max-width: 100%; height: auto; display: block; margin: .6rem 0; }

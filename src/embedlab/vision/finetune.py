@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
-from tqdm.auto import tqdm
+from embedlab.logs import Progress
 
 from embedlab.errors import InputError, MissingFileError, UserError
 from embedlab.config import FinetuneConfig
@@ -367,8 +367,8 @@ def train_epoch(loop: Loop, train_xy: tuple[torch.Tensor, torch.Tensor], epoch: 
     flips = alternating_flips(len(x), cfg.seed, epoch) if cfg.flip == "alternate" else None
     losses: list[torch.Tensor] = []
     correct = torch.zeros((), dtype=torch.long, device=device)
-    with tqdm(total=loop.steps_per_epoch * cfg.batch_size, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img",
-              disable=None if dist.is_main else True, mininterval=2.0) as bar:
+    with Progress(loop.steps_per_epoch * cfg.batch_size, f"epoch {epoch + 1}/{cfg.epochs}", "img", enabled=dist.is_main,
+                  mininterval=2.0) as bar:
         for step in range(loop.steps_per_epoch):
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             batch = augment(x[idx], cfg.pad, gen, None if flips is None else flips[idx], cfg.pad_mode)

@@ -19,7 +19,7 @@ from embedlab.files import UnreadableFile, npz_bytes, read_torch, torch_bytes
 from embedlab.results import Comparison, Evaluation, FeatureSummary, FinetuneResult, ProbeResult, ProbeScores, load, save
 from embedlab.runs import RunDir
 from embedlab.vision import figures
-from embedlab.vision.backbones import Backbone, BackboneSpec, check_freeze_stages, create_backbone
+from embedlab.vision.backbones import Backbone, BackboneSpec, check_freeze_stages, choose_backbone, create_backbone
 from embedlab.vision.cifar10 import CLASSES, Cifar10, ensure_cifar10, load_cifar10, stratified_split, subsample, torchvision_download
 from embedlab.vision.evaluate import confusion_matrix, gallery_selection, per_class_accuracy
 from embedlab.vision.features import (EXTRACT_BATCH_GPU, check_batch_fits, usable_cache_dir, cache_key, cached_features, cached_stats, default_cache_dir, extract,
@@ -60,12 +60,19 @@ def load_splits(cfg: ProbeConfig | FinetuneConfig) -> tuple[Cifar10, torch.Tenso
     return data, train_idx, val_idx, test_idx
 
 
-def measure_throughput(model: torch.nn.Module, images: torch.Tensor, size: int, mean, std, batch: int, device) -> float:
-    """Images/s on one warm batch: the basis of the printed time estimate."""
-    sample = images[: min(batch, len(images))]
-    extract(model, sample[: max(1, len(sample) // 4)], Inputs(size, mean, std), batch, device, desc="warm-up")
-    _, stats = extract(model, sample, Inputs(size, mean, std), batch, device, desc="timing")
-    return stats.images_per_second
+def measure_throughput(model: torch.nn.Module, images: torch.Tensor, inputs: Inputs, batch: int, device: torch.device,
+                       timed: int = 5) -> float:
+    """Images/s of extraction, the basis of the printed time estimate: the median of ``timed`` batches after two
+    warm-up batches (the first batches run slower while the kernels and caches warm up, so one batch alone
+    underestimates the rate)."""
+    warm = images[: 2 * batch]
+    extract(model, warm, inputs, batch, device, desc="warm-up")
+    rates = []
+    for i in range(timed):
+        sample = images[(2 + i) * batch : (3 + i) * batch]
+        if len(sample):
+            rates.append(extract(model, sample, inputs, batch, device, desc="timing")[1].images_per_second)
+    return float(np.median(rates)) if rates else extract(model, warm, inputs, batch, device, desc="timing")[1].images_per_second
 
 
 def save_gallery(run: RunDir, name: str, probs: torch.Tensor, data: Cifar10, indices: torch.Tensor, k: int, title: str) -> pd.DataFrame:
@@ -126,12 +133,15 @@ def run_probe(cfg: ProbeConfig, run: RunDir) -> ProbeResult:
 def step_1a_features(cfg: ProbeConfig, run: RunDir) -> ProbeFeatures:
     """1A, first half: frozen features of every image the probe needs, from the cache when they were computed before."""
     device = pick_device(cfg.device)
-    backbone = create_backbone(cfg.backbone, cfg.weights, cfg.seed)
+    choice = choose_backbone(cfg.backbone, cfg.weights, cfg.offline)
+    backbone = create_backbone(choice.name, cfg.weights, cfg.seed)
     spec = backbone.spec
     size = resolve_size(cfg, spec.native_size, device)
     batch = inference_batch(cfg.batch_size, device, EXTRACT_BATCH_GPU)
     check_batch_fits("--batch-size", batch, size, "inference", device)
-    run.update_config("probe", {**to_dict(cfg), "resolved": {"device": str(device), "size": size, "batch_size": batch}})
+    # config.json names the backbone that ran, so --config and --resume repeat it; metrics.json says why auto chose it
+    run.update_config("probe", {**to_dict(cfg), "backbone": choice.name,
+                                "resolved": {"device": str(device), "size": size, "batch_size": batch}})
 
     data, train_idx, val_idx, test_idx = load_splits(cfg)
     fit_idx = torch.sort(torch.cat([train_idx, val_idx])).values  # every image features are needed for
@@ -145,7 +155,7 @@ def step_1a_features(cfg: ProbeConfig, run: RunDir) -> ProbeFeatures:
     extract_stats: dict[str, float] = {}  # FeatureSummary's extract_* timings
     if missing:
         n_todo = (len(fit_idx) if "train" in missing else 0) + (len(test_idx) if "test" in missing else 0)
-        ips = measure_throughput(model, data.test_x, size, spec.mean, spec.std, batch, device)
+        ips = measure_throughput(model, data.test_x, Inputs(size, spec.mean, spec.std), batch, device)
         log(f"[1A] {spec.name} ({backbone.weights}) on {device} at {size} px: about {ips:.0f} img/s, "
             f"so extracting {n_todo:,} images takes about {n_todo / ips / 60:.1f} min")
 
@@ -170,7 +180,7 @@ def step_1a_features(cfg: ProbeConfig, run: RunDir) -> ProbeFeatures:
     summary = FeatureSummary(backbone=spec.name, weights=backbone.weights, weights_digest=backbone.weights_digest, resolution=size,
                              device=str(device), feature_dim=spec.feature_dim, mean=list(spec.mean), std=list(spec.std),
                              train_images=len(train_idx), val_images=len(val_idx), test_images=len(test_idx),
-                             features_cached=not computed, **extract_stats)
+                             features_cached=not computed, backbone_choice=choice.reason, **extract_stats)
     return ProbeFeatures(spec, data, train_idx, val_idx, test_idx, fit_idx, train_feats_all, test_feats, summary)
 
 
@@ -248,11 +258,12 @@ def step_1c_setup(cfg: FinetuneConfig, run: RunDir) -> tuple[torch.device, Backb
     """Device, backbone, frozen stages, resolution and evaluation batch resolved and saved in config.json; then the
     probe (rank 0), if due."""
     device = pick_device(cfg.device)
-    backbone = create_backbone(cfg.backbone, cfg.weights, cfg.seed)
+    choice = choose_backbone(cfg.backbone, cfg.weights, cfg.offline)
+    backbone = create_backbone(choice.name, cfg.weights, cfg.seed)
     frozen = resolve_freeze_stages(cfg, backbone.spec, device)
     check_freeze_stages(backbone.spec, frozen)  # before the probe's minutes
     size = check_finetune_batches(cfg, backbone.spec, device)
-    run.update_config("finetune", {**to_dict(cfg), "resolved": {"device": str(device), "size": size, "freeze_stages": frozen,
+    run.update_config("finetune", {**to_dict(cfg), "backbone": choice.name, "resolved": {"device": str(device), "size": size, "freeze_stages": frozen,
                                                                "eval_batch_size": inference_batch(cfg.eval_batch_size, device, EVAL_BATCH_GPU)}})
     if cfg.probe and current().is_main and load(run).probe is None:
         run_probe(cfg.probe_config(), run)
@@ -313,6 +324,7 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, resume: bool = False, compare
         test_images_per_second=test.images_per_second, expected_seconds=round(expected, 1),
         bare_train_images_per_second=ips, processes=dist.world, batch_per_process=cfg.batch_size // dist.world,
         total_seconds_this_session=round(time.perf_counter() - t_all, 1),
+        backbone_choice=choose_backbone(cfg.backbone, cfg.weights, cfg.offline).reason,
     )
     save(run, result)
     log(f"[1C] fine-tuned test accuracy {test.evaluation.test_accuracy:.4f} after {train_s / 60:.1f} min of training")
