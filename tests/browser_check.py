@@ -208,3 +208,25 @@ def explorer_lists(html: Path, workdir: Path, queries: list[str], metric: str, s
     finally:
         driver.quit()
     return out
+
+
+def explorer_lookups(html: Path, workdir: Path, queries: list[str]) -> dict[str, dict]:
+    """For each query: the films the explorer's title rules match (most liked first), and which film the search box
+    selects when the query is typed and Enter pressed (the top of the list that then shows)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    driver = _driver(workdir)
+    try:
+        driver.get(html.resolve().as_uri())
+        box = driver.find_element(By.ID, "explorer-search")
+        out = {}
+        for q in queries:
+            box.clear()
+            box.send_keys(q)
+            box.send_keys(Keys.ENTER)
+            out[q] = {"matches": driver.execute_script("return window.embedlabLookup(arguments[0])", q),
+                      "selected": driver.execute_script("return document.getElementById('explorer-search').value")}
+    finally:
+        driver.quit()
+    return out

@@ -6,13 +6,14 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from embedlab.cli import main
 from embedlab.movies.saved import SavedEmbeddings
 from embedlab.report.common import MISSING
 from embedlab.study import CPU_MINUTES, plan, study_config
-from browser_check import SECTIONS, check_in_browser, explorer_lists
+from browser_check import SECTIONS, check_in_browser, explorer_lists, explorer_lookups
 
 TINY = {  # the synthetic CIFAR has 30 training images per class
     "probe": {"val_per_class": 5, "size": 32, "l2_grid": [0.01, 1.0]},
@@ -174,6 +175,21 @@ def test_real_smoke_study_in_the_browser(real_data, tmp_path):
     assert result.too_wide == [] and result.uncaptioned == []
     assert result.broken_headers == [] and result.dead_links == []  # no header breaks inside a word; every link resolves
     assert "Action|Adventure" in (out / "tables" / "recs_apollo_13.csv").read_text()  # the genres that used to split cells
+    # the explorer finds titles as TitleIndex does: the shared table of cases, on the explorer's own movies
+    from embedlab.movies.movielens import TitleIndex
+    from embedlab.report.explorer import explorer_data
+    from embedlab.runs import RunDir
+
+    page_data = explorer_data(RunDir(out))
+    index = TitleIndex(pd.DataFrame({"movieId": range(len(page_data["titles"])), "title": page_data["titles"]}), page_data["likes"])
+    cases = [c["query"] for c in json.loads((Path(__file__).parent / "data" / "title_cases.json").read_text())["cases"]]
+    answers = explorer_lookups(out / "report.html", tmp_path / "lookups", cases)
+    for q in cases:
+        expected = [page_data["titles"][i] for i in index.candidates(q)[1]]
+        assert answers[q]["matches"] == expected, q
+        if expected:
+            assert answers[q]["selected"] == expected[0], q  # Enter selects the match, or the most liked of several
+    assert sum(len(a["matches"]) == 1 for a in answers.values()) >= 15  # most cases name films the smoke run can show
     saved = SavedEmbeddings.load(out)
     queries = json.loads((out / "config.json").read_text())["movies"]["queries"]
     for metric in ("cosine", "dot"):

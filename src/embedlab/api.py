@@ -142,7 +142,7 @@ def recommend(title: str, run: RunResult, co: CoLikes, movies: pd.DataFrame, k: 
     >>> embedlab.recommend("Toy Story", run, co, ml.movies, k=3)["title"].tolist()  # doctest: +SKIP
     ['Aladdin (1992)', ...]
     """
-    movie_id = TitleIndex(movies).lookup(title)
+    movie_id = TitleIndex.with_likes(movies, co.movie_ids, co.like_counts).lookup(title)
     row = co.index_of(movie_id)
     if row is None:
         from embedlab.movies.movielens import TitleLookupError

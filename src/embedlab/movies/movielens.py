@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,17 +119,35 @@ def normalise(text: str) -> str:
     return " ".join(text.split())
 
 
-def title_keys(title: str) -> list[str]:
-    """Every key a title answers to: its main name and any alternative name in parentheses."""
+#: Numerals folded to digits in the last matching rule: roman II-XX and spelled one-twenty ("Rocky Two" is "Rocky II").
+NUMERALS = {**{r: str(n) for n, r in enumerate(
+    "ii iii iv v vi vii viii ix x xi xii xiii xiv xv xvi xvii xviii xix xx".split(), start=2)},
+            **{w: str(n) for n, w in enumerate("one two three four five six seven eight nine ten eleven twelve thirteen "
+                                               "fourteen fifteen sixteen seventeen eighteen nineteen twenty".split(), start=1)}}
+
+
+def fold_numerals(key: str) -> str:
+    """'godfather part ii' -> 'godfather part 2' (and 'two' -> '2'), word by word."""
+    return " ".join(NUMERALS.get(w, w) for w in key.split())
+
+
+def title_names(title: str) -> list[str]:
+    """The names a title answers to exactly: its name as written (article moved to the front), every alternative name
+    in parentheses ("a.k.a. …"), and the whole name with its parentheses."""
     name, _ = split_title(title)
+    whole = name
     aliases: list[str] = []
     while (m := _PAREN.search(name)) is not None and m.start() > 0:
         alias = re.sub(r"^(a\.k\.a\.|aka)\s*", "", m.group(1), flags=re.IGNORECASE)
         aliases.append(alias)
         name = name[: m.start()]
-    keys = [normalise(t) for t in [name, *aliases]]
-    keys += [_drop_article(k) for k in keys]
-    return [k for k in dict.fromkeys(keys) if k]
+    return [k for k in dict.fromkeys(normalise(t) for t in [name, *aliases, whole]) if k]
+
+
+def title_keys(title: str) -> list[str]:
+    """Every key a title answers to: its names (``title_names``), and each with its leading article dropped."""
+    names = title_names(title)
+    return [k for k in dict.fromkeys([*names, *(_drop_article(k) for k in names)]) if k]
 
 
 def _drop_article(key: str) -> str:
@@ -148,39 +167,88 @@ class TitleLookupError(UserError, LookupError):
         return str(self.args[0])
 
 
+#: The rules of ``TitleIndex``, in order; the first that matches any film decides (see ``TitleIndex.candidates``).
+RULES = ("exact title", "exact name", "article moved or dropped", "prefix", "whole words", "numerals as digits")
+
+
 @dataclass
 class TitleIndex:
-    """Forgiving title -> movieId lookup over a movies table."""
+    """Title -> movieId, finding a film as people type it. The rules, in order (the first that matches any film
+    decides; a year typed in parentheses keeps only films of that year):
+
+    1. the exact title, case aside ("Heat (1995)");
+    2. the exact name without the year, any alternative name in parentheses included ("Heat" is *Heat (1995)*, "The
+       Heat" is *Heat, The (2013)*);
+    3. the name with its article moved or dropped ("Shawshank Redemption");
+    4. a prefix of a name ("shawshank");
+    5. whole words inside a name ("Sorcerer's Stone");
+    6. rules 2-5 again with roman and spelled numerals as digits ("Terminator Two", "Godfather Part 2").
+
+    One film: found. Several: refused, listing them most liked first (``likes``, one count per row of ``movies``) and
+    asking for the year. None: close titles are suggested. The report's explorer applies the same rules to the same
+    keys (``explorer.js``), and one table of cases checks both.
+    """
 
     movies: pd.DataFrame
+    likes: Sequence[int] | None = None
+
+    @classmethod
+    def with_likes(cls, movies: pd.DataFrame, movie_ids: Sequence[int], like_counts: Sequence[int]) -> TitleIndex:
+        """The index over ``movies`` that lists a refused query's films most liked first (unliked movies count 0)."""
+        counts = dict(zip((int(m) for m in movie_ids), (int(n) for n in like_counts)))
+        return cls(movies, [counts.get(int(m), 0) for m in movies["movieId"]])
 
     def __post_init__(self) -> None:
-        self._by_key: dict[str, list[int]] = {}
-        for row, title in enumerate(self.movies["title"]):
-            for key in title_keys(str(title)):
-                self._by_key.setdefault(key, []).append(row)
-        self._exact = {str(t).lower(): i for i, t in enumerate(self.movies["title"])}
+        titles = [str(t) for t in self.movies["title"]]
+        self._titles = titles
+        self._exact = [t.lower() for t in titles]
+        self._names = [title_names(t) for t in titles]
+        self._keys = [title_keys(t) for t in titles]
+        self._digit_keys = [list(dict.fromkeys(fold_numerals(k) for k in keys)) for keys in self._keys]
+        self._years = [split_title(t)[1] for t in titles]
+        self._likes = [0] * len(titles) if self.likes is None else [int(n) for n in self.likes]
+
+    def candidates(self, query: str) -> tuple[str, list[int]]:
+        """(the rule that matched, the matching rows most liked first); ("", []) when no rule matches."""
+        q = query.strip()
+        name, year = split_title(q)
+        key = normalise(name)
+        if not key:
+            return "", []
+        bare = _drop_article(key)
+        digits, bare_digits = fold_numerals(key), fold_numerals(bare)
+        rules = [
+            ("exact title", lambda i: self._exact[i] == q.lower()),
+            ("exact name", lambda i: key in self._names[i]),
+            ("article moved or dropped", lambda i: key in self._keys[i] or bare in self._keys[i]),
+            ("prefix", lambda i: any(k.startswith(key) or k.startswith(bare) for k in self._keys[i])),
+            ("whole words", lambda i: any(f" {bare} " in f" {k} " for k in self._keys[i])),
+            ("numerals as digits", lambda i: any(k == digits or k == bare_digits or k.startswith(bare_digits)
+                                                 or f" {bare_digits} " in f" {k} " for k in self._digit_keys[i])),
+        ]
+        for rule, matches in rules:
+            rows = [i for i in range(len(self._titles)) if matches(i) and (year is None or self._years[i] == year)]
+            if rows:
+                return rule, sorted(rows, key=lambda i: (-self._likes[i], i))
+        return "", []
 
     def lookup(self, query: str) -> int:
         """Return the movieId for ``query``; raise TitleLookupError listing candidates otherwise."""
-        q = query.strip()
-        if not q:
+        if not query.strip():
             raise TitleLookupError("empty title: type a movie title such as 'Toy Story'", [])
-        if (row := self._exact.get(q.lower())) is not None:
-            return int(self.movies["movieId"].iat[row])
-        name, year = split_title(q)
-        key = normalise(name)
-        rows = self._by_key.get(key) or self._by_key.get(_drop_article(key), [])
-        if year is not None:
-            rows = [r for r in rows if self.movies["year"].iat[r] == year]
-        rows = list(dict.fromkeys(rows))
-        titles = [str(self.movies["title"].iat[r]) for r in rows]
+        _, rows = self.candidates(query)
+        titles = [self._titles[r] for r in rows]
         if len(rows) == 1:
             return int(self.movies["movieId"].iat[rows[0]])
         if len(rows) > 1:
-            listing = "\n".join(f"  {t}" for t in titles)
-            raise TitleLookupError(f"{query!r} matches {len(rows)} movies; add the year, e.g. {titles[0]!r}:\n{listing}", titles)
-        close = difflib.get_close_matches(normalise(name), list(self._by_key), n=5, cutoff=0.6)
-        suggestions = list(dict.fromkeys(str(self.movies["title"].iat[r]) for k in close for r in self._by_key[k]))[:8]
+            shown = titles[:12]
+            listing = "\n".join(f"  {t}" for t in shown) + (f"\n  … and {len(titles) - 12} more" if len(titles) > 12 else "")
+            order = "most liked first" if self.likes is not None else "in catalogue order"
+            raise TitleLookupError(f"{query!r} matches {len(rows)} movies ({order}); add the year, e.g. {titles[0]!r}:\n{listing}",
+                                   titles)
+        name, _ = split_title(query.strip())
+        every_key = {k: i for i, keys in enumerate(self._keys) for k in keys}
+        close = difflib.get_close_matches(normalise(name), list(every_key), n=5, cutoff=0.6)
+        suggestions = list(dict.fromkeys(self._titles[every_key[k]] for k in close))[:8]
         hint = ("did you mean:\n" + "\n".join(f"  {t}" for t in suggestions)) if suggestions else "no similar title either"
         raise TitleLookupError(f"no movie titled {query!r}; {hint}", suggestions)

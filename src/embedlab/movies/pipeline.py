@@ -230,7 +230,7 @@ def step_2a_data(cfg: MoviesConfig, run: RunDir) -> Prepared:
     check_sizes(cfg, co)
     dist.check_same("likes matrix", co.likes.indptr.tobytes() + co.likes.indices.tobytes())
     items = item_table(co, movies)
-    queries = resolve_queries(query_texts(cfg, co, items), TitleIndex(movies), co, items)
+    queries = resolve_queries(query_texts(cfg, co, items), TitleIndex.with_likes(movies, co.movie_ids, co.like_counts), co, items)
     t0 = time.perf_counter()
     summary = colike_summary(co.likes, k=15)
     stats = colike_stats(ratings, len(movies), co, summary)

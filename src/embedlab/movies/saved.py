@@ -90,7 +90,7 @@ class SavedEmbeddings:
         source = self.catalogue
         movies = source[["movieId", "title"]].assign(year=[split_title(str(t))[1] for t in source["title"]])
         movies["year"] = movies["year"].astype("Int64")
-        return TitleIndex(movies).lookup(title)
+        return TitleIndex.with_likes(movies, self.items["movieId"], self.items["likes"]).lookup(title)
 
 
 class SavedRunError(InputError):

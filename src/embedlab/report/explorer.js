@@ -37,21 +37,32 @@
     const m = t.match(YEAR);
     return m ? [t.slice(0, m.index).trim(), parseInt(m[1], 10)] : [t.trim(), null];
   }
-  const byKey = new Map(), exact = new Map();
-  D.titles.forEach((t, i) => {
-    exact.set(t.toLowerCase(), i);
-    D.keys[i].forEach((k) => { if (!byKey.has(k)) byKey.set(k, []); byKey.get(k).push(i); });
-  });
+  const foldNumerals = (key) => key.split(" ").map((w) => (Object.hasOwn(D.numerals, w) ? D.numerals[w] : w)).join(" ");
+  const lower = D.titles.map((t) => t.toLowerCase());
+  // TitleIndex.candidates: the first rule that matches any film decides; rows most liked first
   function lookup(q) {
     q = q.trim();
-    if (!q) return [];
-    if (exact.has(q.toLowerCase())) return [exact.get(q.toLowerCase())];
     const [name, year] = splitTitle(q);
     const key = normalise(name);
-    let rows = byKey.get(key) || byKey.get(dropArticle(key)) || [];
-    if (year !== null) rows = rows.filter((r) => D.years[r] === year);
-    return [...new Set(rows)];
+    if (!key) return [];
+    const bare = dropArticle(key), digits = foldNumerals(key), bareDigits = foldNumerals(bare);
+    const rules = [
+      (i) => lower[i] === q.toLowerCase(),
+      (i) => D.names[i].includes(key),
+      (i) => D.keys[i].includes(key) || D.keys[i].includes(bare),
+      (i) => D.keys[i].some((k) => k.startsWith(key) || k.startsWith(bare)),
+      (i) => D.keys[i].some((k) => (" " + k + " ").includes(" " + bare + " ")),
+      (i) => D.digitKeys[i].some((k) => k === digits || k === bareDigits || k.startsWith(bareDigits)
+                                      || (" " + k + " ").includes(" " + bareDigits + " ")),
+    ];
+    for (const matches of rules) {
+      const rows = [];
+      for (let i = 0; i < N; i++) if (matches(i) && (year === null || D.years[i] === year)) rows.push(i);
+      if (rows.length) return rows.sort((a, b) => D.likes[b] - D.likes[a] || a - b);
+    }
+    return [];
   }
+  window.embedlabLookup = (q) => lookup(q).map((i) => D.titles[i]);  // what the tests compare with TitleIndex
   function suggestions(q) {
     const key = normalise(splitTitle(q)[0]);
     if (!key) return [];
@@ -123,7 +134,7 @@
       if (active >= 0 && items[active]) return select(+items[active].dataset.row);
       const rows = lookup(input.value);
       if (rows.length === 1) return select(rows[0]);
-      const sug = rows.length ? rows.sort((a, b) => D.likes[b] - D.likes[a] || a - b) : suggestions(input.value);
+      const sug = rows.length ? rows : suggestions(input.value);
       if (sug.length) return select(sug[0], rows.length > 1 ? `(${rows.length} titles match; the most-liked is shown — add the year to choose)` : "");
       list.replaceChildren();
       status.textContent = `No movie with >= ${D.minLikes} likes matches "${input.value}".`;

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from embedlab.movies.movielens import _ARTICLES, title_keys
+from embedlab.movies.movielens import _ARTICLES, NUMERALS, fold_numerals, title_keys, title_names
 from embedlab.runs import RunDir
 
 #: Where report.md asks for the explorer; report.html replaces it (GitHub shows nothing there).
@@ -42,7 +42,9 @@ def explorer_data(run: RunDir, max_movies: int = 20_000) -> dict | None:
         "metric": cfg["metric"], "k": int(cfg["top_k"]), "minLikes": int(cfg["min_likes"]), "dim": int(v.shape[1]),
         "capped": capped, "titles": sub["title"].astype(str).tolist(), "genres": sub["genres"].astype(str).tolist(),
         "years": [None if pd.isna(y) else int(y) for y in sub["year"]], "likes": sub["likes"].astype(int).tolist(),
-        "keys": [title_keys(t) for t in sub["title"].astype(str)], "articles": list(_ARTICLES),
+        "names": [title_names(t) for t in sub["title"].astype(str)], "keys": [title_keys(t) for t in sub["title"].astype(str)],
+        "digitKeys": [list(dict.fromkeys(fold_numerals(k) for k in title_keys(t))) for t in sub["title"].astype(str)],
+        "numerals": NUMERALS, "articles": list(_ARTICLES),
         "vectors": base64.b64encode(v[eligible].tobytes()).decode(),
         "map": coords, "queries": [] if queries is None else [t for t in queries["title"].astype(str) if t in set(sub["title"])],
     }

@@ -1,0 +1,47 @@
+"""The title rules on ml-latest-small's catalogue, one shared table of cases (tests/data/title_cases.json); the
+browser test runs the same table against the report's explorer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from embedlab.movies.movielens import TitleIndex, TitleLookupError, load_movies
+
+CASES = json.loads((Path(__file__).resolve().parents[1] / "data" / "title_cases.json").read_text())["cases"]
+
+
+_BUILT: dict[Path, TitleIndex] = {}
+
+
+@pytest.fixture
+def index(real_data: Path) -> TitleIndex:
+    """The catalogue's index, its likes (ratings >= 4) ordering refused lists; built once for the module's cases."""
+    if real_data not in _BUILT:
+        data = real_data / "ml-latest-small"
+        ratings = pd.read_csv(data / "ratings.csv")
+        likes = ratings[ratings["rating"] >= 4.0].groupby("movieId").size()
+        _BUILT[real_data] = TitleIndex.with_likes(load_movies(data), likes.index, likes.to_numpy())
+    return _BUILT[real_data]
+
+
+def test_the_table_has_every_kind_of_case():
+    assert len(CASES) >= 25 and {"found", "refused", "unknown"} <= {k for c in CASES for k in c}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["query"] for c in CASES])
+def test_a_title_as_people_type_it(index: TitleIndex, case: dict):
+    titles = index.movies.set_index("title")["movieId"]
+    if "found" in case:
+        assert index.lookup(case["query"]) == titles[case["found"]]
+        return
+    with pytest.raises(TitleLookupError) as err:
+        index.lookup(case["query"])
+    if "refused" in case:  # the films, most liked first, and the way out
+        assert err.value.candidates[0] == case["refused"] and len(err.value.candidates) == case["count"]
+        assert "add the year" in str(err.value) and "most liked first" in str(err.value)
+    else:
+        assert str(err.value).startswith(f"no movie titled {case['query']!r}") and case["suggests"] in err.value.candidates
