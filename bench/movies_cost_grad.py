@@ -25,7 +25,7 @@ from embedlab.movies.objective import CoLikeOperator, cost_and_grad, to_torch_cs
 
 
 def csr_cost_and_grad(v: torch.Tensor, l: torch.Tensor, lt: torch.Tensor, counts: torch.Tensor, fro: float) -> tuple[float, torch.Tensor]:
-    """The factored step as it was before (commit cdbf06f): the baseline of the second ratio."""
+    """The factored step as it was first written (torch CSR products, torch's VᵀV, a copying addmm): the baseline of the second ratio."""
     gram = v.T @ v
     sq_norms = (v * v).sum(dim=1, keepdim=True)
     lv = l @ v

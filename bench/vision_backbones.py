@@ -1,4 +1,4 @@
-"""Question (issue 13): what does a stronger offline backbone cost per image on this CPU, and how much of it
+"""Question: what does a stronger offline backbone cost per image on this CPU, and how much of it
 does freezing the early stages (``--freeze-stages K``) win back?
 
 Every candidate (``backbone:K``) trains on the same ready batch, as the fine-tuning loop does: channels_last,

@@ -1,4 +1,4 @@
-"""Question (issue 13): does ``torch.compile`` make a fine-tuning step faster on this CPU, and does it stay
+"""Question: does ``torch.compile`` make a fine-tuning step faster on this CPU, and does it stay
 bit-for-bit repeatable (the condition for exact resume)?
 
 The eager and the compiled network start from the same weights and train on the same ready batch

@@ -1,4 +1,4 @@
-"""Question (issue 13): is the vision part of `embedlab run --profile cpu` with one recipe no slower than with another?
+"""Question: is the vision part of `embedlab run --profile cpu` with one recipe no slower than with another?
 
 A candidate is ``backbone:K:B``: the backbone, its frozen stages when fine-tuning (``--freeze-stages K``) and its
 inference batch (``--batch-size`` of the probe, ``--eval-batch-size`` of fine-tuning). In this process, the

@@ -183,23 +183,23 @@ def _driver(workdir: Path, width: int = 1366):
     return webdriver.Chrome(service=Service(executable_path=driver_bin), options=opts)
 
 
-def explorer_lists(html: Path, workdir: Path, queries: list[str], metric: str, screenshot: Path | None = None) -> dict[str, list[str]]:
-    """Type each query into the explorer's search box like a user, press Enter, read the titles of the list."""
+def _each_query(html: Path, workdir: Path, queries: list[str], read, metric: str | None = None, screenshot: Path | None = None) -> dict:
+    """Type each query into the explorer's search box like a user, press Enter, and ``read(driver, query)`` the page."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     driver = _driver(workdir)
     try:
         driver.get(html.resolve().as_uri())
-        driver.find_element(By.CSS_SELECTOR, f'input[name="explorer-metric"][value="{metric}"]').click()
+        if metric is not None:
+            driver.find_element(By.CSS_SELECTOR, f'input[name="explorer-metric"][value="{metric}"]').click()
         box = driver.find_element(By.ID, "explorer-search")
         out = {}
         for q in queries:
             box.clear()
             box.send_keys(q)
             box.send_keys(Keys.ENTER)
-            out[q] = driver.execute_script(
-                "return [...document.querySelectorAll('#explorer-results tbody tr')].map(r => r.children[1].textContent)")
+            out[q] = read(driver, q)
         if screenshot is not None:
             section = driver.find_element(By.ID, "movie-explorer")
             driver.set_window_size(1366, section.size["height"] + 200)  # the whole explorer in the viewport
@@ -210,23 +210,16 @@ def explorer_lists(html: Path, workdir: Path, queries: list[str], metric: str, s
     return out
 
 
+def explorer_lists(html: Path, workdir: Path, queries: list[str], metric: str, screenshot: Path | None = None) -> dict[str, list[str]]:
+    """The titles of the list the explorer shows for each query, typed like a user would."""
+    return _each_query(html, workdir, queries, lambda d, q: d.execute_script(
+        "return [...document.querySelectorAll('#explorer-results tbody tr')].map(r => r.children[1].textContent)"),
+        metric=metric, screenshot=screenshot)
+
+
 def explorer_lookups(html: Path, workdir: Path, queries: list[str]) -> dict[str, dict]:
     """For each query: the films the explorer's title rules match (most liked first), and which film the search box
     selects when the query is typed and Enter pressed (the top of the list that then shows)."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-
-    driver = _driver(workdir)
-    try:
-        driver.get(html.resolve().as_uri())
-        box = driver.find_element(By.ID, "explorer-search")
-        out = {}
-        for q in queries:
-            box.clear()
-            box.send_keys(q)
-            box.send_keys(Keys.ENTER)
-            out[q] = {"matches": driver.execute_script("return window.embedlabLookup(arguments[0])", q),
-                      "selected": driver.execute_script("return document.getElementById('explorer-search').value")}
-    finally:
-        driver.quit()
-    return out
+    return _each_query(html, workdir, queries, lambda d, q: {
+        "matches": d.execute_script("return window.embedlabLookup(arguments[0])", q),
+        "selected": d.execute_script("return document.getElementById('explorer-search').value")})

@@ -1,4 +1,4 @@
-"""Bad input, row by row (issue 11): exit status 2, exactly one `embedlab: error:` line, no traceback,
+"""Bad input, row by row: exit status 2, exactly one `embedlab: error:` line, no traceback,
 and no run folder left looking complete. Every row builds its own broken input inside the test."""
 
 from __future__ import annotations

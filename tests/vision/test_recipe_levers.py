@@ -1,4 +1,4 @@
-"""The fine-tuning recipe's levers (issue 13): progressive resizing, a moving average of the weights, LP-FT."""
+"""The fine-tuning recipe's levers: progressive resizing, a moving average of the weights, LP-FT."""
 
 from __future__ import annotations
 

@@ -104,7 +104,7 @@ def embedding_map(
     ax.set_xticks([])
     ax.set_yticks([])
     adjust_text(texts, ax=ax, arrowprops={"arrowstyle": "-", "color": "0.3", "lw": 0.6})  # labels pushed apart, never overlapping
-    legend = ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    legend = ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     for handle in legend.legend_handles:  # one marker size in the legend, whatever the size on the map
         handle.set_sizes([45])
         handle.set_alpha(1.0)
