@@ -182,7 +182,7 @@ def test_real_smoke_study_in_the_browser(real_data, tmp_path):
 
     page_data = explorer_data(RunDir(out))
     index = TitleIndex(pd.DataFrame({"movieId": range(len(page_data["titles"])), "title": page_data["titles"]}), page_data["likes"])
-    cases = [c["query"] for c in json.loads((Path(__file__).parent / "data" / "title_cases.json").read_text())["cases"]]
+    cases = [c["query"] for c in json.loads((Path(__file__).parent / "title_cases.json").read_text())["cases"]]
     answers = explorer_lookups(out / "report.html", tmp_path / "lookups", cases)
     for q in cases:
         expected = [page_data["titles"][i] for i in index.candidates(q)[1]]

@@ -1,4 +1,4 @@
-"""The title rules on ml-latest-small's catalogue, one shared table of cases (tests/data/title_cases.json); the
+"""The title rules on ml-latest-small's catalogue, one shared table of cases (tests/title_cases.json); the
 browser test runs the same table against the report's explorer."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from embedlab.movies.movielens import TitleIndex, TitleLookupError, load_movies
 
-CASES = json.loads((Path(__file__).resolve().parents[1] / "data" / "title_cases.json").read_text())["cases"]
+CASES = json.loads((Path(__file__).resolve().parents[1] / "title_cases.json").read_text())["cases"]
 
 
 _BUILT: dict[Path, TitleIndex] = {}
