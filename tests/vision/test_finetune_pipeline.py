@@ -56,6 +56,16 @@ def test_finetune_run_folder_holds_metrics_gallery_comparison_and_report(cifar_r
     assert recomputed_test_probs(out / "artefacts" / "finetune_checkpoint.pt", cifar_root, saved["test_index"]) == pytest.approx(
         saved["probs"], abs=1e-3)  # float32 sums in another order (channels-last, batching): 1.5e-4 seen
     assert {"accuracy_gain", "error_reduction", "classes_improved"} <= set(metrics["comparison"])
+    # fixed / broken / both wrong, recomputed from the two saved probability files, and what the accuracies imply
+    probe = np.load(out / "artefacts" / "probe_test_probs.npz")
+    right_p, right_f = probe["probs"].argmax(1) == probe["labels"], saved["probs"].argmax(1) == saved["labels"]
+    cmp = metrics["comparison"]
+    assert (cmp["fixed"], cmp["broken"], cmp["both_wrong"]) == (int((~right_p & right_f).sum()), int((right_p & ~right_f).sum()),
+                                                               int((~right_p & ~right_f).sum()))
+    assert (cmp["fixed"] - cmp["broken"]) / 100 == pytest.approx(ft["test_accuracy"] - metrics["probe"]["test_accuracy"])
+    assert 0 < cmp["mcnemar_p"] <= 1 and "McNemar" in (out / "report.md").read_text()
+    changes = pd.read_csv(out / "tables" / "comparison_changes.csv")
+    assert list(changes["class"])[-1] == "all classes" and changes["images"].iloc[:-1].sum() == 100
     assert metrics["probe"]["resolution"] == 32
     for rel in ["figures/finetune_gallery.png", "figures/finetune_confusion.png", "figures/finetune_curves.png",
                 "figures/comparison_per_class.png", "tables/comparison.csv", "tables/finetune_epochs.csv",

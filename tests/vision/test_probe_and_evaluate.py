@@ -81,3 +81,31 @@ def test_gallery_selection_matches_bruteforce():
     assert len(sel[(sel.true == 7) & (sel.kind == "incorrect")]) == 0
     wrong = sel[sel.kind == "incorrect"]
     assert (wrong["pred"] != wrong["true"]).all() and isinstance(sel, pd.DataFrame)
+
+
+def test_paired_changes_count_what_a_second_model_fixed_and_broke():
+    from itertools import product
+
+    from scipy.stats import binom
+
+    from embedlab.vision.evaluate import mcnemar_exact, paired_changes
+
+    g = torch.Generator().manual_seed(3)
+    labels = torch.randint(0, 3, (300,), generator=g)
+    pred_a = torch.where(torch.rand(300, generator=g) < 0.7, labels, torch.randint(0, 3, (300,), generator=g))
+    pred_b = torch.where(torch.rand(300, generator=g) < 0.8, labels, torch.randint(0, 3, (300,), generator=g))
+    table = paired_changes(pred_a, pred_b, labels, ["x", "y", "z"])
+    for row, (name, c) in zip(table.to_dict("records"), [("x", 0), ("y", 1), ("z", 2), ("all classes", None)]):
+        idx = [i for i in range(300) if c is None or int(labels[i]) == c]  # brute force, image by image
+        a = [bool(pred_a[i] == labels[i]) for i in idx]
+        b = [bool(pred_b[i] == labels[i]) for i in idx]
+        counts = {k: sum(1 for x, y in zip(a, b) if (x, y) == v)
+                  for k, v in {"fixed": (False, True), "broken": (True, False), "both_wrong": (False, False), "both_right": (True, True)}.items()}
+        assert row["class"] == name and row["images"] == len(idx) and {k: row[k] for k in counts} == counts
+    total = table.iloc[-1]
+    assert (total["fixed"] - total["broken"]) / 300 == pytest.approx(float((pred_b == labels).float().mean() - (pred_a == labels).float().mean()))
+    # the exact test against the binomial sum it stands for
+    for f, b in product(range(0, 9, 2), range(0, 9, 3)):
+        n = f + b
+        expected = 1.0 if n == 0 else min(1.0, sum(binom.pmf(k, n, 0.5) for k in range(n + 1) if binom.pmf(k, n, 0.5) <= binom.pmf(f, n, 0.5) * (1 + 1e-7)))
+        assert mcnemar_exact(f, b) == pytest.approx(expected)

@@ -36,3 +36,26 @@ def gallery_selection(probs: torch.Tensor, labels: torch.Tensor, k: int = 5) -> 
             for rank, i in enumerate(order, start=1):
                 rows.append({"true": c, "kind": kind, "rank": rank, "index": i, "pred": int(pred[i]), "prob": float(conf[i])})
     return pd.DataFrame(rows, columns=["true", "kind", "rank", "index", "pred", "prob"])
+
+
+def mcnemar_exact(fixed: int, broken: int) -> float:
+    """Two-sided exact McNemar p-value of a paired comparison: under "neither model is better" each of the
+    ``fixed + broken`` images that changed is equally likely to have changed either way (a fair binomial)."""
+    from scipy.stats import binomtest
+
+    n = fixed + broken
+    return 1.0 if n == 0 else float(binomtest(fixed, n, 0.5).pvalue)
+
+
+def paired_changes(pred_a: torch.Tensor, pred_b: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> pd.DataFrame:
+    """What model B changed against model A on the same images, per true class and overall: ``fixed`` (A wrong, B
+    right), ``broken`` (A right, B wrong), ``both_wrong``, ``both_right``, and the exact McNemar p-value of fixed
+    against broken. B's accuracy minus A's is (fixed - broken) / images, row by row."""
+    right_a, right_b = pred_a == labels, pred_b == labels
+    rows = []
+    for name, mask in [*((c, labels == i) for i, c in enumerate(classes)), ("all classes", torch.ones_like(labels, dtype=torch.bool))]:
+        fixed, broken = int((~right_a & right_b & mask).sum()), int((right_a & ~right_b & mask).sum())
+        rows.append({"class": name, "images": int(mask.sum()), "fixed": fixed, "broken": broken,
+                     "both_wrong": int((~right_a & ~right_b & mask).sum()), "both_right": int((right_a & right_b & mask).sum()),
+                     "mcnemar_p": mcnemar_exact(fixed, broken)})
+    return pd.DataFrame(rows)

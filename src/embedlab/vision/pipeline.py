@@ -21,7 +21,7 @@ from embedlab.runs import RunDir
 from embedlab.vision import figures
 from embedlab.vision.backbones import Backbone, BackboneSpec, check_freeze_stages, choose_backbone, create_backbone
 from embedlab.vision.cifar10 import CLASSES, Cifar10, ensure_cifar10, load_cifar10, stratified_split, subsample, torchvision_download
-from embedlab.vision.evaluate import confusion_matrix, gallery_selection, per_class_accuracy
+from embedlab.vision.evaluate import confusion_matrix, gallery_selection, paired_changes, per_class_accuracy
 from embedlab.vision.features import (EXTRACT_BATCH_GPU, check_batch_fits, usable_cache_dir, cache_key, cached_features, cached_stats, default_cache_dir, extract,
                                      inference_batch, numerics, pick_device, uses_bf16)
 from embedlab.vision.compare import comparison_table, per_class_table
@@ -428,7 +428,31 @@ def run_comparison(run: RunDir) -> pd.DataFrame:
     run.save_table("comparison_per_class", per_class.round(4))
     run.save_figure("comparison_per_class", figures.per_class_comparison(per_class))
     p, f = table.iloc[0], table.iloc[1]
+    changes = changes_table(run)
+    overall = None if changes is None else changes.iloc[-1]
     save(run, Comparison(accuracy_gain=float(f["test_accuracy"] - p["test_accuracy"]),
                          error_reduction=float(1 - (1 - f["test_accuracy"]) / max(1e-9, 1 - p["test_accuracy"])),
-                         classes_improved=int((per_class["gain"] > 0).sum())))
+                         classes_improved=int((per_class["gain"] > 0).sum()),
+                         **({} if overall is None else {k: overall[k].item() for k in ("fixed", "broken", "both_wrong", "mcnemar_p")})))
     return table
+
+
+def _saved_predictions(path: Path) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """(probabilities, labels, test indices) of a ``*_test_probs.npz`` artefact; the file is closed again."""
+    with np.load(path) as z:
+        return torch.from_numpy(z["probs"]), torch.from_numpy(z["labels"]), z["test_index"].copy()
+
+
+def changes_table(run: RunDir) -> pd.DataFrame | None:
+    """Which test images fine-tuning fixed and broke against the probe, per class and overall, with the exact McNemar
+    test, from the two saved probability files (None when the run holds only one of them)."""
+    paths = [run.artefact(f"{name}_test_probs.npz") for name in ("probe", "finetune")]
+    if not all(p.is_file() for p in paths):
+        return None
+    (probe_p, labels, index), (ft_p, ft_labels, ft_index) = (_saved_predictions(p) for p in paths)
+    if not (np.array_equal(index, ft_index) and torch.equal(labels, ft_labels)):
+        raise InputError(f"{paths[0].name} and {paths[1].name} in {run.path} hold other test images; the two models "
+                         "must be compared on the same ones")
+    changes = paired_changes(probe_p.argmax(1), ft_p.argmax(1), labels, CLASSES)
+    run.save_table("comparison_changes", changes, floatfmt=".3g")
+    return changes
