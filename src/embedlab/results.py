@@ -146,7 +146,8 @@ class Comparison:
     accuracy_gain: float
     error_reduction: float
     classes_improved: int
-    fixed: int | None = None  # test images the probe got wrong and fine-tuning right (None: no saved probabilities)
+    paired_images: int | None = None  # test images both models were evaluated on (None: no saved probabilities)
+    fixed: int | None = None  # of those, the probe wrong and fine-tuning right
     broken: int | None = None  # right under the probe, wrong after fine-tuning
     both_wrong: int | None = None
     mcnemar_p: float | None = None  # exact two-sided McNemar test of fixed against broken

@@ -242,3 +242,31 @@ def test_flip_tta_averages_an_image_and_its_mirror(tmp_path: Path):
     assert not torch.allclose(plain, mirrored)
     h = train(model, model.head, (x, y), (x, y), Job(cfg(epochs=1, batch_size=10, tta_flip=True), INPUTS, CPU, tmp_path / "ck.pt"))
     assert {"val_accuracy", "val_accuracy_one_view"} <= set(h.epochs[0])
+
+
+def test_the_paired_comparison_uses_the_test_images_both_models_saw(tmp_path: Path, make_result):
+    """A subsampled run tests fine-tuning on fewer images than the probe: the counts are over the images in common."""
+    import numpy as np
+
+    from embedlab.files import npz_bytes
+
+    run = RunDir.create(tmp_path / "run")
+    _save_both(run, make_result, 0.85, 0.94)
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 40)
+    probe_probs, ft_probs = rng.random((40, 10)), rng.random((40, 10))
+    run.save_artefact("probe_test_probs.npz", npz_bytes(probs=probe_probs, labels=labels, test_index=np.arange(100, 140)))
+    keep = np.arange(0, 40, 2)  # fine-tuning tested on every other image, in another order
+    order = keep[::-1]
+    run.save_artefact("finetune_test_probs.npz", npz_bytes(probs=ft_probs[order], labels=labels[order], test_index=100 + order))
+    run_comparison(run)
+    m = json.loads((run.path / "metrics.json").read_text())["comparison"]
+    right_p, right_f = probe_probs[keep].argmax(1) == labels[keep], ft_probs[keep].argmax(1) == labels[keep]
+    assert m["paired_images"] == 20
+    assert (m["fixed"], m["broken"], m["both_wrong"]) == (int((~right_p & right_f).sum()), int((right_p & ~right_f).sum()),
+                                                         int((~right_p & ~right_f).sum()))
+    labels_edited = labels[order].copy()
+    labels_edited[0] = (labels_edited[0] + 1) % 10
+    run.save_artefact("finetune_test_probs.npz", npz_bytes(probs=ft_probs[order], labels=labels_edited, test_index=100 + order))
+    with pytest.raises(ValueError, match="other labels"):
+        run_comparison(run)

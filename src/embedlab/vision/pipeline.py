@@ -433,7 +433,8 @@ def run_comparison(run: RunDir) -> pd.DataFrame:
     save(run, Comparison(accuracy_gain=float(f["test_accuracy"] - p["test_accuracy"]),
                          error_reduction=float(1 - (1 - f["test_accuracy"]) / max(1e-9, 1 - p["test_accuracy"])),
                          classes_improved=int((per_class["gain"] > 0).sum()),
-                         **({} if overall is None else {k: overall[k].item() for k in ("fixed", "broken", "both_wrong", "mcnemar_p")})))
+                         **({} if overall is None else {"paired_images": int(overall["images"]),
+                                                        **{k: overall[k].item() for k in ("fixed", "broken", "both_wrong", "mcnemar_p")}})))
     return table
 
 
@@ -445,14 +446,19 @@ def _saved_predictions(path: Path) -> tuple[torch.Tensor, torch.Tensor, np.ndarr
 
 def changes_table(run: RunDir) -> pd.DataFrame | None:
     """Which test images fine-tuning fixed and broke against the probe, per class and overall, with the exact McNemar
-    test, from the two saved probability files (None when the run holds only one of them)."""
+    test, from the two saved probability files, on the test images both were evaluated on (None when the run holds
+    only one of the files, or they share no image)."""
     paths = [run.artefact(f"{name}_test_probs.npz") for name in ("probe", "finetune")]
     if not all(p.is_file() for p in paths):
         return None
     (probe_p, labels, index), (ft_p, ft_labels, ft_index) = (_saved_predictions(p) for p in paths)
-    if not (np.array_equal(index, ft_index) and torch.equal(labels, ft_labels)):
-        raise InputError(f"{paths[0].name} and {paths[1].name} in {run.path} hold other test images; the two models "
-                         "must be compared on the same ones")
-    changes = paired_changes(probe_p.argmax(1), ft_p.argmax(1), labels, CLASSES)
+    common, rows_p, rows_f = np.intersect1d(index, ft_index, return_indices=True)  # a subsampled run may test on fewer
+    if not len(common):
+        return None
+    rows_p, rows_f = torch.from_numpy(rows_p), torch.from_numpy(rows_f)
+    if not torch.equal(labels[rows_p], ft_labels[rows_f]):
+        raise InputError(f"{paths[0].name} and {paths[1].name} in {run.path} give the same test images other labels; "
+                         "one of them was edited or comes from another run")
+    changes = paired_changes(probe_p[rows_p].argmax(1), ft_p[rows_f].argmax(1), labels[rows_p], CLASSES)
     run.save_table("comparison_changes", changes, floatfmt=".3g")
     return changes
