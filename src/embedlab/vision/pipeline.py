@@ -284,11 +284,7 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, resume: bool = False, compare
     spec = backbone.spec
     data, train_idx, val_idx, test_idx = load_splits(cfg)  # the probe's split
     check_shards(cfg, len(train_idx), len(val_idx), dist.world)  # before the throughput measurement's training steps
-    torch.manual_seed(cfg.seed)  # the training job seeds torch's global generator once: the new head's start and dropout draw from it
-    model, head, trained = backbone.with_new_head(len(CLASSES), cfg.train_scope, frozen)
-    head_init = resolve_head_init(cfg.head_init, load(run).probe)
-    if head_init == "probe" and dist.is_main:  # DistributedDataParallel gives the other ranks rank 0's weights
-        init_head_from_probe(head, run)
+    model, head, trained, head_init = step_1c_model(cfg, run, backbone, frozen)
     n_trainable = backbone.trainable_parameters  # of the model with its new head
     n_total = sum(p.numel() for p in model.parameters())
     inputs = Inputs(size, spec.mean, spec.std)
@@ -331,6 +327,18 @@ def run_finetune(cfg: FinetuneConfig, run: RunDir, resume: bool = False, compare
     if compare and probe is not None:  # the main job orders the comparison itself
         run_comparison(run)
     return result
+
+
+def step_1c_model(cfg: FinetuneConfig, run: RunDir, backbone: Backbone,
+                  frozen: int) -> tuple[torch.nn.Module, torch.nn.Module, tuple[str, ...] | None, str]:
+    """The network to fine-tune: the backbone with a new 10-way head, started from the probe (LP-FT) or at random;
+    (model, head, the trained parameters' names, how the head started)."""
+    torch.manual_seed(cfg.seed)  # the training job seeds torch's global generator once: the new head's start and dropout draw from it
+    model, head, trained = backbone.with_new_head(len(CLASSES), cfg.train_scope, frozen)
+    head_init = resolve_head_init(cfg.head_init, load(run).probe)
+    if head_init == "probe" and current().is_main:  # DistributedDataParallel gives the other ranks rank 0's weights
+        init_head_from_probe(head, run)
+    return model, head, trained, head_init
 
 
 def resolve_head_init(head_init: str, probe: ProbeResult | None) -> str:
