@@ -34,12 +34,13 @@ class BrowserResult:
     uncaptioned: list[str]  # figures without a caption line under them
     broken_headers: list[str]  # table header cells whose text wraps inside a word ("resoluti / on")
     dead_links: list[str]  # links of the page that point at nothing: a missing anchor or file
+    script_errors: list[str]  # what the page's scripts threw or logged as errors while it loaded
 
 
 #: Every rendered table: the CSV it came from (if any), header cells, body cells, and whether it fits the text column.
 TABLES_JS = """
 const main = document.querySelector('main');
-return [...document.querySelectorAll('table')].filter(t => !t.closest('#movie-explorer')).map(t => ({
+return [...document.querySelectorAll('table')].filter(t => !t.closest('.explorer')).map(t => ({
   name: t.closest('div[data-table]')?.dataset.table ?? null,
   header: [...t.querySelectorAll('thead th')].map(c => c.textContent),
   rows: [...t.querySelectorAll('tbody tr')].map(r => [...r.children].map(c => c.textContent)),
@@ -51,7 +52,7 @@ return [...document.querySelectorAll('table')].filter(t => !t.closest('#movie-ex
 HEADER_BREAKS_JS = """
 const out = [];
 for (const th of document.querySelectorAll('main table th')) {
-  if (th.closest('#movie-explorer')) continue;
+  if (th.closest('.explorer')) continue;
   const walker = document.createTreeWalker(th, NodeFilter.SHOW_TEXT);
   for (let node = walker.nextNode(); node; node = walker.nextNode()) {
     const re = /\\S+/g;
@@ -92,7 +93,7 @@ def dead_links(links: list[list], page: Path) -> list[str]:
 
 
 CAPTIONS_JS = """
-return [...document.images].filter(i => !i.closest('#movie-explorer')).filter(i => {
+return [...document.images].filter(i => !i.closest('.explorer')).filter(i => {
   const next = i.closest('p')?.nextElementSibling;
   return !(next && next.tagName === 'P' && next.children.length === 1 && next.firstElementChild.tagName === 'EM');
 }).map(i => i.alt);
@@ -152,6 +153,7 @@ def check_in_browser(html: Path, workdir: Path, width: int = 1366) -> BrowserRes
         uncaptioned = driver.execute_script(CAPTIONS_JS)
         broken_headers = driver.execute_script(HEADER_BREAKS_JS)
         links = driver.execute_script(LINKS_JS)
+        errors = script_errors(driver)
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(width, min(int(height), 16000))
         shot = workdir / "report.png"
@@ -163,7 +165,13 @@ def check_in_browser(html: Path, workdir: Path, width: int = 1366) -> BrowserRes
     return BrowserResult(headings=headings, missing_sections=[s for s in SECTIONS if s not in text], images=len(images),
                          broken_images=[alt for alt, ok in images if not ok], screenshot=shot, table_problems=problems,
                          tables_checked=checked, too_wide=[t["name"] or " | ".join(t["header"]) for t in tables if not t["fits"]],
-                         uncaptioned=uncaptioned, broken_headers=broken_headers, dead_links=dead_links(links, html))
+                         uncaptioned=uncaptioned, broken_headers=broken_headers, dead_links=dead_links(links, html),
+                         script_errors=errors)
+
+
+def script_errors(driver) -> list[str]:
+    """The page's console messages of level SEVERE (an uncaught exception, a failed load) since the last call."""
+    return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
 
 def _driver(workdir: Path, width: int = 1366):
@@ -180,6 +188,7 @@ def _driver(workdir: Path, width: int = 1366):
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 f"--user-data-dir={workdir / 'profile'}", f"--window-size={width},900"):
         opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "SEVERE"})
     return webdriver.Chrome(service=Service(executable_path=driver_bin), options=opts)
 
 
@@ -223,3 +232,49 @@ def explorer_lookups(html: Path, workdir: Path, queries: list[str]) -> dict[str,
     return _each_query(html, workdir, queries, lambda d, q: {
         "matches": d.execute_script("return window.embedlabLookup(arguments[0])", q),
         "selected": d.execute_script("return document.getElementById('explorer-search').value")})
+
+
+#: What the Part 1 explorer lists now: the test indices shown, in order, and the status line above them.
+VISION_VIEW_JS = """
+return {shown: [...document.querySelectorAll('#vx-images [data-test-index]')].map(b => +b.dataset.testIndex),
+        status: document.getElementById('vx-status').textContent};
+"""
+
+
+def vision_explorer_views(html: Path, workdir: Path, cells: list[tuple[str, int, int]]) -> dict:
+    """Click each (model, true, pred) cell of the Part 1 explorer and each fixed / broken / both-wrong switch (all
+    classes); returns what each view lists, the switch's table, what an enlarged image shows, and script errors. The
+    first cell is opened from the keyboard (Tab-reachable button, Enter)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    driver = _driver(workdir)
+    try:
+        driver.get(html.resolve().as_uri())
+        out: dict = {"cells": {}, "changes": {}}
+        for n, (model, t, p) in enumerate(cells):
+            b = driver.find_element(By.CSS_SELECTOR, f'#vision-explorer button[data-model="{model}"][data-true="{t}"][data-pred="{p}"]')
+            if n == 0:
+                b.send_keys(Keys.ENTER)
+            else:
+                driver.execute_script("arguments[0].click()", b)
+            out["cells"][(model, t, p)] = driver.execute_script(VISION_VIEW_JS)
+        for kind in ("fixed", "broken", "both_wrong"):
+            driver.execute_script("arguments[0].click()", driver.find_element(By.CSS_SELECTOR, f'input[name="vx-change"][value="{kind}"]'))
+            out["changes"][kind] = driver.execute_script(VISION_VIEW_JS)
+        out["table"] = driver.execute_script(
+            "return [...document.querySelectorAll('#vx-changes tbody tr')].map(r => [...r.children].map(c => c.textContent))")
+        model, t, p = next(c for c, v in out["cells"].items() if v["shown"])  # back to a cell with images, open its first
+        driver.execute_script("arguments[0].click()", driver.find_element(
+            By.CSS_SELECTOR, f'#vision-explorer button[data-model="{model}"][data-true="{t}"][data-pred="{p}"]'))
+        first = driver.find_element(By.CSS_SELECTOR, "#vx-images [data-test-index]")
+        first.click()
+        out["detail"] = driver.execute_script(
+            "const d = document.getElementById('vx-detail'); return {hidden: d.hidden, index: +d.dataset.testIndex, "
+            "size: d.querySelector('.vx-img').getBoundingClientRect().width, "
+            "rows: [...d.querySelectorAll('tbody tr')].map(r => [...r.children].map(c => c.textContent))}")
+        out["clicked"] = int(first.get_attribute("data-test-index"))
+        out["errors"] = script_errors(driver)
+    finally:
+        driver.quit()
+    return out

@@ -14,6 +14,7 @@ from embedlab.movies.saved import SavedEmbeddings
 from embedlab.report.common import MISSING
 from embedlab.study import CPU_MINUTES, plan, study_config
 from browser_check import SECTIONS, check_in_browser, explorer_lists, explorer_lookups
+from explorer_expect import assert_explorer_matches, assert_sprite_is_official, expected_cells, official_test_labels
 
 TINY = {  # the synthetic CIFAR has 30 training images per class
     "probe": {"val_per_class": 5, "size": 32, "l2_grid": [0.01, 1.0]},
@@ -69,6 +70,10 @@ def test_report_renders_in_headless_chromium(cifar_root, movielens_root, tmp_pat
     assert result.missing_sections == [] and result.broken_images == []
     assert result.table_problems == [] and result.too_wide == [] and result.uncaptioned == []
     assert result.broken_headers == [] and result.dead_links == []  # no header breaks inside a word; every link resolves
+    assert result.script_errors == []  # every script of the page ran without an error
+    # Part 1's explorer: every cell of both matrices and each fixed / broken / both-wrong list, as recomputed
+    assert_explorer_matches(out, official_test_labels(cifar_root / "cifar-10-batches-py"), tmp_path / "vision")
+    assert assert_sprite_is_official(out, cifar_root / "cifar-10-batches-py") > 0
     queries = json.loads((out / "config.json").read_text())["movies"]["queries"]
     page = explorer_lists(out / "report.html", tmp_path / "explorer", queries, "cosine")
     assert page == {q: SavedEmbeddings.load(out).recommend(q, k=10, metric="cosine")["title"].tolist() for q in queries}
@@ -174,7 +179,14 @@ def test_real_smoke_study_in_the_browser(real_data, tmp_path):
     assert result.table_problems == [] and result.tables_checked >= 15  # every table's cells equal its CSV's
     assert result.too_wide == [] and result.uncaptioned == []
     assert result.broken_headers == [] and result.dead_links == []  # no header breaks inside a word; every link resolves
+    assert result.script_errors == []  # every script of the page ran without an error
     assert "Action|Adventure" in (out / "tables" / "recs_apollo_13.csv").read_text()  # the genres that used to split cells
+    # Part 1's explorer answers every cell of both matrices as recomputed from the saved probabilities and the official
+    # labels, with an off-diagonal cell of at least 20 images among them, and stores the official images
+    cifar = real_data / "cifar-10-batches-py"
+    assert max(len(v) for (t, p), v in expected_cells(out, "probe", official_test_labels(cifar)).items() if t != p) >= 20
+    assert_explorer_matches(out, official_test_labels(cifar), tmp_path / "vision")
+    assert assert_sprite_is_official(out, cifar) > 0
     # the explorer finds titles as TitleIndex does: the shared table of cases, on the explorer's own movies
     from embedlab.movies.movielens import TitleIndex
     from embedlab.report.explorer import explorer_data

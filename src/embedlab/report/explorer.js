@@ -39,6 +39,7 @@
   }
   const foldNumerals = (key) => key.split(" ").map((w) => (Object.hasOwn(D.numerals, w) ? D.numerals[w] : w)).join(" ");
   const lower = D.titles.map((t) => t.toLowerCase());
+  const exact = new Map(lower.map((t, i) => [t, i]));  // the query buttons name stored titles exactly
   // TitleIndex.candidates: the first rule that matches any film decides; rows most liked first
   function lookup(q) {
     q = q.trim();

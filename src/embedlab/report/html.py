@@ -11,6 +11,7 @@ import markdown
 
 from embedlab.errors import MissingFileError
 from embedlab.report.explorer import fill_placeholder
+from embedlab.report.vision_explorer import fill_vision_placeholder
 
 CSS = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328; margin: 0; }
@@ -28,6 +29,10 @@ img { max-width: 100%; height: auto; display: block; margin: .6rem 0; }
 code { background: #f6f8fa; padding: 0 .25rem; border-radius: 4px; font-size: 90%; }
 pre { background: #f6f8fa; padding: .8rem; border-radius: 6px; overflow-x: auto; font-size: 12px; max-height: 32rem; }
 pre code { padding: 0; }
+.explorer { border: 1px solid #d0d7de; border-radius: 6px; padding: .4rem 1rem 1rem; margin: 1rem 0; background: #fff; }
+.explorer h4 { margin: .4rem 0; }
+.ex-note { color: #57606a; font-size: 13px; margin: .3rem 0; }
+.ex-controls { display: flex; flex-wrap: wrap; gap: .6rem 1.2rem; align-items: center; }
 """
 
 
@@ -46,7 +51,7 @@ def _inline_images(html: str, root: Path) -> str:
 def render_html(md_text: str, root: Path, title: str) -> str:
     """The HTML page of a Markdown report whose images are relative to ``root``."""
     md = markdown.Markdown(extensions=["tables", "fenced_code", "toc", "md_in_html"], extension_configs={"toc": {"toc_depth": "2-3"}})
-    body = fill_placeholder(_inline_images(md.convert(md_text), root), root)
+    body = fill_vision_placeholder(fill_placeholder(_inline_images(md.convert(md_text), root), root), root)
     head, sep, rest = body.partition("</h1>")  # the contents go right under the title
     if not sep:
         head, rest = "", body

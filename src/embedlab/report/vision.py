@@ -7,7 +7,10 @@ from typing import Any
 import pandas as pd
 
 from embedlab.config import FinetuneConfig, ProbeConfig
+from markupsafe import Markup
+
 from embedlab.report.common import saved_config
+from embedlab.report.vision_explorer import PLACEHOLDER
 from embedlab.results import RunResults
 from embedlab.runs import RunDir
 
@@ -22,7 +25,7 @@ def finetune_context(run: RunDir, results: RunResults) -> dict[str, Any]:
     """Part 1C: the recipe as it ran, the fine-tuned model's A and B, and the comparison with the probe."""
     c, resolved = saved_config(run, FinetuneConfig, "finetune")
     context: dict[str, Any] = {"finetune": results.finetune, "probe": results.probe, "c": c, "resolved": resolved,
-                               "comparison": results.comparison}
+                               "comparison": results.comparison, "explorer": Markup(PLACEHOLDER)}
     if results.comparison is not None:
         pc = pd.read_csv(run.path / "tables" / "comparison_per_class.csv").sort_values("gain")
         wall = pd.read_csv(run.path / "tables" / "comparison.csv")["train_wall_seconds"]

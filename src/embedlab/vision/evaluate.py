@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -59,3 +60,35 @@ def paired_changes(pred_a: torch.Tensor, pred_b: torch.Tensor, labels: torch.Ten
                      "both_wrong": int((~right_a & ~right_b & mask).sum()), "both_right": int((right_a & right_b & mask).sum()),
                      "mcnemar_p": mcnemar_exact(fixed, broken)})
     return pd.DataFrame(rows)
+
+
+#: How many images a diagonal cell of the explorer shows from each end of its ranking (most and least confident).
+DIAGONAL_SHOWN = 20
+
+
+def ranked(probs: torch.Tensor | np.ndarray, test_index: np.ndarray) -> np.ndarray:
+    """Rows by the probability of the predicted class, highest first; ties by the lower test index."""
+    conf = np.asarray(probs).max(axis=1)
+    return np.lexsort((np.asarray(test_index), -conf))
+
+
+def confusion_cells(probs: torch.Tensor | np.ndarray, labels: np.ndarray, test_index: np.ndarray,
+                    keep: int = DIAGONAL_SHOWN) -> dict[tuple[int, int], np.ndarray]:
+    """The rows the explorer shows for each non-empty (true, predicted) cell, ranked (see ``ranked``): every image of
+    an off-diagonal cell, and of a diagonal one the ``keep`` most and ``keep`` least confident."""
+    order = ranked(probs, test_index)
+    pred, labels = np.asarray(probs).argmax(axis=1)[order], np.asarray(labels)[order]
+    cells = {}
+    for t, p in sorted(set(zip(labels.tolist(), pred.tolist()))):
+        rows = order[(labels == t) & (pred == p)]
+        cells[(t, p)] = np.concatenate([rows[:keep], rows[-keep:]]) if t == p and len(rows) > 2 * keep else rows
+    return cells
+
+
+def changed_rows(probs_a: np.ndarray, probs_b: np.ndarray, labels: np.ndarray, test_index: np.ndarray) -> dict[str, np.ndarray]:
+    """Of images both models saw (same rows): those B fixed (A wrong, B right), broke (A right, B wrong) and both got
+    wrong, each ranked by B's probability of its prediction (see ``ranked``)."""
+    order = ranked(probs_b, test_index)
+    right_a = (np.asarray(probs_a).argmax(axis=1) == labels)[order]
+    right_b = (np.asarray(probs_b).argmax(axis=1) == labels)[order]
+    return {"fixed": order[~right_a & right_b], "broken": order[right_a & ~right_b], "both_wrong": order[~right_a & ~right_b]}

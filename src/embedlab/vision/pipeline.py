@@ -21,7 +21,7 @@ from embedlab.runs import RunDir
 from embedlab.vision import figures
 from embedlab.vision.backbones import Backbone, BackboneSpec, check_freeze_stages, choose_backbone, create_backbone
 from embedlab.vision.cifar10 import CLASSES, Cifar10, ensure_cifar10, load_cifar10, stratified_split, subsample, torchvision_download
-from embedlab.vision.evaluate import confusion_matrix, gallery_selection, paired_changes, per_class_accuracy
+from embedlab.vision.evaluate import confusion_cells, confusion_matrix, gallery_selection, paired_changes, per_class_accuracy
 from embedlab.vision.features import (EXTRACT_BATCH_GPU, check_batch_fits, usable_cache_dir, cache_key, cached_features, cached_stats, default_cache_dir, extract,
                                      inference_batch, numerics, pick_device, uses_bf16)
 from embedlab.vision.compare import comparison_table, per_class_table
@@ -85,6 +85,15 @@ def save_gallery(run: RunDir, name: str, probs: torch.Tensor, data: Cifar10, ind
                        pred_label=[CLASSES[c] for c in sel["pred"]])
     run.save_table(name, table[["true_label", "kind", "rank", "test_index", "pred_label", "prob"]])
     return sel
+
+
+def save_view_images(run: RunDir, name: str, probs: torch.Tensor, data: Cifar10, indices: torch.Tensor) -> int:
+    """``artefacts/<name>_view_images.npz``: the test images the report's explorer shows for this model (every mistake
+    and the ends of each diagonal cell, see ``confusion_cells``), uint8 with their test indices; returns how many."""
+    index = indices.numpy()
+    rows = np.unique(np.concatenate(list(confusion_cells(probs.numpy(), data.test_y[indices].numpy(), index).values())))
+    run.save_artefact(f"{name}_view_images.npz", npz_bytes(test_index=index[rows], images=data.test_x[indices[rows]].numpy()))
+    return len(rows)
 
 
 def evaluation_tables(run: RunDir, prefix: str, probs: torch.Tensor, labels: torch.Tensor, title: str) -> Evaluation:
@@ -217,6 +226,7 @@ def step_1b_gallery(cfg: ProbeConfig, run: RunDir, f: ProbeFeatures, test_probs:
     """1B: the most confident correct and incorrect test predictions per class, in one figure."""
     save_gallery(run, "probe_gallery", test_probs, f.data, f.test_idx, cfg.gallery_k,
                  f"Linear probe on frozen {f.spec.name} features: most confident correct and incorrect test predictions per class")
+    save_view_images(run, "probe", test_probs, f.data, f.test_idx)
     log("[1B] gallery saved")
 
 
@@ -423,6 +433,7 @@ def step_1c_test(run: RunDir, model: torch.nn.Module, job: Job, data: Cifar10, t
     ev = evaluation_tables(run, "finetune", test_probs, test_y, f"Fine-tuned {name} — test set")
     save_gallery(run, "finetune_gallery", test_probs, data, test_idx, cfg.gallery_k,
                  f"Fine-tuned {name}: most confident correct and incorrect test predictions per class")
+    save_view_images(run, "finetune", test_probs, data, test_idx)
     # the saved probabilities, galleries and accuracies are the flip-averaged ones when TTA is on
     return FinetuneTest(ev, float((one_view.argmax(1) == test_y).float().mean()), test_ips)
 
