@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from embedlab.report.vision_explorer import SPRITE_COLUMNS, sprite_webp
+from embedlab.report.vision_explorer import sprite_grid, sprite_webp
 
 
 def main() -> None:
@@ -29,11 +29,7 @@ def main() -> None:
             with np.load(path) as z:
                 images.update(zip(z["test_index"].tolist(), z["images"]))
     stack = np.stack([images[t] for t in sorted(images)])
-    rows = -(-len(stack) // SPRITE_COLUMNS)
-    grid = np.zeros((rows * 32, SPRITE_COLUMNS * 32, 3), np.uint8)
-    for k, im in enumerate(stack):
-        r, c = divmod(k, SPRITE_COLUMNS)
-        grid[r * 32:(r + 1) * 32, c * 32:(c + 1) * 32] = im.transpose(1, 2, 0)
+    grid = sprite_grid(stack)
 
     def png() -> bytes:
         buf = io.BytesIO()

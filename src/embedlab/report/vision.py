@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-
-from embedlab.config import FinetuneConfig, ProbeConfig
 from markupsafe import Markup
 
+from embedlab.config import FinetuneConfig, ProbeConfig
 from embedlab.report.common import saved_config
 from embedlab.report.vision_explorer import PLACEHOLDER
 from embedlab.results import RunResults

@@ -18,7 +18,7 @@ import torch
 from embedlab.report.explorer import _asset, json_for_script
 from embedlab.runs import RunDir
 from embedlab.vision.cifar10 import CLASSES
-from embedlab.vision.evaluate import changed_rows, confusion_cells, paired_changes
+from embedlab.vision.evaluate import changed_rows, confusion_cells, confusion_matrix, paired_changes
 
 #: Where report.md asks for the explorer; report.html replaces it.
 PLACEHOLDER = '<div id="vision-explorer-placeholder"></div>'
@@ -35,17 +35,23 @@ def _saved(run: RunDir, name: str) -> dict | None:
                 "image_index": i["test_index"].astype(int), "images": i["images"]}
 
 
-def sprite_webp(images: np.ndarray, columns: int = SPRITE_COLUMNS) -> bytes:
-    """(N, 3, 32, 32) uint8 images as one lossless WebP, image k at row k // columns, column k % columns."""
-    from PIL import Image
-
+def sprite_grid(images: np.ndarray, columns: int = SPRITE_COLUMNS) -> np.ndarray:
+    """(N, 3, 32, 32) uint8 images as one (rows * 32, columns * 32, 3) picture, image k at row k // columns, column
+    k % columns."""
     rows = -(-len(images) // columns)
     grid = np.zeros((rows * 32, columns * 32, 3), np.uint8)
     for k, im in enumerate(images):
         r, c = divmod(k, columns)
         grid[r * 32:(r + 1) * 32, c * 32:(c + 1) * 32] = im.transpose(1, 2, 0)
+    return grid
+
+
+def sprite_webp(images: np.ndarray, columns: int = SPRITE_COLUMNS) -> bytes:
+    """``sprite_grid`` of the images as one lossless WebP."""
+    from PIL import Image
+
     buf = io.BytesIO()
-    Image.fromarray(grid).save(buf, "WEBP", lossless=True, quality=80, method=4)
+    Image.fromarray(sprite_grid(images, columns)).save(buf, "WEBP", lossless=True, quality=80, method=4)
     return buf.getvalue()
 
 
@@ -75,9 +81,7 @@ def vision_explorer_data(run: RunDir) -> dict | None:
 
 def _cells(s: dict, pos: dict[int, int]) -> dict:
     """The confusion counts and, per non-empty cell "t,p", the sprite positions it lists, ranked."""
-    pred = s["probs"].argmax(1)
-    counts = np.zeros((10, 10), int)
-    np.add.at(counts, (s["labels"], pred), 1)
+    counts = confusion_matrix(torch.from_numpy(s["probs"].argmax(1)), torch.from_numpy(s["labels"]))
     lists = confusion_cells(s["probs"], s["labels"], s["index"])
     return {"counts": counts.tolist(), "lists": {f"{t},{p}": [pos[int(s["index"][r])] for r in rows] for (t, p), rows in lists.items()}}
 
