@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from pathlib import Path
@@ -63,11 +64,19 @@ HOSTILE_TITLES = [
 ]
 
 
+#: Titles in other scripts, emoji and invisible characters (tests/title_cases.json, "non_latin"): each must be found as
+#: typed, by TitleIndex, the command line and the explorer alike.
+NON_LATIN = json.loads((Path(__file__).parent / "title_cases.json").read_text(encoding="utf-8"))["non_latin"]
+NON_LATIN_TITLES: list[str] = NON_LATIN["titles"]
+
+
 def write_hostile_movielens(folder: Path) -> Path:
-    """``write_movielens`` with the films after the first eight renamed to the hostile titles (same likes, so all have vectors)."""
+    """``write_movielens`` with the films after the first eight renamed to the hostile titles, then the non-Latin ones
+    (same likes, so all have vectors)."""
     write_movielens(folder)
     movies = pd.read_csv(folder / "movies.csv")
-    movies.loc[len(TITLES):len(TITLES) + len(HOSTILE_TITLES) - 1, "title"] = HOSTILE_TITLES
+    renamed = HOSTILE_TITLES + NON_LATIN_TITLES
+    movies.loc[len(TITLES):len(TITLES) + len(renamed) - 1, "title"] = renamed
     movies.to_csv(folder / "movies.csv", index=False)
     return folder
 
@@ -153,3 +162,23 @@ def make_result():
     import types
 
     return types.SimpleNamespace(probe=_probe_result, finetune=_finetune_result)
+
+
+def with_flags(argv: list[str], *extra: str) -> list[str]:
+    """``argv`` with the flags of ``extra`` given instead of its own (a flag may be given once): ``with_flags(FAST, "--dim",
+    "5")`` is FAST with --dim 5. A flag's value is the word after it unless that word is another flag."""
+    def parse(words: list[str] | tuple[str, ...]) -> list[list[str]]:
+        groups: list[list[str]] = []
+        for w in words:
+            if w.startswith("--") or not groups:
+                groups.append([w])
+            else:
+                groups[-1].append(w)
+        return groups
+
+    def name(flag: str) -> str:  # --map and --no-map are one setting
+        return flag.removeprefix("--no-") if flag.startswith("--no-") else flag.removeprefix("--")
+
+    new = parse(extra)
+    replaced = {name(g[0]) for g in new}
+    return [w for g in parse(argv) if name(g[0]) not in replaced for w in g] + [w for g in new for w in g]

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import with_flags
 from embedlab.cli import main
 
 FAST = ["--profile", "smoke", "--dim", "4", "--iterations", "20", "--min-likes", "2", "--offline", "--no-map", "--dim-sweep", ""]
@@ -29,9 +30,9 @@ def _ratings(root: Path) -> Path:
     return root / "ml-latest-small" / "ratings.csv"
 
 
-def _append(path: Path, text: str) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(text)
+def _append(path: Path, text: str | bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(text if isinstance(text, bytes) else text.encode("utf-8"))
 
 
 # (id, how to break the MovieLens folder, extra flags, what the message must say)
@@ -43,8 +44,16 @@ MOVIELENS_ROWS: list[tuple[str, Callable[[Path], None], list[str], str]] = [
     ("rated twice", lambda r: _append(_ratings(r), "1,10,4.0,1000\n1,10,4.0,1000\n"), ["--allow-modified-data"], "rated twice"),
     ("empty ratings.csv", lambda r: _ratings(r).write_bytes(b""), ["--allow-modified-data"], "ratings.csv is empty"),
     ("Latin-1 movies.csv", lambda r: (r / "ml-latest-small" / "movies.csv").write_bytes(
-        "movieId,title,genres\n1,Am\xe9lie (2001),Comedy\n".encode("latin-1")), ["--allow-modified-data"], "not UTF-8"),
+        "movieId,title,genres\n1,Am\xe9lie (2001),Comedy\n".encode("latin-1")), ["--allow-modified-data"], "not UTF-8 text (invalid continuation byte on line 2)"),
     ("not the official release", lambda r: None, [], "--allow-modified-data"),
+    ("Latin-1 on a later line", lambda r: _append(r / "ml-latest-small" / "movies.csv", "999,Am\xe9lie (2001),Comedy\n".encode("latin-1")),
+     ["--allow-modified-data"], "not UTF-8 text (invalid continuation byte on line 32)"),
+    ("empty movies.csv", lambda r: (r / "ml-latest-small" / "movies.csv").write_bytes(b""), ["--allow-modified-data"],
+     "movies.csv is empty"),
+    ("header-only movies.csv", lambda r: (r / "ml-latest-small" / "movies.csv").write_text("movieId,title,genres\n"),
+     ["--allow-modified-data"], "movies.csv holds no movies (a header line only)"),
+    ("header-only ratings.csv", lambda r: _ratings(r).write_text("userId,movieId,rating,timestamp\n"), ["--allow-modified-data"],
+     "ratings.csv holds no ratings"),
 ]
 
 
@@ -154,7 +163,17 @@ RECOMMEND_ROWS: list[tuple[str, Callable[[Path], None], list[str], str]] = [
      "column 'movieId' holds 'x1'"),
     ("config.json cut short", lambda r: (r / "config.json").write_text('{"movies": {"metric": "cos'), [], "config.json is malformed"),
     ("a binary config.json", lambda r: (r / "config.json").write_bytes(b"\xff\xfe\x00"), [], "config.json is malformed"),
+    ("vectors that are not finite", lambda r: _poison_vectors(r / "artefacts" / "embeddings.npz"), [],
+     "embeddings.npz holds vectors that are not finite numbers (NaN or infinity in 2 of them)"),
 ]
+
+
+def _poison_vectors(path: Path) -> None:
+    """The saved embedding with two vectors made NaN and infinite (as a diverged fit or an edit would leave them)."""
+    with np.load(path) as z:
+        arrays = dict(z)
+    arrays["v"][0, 0], arrays["v"][3, 1] = np.nan, np.inf
+    np.savez(path, **arrays)
 
 
 def _cut(path: Path) -> None:
@@ -204,7 +223,7 @@ def test_recommend_matches_accents(saved_run, tmp_path, capsys):
 def test_optimizer_outside_the_profiles_grid_gets_the_default_rates(movielens_root, tmp_path):
     out = tmp_path / "o"
     assert main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--allow-modified-data",
-                 "--optimizers", "rmsprop", "--no-map"]) == 0
+                 "--optimizers", "rmsprop"]) == 0
     assert set(json.loads((out / "config.json").read_text())["movies"]["grid"]) == {"rmsprop"}
 
 
@@ -378,8 +397,9 @@ MOVIES_FLAG_ROWS = [
     ("top far above the catalogue", ["--top", "100000"], "--top 100000: input should be less than or equal to 1000"),
     ("negative min-likes", ["--min-likes", "-1"], "--min-likes -1: input should be greater than or equal to 0"),
     ("min-likes above every movie", ["--min-likes", "100000"], "--min-likes 100000: 0 movie(s) have that many likes"),
-    ("dimension above the catalogue", ["--dim", "99999"], "--dim 99999 is not below the number of movies with a like (M = 30)"),
-    ("dimension sweep above the catalogue", ["--dim-sweep", "8,99999"], "--dim-sweep 99999 is not below the number of movies"),
+    ("dimension above the catalogue", ["--dim", "999"], "--dim 999 is not below the number of movies with a like (M = 30)"),
+    ("dimension sweep above the catalogue", ["--dim-sweep", "8,999"], "--dim-sweep 999 is not below the number of movies"),
+    ("dimension above any run's", ["--dim", "99999"], "--dim 99999: input should be less than or equal to 4096"),
     ("an optimiser without rates", ["--lrs", "adam="], "--optimizers/--lrs {'sgd': [3e-05, 0.0001], 'adam': []}, at ['adam']: list should"),
     ("rates without an optimiser", ["--lrs", "0.1"], "expected OPTIMISER=LR1,LR2"),
     ("a zero rate", ["--lrs", "adam=0"], "input should be greater than 0"),
@@ -399,8 +419,8 @@ MOVIES_FLAG_ROWS = [
 @pytest.mark.parametrize("name, flags, says", MOVIES_FLAG_ROWS, ids=[r[0] for r in MOVIES_FLAG_ROWS])
 def test_movies_settings_that_cannot_work(movielens_root, tmp_path, capsys, name, flags, says):
     out = tmp_path / "out"
-    err = _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--allow-modified-data",
-                                  *flags]), capsys, says)
+    err = _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *with_flags(FAST, *flags),
+                                  "--allow-modified-data"]), capsys, says)
     assert "usage:" not in err
     assert not (out / "tables").is_dir() or not any((out / "tables").iterdir())  # nothing was computed first
 
@@ -426,8 +446,8 @@ STUDY_CONFIG_ROWS = [
     ({"finetune": {"optimizer": "lion"}}, "finetune.optimizer = 'lion': input should be 'sgd' or 'adamw'"),
     ({"study": {"profile": "foo"}}, "study.profile"),
     ({"study": 5}, "section 'study'"),
-    ({"steps": 5}, "steps must be a list"),
-    ({"steps": ["probe", 3]}, "steps must be a list"),
+    ({"steps": 5}, "section 'steps' of"),
+    ({"steps": ["probe", 3]}, "must be a list of step names, got ['probe', 3]"),
 ]
 
 
@@ -582,7 +602,7 @@ def test_two_runs_on_one_out_never_both_run(movielens_root, tmp_path):
 def test_a_folder_left_by_a_failed_set_up_is_usable_again(cifar_root, tmp_path, capsys):
     (tmp_path / "bad.pt").write_text("not weights")
     out = tmp_path / "o"
-    _expect_one_error(main(["vision", "probe", *TINY_PROBE, "--data-dir", str(cifar_root), "--weights", str(tmp_path / "bad.pt"),
+    _expect_one_error(main(["vision", "probe", *with_flags(TINY_PROBE, "--weights", str(tmp_path / "bad.pt")), "--data-dir", str(cifar_root),
                             "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]), capsys, "is not a PyTorch state-dict file")
     assert main(["vision", "probe", *TINY_PROBE, "--data-dir", str(cifar_root), "--cache-dir", str(tmp_path / "cache"),
                  "--out", str(out)]) == 0
@@ -705,11 +725,15 @@ def test_any_config_value_reaches_the_study_or_is_one_error_line(tmp_path, capsy
 
 
 @pytest.mark.parametrize("command, flags, says", [
-    ("probe", ["--batch-size", "1000000"], "--batch-size 1000000 at 32 px needs at least 143.1 GiB for its inference activations"),
-    ("finetune", ["--batch-size", "1000000", "--epochs", "1"], "--batch-size 1000000 at 32 px needs at least 705.7 GiB for its training"),
-    ("finetune", ["--eval-batch-size", "1000000", "--epochs", "1"], "--eval-batch-size 1000000 at 32 px needs at least 143.1 GiB"),
+    ("probe", ["--batch-size", "50000"], "--batch-size 50000 at 32 px needs at least 7.2 GiB for its inference activations but 2.0 GiB"),
+    ("finetune", ["--batch-size", "50000", "--epochs", "1"], "--batch-size 50000 at 32 px needs at least 35.3 GiB for its training"),
+    ("finetune", ["--eval-batch-size", "50000", "--epochs", "1"], "--eval-batch-size 50000 at 32 px needs at least 7.2 GiB"),
 ], ids=["probe extraction", "training step", "evaluation"])
-def test_a_batch_larger_than_memory_is_refused_before_the_data(tmp_path, capsys, command, flags, says):
+def test_a_batch_larger_than_memory_is_refused_before_the_data(tmp_path, capsys, monkeypatch, command, flags, says):
+    """The largest batch the schema allows (the training set) on a machine with 2 GiB free."""
+    from embedlab import data
+
+    monkeypatch.setattr(data, "available_memory", lambda: 2 * 1024**3)
     _expect_one_error(main(["vision", command, *TINY_PROBE[:-2], "--data-dir", str(tmp_path / "nothing"), "--device", "cpu", *flags,
                             "--out", str(tmp_path / "o")]), capsys, says)
 
@@ -880,3 +904,308 @@ def test_the_default_recipes_pass_the_batch_memory_check_on_small_machines():
     check_batch_fits("--batch-size", gpu["batch_size"], gpu["size"], "training", torch.device("cuda"), available=4 * 1024**3)
     with pytest.raises(InputError, match="needs at least"):
         check_batch_fits("--batch-size", 100 * gpu["batch_size"], gpu["size"], "training", torch.device("cuda"), available=4 * 1024**3)
+
+
+# ---- nothing accepted silently: a repeated flag or file, a key given twice, a section of the wrong shape, a number no
+# run could finish with, a setting no chosen step reads. Each row: one error line, exit 2, nothing computed. ----
+
+def _file(tmp: Path, text: str, name: str = "c.json") -> str:
+    (tmp / name).write_text(text, encoding="utf-8")
+    return str(tmp / name)
+
+
+SILENT_ROWS: list[tuple[str, Callable[[Path, str], list[str]], str]] = [
+    ("--config twice", lambda t, d: ["movies", "--data-dir", d, *FAST, "--config", _file(t, "{}", "a.json"),
+                                      "--config", _file(t, '{"dim": 5}', "b.json")], "argument --config: given twice"),
+    ("a key twice in a config file", lambda t, d: ["movies", "--data-dir", d, *FAST, "--config", _file(
+        t, '{"movies": {"like_threshold": 3.5, "like_threshold": 4.5}}')], "the key 'like_threshold' appears twice in one object"),
+    ("a key twice in a settings-only file", lambda t, d: ["movies", "--data-dir", d, *FAST, "--config", _file(
+        t, '{"metric": "dot", "metric": "cosine"}')], "the key 'metric' appears twice"),
+    ("a section as a string, read by movies", lambda t, d: ["movies", "--data-dir", d, *FAST, "--config", _file(t, '{"study": "vision"}')],
+     "section 'study' of"),
+    ("a section as a string, read by vision probe", lambda t, d: ["vision", "probe", "--data-dir", d, "--config",
+                                                                  _file(t, '{"study": "vision"}')], "section 'study' of"),
+    ("a section as a string, read by run", lambda t, d: ["run", "--profile", "smoke", "--data-dir", d, "--config",
+                                                         _file(t, '{"study": "vision"}')], "section 'study' of"),
+    ("an unread section as a list, read by movies", lambda t, d: ["movies", "--data-dir", d, *FAST, "--config",
+                                                                  _file(t, '{"probe": [1]}')], "section 'probe' of"),
+    ("steps that are not a list", lambda t, d: ["run", "--profile", "smoke", "--data-dir", d, "--config", _file(t, '{"steps": "movies"}')],
+     "section 'steps' of"),
+    ("iterations no run could finish", lambda t, d: ["movies", "--data-dir", d, *FAST, "--final-iterations", "10000000"],
+     "--final-iterations 10000000: input should be less than or equal to 100000"),
+    ("epochs in a config file", lambda t, d: ["run", "--profile", "smoke", "--data-dir", d, "--config", _file(t, '{"finetune": {"epochs": 100000}}')],
+     "finetune.epochs = 100000: input should be less than or equal to 1000"),
+    ("a batch larger than the training set", lambda t, d: ["vision", "finetune", "--data-dir", d, "--batch-size", "60000"],
+     "--batch-size 60000: input should be less than or equal to 50000"),
+    ("an L2 strength of 1e300", lambda t, d: ["vision", "probe", "--data-dir", d, "--l2-grid", "0.1,1e300"],
+     "input should be less than or equal to 1000000000"),
+    ("a learning rate of 1e300 in the sweep", lambda t, d: ["movies", "--data-dir", d, *FAST, "--lrs", "adam=1e300"],
+     "input should be less than or equal to 10000"),
+    ("a setting the chosen steps never read", lambda t, d: ["run", "--profile", "smoke", "--data-dir", d, "--steps", "movies", "--epochs", "5"],
+     "--epochs is a setting of the finetune step, which --steps movies does not run; drop --epochs, or add finetune to --steps"),
+    ("a vision setting with the movie step alone", lambda t, d: ["run", "--profile", "smoke", "--data-dir", d, "--steps", "movies",
+                                                                 "--backbone", "resnet18"], "--backbone is a setting of the probe and finetune steps"),
+    ("a movie setting with the vision steps alone", lambda t, d: ["run", "--profile", "smoke", "--data-dir", d, "--steps", "probe",
+                                                                  "--dim", "8"], "--dim is a setting of the movies step"),
+    ("--top twice", lambda t, d: ["movies", "--data-dir", d, *FAST, "--top", "2", "--top", "3"],
+     "argument --top: given twice (--top 2, then --top 3); give it once"),
+    ("--dim twice", lambda t, d: ["movies", "--data-dir", d, *FAST, "--dim", "5"], "argument --dim: given twice (--dim 4, then --dim 5)"),
+    ("--map after --no-map", lambda t, d: ["movies", "--data-dir", d, *FAST, "--map"], "argument --map/--no-map: given twice"),
+    ("--steps twice", lambda t, d: ["run", "--steps", "movies", "--steps", "probe"], "argument --steps: given twice"),
+    ("recommend --top twice", lambda t, d: ["recommend", "Toy Story", "--run", str(t), "--top", "2", "--top", "3"],
+     "argument --top: given twice"),
+    ("JSON nested beyond the parser's recursion", lambda t, d: ["movies", "--data-dir", d, *FAST, "--config",
+                                                                 _file(t, "[" * 100_000 + "]" * 100_000)], "nested too deeply"),
+    ("a nested object nested beyond it", lambda t, d: ["run", "--profile", "smoke", "--config",
+                                                       _file(t, '{"movies": ' + '{"a": ' * 50_000 + "1" + "}" * 50_001)], "nested too deeply"),
+]
+
+
+@pytest.mark.parametrize("name, argv, says", SILENT_ROWS, ids=[r[0] for r in SILENT_ROWS])
+def test_nothing_is_accepted_silently(movielens_root, tmp_path, capsys, name, argv, says):
+    out = tmp_path / "out"
+    args = argv(tmp_path, str(movielens_root))
+    err = _expect_one_error(main(args if args[0] == "recommend" else [*args, "--out", str(out)]), capsys, says)
+    assert "Traceback" not in err
+    assert not out.exists() or not (out / "metrics.json").exists()  # nothing was run, nothing saved as if it had
+
+
+def test_a_resume_on_other_data_is_refused_and_on_the_same_data_elsewhere_goes_on(movielens_root, tmp_path, capsys, monkeypatch):
+    """The run records its files' sha256 in 2A; a resume compares them before it touches the folder."""
+    from embedlab.movies import pipeline
+
+    real = pipeline.step_2b_fit
+    monkeypatch.setattr(pipeline, "step_2b_fit", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    out = tmp_path / "run"
+    assert main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--allow-modified-data"]) == 130
+    monkeypatch.setattr(pipeline, "step_2b_fit", real)
+    recorded = json.loads((out / "metrics.json").read_text())["movies_data"]["files_sha256"]
+    assert set(recorded) == {"movies.csv", "ratings.csv"}
+    other, same = tmp_path / "other", tmp_path / "same"
+    shutil.copytree(movielens_root, other)
+    shutil.copytree(movielens_root, same)
+    _append(_ratings(other), "60,300,4.0,1\n")  # one more like: M changes
+    config_before = (out / "config.json").read_text()
+    capsys.readouterr()
+    _expect_one_error(main(["movies", "--resume", str(out), "--data-dir", str(other), "--allow-modified-data"]), capsys,
+                      f"{out} was computed on other data: {other / 'ml-latest-small' / 'ratings.csv'} differ(s) from the file(s) it read")
+    assert (out / "config.json").read_text() == config_before  # data_dir not rewritten
+    assert main(["movies", "--resume", str(out), "--data-dir", str(same), "--allow-modified-data"]) == 0
+    assert json.loads((out / "config.json").read_text())["movies"]["data_dir"] == str(same)
+    assert json.loads((out / "metrics.json").read_text())["movies_data"]["files_sha256"] == recorded
+
+
+def test_a_study_resumed_on_other_movie_data_is_refused(movielens_root, tmp_path, capsys, monkeypatch):
+    from embedlab.movies import pipeline
+
+    monkeypatch.setattr(pipeline, "step_2b_fit", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    out = tmp_path / "run"
+    assert main(["run", "--profile", "smoke", "--steps", "movies", "--data-dir", str(movielens_root), "--offline",
+                 "--allow-modified-data", "--dim", "4", "--out", str(out)]) == 130
+    other = tmp_path / "other"
+    shutil.copytree(movielens_root, other)
+    _append(_ratings(other), "60,300,4.0,1\n")
+    capsys.readouterr()
+    _expect_one_error(main(["run", "--resume", str(out), "--data-dir", str(other)]), capsys, "was computed on other data")
+    assert json.loads((out / "config.json").read_text())["movies"]["data_dir"] == str(movielens_root)
+
+
+def _blank_cell(folder: Path, row: int, column: str) -> None:
+    import pandas as pd
+
+    movies = pd.read_csv(folder / "ml-latest-small" / "movies.csv", dtype=str, keep_default_na=False)
+    movies.loc[row, column] = ""
+    movies.to_csv(folder / "ml-latest-small" / "movies.csv", index=False)
+
+
+def _drop_movie(folder: Path, row: int) -> None:
+    import pandas as pd
+
+    movies = pd.read_csv(folder / "ml-latest-small" / "movies.csv")
+    movies.drop(index=row).to_csv(folder / "ml-latest-small" / "movies.csv", index=False)
+
+
+# (id, how to break movies.csv, the warning, the movie's row in catalogue.csv/items.csv as the run keeps it)
+KEPT_ROWS: list[tuple[str, Callable[[Path], None], str, tuple[int, str, str]]] = [
+    ("an empty title", lambda r: _blank_cell(r, 3, "title"), "1 movie(s) with an empty title on data line(s) 4; kept, shown as "
+     "'(no title: movieId 40)'", (40, "(no title: movieId 40)", "Action|Sci-Fi|Thriller")),
+    ("a title of spaces", lambda r: _blank_cell(r, 3, "title") or _replace_in(r, ",,Action", ",   ,Action"),
+     "with an empty title on data line(s) 4", (40, "(no title: movieId 40)", "Action|Sci-Fi|Thriller")),
+    ("no genres", lambda r: _blank_cell(r, 3, "genres"), "1 movie(s) with no genres on data line(s) 4; kept, shown as "
+     "'(no genres listed)'", (40, "Matrix, The (1999)", "(no genres listed)")),
+    ("a liked movie missing from movies.csv", lambda r: _drop_movie(r, 3), "1 liked movie(s) are not in movies.csv (movieId 40); "
+     "kept, titled as '(no title: movieId 40)'", (40, "(no title: movieId 40)", "(no genres listed)")),
+]
+
+
+def _replace_in(folder: Path, old: str, new: str) -> None:
+    path = folder / "ml-latest-small" / "movies.csv"
+    path.write_text(path.read_text().replace(old, new))
+
+
+@pytest.mark.parametrize("name, breaks, warns, kept", KEPT_ROWS, ids=[r[0] for r in KEPT_ROWS])
+def test_rows_used_in_part_are_kept_visibly_with_a_warning(movielens_root, tmp_path, caplog, name, breaks, warns, kept):
+    import pandas as pd
+
+    breaks(movielens_root)
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING"):
+        assert main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--allow-modified-data"]) == 0
+    assert [r.getMessage() for r in caplog.records if warns in r.getMessage()], caplog.text
+    movie_id, title, genres = kept
+    items = pd.read_csv(out / "artefacts" / "items.csv").set_index("movieId")
+    assert (items.at[movie_id, "title"], items.at[movie_id, "genres"]) == (title, genres)
+    assert warns in (out / "run.log").read_text()
+    assert title in (out / "report.html").read_text() or title not in set(pd.read_csv(out / "tables" / "colike_top_pairs.csv").stack())
+
+
+def test_sigterm_is_handled_as_ctrl_c(movielens_root, tmp_path, capsys, monkeypatch):
+    import signal
+
+    from embedlab.movies import pipeline
+
+    monkeypatch.setattr(pipeline, "step_2b_fit", lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM))
+    out = tmp_path / "o"
+    assert main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--allow-modified-data"]) == 143
+    err = capsys.readouterr().err
+    assert err.strip() == ("embedlab: interrupted: terminated (SIGTERM); finished steps are saved in the run folder; continue with "
+                           "--resume RUN"), err
+    assert json.loads((out / "metrics.json").read_text())["movies_run"]["status"].startswith("interrupted: terminated (SIGTERM)")
+    assert (out / "tables" / "query_likes.csv").is_file()  # 2A's tables are kept
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or not callable(signal.getsignal(signal.SIGTERM)) or \
+        signal.getsignal(signal.SIGTERM).__module__ != "embedlab.cli"  # the handler lives only while a command runs
+
+
+def test_sigterm_to_a_running_process_leaves_a_resumable_run(movielens_root, tmp_path):
+    """The real signal, from outside, to `python -m embedlab` in the middle of its sweep."""
+    import signal
+    import time
+
+    out = tmp_path / "o"
+    proc = subprocess.Popen([sys.executable, "-m", "embedlab", "movies", "--data-dir", str(movielens_root), "--out", str(out),
+                             "--profile", "smoke", "--offline", "--allow-modified-data", "--iterations", "100000", "--optimizers", "sgd",
+                             "--lrs", "sgd=1e-6", "--no-map", "--dim-sweep", "", "--dim", "4"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while "movies_data" not in _text_or_empty(out / "metrics.json") and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)  # 2A has finished: the signal arrives in the sweep (100,000 steps: minutes)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1].startswith("embedlab: interrupted: terminated (SIGTERM)"), err
+    assert "Traceback" not in err
+    assert json.loads((out / "metrics.json").read_text())["movies_run"]["status"].startswith("interrupted")
+    assert "movies_data" in json.loads((out / "metrics.json").read_text())  # what finished is kept
+
+
+def _text_or_empty(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def test_bidi_controls_in_titles_are_neutralised_in_the_report(hostile_run):
+    from conftest import NON_LATIN_TITLES
+
+    reversed_title = next(t for t in NON_LATIN_TITLES if "\u202e" in t)
+    for name in ("report.md", "report.html"):
+        text = (hostile_run / name).read_text(encoding="utf-8")
+        assert "\u202e" not in text, name
+    html = (hostile_run / "report.html").read_text(encoding="utf-8")
+    payload = json.loads(html.split('id="explorer-data">', 1)[1].split("</script>", 1)[0])
+    assert reversed_title.replace("\u202e", "") in payload["titles"] and not any("\u202e" in t for t in payload["titles"])
+
+
+def test_non_latin_titles_from_the_command_line(hostile_run, capsys):
+    """The shared table's non-Latin cases, through `embedlab recommend` on a run whose catalogue holds them."""
+    from conftest import NON_LATIN
+
+    from embedlab.runs import without_bidi
+
+    for case in NON_LATIN["cases"]:
+        status = main(["recommend", case["query"], "--run", str(hostile_run), "--top", "3", "--min-likes", "0"])
+        out, err = capsys.readouterr()
+        if "found" in case:
+            assert status == 0 and out.startswith(f"Top 3 for {without_bidi(case['found'])} ("), (ascii(case["query"]), out, err)
+        else:
+            assert status == 2 and err.startswith(f"embedlab: error: no movie titled {case['query']!r}"), err
+
+
+def test_non_latin_titles_in_the_explorer(hostile_run, tmp_path):
+    """The same cases typed into the report's explorer: the same film as TitleIndex finds over the page's own titles."""
+    from browser_check import explorer_lookups
+    from conftest import NON_LATIN
+
+    from embedlab.movies.movielens import TitleIndex
+    from embedlab.report.explorer import explorer_data
+    from embedlab.runs import RunDir, without_bidi
+
+    import pandas as pd
+
+    page = explorer_data(RunDir(hostile_run))
+    index = TitleIndex(pd.DataFrame({"movieId": range(len(page["titles"])), "title": page["titles"]}), page["likes"])
+    queries = [c["query"] for c in NON_LATIN["cases"]]
+    answers = explorer_lookups(hostile_run / "report.html", tmp_path / "b", queries)
+    for case in NON_LATIN["cases"]:
+        q = case["query"]
+        assert answers[q]["matches"] == [page["titles"][i] for i in index.candidates(q)[1]], ascii(q)
+        if "found" in case:
+            assert answers[q]["matches"] == [without_bidi(case["found"])] and answers[q]["selected"] == without_bidi(case["found"]), ascii(q)
+        else:
+            assert answers[q]["matches"] == [], ascii(q)
+
+
+# ---- a property over whole config files as text: duplicate keys, nesting, wrong types, huge numbers ----
+
+SETTING_NAMES = sorted(f.name for f in dataclasses.fields(__import__("embedlab.config", fromlist=["MoviesConfig"]).MoviesConfig))
+
+
+@st.composite
+def config_texts(draw: st.DrawFn) -> str:
+    """A config file's text as a person or a tool might write it: sections and keys (some repeated, some unknown),
+    values of any JSON type (huge and non-finite numbers too), nested to any depth."""
+    key = st.sampled_from([*SETTING_NAMES, "resolved", "x"])
+    value = st.one_of(JSON_VALUES, st.integers(-(10**30), 10**30), st.floats(1e6, 1e308), st.sampled_from([10**9, 10**6, 1e300]))
+    pairs = draw(st.lists(st.tuples(key, value), max_size=4))
+    if draw(st.booleans()) and pairs:  # a key given twice, with another value
+        pairs.append((pairs[0][0], draw(value)))
+    inner = "{" + ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in pairs) + "}"
+    depth = draw(st.sampled_from([0, 0, 1, 5, 3000]))
+    inner = '{"a": ' * depth + inner + "}" * depth
+    section = draw(st.sampled_from(["movies", "study", "probe", "steps", None]))
+    return inner if section is None else "{" + json.dumps(section) + ": " + inner + "}"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=config_texts())
+def test_any_config_text_is_a_valid_config_or_one_error_line(tmp_path, capsys, monkeypatch, text):
+    from embedlab import cli
+
+    seen = []
+    monkeypatch.setattr(cli, "on_ranks", lambda backend, folder, body: seen.append(True) or 0)
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    status = main(["movies", "--profile", "smoke", "--config", str(path)])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if status == 0:
+        assert seen and err == ""
+        parsed = json.loads(text)  # a valid config: JSON the standard parser reads the same way, without a key twice
+        assert _no_key_twice(text)
+        assert isinstance(parsed, dict)
+    else:
+        assert status == 2 and len([line for line in err.splitlines() if line.startswith("embedlab: error:")]) == 1, err
+
+
+def _no_key_twice(text: str) -> bool:
+    """Whether no JSON object in ``text`` names a key twice (checked here with the standard parser's own hook)."""
+    twice = []
+
+    def hook(pairs: list[tuple[str, object]]) -> dict:
+        keys = [k for k, _ in pairs]
+        twice.extend(k for k in set(keys) if keys.count(k) > 1)
+        return dict(pairs)
+
+    json.loads(text, object_pairs_hook=hook)
+    return not twice

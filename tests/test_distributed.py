@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 import torch.multiprocessing as mp
 
+from conftest import with_flags
+
 from embedlab.distributed import balanced_rows
 
 ARGS = ["--profile", "smoke", "--dim", "4", "--iterations", "40", "--min-likes", "2", "--offline", "--no-map", "--dim-sweep", "3",
@@ -107,7 +109,7 @@ def test_torchrun_study_trains_with_ddp_and_rank_0_alone_writes(real_data, tmp_p
 
 
 def test_the_ranks_error_lines_never_run_together(movielens_root, tmp_path):
-    r = _embedlab("--data-dir", str(movielens_root), "--out", str(tmp_path / "o"), *ARGS, "--min-likes", "100000", procs=2)
+    r = _embedlab("--data-dir", str(movielens_root), "--out", str(tmp_path / "o"), *with_flags(ARGS, "--min-likes", "100000"), procs=2)
     assert r.returncode != 0
     lines = [line for line in r.stderr.splitlines() if "embedlab:" in line]
     assert sorted(line.split("]")[0] for line in lines) == ["embedlab: error: [rank 0", "embedlab: error: [rank 1"], r.stderr[-3000:]

@@ -165,3 +165,36 @@ def test_the_documented_command_line_and_help_agree(doc, heading, commands):
     run = flags_of(subparser("run")) - {"-h", "--help"}
     shown = {f for f in run if f.startswith("--") and not f.startswith("--no-")}  # -q is --quiet; --no-X is --X's other half
     assert shown <= listed["run"], sorted(shown - listed["run"])  # and the main job's every flag is shown
+
+
+def _unbounded_numbers(schema: dict, where: str, defs: dict) -> list[str]:
+    """The places in a JSON schema where an integer or a number has no upper bound."""
+    out = []
+    if "$ref" in schema:
+        return _unbounded_numbers(defs[schema["$ref"].split("/")[-1]], where, defs)
+    if schema.get("type") in ("integer", "number") and "maximum" not in schema and "exclusiveMaximum" not in schema:
+        out.append(where)
+    for key in ("anyOf", "oneOf", "allOf"):
+        for i, sub in enumerate(schema.get(key, [])):
+            out += _unbounded_numbers(sub, where, defs)
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            out += _unbounded_numbers(schema[key], f"{where}[{key}]", defs)
+    return out
+
+
+def test_every_numeric_setting_has_a_range_with_an_upper_end():
+    """Declared beside its type: a value no real run could finish with (an extra zero or three) is refused, not saved."""
+    import typing
+
+    from pydantic import TypeAdapter
+
+    from embedlab.config import FinetuneConfig, MoviesConfig, ProbeConfig, settings_of
+
+    unbounded = []
+    for cls in (MoviesConfig, ProbeConfig, FinetuneConfig):
+        hints = typing.get_type_hints(cls, include_extras=True)
+        for f in settings_of(cls):
+            schema = TypeAdapter(hints[f.name]).json_schema()
+            unbounded += _unbounded_numbers(schema, f"{cls.__name__}.{f.name}", schema.get("$defs", {}))
+    assert unbounded == []

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import with_flags
 from embedlab.cli import main
 from embedlab.movies.saved import SavedEmbeddings
 from embedlab.report.common import MISSING
@@ -37,10 +38,12 @@ def test_the_plan_gives_each_pending_step_the_range_of_the_machines_measured():
 
 
 def run_args(data: Path, out: Path, tmp_path: Path, *extra: str) -> list[str]:
+    """The main job on the test's data; the vision flags only when a vision step runs (a flag no step reads is refused)."""
     cfg = tmp_path / "tiny.json"
     cfg.write_text(json.dumps(TINY))
-    return ["run", "--profile", "smoke", "--data-dir", str(data), "--out", str(out), "--backbone", "resnet18", "--weights", "none",
-            "--offline", "--cache-dir", str(tmp_path / "cache"), "--config", str(cfg), *extra]
+    steps = extra[extra.index("--steps") + 1].split(",") if "--steps" in extra else ["probe", "finetune", "movies"]
+    vision = ["--backbone", "resnet18", "--weights", "none", "--cache-dir", str(tmp_path / "cache")] if {"probe", "finetune"} & set(steps) else []
+    return ["run", "--profile", "smoke", "--data-dir", str(data), "--out", str(out), *vision, "--offline", "--config", str(cfg), *extra]
 
 
 def test_smoke_study_on_synthetic_data_writes_every_section(cifar_root, movielens_root, tmp_path, capsys):
@@ -95,8 +98,8 @@ def test_missing_data_fails_before_any_work(cifar_root, tmp_path, capsys):
 def test_a_failing_step_keeps_finished_ones_and_resume_with_a_fix_continues(cifar_root, tmp_path, capsys):
     out = tmp_path / "study"
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({**TINY, "finetune": {**TINY["finetune"], "lr": 1e30, "warmup_fraction": 0.0}}))
-    assert main([*run_args(cifar_root, out, tmp_path, "--steps", "probe,finetune"), "--config", str(bad)]) == 2
+    bad.write_text(json.dumps({**TINY, "finetune": {**TINY["finetune"], "optimizer": "sgd", "lr": 100.0, "warmup_fraction": 0.0}}))
+    assert main(with_flags(run_args(cifar_root, out, tmp_path, "--steps", "probe,finetune"), "--config", str(bad))) == 2
     assert "lower --lr" in capsys.readouterr().err
     m = json.loads((out / "metrics.json").read_text())
     assert m["steps"]["probe"]["status"] == "done" and m["steps"]["finetune"]["status"] == "failed"

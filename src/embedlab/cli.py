@@ -27,7 +27,7 @@ from embedlab.distributed import PeerFailed, current
 from embedlab.errors import InputError, UserError, failure_text
 from embedlab.files import NO_SPACE, disk_full
 from embedlab.logs import console, run_log
-from embedlab.runs import RunDir, RunFolderError, default_run_path
+from embedlab.runs import RunDir, RunFolderError, default_run_path, without_bidi
 
 #: Only the project's own user errors become one line; anything else is a bug and keeps its traceback.
 EXPECTED_ERRORS = (UserError,)
@@ -75,7 +75,7 @@ def add_setting_flags(p: argparse.ArgumentParser, cls: type, names: Sequence[str
         metavar = flag.lstrip("-").upper().replace("-", "_")
         bare = typing.get_args(hint)[0] if typing.get_origin(hint) is Annotated else hint  # the type without its range
         if hint is bool:
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+            p.add_argument(flag, dest=f.name, action=_once(argparse.BooleanOptionalAction), default=None,
                            help=help_text + f" (default: {'on' if default else 'off'})")
         elif typing.get_origin(bare) is list:
             convert, choices = _scalar(typing.get_args(bare)[0])
@@ -110,7 +110,7 @@ def _add_run_folder_args(p: argparse.ArgumentParser, study: str, resume: str | N
     p.add_argument("--out", type=Path, help=f"run folder to create (default: runs/<timestamp>-{study})")
     if resume:
         p.add_argument("--resume", type=Path, metavar="RUN", help=resume)
-    p.add_argument("--config", metavar="FILE.json", help="JSON file of settings: a run's config.json works ("
+    p.add_argument("--config", metavar="FILE.json", help="one JSON file of settings (a key given twice is refused): a run's config.json works ("
                    + ("its probe, finetune and movies sections)" if study == "study" else f"its {study!r} section is read)"))
     p.add_argument("--profile", choices=[*PROFILE_NAMES, *PROFILE_ALIASES], metavar="{" + ",".join(PROFILE_NAMES) + "}",
                    help="preset sizes: auto (default) is gpu on CUDA, else cpu; smoke: small subsets, for checks")
@@ -256,6 +256,10 @@ def cmd_movies(args: argparse.Namespace) -> int:
     if args.resume and _movies_finished(args.resume):
         print(f"{args.resume} already holds a finished movie study; nothing to resume (its report: {args.resume / 'report.html'})")
         return 0
+    if args.resume:
+        from embedlab.movies.pipeline import check_same_data
+
+        check_same_data(cfg, RunDir.open(args.resume))
     return on_ranks("cpu", lambda: _movies_folder(args), lambda run: _movies_on_rank(cfg, run))
 
 
@@ -287,7 +291,7 @@ def _movies_on_rank(cfg: MoviesConfig, run: RunDir) -> int:
     assert fit is not None and recs is not None  # a finished study has both
     print(f"best run: {fit.best_optimizer} lr={fit.best_lr:g}, gap to spectral optimum {100 * fit.best_gap_to_optimum:.3f} %")
     for title in recs.query_titles.values():  # the resolved titles, in query order
-        print(f"top{cfg.top_k}[{title}]: " + "; ".join(recs.top[title]))
+        print(f"top{cfg.top_k}[{without_bidi(title)}]: " + "; ".join(map(without_bidi, recs.top[title])))
     print(f"report: {report}")
     return 0
 
@@ -315,8 +319,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     table = saved.recommend(args.title, k=args.top, metric=args.metric, min_likes=args.min_likes)
     if table.attrs.get("note"):
         print(f"embedlab: note: {table.attrs['note']}", file=sys.stderr)
-    print(f"Top {len(table)} for {table.attrs['query']} ({table.attrs['metric']}, movies with >= {table.attrs['min_likes']} likes):")
-    print(table.to_string(index=False))
+    shown = table.assign(title=table["title"].map(without_bidi))  # a terminal shows bidi controls' reordering too
+    print(f"Top {len(table)} for {without_bidi(table.attrs['query'])} ({table.attrs['metric']}, movies with >= {table.attrs['min_likes']} likes):")
+    print(shown.to_string(index=False))
     return 0
 
 
@@ -565,8 +570,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _once(action: type[argparse.Action]) -> type[argparse.Action]:
+    """``action`` refusing a second use of its flag in one command line (``--top 2 --top 3``, ``--map --no-map``):
+    a repeated single-valued flag would otherwise keep its last value without a word. Lists that are given by
+    repeating a flag (``--query``, ``--lrs``) use ``append`` and stay repeatable."""
+
+    class Once(action):  # type: ignore[valid-type, misc]
+        def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                     option_string: str | None = None) -> None:
+            seen = namespace.__dict__.setdefault("_flags_seen", {})
+            if self.dest in seen:
+                both = [" ".join([str(o), _shown(v)]) if v not in (None, []) else str(o) for o, v in (seen[self.dest], (option_string, values))]
+                raise argparse.ArgumentError(self, f"given twice ({both[0]}, then {both[1]}); give it once")
+            seen[self.dest] = (option_string, values)
+            super().__call__(parser, namespace, values, option_string)
+
+    Once.__name__ = f"Once{action.__name__}"
+    return Once
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse whose mistakes are one ``embedlab: error:`` line like every other error (usage only with --help)."""
+    """argparse whose mistakes are one ``embedlab: error:`` line like every other error (usage only with --help), and
+    whose single-valued flags may be given once (``_once``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name, action in ((None, argparse._StoreAction), ("store", argparse._StoreAction),
+                             ("store_true", argparse._StoreTrueAction), ("store_false", argparse._StoreFalseAction)):
+            self.register("action", name, _once(action))
 
     def error(self, message: str) -> NoReturn:
         raise CommandLineError(f"{self.prog}: {message} (see '{self.prog} --help')")
@@ -604,8 +635,45 @@ def _loudness(args: argparse.Namespace) -> int:
     return logging.DEBUG if getattr(args, "verbose", False) else logging.INFO
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler's stop, torchrun stopping its workers), handled as Ctrl-C is: every step that
+    finished is kept, the one that was running is marked interrupted, and one line says how to continue."""
+
+
+#: Whether this process received SIGTERM: a step may re-raise the interrupt with its own message (fine-tuning names its
+#: checkpoint), and the exit status still says which signal stopped it.
+_SIGTERM_SEEN: list[bool] = []
+
+
+def _on_sigterm(signum: int, frame: object) -> NoReturn:
+    _SIGTERM_SEEN.append(True)
+    raise Terminated("terminated (SIGTERM); finished steps are saved in the run folder; continue with --resume RUN")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Any:
+    """SIGTERM raises ``Terminated`` while the command runs (the main thread only: signals are delivered there)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    _SIGTERM_SEEN.clear()
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    with _sigterm_as_interrupt():
+        return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files: no window, and no GUI toolkit in the sweep's threads
     debug = "--debug" in argv  # anywhere on the line: the full traceback instead of the one-line message
     try:
@@ -630,7 +698,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as exc:
         _error_line("interrupted", str(exc) or "finished steps are saved in the run folder; continue with --resume RUN")
-        return 130
+        return 143 if _SIGTERM_SEEN else 130  # 128 + the signal's number, as a shell reports it
     finally:
         RunDir.release_all()
 

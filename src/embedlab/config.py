@@ -21,6 +21,7 @@ from typing import Annotated, Literal
 from pydantic import Field, TypeAdapter, ValidationError
 
 from embedlab.errors import InputError
+from embedlab.files import DuplicateKeyError, parse_json
 
 #: The valid names live here, on the ground floor; the studies import them and map each to its code
 #: (a test checks that the two agree), so this module never imports a study.
@@ -39,19 +40,33 @@ DEFAULT_GRID: dict[str, list[float]] = {
 }
 
 
-# The range of every numeric setting, declared with its type (pydantic checks it whenever a value is set).
-Count = Annotated[int, Field(ge=1)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
+# The range of every numeric setting, declared with its type (pydantic checks it whenever a value is set). Every range has an
+# upper end too: the largest value a real run can use, so that a typo (an extra zero or three) is refused, not saved and run.
+def IntRange(low: int, high: int) -> Any:
+    """An int in [low, high], as a type: ``dim: IntRange(1, 4096)``."""
+    return Annotated[int, Field(ge=low, le=high)]
+
+
+def FloatRange(low: float, high: float, *, open_low: bool = True) -> Any:
+    """A finite float in (low, high] (or [low, high] with ``open_low=False``), as a type."""
+    return Annotated[float, Field(gt=low, le=high, allow_inf_nan=False) if open_low else Field(ge=low, le=high, allow_inf_nan=False)]
+
+
 #: numpy's and torch's seeds are unsigned 32-bit numbers at most (numpy's legacy generator refuses more).
-Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
-Pixels = Annotated[int, Field(ge=32, le=512)]
-PerClass = Annotated[int, Field(ge=1)]
-ValPerClass = Annotated[int, Field(ge=1, le=4999)]
-Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Seed = IntRange(0, 2**32 - 1)
+Pixels = IntRange(32, 512)
+TrainPerClass = IntRange(1, 5000)  # CIFAR-10 has 5,000 training images per class
+ValPerClass = IntRange(1, 4999)
+TestPerClass = IntRange(1, 1000)  # and 1,000 test images per class
+Batch = IntRange(1, 50_000)  # no batch is larger than the training set
+Epochs = IntRange(1, 1000)
+Steps = IntRange(1, 100_000)  # optimiser steps or solver iterations of one fit
+Dim = IntRange(1, 4096)  # embedding dimensions (also below the number of movies, checked once the data is read)
 Fraction = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]  # [0, 1)
 OpenFraction = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]  # (0, 1)
-GalleryK = Annotated[int, Field(ge=1, le=10)]
+GalleryK = IntRange(1, 10)
+Strength = FloatRange(0, 1e9, open_low=False)  # an L2 or ridge regularisation strength
+LearningRate = FloatRange(0, 1e4)  # the sweep's rates: SGD's useful ones are tiny, a divergent one may be tried on purpose
 
 C = TypeVar("C")
 
@@ -116,40 +131,40 @@ class MoviesConfig(DataSettings):
                                     "(e.g. 8x) instead of reading them")
     like_threshold: Annotated[float, Field(ge=0.5, le=5.0, allow_inf_nan=False)] = setting(
         4.0, help="a rating at or above this counts as a like (4 and 5 stars of 0.5-5: a clear like; 3.5 is sensible too)")
-    dim: Count = setting(100, run=True, help="embedding dimension, chosen by held-out HitRate@10 in the dimension sweep")
-    iterations: Count = setting(500, help="gradient steps of each run of the optimiser x learning-rate sweep")
-    init_scale: Positive = setting(0.1, help="standard deviation of the initial embedding's entries (V = 0 is a stationary point)")
-    grid: dict[Literal[OPTIMIZER_NAMES], Annotated[list[Positive], Field(min_length=1)]] = setting(
+    dim: Dim = setting(100, run=True, help="embedding dimension, chosen by held-out HitRate@10 in the dimension sweep")
+    iterations: Steps = setting(500, help="gradient steps of each run of the optimiser x learning-rate sweep")
+    init_scale: FloatRange(0, 100) = setting(0.1, help="standard deviation of the initial embedding's entries (V = 0 is a stationary point)")
+    grid: dict[Literal[OPTIMIZER_NAMES], Annotated[list[LearningRate], Field(min_length=1)]] = setting(
         DEFAULT_GRID, flag="--optimizers/--lrs",
         help="the sweep: --optimizers picks a subset (e.g. adam,sgd), --lrs OPT=LR,... sets one optimiser's rates (repeatable)")
-    divergence_factor: Annotated[float, Field(gt=1, allow_inf_nan=False)] = setting(
+    divergence_factor: FloatRange(1, 1e12) = setting(
         10.0, help="a run whose cost exceeds this multiple of its start cost has diverged and stops")
-    final_iterations: Count = setting(3000, help="at most this many steps when the best setting is run to convergence")
+    final_iterations: Steps = setting(3000, help="at most this many steps when the best setting is run to convergence")
     final_rel_tol: Fraction = setting(1e-7, help="convergence: the cost falls by less than this fraction over 10 steps")
-    converged_gap: Positive = setting(0.01, help="a run within this fraction of the spectral optimum counts as converged")
-    spectral_rounds: Count = setting(50, help="rounds of the block power iteration that computes the exact optimum")
+    converged_gap: FloatRange(0, 1) = setting(0.01, help="a run within this fraction of the spectral optimum counts as converged")
+    spectral_rounds: IntRange(1, 10_000) = setting(50, help="rounds of the block power iteration that computes the exact optimum")
     metric: Literal["cosine", "dot"] = setting("cosine", help="similarity of the recommendations")
-    min_likes: NonNegativeInt = setting(10, help="never recommend a movie with fewer likes than this")
+    min_likes: IntRange(0, 10_000_000) = setting(10, help="never recommend a movie with fewer likes than this")
     top_k: Annotated[int, Field(ge=1, le=1000)] = setting(10, flag="--top", run=True, help="recommendations per query movie")
     queries: list[str] = setting(["Apollo 13", "Toy Story", "Home Alone"], flag="--query", repeat=True,
                                  help="a query movie (repeat for several; default Apollo 13, Toy Story and Home Alone)")
     holdout_fraction: OpenFraction = setting(0.2, help="share of the users held out to test the recommendations")
     holdout_seed: Seed = setting(0, follows="seed", help="seed of the held-out users (default: --seed when that is given)")
-    holdout_max_queries: Count = setting(20_000, help="at most this many held-out (user, liked movie) queries, a seeded sample "
+    holdout_max_queries: IntRange(1, 10_000_000) = setting(20_000, help="at most this many held-out (user, liked movie) queries, a seeded sample "
                                          "(ml-latest-small has 7.8 k, so all of them are used there)")
     anchors: list[Literal["ease", "als"]] = setting(["ease", "als"], help="the field's recommenders in the held-out table: ease, als (comma-separated; '' for none)")
     anchor_validation_fraction: OpenFraction = setting(0.2, help="share of the training users that tune EASE and ALS")
-    ease_lambdas: Annotated[list[Positive], Field(min_length=1)] = setting([100.0, 300.0, 1000.0, 3000.0, 10000.0, 30000.0], help="EASE's L2 strengths tried on validation users (they bracket the optimum, about 3,000 on ml-latest-small)")
-    ease_max_items: NonNegativeInt = setting(20_000, help="skip EASE above this many movies (its dense M x M inverse)")
-    als_factors: Annotated[list[Count], Field(min_length=1)] = setting([32, 64, 128], help="ALS factor counts tried")
-    als_regularization: Annotated[list[NonNegative], Field(min_length=1)] = setting([0.1, 1.0, 10.0], help="ALS regularisation strengths tried")
-    als_alpha: Annotated[list[Positive], Field(min_length=1)] = setting([1.0, 10.0], help="ALS confidence of a like (Hu et al.'s alpha) tried")
-    als_iterations: Count = setting(15, help="ALS sweeps of each fit")
-    dim_sweep: list[Count] = setting([10, 25, 50, 100, 200], help="dimensions compared on held-out users ('' skips the sweep)")
-    dim_sweep_lr_steps: NonNegativeInt = setting(3, help="at each dimension, lower the learning rate 3x at most this often until a run converges")
+    ease_lambdas: Annotated[list[FloatRange(0, 1e9)], Field(min_length=1)] = setting([100.0, 300.0, 1000.0, 3000.0, 10000.0, 30000.0], help="EASE's L2 strengths tried on validation users (they bracket the optimum, about 3,000 on ml-latest-small)")
+    ease_max_items: IntRange(0, 50_000) = setting(20_000, help="skip EASE above this many movies (its dense M x M inverse)")
+    als_factors: Annotated[list[IntRange(1, 1024)], Field(min_length=1)] = setting([32, 64, 128], help="ALS factor counts tried")
+    als_regularization: Annotated[list[Strength], Field(min_length=1)] = setting([0.1, 1.0, 10.0], help="ALS regularisation strengths tried")
+    als_alpha: Annotated[list[FloatRange(0, 1e6)], Field(min_length=1)] = setting([1.0, 10.0], help="ALS confidence of a like (Hu et al.'s alpha) tried")
+    als_iterations: IntRange(1, 1000) = setting(15, help="ALS sweeps of each fit")
+    dim_sweep: list[Dim] = setting([10, 25, 50, 100, 200], help="dimensions compared on held-out users ('' skips the sweep)")
+    dim_sweep_lr_steps: IntRange(0, 20) = setting(3, help="at each dimension, lower the learning rate 3x at most this often until a run converges")
     embedding_map: bool = setting(True, flag="--map", help="draw the 2-D map of the embedding (--no-map skips it)")
     map_method: Literal["tsne", "pca"] = setting("tsne", help="how the map is drawn")
-    map_max_movies: Annotated[int, Field(ge=2)] = setting(5000, help="the map shows at most this many most-liked movies (t-SNE's cost)")
+    map_max_movies: IntRange(2, 50_000) = setting(5000, help="the map shows at most this many most-liked movies (t-SNE's cost)")
 
     def validate(self) -> None:
         """What the field types cannot say: a grid and a query at least, a known dataset, a synthetic shape that parses."""
@@ -185,8 +200,8 @@ class VisionSettings(DataSettings):
                            "(e.g. resnet18-f37072fd.pth)")
     device: str = setting("auto", resume="apply", run=True, help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     val_per_class: ValPerClass = setting(500, help="validation images per class, carved from the 50,000 training images")
-    train_per_class: PerClass | None = setting(None, help="use at most this many training images per class (default: all)")
-    test_per_class: PerClass | None = setting(None, help="use at most this many test images per class (default: all)")
+    train_per_class: TrainPerClass | None = setting(None, help="use at most this many training images per class (default: all)")
+    test_per_class: TestPerClass | None = setting(None, help="use at most this many test images per class (default: all)")
     gallery_k: GalleryK = setting(5, help="images per class and kind in the galleries of confident right and wrong predictions")
     cache_dir: str | None = setting(None, resume="apply", run=True,
                                     help="feature cache (default: $EMBEDLAB_CACHE_DIR, else ~/.cache/embedlab)")
@@ -199,10 +214,10 @@ class ProbeConfig(VisionSettings):
     size: Pixels | None = setting(None, help="input resolution in pixels (default: the backbone's native size on a GPU, "
                                   "--cpu-size on a CPU)")
     cpu_size: Pixels = setting(128, help="resolution on a CPU when --size is not given")
-    batch_size: Count | None = setting(None, help="extraction batch (default: 16 on a CPU, measured fastest; 128 on a GPU); "
+    batch_size: Batch | None = setting(None, help="extraction batch (default: 16 on a CPU, measured fastest; 128 on a GPU); "
                                        "it does not change the features")
-    l2_grid: Annotated[list[NonNegative], Field(min_length=1)] = setting([1e-3, 1e-2, 1e-1, 1.0], help="L2 strengths tried on the validation split (comma-separated)")
-    max_iter: Count = setting(200, help="L-BFGS iterations of the probe's fit")
+    l2_grid: Annotated[list[Strength], Field(min_length=1)] = setting([1e-3, 1e-2, 1e-1, 1.0], help="L2 strengths tried on the validation split (comma-separated)")
+    max_iter: Steps = setting(200, help="L-BFGS iterations of the probe's fit")
 
     def validate(self) -> None:
         """What the field types cannot say: the device is usable here, the backbone is known."""
@@ -220,17 +235,17 @@ class FinetuneConfig(VisionSettings):
     size: Pixels | None = setting(None, help="training and test resolution in pixels (default: 224 on a GPU, --cpu-size on a CPU)")
     cpu_size: Pixels = setting(112, help="resolution on a CPU when --size is not given (of those measured, the best "
                                "validation accuracy per CPU minute)")
-    epochs: Count = setting(2, run=True, help="passes over the training images")
-    batch_size: Count = setting(64, help="training batch size")
-    eval_batch_size: Count | None = setting(None, help="validation and test batch size (default: 16 on a CPU, measured "
+    epochs: Epochs = setting(2, run=True, help="passes over the training images")
+    batch_size: Batch = setting(64, help="training batch size")
+    eval_batch_size: Batch | None = setting(None, help="validation and test batch size (default: 16 on a CPU, measured "
                                             "fastest; 256 on a GPU); it does not change the predictions")
     optimizer: Literal["sgd", "adamw"] = setting("adamw", help="adamw, or sgd with Nesterov momentum "
                                                  "(AdamW at 1e-3 beat SGD at its best rate by 1.1 points at equal compute)")
-    lr: Positive = setting(0.001, help="peak learning rate of the new head")
+    lr: FloatRange(0, 100) = setting(0.001, help="peak learning rate of the new head")
     backbone_lr_scale: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = setting(
         1.0, help="backbone learning rate = --lr x this, in (0, 1] (e.g. 0.1 keeps the pretrained features closer)")
     momentum: Fraction = setting(0.9, help="SGD's momentum (with --optimizer sgd)")
-    weight_decay: NonNegative = setting(5e-4, help="on weights only, never on norm or bias parameters")
+    weight_decay: FloatRange(0, 1, open_low=False) = setting(5e-4, help="on weights only, never on norm or bias parameters")
     label_smoothing: Fraction = setting(0.1, help="label smoothing of the training loss; 0 turns it off")
     tta_flip: bool = setting(True, help="average each validation and test image's prediction with its mirror image's: 2 passes "
                              "(+1.1 to +1.2 points of validation accuracy measured)")
@@ -249,7 +264,7 @@ class FinetuneConfig(VisionSettings):
     flip: Literal["random", "alternate"] = setting("random", help="training flips: a coin toss per image and epoch, or "
                                                    "alternate: drawn once, then the other way each epoch (measured: +0.12, within noise)")
     train_scope: Literal["all", "last"] = setting("all", help="all layers, or the last stage and the head only")
-    freeze_stages: NonNegativeInt | None = setting(None, help="with --train-scope all: keep the stem and the stages after it, "
+    freeze_stages: IntRange(0, 16) | None = setting(None, help="with --train-scope all: keep the stem and the stages after it, "
                                                    "K in all, frozen (default: none on a GPU; on a CPU the backbone's own, 3 for "
                                                    "efficientnet_lite1, 4 for lite2, else 0)")
     probe: bool = setting(True, help="also run the linear probe in the same run folder, for the comparison (--no-probe skips it)")
@@ -411,10 +426,17 @@ CONFIG_KEYS = ("study", "steps", *STUDY_SECTIONS)
 
 
 def check_sections(data: dict[str, Any], source: object) -> dict[str, Any]:
-    """``data`` if every top-level key is a section embedlab reads; a misspelt section is an error, never ignored."""
+    """``data`` if every top-level key is a section embedlab reads, each of its shape: a misspelt section, or one that is
+    not an object of settings (``"study": "vision"``), is an error whichever command reads the file, never ignored."""
     unknown = sorted(set(data) - set(CONFIG_KEYS))
     if unknown:
         raise ConfigError(f"unknown section(s) {unknown} in {source}; a study's config file has {', '.join(CONFIG_KEYS)}")
+    for name, value in data.items():
+        if name == "steps":
+            if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+                raise ConfigError(f"section 'steps' of {source} must be a list of step names, got {value!r}")
+        elif not isinstance(value, dict):
+            raise ConfigError(f"section {name!r} of {source} must be a JSON object of settings, got {value!r}")
     return data
 
 
@@ -422,12 +444,14 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """A JSON object of config overrides (the format ``config.json`` is saved in)."""
     p = Path(path)
     try:
-        data = json.loads(p.read_text())
+        data = parse_json(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {p} does not exist") from None
     except IsADirectoryError:
         raise ConfigError(f"--config {p} is a directory; pass a JSON file (a run's config.json, for example)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"config file {p}: {exc}; keep the one you mean") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # not JSON, nested too deeply, not UTF-8
         raise ConfigError(f"config file {p} is not valid JSON: {exc}") from None
     except OSError as exc:  # no permission, a device that cannot be read, ...
         raise ConfigError(f"config file {p} cannot be read: {exc.strerror or exc}") from None

@@ -129,7 +129,12 @@ def download_url(url: str, dest: Path) -> None:
     part.replace(dest)
 
 
-def verify_movielens(folder: Path, dataset: str, allow_modified: bool = False) -> str:
+def movielens_digests(folder: Path) -> dict[str, str]:
+    """The sha256 of each MovieLens file in ``folder``: what a run records of its data, and what ``--resume`` compares."""
+    return {name: file_hash(Path(folder) / name) for name in MOVIELENS_FILES}
+
+
+def verify_movielens(folder: Path, dataset: str, allow_modified: bool = False, digests: dict[str, str] | None = None) -> str:
     """Check local files against the official release; returns what was verified (for metrics and the report).
 
     ml-latest-small's files are pinned by sha256. GroupLens publishes checksums only of the larger
@@ -137,7 +142,8 @@ def verify_movielens(folder: Path, dataset: str, allow_modified: bool = False) -
     """
     if dataset != MOVIELENS_DIRNAME:
         return f"{dataset}: content checked (GroupLens publishes checksums of the archive only, not of its files)"
-    changed = [name for name, expected in MOVIELENS_SHA256.items() if file_hash(Path(folder) / name) != expected]
+    digests = digests or movielens_digests(folder)
+    changed = [name for name, expected in MOVIELENS_SHA256.items() if digests[name] != expected]
     if not changed:
         return "ml-latest-small: ratings.csv and movies.csv match the official release (sha256)"
     if not allow_modified:

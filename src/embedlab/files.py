@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 import shutil
 from pathlib import Path
@@ -119,3 +120,26 @@ def read_torch(path: Path) -> Any:
     except Exception as exc:  # noqa: BLE001 - see the docstring: only torch's parsing of the file is inside
         text = str(exc).strip()
         raise UnreadableFile(f"{type(exc).__name__}: {text.splitlines()[0][:100] if text else 'unreadable'}") from exc
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object that names one key twice: which value was meant cannot be told."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKeyError(f"the key {key!r} appears twice in one object")
+        out[key] = value
+    return out
+
+
+def parse_json(text: str) -> Any:
+    """JSON as embedlab reads its config and ledger files: a key given twice in one object is an error (``json`` keeps the
+    last one silently), and so is nesting deeper than the parser's recursion limit. Both raise ``ValueError``, as
+    ``json.JSONDecodeError`` (a ``ValueError``) does for text that is not JSON."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise ValueError("nested too deeply (objects or lists inside each other hundreds of levels deep)") from None

@@ -178,6 +178,7 @@ class DataStats:
     build_seconds: float
     x_summary_seconds: float
     query_likes: dict[str, int]  # resolved query title -> its like count
+    files_sha256: dict[str, str] = field(default_factory=dict)  # the data read (ratings.csv, movies.csv); empty when generated
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,24 @@ import numpy as np
 import pandas as pd
 
 from embedlab.errors import InputError, MissingFileError, UserError
-from embedlab.files import figure_bytes, write_atomic
+from embedlab.files import figure_bytes, parse_json, write_atomic
+
+
+#: The invisible controls of bidirectional text (U+202E, RIGHT-TO-LEFT OVERRIDE, shows "abc" as "cba", and the text
+#: after it too): a title from data that holds them is shown without them wherever embedlab shows titles.
+BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+_NO_BIDI = str.maketrans(dict.fromkeys(BIDI_CONTROLS))
+
+
+def without_bidi(value: object) -> str:
+    """``value`` as text with its bidi controls removed, so it reads in the order it is stored."""
+    return str(value).translate(_NO_BIDI)
 
 
 #: Characters that Markdown would read as table syntax, emphasis, code, links or markup; ``<``, ``>`` and ``&`` become
-#: entities, so no text from data can open a tag, a comment or a script in report.html.
-_MD_ESCAPES = str.maketrans({**{c: "\\" + c for c in "\\`*_[]|#"}, "<": "&lt;", ">": "&gt;", "&": "&amp;", "\n": " ", "\r": " "})
+#: entities, so no text from data can open a tag, a comment or a script in report.html; bidi controls are dropped.
+_MD_ESCAPES = str.maketrans({**{c: "\\" + c for c in "\\`*_[]|#"}, "<": "&lt;", ">": "&gt;", "&": "&amp;", "\n": " ", "\r": " ",
+                             **dict.fromkeys(BIDI_CONTROLS)})
 
 
 def md_text(value: object) -> str:
@@ -37,7 +49,7 @@ def md_text(value: object) -> str:
 
 def md_code(value: object) -> str:
     """A setting's value in code style; one with a backtick, which would end the code span, as escaped plain text."""
-    text = str(value)
+    text = without_bidi(value)
     return md_text(text) if "`" in text or "\n" in text else f"`{text}`"
 
 
@@ -279,8 +291,8 @@ class RunDir:
         """A JSON file of the run folder; a damaged one is a user error that names it."""
         p = self.path / name
         try:
-            return json.loads(p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return parse_json(p.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:  # not JSON, a key twice, nested too deeply
             raise InputError(f"{p} is damaged ({exc}); it was edited or cut short. Restore it, or start a new run") from None
 
     def metrics(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from embedlab.errors import InputError, UserError, failure_text
-from embedlab.config import (PROFILE_ALIASES, PROFILE_NAMES, FinetuneConfig, MoviesConfig, ProbeConfig, apply_overrides,
+from embedlab.config import (PROFILE_ALIASES, PROFILE_NAMES, FinetuneConfig, MoviesConfig, ProbeConfig, apply_overrides, flag_name,
                              profile_overrides, resolve_profile, settings_of, to_dict, with_followers)
 from embedlab.distributed import PeerFailed, current
 from embedlab.results import RunResults, StepStatus, load, save_step
@@ -77,7 +77,23 @@ def study_config(profile: str, cuda: bool, shared: dict[str, Any], sections: dic
     cfg = StudyConfig(profile=resolved, steps=list(steps),
                       probe=probe, finetune=finetune, movies=movies)
     cfg.validate()
+    unread = unread_flags(studies, shared, cfg.steps)
+    if unread:
+        raise InputError("; ".join(unread))
     return cfg
+
+
+def unread_flags(studies: dict[str, Any], shared: dict[str, Any], steps: Any) -> list[str]:
+    """Why each flag in ``shared`` would be accepted and never read: no step in ``steps`` has that setting
+    (``--epochs`` with ``--steps movies``). A config file's sections are not checked: a run's config.json holds every study."""
+    out = []
+    for key in shared:
+        owners = [name for name, cfg in studies.items() if key in {f.name for f in settings_of(type(cfg))}]
+        if owners and not set(owners) & set(steps):
+            flag = flag_name(key, type(studies[owners[0]]))
+            out.append(f"{flag} is a setting of the {' and '.join(owners)} step{'s' if len(owners) > 1 else ''}, which "
+                       f"--steps {','.join(steps)} does not run; drop {flag}, or add {owners[0]} to --steps")
+    return out
 
 
 def _clean(section: Any) -> Any:
@@ -185,10 +201,12 @@ def run_study(cfg: StudyConfig, run: RunDir, resume: bool = False) -> RunResults
     Under torchrun every rank calls this: fine-tuning and the movie study use all ranks, the linear probe
     runs on rank 0 while the others wait, and rank 0's folder decides which steps are done.
     """
-    from embedlab.movies.pipeline import run_movies
+    from embedlab.movies.pipeline import check_same_data, run_movies
     from embedlab.report import write_report
     from embedlab.vision.pipeline import run_comparison, run_finetune, run_probe
 
+    if resume and "movies" in cfg.steps:  # before config.json takes the new --data-dir
+        check_same_data(cfg.movies, run)
     run.update_config("study", {"profile": cfg.profile, "steps": cfg.steps})
     for name in ("probe", "finetune", "movies"):  # every value, before any work: --resume and --config restore exactly this
         run.update_config(name, {**run.read_json("config.json").get(name, {}), **to_dict(getattr(cfg, name))})

@@ -45,3 +45,30 @@ def test_a_title_as_people_type_it(index: TitleIndex, case: dict):
         assert "add the year" in str(err.value) and "most liked first" in str(err.value)
     else:
         assert str(err.value).startswith(f"no movie titled {case['query']!r}") and case["suggests"] in err.value.candidates
+
+
+NON_LATIN = json.loads((Path(__file__).resolve().parents[1] / "title_cases.json").read_text(encoding="utf-8"))["non_latin"]
+
+
+@pytest.fixture(scope="module")
+def synthetic_index(tmp_path_factory) -> TitleIndex:
+    """The synthetic catalogue that holds the non-Latin titles, read back from its movies.csv as a run reads it."""
+    from conftest import write_hostile_movielens
+
+    folder = write_hostile_movielens(tmp_path_factory.mktemp("catalogue") / "ml-latest-small")
+    return TitleIndex(load_movies(folder))
+
+
+@pytest.mark.parametrize("case", NON_LATIN["cases"], ids=[ascii(c["query"]) for c in NON_LATIN["cases"]])
+def test_a_title_in_any_script_as_people_type_it(synthetic_index: TitleIndex, case: dict):
+    titles = synthetic_index.movies.set_index("title")["movieId"]
+    if "found" in case:
+        assert synthetic_index.lookup(case["query"]) == titles[case["found"]]
+    else:
+        with pytest.raises(TitleLookupError, match="no movie titled"):
+            synthetic_index.lookup(case["query"])
+
+
+def test_every_non_latin_title_is_found_by_its_exact_text(synthetic_index: TitleIndex):
+    for title in NON_LATIN["titles"]:
+        assert synthetic_index.candidates(title) == ("exact title", [list(synthetic_index.movies["title"]).index(title)]), ascii(title)

@@ -8,14 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import with_flags
 from embedlab.cli import main
 from embedlab.report.common import MISSING
 
 
 def args_for(cifar_root, out, tmp_path, *extra: str) -> list[str]:
-    return ["vision", "finetune", "--data-dir", str(cifar_root), "--out", str(out), "--backbone", "resnet18", "--weights", "none",
-            "--size", "32", "--epochs", "2", "--batch-size", "50", "--val-per-class", "5", "--offline",
-            "--cache-dir", str(tmp_path / "cache"), "--probe-size", "32", *extra]
+    """The test's fine-tuning command, with ``extra``'s flags given instead of its own."""
+    return with_flags(["vision", "finetune", "--data-dir", str(cifar_root), "--out", str(out), "--backbone", "resnet18", "--weights", "none",
+                       "--size", "32", "--epochs", "2", "--batch-size", "50", "--val-per-class", "5", "--offline",
+                       "--cache-dir", str(tmp_path / "cache"), "--probe-size", "32"], *extra)
 
 
 def recomputed_test_probs(checkpoint, cifar_root, test_index) -> np.ndarray:

@@ -7,6 +7,8 @@ Se7en) (1995). An ambiguous title lists its candidates; an unknown one suggests 
 from __future__ import annotations
 
 import difflib
+import hashlib
+import logging
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -21,7 +23,7 @@ from embedlab.errors import InputError, MissingFileError, UserError
 RATINGS_COLUMNS = ("userId", "movieId", "rating")
 MOVIES_COLUMNS = ("movieId", "title", "genres")
 
-_YEAR = re.compile(r"\s*\((\d{4})(?:[-–]\d{0,4})?\)\s*$")
+_YEAR = re.compile(r"\s*\(([0-9]{4})(?:[-–][0-9]{0,4})?\)\s*$")  # ASCII digits, as the explorer's JavaScript reads them
 _PAREN = re.compile(r"\s*\(([^()]*)\)\s*$")
 _ARTICLES = ("the", "a", "an", "les", "la", "le", "l'", "il", "el", "die", "der", "das", "los", "las", "lo")
 _ARTICLE_SUFFIX = re.compile(r"^(.*),\s*(" + "|".join(re.escape(a) for a in _ARTICLES) + r")$", re.IGNORECASE)
@@ -41,14 +43,26 @@ def _read_csv(path: Path, columns: tuple[str, ...], dtypes: dict[str, str] | Non
         if missing:
             raise InputError(f"{path} lacks column(s) {missing}; found {list(header)}. Is this a MovieLens file?")
         return pd.read_csv(path, usecols=list(columns), dtype=dtypes, encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); MovieLens files are UTF-8") from None
+    except UnicodeDecodeError as exc:  # pandas decodes in chunks: its offset is not the file's, so find the line
+        raise InputError(f"{path} is not UTF-8 text ({exc.reason} on line {_first_non_utf8_line(path)}); MovieLens files are "
+                         "UTF-8") from None
     except pd.errors.EmptyDataError:
         raise InputError(f"{path} is empty; expected a CSV with columns {', '.join(columns)}") from None
     except (ValueError, OverflowError) as exc:
         if str(exc).startswith(str(path)):
             raise
         raise InputError(f"{path} has a value of the wrong type ({exc}); MovieLens ids are integers and ratings numbers") from None
+
+
+def _first_non_utf8_line(path: Path) -> str:
+    """The number (from 1, the header included) of the first line of ``path`` that is not UTF-8, as text."""
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return str(number)
+    return "?"
 
 
 #: MovieLens ratings are half stars from 0.5 to 5.0.
@@ -87,12 +101,37 @@ def split_title(title: str) -> tuple[str, int | None]:
     return title.strip(), None
 
 
+def untitled(movie_id: int) -> str:
+    """The visible title of a movie whose title is missing (empty in movies.csv, or a rated movie not listed there)."""
+    return f"(no title: movieId {movie_id})"
+
+
+#: MovieLens's own spelling of a movie without genres.
+NO_GENRES = "(no genres listed)"
+
+
 def load_movies(folder: Path) -> pd.DataFrame:
-    """movies.csv with a parsed ``year`` column (nullable) and the original title and genres; ids unique and positive."""
+    """movies.csv with a parsed ``year`` column (nullable) and the original title and genres; ids unique and positive.
+
+    Rows the study can use only in part are kept, visibly, with a warning naming their lines: an empty title becomes
+    ``untitled(movieId)`` (its ratings still count in X), empty genres MovieLens's "(no genres listed)". A file with no
+    movie at all is refused: every query would be unknown.
+    """
     path = Path(folder) / "movies.csv"
     df = _read_csv(path, MOVIES_COLUMNS, {"movieId": "int64", "title": "str", "genres": "str"})[list(MOVIES_COLUMNS)]
+    if df.empty:
+        raise InputError(f"{path} holds no movies (a header line only); expected one line per movie: movieId,title,genres")
     if df["movieId"].duplicated().any() or (df["movieId"] < 1).any():
         raise InputError(f"{path} has a movieId below 1 or listed twice; MovieLens movie ids are unique positive integers")
+    for column, what, fill in (("title", "an empty title", lambda i: untitled(int(df["movieId"].iat[i]))),
+                               ("genres", "no genres", lambda i: NO_GENRES)):
+        blank = df[column].isna().to_numpy() | (df[column].fillna("").astype(str).str.strip() == "").to_numpy()
+        if blank.any():
+            rows = blank.nonzero()[0]
+            df.loc[blank, column] = [fill(i) for i in rows]
+            lines = ", ".join(str(i + 1) for i in rows[:5]) + (", …" if len(rows) > 5 else "")
+            logging.getLogger(__name__).warning(f"{path}: {len(rows):,} movie(s) with {what} on data line(s) {lines}; kept, "
+                                                f"shown as {fill(int(rows[0]))!r}" + (" and so on" if len(rows) > 1 else ""))
     return with_years(df)
 
 
@@ -112,11 +151,45 @@ def _move_article(name: str) -> str:
     return f"{article}{sep}{m.group(1)}"
 
 
+#: The combining marks dropped by ``normalise``: the blocks of diacritics that Latin, Greek and Cyrillic letters take
+#: ("é" is "e" + U+0301). Other scripts' marks (Hebrew points, Devanagari vowel signs) are part of their words and stay.
+LATIN_MARKS = ((0x0300, 0x036F), (0x1AB0, 0x1AFF), (0x1DC0, 0x1DFF), (0xFE20, 0xFE2F))
+
+
+def _kept(c: str) -> str:
+    """What one character of an NFD text becomes in a key: itself (a letter, digit, mark or symbol such as an emoji),
+    nothing (a Latin-like diacritic; an invisible format character: zero-width space or joiner, a bidi control), or
+    a space (punctuation, spaces)."""
+    if any(lo <= ord(c) <= hi for lo, hi in LATIN_MARKS):
+        return ""
+    category = unicodedata.category(c)
+    if category == "Cf":
+        return ""
+    return c if category[0] in "LNM" or category == "So" else " "
+
+
+def casefold(text: str) -> str:
+    """``str.casefold``, character by character (as the explorer applies it: its table holds where it differs from
+    lower case)."""
+    return "".join(c.casefold() for c in text)
+
+
 def normalise(text: str) -> str:
-    """Lower case, accents dropped ("Amélie" -> "amelie"), articles in front, punctuation folded: the key both titles and queries map to."""
-    text = _move_article(unicodedata.normalize("NFKD", text.strip()))
-    text = re.sub(r"[^0-9a-z]+", " ", "".join(c for c in text.lower() if not unicodedata.combining(c)))
+    """The key both titles and queries map to, in any script: compatibility forms folded (NFKC: full-width letters,
+    ligatures), case folded ("Straße" -> "strasse"), Latin-like diacritics dropped ("Amélie" -> "amelie"), invisible
+    characters dropped, the article moved to the front, punctuation a single space. Letters, digits, other scripts'
+    marks and symbols (emoji) are kept, so "שלום" and "東京物語" have keys of their own."""
+    text = _move_article(unicodedata.normalize("NFKC", text.strip()))
+    text = unicodedata.normalize("NFD", casefold(text))
+    text = unicodedata.normalize("NFC", "".join(_kept(c) for c in text))
     return " ".join(text.split())
+
+
+def slug(text: str) -> str:
+    """'Apollo 13' -> 'apollo_13': a file-name part for a query's tables, from its key (``normalise``) in any script; a
+    text with no letter or digit (emoji alone) gets a short hash instead."""
+    key = "_".join("".join(c if unicodedata.category(c)[0] in "LNM" else " " for c in normalise(text)).split())
+    return key or "q" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:10]
 
 
 #: Numerals folded to digits in the last matching rule: roman II-XX and spelled one-twenty ("Rocky Two" is "Rocky II").
@@ -213,12 +286,12 @@ class TitleIndex:
         q = query.strip()
         name, year = split_title(q)
         key = normalise(name)
-        if not key:
-            return "", []
+        exact = [i for i in range(len(self._titles)) if self._exact[i] == q.lower()]
+        if exact or not key:  # the title as stored comes first, even one with no letter or digit to make a key of
+            return ("exact title", sorted(exact, key=lambda i: (-self._likes[i], i))) if exact else ("", [])
         bare = _drop_article(key)
         digits, bare_digits = fold_numerals(key), fold_numerals(bare)
         rules = [
-            ("exact title", lambda i: self._exact[i] == q.lower()),
             ("exact name", lambda i: key in self._names[i]),
             ("article moved or dropped", lambda i: key in self._keys[i] or bare in self._keys[i]),
             ("prefix", lambda i: any(k.startswith(key) or k.startswith(bare) for k in self._keys[i])),

@@ -10,7 +10,6 @@ same steps in lockstep on its share of the users; only rank 0's run folder is ke
 from __future__ import annotations
 
 import logging
-import re
 import resource
 import time
 from collections.abc import Callable
@@ -25,14 +24,14 @@ from embedlab.logs import Progress
 
 from embedlab.errors import InputError
 from embedlab.config import MoviesConfig, to_dict
-from embedlab.data import available_memory, download_url, ensure_movielens, resolve_data_dir, verify_movielens
+from embedlab.data import available_memory, download_url, ensure_movielens, movielens_digests, resolve_data_dir, verify_movielens
 from embedlab.distributed import balanced_rows, current
 from embedlab.movies import figures
 from embedlab.movies.cooccurrence import CoLikes, ColikeSummary, build_colikes, colike_fro_sq, colike_stats, colike_summary, like_matrix
 from embedlab.movies.anchors import Tuned, als_candidates, ease_candidates, implicit_available, tune
 from embedlab.movies.evaluate import (Scorer, bucket_masks, build_queries, colike_scorers, cosine_scorer, recommend_all, recommend_all_multi,
                                       score_recs, split_users)
-from embedlab.movies.movielens import TitleIndex, TitleLookupError, load_movies, load_ratings, with_years
+from embedlab.movies.movielens import TitleIndex, TitleLookupError, load_movies, load_ratings, slug, untitled, with_years
 from embedlab.movies.objective import CoLikeOperator, SpectralSolution, spectral_optimum
 from embedlab.movies.recommend import eligible_items, jaccard, rank_correlation, similar_items, similarity
 from embedlab.movies.train import Budget, Objective, RunResult, best_run, default_workers, fit, initial_embedding, parallel_map, sweep
@@ -42,18 +41,14 @@ from embedlab.results import (Candidate, ColdStart, DataStats, DimChoice, FitSum
                               Stability, load, save)
 
 log = logging.getLogger(__name__).info
-
-
-def slug(text: str) -> str:
-    """'Apollo 13' -> 'apollo_13' (file names for per-query tables)."""
-    return re.sub(r"[^0-9a-z]+", "_", text.lower()).strip("_")
+warn = logging.getLogger(__name__).warning
 
 
 def item_table(co: CoLikes, movies: pd.DataFrame) -> pd.DataFrame:
     """One row per movie of X, in X's order: movieId, title, year, genres, likes."""
     items = pd.DataFrame({"movieId": co.movie_ids, "likes": co.like_counts})
     items = items.merge(movies, on="movieId", how="left", validate="one_to_one")
-    items["title"] = items["title"].fillna(items["movieId"].map(lambda m: f"movieId {m}"))
+    items["title"] = items["title"].fillna(items["movieId"].map(untitled))
     items["genres"] = items["genres"].fillna("(no genres listed)")
     return items[["movieId", "title", "year", "genres", "likes"]]
 
@@ -165,19 +160,39 @@ class Fitted:
     table: pd.DataFrame
 
 
-def load_tables(cfg: MoviesConfig) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """(ratings, movies, description): a MovieLens release from disk, or a synthetic one of a named shape."""
+def load_tables(cfg: MoviesConfig) -> tuple[pd.DataFrame, pd.DataFrame, str, dict[str, str]]:
+    """(ratings, movies, description, each file's sha256): a MovieLens release from disk, or a synthetic one of a named
+    shape (no files)."""
     if cfg.synthetic:
         from embedlab.movies.synthetic import check_fits, generate
 
         shape = check_fits(cfg.synthetic)
         log(f"[2A] generating synthetic {cfg.synthetic}: {shape[0]:,} users, {shape[1]:,} movies, {shape[2]:,} ratings (seed {cfg.seed})")
         syn = generate(cfg.synthetic, seed=cfg.seed)
-        return syn.ratings, with_years(syn.movies), f"synthetic {cfg.synthetic} (seed {cfg.seed})"
+        return syn.ratings, with_years(syn.movies), f"synthetic {cfg.synthetic} (seed {cfg.seed})", {}
     folder = ensure_movielens(resolve_data_dir(cfg.data_dir), None if cfg.offline else download_url, cfg.dataset)
-    check = verify_movielens(folder, cfg.dataset, cfg.allow_modified_data)
+    digests = movielens_digests(folder)
+    check = verify_movielens(folder, cfg.dataset, cfg.allow_modified_data, digests)
     log(f"[2A] reading {folder}: {check}")
-    return load_ratings(folder), load_movies(folder), f"{cfg.dataset} ({folder}); {check}"
+    return load_ratings(folder), load_movies(folder), f"{cfg.dataset} ({folder}); {check}", digests
+
+
+def check_same_data(cfg: MoviesConfig, run: RunDir) -> None:
+    """A resumed run goes on with the data it started on: the files' sha256 recorded by its 2A must match those under
+    ``cfg.data_dir`` now (the same files in another folder are fine). Checked before the run folder is touched."""
+    data = load(run).movies_data
+    recorded = data.files_sha256 if data is not None else {}
+    if not recorded or cfg.synthetic:
+        return
+    folder = resolve_data_dir(cfg.data_dir) / cfg.dataset
+    if not all((folder / name).is_file() for name in recorded):
+        return  # missing files: ensure_movielens says which, in its own words
+    now = movielens_digests(folder)
+    changed = [name for name, digest in recorded.items() if now.get(name) != digest]
+    if changed:
+        raise InputError(f"{run.path} was computed on other data: {', '.join(str(folder / n) for n in changed)} differ(s) from the "
+                         f"file(s) it read (sha256 {', '.join(recorded[n][:12] + '…' for n in changed)}); resume it with the data it "
+                         "started on (any folder holding the same files), or start a new run")
 
 
 def query_texts(cfg: MoviesConfig, co: CoLikes, items: pd.DataFrame) -> list[str]:
@@ -223,19 +238,23 @@ def check_sizes(cfg: MoviesConfig, co: CoLikes, available: int | None = None) ->
 def step_2a_data(cfg: MoviesConfig, run: RunDir) -> Prepared:
     """2A: ratings -> likes L -> what the report shows of X (computed in chunks, never whole)."""
     dist = current()
-    ratings, movies, source = load_tables(cfg)
+    ratings, movies, source, digests = load_tables(cfg)
     t0 = time.perf_counter()
     co = build_colikes(ratings, cfg.like_threshold)
     build_s = time.perf_counter() - t0
     check_sizes(cfg, co)
     dist.check_same("likes matrix", co.likes.indptr.tobytes() + co.likes.indices.tobytes())
     items = item_table(co, movies)
+    unlisted = np.setdiff1d(co.movie_ids, movies["movieId"].to_numpy())
+    if len(unlisted):
+        warn(f"{len(unlisted):,} liked movie(s) are not in movies.csv (movieId {', '.join(map(str, unlisted[:5]))}"
+             f"{', …' if len(unlisted) > 5 else ''}); kept, titled as {untitled(int(unlisted[0]))!r}")
     queries = resolve_queries(query_texts(cfg, co, items), TitleIndex.with_likes(movies, co.movie_ids, co.like_counts), co, items)
     t0 = time.perf_counter()
     summary = colike_summary(co.likes, k=15)
     stats = colike_stats(ratings, len(movies), co, summary)
     result = DataStats(**stats, source=source, build_seconds=round(build_s, 3), x_summary_seconds=round(time.perf_counter() - t0, 2),
-                       query_likes={q.title: int(items["likes"].iat[q.row]) for q in queries})
+                       query_likes={q.title: int(items["likes"].iat[q.row]) for q in queries}, files_sha256=digests)
     pairs = pd.DataFrame([(items["title"].iat[i], items["title"].iat[j], c) for i, j, c in summary.top_pairs],
                          columns=["movie A", "movie B", "users who liked both"])
     run.save_table("colike_top_pairs", pairs)
@@ -468,6 +487,7 @@ def run_movies(cfg: MoviesConfig, run: RunDir) -> RunResults:
 def _run_movies(cfg: MoviesConfig, run: RunDir) -> RunResults:
     dist = current()
     cfg.validate()
+    check_same_data(cfg, run)
     run.update_config("movies", to_dict(cfg))
     t_all = time.perf_counter()
     data = step_2a_data(cfg, run)

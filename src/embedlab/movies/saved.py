@@ -50,6 +50,10 @@ class SavedEmbeddings:
             raise SavedRunError(f"{cfg_path} is malformed ({type(exc).__name__}: {exc}); it was not written by `embedlab movies`, "
                                 "or was edited") from None
         items = _read_table(items_path, {"movieId": "int64", "title": "str", "genres": "str", "likes": "int64"})
+        if not bool(torch.isfinite(v).all()):
+            bad = int((~torch.isfinite(v)).any(dim=1).sum()) if v.dim() == 2 else v.numel()
+            raise SavedRunError(f"{emb} holds vectors that are not finite numbers (NaN or infinity in {bad:,} of them); it was "
+                                "damaged or edited: run `embedlab movies` again")
         if v.dim() != 2 or len(items) != v.shape[0]:
             raise SavedRunError(f"{items_path} has {len(items)} rows and {emb} {tuple(v.shape)} vectors: they belong to different runs")
         cat_path = run_path / "artefacts" / "catalogue.csv"
@@ -77,6 +81,8 @@ class SavedEmbeddings:
             raise TitleLookupError(f"{title!r} is in the catalogue but nobody liked it in this run, so it has no embedding", [])
         row = int(rows[0])
         idx, scores = similar_items(self.v, row, k, eligible, metric)
+        if len(idx) == 0:
+            raise InputError(f"no other movie has >= {min_likes} likes in this run, so there is nothing to recommend; lower --min-likes")
         table = self.items.iloc[idx][["title", "genres", "likes"]].reset_index(drop=True)
         table.insert(0, "rank", np.arange(1, len(table) + 1))
         table.insert(3, "similarity", np.round(scores.astype(float), 4))

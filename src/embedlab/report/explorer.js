@@ -26,8 +26,12 @@
     if (!m) return name;
     return m[2] + (m[2].endsWith("'") ? "" : " ") + m[1];
   }
-  const normalise = (t) => moveArticle(t.trim().normalize("NFKD")).toLowerCase().replace(/[\u0300-\u036f]/g, "")
-    .replace(/[^0-9a-z]+/g, " ").trim().split(/\s+/).join(" ");
+  // movielens.normalise: NFKC, case folded (str.casefold: lower case, and D.fold where the two differ), Latin-like
+  // diacritics and invisible format characters dropped, anything but letters, digits, marks and symbols a space
+  const casefold = (t) => Array.from(t, (c) => (Object.hasOwn(D.fold, c) ? D.fold[c] : c.toLowerCase())).join("");
+  const LATIN_MARKS = /[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\ufe20-\ufe2f]/gu;
+  const normalise = (t) => casefold(moveArticle(t.trim().normalize("NFKC"))).normalize("NFD").replace(LATIN_MARKS, "")
+    .replace(/\p{Cf}/gu, "").replace(/[^\p{L}\p{N}\p{M}\p{So}]+/gu, " ").normalize("NFC").trim().split(/\s+/).join(" ");
   function dropArticle(key) {
     const i = key.indexOf(" ");
     if (i < 0) return key;
@@ -45,10 +49,11 @@
     q = q.trim();
     const [name, year] = splitTitle(q);
     const key = normalise(name);
-    if (!key) return [];
+    const exactRows = [];  // the title as stored comes first, even one with no letter or digit to make a key of
+    for (let i = 0; i < N; i++) if (lower[i] === q.toLowerCase()) exactRows.push(i);
+    if (exactRows.length || !key) return exactRows.sort((a, b) => D.likes[b] - D.likes[a] || a - b);
     const bare = dropArticle(key), digits = foldNumerals(key), bareDigits = foldNumerals(bare);
     const rules = [
-      (i) => lower[i] === q.toLowerCase(),
       (i) => D.names[i].includes(key),
       (i) => D.keys[i].includes(key) || D.keys[i].includes(bare),
       (i) => D.keys[i].some((k) => k.startsWith(key) || k.startsWith(bare)),

@@ -8,6 +8,7 @@ JavaScript and no network. ``report.md`` carries only a placeholder that ``repor
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from importlib import resources
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from embedlab.movies.movielens import _ARTICLES, NUMERALS, fold_numerals, title_keys, title_names
-from embedlab.runs import RunDir
+from embedlab.runs import RunDir, without_bidi
 
 #: Where report.md asks for the explorer; report.html replaces it (GitHub shows nothing there).
 PLACEHOLDER = '<div id="movie-explorer-placeholder"></div>'
@@ -40,14 +41,22 @@ def explorer_data(run: RunDir, max_movies: int = 20_000) -> dict | None:
     queries = pd.read_csv(run.path / "tables" / "query_likes.csv") if (run.path / "tables" / "query_likes.csv").is_file() else None
     return {
         "metric": cfg["metric"], "k": int(cfg["top_k"]), "minLikes": int(cfg["min_likes"]), "dim": int(v.shape[1]),
-        "capped": capped, "titles": sub["title"].astype(str).tolist(), "genres": sub["genres"].astype(str).tolist(),
+        "capped": capped, "titles": [without_bidi(t) for t in sub["title"].astype(str)], "genres": sub["genres"].astype(str).tolist(),
         "years": [None if pd.isna(y) else int(y) for y in sub["year"]], "likes": sub["likes"].astype(int).tolist(),
         "names": [title_names(t) for t in sub["title"].astype(str)], "keys": [title_keys(t) for t in sub["title"].astype(str)],
         "digitKeys": [list(dict.fromkeys(fold_numerals(k) for k in title_keys(t))) for t in sub["title"].astype(str)],
-        "numerals": NUMERALS, "articles": list(_ARTICLES),
+        "numerals": NUMERALS, "articles": list(_ARTICLES), "fold": casefold_table(),
         "vectors": base64.b64encode(v[eligible].tobytes()).decode(),
         "map": coords, "queries": [] if queries is None else [t for t in queries["title"].astype(str) if t in set(sub["title"])],
     }
+
+
+@functools.cache
+def casefold_table() -> dict[str, str]:
+    """Each character whose ``str.casefold`` differs from its lower case ("ß" -> "ss"): what the page's ``casefold`` needs
+    beside JavaScript's ``toLowerCase`` to fold a query as ``movielens.normalise`` does."""
+    chars = (chr(i) for i in range(0x110000) if not 0xD800 <= i <= 0xDFFF)
+    return {c: c.casefold() for c in chars if c.casefold() != c.lower()}
 
 
 def _map_coordinates(run: RunDir, movie_ids: np.ndarray) -> dict | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +11,7 @@ from markupsafe import Markup
 from embedlab.config import MoviesConfig
 from embedlab.report.common import saved_config
 from embedlab.report.explorer import PLACEHOLDER
+from embedlab.movies.movielens import slug
 from embedlab.results import ColdStart, DataStats, Holdout, RunResults
 from embedlab.runs import RunDir, markdown_table
 
@@ -19,10 +19,6 @@ from embedlab.runs import RunDir, markdown_table
 EMBEDDING_PREFIX = "embedding"
 NORMALISED_COLIKES = "co-likes X_ij/sqrt(n_i n_j)"
 MOST_POPULAR = "most popular"
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^0-9a-z]+", "_", text.lower()).strip("_")
 
 
 def data_table(d: DataStats) -> Markup:
@@ -91,7 +87,7 @@ def movies_context(run: RunDir, results: RunResults) -> dict[str, Any]:
     h = results.movies_holdout
     sampled = None if h is None else next((int(q) for r in h.methods.values() if (q := _score(r, "queries")) is not None), None)
     return {
-        "results": results, "cfg": cfg, "slug": _slug, "explorer": Markup(PLACEHOLDER),
+        "results": results, "cfg": cfg, "slug": slug, "explorer": Markup(PLACEHOLDER),
         "data_table": None if results.movies_data is None else data_table(results.movies_data),
         "anchors": None if h is None else anchor_reading(h, cfg.top_k),
         "cold": [] if results.movies_cold_start is None else cold_start_reading(results.movies_cold_start, cfg.top_k),
