@@ -116,3 +116,16 @@ def test_top_pairs_from_popular_rows_equal_the_brute_force(seed, k):
     iu = np.triu_indices_from(x, 1)
     expected = [(int(i), int(j), int(c)) for c, i, j in sorted(zip(x[iu], iu[0], iu[1]), key=lambda t: (-t[0], t[1], t[2])) if c > 0][:k]
     assert top_colike_pairs(likes, k, entries=41) == expected  # two rows per chunk
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("entries", [7, 10_000])
+def test_one_pass_gives_a_part_of_the_users_too(seed, entries):
+    """``part``: ||X||_F^2 of some users' likes alone, from the same pass, equals the materialised matrix of those users;
+    the whole matrix's figures are unchanged by asking for it."""
+    likes = random_likes(seed)
+    part = np.random.default_rng(seed + 10).random(likes.shape[0]) < 0.8
+    x_part = cooccurrence(likes[part]).toarray().astype(np.float64)
+    s, whole = colike_summary(likes, k=5, entries=entries, part=part), colike_summary(likes, k=5, entries=entries)
+    assert s.part_fro_sq == (x_part**2).sum() == colike_fro_sq(likes[part])
+    assert (s.nnz, s.max, s.fro_sq, s.top_pairs) == (whole.nnz, whole.max, whole.fro_sq, whole.top_pairs) and whole.part_fro_sq is None

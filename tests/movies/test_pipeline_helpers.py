@@ -43,6 +43,14 @@ def test_the_held_out_split_keeps_every_test_users_likes_out_of_training():
                    test_likes["movieId"].map({m: i for i, m in enumerate(split.train.movie_ids)})))
     q = split.queries
     assert len(q.items) > 0 and all((int(u), int(i)) in keys for u, i in zip(q.users, q.items))
+    # 2A's pass over X marks the same training users, so its ||X_train||_F^2 is the held-out operator's
+    from embedlab.movies.cooccurrence import build_colikes, colike_fro_sq, colike_summary
+    from embedlab.movies.pipeline import training_users
+
+    co = build_colikes(ratings, cfg.like_threshold)
+    part = training_users(cfg, ratings, co)
+    assert set(co.user_ids[part]) == set(split.train.user_ids)
+    assert colike_summary(co.likes, part=part).part_fro_sq == colike_fro_sq(split.train.likes) > 0
 
 
 def test_the_dimension_is_the_smallest_within_tolerance_of_the_best():

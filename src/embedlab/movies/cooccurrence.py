@@ -116,23 +116,33 @@ class ColikeSummary:
     max: int
     fro_sq: float
     top_pairs: list[tuple[int, int, int]]  # (i, j, count), i < j, largest first
+    part_fro_sq: float | None = None  # ||X||_F^2 of the likes of a part of the users alone (colike_summary's ``part``)
 
 
-def _gram_pass(a: sp.csr_matrix, at: sp.csr_matrix, entries: int) -> tuple[int, float]:
-    """(nnz, sum of squares) of the Gram matrix A A^T, one block of rows at a time, on every core.
+def _gram_pass(a: sp.csr_matrix, at: sp.csr_matrix, entries: int, part: np.ndarray | None = None) -> tuple[int, float, float]:
+    """(nnz, sum of squares) of the Gram matrix A A^T, one block of rows at a time, on every core, and the sum of
+    squares of the Gram matrix of ``part``'s columns of A alone (a boolean mask; 0.0 without one).
 
-    scipy's sparse product releases the GIL, so threads overlap (as many as torch may use: OMP_NUM_THREADS,
-    1 per rank under torchrun); each block is dropped once reduced.
+    With a part, each block is the sum of the part's product and the rest's: the two cost what the whole block costs,
+    so one pass gives both. scipy's sparse product releases the GIL, so threads overlap (as many as torch may use:
+    OMP_NUM_THREADS, 1 per rank under torchrun); each block is dropped once reduced.
     Entries are float64 integers: their squares and sums stay exact well past ML-32M sizes.
     """
+    if part is not None:  # A's columns split once, not per block: (A_part, A_part^T) and (A_rest, A_rest^T)
+        halves = [(at[mask].T.tocsr(), at[mask]) for mask in (part, ~part)]
 
-    def block_stats(rows: np.ndarray) -> tuple[int, float]:
-        block = a[rows] @ at
-        return int(block.nnz), float(np.dot(block.data, block.data))
+    def block_stats(rows: np.ndarray) -> tuple[int, float, float]:
+        if part is None:
+            block = a[rows] @ at
+            return int(block.nnz), float(np.dot(block.data, block.data)), 0.0
+        (a1, b1), (a2, b2) = halves
+        mine = a1[rows] @ b1
+        block = mine + a2[rows] @ b2
+        return int(block.nnz), float(np.dot(block.data, block.data)), float(np.dot(mine.data, mine.data))
 
     with ThreadPoolExecutor(max_workers=torch.get_num_threads()) as pool:
         parts = list(pool.map(block_stats, row_chunks(a.shape[0], a.shape[0], entries)))
-    return sum(p[0] for p in parts), sum(p[1] for p in parts)
+    return sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts)
 
 
 def top_colike_pairs(likes: sp.spmatrix, k: int, entries: int = CHUNK_ENTRIES) -> list[tuple[int, int, int]]:
@@ -169,19 +179,22 @@ def top_colike_pairs(likes: sp.spmatrix, k: int, entries: int = CHUNK_ENTRIES) -
     return [(-a, -b, c) for c, a, b in sorted(heap, reverse=True)]
 
 
-def colike_summary(likes: sp.spmatrix, k: int = 15, entries: int = CHUNK_ENTRIES) -> ColikeSummary:
+def colike_summary(likes: sp.spmatrix, k: int = 15, entries: int = CHUNK_ENTRIES, part: np.ndarray | None = None) -> ColikeSummary:
     """Non-zeros, maximum, ||X||_F^2 and the ``k`` most co-liked pairs of X, in row chunks.
 
     One pass over the rows of L^T L (cost O(sum_u deg_u^2), memory O(chunk rows x M)) counts the
     non-zeros and squares, the diagonal n_i is subtracted afterwards; the top pairs (and so the
-    maximum) come from ``top_colike_pairs``.
+    maximum) come from ``top_colike_pairs``. ``part``, a boolean mask over L's rows (the held-out split's
+    training users), adds ||X||_F^2 of those users' likes alone, from the same pass (``part_fro_sq``).
     """
     lc = sp.csr_matrix(likes, dtype=np.float64)
     n = np.asarray(lc.sum(axis=0)).ravel()
-    nnz, sq = _gram_pass(lc.T.tocsr(), lc, entries)
+    nnz, sq, part_sq = _gram_pass(lc.T.tocsr(), lc, entries, None if part is None else np.asarray(part, dtype=bool))
     pairs = top_colike_pairs(lc, k, entries)
+    n_part = None if part is None else np.asarray(lc[np.asarray(part, dtype=bool)].sum(axis=0)).ravel()
     return ColikeSummary(nnz=nnz - int(np.count_nonzero(n)), max=pairs[0][2] if pairs else 0,
-                         fro_sq=sq - float(n @ n), top_pairs=pairs)
+                         fro_sq=sq - float(n @ n), top_pairs=pairs,
+                         part_fro_sq=None if n_part is None else part_sq - float(n_part @ n_part))
 
 
 def colike_fro_sq(likes: sp.spmatrix, entries: int = CHUNK_ENTRIES) -> float:

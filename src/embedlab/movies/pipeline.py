@@ -251,7 +251,7 @@ def step_2a_data(cfg: MoviesConfig, run: RunDir) -> Prepared:
              f"{', …' if len(unlisted) > 5 else ''}); kept, titled as {untitled(int(unlisted[0]))!r}")
     queries = resolve_queries(query_texts(cfg, co, items), TitleIndex.with_likes(movies, co.movie_ids, co.like_counts), co, items)
     t0 = time.perf_counter()
-    summary = colike_summary(co.likes, k=15)
+    summary = colike_summary(co.likes, k=15, part=training_users(cfg, ratings, co))
     stats = colike_stats(ratings, len(movies), co, summary)
     result = DataStats(**stats, source=source, build_seconds=round(build_s, 3), x_summary_seconds=round(time.perf_counter() - t0, 2),
                        query_likes={q.title: int(items["likes"].iat[q.row]) for q in queries}, files_sha256=digests)
@@ -411,7 +411,7 @@ def step_holdout(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted)
     Returns the split and its operator, which the dimension sweep scores on too."""
     log("[eval] held-out users: embeddings vs co-likes, popularity, EASE and ALS, overall and by the query movie's like count")
     split = HoldoutSplit.make(cfg, data.ratings, data.movies)
-    held = HeldOut(split, make_operator(split.train.likes))
+    held = HeldOut(split, make_operator(split.train.likes, data.summary.part_fro_sq))  # ||X_train||_F^2 from 2A's pass
     refit = _fit_final(cfg, held.op, cfg.dim, fitted.final.optimizer, fitted.final.lr)
     tuned, notes = tuned_anchors(cfg, split)
     overall, cold = holdout_tables(cfg, split, refit.v if not refit.diverged else None, {t.name: t.scorer for t in tuned})
@@ -562,6 +562,17 @@ class HoldoutSplit:
         queries = build_queries((lmat @ remap).tocsr())
         return cls(train=train, queries=queries.sample(cfg.holdout_max_queries, cfg.holdout_seed), items=item_table(train, movies),
                    queries_total=len(queries.items))
+
+
+def training_users(cfg: MoviesConfig, ratings: pd.DataFrame, co: CoLikes) -> np.ndarray | None:
+    """Which rows of L belong to the held-out split's training users (``HoldoutSplit.make`` draws the same split), so
+    that 2A's pass over X also gives ||X||_F^2 of their likes; None when the users cannot be split (the held-out step
+    says why)."""
+    try:
+        train_users, _ = split_users(ratings["userId"].to_numpy(), cfg.holdout_fraction, cfg.holdout_seed)
+    except InputError:
+        return None
+    return np.isin(co.user_ids, train_users)
 
 
 @dataclass(frozen=True)
