@@ -285,7 +285,7 @@ def test_finetune_help_states_the_configured_defaults(capsys):
         main(["vision", "finetune", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     gpu = PROFILES["gpu"]["finetune"]
-    assert f"(default {FinetuneConfig().cpu_size})" in text and f"(default {FinetuneConfig().epochs}; profile gpu: {gpu['epochs']};" in text
+    assert f"(default {FinetuneConfig().cpu_size}; range [32, 512])" in text and f"(default {FinetuneConfig().epochs}; profile gpu: {gpu['epochs']};" in text
     assert f"(default {FinetuneConfig().batch_size}; profile gpu: {gpu['batch_size']};" in text
 
 

@@ -119,7 +119,7 @@ def test_adding_a_setting_is_one_declaration():
 
     p = cli._Parser(prog="t")
     cli.add_setting_flags(p, WithNew)
-    assert "--shortlist" in flags_of(p) and "candidates kept before re-ranking (default 20)" in p.format_help()
+    assert "--shortlist" in flags_of(p) and "candidates kept before re-ranking (default 20; range [1, 50])" in " ".join(p.format_help().split())
     args = p.parse_args(["--shortlist", "7"])
     cfg = apply_overrides(WithNew(), cli._setting_flags(args, WithNew), flags=True)
     assert cfg.shortlist == 7 and cli._given_flags(args, WithNew, "refuse") == ["--shortlist"]
@@ -198,3 +198,22 @@ def test_every_numeric_setting_has_a_range_with_an_upper_end():
             schema = TypeAdapter(hints[f.name]).json_schema()
             unbounded += _unbounded_numbers(schema, f"{cls.__name__}.{f.name}", schema.get("$defs", {}))
     assert unbounded == []
+
+
+def test_help_states_every_numeric_settings_range(capsys):
+    """The range each numeric setting declares is printed by --help beside its default."""
+    import typing
+
+    from embedlab.cli import range_text
+
+    hints = typing.get_type_hints(MoviesConfig, include_extras=True)
+    assert range_text(hints["iterations"]) == "range [1, 100,000]" and range_text(hints["holdout_fraction"]) == "range (0, 1)"
+    assert range_text(hints["dim_sweep"]) == "each in [1, 4,096]" and range_text(hints["metric"]) == ""
+    with pytest.raises(SystemExit):
+        cli.main(["movies", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    numeric = [f for f in dataclasses.fields(MoviesConfig) if range_text(hints[f.name])]
+    assert len(numeric) >= 25
+    for f in numeric:
+        if f.name != "grid":
+            assert range_text(hints[f.name]) in text, f.name

@@ -64,6 +64,7 @@ def add_setting_flags(p: argparse.ArgumentParser, cls: type, names: Sequence[str
             f"default {_shown(default)}"]
         shown += [f"profile {name}: {_shown(over[f.name])}" for name, sections in PROFILES.items()
                   for section, over in sections.items() if STUDY_CLASSES.get(section) is cls and f.name in over and f.name != "grid"]
+        shown += [r for r in [range_text(hint)] if r]
         help_text = (meta["help"] + (f" ({'; '.join(shown)})" if shown else "")).replace("%", "%%")
         if f.name == "grid":  # one setting, two flags: which optimisers, and the rates of one of them
             p.add_argument("--optimizers", metavar="OPT,OPT", help="comma-separated subset of the sweep's optimisers, e.g. adam,sgd "
@@ -88,6 +89,30 @@ def add_setting_flags(p: argparse.ArgumentParser, cls: type, names: Sequence[str
         else:
             convert, choices = _scalar(hint)
             p.add_argument(flag, dest=f.name, type=convert, choices=choices, metavar=None if choices else metavar, help=help_text)
+
+
+def range_text(hint: Any) -> str:
+    """A setting's declared range as its --help shows it: "range [1, 100,000]", "range (0, 1)", "each in [1, 4,096]"."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return next((t for t in map(range_text, typing.get_args(hint)) if t), "")
+    if typing.get_origin(hint) is list:
+        inner = range_text(typing.get_args(hint)[0])
+        return inner.replace("range ", "each in ") if inner else ""
+    if typing.get_origin(hint) is not Annotated:
+        return ""
+    base, *extras = typing.get_args(hint)
+    if typing.get_origin(base) is list:  # a list with a length rule around typed items
+        return range_text(base)
+    bounds: dict[str, float] = {}
+    for extra in extras:
+        for rule in getattr(extra, "metadata", []):
+            bounds.update({k: getattr(rule, k) for k in ("ge", "gt", "le", "lt") if getattr(rule, k, None) is not None})
+    if not ({"ge", "gt"} & set(bounds) and {"le", "lt"} & set(bounds)):
+        return ""
+    def num(x: float) -> str:
+        return f"{x:,}" if isinstance(x, int) else f"{x:g}"
+    low, high = bounds.get("ge", bounds.get("gt")), bounds.get("le", bounds.get("lt"))
+    return f"range {'[' if 'ge' in bounds else '('}{num(low)}, {num(high)}{']' if 'le' in bounds else ')'}"
 
 
 def _default_of(f: dataclasses.Field) -> Any:
