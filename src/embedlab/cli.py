@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
 from embedlab.config import (CONFIG_KEYS, DEFAULT_GRID, PROFILE_ALIASES, PROFILE_NAMES, PROFILES, STUDY_SECTIONS, FinetuneConfig, MoviesConfig,
-                             ProbeConfig, apply_overrides, check_sections, flag_of, load_config_file, profile_overrides, settings_of, with_followers)
+                             ProbeConfig, apply_overrides, check_sections, flag_of, load_config_file, profile_overrides, range_text, settings_of,
+                             with_followers)
 from embedlab.distributed import PeerFailed, current
 from embedlab.errors import InputError, UserError, failure_text
 from embedlab.files import NO_SPACE, disk_full
@@ -89,30 +90,6 @@ def add_setting_flags(p: argparse.ArgumentParser, cls: type, names: Sequence[str
         else:
             convert, choices = _scalar(hint)
             p.add_argument(flag, dest=f.name, type=convert, choices=choices, metavar=None if choices else metavar, help=help_text)
-
-
-def range_text(hint: Any) -> str:
-    """A setting's declared range as its --help shows it: "range [1, 100,000]", "range (0, 1)", "each in [1, 4,096]"."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return next((t for t in map(range_text, typing.get_args(hint)) if t), "")
-    if typing.get_origin(hint) is list:
-        inner = range_text(typing.get_args(hint)[0])
-        return inner.replace("range ", "each in ") if inner else ""
-    if typing.get_origin(hint) is not Annotated:
-        return ""
-    base, *extras = typing.get_args(hint)
-    if typing.get_origin(base) is list:  # a list with a length rule around typed items
-        return range_text(base)
-    bounds: dict[str, float] = {}
-    for extra in extras:
-        for rule in getattr(extra, "metadata", []):
-            bounds.update({k: getattr(rule, k) for k in ("ge", "gt", "le", "lt") if getattr(rule, k, None) is not None})
-    if not ({"ge", "gt"} & set(bounds) and {"le", "lt"} & set(bounds)):
-        return ""
-    def num(x: float) -> str:
-        return f"{x:,}" if isinstance(x, int) else f"{x:g}"
-    low, high = bounds.get("ge", bounds.get("gt")), bounds.get("le", bounds.get("lt"))
-    return f"range {'[' if 'ge' in bounds else '('}{num(low)}, {num(high)}{']' if 'le' in bounds else ')'}"
 
 
 def _default_of(f: dataclasses.Field) -> Any:

@@ -389,6 +389,30 @@ def _expected(hint: Any) -> str:
     return f"{name}[{', '.join(_expected(a) for a in args)}]" if args else name
 
 
+def range_text(hint: Any) -> str:
+    """A setting's declared range as its --help shows it: "range [1, 100,000]", "range (0, 1)", "each in [1, 4,096]"."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return next((t for t in map(range_text, typing.get_args(hint)) if t), "")
+    if typing.get_origin(hint) is list:
+        inner = range_text(typing.get_args(hint)[0])
+        return inner.replace("range ", "each in ") if inner else ""
+    if typing.get_origin(hint) is not Annotated:
+        return ""
+    base, *extras = typing.get_args(hint)
+    if typing.get_origin(base) is list:  # a list with a length rule around typed items
+        return range_text(base)
+    bounds: dict[str, float] = {}
+    for extra in extras:
+        for rule in getattr(extra, "metadata", []):
+            bounds.update({k: getattr(rule, k) for k in ("ge", "gt", "le", "lt") if getattr(rule, k, None) is not None})
+    if not ({"ge", "gt"} & set(bounds) and {"le", "lt"} & set(bounds)):
+        return ""
+    def num(x: float) -> str:
+        return f"{x:,}" if isinstance(x, int) else f"{x:g}"
+    low, high = bounds.get("ge", bounds.get("gt")), bounds.get("le", bounds.get("lt"))
+    return f"range {'[' if 'ge' in bounds else '('}{num(low)}, {num(high)}{']' if 'le' in bounds else ')'}"
+
+
 def apply_overrides(cfg: C, overrides: Any, section: str = "", flags: bool = False) -> C:
     """A copy of ``cfg`` with ``overrides``, each value checked against its field's type hint and range.
 

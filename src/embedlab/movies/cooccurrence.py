@@ -189,9 +189,10 @@ def colike_summary(likes: sp.spmatrix, k: int = 15, entries: int = CHUNK_ENTRIES
     """
     lc = sp.csr_matrix(likes, dtype=np.float64)
     n = np.asarray(lc.sum(axis=0)).ravel()
-    nnz, sq, part_sq = _gram_pass(lc.T.tocsr(), lc, entries, None if part is None else np.asarray(part, dtype=bool))
+    part = None if part is None else np.asarray(part, dtype=bool)
+    nnz, sq, part_sq = _gram_pass(lc.T.tocsr(), lc, entries, part)
     pairs = top_colike_pairs(lc, k, entries)
-    n_part = None if part is None else np.asarray(lc[np.asarray(part, dtype=bool)].sum(axis=0)).ravel()
+    n_part = None if part is None else np.asarray(lc[part].sum(axis=0)).ravel()
     return ColikeSummary(nnz=nnz - int(np.count_nonzero(n)), max=pairs[0][2] if pairs else 0,
                          fro_sq=sq - float(n @ n), top_pairs=pairs,
                          part_fro_sq=None if n_part is None else part_sq - float(n_part @ n_part))

@@ -168,19 +168,13 @@ def _kept(c: str) -> str:
     return c if category[0] in "LNM" or category == "So" else " "
 
 
-def casefold(text: str) -> str:
-    """``str.casefold``, character by character (as the explorer applies it: its table holds where it differs from
-    lower case)."""
-    return "".join(c.casefold() for c in text)
-
-
 def normalise(text: str) -> str:
     """The key both titles and queries map to, in any script: compatibility forms folded (NFKC: full-width letters,
     ligatures), case folded ("Straße" -> "strasse"), Latin-like diacritics dropped ("Amélie" -> "amelie"), invisible
     characters dropped, the article moved to the front, punctuation a single space. Letters, digits, other scripts'
     marks and symbols (emoji) are kept, so "שלום" and "東京物語" have keys of their own."""
     text = _move_article(unicodedata.normalize("NFKC", text.strip()))
-    text = unicodedata.normalize("NFD", casefold(text))
+    text = unicodedata.normalize("NFD", text.casefold())  # per character, as the explorer folds
     text = unicodedata.normalize("NFC", "".join(_kept(c) for c in text))
     return " ".join(text.split())
 

@@ -31,7 +31,7 @@ from embedlab.movies.cooccurrence import CoLikes, ColikeSummary, build_colikes, 
 from embedlab.movies.anchors import Tuned, als_candidates, ease_candidates, implicit_available, tune
 from embedlab.movies.evaluate import (Scorer, bucket_masks, build_queries, colike_scorers, cosine_scorer, recommend_all, recommend_all_multi,
                                       score_recs, split_users)
-from embedlab.movies.movielens import TitleIndex, TitleLookupError, load_movies, load_ratings, slug, untitled, with_years
+from embedlab.movies.movielens import NO_GENRES, TitleIndex, TitleLookupError, load_movies, load_ratings, slug, untitled, with_years
 from embedlab.movies.objective import CoLikeOperator, SpectralSolution, spectral_optimum
 from embedlab.movies.recommend import eligible_items, jaccard, rank_correlation, similar_items, similarity
 from embedlab.movies.train import Budget, Objective, RunResult, best_run, default_workers, fit, initial_embedding, parallel_map, sweep
@@ -49,14 +49,14 @@ def item_table(co: CoLikes, movies: pd.DataFrame) -> pd.DataFrame:
     items = pd.DataFrame({"movieId": co.movie_ids, "likes": co.like_counts})
     items = items.merge(movies, on="movieId", how="left", validate="one_to_one")
     items["title"] = items["title"].fillna(items["movieId"].map(untitled))
-    items["genres"] = items["genres"].fillna("(no genres listed)")
+    items["genres"] = items["genres"].fillna(NO_GENRES)
     return items[["movieId", "title", "year", "genres", "likes"]]
 
 
 def genre_matrix(genres: pd.Series) -> torch.Tensor:
     """(M, G) bool multi-hot of the '|'-separated genres."""
     dummies = genres.str.get_dummies(sep="|")
-    dummies = dummies.drop(columns=["(no genres listed)"], errors="ignore")
+    dummies = dummies.drop(columns=[NO_GENRES], errors="ignore")
     return torch.from_numpy(dummies.to_numpy().astype(bool))
 
 
@@ -487,7 +487,6 @@ def run_movies(cfg: MoviesConfig, run: RunDir) -> RunResults:
 def _run_movies(cfg: MoviesConfig, run: RunDir) -> RunResults:
     dist = current()
     cfg.validate()
-    check_same_data(cfg, run)
     run.update_config("movies", to_dict(cfg))
     t_all = time.perf_counter()
     data = step_2a_data(cfg, run)

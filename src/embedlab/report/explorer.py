@@ -47,7 +47,7 @@ def explorer_data(run: RunDir, max_movies: int = 20_000) -> dict | None:
         "digitKeys": [list(dict.fromkeys(fold_numerals(k) for k in title_keys(t))) for t in sub["title"].astype(str)],
         "numerals": NUMERALS, "articles": list(_ARTICLES), "fold": casefold_table(),
         "vectors": base64.b64encode(v[eligible].tobytes()).decode(),
-        "map": coords, "queries": [] if queries is None else [t for t in queries["title"].astype(str) if t in set(sub["title"])],
+        "map": coords, "queries": [] if queries is None else [without_bidi(t) for t in queries["title"].astype(str) if t in set(sub["title"])],
     }
 
 
