@@ -140,7 +140,7 @@ class MoviesConfig(DataSettings):
     divergence_factor: FloatRange(1, 1e12) = setting(
         10.0, help="a run whose cost exceeds this multiple of its start cost has diverged and stops")
     final_iterations: Steps = setting(3000, help="at most this many steps when the best setting is run to convergence")
-    final_rel_tol: Fraction = setting(1e-7, help="convergence: the cost falls by less than this fraction over 10 steps")
+    final_rel_tol: Fraction = setting(1e-7, help="convergence: the cost falls by less than this fraction over 50 steps")
     converged_gap: FloatRange(0, 1) = setting(0.01, help="a run within this fraction of the spectral optimum counts as converged")
     spectral_rounds: IntRange(1, 10_000) = setting(50, help="rounds of the block power iteration that computes the exact optimum")
     metric: Literal["cosine", "dot"] = setting("cosine", help="similarity of the recommendations")

@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from embedlab.movies.cooccurrence import build_colikes, colike_fro_sq, colike_rows, colike_stats, colike_summary, cooccurrence
+from embedlab.movies.cooccurrence import build_colikes, colike_fro_sq, colike_stats, colike_summary, cooccurrence
+from embedlab.movies.gram import gram_rows
 
 
 def hand_ratings() -> pd.DataFrame:
@@ -90,12 +91,12 @@ def test_chunked_summary_matches_the_materialised_matrix(seed, entries):
     x = cooccurrence(likes).toarray().astype(np.float64)
     s = colike_summary(likes, k=5, entries=entries)
     assert s.nnz == np.count_nonzero(x) and s.max == x.max() and s.fro_sq == pytest.approx((x**2).sum(), rel=1e-12)
-    assert colike_fro_sq(likes, entries=entries) == pytest.approx((x**2).sum(), rel=1e-12)
+    assert colike_fro_sq(likes) == pytest.approx((x**2).sum(), rel=1e-12)
     iu = np.triu_indices_from(x, 1)
     expected = sorted(zip(x[iu], iu[0], iu[1]), key=lambda t: (-t[0], t[1], t[2]))[:5]
     assert s.top_pairs == [(int(i), int(j), int(c)) for c, i, j in expected]
     rows = np.array([3, 0, 29])
-    np.testing.assert_array_equal(colike_rows(likes.T.tocsr(), likes, rows).toarray(), x[rows])
+    np.testing.assert_array_equal(gram_rows(likes.T.tocsr(), likes, rows), x[rows])
 
 
 def test_fro_sq_uses_either_side_of_the_gram_matrix():
@@ -103,7 +104,7 @@ def test_fro_sq_uses_either_side_of_the_gram_matrix():
     for users, movies in ((5, 60), (80, 6)):
         likes = random_likes(3, users, movies, 0.4)
         x = cooccurrence(likes).toarray().astype(np.float64)
-        assert colike_fro_sq(likes, entries=11) == pytest.approx((x**2).sum(), rel=1e-12)
+        assert colike_fro_sq(likes) == pytest.approx((x**2).sum(), rel=1e-12)
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -31,8 +31,25 @@ def test_the_held_out_split_keeps_every_test_users_likes_out_of_training():
     ratings = pd.DataFrame(rows, columns=["userId", "movieId", "rating"])
     titles = with_years(pd.DataFrame({"movieId": movies, "title": [f"M{m} (1990)" for m in movies], "genres": "Drama"}))
     cfg = MoviesConfig(holdout_fraction=0.25, holdout_seed=1)
-    split = HoldoutSplit.make(cfg, ratings, titles)
+    import scipy.sparse as sp
+    import torch
+
+    from embedlab.movies.cooccurrence import build_colikes, like_matrix
+    from embedlab.movies.evaluate import build_queries
+
+    split = HoldoutSplit.make(cfg, ratings, titles, build_colikes(ratings, cfg.like_threshold))
     train_users, test_users = split_users(ratings["userId"].to_numpy(), 0.25, 1)
+    # the same as building both from the ratings table of each side
+    train = build_colikes(ratings[ratings["userId"].isin(train_users)], cfg.like_threshold)
+    assert (split.train.likes != train.likes).nnz == 0 and split.train.likes.shape == train.likes.shape
+    assert list(split.train.user_ids) == list(train.user_ids) and list(split.train.movie_ids) == list(train.movie_ids)
+    test_r = ratings[ratings["userId"].isin(test_users) & ratings["movieId"].isin(train.movie_ids)]
+    lmat, _, test_movies = like_matrix(test_r, cfg.like_threshold)
+    cols = np.searchsorted(train.movie_ids, test_movies)
+    remap = sp.csr_matrix((np.ones(len(cols), np.float32), (np.arange(len(cols)), cols)), shape=(len(cols), train.n_movies))
+    expected = build_queries((lmat @ remap).tocsr())
+    for name in ("items", "users", "like_keys", "user_likes"):
+        assert torch.equal(getattr(split.queries, name), getattr(expected, name)), name
     assert set(split.train.user_ids) <= set(train_users) and not set(split.train.user_ids) & set(test_users)
     liked = ratings[ratings["rating"] >= cfg.like_threshold]
     by_train = liked[liked["userId"].isin(train_users)].groupby("movieId").size()

@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from embedlab.movies.objective import frobenius_sq, spectral_optimum, to_torch_csr
+from embedlab.movies.objective import cost_and_grad, frobenius_sq, spectral_optimum, to_torch_csr
 from embedlab.movies.train import OPTIMIZERS, Budget, Objective, best_run, fit, initial_embedding, sweep_optimizer, sweep
 
 
@@ -96,3 +96,44 @@ def test_parallel_sweep_returns_the_serial_results_in_grid_order(problem):
     for a, b in zip(serial, parallel):
         np.testing.assert_allclose(a.losses, b.losses, rtol=1e-5)
     assert list(parallel_map(lambda i: i * i, list(range(7)), workers=4)) == [i * i for i in range(7)]
+
+
+@pytest.mark.parametrize("name,lr", [("sgd", 1e-4), ("nesterov", 3e-5), ("adagrad", 0.1), ("rmsprop", 0.01), ("adam", 0.05), ("adam", 0.3)])
+@pytest.mark.parametrize("first,budget", [(40, 300), (40, 40), (250, 300), (320, 300)])
+def test_going_on_from_a_kept_run_equals_the_run_made_afresh(problem, name, lr, first, budget):
+    """``go_on`` from the sweep's first steps gives what one fresh run to convergence gives: the same costs, the same
+    kept V and cost, the same stop; including budgets that stop within the first steps (then it runs afresh) and a
+    large Adam rate whose lowest cost comes early (its V was not kept: afresh)."""
+    from embedlab.movies.train import go_on
+
+    _, xt, fro = problem
+    v0 = initial_embedding(25, 3, 0, 0.1)
+    to_convergence = Budget(budget, rel_tol=1e-6, window=20)
+    fresh = fit(Objective(xt, fro), v0, name, lr, to_convergence)
+    kept = fit(Objective(xt, fro), v0, name, lr, Budget(first), keep_state=True)
+    assert kept.state is not None
+    went_on = go_on(Objective(xt, fro), v0, kept, to_convergence)
+    assert went_on.losses == fresh.losses and went_on.iterations == fresh.iterations and went_on.status == fresh.status
+    assert went_on.final_loss == fresh.final_loss and torch.equal(went_on.v, fresh.v)
+    assert kept.losses == fresh.losses[: len(kept.losses)] or fresh.iterations < first  # the same first steps
+
+
+def test_the_last_iteration_counts_when_the_budget_ends_the_run(problem):
+    """A run to convergence cut by its iteration budget keeps the lowest cost including the last iteration's."""
+    _, xt, fro = problem
+    r = fit(Objective(xt, fro), initial_embedding(25, 3, 0, 0.1), "sgd", 1e-4, Budget(30, rel_tol=1e-12, window=20))
+    assert r.iterations == 30 and r.final_loss == min(r.losses) == r.losses[-1]
+
+
+def test_going_on_makes_only_the_steps_left(problem, monkeypatch):
+    import embedlab.movies.train as train
+
+    _, xt, fro = problem
+    v0 = initial_embedding(25, 3, 0, 0.1)
+    to_convergence = Budget(300, rel_tol=1e-6, window=20)
+    fresh = fit(Objective(xt, fro), v0, "sgd", 1e-4, to_convergence)
+    kept = fit(Objective(xt, fro), v0, "sgd", 1e-4, Budget(40), keep_state=True)
+    calls = []
+    monkeypatch.setattr(train, "cost_and_grad", lambda *a: calls.append(1) or cost_and_grad(*a))
+    went_on = train.go_on(Objective(xt, fro), v0, kept, to_convergence)
+    assert went_on.losses == fresh.losses and len(calls) == fresh.iterations - 40 + 1

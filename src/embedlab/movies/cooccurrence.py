@@ -6,15 +6,15 @@ its optimal vector is 0 and it would only slow the fit down.
 
 X itself (movies x movies) grows with the square of the catalogue (about 10^9 entries at ML-32M
 sizes), so it is never held whole: the fit uses X V = L^T (L V) - n * V (``objective.py``), and
-what the report needs of X (its non-zeros, maximum, ||X||_F^2, most co-liked pairs, the rows of
-the co-count baselines) comes from passes over row chunks with bounded memory.
+what the report needs of X comes from passes that never hold it: its non-zeros and ||X||_F^2 from one
+compiled pass over the pairs of likes (``gram.py``), its most co-liked pairs and the rows of the co-count
+baselines from row chunks with bounded memory.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +23,7 @@ import scipy.sparse as sp
 import torch
 
 from embedlab.errors import InputError
+from embedlab.movies.gram import gram_rows, gram_stats
 
 #: Entries of X computed per chunk: bounds the memory of every chunked pass (~ 16 bytes each).
 CHUNK_ENTRIES = 20_000_000
@@ -92,15 +93,6 @@ def build_colikes(ratings: pd.DataFrame, threshold: float = 4.0) -> CoLikes:
     return CoLikes(likes=lmat, user_ids=users, movie_ids=movies, threshold=threshold)
 
 
-def colike_rows(likes_t: sp.csr_matrix, likes: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
-    """Rows ``rows`` of X = L^T L - diag(n), from L^T (movies x users, CSR) and L (CSR)."""
-    block = (likes_t[rows] @ likes).tocsr()
-    row_of = np.repeat(np.asarray(rows), np.diff(block.indptr))
-    block.data[block.indices == row_of] = 0  # the diagonal n_i, in place: no rebuild and re-sort of the block
-    block.eliminate_zeros()
-    return block
-
-
 def row_chunks(n_rows: int, n_cols: int, entries: int = CHUNK_ENTRIES) -> Iterator[np.ndarray]:
     """Consecutive row ranges whose dense size stays under ``entries``."""
     step = max(1, entries // max(1, n_cols))
@@ -119,40 +111,28 @@ class ColikeSummary:
     part_fro_sq: float | None = None  # ||X||_F^2 of the likes of a part of the users alone (colike_summary's ``part``)
 
 
-def _gram_pass(a: sp.csr_matrix, at: sp.csr_matrix, entries: int, part: np.ndarray | None = None) -> tuple[int, float, float]:
-    """(nnz, sum of squares) of the Gram matrix A A^T, one block of rows at a time, on every core, and the sum of
-    squares of the Gram matrix of ``part``'s columns of A alone (a boolean mask; 0.0 without one).
-
-    With a part, each block is the sum of the part's product and the rest's: the two cost what the whole block costs,
-    so one pass gives both. scipy's sparse product releases the GIL, so threads overlap (as many as torch may use:
-    OMP_NUM_THREADS, 1 per rank under torchrun); each block is dropped once reduced.
-    Entries are float64 integers: their squares and sums stay exact well past ML-32M sizes.
-    """
-    if part is not None:  # A's columns split once, not per block: (A_part, A_part^T) and (A_rest, A_rest^T)
-        halves = [(at[mask].T.tocsr(), at[mask]) for mask in (part, ~part)]
-
-    def block_stats(rows: np.ndarray) -> tuple[int, float, float]:
-        if part is None:
-            block = a[rows] @ at
-            return int(block.nnz), float(np.dot(block.data, block.data)), 0.0
-        (a1, b1), (a2, b2) = halves
-        mine = a1[rows] @ b1
-        block = mine + a2[rows] @ b2
-        return int(block.nnz), float(np.dot(block.data, block.data)), float(np.dot(mine.data, mine.data))
-
-    with ThreadPoolExecutor(max_workers=torch.get_num_threads()) as pool:
-        parts = list(pool.map(block_stats, row_chunks(a.shape[0], a.shape[0], entries)))
-    return sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts)
-
-
 def top_colike_pairs(likes: sp.spmatrix, k: int, entries: int = CHUNK_ENTRIES) -> list[tuple[int, int, int]]:
     """The ``k`` largest X_ij (i < j; ties by smaller i, then j), exactly, from the most-liked movies' rows only.
 
-    X_ij <= min(n_i, n_j): rows are visited by decreasing like count, and once the next row's n is
-    below the k-th best count no pair of unvisited movies can enter. Each pair is taken from the row
-    of whichever movie is visited first. At MovieLens sizes a few hundred rows suffice.
+    X_ij <= min(n_i, n_j), and X restricted to a set S of movies is L[:, S]^T L[:, S]. So the k-th best count t among
+    the 4k most-liked movies bounds the answer from below, only movies with n >= t can be in it, and the search runs on
+    those movies' columns of L alone (at ML-32M's shape a few hundred of 87 k), mapped back in order.
     """
     lc = sp.csr_matrix(likes, dtype=np.float64)
+    n = np.asarray(lc.sum(axis=0)).ravel()
+    if k < 1 or lc.shape[1] < 2:
+        return []
+    head = np.sort(np.argsort(-n, kind="stable")[: 4 * k])
+    pairs = _top_pairs(lc[:, head], k, entries)
+    bound = pairs[-1][2] if len(pairs) == k else 1
+    keep = np.flatnonzero(n >= bound)
+    return [(int(keep[i]), int(keep[j]), c) for i, j, c in _top_pairs(lc[:, keep], k, entries)]
+
+
+def _top_pairs(lc: sp.csr_matrix, k: int, entries: int) -> list[tuple[int, int, int]]:
+    """``top_colike_pairs`` on all of ``lc``'s columns: rows visited by decreasing like count, stopped once the next
+    row's n is below the k-th best count (no pair of unvisited movies can enter); each pair is taken from the row of
+    whichever movie is visited first."""
     lt = lc.T.tocsr()
     n = np.diff(lt.indptr)
     order = np.argsort(-n, kind="stable")
@@ -163,13 +143,11 @@ def top_colike_pairs(likes: sp.spmatrix, k: int, entries: int = CHUNK_ENTRIES) -
         if len(heap) == k and n[order[pos[0]]] < heap[0][0]:
             break
         rows = order[pos]
-        block = colike_rows(lt, lc, rows).tocoo()
-        i, j, c = rows[block.row], block.col, block.data
-        first = visit[j] > visit[i]  # j not visited yet: the pair is new
-        i, j, c = np.minimum(i[first], j[first]), np.maximum(i[first], j[first]), c[first]
-        if len(heap) == k:  # only pairs that can still enter the top k
-            keep = c >= heap[0][0]
-            i, j, c = i[keep], j[keep], c[keep]
+        block = gram_rows(lt, lc, rows)  # dense rows of X, zero diagonal
+        new = visit[None, :] > visit[rows][:, None]  # j not visited yet: the pair is new
+        at, j = np.nonzero(new & (block >= (heap[0][0] if len(heap) == k else 1)))  # only pairs that can still enter the top k
+        i, c = rows[at], block[at, j].astype(np.int64)
+        i, j = np.minimum(i, j), np.maximum(i, j)
         for t in np.lexsort((j, i, -c))[:k]:  # this block's top k in the global order
             item = (int(c[t]), -int(i[t]), -int(j[t]))
             if len(heap) < k:
@@ -180,37 +158,34 @@ def top_colike_pairs(likes: sp.spmatrix, k: int, entries: int = CHUNK_ENTRIES) -
 
 
 def colike_summary(likes: sp.spmatrix, k: int = 15, entries: int = CHUNK_ENTRIES, part: np.ndarray | None = None) -> ColikeSummary:
-    """Non-zeros, maximum, ||X||_F^2 and the ``k`` most co-liked pairs of X, in row chunks.
+    """Non-zeros, maximum, ||X||_F^2 and the ``k`` most co-liked pairs of X, never forming X.
 
-    One pass over the rows of L^T L (cost O(sum_u deg_u^2), memory O(chunk rows x M)) counts the
-    non-zeros and squares, the diagonal n_i is subtracted afterwards; the top pairs (and so the
-    maximum) come from ``top_colike_pairs``. ``part``, a boolean mask over L's rows (the held-out split's
-    training users), adds ||X||_F^2 of those users' likes alone, from the same pass (``part_fro_sq``).
+    One compiled pass over the pairs of likes sharing a user (``gram.gram_stats``: cost O(sum_u deg_u^2 / 2), memory
+    one row of X per thread) counts the non-zeros and squares; the top pairs (and so the maximum) come from
+    ``top_colike_pairs`` (row chunks of at most ``entries``). ``part``, a boolean mask over L's rows (the held-out
+    split's training users), adds ||X||_F^2 of those users' likes alone, from the same pass (``part_fro_sq``).
     """
     lc = sp.csr_matrix(likes, dtype=np.float64)
-    n = np.asarray(lc.sum(axis=0)).ravel()
     part = None if part is None else np.asarray(part, dtype=bool)
-    nnz, sq, part_sq = _gram_pass(lc.T.tocsr(), lc, entries, part)
+    stats = gram_stats(lc.T.tocsr(), part)
     pairs = top_colike_pairs(lc, k, entries)
-    n_part = None if part is None else np.asarray(lc[part].sum(axis=0)).ravel()
-    return ColikeSummary(nnz=nnz - int(np.count_nonzero(n)), max=pairs[0][2] if pairs else 0,
-                         fro_sq=sq - float(n @ n), top_pairs=pairs,
-                         part_fro_sq=None if n_part is None else part_sq - float(n_part @ n_part))
+    return ColikeSummary(nnz=stats.nnz, max=pairs[0][2] if pairs else 0, fro_sq=float(stats.sq), top_pairs=pairs,
+                         part_fro_sq=None if part is None else float(stats.part_sq))
 
 
-def colike_fro_sq(likes: sp.spmatrix, entries: int = CHUNK_ENTRIES) -> float:
-    """||X||_F^2 = ||L^T L||_F^2 - sum_i n_i^2 without X: the Gram matrix of the cheaper side, in chunks.
+def colike_fro_sq(likes: sp.spmatrix) -> float:
+    """||X||_F^2 = ||L^T L||_F^2 - sum_i n_i^2 without X, from the Gram matrix of the cheaper side.
 
-    ||L^T L||_F = ||L L^T||_F. The movie side costs sum_u deg_u^2 products and fills at most M^2
-    entries, the user side sum_i n_i^2 and U^2 (pairs of likes sharing a user, resp. a movie);
-    the side with the smaller sum is computed (ml-latest-small: users; ML-32M: movies).
+    ||L^T L||_F = ||L L^T||_F. The movie side costs sum_u deg_u^2 / 2 increments, the user side sum_i n_i^2 / 2 (pairs
+    of likes sharing a user, resp. a movie); the side with the smaller sum is computed (ml-latest-small: users;
+    ML-32M: movies). Off the user side's diagonal lies ||L L^T||_F^2 - sum_u deg_u^2.
     """
     lc = sp.csr_matrix(likes, dtype=np.float64)
     deg_u = np.diff(lc.indptr).astype(np.float64)
     n = np.asarray(lc.sum(axis=0)).ravel()
-    movie_side = float(deg_u @ deg_u) + float(lc.shape[1]) ** 2 <= float(n @ n) + float(lc.shape[0]) ** 2
-    a = lc.T.tocsr() if movie_side else lc  # rows of the Gram we build
-    return _gram_pass(a, a.T.tocsr(), entries)[1] - float(n @ n)
+    if float(deg_u @ deg_u) <= float(n @ n):
+        return float(gram_stats(lc.T.tocsr()).sq)
+    return float(gram_stats(lc).sq) + float(deg_u @ deg_u) - float(n @ n)
 
 
 def colike_stats(ratings: pd.DataFrame, n_movies_catalogue: int, co: CoLikes, summary: ColikeSummary) -> dict[str, float | int]:

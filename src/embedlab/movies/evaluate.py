@@ -15,7 +15,7 @@ import scipy.sparse as sp
 import torch
 
 from embedlab.errors import InputError
-from embedlab.movies.cooccurrence import colike_rows
+from embedlab.movies.gram import gram_rows
 from embedlab.movies.recommend import top_k
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]  # item indices (q,) -> scores (q, M)
@@ -97,7 +97,7 @@ def colike_scorers(likes: sp.spmatrix, like_counts: np.ndarray) -> Scorers:
     norm = torch.from_numpy(np.sqrt(np.maximum(like_counts, 1)).astype(np.float32))
 
     def score(q: torch.Tensor) -> dict[str, torch.Tensor]:
-        rows = torch.from_numpy(colike_rows(lt, lc, q.numpy()).toarray())
+        rows = torch.from_numpy(gram_rows(lt, lc, q.numpy()))
         return {"co-likes raw X_ij": rows, "co-likes X_ij/sqrt(n_i n_j)": rows / norm[q][:, None] / norm[None, :]}
 
     return score

@@ -34,7 +34,7 @@ from embedlab.movies.evaluate import (Scorer, bucket_masks, build_queries, colik
 from embedlab.movies.movielens import NO_GENRES, TitleIndex, TitleLookupError, load_movies, load_ratings, slug, untitled, with_years
 from embedlab.movies.objective import CoLikeOperator, SpectralSolution, spectral_optimum
 from embedlab.movies.recommend import eligible_items, jaccard, rank_correlation, similar_items, similarity
-from embedlab.movies.train import Budget, Objective, RunResult, best_run, default_workers, fit, initial_embedding, parallel_map, sweep
+from embedlab.movies.train import Budget, Objective, RunResult, best_run, default_workers, fit, go_on, initial_embedding, parallel_map, sweep
 from embedlab.files import npz_bytes
 from embedlab.runs import RunDir
 from embedlab.results import (Candidate, ColdStart, DataStats, DimChoice, FitSummary, Holdout, MoviesRun, Recommendations, RunResults,
@@ -282,19 +282,29 @@ def step_2b_fit(cfg: MoviesConfig, run: RunDir, data: Prepared) -> Fitted:
     log(f"[2B] sweep: {n_runs} runs x {cfg.iterations} iterations")
     bar, factory = _progress_bar(n_runs * cfg.iterations, dist.is_main)
 
+    leader: list[RunResult] = []  # the best run so far: with the converged ones, the only states final_fit may go on from
+
     def finish(r: RunResult) -> None:
+        if not r.diverged and (not leader or r.final_loss < leader[0].final_loss):
+            if leader and _status(leader[0], c_star, cfg.converged_gap) != "converged":
+                leader[0].state = None
+            leader[:] = [r]
+        elif _status(r, c_star, cfg.converged_gap) != "converged":
+            r.state = None
         bar.update(cfg.iterations - max(r.iterations, 0) if r.diverged else 0)
         gap = f"gap {100 * _gap(r, c_star):.3g} %" if not r.diverged else f"diverged at iteration {r.iterations}"
         bar.write(f"  {r.optimizer:<8} lr={r.lr:<8g} {gap}  ({r.seconds:.1f} s)")
 
     t0 = time.perf_counter()
     results = sweep(Objective(op, op.fro_sq), v0, cfg.grid, Budget(cfg.iterations, cfg.divergence_factor), on_run=finish, progress_factory=factory,
-                    workers=_workers())
+                    workers=_workers(), keep_state=True)
     sweep_s = time.perf_counter() - t0
     bar.close()
     table = _save_sweep(run, results, c_star, cfg.converged_gap)
     best = best_run(results)
     final, finals = final_fit(cfg, op, results, c_star, _workers())
+    for r in results:
+        r.state = None
     best_per_opt = [best_run([r for r in results if r.optimizer == name]) for name in cfg.grid
                     if any(not r.diverged for r in results if r.optimizer == name)]
     run.save_figure("loss_by_optimizer", figures.loss_curves_by_optimizer(results, c_star, op.fro_sq))
@@ -410,7 +420,7 @@ def step_holdout(cfg: MoviesConfig, run: RunDir, data: Prepared, fitted: Fitted)
     popularity and the field's own recommenders (EASE, ALS), overall and by the query movie's popularity.
     Returns the split and its operator, which the dimension sweep scores on too."""
     log("[eval] held-out users: embeddings vs co-likes, popularity, EASE and ALS, overall and by the query movie's like count")
-    split = HoldoutSplit.make(cfg, data.ratings, data.movies)
+    split = HoldoutSplit.make(cfg, data.ratings, data.movies, data.co)
     held = HeldOut(split, make_operator(split.train.likes, data.summary.part_fro_sq))  # ||X_train||_F^2 from 2A's pass
     refit = _fit_final(cfg, held.op, cfg.dim, fitted.final.optimizer, fitted.final.lr)
     tuned, notes = tuned_anchors(cfg, split)
@@ -550,15 +560,18 @@ class HoldoutSplit:
     queries_total: int
 
     @classmethod
-    def make(cls, cfg: MoviesConfig, ratings: pd.DataFrame, movies: pd.DataFrame) -> HoldoutSplit:
-        """L of the training users; the test users' likes over the same movie columns."""
+    def make(cls, cfg: MoviesConfig, ratings: pd.DataFrame, movies: pd.DataFrame, co: CoLikes) -> HoldoutSplit:
+        """L of the training users; the test users' likes over the same movie columns. Both are rows of 2A's L (``co``,
+        all users' likes), restricted to the movies the training users liked: nothing is rebuilt from the ratings."""
         train_users, test_users = split_users(ratings["userId"].to_numpy(), cfg.holdout_fraction, cfg.holdout_seed)
-        train = build_colikes(ratings[ratings["userId"].isin(train_users)], cfg.like_threshold)
-        test_r = ratings[ratings["userId"].isin(test_users) & ratings["movieId"].isin(train.movie_ids)]
-        lmat, _, test_movies = like_matrix(test_r, cfg.like_threshold)
-        cols = np.searchsorted(train.movie_ids, test_movies)
-        remap = sp.csr_matrix((np.ones(len(cols), np.float32), (np.arange(len(cols)), cols)), shape=(len(cols), train.n_movies))
-        queries = build_queries((lmat @ remap).tocsr())
+        mine = np.isin(co.user_ids, train_users)
+        likes = co.likes[mine]
+        cols = np.flatnonzero(np.bincount(likes.indices, minlength=co.n_movies))
+        if not len(cols):
+            raise InputError(f"no training user of the held-out split liked a movie (rating >= {co.threshold}); lower --like-threshold")
+        train = CoLikes(likes=likes[:, cols], user_ids=co.user_ids[mine], movie_ids=co.movie_ids[cols], threshold=co.threshold)
+        test = co.likes[np.isin(co.user_ids, test_users)][:, cols]
+        queries = build_queries(test[np.diff(test.indptr) > 0])
         return cls(train=train, queries=queries.sample(cfg.holdout_max_queries, cfg.holdout_seed), items=item_table(train, movies),
                    queries_total=len(queries.items))
 
@@ -598,9 +611,13 @@ def final_fit(cfg: MoviesConfig, op: CoLikeOperator, results: list[RunResult], c
     """The embedding that recommends: every converged setting of the sweep (or the best one, if none
     converged) run again to convergence; the lowest cost wins. Ranking on the 500-step budget is not
     enough: Adam with a constant rate oscillates at a small distance from the optimum, momentum SGD
-    converges to it, and the last hundredths of a per cent of the cost change held-out quality."""
+    converges to it, and the last hundredths of a per cent of the cost change held-out quality.
+    A run the sweep kept the state of goes on from where the sweep left it (``go_on``): its first steps are not
+    made twice."""
     converged = [r for r in results if _status(r, c_star, cfg.converged_gap) == "converged"] or [best_run(results)]
-    finals = list(parallel_map(lambda r: _fit_final(cfg, op, cfg.dim, r.optimizer, r.lr), converged, workers))
+    v0 = initial_embedding(op.shape[0], cfg.dim, cfg.seed, cfg.init_scale)
+    budget = Budget(cfg.final_iterations, cfg.divergence_factor, rel_tol=cfg.final_rel_tol)
+    finals = list(parallel_map(lambda r: go_on(Objective(op, op.fro_sq), v0, r, budget), converged, workers))
     ok = [r for r in finals if not r.diverged]
     return (min(ok, key=lambda r: r.final_loss) if ok else best_run(results)), finals
 

@@ -37,9 +37,8 @@ def top_k(scores: torch.Tensor, queries: torch.Tensor, k: int, eligible: torch.T
 
     Rows with fewer than ``k`` admissible items are padded with index -1 and score -inf.
     """
-    s = scores.clone() if scores.is_floating_point() else scores.float()
-    if eligible is not None:
-        s[:, ~eligible] = -torch.inf
+    s = scores if scores.is_floating_point() else scores.float()
+    s = torch.where(eligible[None, :], s, -torch.inf) if eligible is not None else s.clone()  # a new tensor, in one pass
     s[torch.arange(len(queries)), queries] = -torch.inf
     k_eff = min(k, s.shape[1])
     vals, idx = torch.topk(s, k_eff, dim=1)

@@ -7,6 +7,7 @@ iteration and stops early when it diverges (non-finite, or far above its start).
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -61,6 +62,7 @@ class RunResult:
     iterations: int
     seconds: float
     kept_loss: float | None = None  # run to convergence: the cost of the returned V (the lowest seen)
+    state: dict | None = field(default=None, repr=False)  # the optimiser's state after the last step: the run can go on
 
     @property
     def final_loss(self) -> float:
@@ -82,10 +84,11 @@ class Lowest:
     costs: list[float] = field(default_factory=list)
     v: torch.Tensor | None = None
 
-    def stalled(self, it: int, loss: float, v: torch.Tensor) -> bool:
-        """Record iteration ``it``; True once the lowest cost fell by <= rel_tol (relative) over the last ``window``."""
+    def stalled(self, it: int, loss: float, v: torch.Tensor | None) -> bool:
+        """Record iteration ``it``; True once the lowest cost fell by <= rel_tol (relative) over the last ``window``.
+        ``v`` None: an iteration replayed from its cost alone (the V of a new lowest is then unknown)."""
         if not self.costs or loss < self.costs[-1]:
-            self.v = v.detach().clone()
+            self.v = None if v is None else v.detach().clone()
         self.costs.append(min(loss, self.costs[-1]) if self.costs else loss)
         return it >= self.window and self.costs[-self.window - 1] - self.costs[-1] <= self.rel_tol * abs(self.costs[-1])
 
@@ -110,25 +113,54 @@ class Budget:
 
 
 def fit(objective: Objective, v0: torch.Tensor, optimizer: str, lr: float, budget: Budget,
-        progress: Callable[[int, float], None] | None = None) -> RunResult:
+        progress: Callable[[int, float], None] | None = None, keep_state: bool = False) -> RunResult:
     """Minimise c(V) from ``v0`` for ``budget.iterations`` steps of a torch.optim optimiser.
 
     Divergence: the run stops, marked "diverged", as soon as the cost is non-finite or exceeds
     ``divergence_factor`` times the larger of c(v0) and c(0) = ||X||_F^2. With ``rel_tol > 0`` the
     run goes to convergence: it keeps the lowest-cost V seen (an adaptive optimiser with a constant
     rate oscillates near the optimum, so its last V is not its best) and stops once that lowest cost
-    fell by less than ``rel_tol`` (relative) over the last ``window`` iterations.
+    fell by less than ``rel_tol`` (relative) over the last ``window`` iterations. ``keep_state``: the
+    result carries the optimiser's state, so that ``go_on`` can continue the run.
     """
+    v = v0.clone().requires_grad_(False)
+    result = _descend(objective, v, (optimizer, lr, sweep_optimizer(optimizer, [v], lr)), budget, [], progress, keep_state)
+    assert result is not None  # a fresh run knows every V it saw
+    return result
+
+
+def go_on(objective: Objective, v0: torch.Tensor, run: RunResult, budget: Budget) -> RunResult:
+    """``fit(objective, v0, run.optimizer, run.lr, budget)``, taking up ``run`` (the first ``run.iterations`` steps of
+    the same start, kept with ``keep_state``) where it stopped instead of repeating its steps.
+
+    The earlier iterations are replayed from their costs: if the budget would have stopped among them, or if the
+    lowest cost of the whole run is one whose V was not kept, the run is made again from ``v0``.
+    """
+    if run.state is None or run.diverged or not run.losses or run.iterations > budget.iterations:
+        return fit(objective, v0, run.optimizer, run.lr, budget)
+    v = run.v.clone()
+    opt = sweep_optimizer(run.optimizer, [v], run.lr)
+    opt.load_state_dict(copy.deepcopy(run.state))
+    result = _descend(objective, v, (run.optimizer, run.lr, opt), budget, run.losses[:-1], None, False, seconds=run.seconds)
+    return result if result is not None else fit(objective, v0, run.optimizer, run.lr, budget)
+
+
+def _descend(objective: Objective, v: torch.Tensor, named: tuple[str, float, torch.optim.Optimizer], budget: Budget,
+             before: list[float], progress: Callable[[int, float], None] | None, keep_state: bool,
+             seconds: float = 0.0) -> RunResult | None:
+    """The loop of ``fit`` on parameter ``v`` of the optimiser in ``named`` (name, rate, optimiser), from iteration
+    ``len(before)`` (the costs of the iterations already made); None when the outcome is a replayed iteration's V."""
+    name, lr, opt = named
     x, x_fro_sq = objective.x, objective.fro_sq
     iterations, divergence_factor, rel_tol, window = budget.iterations, budget.divergence_factor, budget.rel_tol, budget.window
-    v = v0.clone().requires_grad_(False)
-    opt = sweep_optimizer(optimizer, [v], lr)
-    losses: list[float] = []
+    losses: list[float] = list(before)
     lowest = Lowest(rel_tol, window)
+    if rel_tol > 0 and any(lowest.stalled(it, loss, None) for it, loss in enumerate(before)):
+        return None
     status = "finished"
-    start = time.perf_counter()
-    limit = math.inf
-    for it in range(iterations + 1):
+    start = time.perf_counter() - seconds
+    limit = divergence_factor * max(losses[0], x_fro_sq) if losses else math.inf
+    for it in range(len(before), iterations + 1):
         loss, grad = cost_and_grad(v, x, x_fro_sq)
         losses.append(loss)
         if it == 0:
@@ -139,16 +171,19 @@ def fit(objective: Objective, v0: torch.Tensor, optimizer: str, lr: float, budge
             break
         if progress is not None:
             progress(it, loss)
-        if it == iterations:
+        if rel_tol > 0 and lowest.stalled(it, loss, v):  # the last iteration's V is a candidate too
             break
-        if rel_tol > 0 and lowest.stalled(it, loss, v):
+        if it == iterations:
             break
         v.grad = grad
         opt.step()
-    keep = rel_tol > 0 and status != "diverged" and lowest.v is not None
-    return RunResult(optimizer=optimizer, lr=lr, losses=losses, v=lowest.v if keep else v.detach(),  # type: ignore[arg-type]
-                     status=status, iterations=len(losses) - 1, seconds=time.perf_counter() - start,
-                     kept_loss=lowest.costs[-1] if keep else None)
+    keep = rel_tol > 0 and status != "diverged"
+    if keep and lowest.v is None:
+        return None
+    return RunResult(optimizer=name, lr=lr, losses=losses,
+                     v=lowest.v if keep else v.detach(), status=status, iterations=len(losses) - 1,  # type: ignore[arg-type]
+                     seconds=time.perf_counter() - start, kept_loss=lowest.costs[-1] if keep else None,
+                     state=opt.state_dict() if keep_state and status != "diverged" else None)
 
 
 T = TypeVar("T")
@@ -197,15 +232,17 @@ def sweep(
     on_run: Callable[[RunResult], None] | None = None,
     progress_factory: Callable[[str, float], Callable[[int, float], None] | None] | None = None,
     workers: int = 1,
+    keep_state: bool = False,
 ) -> list[RunResult]:
     """Run every (optimiser, lr) of ``grid`` from the same ``v0``, ``workers`` at a time; a diverged
-    run never stops the sweep. Results (and ``on_run`` calls) come in grid order."""
+    run never stops the sweep. Results (and ``on_run`` calls) come in grid order. ``keep_state``: each
+    result carries its optimiser's state (``go_on``); ``on_run`` may drop it (``result.state = None``)."""
     jobs = [(name, lr) for name, lrs in grid.items() for lr in lrs]
 
     def one(job: tuple[str, float]) -> RunResult:
         name, lr = job
         prog = progress_factory(name, lr) if progress_factory else None
-        return fit(objective, v0, name, lr, budget, prog)
+        return fit(objective, v0, name, lr, budget, prog, keep_state)
 
     results: list[RunResult] = []
     for res in parallel_map(one, jobs, workers):
