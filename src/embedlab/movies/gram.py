@@ -110,16 +110,20 @@ def gram_rows(a: sp.csr_matrix, at: sp.csr_matrix, rows: np.ndarray, threads: in
     before = numba.get_num_threads()
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     try:
-        _rows(a.indptr.astype(np.int64, copy=False), a.indices.astype(np.int64, copy=False), a.data.astype(np.float32, copy=False),
-              at.indptr.astype(np.int64, copy=False), at.indices.astype(np.int64, copy=False), at.data.astype(np.float32, copy=False),
-              np.asarray(rows, dtype=np.int64), out)
+        _rows(_arrays(a), _arrays(at), np.asarray(rows, dtype=np.int64), out)
     finally:
         numba.set_num_threads(before)
     return out
 
 
+def _arrays(m: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return m.indptr.astype(np.int64, copy=False), m.indices.astype(np.int64, copy=False), m.data.astype(np.float32, copy=False)
+
+
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _rows(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, rows, out):  # pragma: no cover - compiled
+def _rows(a, b, rows, out):  # pragma: no cover - compiled
+    a_ptr, a_idx, a_val = a
+    b_ptr, b_idx, b_val = b
     for r in numba.prange(len(rows)):
         i = rows[r]
         row = out[r]

@@ -297,7 +297,7 @@ def step_2b_fit(cfg: MoviesConfig, run: RunDir, data: Prepared) -> Fitted:
 
     t0 = time.perf_counter()
     results = sweep(Objective(op, op.fro_sq), v0, cfg.grid, Budget(cfg.iterations, cfg.divergence_factor), on_run=finish, progress_factory=factory,
-                    workers=_workers(), keep_state=True)
+                    workers=_workers())
     sweep_s = time.perf_counter() - t0
     bar.close()
     table = _save_sweep(run, results, c_star, cfg.converged_gap)

@@ -124,7 +124,7 @@ def fit(objective: Objective, v0: torch.Tensor, optimizer: str, lr: float, budge
     result carries the optimiser's state, so that ``go_on`` can continue the run.
     """
     v = v0.clone().requires_grad_(False)
-    result = _descend(objective, v, (optimizer, lr, sweep_optimizer(optimizer, [v], lr)), budget, [], progress, keep_state)
+    result = _descend(objective, v, (optimizer, lr, sweep_optimizer(optimizer, [v], lr)), budget, ([], 0.0), progress, keep_state)
     assert result is not None  # a fresh run knows every V it saw
     return result
 
@@ -141,16 +141,18 @@ def go_on(objective: Objective, v0: torch.Tensor, run: RunResult, budget: Budget
     v = run.v.clone()
     opt = sweep_optimizer(run.optimizer, [v], run.lr)
     opt.load_state_dict(copy.deepcopy(run.state))
-    result = _descend(objective, v, (run.optimizer, run.lr, opt), budget, run.losses[:-1], None, False, seconds=run.seconds)
+    result = _descend(objective, v, (run.optimizer, run.lr, opt), budget, (run.losses[:-1], run.seconds), None, False)
     return result if result is not None else fit(objective, v0, run.optimizer, run.lr, budget)
 
 
 def _descend(objective: Objective, v: torch.Tensor, named: tuple[str, float, torch.optim.Optimizer], budget: Budget,
-             before: list[float], progress: Callable[[int, float], None] | None, keep_state: bool,
-             seconds: float = 0.0) -> RunResult | None:
+             done: tuple[list[float], float], progress: Callable[[int, float], None] | None,
+             keep_state: bool) -> RunResult | None:
     """The loop of ``fit`` on parameter ``v`` of the optimiser in ``named`` (name, rate, optimiser), from iteration
-    ``len(before)`` (the costs of the iterations already made); None when the outcome is a replayed iteration's V."""
+    ``len(before)``, where ``done`` = (before, seconds) are the costs of the iterations already made and their time;
+    None when the outcome is a replayed iteration's V."""
     name, lr, opt = named
+    before, seconds = done
     x, x_fro_sq = objective.x, objective.fro_sq
     iterations, divergence_factor, rel_tol, window = budget.iterations, budget.divergence_factor, budget.rel_tol, budget.window
     losses: list[float] = list(before)
@@ -232,17 +234,16 @@ def sweep(
     on_run: Callable[[RunResult], None] | None = None,
     progress_factory: Callable[[str, float], Callable[[int, float], None] | None] | None = None,
     workers: int = 1,
-    keep_state: bool = False,
 ) -> list[RunResult]:
     """Run every (optimiser, lr) of ``grid`` from the same ``v0``, ``workers`` at a time; a diverged
-    run never stops the sweep. Results (and ``on_run`` calls) come in grid order. ``keep_state``: each
-    result carries its optimiser's state (``go_on``); ``on_run`` may drop it (``result.state = None``)."""
+    run never stops the sweep. Results (and ``on_run`` calls) come in grid order. Each result carries its
+    optimiser's state, so that ``go_on`` can continue it; ``on_run`` may drop it (``result.state = None``)."""
     jobs = [(name, lr) for name, lrs in grid.items() for lr in lrs]
 
     def one(job: tuple[str, float]) -> RunResult:
         name, lr = job
         prog = progress_factory(name, lr) if progress_factory else None
-        return fit(objective, v0, name, lr, budget, prog, keep_state)
+        return fit(objective, v0, name, lr, budget, prog, keep_state=True)
 
     results: list[RunResult] = []
     for res in parallel_map(one, jobs, workers):
