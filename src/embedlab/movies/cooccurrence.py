@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import torch
 
 from embedlab.errors import InputError
 from embedlab.movies.gram import gram_rows, gram_stats

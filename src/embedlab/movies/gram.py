@@ -9,6 +9,8 @@ only (G is symmetric), and keeps nothing but the totals. The totals are integers
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numba
@@ -27,6 +29,17 @@ class GramStats:
     part_sq: int
 
 
+@contextmanager
+def numba_threads(n: int) -> Iterator[None]:
+    """Hold numba's threads at ``n`` (at most the ones it started with) inside the block, then restore them."""
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
 def gram_stats(a: sp.spmatrix, part: np.ndarray | None = None, threads: int | None = None) -> GramStats:
     """``GramStats`` of A A^T for a 0/1 ``a`` (rows x columns); ``part`` a boolean mask over A's columns.
 
@@ -42,13 +55,9 @@ def gram_stats(a: sp.spmatrix, part: np.ndarray | None = None, threads: int | No
     if part is not None:
         mask[:] = np.asarray(part, dtype=bool)
     threads = max(1, threads or torch.get_num_threads())
-    before = numba.get_num_threads()
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    try:
+    with numba_threads(threads):
         nnz, sq, part_sq = _upper_pairs(a.indptr.astype(np.int64), a.indices.astype(np.int64), at.indptr.astype(np.int64),
                                         at.indices.astype(np.int64), mask, part is not None, threads)
-    finally:
-        numba.set_num_threads(before)
     return GramStats(nnz=2 * int(nnz), sq=2 * int(sq), part_sq=2 * int(part_sq))
 
 
@@ -105,14 +114,9 @@ def gram_rows(a: sp.csr_matrix, at: sp.csr_matrix, rows: np.ndarray, threads: in
     """Rows ``rows`` of G = A A^T with a zero diagonal, dense float32 (len(rows) x A's rows), for ``a`` in CSR and its
     transpose ``at`` in CSR: each row's products added straight into its output row, no sparse intermediate. (On a
     0/1 matrix the rows are counts, exact in float32 up to 2^24.)"""
-    threads = max(1, threads or torch.get_num_threads())
     out = np.zeros((len(rows), a.shape[0]), dtype=np.float32)
-    before = numba.get_num_threads()
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    try:
+    with numba_threads(threads or torch.get_num_threads()):
         _rows(_arrays(a), _arrays(at), np.asarray(rows, dtype=np.int64), out)
-    finally:
-        numba.set_num_threads(before)
     return out
 
 

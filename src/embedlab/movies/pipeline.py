@@ -27,7 +27,7 @@ from embedlab.config import MoviesConfig, to_dict
 from embedlab.data import available_memory, download_url, ensure_movielens, movielens_digests, resolve_data_dir, verify_movielens
 from embedlab.distributed import balanced_rows, current
 from embedlab.movies import figures
-from embedlab.movies.cooccurrence import CoLikes, ColikeSummary, build_colikes, colike_fro_sq, colike_stats, colike_summary, like_matrix
+from embedlab.movies.cooccurrence import CoLikes, ColikeSummary, build_colikes, colike_fro_sq, colike_stats, colike_summary
 from embedlab.movies.anchors import Tuned, als_candidates, ease_candidates, implicit_available, tune
 from embedlab.movies.evaluate import (Scorer, bucket_masks, build_queries, colike_scorers, cosine_scorer, recommend_all, recommend_all_multi,
                                       score_recs, split_users)
@@ -616,8 +616,7 @@ def final_fit(cfg: MoviesConfig, op: CoLikeOperator, results: list[RunResult], c
     made twice."""
     converged = [r for r in results if _status(r, c_star, cfg.converged_gap) == "converged"] or [best_run(results)]
     v0 = initial_embedding(op.shape[0], cfg.dim, cfg.seed, cfg.init_scale)
-    budget = Budget(cfg.final_iterations, cfg.divergence_factor, rel_tol=cfg.final_rel_tol)
-    finals = list(parallel_map(lambda r: go_on(Objective(op, op.fro_sq), v0, r, budget), converged, workers))
+    finals = list(parallel_map(lambda r: go_on(Objective(op, op.fro_sq), v0, r, _final_budget(cfg)), converged, workers))
     ok = [r for r in finals if not r.diverged]
     return (min(ok, key=lambda r: r.final_loss) if ok else best_run(results)), finals
 
@@ -625,7 +624,12 @@ def final_fit(cfg: MoviesConfig, op: CoLikeOperator, results: list[RunResult], c
 def _fit_final(cfg: MoviesConfig, op: CoLikeOperator, dim: int, optimizer: str, lr: float) -> RunResult:
     """The chosen setting run to convergence from the same start (the embedding that recommends, and its held-out refit)."""
     v0 = initial_embedding(op.shape[0], dim, cfg.seed, cfg.init_scale)
-    return fit(Objective(op, op.fro_sq), v0, optimizer, lr, Budget(cfg.final_iterations, cfg.divergence_factor, rel_tol=cfg.final_rel_tol))
+    return fit(Objective(op, op.fro_sq), v0, optimizer, lr, _final_budget(cfg))
+
+
+def _final_budget(cfg: MoviesConfig) -> Budget:
+    """A run to convergence: at most ``final_iterations`` steps, stopped once the cost stalls."""
+    return Budget(cfg.final_iterations, cfg.divergence_factor, rel_tol=cfg.final_rel_tol)
 
 
 def holdout_tables(cfg: MoviesConfig, split: HoldoutSplit, v: torch.Tensor | None,
