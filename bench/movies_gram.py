@@ -23,7 +23,7 @@ import torch
 from embedlab.config import MoviesConfig
 from embedlab.movies.cooccurrence import build_colikes, row_chunks
 from embedlab.movies.gram import gram_stats
-from embedlab.movies.pipeline import training_users
+from embedlab.movies.prepare import training_users
 from embedlab.movies.synthetic import generate
 
 

@@ -52,3 +52,28 @@ def test_every_public_name_is_documented_with_an_example():
     import embedlab.api
 
     assert sorted(names) == sorted(embedlab.api.__all__)
+
+
+
+#: What writing a file looks like in src/ (the store's own calls included).
+WRITES = ("save_table(", "save_figure(", "save_artefact(", "save_csv(", "write_atomic(", "write_text(", "write_bytes(",
+          "write_json(", "update_metrics(", "update_config(", "savefig(", '"w")', '"wb")')
+
+
+def _writes_in(text: str) -> list[str]:
+    """Where ``text`` (a module) names a run folder or writes a file, ``results.save`` included."""
+    found = [w for w in ("RunDir", *WRITES) if w in text]
+    return found + ["save(" for node in ast.walk(ast.parse(text))
+                    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "save"]
+
+
+def test_the_movie_steps_take_no_run_folder_and_write_no_file():
+    """A step returns its output (``store.Output``); the store writes it. Nothing in movies/ names ``RunDir`` or writes."""
+    assert [(p.name, _writes_in(p.read_text())) for p in sorted((SRC / "movies").glob("*.py")) if _writes_in(p.read_text())] == []
+
+
+def test_the_shape_check_sees_each_kind_of_write():
+    """The check above finds a step that takes the folder, saves a table, opens a file to write, or saves a result."""
+    step = 'def step(cfg, run: "RunDir"):\n    run.save_table("x", df)\n    open(p, "w")\n    save(run, result)\n'
+    assert _writes_in(step) == ["RunDir", "save_table(", '"w")', "save("]
+    assert _writes_in("def step(cfg):\n    return Output(tables={'x': Table(df)})\n") == []

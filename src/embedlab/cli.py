@@ -260,8 +260,9 @@ def cmd_movies(args: argparse.Namespace) -> int:
         return 0
     if args.resume:
         from embedlab.movies.pipeline import check_same_data
+        from embedlab.results import load
 
-        check_same_data(cfg, RunDir.open(args.resume))
+        check_same_data(cfg, load(RunDir.open(args.resume)), args.resume)
     return on_ranks("cpu", lambda: _movies_folder(args), lambda run: _movies_on_rank(cfg, run))
 
 
@@ -278,11 +279,14 @@ def _movies_folder(args: argparse.Namespace) -> RunDir:
 
 
 def _movies_on_rank(cfg: MoviesConfig, run: RunDir) -> int:
+    from embedlab.config import to_dict
     from embedlab.movies.pipeline import run_movies
     from embedlab.report import write_report
+    from embedlab.store import writer
 
     try:
-        results = run_movies(cfg, run)
+        run.update_config("movies", to_dict(cfg))
+        results = run_movies(cfg, writer(run))
     except BaseException as exc:
         _mark_failed(run, exc)
         raise

@@ -20,6 +20,8 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
@@ -28,6 +30,29 @@ import pydantic
 from embedlab.errors import InputError
 
 METRICS = "metrics.json"
+
+
+@dataclass(frozen=True)
+class Files:
+    """The tables, figures and artefacts a step's result type declares, by name: the one list that the step's output,
+    the store and the report agree on. ``{query}`` in a name stands for any text (one table per query)."""
+
+    tables: tuple[str, ...] = ()
+    figures: tuple[str, ...] = ()
+    artefacts: tuple[str, ...] = ()
+
+    def allows(self, kind: str, name: str) -> bool:
+        return any(re.fullmatch(re.sub(r"\\\{\w+\\\}", ".+", re.escape(pattern)), name) for pattern in getattr(self, kind))
+
+    @staticmethod
+    def union(many: Iterable[Files]) -> Files:
+        many = list(many)
+        return Files(*(tuple(n for f in many for n in getattr(f, kind)) for kind in ("tables", "figures", "artefacts")))
+
+
+def files_of(cls: type) -> Files:
+    """What ``cls`` declares it comes with (nothing, for a result without files)."""
+    return getattr(cls, "FILES", Files())
 
 
 def spread(**kwargs: Any) -> Any:
@@ -88,6 +113,10 @@ class ProbeResult:
     """Part 1 A and B of one run: features, fit, and the whole step's time."""
 
     SECTION: ClassVar[str] = "probe"
+    FILES: ClassVar[Files] = Files(
+        tables=("probe_l2_grid", "probe_per_class", "probe_confusion", "probe_gallery"),
+        figures=("probe_l2_grid", "probe_training_curve", "probe_confusion", "probe_gallery"),
+        artefacts=("probe_test_probs.npz", "probe_model.pt", "probe_model_train_only.pt", "probe_view_images.npz", "feature_cache.txt"))
     INLINE: ClassVar[tuple[str, ...]] = ("features", "fit")
 
     features: FeatureSummary
@@ -100,6 +129,10 @@ class FinetuneResult:
     """Part 1 C: the recipe as it ran, the fine-tuned network's evaluation and what the training cost."""
 
     SECTION: ClassVar[str] = "finetune"
+    FILES: ClassVar[Files] = Files(
+        tables=("finetune_epochs", "finetune_per_class", "finetune_confusion", "finetune_gallery"),
+        figures=("finetune_curves", "finetune_confusion", "finetune_gallery"),
+        artefacts=("finetune_test_probs.npz", "finetune_view_images.npz", "finetune_checkpoint.pt"))
     INLINE: ClassVar[tuple[str, ...]] = ("evaluation",)
 
     backbone: str
@@ -142,6 +175,7 @@ class Comparison:
     """Fixed features vs fine-tuning, from the two results above."""
 
     SECTION: ClassVar[str] = "comparison"
+    FILES: ClassVar[Files] = Files(tables=("comparison", "comparison_per_class", "comparison_changes"), figures=("comparison_per_class",))
 
     accuracy_gain: float
     error_reduction: float
@@ -160,6 +194,7 @@ class DataStats:
     """2A: the ratings, the likes L and what one chunked pass found of X."""
 
     SECTION: ClassVar[str] = "movies_data"
+    FILES: ClassVar[Files] = Files(tables=("colike_top_pairs", "query_likes"), artefacts=("items.csv", "catalogue.csv"))
 
     like_threshold: float
     users: int
@@ -196,6 +231,8 @@ class FitSummary:
     """2B: the spectral optimum, the sweep's best run and the run to convergence that recommends."""
 
     SECTION: ClassVar[str] = "movies_fit"
+    FILES: ClassVar[Files] = Files(tables=("sweep", "spectral_rounds"), figures=("loss_by_optimizer", "loss_best_runs"),
+                                   artefacts=("embeddings.npz", "loss_histories.csv"))
 
     dim: int
     iterations: int
@@ -229,6 +266,7 @@ class Recommendations:
     """2C: the strategy and every query's top list (titles), by the configured metric."""
 
     SECTION: ClassVar[str] = "movies_recommend"
+    FILES: ClassVar[Files] = Files(tables=("recs_{query}", "recs_{other_metric}_{query}"))
 
     metric: str
     min_likes: int
@@ -243,6 +281,7 @@ class Stability:
     """2C: how far each run's top lists agree with the recommending embedding's."""
 
     SECTION: ClassVar[str] = "movies_stability"
+    FILES: ClassVar[Files] = Files(tables=("stability",))
 
     converged_runs: int
     converged_mean_jaccard: float | None
@@ -259,6 +298,7 @@ class Holdout:
     """Held-out users: every method's scores (one row per method, as in the held-out table)."""
 
     SECTION: ClassVar[str] = "movies_holdout"
+    FILES: ClassVar[Files] = Files(tables=("holdout", "anchor_tuning"))
 
     refit_status: str
     queries_total: int
@@ -271,6 +311,7 @@ class ColdStart:
     """The held-out scores split by the query movie's like count among the training users."""
 
     SECTION: ClassVar[str] = "movies_cold_start"
+    FILES: ClassVar[Files] = Files(tables=("cold_start",))
 
     buckets: dict[str, dict[str, dict[str, float | None]]] = spread()  # bucket ("< 10") -> method -> {metric: value}
 
@@ -280,6 +321,7 @@ class DimChoice:
     """The dimension sweep's verdict: the d the held-out rule picks, and the d this run used."""
 
     SECTION: ClassVar[str] = "movies_dim_sweep"
+    FILES: ClassVar[Files] = Files(tables=("dim_sweep",), figures=("dim_sweep",))
 
     chosen_by_rule: int
     configured_dim: int
@@ -290,6 +332,7 @@ class MoviesRun:
     """The movie study as a whole: its time, or why it stopped."""
 
     SECTION: ClassVar[str] = "movies_run"
+    FILES: ClassVar[Files] = Files(figures=("embedding_map",), artefacts=("map_coords.csv",))  # the map has no section of its own
 
     total_seconds: float | None = None
     processes: int | None = None

@@ -203,10 +203,11 @@ def run_study(cfg: StudyConfig, run: RunDir, resume: bool = False) -> RunResults
     """
     from embedlab.movies.pipeline import check_same_data, run_movies
     from embedlab.report import write_report
+    from embedlab.store import writer
     from embedlab.vision.pipeline import run_comparison, run_finetune, run_probe
 
     if resume and "movies" in cfg.steps:  # before config.json takes the new --data-dir
-        check_same_data(cfg.movies, run)
+        check_same_data(cfg.movies, load(run), run.path)
     run.update_config("study", {"profile": cfg.profile, "steps": cfg.steps})
     for name in ("probe", "finetune", "movies"):  # every value, before any work: --resume and --config restore exactly this
         run.update_config(name, {**run.read_json("config.json").get(name, {}), **to_dict(getattr(cfg, name))})
@@ -221,7 +222,7 @@ def run_study(cfg: StudyConfig, run: RunDir, resume: bool = False) -> RunResults
     actions = {
         "probe": lambda: on_main_rank(lambda: run_probe(cfg.probe, run)),
         "finetune": lambda: run_finetune(cfg.finetune, run, resume=resume, compare=False),
-        "movies": lambda: run_movies(cfg.movies, run),
+        "movies": lambda: run_movies(cfg.movies, writer(run)),
     }
     for step in cfg.steps:
         if step in done:

@@ -1,7 +1,8 @@
 import pandas as pd
 import pytest
 
-from embedlab.movies.pipeline import genre_matrix, most_specific_genre, slug
+from embedlab.movies.movielens import slug
+from embedlab.movies.tables import genre_matrix, most_specific_genre
 
 
 def test_most_specific_genre_is_the_rarest_of_each_movies_genres():
@@ -23,7 +24,7 @@ def test_the_held_out_split_keeps_every_test_users_likes_out_of_training():
     from embedlab.config import MoviesConfig
     from embedlab.movies.evaluate import split_users
     from embedlab.movies.movielens import with_years
-    from embedlab.movies.pipeline import HoldoutSplit
+    from embedlab.movies.holdout import HoldoutSplit
 
     rng = np.random.default_rng(0)
     users, movies = np.arange(1, 61), np.arange(10, 30)
@@ -62,7 +63,7 @@ def test_the_held_out_split_keeps_every_test_users_likes_out_of_training():
     assert len(q.items) > 0 and all((int(u), int(i)) in keys for u, i in zip(q.users, q.items))
     # 2A's pass over X marks the same training users, so its ||X_train||_F^2 is the held-out operator's
     from embedlab.movies.cooccurrence import build_colikes, colike_fro_sq, colike_summary
-    from embedlab.movies.pipeline import training_users
+    from embedlab.movies.prepare import training_users
 
     co = build_colikes(ratings, cfg.like_threshold)
     part = training_users(cfg, ratings, co)
@@ -71,7 +72,7 @@ def test_the_held_out_split_keeps_every_test_users_likes_out_of_training():
 
 
 def test_the_dimension_is_the_smallest_within_tolerance_of_the_best():
-    from embedlab.movies.pipeline import choose_dim, lr_ladder
+    from embedlab.movies.dims import choose_dim, lr_ladder
 
     dims = pd.DataFrame({"dim": [16, 32, 64, 100], "hit_rate@10": [0.80, 0.841, 0.846, 0.844]})
     assert choose_dim(dims, 10) == 32  # 0.841 >= 0.846 - 0.005

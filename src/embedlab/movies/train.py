@@ -74,6 +74,16 @@ class RunResult:
     def diverged(self) -> bool:
         return self.status == "diverged"
 
+    def gap(self, c_star: float) -> float:
+        """How far above the optimum ``c_star`` the run ended, as a fraction of it (NaN when it diverged)."""
+        return (self.final_loss - c_star) / c_star if not self.diverged else float("nan")
+
+    def verdict(self, c_star: float, tol: float) -> str:
+        """"diverged", "converged" (within ``tol`` of ``c_star``, relatively) or "not converged"."""
+        if self.diverged:
+            return "diverged"
+        return "converged" if self.gap(c_star) <= tol else "not converged"
+
 
 @dataclass
 class Lowest:
