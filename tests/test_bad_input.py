@@ -514,10 +514,11 @@ def test_vision_settings_that_cannot_work(tmp_path, capsys, name, flags, says):
 
 
 def test_a_cache_dir_that_is_a_file_is_refused_before_extraction(cifar_root, tmp_path, capsys, monkeypatch):
-    from embedlab.vision import pipeline
+    from embedlab.vision import steps, timing
 
     (tmp_path / "cache").write_text("a file, not a folder")
-    monkeypatch.setattr(pipeline, "extract", lambda *a, **k: pytest.fail("extraction ran before the cache was checked"))
+    for module in (steps, timing):
+        monkeypatch.setattr(module, "extract", lambda *a, **k: pytest.fail("extraction ran before the cache was checked"))
     _expect_one_error(main(["vision", "probe", *TINY_PROBE, "--data-dir", str(cifar_root), "--cache-dir", str(tmp_path / "cache"),
                             "--out", str(tmp_path / "o")]), capsys, "cannot use the feature cache")
 
@@ -848,16 +849,14 @@ def test_resuming_from_a_damaged_checkpoint_is_one_line(cifar_root, tmp_path, ca
 
 @pytest.mark.parametrize("content", [b"junk", b""], ids=["replaced", "empty"])
 def test_a_damaged_saved_probe_for_lp_ft_is_one_line(tmp_path, content):
-    from torch import nn
-
     from embedlab.errors import InputError
     from embedlab.runs import RunDir
-    from embedlab.vision.pipeline import LP_FT_PROBE, init_head_from_probe
+    from embedlab.store import LP_FT_PROBE, Store
 
     run = RunDir.create(tmp_path / "run")
     run.save_artefact(LP_FT_PROBE, content)
     with pytest.raises(InputError, match=f"{LP_FT_PROBE} is damaged"):
-        init_head_from_probe(nn.Linear(4, 10), run)
+        Store(run).lp_ft_probe()
     run.release()
 
 

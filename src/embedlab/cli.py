@@ -351,10 +351,11 @@ def cmd_probe(args: argparse.Namespace) -> int:
     cfg = probe_config(args)
     run = _start_run(args, "probe")
     from embedlab.report import write_report
+    from embedlab.store import Store
     from embedlab.vision.pipeline import run_probe
 
     with run_log(run.path):
-        probe = run_probe(cfg, run)
+        probe = run_probe(cfg, Store(run))
     report = write_report(run)
     feats, fit = probe.features, probe.fit
     print(f"{feats.backbone} ({feats.weights}) at {feats.resolution} px: test accuracy {fit.evaluation.test_accuracy:.4f} "
@@ -402,11 +403,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def _finetune_on_rank(cfg: FinetuneConfig, run: RunDir, resume: bool) -> int:
     from embedlab.report import write_report
+    from embedlab.results import load
+    from embedlab.store import Store
     from embedlab.vision.pipeline import run_finetune
 
-    from embedlab.results import load
-
-    ft = run_finetune(cfg, run, resume=resume)
+    ft = run_finetune(cfg, Store(run), resume=resume)
     if not current().is_main:
         return 0
     report = write_report(run)

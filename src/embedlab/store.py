@@ -1,8 +1,10 @@
-"""A step's output, and the one place it is written into a run folder.
+"""A step's output, and the one place it is written into a run folder and read back.
 
 A step returns an ``Output``: its typed results (the sections of ``metrics.json``) and the tables, figures and
-artefacts it made, each under a name its result type declares in ``FILES``. The runner hands it to ``write``; the
-step itself takes no run folder and writes no file, so it can run, and be tested, in memory.
+artefacts it made, each under a name its result type declares in ``FILES``. The runner hands it to ``write`` (or
+``Store.write``); the step itself takes no run folder and writes no file, so it can run, and be tested, in memory.
+A ``Store`` is also what a runner reads a resumed run's finished steps back through (``results``, ``predictions``,
+``lp_ft_probe``).
 
 Example::
 
@@ -20,8 +22,15 @@ from typing import Any
 
 import pandas as pd
 
-from embedlab.results import Files, files_of, save
+from pathlib import Path
+
+from embedlab.errors import InputError, MissingFileError
+from embedlab.files import UnreadableFile, read_torch
+from embedlab.results import Files, RunResults, files_of, load, save
 from embedlab.runs import RunDir
+
+#: The probe fitted on the training split alone: what LP-FT starts the fine-tuned head from.
+LP_FT_PROBE = "probe_model_train_only.pt"
 
 
 @dataclass(frozen=True)
@@ -70,3 +79,65 @@ def write(run: RunDir, out: Output) -> None:
 def writer(run: RunDir) -> Callable[[Output], None]:
     """``write`` into ``run``: what a study's runner is handed, so that it never holds the run folder itself."""
     return functools.partial(write, run)
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """One model's saved test predictions: class probabilities, labels and the test indices they belong to."""
+
+    probs: Any  # torch.Tensor (n, classes)
+    labels: Any  # torch.Tensor (n,)
+    test_index: Any  # np.ndarray (n,)
+    source: str  # where they were read from, for messages
+
+
+class Store:
+    """A run folder as a study's runner sees it: write a step's output, record a study's settings, and read back what
+    finished steps left there (a resumed run, the comparison of two studies run apart)."""
+
+    def __init__(self, run: RunDir):
+        self.run = run
+
+    @property
+    def path(self) -> Path:
+        return self.run.path
+
+    def write(self, out: Output) -> None:
+        write(self.run, out)
+
+    def settings(self, section: str, values: dict[str, Any]) -> None:
+        """One study's settings as it runs them, into config.json (what --config and --resume repeat)."""
+        self.run.update_config(section, values)
+
+    def results(self) -> RunResults:
+        return load(self.run)
+
+    def checkpoint(self) -> Path:
+        """Where fine-tuning keeps its epoch checkpoint (the training loop is handed this path)."""
+        return self.run.artefact("finetune_checkpoint.pt")
+
+    def predictions(self, name: str) -> Predictions | None:
+        """``<name>_test_probs.npz`` ("probe" or "finetune"), or None when the run has none."""
+        import numpy as np
+        import torch
+
+        path = self.run.artefact(f"{name}_test_probs.npz")
+        if not path.is_file():
+            return None
+        with np.load(path) as z:
+            return Predictions(torch.from_numpy(z["probs"]), torch.from_numpy(z["labels"]), z["test_index"].copy(), str(path))
+
+    def lp_ft_probe(self) -> dict[str, Any]:
+        """The probe fitted on the training split alone, as saved by the probe step (its state dict)."""
+        path = self.run.artefact(LP_FT_PROBE)
+        if not path.is_file():
+            raise MissingFileError(f"--head-init probe: no linear probe in {self.path} ({path.name} is missing); run the probe first "
+                                   f"(drop --no-probe) or use --head-init random")
+        try:
+            state = read_torch(path)
+            if not isinstance(state, dict) or not {"linear.weight", "linear.bias", "mu", "sigma"} <= set(state):
+                raise UnreadableFile("not the probe's state dict")
+        except UnreadableFile as exc:
+            raise InputError(f"--head-init probe: {path} is damaged ({exc}); run the probe again in a new folder, "
+                             "or use --head-init random") from None
+        return state

@@ -177,7 +177,7 @@ def preflight(cfg: StudyConfig, pending: list[str]) -> None:
     from embedlab.vision.backbones import check_freeze_stages, choose_backbone, create_backbone
     from embedlab.vision.cifar10 import ensure_cifar10, torchvision_download
     from embedlab.vision.features import pick_device
-    from embedlab.vision.pipeline import check_finetune_batches
+    from embedlab.vision.steps_1c import check_finetune_batches
 
     vision = [s for s in pending if s in ("probe", "finetune")]
     if vision:
@@ -203,7 +203,7 @@ def run_study(cfg: StudyConfig, run: RunDir, resume: bool = False) -> RunResults
     """
     from embedlab.movies.pipeline import check_same_data, run_movies
     from embedlab.report import write_report
-    from embedlab.store import writer
+    from embedlab.store import Store, writer
     from embedlab.vision.pipeline import run_comparison, run_finetune, run_probe
 
     if resume and "movies" in cfg.steps:  # before config.json takes the new --data-dir
@@ -220,8 +220,8 @@ def run_study(cfg: StudyConfig, run: RunDir, resume: bool = False) -> RunResults
     log_backbone_choice(cfg, [s for s in cfg.steps if s not in done])
     preflight(cfg, [s for s in cfg.steps if s not in done])
     actions = {
-        "probe": lambda: on_main_rank(lambda: run_probe(cfg.probe, run)),
-        "finetune": lambda: run_finetune(cfg.finetune, run, resume=resume, compare=False),
+        "probe": lambda: on_main_rank(lambda: run_probe(cfg.probe, Store(run))),
+        "finetune": lambda: run_finetune(cfg.finetune, Store(run), resume=resume, compare=False),
         "movies": lambda: run_movies(cfg.movies, writer(run)),
     }
     for step in cfg.steps:
@@ -244,7 +244,7 @@ def run_study(cfg: StudyConfig, run: RunDir, resume: bool = False) -> RunResults
         if not dist.is_main:
             continue
         if step in ("probe", "finetune") and {"probe", "finetune"} <= load(run).steps.done():
-            run_comparison(run)
+            run_comparison(Store(run))
         write_report(run)
     return load(run)
 

@@ -16,6 +16,7 @@ from embedlab.results import load, save
 from embedlab.vision.backbones import create_backbone
 from embedlab.vision.finetune import (Job, TrainingInterrupted, alternating_flips, augment, load_checkpoint, finetune_optimizer, param_groups, train,
                                       warmup_cosine)
+from embedlab.store import Store
 from embedlab.vision.pipeline import run_comparison
 from tiny_finetune import CPU, INPUTS, Tiny, cfg, synthetic
 
@@ -196,7 +197,7 @@ def _save_both(run: RunDir, make_result, probe_acc: float, ft_acc: float) -> Non
 def test_comparison_table_from_saved_results(tmp_path: Path, make_result):
     run = RunDir.create(tmp_path / "run")
     _save_both(run, make_result, 0.85, 0.94)
-    table = run_comparison(run)
+    table = run_comparison(Store(run))
     assert list(table["test_accuracy"]) == [0.85, 0.94]
     assert list(table["train_wall_seconds"]) == [610.0, 2760.0]
     assert list(table["train_images_per_second"]) == [80.0, 50.0] and list(table["test_images_per_second"]) == [85.0, 200.0]
@@ -216,7 +217,7 @@ def test_comparison_needs_both_studies(tmp_path: Path, make_result):
     run = RunDir.create(tmp_path / "run")
     save(run, make_result.probe(0.8))
     with pytest.raises(ValueError, match="no finished finetune"):
-        run_comparison(run)
+        run_comparison(Store(run))
 
 
 def test_bad_recipe_settings_are_rejected_together():
@@ -259,7 +260,7 @@ def test_the_paired_comparison_uses_the_test_images_both_models_saw(tmp_path: Pa
     keep = np.arange(0, 40, 2)  # fine-tuning tested on every other image, in another order
     order = keep[::-1]
     run.save_artefact("finetune_test_probs.npz", npz_bytes(probs=ft_probs[order], labels=labels[order], test_index=100 + order))
-    run_comparison(run)
+    run_comparison(Store(run))
     m = json.loads((run.path / "metrics.json").read_text())["comparison"]
     right_p, right_f = probe_probs[keep].argmax(1) == labels[keep], ft_probs[keep].argmax(1) == labels[keep]
     assert m["paired_images"] == 20
@@ -269,4 +270,4 @@ def test_the_paired_comparison_uses_the_test_images_both_models_saw(tmp_path: Pa
     labels_edited[0] = (labels_edited[0] + 1) % 10
     run.save_artefact("finetune_test_probs.npz", npz_bytes(probs=ft_probs[order], labels=labels_edited, test_index=100 + order))
     with pytest.raises(ValueError, match="other labels"):
-        run_comparison(run)
+        run_comparison(Store(run))

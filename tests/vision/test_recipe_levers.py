@@ -13,7 +13,8 @@ from embedlab.errors import InputError, MissingFileError
 from embedlab.runs import RunDir
 from embedlab.vision.finetune import Job, epoch_size, load_checkpoint, make_ema, train, train_pixels
 from embedlab.results import load, save
-from embedlab.vision.pipeline import init_head_from_probe, resolve_head_init
+from embedlab.store import Store
+from embedlab.vision.steps_1c import init_head_from_probe, resolve_head_init
 from embedlab.vision.probe import LogisticRegression, fit_probe
 
 from tiny_finetune import CPU, INPUTS, Tiny, cfg, synthetic
@@ -107,7 +108,7 @@ def test_lp_ft_starts_the_head_as_the_probe_predicts(tmp_path: Path):
     run = RunDir.create(tmp_path / "run")
     torch.save(probe.model.state_dict(), run.artefact("probe_model_train_only.pt"))
     head = nn.Linear(8, 10)
-    init_head_from_probe(head, run)
+    init_head_from_probe(head, Store(run).lp_ft_probe(), run.path)
     with torch.no_grad():
         assert torch.allclose(head(feats), probe.model(feats), atol=1e-4)
 
@@ -124,10 +125,10 @@ def test_head_init_auto_means_the_probe_when_the_run_has_a_finished_probe(tmp_pa
 def test_lp_ft_without_a_probe_or_with_another_backbones_probe_says_so(tmp_path: Path):
     run = RunDir.create(tmp_path / "run")
     with pytest.raises(MissingFileError, match="drop --no-probe"):
-        init_head_from_probe(nn.Linear(8, 10), run)
+        Store(run).lp_ft_probe()
     torch.save(LogisticRegression(16).state_dict(), run.artefact("probe_model_train_only.pt"))
     with pytest.raises(InputError, match="same backbone"):
-        init_head_from_probe(nn.Linear(8, 10), run)
+        init_head_from_probe(nn.Linear(8, 10), Store(run).lp_ft_probe(), run.path)
 
 
 def test_the_levers_are_validated_together():
@@ -142,11 +143,11 @@ def test_the_levers_are_validated_together():
 
 def test_the_time_estimate_counts_the_mirror_image_pass(monkeypatch: pytest.MonkeyPatch):
     """Flip TTA evaluates every image twice, so the expected time grows by one more pass over the evaluated images."""
-    import embedlab.vision.pipeline as pipeline
+    import embedlab.vision.timing as timing
 
-    monkeypatch.setattr(pipeline, "measure_train_throughput", lambda *a, **k: 10.0)
+    monkeypatch.setattr(timing, "measure_train_throughput", lambda *a, **k: 10.0)
     args = (Tiny(), 16, CPU, 1000, 500)
-    _, one_view = pipeline._expected_time(cfg(epochs=2, tta_flip=False), *args)
-    _, flipped = pipeline._expected_time(cfg(epochs=2, tta_flip=True), *args)
+    _, one_view = timing.expected_time(cfg(epochs=2, tta_flip=False), *args)
+    _, flipped = timing.expected_time(cfg(epochs=2, tta_flip=True), *args)
     assert one_view == pytest.approx(2 * 1000 / 10 + 500 / 25)  # 2 epochs of training + one pass at 2.5x the speed
     assert flipped - one_view == pytest.approx(500 / 25)
