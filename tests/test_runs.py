@@ -1,15 +1,37 @@
+import fcntl
 import json
 import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from embedlab.errors import DiskFullError
-from embedlab.runs import LOCK, MARKER, RunDir, RunFolderBusy, RunFolderError, default_run_path, lock_holder
+from embedlab.runs import LOCK, MARKER, RunDir, RunFolderBusy, RunFolderError, default_run_path
+
+
+def lock_holder(path: Path) -> str | None:
+    """Who holds the folder's lock ('pid 1234 on host'), or None when no live process does."""
+    lock = Path(path) / LOCK
+    if not lock.is_file():
+        return None
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return lock.read_text(errors="replace").strip() or "another process"
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def test_create_never_overwrites(tmp_path):
@@ -65,10 +87,17 @@ def test_a_marked_folder_with_a_foreign_file_is_not_cleared(tmp_path):
 
 
 def test_an_empty_folder_made_by_failed_set_up_is_reusable(tmp_path):
-    """A command that failed before writing config.json (say, on bad --weights) leaves empty subfolders: usable again."""
-    RunDir.create(tmp_path / "r").release()
-    assert not (tmp_path / "r" / "config.json").exists()
-    RunDir.create(tmp_path / "r").release()
+    """A command that failed before its first result (say, on bad --weights) leaves its marker, config.json and empty
+    subfolders: the folder is usable again. Once a table is in it, it is not."""
+    run = RunDir.create(tmp_path / "r")
+    run.update_config("probe", {"weights": "bad.pt"})
+    run.release()
+    assert {p.name for p in (tmp_path / "r").iterdir()} >= {MARKER, "config.json", "tables", "figures", "artefacts"}
+    run = RunDir.create(tmp_path / "r")
+    run.save_table("t", pd.DataFrame({"a": [1]}))
+    run.release()
+    with pytest.raises(RunFolderError, match="already holds results"):
+        RunDir.create(tmp_path / "r")
 
 
 def test_one_process_at_a_time(tmp_path):

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -137,17 +135,6 @@ _JOB = Dist()
 def current() -> Dist:
     """This process's place in the job: the one place the rank and world size live (set by ``init_from_env``)."""
     return _JOB
-
-
-@contextmanager
-def joined(dist: Dist) -> Iterator[Dist]:
-    """``dist`` as this process's job for the duration: for code that set up its own process group (a test)."""
-    global _JOB
-    previous, _JOB = _JOB, dist
-    try:
-        yield dist
-    finally:
-        _JOB = previous
 
 
 def init_from_env(device: str = "cpu") -> Dist:

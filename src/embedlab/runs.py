@@ -148,26 +148,6 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def lock_holder(path: Path) -> str | None:
-    """Who holds the folder's lock ('pid 1234 on host'), or None when no live process does."""
-    lock = Path(path) / LOCK
-    if not lock.is_file():
-        return None
-    try:
-        fd = os.open(lock, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return lock.read_text(errors="replace").strip() or "another process"
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-
-
 class RunDir:
     """A run folder and the only code that writes into it."""
 

@@ -3,10 +3,15 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from embedlab.movies.evaluate import (bucket_masks, build_queries, colike_scorers, evaluate_scorer, recommend_all, recommend_all_multi, score_recs,
+from embedlab.movies.evaluate import (bucket_masks, build_queries, colike_scorers, recommend_all, recommend_all_multi, score_recs,
                                       split_users)
 
 RAW, NORMALISED = "co-likes raw X_ij", "co-likes X_ij/sqrt(n_i n_j)"
+
+
+def evaluate_scorer(scorer, queries, k, eligible, like_counts, genres, chunk=512):
+    """Every metric of ``score_recs`` over all queries (the held-out table's row of one scorer)."""
+    return score_recs(recommend_all(scorer, queries, k, eligible, chunk), queries, like_counts, genres)
 
 
 def raw_scorer(likes, counts):

@@ -31,7 +31,8 @@ def _model() -> nn.Module:
 def _worker(rank: int, world: int, init: str, out: str, resume: bool, stop: str) -> None:
     import torch.distributed as tdist
 
-    from embedlab.distributed import Dist, joined
+    import embedlab.distributed as distributed
+    from embedlab.distributed import Dist
     from embedlab.vision.finetune import Job, TrainingInterrupted, train
 
     tdist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
@@ -44,9 +45,9 @@ def _worker(rank: int, world: int, init: str, out: str, resume: bool, stop: str)
                 os._exit(3)  # a rank that dies mid-epoch, as a killed process would
 
     model = _model()
+    distributed._JOB = Dist(rank, world, "gloo")  # the process group this worker set up is the job's
     try:
-        with joined(Dist(rank, world, "gloo")):  # the process group this worker set up is the job's
-            h = train(model, model.head, synthetic(60, 0), synthetic(30, 1), Job(cfg(), INPUTS, torch.device("cpu"), Path(out) / "ck.pt", resume=resume), on_step=on_step)
+        h = train(model, model.head, synthetic(60, 0), synthetic(30, 1), Job(cfg(), INPUTS, torch.device("cpu"), Path(out) / "ck.pt", resume=resume), on_step=on_step)
         if rank == 0:
             torch.save({"loss": h.step_loss, "val": [e["val_accuracy"] for e in h.epochs], "w": model.state_dict()}, Path(out) / "h.pt")
     except TrainingInterrupted as exc:

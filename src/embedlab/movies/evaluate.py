@@ -171,12 +171,6 @@ def score_recs(recs: torch.Tensor, queries: Queries, like_counts: np.ndarray, ge
     }
 
 
-def evaluate_scorer(scorer: Scorer, queries: Queries, k: int, eligible: torch.Tensor, like_counts: np.ndarray,
-                    genres: torch.Tensor, chunk: int = 512) -> dict[str, float]:
-    """Every metric of ``score_recs`` over all queries."""
-    return score_recs(recommend_all(scorer, queries, k, eligible, chunk), queries, like_counts, genres)
-
-
 #: Like-count buckets of the query movie for the cold-start table: [low, high).
 COLD_START_BUCKETS: tuple[tuple[str, int, float], ...] = (("< 10 likes", 0, 10), ("10-100 likes", 10, 101), ("> 100 likes", 101, float("inf")))
 
