@@ -4,7 +4,7 @@ d = 32 (the dimension the claim was made for) and at the default d, with the flo
 M x d^2 work sets there. The sweep is timed twice in this process, one run at a time and with one
 run per core (``workers``, as ``embedlab movies`` does), and the ratio printed.
 
-Usage: python bench/movies_sweep.py [--data-dir DIR] [--dims 32,100]   (run with nothing else busy)
+Usage: python bench/movies_sweep.py [--data-dir DIR] [--dims 32,100] [--iterations 500]   (run with nothing else busy)
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir")
     ap.add_argument("--dims", default=f"32,{MoviesConfig().dim}")
+    ap.add_argument("--iterations", type=int, default=MoviesConfig().iterations, help="per run (the claims hold for the default)")
     args = ap.parse_args()
-    cfg = MoviesConfig()
+    cfg = MoviesConfig(iterations=args.iterations)
     likes, source = like_matrix(args.data_dir)
     op = CoLikeOperator.from_likes(likes, colike_fro_sq(likes))
     workers = default_workers()

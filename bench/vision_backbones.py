@@ -25,7 +25,7 @@ from _vision import median, vision_args
 
 
 def train_rate(name: str, k: int, size: int, batch: int, steps: int) -> Callable[[], float]:
-    model, _, trained = create_backbone(name, "none").with_new_head(10, "all", 0, freeze_stages=k)
+    model, _, trained = create_backbone(name, "none").with_new_head(10, "all", freeze_stages=k)
     model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)

@@ -14,7 +14,7 @@ import time
 import torch
 
 from embedlab.vision.backbones import create_backbone
-from embedlab.vision.features import extract
+from embedlab.vision.features import Inputs, extract
 
 from _vision import alternate, median, vision_args
 
@@ -35,7 +35,7 @@ def main() -> None:
         return n / (time.perf_counter() - t0)
 
     def pipeline() -> float:
-        _, stats = extract(model, images, args.size, bb.spec.mean, bb.spec.std, args.batch)
+        _, stats = extract(model, images, Inputs(args.size, bb.spec.mean, bb.spec.std), args.batch)
         return stats.images_per_second
 
     bm, pm = (median(r) for r in alternate(bare, pipeline, args.rounds))
