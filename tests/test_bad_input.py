@@ -707,11 +707,11 @@ FIELDS = [(section, f.name) for section, cls in (("probe", "ProbeConfig"), ("fin
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(where=st.sampled_from(FIELDS), value=JSON_VALUES)
 def test_any_config_value_reaches_the_study_or_is_one_error_line(tmp_path, capsys, monkeypatch, where, value):
-    from embedlab import cli
+    from embedlab import commands
 
     section, name = where
     seen = []
-    monkeypatch.setattr(cli, "_study_on_rank", lambda cfg, run, resume: seen.append(cfg) or 0)
+    monkeypatch.setattr(commands, "_study_on_rank", lambda cfg, run, resume: seen.append(cfg) or 0)
     path = tmp_path / "config.json"
     path.write_text(json.dumps({section: {name: value}}))
     out = tmp_path / f"o{len(list(tmp_path.iterdir()))}"
@@ -806,12 +806,12 @@ def test_a_runtime_error_that_is_not_memory_keeps_its_traceback(movielens_root, 
 def test_every_cuda_spelling_gets_the_gpu_profile_and_nccl(monkeypatch, device, cuda):
     import torch
 
-    from embedlab import cli
+    from embedlab import resolve
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert cli.wants_cuda(device) is cuda and cli._backend_device(device) == ("cuda" if cuda else "cpu")
+    assert resolve.wants_cuda(device) is cuda and resolve.backend_device(device) == ("cuda" if cuda else "cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert cli.wants_cuda(device) is False and cli._backend_device(device) == "cpu"
+    assert resolve.wants_cuda(device) is False and resolve.backend_device(device) == "cpu"
 
 
 def test_a_bug_in_a_downloader_is_not_reported_as_missing_data(tmp_path):
@@ -834,7 +834,8 @@ def test_a_bug_in_a_downloader_is_not_reported_as_missing_data(tmp_path):
 
 
 def test_resuming_from_a_damaged_checkpoint_is_one_line(cifar_root, tmp_path, capsys):
-    from embedlab.config import FinetuneConfig, to_dict
+    from embedlab.config import FinetuneConfig
+    from embedlab.overrides import to_dict
     from embedlab.runs import RunDir
 
     run = RunDir.create(tmp_path / "run")
@@ -863,13 +864,13 @@ def test_a_damaged_saved_probe_for_lp_ft_is_one_line(tmp_path, content):
 def test_runs_started_in_the_same_second_without_out_get_their_own_folders(tmp_path, monkeypatch):
     from datetime import datetime
 
-    from embedlab import cli, runs
+    from embedlab import commands, runs
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "default_run_path", lambda study: runs.default_run_path(study, now=datetime(2026, 1, 2, 3, 4, 5)))
+    monkeypatch.setattr(commands, "default_run_path", lambda study: runs.default_run_path(study, now=datetime(2026, 1, 2, 3, 4, 5)))
     args = argparse.Namespace(out=None)
-    first = cli._start_run(args, "movies")  # still running: it holds its folder
-    second = cli._start_run(args, "movies")
+    first = commands.start_run(args, "movies")  # still running: it holds its folder
+    second = commands.start_run(args, "movies")
     assert (first.path.name, second.path.name) == ("20260102-030405-movies", "20260102-030405-movies-2")
     first.release()
     second.release()
@@ -1179,10 +1180,10 @@ def config_texts(draw: st.DrawFn) -> str:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=config_texts())
 def test_any_config_text_is_a_valid_config_or_one_error_line(tmp_path, capsys, monkeypatch, text):
-    from embedlab import cli
+    from embedlab import commands
 
     seen = []
-    monkeypatch.setattr(cli, "on_ranks", lambda backend, folder, body: seen.append(True) or 0)
+    monkeypatch.setattr(commands, "on_ranks", lambda backend, folder, body: seen.append(True) or 0)
     path = tmp_path / "config.json"
     path.write_text(text)
     status = main(["movies", "--profile", "smoke", "--config", str(path)])

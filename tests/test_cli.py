@@ -119,7 +119,8 @@ def test_smoke_profile_on_the_real_data(real_data, tmp_path, capsys):
 
 
 def test_config_layers_defaults_profile_file_flags(tmp_path):
-    from embedlab.cli import build_parser, movies_config, probe_config
+    from embedlab.cli import build_parser
+    from embedlab.resolve import movies_config, probe_config
 
     cfg_file = tmp_path / "c.json"
     cfg_file.write_text(json.dumps({"movies": {"dim": 7, "iterations": 11, "min_likes": 3}}))

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from embedlab.config import ConfigError, FinetuneConfig, MoviesConfig, ProbeConfig, apply_overrides
+from embedlab.config import FinetuneConfig, MoviesConfig, ProbeConfig
+from embedlab.overrides import ConfigError, apply_overrides
 from embedlab.movies.movielens import TitleIndex, TitleLookupError, with_years
 
 WORDS = st.text(alphabet=st.sampled_from("abcdefghijklmnopqrstuvwxyzéèü"), min_size=2, max_size=8)

@@ -10,9 +10,9 @@ import pytest
 
 from embedlab.cli import main
 from embedlab.errors import InputError
-from embedlab.results import (ColdStart, Comparison, Holdout, MoviesRun, RunResults, StepStatus, load, mark_stopped, save, save_step,
-                              to_section)
+from embedlab.results import ColdStart, Comparison, Holdout, MoviesRun, RunResults, StepStatus
 from embedlab.runs import RunDir
+from embedlab.store import load, mark_stopped, save, save_step, to_section
 
 
 def test_a_saved_result_loads_back_equal(tmp_path: Path, make_result):

@@ -11,9 +11,9 @@ from typing import Annotated
 import pytest
 from pydantic import Field
 
-from embedlab import cli
-from embedlab.config import (PROFILES, RESUME_POLICIES, FinetuneConfig, MoviesConfig, ProbeConfig, apply_overrides, setting,
-                             settings_of)
+from embedlab import cli, resolve
+from embedlab.config import PROFILES, RESUME_POLICIES, FinetuneConfig, MoviesConfig, ProbeConfig, setting, settings_of
+from embedlab.overrides import apply_overrides
 from embedlab.errors import InputError
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -68,7 +68,7 @@ def test_a_main_job_flag_reaches_every_study_that_has_the_setting():
     from embedlab.study import study_config
 
     args = cli.build_parser().parse_args(["run", "--seed", "7", "--epochs", "3", "--dim", "12", "--top", "5", "--offline"])
-    cfg = study_config("cpu", False, {**cli._run_flags(args)})
+    cfg = study_config("cpu", False, {**resolve.run_flags(args)})
     assert cfg.probe.seed == cfg.finetune.seed == cfg.movies.seed == cfg.movies.holdout_seed == 7  # the held-out seed follows
     assert (cfg.finetune.epochs, cfg.movies.dim, cfg.movies.top_k) == (3, 12, 5)
     assert cfg.probe.offline and cfg.finetune.offline and cfg.movies.offline
@@ -121,10 +121,10 @@ def test_adding_a_setting_is_one_declaration():
     cli.add_setting_flags(p, WithNew)
     assert "--shortlist" in flags_of(p) and "candidates kept before re-ranking (default 20; range [1, 50])" in " ".join(p.format_help().split())
     args = p.parse_args(["--shortlist", "7"])
-    cfg = apply_overrides(WithNew(), cli._setting_flags(args, WithNew), flags=True)
-    assert cfg.shortlist == 7 and cli._given_flags(args, WithNew, "refuse") == ["--shortlist"]
+    cfg = apply_overrides(WithNew(), resolve.setting_flags(args, WithNew), flags=True)
+    assert cfg.shortlist == 7 and resolve.given_flags(args, WithNew, "refuse") == ["--shortlist"]
     with pytest.raises(InputError, match="--shortlist 99: input should be less than or equal to 50"):
-        apply_overrides(WithNew(), cli._setting_flags(p.parse_args(["--shortlist", "99"]), WithNew), flags=True)
+        apply_overrides(WithNew(), resolve.setting_flags(p.parse_args(["--shortlist", "99"]), WithNew), flags=True)
 
 
 def test_profiles_name_only_declared_settings():
@@ -204,7 +204,7 @@ def test_help_states_every_numeric_settings_range(capsys):
     """The range each numeric setting declares is printed by --help beside its default."""
     import typing
 
-    from embedlab.cli import range_text
+    from embedlab.overrides import range_text
 
     hints = typing.get_type_hints(MoviesConfig, include_extras=True)
     assert range_text(hints["iterations"]) == "range [1, 100,000]" and range_text(hints["holdout_fraction"]) == "range (0, 1)"

@@ -9,9 +9,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from embedlab.results import DimChoice, MoviesRun, load  # noqa: E402
+from embedlab.results import DimChoice, MoviesRun  # noqa: E402
 from embedlab.runs import RunDir  # noqa: E402
-from embedlab.store import Output, Table, write, writer  # noqa: E402
+from embedlab.store import Output, Table, load, write, writer  # noqa: E402
 
 
 def test_an_output_round_trips_through_the_run_folder(tmp_path):

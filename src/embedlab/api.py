@@ -145,14 +145,14 @@ def recommend(title: str, run: RunResult, co: CoLikes, movies: pd.DataFrame, k: 
     movie_id = TitleIndex.with_likes(movies, co.movie_ids, co.like_counts).lookup(title)
     row = co.index_of(movie_id)
     if row is None:
-        from embedlab.movies.movielens import TitleLookupError
+        from embedlab.movies.movielens import nobody_liked
 
-        raise TitleLookupError(f"{title!r} is in the catalogue but nobody liked it, so it has no embedding", [])
+        raise nobody_liked(title)
+    from embedlab.movies.tables import top_table
+
     idx, scores = similar_items(run.v, row, k, eligible_items(co.like_counts, min_likes), metric)
-    by_id = movies.set_index("movieId")
-    ids = co.movie_ids[idx]
-    return pd.DataFrame({"rank": np.arange(1, len(idx) + 1), "title": by_id.loc[ids, "title"].to_numpy(),
-                         "similarity": np.round(scores.astype(float), 4), "likes": co.like_counts[idx]})
+    rows = pd.DataFrame({"title": movies.set_index("movieId").loc[co.movie_ids[idx], "title"].to_numpy(), "likes": co.like_counts[idx]})
+    return top_table(rows, np.arange(len(idx)), scores, ("title",), likes="likes")
 
 
 def load_run(path: str | Path) -> RunResults:
@@ -162,7 +162,7 @@ def load_run(path: str | Path) -> RunResults:
     >>> r = embedlab.load_run("runs/20261201-101500-study")  # doctest: +SKIP
     >>> r.probe.fit.evaluation.test_accuracy, r.finetune.evaluation.test_accuracy, r.movies_recommend.top["Toy Story (1995)"][:3]
     """
-    from embedlab.results import load
+    from embedlab.store import load
     from embedlab.runs import RunDir
 
     return load(RunDir.open(Path(path)))

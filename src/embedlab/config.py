@@ -8,20 +8,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
 import json
-import types
-import typing
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
 
-from typing import Annotated, Literal
-
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Field
 
 from embedlab.errors import InputError
-from embedlab.files import DuplicateKeyError, parse_json
 
 #: The valid names live here, on the ground floor; the studies import them and map each to its code
 #: (a test checks that the two agree), so this module never imports a study.
@@ -68,7 +61,6 @@ GalleryK = IntRange(1, 10)
 Strength = FloatRange(0, 1e9, open_low=False)  # an L2 or ridge regularisation strength
 LearningRate = FloatRange(0, 1e4)  # the sweep's rates: SGD's useful ones are tiny, a divergent one may be tried on purpose
 
-C = TypeVar("C")
 
 #: The resume policy of a setting: "apply" — it says where or how (a folder, a device), so a resumed run takes the
 #: new value; "refuse" — it changes results, so a resumed run keeps its saved value and the flag is an error.
@@ -214,7 +206,7 @@ class ProbeConfig(VisionSettings):
     size: Pixels | None = setting(None, help="input resolution in pixels (default: the backbone's native size on a GPU, "
                                   "--cpu-size on a CPU)")
     cpu_size: Pixels = setting(128, help="resolution on a CPU when --size is not given")
-    batch_size: Batch | None = setting(None, help="extraction batch (default: 16 on a CPU, measured fastest; 128 on a GPU); "
+    batch_size: Batch | None = setting(None, help="extraction batch (default: 16 on a CPU, 128 on a GPU); "
                                        "it does not change the features")
     l2_grid: Annotated[list[Strength], Field(min_length=1)] = setting([1e-3, 1e-2, 1e-1, 1.0], help="L2 strengths tried on the validation split (comma-separated)")
     max_iter: Steps = setting(200, help="L-BFGS iterations of the probe's fit")
@@ -233,22 +225,19 @@ class FinetuneConfig(VisionSettings):
     """Every knob of the fine-tuning study (Part 1 C). ``None`` sizes resolve by device (see ``resolve``)."""
 
     size: Pixels | None = setting(None, help="training and test resolution in pixels (default: 224 on a GPU, --cpu-size on a CPU)")
-    cpu_size: Pixels = setting(112, help="resolution on a CPU when --size is not given (of those measured, the best "
-                               "validation accuracy per CPU minute)")
+    cpu_size: Pixels = setting(112, help="resolution on a CPU when --size is not given")
     epochs: Epochs = setting(2, run=True, help="passes over the training images")
     batch_size: Batch = setting(64, help="training batch size")
-    eval_batch_size: Batch | None = setting(None, help="validation and test batch size (default: 16 on a CPU, measured "
-                                            "fastest; 256 on a GPU); it does not change the predictions")
-    optimizer: Literal["sgd", "adamw"] = setting("adamw", help="adamw, or sgd with Nesterov momentum "
-                                                 "(AdamW at 1e-3 beat SGD at its best rate by 1.1 points at equal compute)")
+    eval_batch_size: Batch | None = setting(None, help="validation and test batch size (default: 16 on a CPU, 256 on a "
+                                            "GPU); it does not change the predictions")
+    optimizer: Literal["sgd", "adamw"] = setting("adamw", help="adamw, or sgd with Nesterov momentum")
     lr: FloatRange(0, 100) = setting(0.001, help="peak learning rate of the new head")
     backbone_lr_scale: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = setting(
         1.0, help="backbone learning rate = --lr x this, in (0, 1] (e.g. 0.1 keeps the pretrained features closer)")
     momentum: Fraction = setting(0.9, help="SGD's momentum (with --optimizer sgd)")
     weight_decay: FloatRange(0, 1, open_low=False) = setting(5e-4, help="on weights only, never on norm or bias parameters")
     label_smoothing: Fraction = setting(0.1, help="label smoothing of the training loss; 0 turns it off")
-    tta_flip: bool = setting(True, help="average each validation and test image's prediction with its mirror image's: 2 passes "
-                             "(+1.1 to +1.2 points of validation accuracy measured)")
+    tta_flip: bool = setting(True, help="average each validation and test image's prediction with its mirror image's (2 passes)")
     start_size: Pixels | None = setting(None, help="progressive resizing: the first epoch's resolution, rising linearly to --size")
     ema: Fraction = setting(0.0, help="evaluate an exponential moving average of the weights; its time constant as a fraction "
                             "of all training steps, e.g. 0.1 (0: off)")
@@ -260,9 +249,9 @@ class FinetuneConfig(VisionSettings):
     pad: Annotated[int, Field(ge=0, le=16)] = setting(4, help="random-crop augmentation: padding in pixels at 32 px, "
                                                       "see --pad-mode (0: flips only)")
     pad_mode: Literal["zeros", "reflect"] = setting("zeros", help="the random crop's padding: zeros, or the image reflected at "
-                                                    "its border (measured: -0.26 points, within noise)")
+                                                    "its border")
     flip: Literal["random", "alternate"] = setting("random", help="training flips: a coin toss per image and epoch, or "
-                                                   "alternate: drawn once, then the other way each epoch (measured: +0.12, within noise)")
+                                                   "alternate: drawn once, then the other way each epoch")
     train_scope: Literal["all", "last"] = setting("all", help="all layers, or the last stage and the head only")
     freeze_stages: IntRange(0, 16) | None = setting(None, help="with --train-scope all: keep the stem and the stages after it, "
                                                    "K in all, frozen (default: none on a GPU; on a CPU the backbone's own, 3 for "
@@ -346,144 +335,3 @@ def device_problem(device: str) -> str | None:
     if device == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
         return "--device mps: Apple's MPS backend is not available here; use --device cpu (or auto)"
     return None
-
-
-class ConfigError(InputError):
-    """A config section, key or value that cannot be used: one line for the user, naming the key."""
-
-
-@functools.cache
-def _field_types(cls: type) -> dict[str, TypeAdapter]:
-    """A pydantic validator per dataclass field, from the field's type hint with its range (the dataclass stays plain)."""
-    hints = typing.get_type_hints(cls, include_extras=True)
-    return {f.name: TypeAdapter(hints[f.name]) for f in dataclasses.fields(cls)}
-
-
-def flag_of(f: dataclasses.Field) -> str:
-    """A setting's flag: the one its declaration names, else ``--`` + its name with dashes."""
-    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-
-
-def flag_name(key: str, cls: type | None = None) -> str:
-    """The command-line flag of setting ``key`` (of ``cls``, else of whichever study declares it)."""
-    for c in ([cls] if cls is not None else [MoviesConfig, ProbeConfig, FinetuneConfig]):
-        for f in settings_of(c):
-            if f.name == key:
-                return flag_of(f)
-    return "--" + key.replace("_", "-")
-
-
-def _expected(hint: Any) -> str:
-    """A type hint as a reader would write it: 'int', 'list[float]', "'sgd' or 'adamw'"."""
-    if typing.get_origin(hint) is Annotated:
-        return _expected(typing.get_args(hint)[0])
-    if typing.get_origin(hint) is Literal:
-        return " or ".join(repr(a) for a in typing.get_args(hint))
-    if isinstance(hint, type):
-        return hint.__name__
-    args = typing.get_args(hint)
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join("None" if a is type(None) else _expected(a) for a in args)
-    name = getattr(origin, "__name__", str(origin))
-    return f"{name}[{', '.join(_expected(a) for a in args)}]" if args else name
-
-
-def range_text(hint: Any) -> str:
-    """A setting's declared range as its --help shows it: "range [1, 100,000]", "range (0, 1)", "each in [1, 4,096]"."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return next((t for t in map(range_text, typing.get_args(hint)) if t), "")
-    if typing.get_origin(hint) is list:
-        inner = range_text(typing.get_args(hint)[0])
-        return inner.replace("range ", "each in ") if inner else ""
-    if typing.get_origin(hint) is not Annotated:
-        return ""
-    base, *extras = typing.get_args(hint)
-    if typing.get_origin(base) is list:  # a list with a length rule around typed items
-        return range_text(base)
-    bounds: dict[str, float] = {}
-    for extra in extras:
-        for rule in getattr(extra, "metadata", []):
-            bounds.update({k: getattr(rule, k) for k in ("ge", "gt", "le", "lt") if getattr(rule, k, None) is not None})
-    if not ({"ge", "gt"} & set(bounds) and {"le", "lt"} & set(bounds)):
-        return ""
-    def num(x: float) -> str:
-        return f"{x:,}" if isinstance(x, int) else f"{x:g}"
-    low, high = bounds.get("ge", bounds.get("gt")), bounds.get("le", bounds.get("lt"))
-    return f"range {'[' if 'ge' in bounds else '('}{num(low)}, {num(high)}{']' if 'le' in bounds else ')'}"
-
-
-def apply_overrides(cfg: C, overrides: Any, section: str = "", flags: bool = False) -> C:
-    """A copy of ``cfg`` with ``overrides``, each value checked against its field's type hint and range.
-
-    Strict: "64" is not an int, "no" not a bool, "Toy Story" not a list, 8.5 not an int (an int is a
-    fine float), and 0 is not a dimension. pydantic does the checking, so the rules are its documented
-    ones, not ours. ``flags``: the values came from the command line, so the message names the flag.
-    """
-    where = f"{section}." if section else ""
-    if not isinstance(overrides, dict):
-        raise ConfigError(f"config section {section or 'root'!r} must be a JSON object of settings, got {overrides!r}")
-    types_ = _field_types(type(cfg))
-    unknown = sorted(set(overrides) - set(types_))
-    if unknown:
-        raise ConfigError(f"unknown config key(s) {[where + k for k in unknown]}; valid keys: {', '.join(sorted(types_))}")
-    clean, problems = {}, []
-    for key, value in overrides.items():  # every bad value is named at once, not one per try
-        try:
-            clean[key] = types_[key].validate_python(value, strict=True)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            at = "".join(f"[{p!r}]" for p in err["loc"] if p != "[key]")  # a bad dict key is named by its own path
-            hint = typing.get_type_hints(type(cfg), include_extras=True)[key]
-            name = f"{flag_name(key, type(cfg))} {value!r}" + (f", at {at}" if at else "") if flags else f"config value {where}{key}{at} = {value!r}"
-            range_error = err["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short", "too_long",
-                                          "finite_number", "literal_error")
-            problems.append(f"{name}: {err['msg'].lower()}" + ("" if range_error else f" (expected {_expected(hint)})"))
-    if problems:
-        raise ConfigError("; ".join(problems))
-    return dataclasses.replace(cfg, **clean)  # type: ignore[type-var]
-
-
-#: The settings sections of a study's config file (a run's config.json); "study" and "steps" say what ran.
-STUDY_SECTIONS = ("probe", "finetune", "movies")
-CONFIG_KEYS = ("study", "steps", *STUDY_SECTIONS)
-
-
-def check_sections(data: dict[str, Any], source: object) -> dict[str, Any]:
-    """``data`` if every top-level key is a section embedlab reads, each of its shape: a misspelt section, or one that is
-    not an object of settings (``"study": "vision"``), is an error whichever command reads the file, never ignored."""
-    unknown = sorted(set(data) - set(CONFIG_KEYS))
-    if unknown:
-        raise ConfigError(f"unknown section(s) {unknown} in {source}; a study's config file has {', '.join(CONFIG_KEYS)}")
-    for name, value in data.items():
-        if name == "steps":
-            if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
-                raise ConfigError(f"section 'steps' of {source} must be a list of step names, got {value!r}")
-        elif not isinstance(value, dict):
-            raise ConfigError(f"section {name!r} of {source} must be a JSON object of settings, got {value!r}")
-    return data
-
-
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """A JSON object of config overrides (the format ``config.json`` is saved in)."""
-    p = Path(path)
-    try:
-        data = parse_json(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file {p} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"--config {p} is a directory; pass a JSON file (a run's config.json, for example)") from None
-    except DuplicateKeyError as exc:
-        raise ConfigError(f"config file {p}: {exc}; keep the one you mean") from None
-    except (ValueError, UnicodeDecodeError) as exc:  # not JSON, nested too deeply, not UTF-8
-        raise ConfigError(f"config file {p} is not valid JSON: {exc}") from None
-    except OSError as exc:  # no permission, a device that cannot be read, ...
-        raise ConfigError(f"config file {p} cannot be read: {exc.strerror or exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {p} must hold a JSON object of settings")
-    return data
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """The config as plain JSON-ready data."""
-    return asdict(cfg)

@@ -1,35 +1,25 @@
-"""What each study step found, as frozen dataclasses, and the one layer that stores them in a run folder and reads them back.
+"""What each study step found, as frozen dataclasses: the sections of ``metrics.json`` and the run folder's typed view.
 
-Every step returns one of these; ``save`` merges it into its section of ``metrics.json`` (one JSON object per
-study step, the file users read with ``jq``), and ``load`` reads the whole file back as a typed ``RunResults``,
-which is all the report and the comparison read. Two storage rules keep ``metrics.json`` flat and readable:
+Every step returns one of these (inside its ``store.Output``); ``store`` writes them into their sections of
+``metrics.json`` (one JSON object per study step, the file users read with ``jq``) and reads the whole file back as a
+typed ``RunResults``, which is all the report and the comparison read. A result type also declares, in ``FILES``, the
+tables, figures and artefacts its step comes with. Two storage rules keep ``metrics.json`` flat and readable:
 
 - a field whose value is itself a dataclass listed in ``INLINE`` (``Evaluation`` in the probe's and the fine-tuned
   network's results) is stored as its fields, side by side with the others;
 - a field marked ``spread`` (a name → row mapping such as the held-out table's methods) is stored as one key per item;
 - a field left at its default None is not stored.
-
-Example::
-
-    >>> from embedlab.results import Comparison, load, save          # doctest: +SKIP
-    >>> save(run, Comparison(accuracy_gain=0.08, error_reduction=0.6, classes_improved=10))
-    >>> load(run).comparison.classes_improved
-    10
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-import pydantic
 
-from embedlab.errors import InputError
 
-METRICS = "metrics.json"
 
 
 @dataclass(frozen=True)
@@ -381,120 +371,3 @@ class RunResults:
     @property
     def has_movies(self) -> bool:
         return self.movies_run is not None or self.movies_data is not None
-
-
-T = TypeVar("T")
-
-
-def _inline(cls: type) -> tuple[str, ...]:
-    return getattr(cls, "INLINE", ())
-
-
-def to_section(result: Any) -> dict[str, Any]:
-    """The JSON object one result is stored as (nested ``INLINE`` results side by side, ``spread`` mappings item by item)."""
-    out: dict[str, Any] = {}
-    for f in fields(result):
-        value = getattr(result, f.name)
-        if f.name in _inline(type(result)) and dataclasses.is_dataclass(value):
-            out.update(to_section(value))
-            continue
-        if f.metadata.get("spread"):
-            out.update({k: _plain(v) for k, v in value.items()})
-        elif value is None and f.default is None:
-            continue  # left at its None default: not stored, as a step that does not measure it writes nothing
-        else:
-            out[f.name] = _plain(value)
-    return out
-
-
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return to_section(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _field_types(cls: type) -> dict[str, Any]:
-    import typing
-
-    return typing.get_type_hints(cls)
-
-
-def _claimed(cls: type) -> set[str]:
-    """The keys of a section that a result's non-spread fields (inline ones included) read."""
-    out: set[str] = set()
-    types = _field_types(cls)
-    for f in fields(cls):
-        if f.metadata.get("spread"):
-            continue
-        if f.name in _inline(cls):
-            out |= _claimed(types[f.name])
-        else:
-            out.add(f.name)
-    return out
-
-
-def _nest(cls: type, section: dict[str, Any]) -> dict[str, Any]:
-    """The inverse of ``to_section``: the constructor arguments of ``cls`` from its stored section."""
-    types = _field_types(cls)
-    claimed = _claimed(cls)
-    out: dict[str, Any] = {}
-    for f in fields(cls):
-        if f.metadata.get("spread"):
-            out[f.name] = {k: v for k, v in section.items() if k not in claimed}
-        elif f.name in _inline(cls):
-            out[f.name] = _nest(types[f.name], section)
-        elif f.name in section:
-            out[f.name] = section[f.name]
-    return out
-
-
-def from_section(cls: type[T], section: dict[str, Any]) -> T | None:
-    """The result stored in ``section``; None when the step has not finished (a field without default is missing).
-    A value of the wrong type means the file was edited: an error that says so."""
-    if not isinstance(section, dict):
-        raise InputError(f"{METRICS}: a section is not a JSON object; the file was edited. Restore it, or start a new run")
-    args = _nest(cls, section)
-    try:
-        return pydantic.TypeAdapter(cls).validate_python(args)
-    except pydantic.ValidationError as exc:
-        if all(e["type"] == "missing" for e in exc.errors()):
-            return None
-        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
-        raise InputError(f"{METRICS} has an unreadable {getattr(cls, 'SECTION', cls.__name__)!r} section ({where}); it was "
-                         "edited. Restore it, or start a new run") from None
-
-
-def load(run: Any) -> RunResults:
-    """Every finished step's result in the run folder (``run`` is a ``runs.RunDir``)."""
-    metrics = run.metrics()
-    types = _field_types(RunResults)
-    found = {}
-    for name, hint in types.items():
-        cls = next(a for a in getattr(hint, "__args__", (hint,)) if a is not type(None))
-        if name in metrics:
-            value = from_section(cls, metrics[name])
-            if value is not None:
-                found[name] = value
-    return RunResults(**found)
-
-
-def save(run: Any, result: Any) -> None:
-    """Merge ``result`` into its section of metrics.json (atomically; the other sections are kept)."""
-    run.update_metrics(type(result).SECTION, to_section(result))
-
-
-def mark_stopped(run: Any, status: str | None) -> None:
-    """Say in ``movies_run`` that the movie study stopped (``"failed: …"``), or clear that mark (None) when it resumes."""
-    metrics = run.metrics()
-    section = {k: v for k, v in metrics.get(MoviesRun.SECTION, {}).items() if k != "status"}
-    metrics[MoviesRun.SECTION] = section if status is None else {**section, "status": status}
-    run.write_json(METRICS, metrics)
-
-
-def save_step(run: Any, step: str, status: StepStatus) -> None:
-    """Record one step's status in the ``steps`` section (replacing its earlier status)."""
-    run.update_metrics(Steps.SECTION, {step: to_section(status)})

@@ -6,31 +6,154 @@ artefacts it made, each under a name its result type declares in ``FILES``. The 
 A ``Store`` is also what a runner reads a resumed run's finished steps back through (``results``, ``predictions``,
 ``lp_ft_probe``).
 
+Results go into their sections of ``metrics.json`` (``save``, and ``load`` reads the whole file back as a typed
+``RunResults``) by the storage rules ``results`` describes.
+
 Example::
 
     >>> out = Output(results=(DimChoice(chosen_by_rule=32, configured_dim=32),),   # doctest: +SKIP
     ...              tables={"dim_sweep": Table(df)}, figures={"dim_sweep": fig})
     >>> write(run, out)
+    >>> load(run).movies_dim_sweep.chosen_by_rule
+    32
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
 
 import pandas as pd
-
-from pathlib import Path
+import pydantic
 
 from embedlab.errors import InputError, MissingFileError
 from embedlab.files import UnreadableFile, read_torch
-from embedlab.results import Files, RunResults, files_of, load, save
+from embedlab.results import Files, MoviesRun, RunResults, Steps, StepStatus, files_of
 from embedlab.runs import RunDir
 
 #: The probe fitted on the training split alone: what LP-FT starts the fine-tuned head from.
 LP_FT_PROBE = "probe_model_train_only.pt"
+METRICS = "metrics.json"
+
+T = TypeVar("T")
+
+
+def _inline(cls: type) -> tuple[str, ...]:
+    return getattr(cls, "INLINE", ())
+
+
+def to_section(result: Any) -> dict[str, Any]:
+    """The JSON object one result is stored as (nested ``INLINE`` results side by side, ``spread`` mappings item by item)."""
+    out: dict[str, Any] = {}
+    for f in fields(result):
+        value = getattr(result, f.name)
+        if f.name in _inline(type(result)) and dataclasses.is_dataclass(value):
+            out.update(to_section(value))
+            continue
+        if f.metadata.get("spread"):
+            out.update({k: _plain(v) for k, v in value.items()})
+        elif value is None and f.default is None:
+            continue  # left at its None default: not stored, as a step that does not measure it writes nothing
+        else:
+            out[f.name] = _plain(value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return to_section(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    import typing
+
+    return typing.get_type_hints(cls)
+
+
+def _claimed(cls: type) -> set[str]:
+    """The keys of a section that a result's non-spread fields (inline ones included) read."""
+    out: set[str] = set()
+    types = _field_types(cls)
+    for f in fields(cls):
+        if f.metadata.get("spread"):
+            continue
+        if f.name in _inline(cls):
+            out |= _claimed(types[f.name])
+        else:
+            out.add(f.name)
+    return out
+
+
+def _nest(cls: type, section: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of ``to_section``: the constructor arguments of ``cls`` from its stored section."""
+    types = _field_types(cls)
+    claimed = _claimed(cls)
+    out: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.metadata.get("spread"):
+            out[f.name] = {k: v for k, v in section.items() if k not in claimed}
+        elif f.name in _inline(cls):
+            out[f.name] = _nest(types[f.name], section)
+        elif f.name in section:
+            out[f.name] = section[f.name]
+    return out
+
+
+def from_section(cls: type[T], section: dict[str, Any]) -> T | None:
+    """The result stored in ``section``; None when the step has not finished (a field without default is missing).
+    A value of the wrong type means the file was edited: an error that says so."""
+    if not isinstance(section, dict):
+        raise InputError(f"{METRICS}: a section is not a JSON object; the file was edited. Restore it, or start a new run")
+    args = _nest(cls, section)
+    try:
+        return pydantic.TypeAdapter(cls).validate_python(args)
+    except pydantic.ValidationError as exc:
+        if all(e["type"] == "missing" for e in exc.errors()):
+            return None
+        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
+        raise InputError(f"{METRICS} has an unreadable {getattr(cls, 'SECTION', cls.__name__)!r} section ({where}); it was "
+                         "edited. Restore it, or start a new run") from None
+
+
+def load(run: RunDir) -> RunResults:
+    """Every finished step's result in the run folder, typed."""
+    metrics = run.metrics()
+    types = _field_types(RunResults)
+    found = {}
+    for name, hint in types.items():
+        cls = next(a for a in getattr(hint, "__args__", (hint,)) if a is not type(None))
+        if name in metrics:
+            value = from_section(cls, metrics[name])
+            if value is not None:
+                found[name] = value
+    return RunResults(**found)
+
+
+def save(run: RunDir, result: Any) -> None:
+    """Merge ``result`` into its section of metrics.json (atomically; the other sections are kept)."""
+    run.update_metrics(type(result).SECTION, to_section(result))
+
+
+def mark_stopped(run: RunDir, status: str | None) -> None:
+    """Say in ``movies_run`` that the movie study stopped (``"failed: …"``), or clear that mark (None) when it resumes."""
+    metrics = run.metrics()
+    section = {k: v for k, v in metrics.get(MoviesRun.SECTION, {}).items() if k != "status"}
+    metrics[MoviesRun.SECTION] = section if status is None else {**section, "status": status}
+    run.write_json(METRICS, metrics)
+
+
+def save_step(run: RunDir, step: str, status: StepStatus) -> None:
+    """Record one step's status in the ``steps`` section (replacing its earlier status)."""
+    run.update_metrics(Steps.SECTION, {step: to_section(status)})
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from embedlab.errors import InputError, UserError, failure_text
-from embedlab.config import (PROFILE_ALIASES, PROFILE_NAMES, FinetuneConfig, MoviesConfig, ProbeConfig, apply_overrides, flag_name,
-                             profile_overrides, resolve_profile, settings_of, to_dict, with_followers)
+from embedlab.config import (PROFILE_ALIASES, PROFILE_NAMES, FinetuneConfig, MoviesConfig, ProbeConfig, profile_overrides,
+                             resolve_profile, settings_of, with_followers)
+from embedlab.overrides import apply_overrides, flag_name, to_dict, without_derived
 from embedlab.distributed import PeerFailed, current
-from embedlab.results import RunResults, StepStatus, load, save_step
+from embedlab.results import RunResults, StepStatus
+from embedlab.store import load, save_step
 from embedlab.runs import RunDir
 
 log = logging.getLogger(__name__).info
@@ -67,7 +69,7 @@ def study_config(profile: str, cuda: bool, shared: dict[str, Any], sections: dic
     studies = {"probe": ProbeConfig(), "finetune": FinetuneConfig(probe=False), "movies": MoviesConfig()}  # the main job runs its probe itself
     for name, cfg in list(studies.items()):
         cfg = apply_overrides(cfg, profile_overrides(resolved, name, cuda))
-        cfg = apply_overrides(cfg, _clean(sections.get(name, {})), name)
+        cfg = apply_overrides(cfg, without_derived(sections.get(name, {})), name)
         mine = {f.name for f in settings_of(type(cfg))}  # a shared flag reaches every study that has the setting
         studies[name] = apply_overrides(cfg, with_followers(type(cfg), {k: v for k, v in shared.items() if k in mine}), flags=True)
     probe, finetune, movies = studies["probe"], studies["finetune"], studies["movies"]
@@ -94,11 +96,6 @@ def unread_flags(studies: dict[str, Any], shared: dict[str, Any], steps: Any) ->
             out.append(f"{flag} is a setting of the {' and '.join(owners)} step{'s' if len(owners) > 1 else ''}, which "
                        f"--steps {','.join(steps)} does not run; drop {flag}, or add {owners[0]} to --steps")
     return out
-
-
-def _clean(section: Any) -> Any:
-    """A section without what a run derived (``resolved``); anything but an object is left for apply_overrides to reject."""
-    return {k: v for k, v in section.items() if k != "resolved"} if isinstance(section, dict) else section
 
 
 #: The CPU features that decide which kernels oneDNN and torch use (two machines with the same ``cpu capability`` but

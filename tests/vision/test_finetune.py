@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from embedlab.config import FinetuneConfig, apply_overrides
+from embedlab.config import FinetuneConfig
+from embedlab.overrides import apply_overrides
 from embedlab.runs import RunDir
-from embedlab.results import load, save
 from embedlab.vision.backbones import create_backbone
-from embedlab.vision.finetune import (Job, TrainingInterrupted, alternating_flips, augment, load_checkpoint, finetune_optimizer, param_groups, train,
-                                      warmup_cosine)
-from embedlab.store import Store
+from embedlab.vision.finetune import Job, TrainingInterrupted, load_checkpoint, train
+from embedlab.vision.recipe import alternating_flips, augment, finetune_optimizer, param_groups, warmup_cosine
+from embedlab.store import Store, load, save
 from embedlab.vision.pipeline import run_comparison
 from tiny_finetune import CPU, INPUTS, Tiny, cfg, synthetic
 

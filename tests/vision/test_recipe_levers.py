@@ -8,12 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from embedlab.config import FinetuneConfig, apply_overrides
+from embedlab.config import FinetuneConfig
+from embedlab.overrides import apply_overrides
 from embedlab.errors import InputError, MissingFileError
 from embedlab.runs import RunDir
-from embedlab.vision.finetune import Job, epoch_size, load_checkpoint, make_ema, train, train_pixels
-from embedlab.results import load, save
-from embedlab.store import Store
+from embedlab.vision.finetune import Job, load_checkpoint, train
+from embedlab.vision.recipe import epoch_size, make_ema, train_pixels
+from embedlab.store import Store, load, save
 from embedlab.vision.steps_1c import init_head_from_probe, resolve_head_init
 from embedlab.vision.probe import LogisticRegression, fit_probe
 

@@ -13,6 +13,7 @@ import torch
 from embedlab.config import MoviesConfig
 from embedlab.errors import InputError
 from embedlab.movies import figures
+from embedlab.movies.evaluate import at_k
 from embedlab.movies.holdout import HeldOut, embedding_holdout
 from embedlab.movies.objective import CoLikeOperator, spectral_optimum
 from embedlab.movies.steps import Fitted, fit_from_start
@@ -79,14 +80,14 @@ def dimension_sweep(cfg: MoviesConfig, fitted: Fitted, held: HeldOut) -> pd.Data
         rows.append({"dim": d, "spectral_cost": spec.cost, "relative_cost": spec.cost / op.fro_sq,
                      "gap": gd.gap(spec.cost), "status": gd.verdict(spec.cost, cfg.converged_gap),
                      "optimizer": gd.optimizer, "lr": gd.lr, "tried": "; ".join(tried),
-                     f"hit_rate@{k}": hold[f"hit_rate@{k}"], f"mean_hits@{k}": hold[f"mean_hits@{k}"],
+                     at_k("hit_rate", k): hold[at_k("hit_rate", k)], at_k("mean_hits", k): hold[at_k("mean_hits", k)],
                      "seconds": round(time.perf_counter() - t0, 1)})
     return pd.DataFrame(rows)
 
 
 def choose_dim(dim_df: pd.DataFrame, k: int, tolerance: float = 0.005) -> int:
     """The smallest d whose held-out HitRate@k is within ``tolerance`` of the best d's: quality first, then size."""
-    col = f"hit_rate@{k}"
+    col = at_k("hit_rate", k)
     best = dim_df[col].max()
     return int(dim_df.loc[dim_df[col] >= best - tolerance, "dim"].min())
 
@@ -95,5 +96,5 @@ def step_dim_sweep(cfg: MoviesConfig, fitted: Fitted, held: HeldOut) -> Output:
     """The spectral optimum, gradient descent and held-out quality for each d of ``dim_sweep``; the d the rule picks."""
     dim_df = dimension_sweep(cfg, fitted, held)
     result = DimChoice(chosen_by_rule=int(choose_dim(dim_df, cfg.top_k)), configured_dim=cfg.dim)
-    fig = figures.dim_sweep(dim_df["dim"], dim_df["gap"], dim_df[f"hit_rate@{cfg.top_k}"], dim_df["relative_cost"])
+    fig = figures.dim_sweep(dim_df["dim"], dim_df["gap"], dim_df[at_k("hit_rate", cfg.top_k)], dim_df["relative_cost"])
     return Output(results=(result,), tables={"dim_sweep": Table(dim_df)}, figures={"dim_sweep": fig})

@@ -22,6 +22,11 @@ Scorer = Callable[[torch.Tensor], torch.Tensor]  # item indices (q,) -> scores (
 Scorers = Callable[[torch.Tensor], dict[str, torch.Tensor]]  # several methods scored from one shared computation
 
 
+def at_k(metric: str, k: int) -> str:
+    """A metric's key at top ``k`` ("hit_rate@10"): the one spelling of the keys of ``score_recs``, the tables and the report."""
+    return f"{metric}@{k}"
+
+
 def split_users(user_ids: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded random split of user ids into (train, test)."""
     if not 0.0 < test_fraction < 1.0:
@@ -161,12 +166,12 @@ def score_recs(recs: torch.Tensor, queries: Queries, like_counts: np.ndarray, ge
     n_valid = valid.sum().clamp(min=1).float()
     n = max(len(items), 1)
     return {
-        f"hit_rate@{k}": float((hits > 0).float().sum() / n),
-        f"mean_hits@{k}": float(hits.sum() / n),
-        f"precision@{k}": float((hits / k).sum() / n),
-        f"recall@{k}": recall,
+        at_k("hit_rate", k): float((hits > 0).float().sum() / n),
+        at_k("mean_hits", k): float(hits.sum() / n),
+        at_k("precision", k): float((hits / k).sum() / n),
+        at_k("recall", k): recall,
         "mean_popularity": float((counts[r0] * valid).sum() / n_valid),
-        f"genre_overlap@{k}": float(overlap.sum() / n_valid),
+        at_k("genre_overlap", k): float(overlap.sum() / n_valid),
         "queries": int(len(items)),
     }
 

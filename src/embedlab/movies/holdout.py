@@ -15,7 +15,7 @@ from embedlab.config import MoviesConfig
 from embedlab.errors import InputError
 from embedlab.movies.anchors import Tuned, als_candidates, ease_candidates, implicit_available, tune
 from embedlab.movies.cooccurrence import CoLikes
-from embedlab.movies.evaluate import (Queries, Scorer, bucket_masks, build_queries, colike_scorers, cosine_scorer, recommend_all,
+from embedlab.movies.evaluate import (Queries, Scorer, at_k, bucket_masks, build_queries, colike_scorers, cosine_scorer, recommend_all,
                                       recommend_all_multi, score_recs, split_users)
 from embedlab.movies.objective import CoLikeOperator
 from embedlab.movies.prepare import Prepared, make_operator
@@ -82,7 +82,7 @@ def holdout_tables(cfg: MoviesConfig, split: HoldoutSplit, v: torch.Tensor | Non
         overall.append({"method": name, **score_recs(recs, split.queries, counts, genres)})
         for bucket, mask in masks.items():
             res = score_recs(recs, split.queries, counts, genres, mask)
-            cold.append({"method": name, "query likes": bucket, **{m: res[m] for m in (f"hit_rate@{k}", f"recall@{k}", f"mean_hits@{k}")},
+            cold.append({"method": name, "query likes": bucket, **{m: res[m] for m in (at_k("hit_rate", k), at_k("recall", k), at_k("mean_hits", k))},
                          "mean_popularity": res["mean_popularity"], "queries": res["queries"]})
     return pd.DataFrame(overall), pd.DataFrame(cold)
 

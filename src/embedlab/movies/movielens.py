@@ -234,6 +234,12 @@ class TitleLookupError(UserError, LookupError):
         return str(self.args[0])
 
 
+def nobody_liked(text: str, where: str = "") -> TitleLookupError:
+    """The error for a title that is in the catalogue but has no like (``where``: "in this run", "at >= 4.0 stars"), so
+    no row of X and no embedding: one wording for the study, ``embedlab recommend`` and the Python API."""
+    return TitleLookupError(f"{text!r} is in the catalogue but nobody liked it{' ' + where if where else ''}, so it has no embedding", [])
+
+
 #: The rules of ``TitleIndex``, in order; the first that matches any film decides (see ``TitleIndex.candidates``).
 RULES = ("exact title", "exact name", "article moved or dropped", "prefix", "whole words", "numerals as digits")
 

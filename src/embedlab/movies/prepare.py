@@ -18,7 +18,7 @@ from embedlab.distributed import balanced_rows, current
 from embedlab.errors import InputError
 from embedlab.movies.cooccurrence import CoLikes, ColikeSummary, build_colikes, colike_fro_sq, colike_stats, colike_summary
 from embedlab.movies.evaluate import split_users
-from embedlab.movies.movielens import TitleIndex, TitleLookupError, load_movies, load_ratings, untitled, with_years
+from embedlab.movies.movielens import TitleIndex, load_movies, load_ratings, nobody_liked, untitled, with_years
 from embedlab.movies.objective import CoLikeOperator
 from embedlab.movies.recommend import eligible_items
 from embedlab.movies.tables import item_table
@@ -86,7 +86,7 @@ def resolve_queries(texts: list[str], index: TitleIndex, co: CoLikes, items: pd.
         movie_id = index.lookup(text)
         row = co.index_of(movie_id)
         if row is None:
-            raise TitleLookupError(f"{text!r} is in the catalogue but nobody liked it at >= {co.threshold} stars, so it has no embedding", [])
+            raise nobody_liked(text, f"at >= {co.threshold} stars")
         out.append(Query(text=text, movie_id=movie_id, row=row, title=str(items["title"].iat[row])))
     return out
 

@@ -12,8 +12,9 @@ import pandas as pd
 import torch
 
 from embedlab.errors import InputError, MissingFileError
-from embedlab.movies.movielens import TitleIndex, TitleLookupError, split_title
+from embedlab.movies.movielens import TitleIndex, nobody_liked, split_title
 from embedlab.movies.recommend import eligible_items, similar_items
+from embedlab.movies.tables import top_table
 
 
 @dataclass
@@ -78,14 +79,12 @@ class SavedEmbeddings:
         movie_id = self._lookup(title)
         rows = np.flatnonzero(self.items["movieId"].to_numpy() == movie_id)
         if len(rows) == 0:
-            raise TitleLookupError(f"{title!r} is in the catalogue but nobody liked it in this run, so it has no embedding", [])
+            raise nobody_liked(title, "in this run")
         row = int(rows[0])
         idx, scores = similar_items(self.v, row, k, eligible, metric)
         if len(idx) == 0:
             raise InputError(f"no other movie has >= {min_likes} likes in this run, so there is nothing to recommend; lower --min-likes")
-        table = self.items.iloc[idx][["title", "genres", "likes"]].reset_index(drop=True)
-        table.insert(0, "rank", np.arange(1, len(table) + 1))
-        table.insert(3, "similarity", np.round(scores.astype(float), 4))
+        table = top_table(self.items, idx, scores, ("title", "genres"), likes="likes")
         note = (f"{self.items['title'].iat[row]} itself has only {int(likes[row])} likes (< {min_likes}): its vector is mostly noise, "
                 "so read this list with care" if likes[row] < min_likes else "")
         table.attrs.update(query=str(self.items["title"].iat[row]), metric=metric, min_likes=min_likes, note=note)

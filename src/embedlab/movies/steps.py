@@ -20,6 +20,7 @@ from embedlab.distributed import current
 from embedlab.files import npz_bytes
 from embedlab.logs import Progress
 from embedlab.movies import figures
+from embedlab.movies.evaluate import at_k
 from embedlab.movies.objective import CoLikeOperator, SpectralSolution, spectral_optimum
 from embedlab.movies.prepare import Prepared, Query, make_operator
 from embedlab.movies.recommend import jaccard, rank_correlation, similar_items, similarity
@@ -211,7 +212,7 @@ def step_stability(cfg: MoviesConfig, data: Prepared, fitted: Fitted, top_lists:
     candidates.append(("spectral", float("nan"), "optimum", 0.0, torch.from_numpy(fitted.spectral.v.astype(np.float32))))
     qrows = torch.tensor([q.row for q in data.queries])
     ref_scores = similarity(fitted.final.v, qrows, cfg.metric).numpy()
-    key = f"mean_jaccard@{cfg.top_k}"
+    key = at_k("mean_jaccard", cfg.top_k)
     rows = []
     for name, lr, status, gap, v in candidates:
         scores = similarity(v, qrows, cfg.metric).numpy()

@@ -45,12 +45,14 @@ def recommendation_table(v: torch.Tensor, row: int, items: pd.DataFrame, eligibl
     return top_table(items, idx, scores), [int(i) for i in idx]
 
 
-def top_table(items: pd.DataFrame, idx: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
-    """The rows ``idx`` of ``items`` as a ranked list with their similarity (the one top-k table builder)."""
-    df = items.iloc[idx][["title", "year", "genres", "likes"]].reset_index(drop=True)
+def top_table(items: pd.DataFrame, idx: np.ndarray, scores: np.ndarray, columns: tuple[str, ...] = ("title", "year", "genres"),
+              likes: str = "likers") -> pd.DataFrame:
+    """The rows ``idx`` of ``items`` as a ranked list: rank, ``columns``, the similarity and the like count (named ``likes``);
+    the one top-k table builder (the study's tables, ``embedlab recommend`` and the Python API)."""
+    df = items.iloc[idx][[*columns, "likes"]].reset_index(drop=True)
     df.insert(0, "rank", np.arange(1, len(df) + 1))
-    df.insert(4, "similarity", np.round(scores.astype(float), 4))
-    return df.rename(columns={"likes": "likers"})
+    df.insert(len(columns) + 1, "similarity", np.round(scores.astype(float), 4))
+    return df.rename(columns={"likes": likes})
 
 
 def sweep_table(results: list[RunResult], c_star: float, converged_gap: float) -> pd.DataFrame:

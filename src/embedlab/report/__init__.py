@@ -1,7 +1,7 @@
 """Reports rendered from a run folder's saved results only, so any finished run can be re-rendered.
 
 ``report.md`` (for GitHub) is the single source; ``report.html`` is the same text with every figure inlined. The
-prose lives in ``templates/*.md.j2`` (Jinja2); what they print comes from ``results.load`` (typed results), the
+prose lives in ``templates/*.md.j2`` (Jinja2); what they print comes from ``store.load`` (typed results), the
 run's ``config.json`` (typed configs) and its saved tables and figures.
 """
 
@@ -17,7 +17,8 @@ from embedlab.report.common import render
 from embedlab.report.html import render_report_html
 from embedlab.report.movies import movies_context
 from embedlab.report.vision import finetune_context, probe_context
-from embedlab.results import RunResults, load
+from embedlab.results import RunResults
+from embedlab.store import load
 from embedlab.runs import RunDir, markdown_table
 
 

@@ -91,8 +91,8 @@ def render(template: str, run: RunDir, **context: Any) -> str:
 def saved_config(run: RunDir, cls: type[C], section: str) -> tuple[C, dict[str, Any]]:
     """One study's settings from the run's config.json, typed and checked as ``--config`` would be, and what the run
     resolved from them (device, size, …)."""
-    from embedlab.config import apply_overrides
+    from embedlab.overrides import DERIVED, apply_overrides
 
     raw = dict(run.config(section))
-    resolved = raw.pop("resolved", {})
+    resolved = raw.pop(DERIVED, {})
     return apply_overrides(cls(), raw, section), resolved

@@ -11,6 +11,7 @@ from markupsafe import Markup
 from embedlab.config import MoviesConfig
 from embedlab.report.common import saved_config
 from embedlab.report.explorer import PLACEHOLDER
+from embedlab.movies.evaluate import at_k
 from embedlab.movies.movielens import slug
 from embedlab.results import ColdStart, DataStats, Holdout, RunResults
 from embedlab.runs import RunDir, markdown_table
@@ -50,7 +51,7 @@ def _score(row: dict[str, float | None] | None, key: str) -> float | None:
 
 
 def anchor_reading(h: Holdout, k: int) -> AnchorReading | None:
-    key = f"recall@{k}"
+    key = at_k("recall", k)
     rows = {name: v for name, r in h.methods.items() if (v := _score(r, key)) is not None}
     emb = next(((n, v) for n, v in rows.items() if n.startswith(EMBEDDING_PREFIX)), None)
     if emb is None or len(rows) < 2:
@@ -70,7 +71,7 @@ class BucketReading:
 
 
 def cold_start_reading(cold: ColdStart, k: int) -> list[BucketReading]:
-    key = f"hit_rate@{k}"
+    key = at_k("hit_rate", k)
     out = []
     for bucket, methods in cold.buckets.items():
         emb = next((_score(row, key) for name, row in methods.items() if name.startswith(EMBEDDING_PREFIX)), None)

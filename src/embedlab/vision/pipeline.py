@@ -14,7 +14,8 @@ from embedlab.distributed import current
 from embedlab.results import FinetuneResult, ProbeResult
 from embedlab.store import Output, Store, Table
 from embedlab.vision import figures
-from embedlab.vision.finetune import Inputs, Job, check_shards, train_pixels
+from embedlab.vision.finetune import Inputs, Job, check_shards
+from embedlab.vision.recipe import train_pixels
 from embedlab.vision.steps import load_splits, probe_setup, step_1a_features, step_1a_fit, step_1b_gallery
 from embedlab.vision.steps_1c import (finetune_setup, resolve_head_init, step_1c_model, step_1c_test, step_1c_train, step_compare)
 from embedlab.vision.timing import duration, expected_time

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from embedlab.config import FinetuneConfig, ProbeConfig, to_dict
+from embedlab.config import FinetuneConfig, ProbeConfig
+from embedlab.overrides import DERIVED, to_dict
 from embedlab.data import resolve_data_dir
 from embedlab.files import npz_bytes, torch_bytes
 from embedlab.results import Evaluation, FeatureSummary, FinetuneResult, ProbeResult, ProbeScores
@@ -101,7 +102,7 @@ class ProbeSetup:
     def settings(self, cfg: ProbeConfig) -> dict[str, Any]:
         """config.json's probe section: the backbone that ran, so --config and --resume repeat it, and what was resolved."""
         return {**to_dict(cfg), "backbone": self.choice.name,
-                "resolved": {"device": str(self.device), "size": self.size, "batch_size": self.batch}}
+                DERIVED: {"device": str(self.device), "size": self.size, "batch_size": self.batch}}
 
 
 def probe_setup(cfg: ProbeConfig) -> ProbeSetup:

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from embedlab.config import FinetuneConfig, to_dict
+from embedlab.config import FinetuneConfig
+from embedlab.overrides import DERIVED, to_dict
 from embedlab.errors import InputError
 from embedlab.files import npz_bytes
 from embedlab.results import Comparison, Evaluation, FinetuneResult, ProbeResult
@@ -58,7 +59,7 @@ class FinetuneSetup:
     def settings(self, cfg: FinetuneConfig) -> dict[str, Any]:
         """config.json's finetune section: the backbone that ran and what was resolved."""
         return {**to_dict(cfg), "backbone": self.choice.name,
-                "resolved": {"device": str(self.device), "size": self.size, "freeze_stages": self.frozen,
+                DERIVED: {"device": str(self.device), "size": self.size, "freeze_stages": self.frozen,
                              "eval_batch_size": inference_batch(cfg.eval_batch_size, self.device, EVAL_BATCH_GPU)}}
 
 

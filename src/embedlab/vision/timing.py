@@ -10,7 +10,8 @@ import torch
 
 from embedlab.config import FinetuneConfig
 from embedlab.vision.features import extract, uses_bf16
-from embedlab.vision.finetune import Inputs, train_pixels
+from embedlab.vision.finetune import Inputs
+from embedlab.vision.recipe import train_pixels
 
 
 def measure_throughput(model: torch.nn.Module, images: torch.Tensor, inputs: Inputs, batch: int, device: torch.device,

@@ -1,0 +1,123 @@
+"""The fine-tuning recipe's pieces: augmentation (pad-crop and flips), parameter groups with decay on weights only,
+the optimiser, warm-up + cosine (or one-cycle), progressive resizing and the weights' moving average."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+from embedlab.config import FinetuneConfig
+
+
+def augment(x: torch.Tensor, pad: int, gen: torch.Generator, flips: torch.Tensor | None = None,
+            pad_mode: str = "zeros") -> torch.Tensor:
+    """Random crop with ``pad`` pixels of padding (zeros, or the image reflected at its border), then a horizontal
+    flip (uint8 NCHW, at 32 px): a random one, or where ``flips`` is given, exactly those (the random draw is still
+    made, so the crops do not depend on it).
+
+    Done before the resize, as in the classic CIFAR recipe, so its cost does not grow with the resolution.
+    """
+    n, _, h, w = x.shape
+    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=gen).tolist()
+    drawn = torch.rand(n, generator=gen) < 0.5
+    flips = (drawn if flips is None else flips).tolist()
+    padded = F.pad(x, (pad, pad, pad, pad), mode="constant" if pad_mode == "zeros" else "reflect") if pad else x
+    out = torch.empty_like(x)
+    for i, ((dy, dx), flip) in enumerate(zip(offsets, flips)):
+        crop = padded[i, :, dy : dy + h, dx : dx + w]
+        out[i] = crop.flip(-1) if flip else crop
+    return out
+
+
+def alternating_flips(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """Which of the ``n`` training images to mirror in ``epoch`` under alternating flips (as in Keller Jordan's
+    cifar10-airbench): each image's first-epoch flip is drawn once from the seed, and every later epoch flips it
+    the other way, so any two consecutive epochs show every image both ways round instead of a coin toss's 50 %."""
+    first = torch.rand(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + 999_983)) < 0.5
+    return first ^ bool(epoch % 2)
+
+
+def param_groups(model: nn.Module, head: nn.Module, lr: float, weight_decay: float, backbone_lr_scale: float) -> list[dict[str, Any]]:
+    """Trainable parameters in up to four groups: (backbone | head) x (decayed | not).
+
+    Norm weights and biases (every parameter with at most one dimension) get no weight decay:
+    shrinking them only changes the scale the next layer sees, it does not regularise.
+    """
+    head_ids = {id(p) for p in head.parameters()}
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            groups.setdefault((id(p) in head_ids, p.ndim > 1), []).append(p)
+    out = []
+    for (is_head, decay), params in sorted(groups.items()):
+        out.append({"params": params, "lr": lr if is_head else lr * backbone_lr_scale,
+                    "weight_decay": weight_decay if decay else 0.0, "name": f"{'head' if is_head else 'backbone'}{'' if decay else ' (no decay)'}"})
+    return out
+
+
+def finetune_optimizer(cfg: FinetuneConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    """The fine-tuning recipe's optimiser over ``param_groups``' groups (each with its own lr and weight decay):
+    AdamW, or SGD with Nesterov momentum. The movie sweep's optimisers are ``movies.train.sweep_optimizer``."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """Multiplier of the peak lr: linear from 1/warmup to 1, then cosine down to 0 at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def make_scheduler(cfg: FinetuneConfig, opt: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per batch."""
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=total_steps,
+                                                   pct_start=max(cfg.warmup_fraction, 1e-3))
+    return torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total_steps, round(cfg.warmup_fraction * total_steps)))
+
+
+def epoch_size(final: int, start: int | None, epoch: int, epochs: int) -> int:
+    """Progressive resizing: the training resolution of ``epoch``, linear from ``start`` to ``final`` (the
+    evaluation resolution) over the epochs, rounded to a multiple of 2; ``final`` throughout without ``start``."""
+    if start is None or epochs == 1:
+        return final
+    return 2 * round((start + (final - start) * epoch / (epochs - 1)) / 2)
+
+
+def train_pixels(final: int, start: int | None, epochs: int, images_per_epoch: int) -> int:
+    """The training compute as images x px^2 summed over the epochs: a budget that does not depend on the machine."""
+    return sum(images_per_epoch * epoch_size(final, start, e, epochs) ** 2 for e in range(epochs))
+
+
+def make_ema(model: nn.Module, fraction: float, total_steps: int) -> AveragedModel | None:
+    """An exponential moving average of the weights and BatchNorm statistics, or None when ``fraction`` is 0.
+
+    The decay is 1 - 1 / (fraction x total_steps), so a fraction names the same share of training at any data
+    size, warmed up as min(decay, (1 + n) / (10 + n)) after n updates so early weights do not dominate.
+    Integer buffers (BatchNorm's batch counter) are copied, not averaged.
+    """
+    if fraction <= 0:
+        return None
+    decay = 1.0 - 1.0 / max(1.0, fraction * total_steps)
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+        if not averaged[0].is_floating_point():
+            torch._foreach_copy_(averaged, current)
+            return
+        d = min(decay, (1 + float(n)) / (10 + float(n)))
+        torch._foreach_lerp_(averaged, current, 1.0 - d)
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
