@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DATA_DIR ?= $(or $(EMBEDLAB_DATA_DIR),$(wildcard ../shared/data),data)
 ARGS ?=
 
-.PHONY: venv run test smoke bench clean-venv
+.PHONY: venv run test lint smoke bench clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ smoke: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# The linter and the formatter, configured in pyproject.toml ([tool.ruff]); `ruff format src tests bench` fixes the format.
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 bench: $(STAMP)
 	$(BIN)/python bench/movies_cost_grad.py --data-dir $(DATA_DIR)

@@ -19,7 +19,10 @@ def like_matrix(data_dir: str | None) -> tuple[sp.csr_matrix, str]:
     folder = Path(resolve_data_dir(data_dir)) / "ml-latest-small"
     if (folder / "ratings.csv").is_file():
         return build_colikes(load_ratings(folder), 4.0).likes, f"ml-latest-small ({folder})"
-    return build_colikes(generate("ml-latest-small").ratings, 4.0).likes, "synthetic ml-latest-small shape (real data not found)"
+    return (
+        build_colikes(generate("ml-latest-small").ratings, 4.0).likes,
+        "synthetic ml-latest-small shape (real data not found)",
+    )
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:

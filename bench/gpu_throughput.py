@@ -40,14 +40,21 @@ def main() -> None:
     args = ap.parse_args()
     dev = torch.device("cuda")
     torch.backends.cudnn.benchmark = True
-    results = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "size": args.size, "batch": args.batch}
+    results = {
+        "device": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "size": args.size,
+        "batch": args.batch,
+    }
     for name in args.backbones.split(","):
         bb = create_backbone(name, "none")
         spec = bb.spec
         n = args.batch * args.steps
         images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, device=dev)
         model = bb.feature_extractor().to(dev).to(memory_format=torch.channels_last).eval()
-        ready = torch.randn(args.batch, 3, args.size, args.size, device=dev).contiguous(memory_format=torch.channels_last)
+        ready = torch.randn(args.batch, 3, args.size, args.size, device=dev).contiguous(
+            memory_format=torch.channels_last
+        )
 
         def bare_fwd() -> None:
             with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):

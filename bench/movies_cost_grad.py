@@ -24,8 +24,15 @@ from embedlab.movies.cooccurrence import colike_fro_sq, cooccurrence  # noqa: E4
 from embedlab.movies.objective import CoLikeOperator, cost_and_grad, to_torch_csr  # noqa: E402
 
 
-def csr_cost_and_grad(v: torch.Tensor, l: torch.Tensor, lt: torch.Tensor, counts: torch.Tensor, fro: float) -> tuple[float, torch.Tensor]:
-    """The factored step as it was first written (torch CSR products, torch's VᵀV, a copying addmm): the baseline of the second ratio."""
+def csr_cost_and_grad(
+    v: torch.Tensor,
+    l: torch.Tensor,  # noqa: E741 - L, the likes
+    lt: torch.Tensor,
+    counts: torch.Tensor,
+    fro: float,
+) -> tuple[float, torch.Tensor]:
+    """The factored step as it was first written (torch CSR products, torch's VᵀV, a copying addmm): the baseline of the
+    second ratio."""
     gram = v.T @ v
     sq_norms = (v * v).sum(dim=1, keepdim=True)
     lv = l @ v
@@ -47,7 +54,10 @@ def main() -> None:
     op = CoLikeOperator.from_likes(likes, colike_fro_sq(likes))
     l32 = sp.csr_matrix(likes, dtype=np.float32)
     l_csr, lt_csr = to_torch_csr(l32), to_torch_csr(l32.T.tocsr())
-    print(f"data: {source}; L {likes.shape[0]}x{likes.shape[1]}, nnz(L) {likes.nnz:,}; X nnz {x.nnz:,}; torch threads {torch.get_num_threads()}")
+    print(
+        f"data: {source}; L {likes.shape[0]}x{likes.shape[1]}, nnz(L) {likes.nnz:,}; X nnz {x.nnz:,}; torch threads"
+        f" {torch.get_num_threads()}"
+    )
     for d in (int(t) for t in args.dims.split(",")):
         v = torch.randn(likes.shape[1], d) * 0.5
         rel = float((op @ v - xt @ v).norm() / (xt @ v).norm())
@@ -55,10 +65,18 @@ def main() -> None:
         fac = median_seconds(lambda: op @ v, args.repeats)
         cg = median_seconds(lambda: cost_and_grad(v, op), args.repeats)
         old = median_seconds(lambda: csr_cost_and_grad(v, l_csr, lt_csr, op.counts, op.fro_sq), args.repeats)
-        same = float((cost_and_grad(v, op)[1] - csr_cost_and_grad(v, l_csr, lt_csr, op.counts, op.fro_sq)[1]).norm() / cost_and_grad(v, op)[1].norm())
-        print(f"d={d}: sparse X@V {1000 * mm:.2f} ms | factored XV {1000 * fac:.3f} ms (equal to {rel:.1e} relative) | "
-              f"cost+gradient {1000 * cg:.3f} ms | before (CSR, torch V^T V) {1000 * old:.3f} ms (gradients equal to {same:.1e})")
-        print(f"d={d}: ratio X@V / (cost+gradient) = {mm / cg:.1f}  (claim at d=32: >= 20); before / now = {old / cg:.2f}")
+        same = float(
+            (cost_and_grad(v, op)[1] - csr_cost_and_grad(v, l_csr, lt_csr, op.counts, op.fro_sq)[1]).norm()
+            / cost_and_grad(v, op)[1].norm()
+        )
+        print(
+            f"d={d}: sparse X@V {1000 * mm:.2f} ms | factored XV {1000 * fac:.3f} ms (equal to {rel:.1e} relative) |"
+            f" cost+gradient {1000 * cg:.3f} ms | before (CSR, torch V^T V) {1000 * old:.3f} ms (gradients equal to"
+            f" {same:.1e})"
+        )
+        print(
+            f"d={d}: ratio X@V / (cost+gradient) = {mm / cg:.1f}  (claim at d=32: >= 20); before / now = {old / cg:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -43,7 +43,9 @@ def scipy_pass(a: sp.csr_matrix, entries: int = 20_000_000) -> tuple[int, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    ap.add_argument("--synthetic", default="64x", help="shape of generated ratings (8x, 64x, ml-32m, ...); none: ml-latest-small")
+    ap.add_argument(
+        "--synthetic", default="64x", help="shape of generated ratings (8x, 64x, ml-32m, ...); none: ml-latest-small"
+    )
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
@@ -61,7 +63,10 @@ def main() -> None:
     assert part is not None
     lt = sp.csr_matrix(co.likes.T, dtype=np.float64).tocsr()
     lt_train = sp.csr_matrix(co.likes[part].T, dtype=np.float64).tocsr()
-    print(f"{name}: {co.likes.shape[0]:,} users, {co.n_movies:,} movies, {co.likes.nnz:,} likes; {int(part.sum()):,} training users")
+    print(
+        f"{name}: {co.likes.shape[0]:,} users, {co.n_movies:,} movies, {co.likes.nnz:,} likes; {int(part.sum()):,}"
+        " training users"
+    )
     gram_stats(lt, part)  # compiles on the first call ever (then cached)
     for r in range(args.rounds):
         t0 = time.perf_counter()
@@ -71,8 +76,10 @@ def main() -> None:
         s = gram_stats(lt, part)
         b = time.perf_counter() - t0
         assert (nnz_a, sq_a, part_a) == (s.nnz, s.sq, s.part_sq), ((nnz_a, sq_a, part_a), s)
-        print(f"round {r + 1}: scipy blocks, all users + training users {a:.2f} s; compiled pass {b:.2f} s; ratio {b / a:.4f} "
-              f"(nnz {s.nnz:,}, ||X||_F^2 {s.sq:,}, training users' {s.part_sq:,}: equal)")
+        print(
+            f"round {r + 1}: scipy blocks, all users + training users {a:.2f} s; compiled pass {b:.2f} s; ratio"
+            f" {b / a:.4f} (nnz {s.nnz:,}, ||X||_F^2 {s.sq:,}, training users' {s.part_sq:,}: equal)"
+        )
 
 
 if __name__ == "__main__":

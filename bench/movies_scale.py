@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 def one(size: str, dim: int, iterations: int) -> dict[str, float]:
     import torch
-
     from _movies_data import median_seconds
+
     from embedlab.movies.cooccurrence import build_colikes, colike_fro_sq
     from embedlab.movies.objective import CoLikeOperator, cost_and_grad
     from embedlab.movies.synthetic import generate
@@ -49,10 +49,19 @@ def one(size: str, dim: int, iterations: int) -> dict[str, float]:
         opt.step()
 
     per_iter = median_seconds(step, iterations)
-    return {"size": size, "users": int(co.likes.shape[0]), "movies": int(co.n_movies), "ratings": len(data.ratings),
-            "likes": int(co.likes.nnz), "seconds_per_iteration": per_iter, "generate_s": gen_s, "build_L_s": build_s,
-            "fro_sq_s": fro_s, "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
-            "threads": torch.get_num_threads()}
+    return {
+        "size": size,
+        "users": int(co.likes.shape[0]),
+        "movies": int(co.n_movies),
+        "ratings": len(data.ratings),
+        "likes": int(co.likes.nnz),
+        "seconds_per_iteration": per_iter,
+        "generate_s": gen_s,
+        "build_L_s": build_s,
+        "fro_sq_s": fro_s,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def main() -> None:
@@ -70,18 +79,31 @@ def main() -> None:
         return
     rows = []
     for size in args.sizes.split(","):
-        out = subprocess.run([sys.executable, __file__, "--one", size, "--dim", str(args.dim), "--iterations", str(args.iterations)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--one", size, "--dim", str(args.dim), "--iterations", str(args.iterations)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"measured {size}", file=sys.stderr)
     base = rows[0]
-    print(f"d = {args.dim}, {args.iterations} timed iterations (cost + gradient + Adam step) per size, {base['threads']} threads")
-    print("| size | users | movies | likes | ms / iteration | likes x | time x | growth (time x / likes x) | peak memory | ||X||²_F pass |")
+    print(
+        f"d = {args.dim}, {args.iterations} timed iterations (cost + gradient + Adam step) per size, {base['threads']}"
+        " threads"
+    )
+    print(
+        "| size | users | movies | likes | ms / iteration | likes x | time x | growth (time x / likes x) | peak memory"
+        " | ||X||²_F pass |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         lx, tx = r["likes"] / base["likes"], r["seconds_per_iteration"] / base["seconds_per_iteration"]
-        print(f"| {r['size']} | {r['users']:,} | {r['movies']:,} | {r['likes']:,} | {1000 * r['seconds_per_iteration']:.1f} | "
-              f"{lx:.1f} | {tx:.1f} | {tx / lx:.2f} | {r['peak_rss_gib']:.2f} GiB | {r['fro_sq_s']:.1f} s |")
+        print(
+            f"| {r['size']} | {r['users']:,} | {r['movies']:,} | {r['likes']:,} |"
+            f" {1000 * r['seconds_per_iteration']:.1f} | {lx:.1f} | {tx:.1f} | {tx / lx:.2f} | {r['peak_rss_gib']:.2f}"
+            f" GiB | {r['fro_sq_s']:.1f} s |"
+        )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ Both run the same alternating scheme (top-d eigenpairs of X + D, then D = diag(V
 in one process, taking turns; the candidate's first round is eigsh's (LOBPCG from a random block needs many more
 iterations), the rounds after it LOBPCG from the previous eigenvectors. Printed: seconds, rounds, the optimum's cost
 and the relative difference of the two costs.
-Usage: python bench/movies_spectral.py [--data-dir DIR] [--synthetic 8x] [--dim 100] [--rounds 2] [--tol 1e-4] [--maxiter 10]
+Usage: python bench/movies_spectral.py [--data-dir DIR] [--synthetic 8x] [--dim 100] [--rounds 2] [--tol 1e-4]
+[--maxiter 10]
 (run with nothing else busy on the machine)
 """
 
@@ -29,8 +30,15 @@ from embedlab.movies.objective import CoLikeOperator, _shifted_matvec, cost_and_
 from embedlab.movies.synthetic import generate  # noqa: E402
 
 
-def warm_lobpcg(op: CoLikeOperator, dim: int, max_rounds: int = 50, rel_tol: float = 1e-6, seed: int = 0,
-                tol: float = 1e-9, maxiter: int = 200) -> tuple[float, int]:
+def warm_lobpcg(
+    op: CoLikeOperator,
+    dim: int,
+    max_rounds: int = 50,
+    rel_tol: float = 1e-6,
+    seed: int = 0,
+    tol: float = 1e-9,
+    maxiter: int = 200,
+) -> tuple[float, int]:
     """The candidate: (best cost, rounds)."""
     op = op.to(torch.float64)
     m = op.shape[0]
@@ -79,8 +87,11 @@ def main() -> None:
         t0 = time.perf_counter()
         cost, rounds = warm_lobpcg(op, args.dim, tol=args.tol, maxiter=args.maxiter)
         b = time.perf_counter() - t0
-        print(f"round {r + 1}: eigsh {a:.1f} s ({len(today.history)} rounds, cost {today.cost:.10g}); warm LOBPCG {b:.1f} s "
-              f"({rounds} rounds, cost {cost:.10g}); ratio {b / a:.3f}, cost difference {(cost - today.cost) / today.cost:+.2e}")
+        print(
+            f"round {r + 1}: eigsh {a:.1f} s ({len(today.history)} rounds, cost {today.cost:.10g}); warm LOBPCG {b:.1f}"
+            f" s ({rounds} rounds, cost {cost:.10g}); ratio {b / a:.3f}, cost difference"
+            f" {(cost - today.cost) / today.cost:+.2e}"
+        )
 
 
 if __name__ == "__main__":

@@ -29,13 +29,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir")
     ap.add_argument("--dims", default=f"32,{MoviesConfig().dim}")
-    ap.add_argument("--iterations", type=int, default=MoviesConfig().iterations, help="per run (the claims hold for the default)")
+    ap.add_argument(
+        "--iterations", type=int, default=MoviesConfig().iterations, help="per run (the claims hold for the default)"
+    )
     args = ap.parse_args()
     cfg = MoviesConfig(iterations=args.iterations)
     likes, source = like_matrix(args.data_dir)
     op = CoLikeOperator.from_likes(likes, colike_fro_sq(likes))
     workers = default_workers()
-    print(f"data: {source}; torch threads {torch.get_num_threads()}; workers {workers}; grid {sum(map(len, DEFAULT_GRID.values()))} runs x {cfg.iterations} iterations")
+    print(
+        f"data: {source}; torch threads {torch.get_num_threads()}; workers {workers}; grid"
+        f" {sum(map(len, DEFAULT_GRID.values()))} runs x {cfg.iterations} iterations"
+    )
     for d in (int(t) for t in args.dims.split(",")):
         v0 = initial_embedding(op.shape[0], d, cfg.seed, cfg.init_scale)
         dense = median_seconds(lambda: v0 @ (v0.T @ v0), 10)  # the M d^2 products every step must do
@@ -43,19 +48,32 @@ def main() -> None:
         sweep(Objective(op, op.fro_sq), v0, cfg.grid, Budget(cfg.iterations, cfg.divergence_factor), workers=1)
         serial_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        results = sweep(Objective(op, op.fro_sq), v0, cfg.grid, Budget(cfg.iterations, cfg.divergence_factor), workers=workers)
+        results = sweep(
+            Objective(op, op.fro_sq), v0, cfg.grid, Budget(cfg.iterations, cfg.divergence_factor), workers=workers
+        )
         sweep_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         spec = spectral_optimum(op, d, max_rounds=cfg.spectral_rounds, seed=cfg.seed)
         spec_s = time.perf_counter() - t0
         best = best_run(results)
         steps = sum(r.iterations + 1 for r in results)
-        print(f"d={d}: sweep {sweep_s:.1f} s for {steps} evaluations ({1000 * sweep_s / steps:.2f} ms each; "
-              f"the two dense M x d^2 products alone {1000 * dense:.2f} ms, i.e. >= {steps * dense:.0f} s on one core); ratio to 20 s = {sweep_s / 20:.2f}")
-        print(f"d={d}: one run at a time {serial_s:.1f} s, {workers} at a time {sweep_s:.1f} s: ratio {serial_s / sweep_s:.2f}")
-        print(f"d={d}: spectral optimum {spec.cost:.6g} in {spec_s:.1f} s ({len(spec.history)} rounds, converged {spec.converged}); "
-              f"ratio to 5 s = {spec_s / 5:.2f}")
-        print(f"d={d}: best run {best.optimizer} lr={best.lr:g}: gap {100 * (best.final_loss - spec.cost) / spec.cost:.3f} %  (claim: <= 1 %)")
+        print(
+            f"d={d}: sweep {sweep_s:.1f} s for {steps} evaluations ({1000 * sweep_s / steps:.2f} ms each; the two dense"
+            f" M x d^2 products alone {1000 * dense:.2f} ms, i.e. >= {steps * dense:.0f} s on one core); ratio to 20 s"
+            f" = {sweep_s / 20:.2f}"
+        )
+        print(
+            f"d={d}: one run at a time {serial_s:.1f} s, {workers} at a time {sweep_s:.1f} s: ratio"
+            f" {serial_s / sweep_s:.2f}"
+        )
+        print(
+            f"d={d}: spectral optimum {spec.cost:.6g} in {spec_s:.1f} s ({len(spec.history)} rounds, converged"
+            f" {spec.converged}); ratio to 5 s = {spec_s / 5:.2f}"
+        )
+        print(
+            f"d={d}: best run {best.optimizer} lr={best.lr:g}: gap"
+            f" {100 * (best.final_loss - spec.cost) / spec.cost:.3f} %  (claim: <= 1 %)"
+        )
 
 
 if __name__ == "__main__":

@@ -17,11 +17,10 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from _vision import median, vision_args
 
 from embedlab.vision.backbones import create_backbone
 from embedlab.vision.finetune import set_train_mode
-
-from _vision import median, vision_args
 
 
 def train_rate(name: str, k: int, size: int, batch: int, steps: int) -> Callable[[], float]:
@@ -72,7 +71,10 @@ def report(title: str, rates: dict[str, list[float]]) -> None:
     base = median(next(iter(rates.values())))
     print(title)
     for k, v in rates.items():
-        print(f"  {k:24s} {median(v):6.1f} img/s (rounds {', '.join(f'{r:.1f}' for r in v)})  ratio {median(v) / base:.3f}")
+        print(
+            f"  {k:24s} {median(v):6.1f} img/s (rounds {', '.join(f'{r:.1f}' for r in v)})  ratio"
+            f" {median(v) / base:.3f}"
+        )
 
 
 def main() -> None:
@@ -82,8 +84,13 @@ def main() -> None:
     args = ap.parse_args()
     cands = [(c.split(":")[0], int(c.split(":")[1])) for c in args.candidates.split(",")]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch {args.batch}")
-    train = take_turns({f"{n} freeze {k}": train_rate(n, k, args.size, args.batch, args.steps) for n, k in cands}, args.rounds)
-    report(f"training step (forward, backward, AdamW) at {args.size} px; ratio = images/s over the first candidate's", train)
+    train = take_turns(
+        {f"{n} freeze {k}": train_rate(n, k, args.size, args.batch, args.steps) for n, k in cands}, args.rounds
+    )
+    report(
+        f"training step (forward, backward, AdamW) at {args.size} px; ratio = images/s over the first candidate's",
+        train,
+    )
     names = list(dict.fromkeys(n for n, _ in cands))
     fwd = take_turns({n: forward_rate(n, args.probe_size, 2 * args.batch, args.steps) for n in names}, args.rounds)
     report(f"probe feature extraction (forward only) at {args.probe_size} px", fwd)

@@ -16,11 +16,10 @@ import time
 
 import torch
 import torch.nn.functional as F
+from _vision import alternate, median, vision_args
 from torch import nn
 
 from embedlab.vision.backbones import create_backbone
-
-from _vision import alternate, median, vision_args
 
 
 def trainer(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
@@ -65,11 +64,19 @@ def main() -> None:
     t0 = time.perf_counter()
     compiled()  # the first call compiles forward and backward
     compile_s = time.perf_counter() - t0
-    e, c = alternate(lambda: rate(eager, args.steps, args.batch), lambda: rate(compiled, args.steps, args.batch), args.rounds)
+    e, c = alternate(
+        lambda: rate(eager, args.steps, args.batch), lambda: rate(compiled, args.steps, args.batch), args.rounds
+    )
     em, cm = median(e), median(c)
-    print(f"{args.backbone} at {args.size} px, batch {args.batch}, torch threads {torch.get_num_threads()}, torch {torch.__version__}")
+    print(
+        f"{args.backbone} at {args.size} px, batch {args.batch}, torch threads {torch.get_num_threads()}, torch"
+        f" {torch.__version__}"
+    )
     print(f"eager:    {em:.1f} img/s (rounds {', '.join(f'{v:.1f}' for v in e)})")
-    print(f"compiled: {cm:.1f} img/s (rounds {', '.join(f'{v:.1f}' for v in c)}), first call (compilation) {compile_s:.0f} s")
+    print(
+        f"compiled: {cm:.1f} img/s (rounds {', '.join(f'{v:.1f}' for v in c)}), first call (compilation)"
+        f" {compile_s:.0f} s"
+    )
     print(f"ratio compiled / eager = {cm / em:.3f}")
     print(f"compiled training bit-for-bit repeatable over 3 steps: {repeatable(model, x, y, 3)}")
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 import time
 
 import torch
+from _vision import alternate, median, vision_args
 
 from embedlab.vision.backbones import create_backbone
 from embedlab.vision.features import Inputs, extract
-
-from _vision import alternate, median, vision_args
 
 
 def main() -> None:

@@ -15,11 +15,10 @@ from __future__ import annotations
 import argparse
 
 import torch
+from _vision import median
 
 from embedlab.vision.backbones import create_backbone
 from embedlab.vision.features import Inputs, extract
-
-from _vision import median
 
 
 def main() -> None:
@@ -33,7 +32,9 @@ def main() -> None:
     args = ap.parse_args()
     bb = create_backbone(args.backbone, args.weights)
     model = bb.feature_extractor()
-    images = torch.randint(0, 256, (args.images, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images = torch.randint(
+        0, 256, (args.images, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
     batches = [int(b) for b in args.candidates.split(",")]
     rates: dict[int, list[float]] = {b: [] for b in batches}
     feats: dict[int, torch.Tensor] = {}

@@ -28,7 +28,10 @@ KINDS = (
     ("convolution", ("conv2d", "convolution", "mkldnn_convolution", "_convolution", "thnn_conv")),
     ("batch norm", ("batch_norm", "native_batch_norm", "_batch_norm")),
     ("dtype conversion", ("aten::to", "aten::_to_copy", "aten::copy_")),
-    ("optimizer", ("Optimizer.step", "_foreach", "adamw", "aten::lerp", "aten::addcdiv", "aten::addcmul", "aten::sqrt")),
+    (
+        "optimizer",
+        ("Optimizer.step", "_foreach", "adamw", "aten::lerp", "aten::addcdiv", "aten::addcmul", "aten::sqrt"),
+    ),
     ("activation", ("relu", "hardtanh", "clamp", "threshold")),
     ("linear / matmul", ("addmm", "mm", "linear", "matmul")),
 )
@@ -82,7 +85,9 @@ def main() -> None:
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=5e-4)
     x = torch.randn(args.train_batch, 3, args.train_size, args.train_size).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (args.train_batch,))
-    xe = torch.randn(args.extract_batch, 3, args.extract_size, args.extract_size).contiguous(memory_format=torch.channels_last)
+    xe = torch.randn(args.extract_batch, 3, args.extract_size, args.extract_size).contiguous(
+        memory_format=torch.channels_last
+    )
     features = create_backbone(args.backbone, "none").feature_extractor().eval().to(memory_format=torch.channels_last)
 
     def autocast(bf16: bool):
@@ -95,16 +100,21 @@ def main() -> None:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+
         return step
 
     def extract_step(bf16: bool):
         def step() -> None:
             with torch.inference_mode(), autocast(bf16):
                 features(xe)
+
         return step
 
-    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, cpu capability "
-          f"{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads; {args.backbone}, {freeze} frozen stages")
+    print(
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, cpu capability"
+        f" {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads; {args.backbone}, {freeze}"
+        " frozen stages"
+    )
     results = {}
     for name, make in (("train", train_step), ("extract", extract_step)):
         for bf16 in (False, True):  # taking turns: fp32 then bf16 of the same loop, one after the other
@@ -113,7 +123,7 @@ def main() -> None:
         fp32, bf16 = results[(name, False)], results[(name, True)]
         kinds = sorted(set(fp32[1]) | set(bf16[1]), key=lambda k: -fp32[1].get(k, 0.0))
         print(f"\n{name}: ms per batch of {batch} (self CPU time by kind of op)")
-        print(f"| kind | fp32 ms | share | bf16 ms | bf16 / fp32 |\n|---|---|---|---|---|")
+        print("| kind | fp32 ms | share | bf16 ms | bf16 / fp32 |\n|---|---|---|---|---|")
         total32 = sum(fp32[1].values())
         for k in kinds:
             a, b = fp32[1].get(k, 0.0), bf16[1].get(k, 0.0)

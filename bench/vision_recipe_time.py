@@ -19,7 +19,6 @@ import argparse
 from collections.abc import Callable
 
 import torch
-
 from _vision import median
 from vision_backbones import forward_rate, take_turns, train_rate
 
@@ -45,7 +44,10 @@ def main() -> None:
         measures[key, "training"] = train_rate(name, int(k), args.size, 64, args.steps)
         measures[key, "evaluation"] = forward_rate(name, args.size, int(b), batches)
     rates = {k: median(v) for k, v in take_turns(measures, args.rounds).items()}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; images/s, then minutes for the cpu profile's counts")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; images/s, then minutes for the cpu profile's"
+        " counts"
+    )
     print("| candidate | extraction | training | evaluation | minutes (extraction + training + evaluation) | ratio |")
     print("|---|---:|---:|---:|---:|---:|")
     base = None
@@ -54,8 +56,11 @@ def main() -> None:
         minutes = {w: WORK[w] / rates[key, w] / 60 for w in WORK}
         total = sum(minutes.values())
         base = base or total
-        print(f"| {key} | {rates[key, 'extraction']:.1f} | {rates[key, 'training']:.1f} | {rates[key, 'evaluation']:.1f} | "
-              f"{total:.1f} ({minutes['extraction']:.1f} + {minutes['training']:.1f} + {minutes['evaluation']:.1f}) | {total / base:.3f} |")
+        print(
+            f"| {key} | {rates[key, 'extraction']:.1f} | {rates[key, 'training']:.1f} | {rates[key, 'evaluation']:.1f}"
+            f" | {total:.1f} ({minutes['extraction']:.1f} + {minutes['training']:.1f} + {minutes['evaluation']:.1f}) |"
+            f" {total / base:.3f} |"
+        )
 
 
 if __name__ == "__main__":

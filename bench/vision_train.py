@@ -18,12 +18,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _vision import alternate, median, vision_args
 
 from embedlab.config import FinetuneConfig
 from embedlab.vision.backbones import create_backbone
 from embedlab.vision.finetune import Inputs, Job, train
-
-from _vision import alternate, median, vision_args
 
 
 def main() -> None:
@@ -56,8 +55,14 @@ def main() -> None:
 
     def loop() -> float:
         stamps: list[float] = []
-        train(model, head, (images, labels), (images[: args.batch], labels[: args.batch]), Job(cfg, inputs, torch.device("cpu"), tmp / "ck.pt"),
-              on_step=lambda e, s: stamps.append(time.perf_counter()))
+        train(
+            model,
+            head,
+            (images, labels),
+            (images[: args.batch], labels[: args.batch]),
+            Job(cfg, inputs, torch.device("cpu"), tmp / "ck.pt"),
+            on_step=lambda e, s: stamps.append(time.perf_counter()),
+        )
         return (len(stamps) - 1) * args.batch / (stamps[-1] - stamps[0])
 
     bm, pm = (median(r) for r in alternate(bare, loop, args.rounds))

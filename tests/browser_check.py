@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import math
 import shutil
-from decimal import Decimal, InvalidOperation
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import pytest
@@ -15,9 +15,17 @@ from embedlab.runs import column_label
 
 #: Headings every full report must have: one per mission item, plus the held-out check and the config.
 SECTIONS = [
-    "Summary", "Part 1A", "Part 1B", "Part 1C", "Comparison: fixed features vs fine-tuning",
-    "2A — building X from the data", "2B — minimising the cost by gradient descent", "2C — recommendations",
-    "Do recommendations change with the learning rate or the optimiser?", "held-out evaluation", "Configuration and software",
+    "Summary",
+    "Part 1A",
+    "Part 1B",
+    "Part 1C",
+    "Comparison: fixed features vs fine-tuning",
+    "2A — building X from the data",
+    "2B — minimising the cost by gradient descent",
+    "2C — recommendations",
+    "Do recommendations change with the learning rate or the optimiser?",
+    "held-out evaluation",
+    "Configuration and software",
 ]
 
 
@@ -109,7 +117,8 @@ def _same_number(text: str, value: float) -> bool:
         return False
     if not shown.is_finite():
         return float(shown) == value
-    last_digit = Decimal(1).scaleb(shown.as_tuple().exponent)  # the value may differ by half a unit of the last digit shown
+    # the value may differ by half a unit of the last digit shown
+    last_digit = Decimal(1).scaleb(shown.as_tuple().exponent)
     return abs(float(shown) - value) <= float(last_digit) / 2 * (1 + 1e-9) + 1e-12
 
 
@@ -120,21 +129,30 @@ def table_problems(tables: list[dict], run_dir: Path) -> tuple[list[str], int]:
     problems, checked = [], 0
     for t in tables:
         label = t["name"] or " | ".join(t["header"])
-        problems += [f"{label}: row {i + 1} has {len(r)} cells, header {len(t['header'])}" for i, r in enumerate(t["rows"])
-                     if len(r) != len(t["header"])]
+        problems += [
+            f"{label}: row {i + 1} has {len(r)} cells, header {len(t['header'])}"
+            for i, r in enumerate(t["rows"])
+            if len(r) != len(t["header"])
+        ]
         if t["name"] is None:
             continue
         csv = pd.read_csv(run_dir / "tables" / f"{t['name']}.csv", keep_default_na=False, na_values=[""])
         if [column_label(c) for c in csv.columns] != t["header"] or len(csv) != len(t["rows"]):
-            problems.append(f"{label}: page shows {t['header']} x {len(t['rows'])} rows, the CSV {list(csv.columns)} x {len(csv)}")
+            problems.append(
+                f"{label}: page shows {t['header']} x {len(t['rows'])} rows, the CSV {list(csv.columns)} x {len(csv)}"
+            )
             continue
         checked += 1
         for j, col in enumerate(csv.columns):
             numeric = pd.api.types.is_numeric_dtype(csv[col]) and not pd.api.types.is_bool_dtype(csv[col])
             for i, value in enumerate(csv[col]):
                 text = t["rows"][i][j]
-                ok = _same_number(text, float(value)) if numeric else text.strip() == ("" if pd.isna(value) else str(value)).strip() \
+                ok = (
+                    _same_number(text, float(value))
+                    if numeric
+                    else text.strip() == ("" if pd.isna(value) else str(value)).strip()
                     or (pd.isna(value) and text.strip() == "nan")
+                )
                 if not ok:
                     problems.append(f"{label}: row {i + 1}, column {col!r} shows {text!r}, the CSV holds {value!r}")
     return problems, checked
@@ -148,7 +166,9 @@ def check_in_browser(html: Path, workdir: Path, width: int = 1366) -> BrowserRes
         driver.execute_script("return document.readyState")
         headings = driver.execute_script("return [...document.querySelectorAll('h1,h2,h3,h4')].map(h => h.textContent)")
         images = driver.execute_script(
-            "return [...document.images].map(i => [i.alt, i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().width > 0])")
+            "return [...document.images].map(i => [i.alt, i.complete && i.naturalWidth > 0 &&"
+            " i.getBoundingClientRect().width > 0])"
+        )
         tables = driver.execute_script(TABLES_JS)
         uncaptioned = driver.execute_script(CAPTIONS_JS)
         broken_headers = driver.execute_script(HEADER_BREAKS_JS)
@@ -162,11 +182,20 @@ def check_in_browser(html: Path, workdir: Path, width: int = 1366) -> BrowserRes
         driver.quit()
     text = " | ".join(headings)
     problems, checked = table_problems(tables, html.parent)
-    return BrowserResult(headings=headings, missing_sections=[s for s in SECTIONS if s not in text], images=len(images),
-                         broken_images=[alt for alt, ok in images if not ok], screenshot=shot, table_problems=problems,
-                         tables_checked=checked, too_wide=[t["name"] or " | ".join(t["header"]) for t in tables if not t["fits"]],
-                         uncaptioned=uncaptioned, broken_headers=broken_headers, dead_links=dead_links(links, html),
-                         script_errors=errors)
+    return BrowserResult(
+        headings=headings,
+        missing_sections=[s for s in SECTIONS if s not in text],
+        images=len(images),
+        broken_images=[alt for alt, ok in images if not ok],
+        screenshot=shot,
+        table_problems=problems,
+        tables_checked=checked,
+        too_wide=[t["name"] or " | ".join(t["header"]) for t in tables if not t["fits"]],
+        uncaptioned=uncaptioned,
+        broken_headers=broken_headers,
+        dead_links=dead_links(links, html),
+        script_errors=errors,
+    )
 
 
 def script_errors(driver) -> list[str]:
@@ -185,14 +214,22 @@ def _driver(workdir: Path, width: int = 1366):
     workdir.mkdir(parents=True, exist_ok=True)
     opts = Options()
     opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                f"--user-data-dir={workdir / 'profile'}", f"--window-size={width},900"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={workdir / 'profile'}",
+        f"--window-size={width},900",
+    ):
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "SEVERE"})
     return webdriver.Chrome(service=Service(executable_path=driver_bin), options=opts)
 
 
-def _each_query(html: Path, workdir: Path, queries: list[str], read, metric: str | None = None, screenshot: Path | None = None) -> dict:
+def _each_query(
+    html: Path, workdir: Path, queries: list[str], read, metric: str | None = None, screenshot: Path | None = None
+) -> dict:
     """Type each query into the explorer's search box like a user, press Enter, and ``read(driver, query)`` the page."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -208,7 +245,8 @@ def _each_query(html: Path, workdir: Path, queries: list[str], read, metric: str
             box.clear()
             if all(ord(c) <= 0xFFFF for c in q):
                 box.send_keys(q)
-            else:  # ChromeDriver types only the Basic Multilingual Plane: an emoji arrives as an input method commits it
+            # ChromeDriver types only the Basic Multilingual Plane: an emoji arrives as an input method commits it
+            else:
                 box.click()
                 driver.execute_cdp_cmd("Input.insertText", {"text": q})
             box.send_keys(Keys.ENTER)
@@ -223,19 +261,34 @@ def _each_query(html: Path, workdir: Path, queries: list[str], read, metric: str
     return out
 
 
-def explorer_lists(html: Path, workdir: Path, queries: list[str], metric: str, screenshot: Path | None = None) -> dict[str, list[str]]:
+def explorer_lists(
+    html: Path, workdir: Path, queries: list[str], metric: str, screenshot: Path | None = None
+) -> dict[str, list[str]]:
     """The titles of the list the explorer shows for each query, typed like a user would."""
-    return _each_query(html, workdir, queries, lambda d, q: d.execute_script(
-        "return [...document.querySelectorAll('#explorer-results tbody tr')].map(r => r.children[1].textContent)"),
-        metric=metric, screenshot=screenshot)
+    return _each_query(
+        html,
+        workdir,
+        queries,
+        lambda d, q: d.execute_script(
+            "return [...document.querySelectorAll('#explorer-results tbody tr')].map(r => r.children[1].textContent)"
+        ),
+        metric=metric,
+        screenshot=screenshot,
+    )
 
 
 def explorer_lookups(html: Path, workdir: Path, queries: list[str]) -> dict[str, dict]:
     """For each query: the films the explorer's title rules match (most liked first), and which film the search box
     selects when the query is typed and Enter pressed (the top of the list that then shows)."""
-    return _each_query(html, workdir, queries, lambda d, q: {
-        "matches": d.execute_script("return window.embedlabLookup(arguments[0])", q),
-        "selected": d.execute_script("return document.getElementById('explorer-search').value")})
+    return _each_query(
+        html,
+        workdir,
+        queries,
+        lambda d, q: {
+            "matches": d.execute_script("return window.embedlabLookup(arguments[0])", q),
+            "selected": d.execute_script("return document.getElementById('explorer-search').value"),
+        },
+    )
 
 
 #: What the Part 1 explorer lists now: the test indices shown, in order, and the status line above them.
@@ -257,26 +310,38 @@ def vision_explorer_views(html: Path, workdir: Path, cells: list[tuple[str, int,
         driver.get(html.resolve().as_uri())
         out: dict = {"cells": {}, "changes": {}}
         for n, (model, t, p) in enumerate(cells):
-            b = driver.find_element(By.CSS_SELECTOR, f'#vision-explorer button[data-model="{model}"][data-true="{t}"][data-pred="{p}"]')
+            b = driver.find_element(
+                By.CSS_SELECTOR, f'#vision-explorer button[data-model="{model}"][data-true="{t}"][data-pred="{p}"]'
+            )
             if n == 0:
                 b.send_keys(Keys.ENTER)
             else:
                 driver.execute_script("arguments[0].click()", b)
             out["cells"][(model, t, p)] = driver.execute_script(VISION_VIEW_JS)
         for kind in ("fixed", "broken", "both_wrong"):
-            driver.execute_script("arguments[0].click()", driver.find_element(By.CSS_SELECTOR, f'input[name="vx-change"][value="{kind}"]'))
+            driver.execute_script(
+                "arguments[0].click()", driver.find_element(By.CSS_SELECTOR, f'input[name="vx-change"][value="{kind}"]')
+            )
             out["changes"][kind] = driver.execute_script(VISION_VIEW_JS)
         out["table"] = driver.execute_script(
-            "return [...document.querySelectorAll('#vx-changes tbody tr')].map(r => [...r.children].map(c => c.textContent))")
-        model, t, p = next(c for c, v in out["cells"].items() if v["shown"])  # back to a cell with images, open its first
-        driver.execute_script("arguments[0].click()", driver.find_element(
-            By.CSS_SELECTOR, f'#vision-explorer button[data-model="{model}"][data-true="{t}"][data-pred="{p}"]'))
+            "return [...document.querySelectorAll('#vx-changes tbody tr')].map(r => [...r.children].map(c =>"
+            " c.textContent))"
+        )
+        # back to a cell with images, open its first
+        model, t, p = next(c for c, v in out["cells"].items() if v["shown"])
+        driver.execute_script(
+            "arguments[0].click()",
+            driver.find_element(
+                By.CSS_SELECTOR, f'#vision-explorer button[data-model="{model}"][data-true="{t}"][data-pred="{p}"]'
+            ),
+        )
         first = driver.find_element(By.CSS_SELECTOR, "#vx-images [data-test-index]")
         first.click()
         out["detail"] = driver.execute_script(
             "const d = document.getElementById('vx-detail'); return {hidden: d.hidden, index: +d.dataset.testIndex, "
             "size: d.querySelector('.vx-img').getBoundingClientRect().width, "
-            "rows: [...d.querySelectorAll('tbody tr')].map(r => [...r.children].map(c => c.textContent))}")
+            "rows: [...d.querySelectorAll('tbody tr')].map(r => [...r.children].map(c => c.textContent))}"
+        )
         out["clicked"] = int(first.get_attribute("data-test-index"))
         out["errors"] = script_errors(driver)
     finally:

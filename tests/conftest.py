@@ -33,8 +33,12 @@ def write_movielens(folder: Path, n_users: int = 60, n_movies: int = 30, seed: i
     """A small ml-latest-small look-alike with two taste groups, so embeddings have structure."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    titles = TITLES + [(f"Film {i} ({1980 + i})", "Drama" if i % 2 else "Comedy") for i in range(n_movies - len(TITLES))]
-    movies = pd.DataFrame({"movieId": np.arange(1, n_movies + 1) * 10, "title": [t for t, _ in titles], "genres": [g for _, g in titles]})
+    titles = TITLES + [
+        (f"Film {i} ({1980 + i})", "Drama" if i % 2 else "Comedy") for i in range(n_movies - len(TITLES))
+    ]
+    movies = pd.DataFrame(
+        {"movieId": np.arange(1, n_movies + 1) * 10, "title": [t for t, _ in titles], "genres": [g for _, g in titles]}
+    )
     rows = []
     for u in range(1, n_users + 1):
         group = u % 2
@@ -52,7 +56,7 @@ def write_movielens(folder: Path, n_users: int = 60, n_movies: int = 30, seed: i
 #: Titles a modified movies.csv may hold: none may become markup in report.md/report.html or stop the explorer.
 #: Each script-shaped one would set ``document.title`` to "pwned" if it ever ran.
 HOSTILE_TITLES = [
-    '<img src=x onerror="document.title=\'pwned\'"> (2001)',
+    "<img src=x onerror=\"document.title='pwned'\"> (2001)",
     "<script>document.title='pwned'</script> (2002)",
     "Comment <!--<script> (2003)",
     "End </script><script>document.title='pwned'</script> (2004)",
@@ -76,7 +80,7 @@ def write_hostile_movielens(folder: Path) -> Path:
     write_movielens(folder)
     movies = pd.read_csv(folder / "movies.csv")
     renamed = HOSTILE_TITLES + NON_LATIN_TITLES
-    movies.loc[len(TITLES):len(TITLES) + len(renamed) - 1, "title"] = renamed
+    movies.loc[len(TITLES) : len(TITLES) + len(renamed) - 1, "title"] = renamed
     movies.to_csv(folder / "movies.csv", index=False)
     return folder
 
@@ -107,6 +111,7 @@ def real_cifar() -> Path:
 
 # ---- synthetic CIFAR-10 batches, in the official python format ----
 
+
 def write_batch(path: Path, n: int, seed: int) -> None:
     """A batch with class-dependent colours so that even a random network separates some classes."""
     rng = np.random.default_rng(seed)
@@ -114,7 +119,11 @@ def write_batch(path: Path, n: int, seed: int) -> None:
     base = np.array(labels)[:, None] * 24 + 10
     data = np.clip(base + rng.integers(-10, 10, (n, 3072)), 0, 255).astype(np.uint8)
     with open(path, "wb") as f:
-        pickle.dump({"batch_label": "synthetic", "labels": labels, "data": data, "filenames": [f"{i}.png" for i in range(n)]}, f, protocol=2)
+        pickle.dump(
+            {"batch_label": "synthetic", "labels": labels, "data": data, "filenames": [f"{i}.png" for i in range(n)]},
+            f,
+            protocol=2,
+        )
 
 
 @pytest.fixture
@@ -131,42 +140,99 @@ def cifar_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
-def _probe_result(test_accuracy: float = 0.85, per_class: dict | None = None, extract_train_seconds: float | None = 600.0):
-    from embedlab.results import Evaluation, FeatureSummary, ProbeScores, ProbeResult
+def _probe_result(
+    test_accuracy: float = 0.85, per_class: dict | None = None, extract_train_seconds: float | None = 600.0
+):
+    from embedlab.results import Evaluation, FeatureSummary, ProbeResult, ProbeScores
 
-    features = FeatureSummary(backbone="efficientnet_lite0", weights="imagenet", weights_digest="abc", resolution=96, device="cpu",
-                              feature_dim=1280, mean=[0.5] * 3, std=[0.5] * 3, train_images=900, val_images=100, test_images=1000,
-                              features_cached=False, extract_train_seconds=extract_train_seconds,
-                              extract_train_images_per_second=80.0, extract_test_seconds=12.0, extract_test_images_per_second=85.0)
+    features = FeatureSummary(
+        backbone="efficientnet_lite0",
+        weights="imagenet",
+        weights_digest="abc",
+        resolution=96,
+        device="cpu",
+        feature_dim=1280,
+        mean=[0.5] * 3,
+        std=[0.5] * 3,
+        train_images=900,
+        val_images=100,
+        test_images=1000,
+        features_cached=False,
+        extract_train_seconds=extract_train_seconds,
+        extract_train_images_per_second=80.0,
+        extract_test_seconds=12.0,
+        extract_test_images_per_second=85.0,
+    )
     ev = Evaluation(test_accuracy, per_class or {c: test_accuracy for c in CIFAR_CLASSES})
-    return ProbeResult(features, ProbeScores(l2=1e-3, train_accuracy=0.9, val_accuracy=test_accuracy, evaluation=ev, fit_seconds=10.0,
-                                          trainable_parameters=12810, probe_iterations=40), total_seconds=700.0)
+    return ProbeResult(
+        features,
+        ProbeScores(
+            l2=1e-3,
+            train_accuracy=0.9,
+            val_accuracy=test_accuracy,
+            evaluation=ev,
+            fit_seconds=10.0,
+            trainable_parameters=12810,
+            probe_iterations=40,
+        ),
+        total_seconds=700.0,
+    )
 
 
 def _finetune_result(test_accuracy: float = 0.94, per_class: dict | None = None):
     from embedlab.results import Evaluation, FinetuneResult
 
     ev = Evaluation(test_accuracy, per_class or {c: test_accuracy for c in CIFAR_CLASSES})
-    return FinetuneResult(backbone="efficientnet_lite0", weights="imagenet", weights_digest="abc", resolution=96, device="cpu",
-                          train_scope="all", frozen_stages=[], trainable_parameters=3_384_010, total_parameters=3_400_000,
-                          train_images=900, val_images=100, test_images=1000, epochs=2, start_size=None, ema=None, head_init="random",
-                          train_pixels=1, steps=10, val_accuracy=test_accuracy, best_epoch_val_accuracy=test_accuracy, evaluation=ev,
-                          tta_flip=False, test_accuracy_one_view=test_accuracy, train_seconds=2700.0, train_images_per_second=50.0,
-                          val_seconds=60.0, test_images_per_second=200.0, expected_seconds=2800.0, bare_train_images_per_second=50.0,
-                          processes=1, batch_per_process=64, total_seconds_this_session=2800.0)
+    return FinetuneResult(
+        backbone="efficientnet_lite0",
+        weights="imagenet",
+        weights_digest="abc",
+        resolution=96,
+        device="cpu",
+        train_scope="all",
+        frozen_stages=[],
+        trainable_parameters=3_384_010,
+        total_parameters=3_400_000,
+        train_images=900,
+        val_images=100,
+        test_images=1000,
+        epochs=2,
+        start_size=None,
+        ema=None,
+        head_init="random",
+        train_pixels=1,
+        steps=10,
+        val_accuracy=test_accuracy,
+        best_epoch_val_accuracy=test_accuracy,
+        evaluation=ev,
+        tta_flip=False,
+        test_accuracy_one_view=test_accuracy,
+        train_seconds=2700.0,
+        train_images_per_second=50.0,
+        val_seconds=60.0,
+        test_images_per_second=200.0,
+        expected_seconds=2800.0,
+        bare_train_images_per_second=50.0,
+        processes=1,
+        batch_per_process=64,
+        total_seconds_this_session=2800.0,
+    )
 
 
 @pytest.fixture
 def make_result():
-    """Complete, typed vision results for tests of what reads them: ``make_result.probe(0.85)``, ``make_result.finetune(0.94)``."""
+    """Complete, typed vision results for tests of what reads them: ``make_result.probe(0.85)``,
+    ``make_result.finetune(0.94)``."""
     import types
 
     return types.SimpleNamespace(probe=_probe_result, finetune=_finetune_result)
 
 
 def with_flags(argv: list[str], *extra: str) -> list[str]:
-    """``argv`` with the flags of ``extra`` given instead of its own (a flag may be given once): ``with_flags(FAST, "--dim",
+    """``argv`` with the flags of ``extra`` given instead of its own (a flag may be given once): ``with_flags(FAST,
+    "--dim",
     "5")`` is FAST with --dim 5. A flag's value is the word after it unless that word is another flag."""
+
     def parse(words: list[str] | tuple[str, ...]) -> list[list[str]]:
         groups: list[list[str]] = []
         for w in words:

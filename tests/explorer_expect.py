@@ -48,12 +48,18 @@ def expected_changes(run: Path, official: np.ndarray) -> tuple[dict[str, list[in
     common = sorted(set(a) & set(b))
     right_a = {t: pa[a[t]].argmax() == official[t] for t in common}
     right_b = {t: pb[b[t]].argmax() == official[t] for t in common}
-    kinds = {"fixed": lambda t: not right_a[t] and right_b[t], "broken": lambda t: right_a[t] and not right_b[t],
-             "both_wrong": lambda t: not right_a[t] and not right_b[t]}
+    kinds = {
+        "fixed": lambda t: not right_a[t] and right_b[t],
+        "broken": lambda t: right_a[t] and not right_b[t],
+        "both_wrong": lambda t: not right_a[t] and not right_b[t],
+    }
     key = lambda t: (-float(pb[b[t]].max()), t)  # noqa: E731
     lists = {k: sorted((t for t in common if f(t)), key=key) for k, f in kinds.items()}
-    acc = {"probe": float(np.mean([right_a[t] for t in common])), "finetune": float(np.mean([right_b[t] for t in common])),
-           "images": len(common)}
+    acc = {
+        "probe": float(np.mean([right_a[t] for t in common])),
+        "finetune": float(np.mean([right_b[t] for t in common])),
+        "images": len(common),
+    }
     return lists, acc
 
 
@@ -81,13 +87,18 @@ def assert_explorer_matches(run: Path, official: np.ndarray, workdir: Path) -> d
     fixed, broken, both = (len(lists[k]) for k in ("fixed", "broken", "both_wrong"))
     assert round(n * (1 - acc["probe"])) == fixed + both and round(n * (1 - acc["finetune"])) == broken + both
     metrics = json.loads((run / "metrics.json").read_text())
-    if n == len(np.load(run / "artefacts" / "probe_test_probs.npz")["test_index"]):  # the same test set: the reported accuracies
+    # the same test set: the reported accuracies
+    if n == len(np.load(run / "artefacts" / "probe_test_probs.npz")["test_index"]):
         assert round(n * (1 - metrics["probe"]["test_accuracy"])) == fixed + both
     if n == len(np.load(run / "artefacts" / "finetune_test_probs.npz")["test_index"]):
         assert round(n * (1 - metrics["finetune"]["test_accuracy"])) == broken + both
     overall = page["table"][-1]
     assert overall[:5] == ["all classes", str(n), str(fixed), str(broken), str(both)]
-    assert page["detail"]["hidden"] is False and page["detail"]["index"] == page["clicked"] and page["detail"]["size"] == 256
+    assert (
+        page["detail"]["hidden"] is False
+        and page["detail"]["index"] == page["clicked"]
+        and page["detail"]["size"] == 256
+    )
     assert len(page["detail"]["rows"]) == 10 and all(len(r) == 1 + len(models) for r in page["detail"]["rows"])
     return page
 
@@ -103,7 +114,9 @@ def assert_sprite_is_official(run: Path, cifar_folder: Path) -> int:
     from PIL import Image
 
     html = (run / "report.html").read_text()
-    data = json.loads(re.search(r'<script type="application/json" id="vision-explorer-data">(.*?)</script>', html).group(1))
+    data = json.loads(
+        re.search(r'<script type="application/json" id="vision-explorer-data">(.*?)</script>', html).group(1)
+    )
     sprite = re.search(r'\.vx-img\{background-image:url\("data:image/webp;base64,([^"]+)"\)\}', html).group(1)
     grid = np.asarray(Image.open(io.BytesIO(base64.b64decode(sprite))).convert("RGB"))
     with open(Path(cifar_folder) / "test_batch", "rb") as f:
@@ -112,5 +125,5 @@ def assert_sprite_is_official(run: Path, cifar_folder: Path) -> int:
     cols = data["columns"]
     for k, t in enumerate(data["testIndex"]):
         r, c = divmod(k, cols)
-        assert np.array_equal(grid[r * 32:(r + 1) * 32, c * 32:(c + 1) * 32], official[t]), t
+        assert np.array_equal(grid[r * 32 : (r + 1) * 32, c * 32 : (c + 1) * 32], official[t]), t
     return len(data["testIndex"])

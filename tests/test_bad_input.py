@@ -11,19 +11,32 @@ import re
 import shutil
 import subprocess
 import sys
-from html.parser import HTMLParser
 from collections.abc import Callable
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import with_flags
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import with_flags
 from embedlab.cli import main
 
-FAST = ["--profile", "smoke", "--dim", "4", "--iterations", "20", "--min-likes", "2", "--offline", "--no-map", "--dim-sweep", ""]
+FAST = [
+    "--profile",
+    "smoke",
+    "--dim",
+    "4",
+    "--iterations",
+    "20",
+    "--min-likes",
+    "2",
+    "--offline",
+    "--no-map",
+    "--dim-sweep",
+    "",
+]
 
 
 def _ratings(root: Path) -> Path:
@@ -41,19 +54,46 @@ MOVIELENS_ROWS: list[tuple[str, Callable[[Path], None], list[str], str]] = [
     ("7-star rating", lambda r: _append(_ratings(r), "1,10,7.0,1000\n"), ["--allow-modified-data"], "half star"),
     ("negative ids", lambda r: _append(_ratings(r), "-5,-10,4.0,1000\n"), ["--allow-modified-data"], "below 1"),
     ("cut inside a line", lambda r: _append(_ratings(r), "318,2925,3"), ["--allow-modified-data"], "cut short"),
-    ("rated twice", lambda r: _append(_ratings(r), "1,10,4.0,1000\n1,10,4.0,1000\n"), ["--allow-modified-data"], "rated twice"),
+    (
+        "rated twice",
+        lambda r: _append(_ratings(r), "1,10,4.0,1000\n1,10,4.0,1000\n"),
+        ["--allow-modified-data"],
+        "rated twice",
+    ),
     ("empty ratings.csv", lambda r: _ratings(r).write_bytes(b""), ["--allow-modified-data"], "ratings.csv is empty"),
-    ("Latin-1 movies.csv", lambda r: (r / "ml-latest-small" / "movies.csv").write_bytes(
-        "movieId,title,genres\n1,Am\xe9lie (2001),Comedy\n".encode("latin-1")), ["--allow-modified-data"], "not UTF-8 text (invalid continuation byte on line 2)"),
+    (
+        "Latin-1 movies.csv",
+        lambda r: (r / "ml-latest-small" / "movies.csv").write_bytes(
+            "movieId,title,genres\n1,Am\xe9lie (2001),Comedy\n".encode("latin-1")
+        ),
+        ["--allow-modified-data"],
+        "not UTF-8 text (invalid continuation byte on line 2)",
+    ),
     ("not the official release", lambda r: None, [], "--allow-modified-data"),
-    ("Latin-1 on a later line", lambda r: _append(r / "ml-latest-small" / "movies.csv", "999,Am\xe9lie (2001),Comedy\n".encode("latin-1")),
-     ["--allow-modified-data"], "not UTF-8 text (invalid continuation byte on line 32)"),
-    ("empty movies.csv", lambda r: (r / "ml-latest-small" / "movies.csv").write_bytes(b""), ["--allow-modified-data"],
-     "movies.csv is empty"),
-    ("header-only movies.csv", lambda r: (r / "ml-latest-small" / "movies.csv").write_text("movieId,title,genres\n"),
-     ["--allow-modified-data"], "movies.csv holds no movies (a header line only)"),
-    ("header-only ratings.csv", lambda r: _ratings(r).write_text("userId,movieId,rating,timestamp\n"), ["--allow-modified-data"],
-     "ratings.csv holds no ratings"),
+    (
+        "Latin-1 on a later line",
+        lambda r: _append(r / "ml-latest-small" / "movies.csv", "999,Am\xe9lie (2001),Comedy\n".encode("latin-1")),
+        ["--allow-modified-data"],
+        "not UTF-8 text (invalid continuation byte on line 32)",
+    ),
+    (
+        "empty movies.csv",
+        lambda r: (r / "ml-latest-small" / "movies.csv").write_bytes(b""),
+        ["--allow-modified-data"],
+        "movies.csv is empty",
+    ),
+    (
+        "header-only movies.csv",
+        lambda r: (r / "ml-latest-small" / "movies.csv").write_text("movieId,title,genres\n"),
+        ["--allow-modified-data"],
+        "movies.csv holds no movies (a header line only)",
+    ),
+    (
+        "header-only ratings.csv",
+        lambda r: _ratings(r).write_text("userId,movieId,rating,timestamp\n"),
+        ["--allow-modified-data"],
+        "ratings.csv holds no ratings",
+    ),
 ]
 
 
@@ -61,7 +101,9 @@ MOVIELENS_ROWS: list[tuple[str, Callable[[Path], None], list[str], str]] = [
 def test_bad_movielens_files(movielens_root, tmp_path, capsys, name, breaks, flags, says):
     breaks(movielens_root)
     out = tmp_path / "out"
-    _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, *flags]), capsys, says)
+    _expect_one_error(
+        main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, *flags]), capsys, says
+    )
     assert not (out / "report.md").exists()
 
 
@@ -81,19 +123,52 @@ def test_config_values_of_the_wrong_type(movielens_root, tmp_path, capsys, confi
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(config))
     out = tmp_path / "out"
-    _expect_one_error(main(["run", "--profile", "smoke", "--data-dir", str(movielens_root), "--offline", "--config", str(path),
-                            "--out", str(out)]), capsys, says)
+    _expect_one_error(
+        main(
+            [
+                "run",
+                "--profile",
+                "smoke",
+                "--data-dir",
+                str(movielens_root),
+                "--offline",
+                "--config",
+                str(path),
+                "--out",
+                str(out),
+            ]
+        ),
+        capsys,
+        says,
+    )
     assert not (out / "metrics.json").exists()
 
 
 def test_config_naming_a_directory(tmp_path, capsys):
-    _expect_one_error(main(["run", "--profile", "smoke", "--config", str(tmp_path), "--out", str(tmp_path / "o")]), capsys, "is a directory")
+    _expect_one_error(
+        main(["run", "--profile", "smoke", "--config", str(tmp_path), "--out", str(tmp_path / "o")]),
+        capsys,
+        "is a directory",
+    )
 
 
 def test_out_under_a_regular_file(movielens_root, tmp_path, capsys):
     (tmp_path / "file").write_text("x")
-    _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "file" / "run"), *FAST,
-                            "--allow-modified-data"]), capsys, "cannot create the run folder")
+    _expect_one_error(
+        main(
+            [
+                "movies",
+                "--data-dir",
+                str(movielens_root),
+                "--out",
+                str(tmp_path / "file" / "run"),
+                *FAST,
+                "--allow-modified-data",
+            ]
+        ),
+        capsys,
+        "cannot create the run folder",
+    )
 
 
 def test_out_on_a_read_only_file_system(movielens_root, tmp_path, capsys, monkeypatch):
@@ -104,8 +179,21 @@ def test_out_on_a_read_only_file_system(movielens_root, tmp_path, capsys, monkey
         raise OSError(errno.EROFS, "Read-only file system", str(self))
 
     monkeypatch.setattr(Path, "mkdir", read_only)
-    _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "ro" / "run"), *FAST,
-                            "--allow-modified-data"]), capsys, "Read-only file system")
+    _expect_one_error(
+        main(
+            [
+                "movies",
+                "--data-dir",
+                str(movielens_root),
+                "--out",
+                str(tmp_path / "ro" / "run"),
+                *FAST,
+                "--allow-modified-data",
+            ]
+        ),
+        capsys,
+        "Read-only file system",
+    )
 
 
 @pytest.mark.parametrize("device, says", [("banana", "--device must be"), ("cuda", "no CUDA device")])
@@ -115,15 +203,49 @@ def test_unusable_devices_fail_before_any_data(tmp_path, capsys, device, says):
     if device == "cuda" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     # no data at all: the device must be refused before anything looks for it
-    _expect_one_error(main(["vision", "probe", "--data-dir", str(tmp_path / "nothing"), "--offline", "--device", device,
-                            "--out", str(tmp_path / "o")]), capsys, says)
+    _expect_one_error(
+        main(
+            [
+                "vision",
+                "probe",
+                "--data-dir",
+                str(tmp_path / "nothing"),
+                "--offline",
+                "--device",
+                device,
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        ),
+        capsys,
+        says,
+    )
 
 
-@pytest.mark.parametrize("flags, says", [(["--pad", "20"], "--pad 20: input should be less than or equal to 16"),
-                                         (["--weight-decay", "-1"], "--weight-decay -1.0: input should be greater than or equal to 0")])
+@pytest.mark.parametrize(
+    "flags, says",
+    [
+        (["--pad", "20"], "--pad 20: input should be less than or equal to 16"),
+        (["--weight-decay", "-1"], "--weight-decay -1.0: input should be greater than or equal to 0"),
+    ],
+)
 def test_out_of_range_recipe_flags_fail_before_any_data(tmp_path, capsys, flags, says):
-    _expect_one_error(main(["vision", "finetune", "--data-dir", str(tmp_path / "nothing"), "--offline", *flags,
-                            "--out", str(tmp_path / "o")]), capsys, says)
+    _expect_one_error(
+        main(
+            [
+                "vision",
+                "finetune",
+                "--data-dir",
+                str(tmp_path / "nothing"),
+                "--offline",
+                *flags,
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        ),
+        capsys,
+        says,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -144,27 +266,91 @@ def _copy(run: Path, tmp_path: Path) -> Path:
 
 
 RECOMMEND_ROWS: list[tuple[str, Callable[[Path], None], list[str], str]] = [
-    ("truncated npz", lambda r: (r / "artefacts" / "embeddings.npz").write_bytes((r / "artefacts" / "embeddings.npz").read_bytes()[:200]),
-     [], "embeddings.npz is damaged"),
+    (
+        "truncated npz",
+        lambda r: (r / "artefacts" / "embeddings.npz").write_bytes(
+            (r / "artefacts" / "embeddings.npz").read_bytes()[:200]
+        ),
+        [],
+        "embeddings.npz is damaged",
+    ),
     ("empty npz", lambda r: (r / "artefacts" / "embeddings.npz").write_bytes(b""), [], "embeddings.npz is damaged"),
-    ("items.csv of the wrong length", lambda r: (r / "artefacts" / "items.csv").write_text(
-        "\n".join((r / "artefacts" / "items.csv").read_text().splitlines()[:-3]) + "\n"), [], "different runs"),
+    (
+        "items.csv of the wrong length",
+        lambda r: (r / "artefacts" / "items.csv").write_text(
+            "\n".join((r / "artefacts" / "items.csv").read_text().splitlines()[:-3]) + "\n"
+        ),
+        [],
+        "different runs",
+    ),
     ("malformed config.json", lambda r: (r / "config.json").write_text('{"study": {}}'), [], "config.json"),
     ("min-likes above every movie", lambda r: None, ["--min-likes", "100000"], "no movie has >= 100000 likes"),
-    ("negative min-likes", lambda r: None, ["--min-likes", "-5"], "--min-likes -5: input should be greater than or equal to 0"),
-    ("top far above the catalogue", lambda r: None, ["--top", "100000"], "--top 100000: input should be less than or equal to 1000"),
-    ("items.csv cut inside a line", lambda r: _cut(r / "artefacts" / "items.csv"), [], "items.csv is damaged or was edited"),
-    ("items.csv with a non-numeric count", lambda r: _replace_cell(r / "artefacts" / "items.csv", "likes", "many"), [],
-     "column 'likes' holds 'many'"),
-    ("items.csv without its likes", lambda r: _drop_column(r / "artefacts" / "items.csv", "likes"), [], "lacks column(s) ['likes']"),
-    ("catalogue.csv removed", lambda r: (r / "artefacts" / "catalogue.csv").unlink(), [], "catalogue.csv is missing from the run folder"),
-    ("catalogue.csv cut inside a line", lambda r: _cut(r / "artefacts" / "catalogue.csv"), [], "catalogue.csv is damaged or was edited"),
-    ("catalogue.csv with a non-numeric id", lambda r: _replace_cell(r / "artefacts" / "catalogue.csv", "movieId", "x1"), [],
-     "column 'movieId' holds 'x1'"),
-    ("config.json cut short", lambda r: (r / "config.json").write_text('{"movies": {"metric": "cos'), [], "config.json is malformed"),
-    ("a binary config.json", lambda r: (r / "config.json").write_bytes(b"\xff\xfe\x00"), [], "config.json is malformed"),
-    ("vectors that are not finite", lambda r: _poison_vectors(r / "artefacts" / "embeddings.npz"), [],
-     "embeddings.npz holds vectors that are not finite numbers (NaN or infinity in 2 of them)"),
+    (
+        "negative min-likes",
+        lambda r: None,
+        ["--min-likes", "-5"],
+        "--min-likes -5: input should be greater than or equal to 0",
+    ),
+    (
+        "top far above the catalogue",
+        lambda r: None,
+        ["--top", "100000"],
+        "--top 100000: input should be less than or equal to 1000",
+    ),
+    (
+        "items.csv cut inside a line",
+        lambda r: _cut(r / "artefacts" / "items.csv"),
+        [],
+        "items.csv is damaged or was edited",
+    ),
+    (
+        "items.csv with a non-numeric count",
+        lambda r: _replace_cell(r / "artefacts" / "items.csv", "likes", "many"),
+        [],
+        "column 'likes' holds 'many'",
+    ),
+    (
+        "items.csv without its likes",
+        lambda r: _drop_column(r / "artefacts" / "items.csv", "likes"),
+        [],
+        "lacks column(s) ['likes']",
+    ),
+    (
+        "catalogue.csv removed",
+        lambda r: (r / "artefacts" / "catalogue.csv").unlink(),
+        [],
+        "catalogue.csv is missing from the run folder",
+    ),
+    (
+        "catalogue.csv cut inside a line",
+        lambda r: _cut(r / "artefacts" / "catalogue.csv"),
+        [],
+        "catalogue.csv is damaged or was edited",
+    ),
+    (
+        "catalogue.csv with a non-numeric id",
+        lambda r: _replace_cell(r / "artefacts" / "catalogue.csv", "movieId", "x1"),
+        [],
+        "column 'movieId' holds 'x1'",
+    ),
+    (
+        "config.json cut short",
+        lambda r: (r / "config.json").write_text('{"movies": {"metric": "cos'),
+        [],
+        "config.json is malformed",
+    ),
+    (
+        "a binary config.json",
+        lambda r: (r / "config.json").write_bytes(b"\xff\xfe\x00"),
+        [],
+        "config.json is malformed",
+    ),
+    (
+        "vectors that are not finite",
+        lambda r: _poison_vectors(r / "artefacts" / "embeddings.npz"),
+        [],
+        "embeddings.npz holds vectors that are not finite numbers (NaN or infinity in 2 of them)",
+    ),
 ]
 
 
@@ -222,8 +408,22 @@ def test_recommend_matches_accents(saved_run, tmp_path, capsys):
 
 def test_optimizer_outside_the_profiles_grid_gets_the_default_rates(movielens_root, tmp_path):
     out = tmp_path / "o"
-    assert main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--allow-modified-data",
-                 "--optimizers", "rmsprop"]) == 0
+    assert (
+        main(
+            [
+                "movies",
+                "--data-dir",
+                str(movielens_root),
+                "--out",
+                str(out),
+                *FAST,
+                "--allow-modified-data",
+                "--optimizers",
+                "rmsprop",
+            ]
+        )
+        == 0
+    )
     assert set(json.loads((out / "config.json").read_text())["movies"]["grid"]) == {"rmsprop"}
 
 
@@ -237,28 +437,74 @@ def _expect_one_error(status: int, capsys: pytest.CaptureFixture[str], says: str
 
 
 def test_npz_helper_is_a_real_archive(saved_run):
-    with np.load(saved_run / "artefacts" / "embeddings.npz") as z:  # the rows above break a file that is valid to begin with
+    # the rows above break a file that is valid to begin with
+    with np.load(saved_run / "artefacts" / "embeddings.npz") as z:
         assert z["v"].ndim == 2
 
 
 def test_missing_test_batch_names_only_that_file(cifar_root, tmp_path, capsys):
     (cifar_root / "cifar-10-batches-py" / "test_batch").unlink()
-    err = _expect_one_error(main(["vision", "probe", "--data-dir", str(cifar_root), "--offline", "--weights", "none",
-                                  "--out", str(tmp_path / "o")]), capsys, "test_batch missing")
+    err = _expect_one_error(
+        main(
+            [
+                "vision",
+                "probe",
+                "--data-dir",
+                str(cifar_root),
+                "--offline",
+                "--weights",
+                "none",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        ),
+        capsys,
+        "test_batch missing",
+    )
     assert "data_batch_1" not in err
 
 
 def test_a_text_file_as_weights(cifar_root, tmp_path, capsys):
     weights = tmp_path / "weights.txt"
     weights.write_text("these are not weights\n")
-    _expect_one_error(main(["vision", "probe", "--data-dir", str(cifar_root), "--offline", "--weights", str(weights),
-                            "--out", str(tmp_path / "o")]), capsys, "is not a PyTorch state-dict file")
+    _expect_one_error(
+        main(
+            [
+                "vision",
+                "probe",
+                "--data-dir",
+                str(cifar_root),
+                "--offline",
+                "--weights",
+                str(weights),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        ),
+        capsys,
+        "is not a PyTorch state-dict file",
+    )
 
 
 def test_dim_sweep_zero_is_refused_before_any_work(movielens_root, tmp_path, capsys):
     out = tmp_path / "o"
-    _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--allow-modified-data",
-                            "--dim-sweep", "0"]), capsys, "--dim-sweep")
+    _expect_one_error(
+        main(
+            [
+                "movies",
+                "--data-dir",
+                str(movielens_root),
+                "--out",
+                str(out),
+                *FAST,
+                "--allow-modified-data",
+                "--dim-sweep",
+                "0",
+            ]
+        ),
+        capsys,
+        "--dim-sweep",
+    )
     assert not (out / "metrics.json").exists()
 
 
@@ -273,19 +519,37 @@ def test_recommend_warns_when_the_query_has_fewer_likes_than_min_likes(saved_run
     items = pd.read_csv(saved_run / "artefacts" / "items.csv")
     rare = items.sort_values("likes").iloc[0]
     assert rare["likes"] < items["likes"].max()  # some movies stay eligible
-    assert main(["recommend", str(rare["title"]), "--run", str(saved_run), "--min-likes", str(int(rare["likes"]) + 1), "--top", "3"]) == 0
+    assert (
+        main(
+            [
+                "recommend",
+                str(rare["title"]),
+                "--run",
+                str(saved_run),
+                "--min-likes",
+                str(int(rare["likes"]) + 1),
+                "--top",
+                "3",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert f"embedlab: note: {rare['title']} itself has only {int(rare['likes'])} likes" in err
 
 
 def test_finetune_help_states_the_configured_defaults(capsys):
-    from embedlab.config import PROFILES, FinetuneConfig
+    from embedlab.config import FinetuneConfig
+    from embedlab.profiles import PROFILES
 
     with pytest.raises(SystemExit):
         main(["vision", "finetune", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     gpu = PROFILES["gpu"]["finetune"]
-    assert f"(default {FinetuneConfig().cpu_size}; range [32, 512])" in text and f"(default {FinetuneConfig().epochs}; profile gpu: {gpu['epochs']};" in text
+    assert (
+        f"(default {FinetuneConfig().cpu_size}; range [32, 512])" in text
+        and f"(default {FinetuneConfig().epochs}; profile gpu: {gpu['epochs']};" in text
+    )
     assert f"(default {FinetuneConfig().batch_size}; profile gpu: {gpu['batch_size']};" in text
 
 
@@ -308,12 +572,19 @@ def test_every_project_error_is_a_user_error_and_keeps_its_builtin():
     from embedlab.runs import RunFolderError
     from embedlab.vision.finetune import CheckpointMismatch, TrainingDiverged
 
-    for cls, builtin in ((ChecksumError, ValueError), (DataNotFoundError, FileNotFoundError), (TitleLookupError, LookupError),
-                         (RunFolderError, FileExistsError), (CheckpointMismatch, ValueError), (TrainingDiverged, RuntimeError)):
+    for cls, builtin in (
+        (ChecksumError, ValueError),
+        (DataNotFoundError, FileNotFoundError),
+        (TitleLookupError, LookupError),
+        (RunFolderError, FileExistsError),
+        (CheckpointMismatch, ValueError),
+        (TrainingDiverged, RuntimeError),
+    ):
         assert issubclass(cls, UserError) and issubclass(cls, builtin), cls
 
 
 # ---- 1. text from data never becomes markup ----
+
 
 class _Page(HTMLParser):
     """Every start tag with its attributes, and the text a reader sees (character references resolved)."""
@@ -342,23 +613,39 @@ def hostile_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("hostile")
     write_hostile_movielens(root / "ml-latest-small")
-    out = tmp_path_factory.mktemp("runs") / "<svg onload=\"document.title='pwned'\">`run"  # the folder's name is in the report too
+    # the folder's name is in the report too
+    out = tmp_path_factory.mktemp("runs") / "<svg onload=\"document.title='pwned'\">`run"
     queries = ["Toy Story", HOSTILE_TITLES[1], HOSTILE_TITLES[0], HOSTILE_TITLES[3]]
-    assert main(["movies", "--data-dir", str(root), "--out", str(out), *FAST, "--allow-modified-data",
-                 *[a for q in queries for a in ("--query", q)]]) == 0
+    assert (
+        main(
+            [
+                "movies",
+                "--data-dir",
+                str(root),
+                "--out",
+                str(out),
+                *FAST,
+                "--allow-modified-data",
+                *[a for q in queries for a in ("--query", q)],
+            ]
+        )
+        == 0
+    )
     return out
 
 
 def test_hostile_titles_stay_text_in_report_md_and_html(hostile_run):
     from conftest import HOSTILE_TITLES
 
-    md = re.sub(r"```json\n.*?\n```", "", (hostile_run / "report.md").read_text(), flags=re.S)  # code blocks show text as text
+    # code blocks show text as text
+    md = re.sub(r"```json\n.*?\n```", "", (hostile_run / "report.md").read_text(), flags=re.S)
     for raw in ("<img", "<script", "<svg", "<!--", "</script"):
         assert raw not in md, raw
     page = _Page()
     page.feed((hostile_run / "report.html").read_text())
     scripts = [a for t, a in page.tags if t == "script"]
-    assert len(scripts) == 2 and scripts[0].get("type") == "application/json"  # the explorer's data and its code, nothing else
+    # the explorer's data and its code, nothing else
+    assert len(scripts) == 2 and scripts[0].get("type") == "application/json"
     assert not [(t, k) for t, a in page.tags for k in a if k.lower().startswith("on")]  # no event handler anywhere
     assert not [t for t, _ in page.tags if t in ("svg", "b", "iframe", "object")]
     assert all(a["src"].startswith("data:image/png;base64,") for t, a in page.tags if t == "img")
@@ -393,18 +680,42 @@ def test_hostile_titles_in_the_browser_run_nothing_and_the_explorer_answers(host
 
 MOVIES_FLAG_ROWS = [
     ("negative seed", ["--seed", "-1"], "--seed -1: input should be greater than or equal to 0"),
-    ("seed beyond 32 bits", ["--seed", str(2**70)], "--seed 1180591620717411303424: input should be less than or equal to 4294967295"),
+    (
+        "seed beyond 32 bits",
+        ["--seed", str(2**70)],
+        "--seed 1180591620717411303424: input should be less than or equal to 4294967295",
+    ),
     ("top far above the catalogue", ["--top", "100000"], "--top 100000: input should be less than or equal to 1000"),
     ("negative min-likes", ["--min-likes", "-1"], "--min-likes -1: input should be greater than or equal to 0"),
     ("min-likes above every movie", ["--min-likes", "100000"], "--min-likes 100000: 0 movie(s) have that many likes"),
-    ("dimension above the catalogue", ["--dim", "999"], "--dim 999 is not below the number of movies with a like (M = 30)"),
-    ("dimension sweep above the catalogue", ["--dim-sweep", "8,999"], "--dim-sweep 999 is not below the number of movies"),
+    (
+        "dimension above the catalogue",
+        ["--dim", "999"],
+        "--dim 999 is not below the number of movies with a like (M = 30)",
+    ),
+    (
+        "dimension sweep above the catalogue",
+        ["--dim-sweep", "8,999"],
+        "--dim-sweep 999 is not below the number of movies",
+    ),
     ("dimension above any run's", ["--dim", "99999"], "--dim 99999: input should be less than or equal to 4096"),
-    ("an optimiser without rates", ["--lrs", "adam="], "--optimizers/--lrs {'sgd': [3e-05, 0.0001], 'adam': []}, at ['adam']: list should"),
+    (
+        "an optimiser without rates",
+        ["--lrs", "adam="],
+        "--optimizers/--lrs {'sgd': [3e-05, 0.0001], 'adam': []}, at ['adam']: list should",
+    ),
     ("rates without an optimiser", ["--lrs", "0.1"], "expected OPTIMISER=LR1,LR2"),
     ("a zero rate", ["--lrs", "adam=0"], "input should be greater than 0"),
-    ("an unknown optimiser", ["--optimizers", "lbfgs"], "{'lbfgs': []}, at ['lbfgs']: input should be 'sgd', 'nesterov', 'adagrad'"),
-    ("a like threshold off the scale", ["--like-threshold", "9"], "--like-threshold 9.0: input should be less than or equal to 5"),
+    (
+        "an unknown optimiser",
+        ["--optimizers", "lbfgs"],
+        "{'lbfgs': []}, at ['lbfgs']: input should be 'sgd', 'nesterov', 'adagrad'",
+    ),
+    (
+        "a like threshold off the scale",
+        ["--like-threshold", "9"],
+        "--like-threshold 9.0: input should be less than or equal to 5",
+    ),
     ("a zero dimension", ["--dim", "0"], "--dim 0: input should be greater than or equal to 1"),
     ("zero iterations", ["--iterations", "0"], "--iterations 0: input should be greater than or equal to 1"),
     ("an unknown metric", ["--metric", "euclid"], "argument --metric: invalid choice: 'euclid'"),
@@ -412,23 +723,57 @@ MOVIES_FLAG_ROWS = [
     ("a number that is not one", ["--dim", "ten"], "argument --dim: invalid int value: 'ten'"),
     ("an unknown query", ["--query", "Zzyzx Road Nonexistent"], "Zzyzx Road Nonexistent"),
     ("a synthetic shape that is not one", ["--synthetic", "huge"], "unknown synthetic size 'huge'"),
-    ("a synthetic shape and a release", ["--synthetic", "2x", "--dataset", "ml-25m"], "--dataset ml-25m would be ignored"),
+    (
+        "a synthetic shape and a release",
+        ["--synthetic", "2x", "--dataset", "ml-25m"],
+        "--dataset ml-25m would be ignored",
+    ),
 ]
 
 
 @pytest.mark.parametrize("name, flags, says", MOVIES_FLAG_ROWS, ids=[r[0] for r in MOVIES_FLAG_ROWS])
 def test_movies_settings_that_cannot_work(movielens_root, tmp_path, capsys, name, flags, says):
     out = tmp_path / "out"
-    err = _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *with_flags(FAST, *flags),
-                                  "--allow-modified-data"]), capsys, says)
+    err = _expect_one_error(
+        main(
+            [
+                "movies",
+                "--data-dir",
+                str(movielens_root),
+                "--out",
+                str(out),
+                *with_flags(FAST, *flags),
+                "--allow-modified-data",
+            ]
+        ),
+        capsys,
+        says,
+    )
     assert "usage:" not in err
     assert not (out / "tables").is_dir() or not any((out / "tables").iterdir())  # nothing was computed first
 
 
 def test_a_sweep_in_which_every_run_diverges_says_which_rates(movielens_root, tmp_path, capsys):
     out = tmp_path / "out"
-    _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--allow-modified-data",
-                            "--optimizers", "sgd", "--lrs", "sgd=1000"]), capsys, "every run of the sweep diverged (sgd lr=1000)")
+    _expect_one_error(
+        main(
+            [
+                "movies",
+                "--data-dir",
+                str(movielens_root),
+                "--out",
+                str(out),
+                *FAST,
+                "--allow-modified-data",
+                "--optimizers",
+                "sgd",
+                "--lrs",
+                "sgd=1000",
+            ]
+        ),
+        capsys,
+        "every run of the sweep diverged (sgd lr=1000)",
+    )
     assert json.loads((out / "metrics.json").read_text())["movies_run"]["status"].startswith("failed: every run")
     assert (out / "tables" / "query_likes.csv").is_file()  # what 2A computed is kept
 
@@ -456,26 +801,52 @@ def test_study_config_values_that_cannot_work(movielens_root, tmp_path, capsys, 
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(config))
     out = tmp_path / "out"
-    _expect_one_error(main(["run", "--data-dir", str(movielens_root), "--offline", "--config", str(path), "--out", str(out)]), capsys, says)
+    _expect_one_error(
+        main(["run", "--data-dir", str(movielens_root), "--offline", "--config", str(path), "--out", str(out)]),
+        capsys,
+        says,
+    )
     assert not out.exists()  # refused before the run folder is made
 
 
 def test_a_misspelt_section_in_a_movies_config_is_refused(movielens_root, tmp_path, capsys):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"movies": {"dim": 4}, "movie": {"dim": 8}}))
-    _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "o"), "--config", str(path)]),
-                      capsys, "unknown section(s) ['movie']")
+    _expect_one_error(
+        main(["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "o"), "--config", str(path)]),
+        capsys,
+        "unknown section(s) ['movie']",
+    )
 
 
 def test_resume_with_a_config_section_that_is_not_an_object(movielens_root, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["run", "--profile", "smoke", "--steps", "movies", "--data-dir", str(movielens_root), "--offline",
-                 "--allow-modified-data", "--config", str(_write(tmp_path / "small.json", {"movies": {"dim": 4, "dim_sweep": [],
-                                                                                                       "embedding_map": False}})),
-                 "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--profile",
+                "smoke",
+                "--steps",
+                "movies",
+                "--data-dir",
+                str(movielens_root),
+                "--offline",
+                "--allow-modified-data",
+                "--config",
+                str(_write(tmp_path / "small.json", {"movies": {"dim": 4, "dim_sweep": [], "embedding_map": False}})),
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    _expect_one_error(main(["run", "--resume", str(run), "--config", str(_write(tmp_path / "fix.json", {"movies": [1, 2]}))]),
-                      capsys, "section 'movies' of")
+    _expect_one_error(
+        main(["run", "--resume", str(run), "--config", str(_write(tmp_path / "fix.json", {"movies": [1, 2]}))]),
+        capsys,
+        "section 'movies' of",
+    )
 
 
 def _write(path: Path, data: object) -> Path:
@@ -484,13 +855,41 @@ def _write(path: Path, data: object) -> Path:
 
 
 def test_finetune_resume_refuses_flags_it_would_ignore(tmp_path, capsys):
-    _expect_one_error(main(["vision", "finetune", "--resume", str(tmp_path / "RUN"), "--epochs", "3", "--lr", "0.5",
-                            "--out", str(tmp_path / "Y")]), capsys, "which --epochs, --lr, --out would change")
+    _expect_one_error(
+        main(
+            [
+                "vision",
+                "finetune",
+                "--resume",
+                str(tmp_path / "RUN"),
+                "--epochs",
+                "3",
+                "--lr",
+                "0.5",
+                "--out",
+                str(tmp_path / "Y"),
+            ]
+        ),
+        capsys,
+        "which --epochs, --lr, --out would change",
+    )
     assert not (tmp_path / "Y").exists()
 
 
 #: A probe of seconds on the fixture's 30 training images per class.
-TINY_PROBE = ["--backbone", "resnet18", "--weights", "none", "--size", "32", "--val-per-class", "5", "--offline", "--l2-grid", "0.1"]
+TINY_PROBE = [
+    "--backbone",
+    "resnet18",
+    "--weights",
+    "none",
+    "--size",
+    "32",
+    "--val-per-class",
+    "5",
+    "--offline",
+    "--l2-grid",
+    "0.1",
+]
 
 VISION_ROWS = [
     ("no test images", ["--test-per-class", "0"], "--test-per-class 0: input should be greater than or equal to 1"),
@@ -504,12 +903,27 @@ VISION_ROWS = [
 ]
 
 
-
 @pytest.mark.parametrize("name, flags, says", VISION_ROWS, ids=[r[0] for r in VISION_ROWS])
 def test_vision_settings_that_cannot_work(tmp_path, capsys, name, flags, says):
     # no data at all: every one of these must be refused before anything looks for it
-    _expect_one_error(main(["vision", "probe", "--data-dir", str(tmp_path / "nothing"), "--offline", "--weights", "none", *flags,
-                            "--out", str(tmp_path / "o")]), capsys, says)
+    _expect_one_error(
+        main(
+            [
+                "vision",
+                "probe",
+                "--data-dir",
+                str(tmp_path / "nothing"),
+                "--offline",
+                "--weights",
+                "none",
+                *flags,
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        ),
+        capsys,
+        says,
+    )
     assert not (tmp_path / "o").exists()
 
 
@@ -518,9 +932,26 @@ def test_a_cache_dir_that_is_a_file_is_refused_before_extraction(cifar_root, tmp
 
     (tmp_path / "cache").write_text("a file, not a folder")
     for module in (steps, timing):
-        monkeypatch.setattr(module, "extract", lambda *a, **k: pytest.fail("extraction ran before the cache was checked"))
-    _expect_one_error(main(["vision", "probe", *TINY_PROBE, "--data-dir", str(cifar_root), "--cache-dir", str(tmp_path / "cache"),
-                            "--out", str(tmp_path / "o")]), capsys, "cannot use the feature cache")
+        monkeypatch.setattr(
+            module, "extract", lambda *a, **k: pytest.fail("extraction ran before the cache was checked")
+        )
+    _expect_one_error(
+        main(
+            [
+                "vision",
+                "probe",
+                *TINY_PROBE,
+                "--data-dir",
+                str(cifar_root),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        ),
+        capsys,
+        "cannot use the feature cache",
+    )
 
 
 def test_weights_with_the_right_names_and_the_wrong_shapes(cifar_root, tmp_path, capsys):
@@ -531,12 +962,28 @@ def test_weights_with_the_right_names_and_the_wrong_shapes(cifar_root, tmp_path,
     state = create_backbone("resnet18", "none", 0).model.state_dict()
     state["fc.weight"] = torch.zeros(7, 512)
     torch.save(state, tmp_path / "w.pt")
-    _expect_one_error(main(["vision", "probe", "--data-dir", str(cifar_root), "--offline", "--weights", str(tmp_path / "w.pt"),
-                            "--out", str(tmp_path / "o")]), capsys, "fc.weight (7, 512) (expected (1000, 512))")
+    _expect_one_error(
+        main(
+            [
+                "vision",
+                "probe",
+                "--data-dir",
+                str(cifar_root),
+                "--offline",
+                "--weights",
+                str(tmp_path / "w.pt"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        ),
+        capsys,
+        "fc.weight (7, 512) (expected (1000, 512))",
+    )
 
 
 def test_a_damaged_feature_cache_entry_is_a_miss(cifar_root, tmp_path, capsys, caplog):
-    """A cut or replaced cache file is computed again (with a warning) and replaced; the results are those of a clean cache."""
+    """A cut or replaced cache file is computed again (with a warning) and replaced; the results are those of a clean
+    cache."""
     args = ["vision", "probe", *TINY_PROBE, "--data-dir", str(cifar_root), "--cache-dir", str(tmp_path / "cache")]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     entries = sorted((tmp_path / "cache" / "features").glob("*.pt"))
@@ -545,24 +992,36 @@ def test_a_damaged_feature_cache_entry_is_a_miss(cifar_root, tmp_path, capsys, c
     entries[1].write_bytes(b"not a tensor")  # replaced
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 2 and all("embedlab: warning: the cached features" in w and "are damaged" in w for w in warnings), warnings
+    assert len(warnings) == 2 and all(
+        "embedlab: warning: the cached features" in w and "are damaged" in w for w in warnings
+    ), warnings
     a, b = (json.loads((tmp_path / r / "metrics.json").read_text())["probe"] for r in "ab")
     assert a["test_accuracy"] == b["test_accuracy"] and b["features_cached"] is False
-    assert not list((tmp_path / "cache" / "features").glob("*.tmp")) and not list((tmp_path / "cache" / "features").glob(".*.tmp"))
+    assert not list((tmp_path / "cache" / "features").glob("*.tmp")) and not list(
+        (tmp_path / "cache" / "features").glob(".*.tmp")
+    )
 
 
-@pytest.mark.parametrize("damage, says", [(lambda p: p.write_bytes(p.read_bytes()[:1000]), "finetune_checkpoint.pt is damaged"),
-                                          (lambda p: p.write_bytes(b"junk"), "finetune_checkpoint.pt is damaged"),
-                                          (lambda p: p.write_bytes(b"PK\x03\x04"), "finetune_checkpoint.pt is damaged"),
-                                          (lambda p: p.write_bytes(b""), "finetune_checkpoint.pt is damaged")],
-                         ids=["cut", "replaced", "a zip header alone", "empty"])
+@pytest.mark.parametrize(
+    "damage, says",
+    [
+        (lambda p: p.write_bytes(p.read_bytes()[:1000]), "finetune_checkpoint.pt is damaged"),
+        (lambda p: p.write_bytes(b"junk"), "finetune_checkpoint.pt is damaged"),
+        (lambda p: p.write_bytes(b"PK\x03\x04"), "finetune_checkpoint.pt is damaged"),
+        (lambda p: p.write_bytes(b""), "finetune_checkpoint.pt is damaged"),
+    ],
+    ids=["cut", "replaced", "a zip header alone", "empty"],
+)
 def test_a_damaged_checkpoint_is_one_line(tmp_path, damage, says):
     import torch
 
     from embedlab.vision.finetune import CheckpointMismatch, load_checkpoint
 
     path = tmp_path / "finetune_checkpoint.pt"
-    torch.save({"epoch": 1, "model": {"w": torch.zeros(300)}, "optimizer": {}, "scheduler": {}, "history": {}, "recipe": {}}, path)
+    torch.save(
+        {"epoch": 1, "model": {"w": torch.zeros(300)}, "optimizer": {}, "scheduler": {}, "history": {}, "recipe": {}},
+        path,
+    )
     assert load_checkpoint(path)["epoch"] == 1
     damage(path)
     with pytest.raises(CheckpointMismatch, match=says):
@@ -571,23 +1030,39 @@ def test_a_damaged_checkpoint_is_one_line(tmp_path, damage, says):
 
 # ---- 2. no folder lost, no two runs in one folder, no partial file under a final name ----
 
+
 def test_a_users_folder_is_never_cleared_or_used(movielens_root, tmp_path, capsys):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "config.json").write_text('{"movies": {"dim": 4}}')
     (mine / "report.md").write_text("my own notes")
-    _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(mine), *FAST, "--allow-modified-data"]), capsys,
-                      "was not made by embedlab")
+    _expect_one_error(
+        main(["movies", "--data-dir", str(movielens_root), "--out", str(mine), *FAST, "--allow-modified-data"]),
+        capsys,
+        "was not made by embedlab",
+    )
     assert sorted(p.name for p in mine.iterdir()) == ["config.json", "report.md"]
     assert (mine / "report.md").read_text() == "my own notes"
 
 
 def test_two_runs_on_one_out_never_both_run(movielens_root, tmp_path):
     out = tmp_path / "shared-out"
-    cmd = [sys.executable, "-m", "embedlab", "movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST,
-           "--allow-modified-data"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "embedlab",
+        "movies",
+        "--data-dir",
+        str(movielens_root),
+        "--out",
+        str(out),
+        *FAST,
+        "--allow-modified-data",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)
+    ]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
     for p in procs:
         p.stdout.close()
@@ -596,21 +1071,53 @@ def test_two_runs_on_one_out_never_both_run(movielens_root, tmp_path):
     assert codes == [0, 2], results
     err = next(e for code, e in results if code == 2)
     lines = [line for line in err.splitlines() if line.startswith("embedlab: error:")]
-    assert len(lines) == 1 and ("in use by another embedlab run" in lines[0] or "already holds results" in lines[0]), err
+    assert len(lines) == 1 and ("in use by another embedlab run" in lines[0] or "already holds results" in lines[0]), (
+        err
+    )
     assert json.loads((out / "metrics.json").read_text())["movies_run"]["total_seconds"] > 0  # one whole run, not a mix
 
 
 def test_a_folder_left_by_a_failed_set_up_is_usable_again(cifar_root, tmp_path, capsys):
     (tmp_path / "bad.pt").write_text("not weights")
     out = tmp_path / "o"
-    _expect_one_error(main(["vision", "probe", *with_flags(TINY_PROBE, "--weights", str(tmp_path / "bad.pt")), "--data-dir", str(cifar_root),
-                            "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]), capsys, "is not a PyTorch state-dict file")
-    assert main(["vision", "probe", *TINY_PROBE, "--data-dir", str(cifar_root), "--cache-dir", str(tmp_path / "cache"),
-                 "--out", str(out)]) == 0
+    _expect_one_error(
+        main(
+            [
+                "vision",
+                "probe",
+                *with_flags(TINY_PROBE, "--weights", str(tmp_path / "bad.pt")),
+                "--data-dir",
+                str(cifar_root),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--out",
+                str(out),
+            ]
+        ),
+        capsys,
+        "is not a PyTorch state-dict file",
+    )
+    assert (
+        main(
+            [
+                "vision",
+                "probe",
+                *TINY_PROBE,
+                "--data-dir",
+                str(cifar_root),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
 
 
 def _disk_full_for(monkeypatch: pytest.MonkeyPatch, name_part: str) -> None:
-    """Simulated ENOSPC: writing a file whose name contains ``name_part`` gets part of the way, then the disk is full."""
+    """Simulated ENOSPC: writing a file whose name contains ``name_part`` gets part of the way, then the disk is
+    full."""
     import errno
 
     import embedlab.files as files
@@ -631,8 +1138,11 @@ def _disk_full_for(monkeypatch: pytest.MonkeyPatch, name_part: str) -> None:
 def test_a_full_disk_under_out_is_one_line_and_leaves_no_partial_file(movielens_root, tmp_path, capsys, monkeypatch):
     out = tmp_path / "o"
     _disk_full_for(monkeypatch, "embeddings.npz")
-    err = _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--allow-modified-data"]),
-                            capsys, f"no space left in {out / 'artefacts'} to write embeddings.npz (")
+    err = _expect_one_error(
+        main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--allow-modified-data"]),
+        capsys,
+        f"no space left in {out / 'artefacts'} to write embeddings.npz (",
+    )
     assert "needed" in err and "free)" in err
     assert not (out / "artefacts" / "embeddings.npz").exists()
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
@@ -642,25 +1152,51 @@ def test_a_full_disk_under_out_is_one_line_and_leaves_no_partial_file(movielens_
 def test_a_full_cache_dir_leaves_no_partial_entry(cifar_root, tmp_path, capsys, monkeypatch):
     cache = tmp_path / "cache"
     _disk_full_for(monkeypatch, "-train-")
-    _expect_one_error(main(["vision", "probe", *TINY_PROBE, "--data-dir", str(cifar_root), "--cache-dir", str(cache),
-                            "--out", str(tmp_path / "o")]), capsys, f"no space left in {cache / 'features'} to write resnet18-")
-    assert not [p.name for p in (cache / "features").iterdir() if "-train-" in p.name]  # neither the features, nor their stats, nor a .tmp
+    _expect_one_error(
+        main(
+            [
+                "vision",
+                "probe",
+                *TINY_PROBE,
+                "--data-dir",
+                str(cifar_root),
+                "--cache-dir",
+                str(cache),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        ),
+        capsys,
+        f"no space left in {cache / 'features'} to write resnet18-",
+    )
+    # neither the features, nor their stats, nor a .tmp
+    assert not [p.name for p in (cache / "features").iterdir() if "-train-" in p.name]
 
 
 def test_a_sparse_ratings_file_is_refused_before_reading(movielens_root, tmp_path, capsys):
     ratings = movielens_root / "ml-latest-small" / "ratings.csv"
     with open(ratings, "r+b") as f:
         f.truncate(2 * 1000**3)  # 2 GB, nearly all of it a hole (NUL bytes), as a damaged copy can be
-    _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "o"), *FAST, "--allow-modified-data"]),
-                      capsys, "ratings.csv holds NUL bytes near byte 0, so it is not a CSV text file")
+    _expect_one_error(
+        main(
+            ["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "o"), *FAST, "--allow-modified-data"]
+        ),
+        capsys,
+        "ratings.csv holds NUL bytes near byte 0, so it is not a CSV text file",
+    )
 
 
 def test_a_ratings_file_larger_than_memory_is_refused_with_the_estimate(movielens_root, tmp_path, capsys, monkeypatch):
     import embedlab.data as data
 
     monkeypatch.setattr(data, "available_memory", lambda: 2 * 1024**3)
-    _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "o"), *FAST, "--allow-modified-data"]),
-                      capsys, "GiB of memory but 2.0 GiB are available")
+    _expect_one_error(
+        main(
+            ["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "o"), *FAST, "--allow-modified-data"]
+        ),
+        capsys,
+        "GiB of memory but 2.0 GiB are available",
+    )
 
 
 def test_ctrl_c_says_what_is_kept(movielens_root, tmp_path, capsys, monkeypatch):
@@ -673,18 +1209,39 @@ def test_ctrl_c_says_what_is_kept(movielens_root, tmp_path, capsys, monkeypatch)
     out = tmp_path / "o"
     assert main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--allow-modified-data"]) == 130
     err = capsys.readouterr().err
-    assert err.strip() == "embedlab: interrupted: finished steps are saved in the run folder; continue with --resume RUN", err
+    assert (
+        err.strip() == "embedlab: interrupted: finished steps are saved in the run folder; continue with --resume RUN"
+    ), err
     assert json.loads((out / "metrics.json").read_text())["movies_run"]["status"] == "interrupted: KeyboardInterrupt"
 
 
 def test_report_of_a_run_that_did_not_finish_says_so(movielens_root, tmp_path, capsys):
     out = tmp_path / "o"
-    _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--allow-modified-data",
-                            "--optimizers", "sgd", "--lrs", "sgd=1000"]), capsys, "diverged")
+    _expect_one_error(
+        main(
+            [
+                "movies",
+                "--data-dir",
+                str(movielens_root),
+                "--out",
+                str(out),
+                *FAST,
+                "--allow-modified-data",
+                "--optimizers",
+                "sgd",
+                "--lrs",
+                "sgd=1000",
+            ]
+        ),
+        capsys,
+        "diverged",
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert main(["report", str(out)]) == 0
     report = (out / "report.md").read_text()
-    assert "**This run did not finish.**" in report and "the movie study failed: every run of the sweep diverged" in report
+    assert (
+        "**This run did not finish.**" in report and "the movie study failed: every run of the sweep diverged" in report
+    )
     # a study whose process was killed mid-step: its ledger says "running", and nobody holds the folder
     metrics.pop("movies_run")
     metrics["steps"] = {"movies": {"status": "running"}}
@@ -696,12 +1253,24 @@ def test_report_of_a_run_that_did_not_finish_says_so(movielens_root, tmp_path, c
 # ---- a property over config files: every value either reaches the study exactly or is one error line ----
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12)
-    | st.sampled_from([0, 1, -1, 0.0, 0.5, 1.0, 2, 5000, "cosine", "tsne", "adamw", "none", "", [], {}, [0], [1.0], {"adam": [0.1]}]),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["adam", "sgd", "x", ""]), inner, max_size=2),
-    max_leaves=4)
-FIELDS = [(section, f.name) for section, cls in (("probe", "ProbeConfig"), ("finetune", "FinetuneConfig"), ("movies", "MoviesConfig"))
-          for f in dataclasses.fields(getattr(__import__("embedlab.config", fromlist=[cls]), cls))]
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12)
+    | st.sampled_from(
+        [0, 1, -1, 0.0, 0.5, 1.0, 2, 5000, "cosine", "tsne", "adamw", "none", "", [], {}, [0], [1.0], {"adam": [0.1]}]
+    ),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["adam", "sgd", "x", ""]), inner, max_size=2)
+    ),
+    max_leaves=4,
+)
+FIELDS = [
+    (section, f.name)
+    for section, cls in (("probe", "ProbeConfig"), ("finetune", "FinetuneConfig"), ("movies", "MoviesConfig"))
+    for f in dataclasses.fields(getattr(__import__("embedlab.config", fromlist=[cls]), cls))
+]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -720,29 +1289,70 @@ def test_any_config_value_reaches_the_study_or_is_one_error_line(tmp_path, capsy
     assert "Traceback" not in err
     if status == 0:
         got = getattr(getattr(seen[0], section), name)
-        assert got == value or (isinstance(value, float) and value != value), (where, value, got)  # the value, not a coercion
+        # the value, not a coercion
+        assert got == value or (isinstance(value, float) and value != value), (where, value, got)
     else:
         assert status == 2 and len([line for line in err.splitlines() if line.startswith("embedlab: error:")]) == 1, err
 
 
-@pytest.mark.parametrize("command, flags, says", [
-    ("probe", ["--batch-size", "50000"], "--batch-size 50000 at 32 px needs at least 7.2 GiB for its inference activations but 2.0 GiB"),
-    ("finetune", ["--batch-size", "50000", "--epochs", "1"], "--batch-size 50000 at 32 px needs at least 35.3 GiB for its training"),
-    ("finetune", ["--eval-batch-size", "50000", "--epochs", "1"], "--eval-batch-size 50000 at 32 px needs at least 7.2 GiB"),
-], ids=["probe extraction", "training step", "evaluation"])
+@pytest.mark.parametrize(
+    "command, flags, says",
+    [
+        (
+            "probe",
+            ["--batch-size", "50000"],
+            "--batch-size 50000 at 32 px needs at least 7.2 GiB for its inference activations but 2.0 GiB",
+        ),
+        (
+            "finetune",
+            ["--batch-size", "50000", "--epochs", "1"],
+            "--batch-size 50000 at 32 px needs at least 35.3 GiB for its training",
+        ),
+        (
+            "finetune",
+            ["--eval-batch-size", "50000", "--epochs", "1"],
+            "--eval-batch-size 50000 at 32 px needs at least 7.2 GiB",
+        ),
+    ],
+    ids=["probe extraction", "training step", "evaluation"],
+)
 def test_a_batch_larger_than_memory_is_refused_before_the_data(tmp_path, capsys, monkeypatch, command, flags, says):
     """The largest batch the schema allows (the training set) on a machine with 2 GiB free."""
     from embedlab import data
 
     monkeypatch.setattr(data, "available_memory", lambda: 2 * 1024**3)
-    _expect_one_error(main(["vision", command, *TINY_PROBE[:-2], "--data-dir", str(tmp_path / "nothing"), "--device", "cpu", *flags,
-                            "--out", str(tmp_path / "o")]), capsys, says)
+    _expect_one_error(
+        main(
+            [
+                "vision",
+                command,
+                *TINY_PROBE[:-2],
+                "--data-dir",
+                str(tmp_path / "nothing"),
+                "--device",
+                "cpu",
+                *flags,
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        ),
+        capsys,
+        says,
+    )
 
 
 REPORT_ROWS: list[tuple[str, Callable[[Path], None], str]] = [
     ("metrics.json cut short", lambda r: _cut(r / "metrics.json"), "metrics.json is damaged"),
-    ("metrics.json not an object", lambda r: (r / "metrics.json").write_text("[]"), "metrics.json is damaged (not a JSON object)"),
-    ("config.json without its section", lambda r: (r / "config.json").write_text('{"probe": {}}'), "has no 'movies' section"),
+    (
+        "metrics.json not an object",
+        lambda r: (r / "metrics.json").write_text("[]"),
+        "metrics.json is damaged (not a JSON object)",
+    ),
+    (
+        "config.json without its section",
+        lambda r: (r / "config.json").write_text('{"probe": {}}'),
+        "has no 'movies' section",
+    ),
     ("config.json not an object", lambda r: (r / "config.json").write_text('"movies"'), "has no 'movies' section"),
     ("not a run folder", lambda r: (r / "config.json").unlink(), "is not a run folder (no config.json)"),
 ]
@@ -755,18 +1365,30 @@ def test_report_on_damaged_run_folders(saved_run, tmp_path, capsys, name, breaks
     _expect_one_error(main(["report", str(run)]), capsys, says)
 
 
-@pytest.mark.parametrize("env, says", [({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' is not a number of processes"),
-                                       ({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 is set but RANK, MASTER_ADDR, MASTER_PORT are not set"),
-                                       ({"WORLD_SIZE": "2", "RANK": "x", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"},
-                                        "but RANK or LOCAL_RANK is not a number as torchrun sets them")],
-                         ids=["not a number", "without torchrun", "a rank that is not a number"])
+@pytest.mark.parametrize(
+    "env, says",
+    [
+        ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' is not a number of processes"),
+        ({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 is set but RANK, MASTER_ADDR, MASTER_PORT are not set"),
+        (
+            {"WORLD_SIZE": "2", "RANK": "x", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"},
+            "but RANK or LOCAL_RANK is not a number as torchrun sets them",
+        ),
+    ],
+    ids=["not a number", "without torchrun", "a rank that is not a number"],
+)
 def test_a_distributed_environment_torchrun_did_not_make(movielens_root, tmp_path, capsys, monkeypatch, env, says):
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "o"), *FAST, "--allow-modified-data"]),
-                      capsys, says)
+    _expect_one_error(
+        main(
+            ["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "o"), *FAST, "--allow-modified-data"]
+        ),
+        capsys,
+        says,
+    )
 
 
 @pytest.mark.parametrize("path, says", [("/proc/self/mem", "cannot be read"), ("/dev/null", "is not valid JSON")])
@@ -774,9 +1396,17 @@ def test_a_config_file_that_cannot_be_read(tmp_path, capsys, path, says):
     _expect_one_error(main(["run", "--config", path, "--out", str(tmp_path / "o")]), capsys, says)
 
 
-@pytest.mark.parametrize("exc", [MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate "
-                                                             "memory: you tried to allocate 7000000000 bytes")],
-                         ids=["MemoryError", "torch's CPU allocator"])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        MemoryError(),
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 7000000000 bytes"
+        ),
+    ],
+    ids=["MemoryError", "torch's CPU allocator"],
+)
 def test_running_out_of_memory_is_one_line_and_keeps_what_finished(movielens_root, tmp_path, capsys, monkeypatch, exc):
     from embedlab.movies import pipeline
 
@@ -785,8 +1415,11 @@ def test_running_out_of_memory_is_one_line_and_keeps_what_finished(movielens_roo
 
     monkeypatch.setattr(pipeline, "step_holdout", exhausted)
     out = tmp_path / "o"
-    _expect_one_error(main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--allow-modified-data"]), capsys,
-                      "out of memory")
+    _expect_one_error(
+        main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--allow-modified-data"]),
+        capsys,
+        "out of memory",
+    )
     assert (out / "artefacts" / "embeddings.npz").is_file()  # the fit finished before memory ran out: it is kept
 
 
@@ -798,11 +1431,15 @@ def test_a_runtime_error_that_is_not_memory_keeps_its_traceback(movielens_root, 
 
     monkeypatch.setattr(pipeline, "step_holdout", bug)
     with pytest.raises(RuntimeError, match="a bug"):
-        main(["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "o"), *FAST, "--allow-modified-data"])
+        main(
+            ["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "o"), *FAST, "--allow-modified-data"]
+        )
 
 
-@pytest.mark.parametrize("device, cuda", [("cuda:0", True), ("cuda:1", True), ("cuda", True), (None, True), ("auto", True), ("cpu", False),
-                                          ("mps", False)])
+@pytest.mark.parametrize(
+    "device, cuda",
+    [("cuda:0", True), ("cuda:1", True), ("cuda", True), (None, True), ("auto", True), ("cpu", False), ("mps", False)],
+)
 def test_every_cuda_spelling_gets_the_gpu_profile_and_nccl(monkeypatch, device, cuda):
     import torch
 
@@ -839,13 +1476,26 @@ def test_resuming_from_a_damaged_checkpoint_is_one_line(cifar_root, tmp_path, ca
     from embedlab.runs import RunDir
 
     run = RunDir.create(tmp_path / "run")
-    cfg = FinetuneConfig(data_dir=str(cifar_root), offline=True, backbone="resnet18", weights="none", size=32, epochs=1, batch_size=50,
-                         val_per_class=5, probe=False, head_init="random")
+    cfg = FinetuneConfig(
+        data_dir=str(cifar_root),
+        offline=True,
+        backbone="resnet18",
+        weights="none",
+        size=32,
+        epochs=1,
+        batch_size=50,
+        val_per_class=5,
+        probe=False,
+        head_init="random",
+    )
     run.write_json("config.json", {"finetune": to_dict(cfg)})
     run.save_artefact("finetune_checkpoint.pt", b"PK\x03\x04 cut short")
     run.release()
-    _expect_one_error(main(["vision", "finetune", "--resume", str(run.path)]), capsys, "finetune_checkpoint.pt is damaged")
-    assert (run.path / "artefacts" / "finetune_checkpoint.pt").read_bytes() == b"PK\x03\x04 cut short"  # left for the user to look at
+    _expect_one_error(
+        main(["vision", "finetune", "--resume", str(run.path)]), capsys, "finetune_checkpoint.pt is damaged"
+    )
+    # left for the user to look at
+    assert (run.path / "artefacts" / "finetune_checkpoint.pt").read_bytes() == b"PK\x03\x04 cut short"
 
 
 @pytest.mark.parametrize("content", [b"junk", b""], ids=["replaced", "empty"])
@@ -867,7 +1517,9 @@ def test_runs_started_in_the_same_second_without_out_get_their_own_folders(tmp_p
     from embedlab import commands, runs
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(commands, "default_run_path", lambda study: runs.default_run_path(study, now=datetime(2026, 1, 2, 3, 4, 5)))
+    monkeypatch.setattr(
+        commands, "default_run_path", lambda study: runs.default_run_path(study, now=datetime(2026, 1, 2, 3, 4, 5))
+    )
     args = argparse.Namespace(out=None)
     first = commands.start_run(args, "movies")  # still running: it holds its folder
     second = commands.start_run(args, "movies")
@@ -887,27 +1539,44 @@ def test_version_and_bare_commands(capsys):
 
 
 def test_weights_that_are_not_a_file(tmp_path, capsys):
-    _expect_one_error(main(["vision", "probe", "--weights", str(tmp_path), "--offline", "--out", str(tmp_path / "o")]), capsys,
-                      "is not a regular file")
+    _expect_one_error(
+        main(["vision", "probe", "--weights", str(tmp_path), "--offline", "--out", str(tmp_path / "o")]),
+        capsys,
+        "is not a regular file",
+    )
 
 
 def test_the_default_recipes_pass_the_batch_memory_check_on_small_machines():
-    """The check refuses only what cannot fit under any backbone: the cpu recipe fits in 2 GiB, the gpu recipe (bf16) in 4 GiB."""
+    """The check refuses only what cannot fit under any backbone: the cpu recipe fits in 2 GiB, the gpu recipe (bf16) in
+    4 GiB."""
     import torch
 
-    from embedlab.config import PROFILES, FinetuneConfig
+    from embedlab.config import FinetuneConfig
     from embedlab.errors import InputError
+    from embedlab.profiles import PROFILES
     from embedlab.vision.features import check_batch_fits
 
     cpu, gpu = FinetuneConfig(), PROFILES["gpu"]["finetune"]
-    check_batch_fits("--batch-size", cpu.batch_size, cpu.cpu_size, "training", torch.device("cpu"), available=2 * 1024**3)
-    check_batch_fits("--batch-size", gpu["batch_size"], gpu["size"], "training", torch.device("cuda"), available=4 * 1024**3)
+    check_batch_fits(
+        "--batch-size", cpu.batch_size, cpu.cpu_size, "training", torch.device("cpu"), available=2 * 1024**3
+    )
+    check_batch_fits(
+        "--batch-size", gpu["batch_size"], gpu["size"], "training", torch.device("cuda"), available=4 * 1024**3
+    )
     with pytest.raises(InputError, match="needs at least"):
-        check_batch_fits("--batch-size", 100 * gpu["batch_size"], gpu["size"], "training", torch.device("cuda"), available=4 * 1024**3)
+        check_batch_fits(
+            "--batch-size",
+            100 * gpu["batch_size"],
+            gpu["size"],
+            "training",
+            torch.device("cuda"),
+            available=4 * 1024**3,
+        )
 
 
 # ---- nothing accepted silently: a repeated flag or file, a key given twice, a section of the wrong shape, a number no
 # run could finish with, a setting no chosen step reads. Each row: one error line, exit 2, nothing computed. ----
+
 
 def _file(tmp: Path, text: str, name: str = "c.json") -> str:
     (tmp / name).write_text(text, encoding="utf-8")
@@ -915,49 +1584,150 @@ def _file(tmp: Path, text: str, name: str = "c.json") -> str:
 
 
 SILENT_ROWS: list[tuple[str, Callable[[Path, str], list[str]], str]] = [
-    ("--config twice", lambda t, d: ["movies", "--data-dir", d, *FAST, "--config", _file(t, "{}", "a.json"),
-                                      "--config", _file(t, '{"dim": 5}', "b.json")], "argument --config: given twice"),
-    ("a key twice in a config file", lambda t, d: ["movies", "--data-dir", d, *FAST, "--config", _file(
-        t, '{"movies": {"like_threshold": 3.5, "like_threshold": 4.5}}')], "the key 'like_threshold' appears twice in one object"),
-    ("a key twice in a settings-only file", lambda t, d: ["movies", "--data-dir", d, *FAST, "--config", _file(
-        t, '{"metric": "dot", "metric": "cosine"}')], "the key 'metric' appears twice"),
-    ("a section as a string, read by movies", lambda t, d: ["movies", "--data-dir", d, *FAST, "--config", _file(t, '{"study": "vision"}')],
-     "section 'study' of"),
-    ("a section as a string, read by vision probe", lambda t, d: ["vision", "probe", "--data-dir", d, "--config",
-                                                                  _file(t, '{"study": "vision"}')], "section 'study' of"),
-    ("a section as a string, read by run", lambda t, d: ["run", "--profile", "smoke", "--data-dir", d, "--config",
-                                                         _file(t, '{"study": "vision"}')], "section 'study' of"),
-    ("an unread section as a list, read by movies", lambda t, d: ["movies", "--data-dir", d, *FAST, "--config",
-                                                                  _file(t, '{"probe": [1]}')], "section 'probe' of"),
-    ("steps that are not a list", lambda t, d: ["run", "--profile", "smoke", "--data-dir", d, "--config", _file(t, '{"steps": "movies"}')],
-     "section 'steps' of"),
-    ("iterations no run could finish", lambda t, d: ["movies", "--data-dir", d, *FAST, "--final-iterations", "10000000"],
-     "--final-iterations 10000000: input should be less than or equal to 100000"),
-    ("epochs in a config file", lambda t, d: ["run", "--profile", "smoke", "--data-dir", d, "--config", _file(t, '{"finetune": {"epochs": 100000}}')],
-     "finetune.epochs = 100000: input should be less than or equal to 1000"),
-    ("a batch larger than the training set", lambda t, d: ["vision", "finetune", "--data-dir", d, "--batch-size", "60000"],
-     "--batch-size 60000: input should be less than or equal to 50000"),
-    ("an L2 strength of 1e300", lambda t, d: ["vision", "probe", "--data-dir", d, "--l2-grid", "0.1,1e300"],
-     "input should be less than or equal to 1000000000"),
-    ("a learning rate of 1e300 in the sweep", lambda t, d: ["movies", "--data-dir", d, *FAST, "--lrs", "adam=1e300"],
-     "input should be less than or equal to 10000"),
-    ("a setting the chosen steps never read", lambda t, d: ["run", "--profile", "smoke", "--data-dir", d, "--steps", "movies", "--epochs", "5"],
-     "--epochs is a setting of the finetune step, which --steps movies does not run; drop --epochs, or add finetune to --steps"),
-    ("a vision setting with the movie step alone", lambda t, d: ["run", "--profile", "smoke", "--data-dir", d, "--steps", "movies",
-                                                                 "--backbone", "resnet18"], "--backbone is a setting of the probe and finetune steps"),
-    ("a movie setting with the vision steps alone", lambda t, d: ["run", "--profile", "smoke", "--data-dir", d, "--steps", "probe",
-                                                                  "--dim", "8"], "--dim is a setting of the movies step"),
-    ("--top twice", lambda t, d: ["movies", "--data-dir", d, *FAST, "--top", "2", "--top", "3"],
-     "argument --top: given twice (--top 2, then --top 3); give it once"),
-    ("--dim twice", lambda t, d: ["movies", "--data-dir", d, *FAST, "--dim", "5"], "argument --dim: given twice (--dim 4, then --dim 5)"),
-    ("--map after --no-map", lambda t, d: ["movies", "--data-dir", d, *FAST, "--map"], "argument --map/--no-map: given twice"),
+    (
+        "--config twice",
+        lambda t, d: [
+            "movies",
+            "--data-dir",
+            d,
+            *FAST,
+            "--config",
+            _file(t, "{}", "a.json"),
+            "--config",
+            _file(t, '{"dim": 5}', "b.json"),
+        ],
+        "argument --config: given twice",
+    ),
+    (
+        "a key twice in a config file",
+        lambda t, d: [
+            "movies",
+            "--data-dir",
+            d,
+            *FAST,
+            "--config",
+            _file(t, '{"movies": {"like_threshold": 3.5, "like_threshold": 4.5}}'),
+        ],
+        "the key 'like_threshold' appears twice in one object",
+    ),
+    (
+        "a key twice in a settings-only file",
+        lambda t, d: ["movies", "--data-dir", d, *FAST, "--config", _file(t, '{"metric": "dot", "metric": "cosine"}')],
+        "the key 'metric' appears twice",
+    ),
+    (
+        "a section as a string, read by movies",
+        lambda t, d: ["movies", "--data-dir", d, *FAST, "--config", _file(t, '{"study": "vision"}')],
+        "section 'study' of",
+    ),
+    (
+        "a section as a string, read by vision probe",
+        lambda t, d: ["vision", "probe", "--data-dir", d, "--config", _file(t, '{"study": "vision"}')],
+        "section 'study' of",
+    ),
+    (
+        "a section as a string, read by run",
+        lambda t, d: ["run", "--profile", "smoke", "--data-dir", d, "--config", _file(t, '{"study": "vision"}')],
+        "section 'study' of",
+    ),
+    (
+        "an unread section as a list, read by movies",
+        lambda t, d: ["movies", "--data-dir", d, *FAST, "--config", _file(t, '{"probe": [1]}')],
+        "section 'probe' of",
+    ),
+    (
+        "steps that are not a list",
+        lambda t, d: ["run", "--profile", "smoke", "--data-dir", d, "--config", _file(t, '{"steps": "movies"}')],
+        "section 'steps' of",
+    ),
+    (
+        "iterations no run could finish",
+        lambda t, d: ["movies", "--data-dir", d, *FAST, "--final-iterations", "10000000"],
+        "--final-iterations 10000000: input should be less than or equal to 100000",
+    ),
+    (
+        "epochs in a config file",
+        lambda t, d: [
+            "run",
+            "--profile",
+            "smoke",
+            "--data-dir",
+            d,
+            "--config",
+            _file(t, '{"finetune": {"epochs": 100000}}'),
+        ],
+        "finetune.epochs = 100000: input should be less than or equal to 1000",
+    ),
+    (
+        "a batch larger than the training set",
+        lambda t, d: ["vision", "finetune", "--data-dir", d, "--batch-size", "60000"],
+        "--batch-size 60000: input should be less than or equal to 50000",
+    ),
+    (
+        "an L2 strength of 1e300",
+        lambda t, d: ["vision", "probe", "--data-dir", d, "--l2-grid", "0.1,1e300"],
+        "input should be less than or equal to 1000000000",
+    ),
+    (
+        "a learning rate of 1e300 in the sweep",
+        lambda t, d: ["movies", "--data-dir", d, *FAST, "--lrs", "adam=1e300"],
+        "input should be less than or equal to 10000",
+    ),
+    (
+        "a setting the chosen steps never read",
+        lambda t, d: ["run", "--profile", "smoke", "--data-dir", d, "--steps", "movies", "--epochs", "5"],
+        (
+            "--epochs is a setting of the finetune step, which --steps movies does not run; drop --epochs, or add"
+            " finetune to --steps"
+        ),
+    ),
+    (
+        "a vision setting with the movie step alone",
+        lambda t, d: ["run", "--profile", "smoke", "--data-dir", d, "--steps", "movies", "--backbone", "resnet18"],
+        "--backbone is a setting of the probe and finetune steps",
+    ),
+    (
+        "a movie setting with the vision steps alone",
+        lambda t, d: ["run", "--profile", "smoke", "--data-dir", d, "--steps", "probe", "--dim", "8"],
+        "--dim is a setting of the movies step",
+    ),
+    (
+        "--top twice",
+        lambda t, d: ["movies", "--data-dir", d, *FAST, "--top", "2", "--top", "3"],
+        "argument --top: given twice (--top 2, then --top 3); give it once",
+    ),
+    (
+        "--dim twice",
+        lambda t, d: ["movies", "--data-dir", d, *FAST, "--dim", "5"],
+        "argument --dim: given twice (--dim 4, then --dim 5)",
+    ),
+    (
+        "--map after --no-map",
+        lambda t, d: ["movies", "--data-dir", d, *FAST, "--map"],
+        "argument --map/--no-map: given twice",
+    ),
     ("--steps twice", lambda t, d: ["run", "--steps", "movies", "--steps", "probe"], "argument --steps: given twice"),
-    ("recommend --top twice", lambda t, d: ["recommend", "Toy Story", "--run", str(t), "--top", "2", "--top", "3"],
-     "argument --top: given twice"),
-    ("JSON nested beyond the parser's recursion", lambda t, d: ["movies", "--data-dir", d, *FAST, "--config",
-                                                                 _file(t, "[" * 100_000 + "]" * 100_000)], "nested too deeply"),
-    ("a nested object nested beyond it", lambda t, d: ["run", "--profile", "smoke", "--config",
-                                                       _file(t, '{"movies": ' + '{"a": ' * 50_000 + "1" + "}" * 50_001)], "nested too deeply"),
+    (
+        "recommend --top twice",
+        lambda t, d: ["recommend", "Toy Story", "--run", str(t), "--top", "2", "--top", "3"],
+        "argument --top: given twice",
+    ),
+    (
+        "JSON nested beyond the parser's recursion",
+        lambda t, d: ["movies", "--data-dir", d, *FAST, "--config", _file(t, "[" * 100_000 + "]" * 100_000)],
+        "nested too deeply",
+    ),
+    (
+        "a nested object nested beyond it",
+        lambda t, d: [
+            "run",
+            "--profile",
+            "smoke",
+            "--config",
+            _file(t, '{"movies": ' + '{"a": ' * 50_000 + "1" + "}" * 50_001),
+        ],
+        "nested too deeply",
+    ),
 ]
 
 
@@ -970,7 +1740,9 @@ def test_nothing_is_accepted_silently(movielens_root, tmp_path, capsys, name, ar
     assert not out.exists() or not (out / "metrics.json").exists()  # nothing was run, nothing saved as if it had
 
 
-def test_a_resume_on_other_data_is_refused_and_on_the_same_data_elsewhere_goes_on(movielens_root, tmp_path, capsys, monkeypatch):
+def test_a_resume_on_other_data_is_refused_and_on_the_same_data_elsewhere_goes_on(
+    movielens_root, tmp_path, capsys, monkeypatch
+):
     """The run records its files' sha256 in 2A; a resume compares them before it touches the folder."""
     from embedlab.movies import pipeline
 
@@ -987,8 +1759,12 @@ def test_a_resume_on_other_data_is_refused_and_on_the_same_data_elsewhere_goes_o
     _append(_ratings(other), "60,300,4.0,1\n")  # one more like: M changes
     config_before = (out / "config.json").read_text()
     capsys.readouterr()
-    _expect_one_error(main(["movies", "--resume", str(out), "--data-dir", str(other), "--allow-modified-data"]), capsys,
-                      f"{out} was computed on other data: {other / 'ml-latest-small' / 'ratings.csv'} differ(s) from the file(s) it read")
+    _expect_one_error(
+        main(["movies", "--resume", str(out), "--data-dir", str(other), "--allow-modified-data"]),
+        capsys,
+        f"{out} was computed on other data: {other / 'ml-latest-small' / 'ratings.csv'} differ(s) from the file(s) it"
+        " read",
+    )
     assert (out / "config.json").read_text() == config_before  # data_dir not rewritten
     assert main(["movies", "--resume", str(out), "--data-dir", str(same), "--allow-modified-data"]) == 0
     assert json.loads((out / "config.json").read_text())["movies"]["data_dir"] == str(same)
@@ -1000,13 +1776,33 @@ def test_a_study_resumed_on_other_movie_data_is_refused(movielens_root, tmp_path
 
     monkeypatch.setattr(pipeline, "step_2b_fit", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     out = tmp_path / "run"
-    assert main(["run", "--profile", "smoke", "--steps", "movies", "--data-dir", str(movielens_root), "--offline",
-                 "--allow-modified-data", "--dim", "4", "--out", str(out)]) == 130
+    assert (
+        main(
+            [
+                "run",
+                "--profile",
+                "smoke",
+                "--steps",
+                "movies",
+                "--data-dir",
+                str(movielens_root),
+                "--offline",
+                "--allow-modified-data",
+                "--dim",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 130
+    )
     other = tmp_path / "other"
     shutil.copytree(movielens_root, other)
     _append(_ratings(other), "60,300,4.0,1\n")
     capsys.readouterr()
-    _expect_one_error(main(["run", "--resume", str(out), "--data-dir", str(other)]), capsys, "was computed on other data")
+    _expect_one_error(
+        main(["run", "--resume", str(out), "--data-dir", str(other)]), capsys, "was computed on other data"
+    )
     assert json.loads((out / "config.json").read_text())["movies"]["data_dir"] == str(movielens_root)
 
 
@@ -1027,14 +1823,30 @@ def _drop_movie(folder: Path, row: int) -> None:
 
 # (id, how to break movies.csv, the warning, the movie's row in catalogue.csv/items.csv as the run keeps it)
 KEPT_ROWS: list[tuple[str, Callable[[Path], None], str, tuple[int, str, str]]] = [
-    ("an empty title", lambda r: _blank_cell(r, 3, "title"), "1 movie(s) with an empty title on data line(s) 4; kept, shown as "
-     "'(no title: movieId 40)'", (40, "(no title: movieId 40)", "Action|Sci-Fi|Thriller")),
-    ("a title of spaces", lambda r: _blank_cell(r, 3, "title") or _replace_in(r, ",,Action", ",   ,Action"),
-     "with an empty title on data line(s) 4", (40, "(no title: movieId 40)", "Action|Sci-Fi|Thriller")),
-    ("no genres", lambda r: _blank_cell(r, 3, "genres"), "1 movie(s) with no genres on data line(s) 4; kept, shown as "
-     "'(no genres listed)'", (40, "Matrix, The (1999)", "(no genres listed)")),
-    ("a liked movie missing from movies.csv", lambda r: _drop_movie(r, 3), "1 liked movie(s) are not in movies.csv (movieId 40); "
-     "kept, titled as '(no title: movieId 40)'", (40, "(no title: movieId 40)", "(no genres listed)")),
+    (
+        "an empty title",
+        lambda r: _blank_cell(r, 3, "title"),
+        "1 movie(s) with an empty title on data line(s) 4; kept, shown as '(no title: movieId 40)'",
+        (40, "(no title: movieId 40)", "Action|Sci-Fi|Thriller"),
+    ),
+    (
+        "a title of spaces",
+        lambda r: _blank_cell(r, 3, "title") or _replace_in(r, ",,Action", ",   ,Action"),
+        "with an empty title on data line(s) 4",
+        (40, "(no title: movieId 40)", "Action|Sci-Fi|Thriller"),
+    ),
+    (
+        "no genres",
+        lambda r: _blank_cell(r, 3, "genres"),
+        "1 movie(s) with no genres on data line(s) 4; kept, shown as '(no genres listed)'",
+        (40, "Matrix, The (1999)", "(no genres listed)"),
+    ),
+    (
+        "a liked movie missing from movies.csv",
+        lambda r: _drop_movie(r, 3),
+        "1 liked movie(s) are not in movies.csv (movieId 40); kept, titled as '(no title: movieId 40)'",
+        (40, "(no title: movieId 40)", "(no genres listed)"),
+    ),
 ]
 
 
@@ -1050,13 +1862,17 @@ def test_rows_used_in_part_are_kept_visibly_with_a_warning(movielens_root, tmp_p
     breaks(movielens_root)
     out = tmp_path / "out"
     with caplog.at_level("WARNING"):
-        assert main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--allow-modified-data"]) == 0
+        assert (
+            main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--allow-modified-data"]) == 0
+        )
     assert [r.getMessage() for r in caplog.records if warns in r.getMessage()], caplog.text
     movie_id, title, genres = kept
     items = pd.read_csv(out / "artefacts" / "items.csv").set_index("movieId")
     assert (items.at[movie_id, "title"], items.at[movie_id, "genres"]) == (title, genres)
     assert warns in (out / "run.log").read_text()
-    assert title in (out / "report.html").read_text() or title not in set(pd.read_csv(out / "tables" / "colike_top_pairs.csv").stack())
+    assert title in (out / "report.html").read_text() or title not in set(
+        pd.read_csv(out / "tables" / "colike_top_pairs.csv").stack()
+    )
 
 
 def test_sigterm_is_handled_as_ctrl_c(movielens_root, tmp_path, capsys, monkeypatch):
@@ -1068,12 +1884,20 @@ def test_sigterm_is_handled_as_ctrl_c(movielens_root, tmp_path, capsys, monkeypa
     out = tmp_path / "o"
     assert main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--allow-modified-data"]) == 143
     err = capsys.readouterr().err
-    assert err.strip() == ("embedlab: interrupted: terminated (SIGTERM); finished steps are saved in the run folder; continue with "
-                           "--resume RUN"), err
-    assert json.loads((out / "metrics.json").read_text())["movies_run"]["status"].startswith("interrupted: terminated (SIGTERM)")
+    assert (
+        err.strip()
+        == "embedlab: interrupted: terminated (SIGTERM); finished steps are saved in the run folder; continue with "
+        "--resume RUN"
+    ), err
+    assert json.loads((out / "metrics.json").read_text())["movies_run"]["status"].startswith(
+        "interrupted: terminated (SIGTERM)"
+    )
     assert (out / "tables" / "query_likes.csv").is_file()  # 2A's tables are kept
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or not callable(signal.getsignal(signal.SIGTERM)) or \
-        signal.getsignal(signal.SIGTERM).__module__ != "embedlab.cli"  # the handler lives only while a command runs
+    assert (
+        signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        or not callable(signal.getsignal(signal.SIGTERM))
+        or signal.getsignal(signal.SIGTERM).__module__ != "embedlab.cli"
+    )  # the handler lives only while a command runs
 
 
 def test_sigterm_to_a_running_process_leaves_a_resumable_run(movielens_root, tmp_path):
@@ -1082,12 +1906,42 @@ def test_sigterm_to_a_running_process_leaves_a_resumable_run(movielens_root, tmp
     import time
 
     out = tmp_path / "o"
-    proc = subprocess.Popen([sys.executable, "-m", "embedlab", "movies", "--data-dir", str(movielens_root), "--out", str(out),
-                             "--profile", "smoke", "--offline", "--allow-modified-data", "--iterations", "100000", "--optimizers", "sgd",
-                             "--lrs", "sgd=1e-6", "--no-map", "--dim-sweep", "", "--dim", "4"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "embedlab",
+            "movies",
+            "--data-dir",
+            str(movielens_root),
+            "--out",
+            str(out),
+            "--profile",
+            "smoke",
+            "--offline",
+            "--allow-modified-data",
+            "--iterations",
+            "100000",
+            "--optimizers",
+            "sgd",
+            "--lrs",
+            "sgd=1e-6",
+            "--no-map",
+            "--dim-sweep",
+            "",
+            "--dim",
+            "4",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
-    while "movies_data" not in _text_or_empty(out / "metrics.json") and time.monotonic() < deadline and proc.poll() is None:
+    while (
+        "movies_data" not in _text_or_empty(out / "metrics.json")
+        and time.monotonic() < deadline
+        and proc.poll() is None
+    ):
         time.sleep(0.2)  # 2A has finished: the signal arrives in the sweep (100,000 steps: minutes)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
@@ -1114,7 +1968,9 @@ def test_bidi_controls_in_titles_are_neutralised_in_the_report(hostile_run):
         assert "\u202e" not in text, name
     html = (hostile_run / "report.html").read_text(encoding="utf-8")
     payload = json.loads(html.split('id="explorer-data">', 1)[1].split("</script>", 1)[0])
-    assert reversed_title.replace("\u202e", "") in payload["titles"] and not any("\u202e" in t for t in payload["titles"])
+    assert reversed_title.replace("\u202e", "") in payload["titles"] and not any(
+        "\u202e" in t for t in payload["titles"]
+    )
 
 
 def test_non_latin_titles_from_the_command_line(hostile_run, capsys):
@@ -1127,21 +1983,24 @@ def test_non_latin_titles_from_the_command_line(hostile_run, capsys):
         status = main(["recommend", case["query"], "--run", str(hostile_run), "--top", "3", "--min-likes", "0"])
         out, err = capsys.readouterr()
         if "found" in case:
-            assert status == 0 and out.startswith(f"Top 3 for {without_bidi(case['found'])} ("), (ascii(case["query"]), out, err)
+            assert status == 0 and out.startswith(f"Top 3 for {without_bidi(case['found'])} ("), (
+                ascii(case["query"]),
+                out,
+                err,
+            )
         else:
             assert status == 2 and err.startswith(f"embedlab: error: no movie titled {case['query']!r}"), err
 
 
 def test_non_latin_titles_in_the_explorer(hostile_run, tmp_path):
     """The same cases typed into the report's explorer: the same film as TitleIndex finds over the page's own titles."""
+    import pandas as pd
     from browser_check import explorer_lookups
     from conftest import NON_LATIN
 
     from embedlab.movies.movielens import TitleIndex
     from embedlab.report.explorer import explorer_data
     from embedlab.runs import RunDir, without_bidi
-
-    import pandas as pd
 
     page = explorer_data(RunDir(hostile_run))
     index = TitleIndex(pd.DataFrame({"movieId": range(len(page["titles"])), "title": page["titles"]}), page["likes"])
@@ -1151,14 +2010,18 @@ def test_non_latin_titles_in_the_explorer(hostile_run, tmp_path):
         q = case["query"]
         assert answers[q]["matches"] == [page["titles"][i] for i in index.candidates(q)[1]], ascii(q)
         if "found" in case:
-            assert answers[q]["matches"] == [without_bidi(case["found"])] and answers[q]["selected"] == without_bidi(case["found"]), ascii(q)
+            assert answers[q]["matches"] == [without_bidi(case["found"])] and answers[q]["selected"] == without_bidi(
+                case["found"]
+            ), ascii(q)
         else:
             assert answers[q]["matches"] == [], ascii(q)
 
 
 # ---- a property over whole config files as text: duplicate keys, nesting, wrong types, huge numbers ----
 
-SETTING_NAMES = sorted(f.name for f in dataclasses.fields(__import__("embedlab.config", fromlist=["MoviesConfig"]).MoviesConfig))
+SETTING_NAMES = sorted(
+    f.name for f in dataclasses.fields(__import__("embedlab.config", fromlist=["MoviesConfig"]).MoviesConfig)
+)
 
 
 @st.composite
@@ -1166,7 +2029,9 @@ def config_texts(draw: st.DrawFn) -> str:
     """A config file's text as a person or a tool might write it: sections and keys (some repeated, some unknown),
     values of any JSON type (huge and non-finite numbers too), nested to any depth."""
     key = st.sampled_from([*SETTING_NAMES, "resolved", "x"])
-    value = st.one_of(JSON_VALUES, st.integers(-(10**30), 10**30), st.floats(1e6, 1e308), st.sampled_from([10**9, 10**6, 1e300]))
+    value = st.one_of(
+        JSON_VALUES, st.integers(-(10**30), 10**30), st.floats(1e6, 1e308), st.sampled_from([10**9, 10**6, 1e300])
+    )
     pairs = draw(st.lists(st.tuples(key, value), max_size=4))
     if draw(st.booleans()) and pairs:  # a key given twice, with another value
         pairs.append((pairs[0][0], draw(value)))

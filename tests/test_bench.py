@@ -17,25 +17,71 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 #: Each script and the arguments that make it tiny; a reason instead of arguments where it cannot run here.
 TINY: dict[str, list[str] | str] = {
-    "gpu_throughput.py": ["--batch", "2", "--steps", "1", "--size", "32", "--backbones", "resnet18"]
-    if torch.cuda.is_available() else "needs a CUDA device",
+    "gpu_throughput.py": (
+        ["--batch", "2", "--steps", "1", "--size", "32", "--backbones", "resnet18"]
+        if torch.cuda.is_available()
+        else "needs a CUDA device"
+    ),
     "movies_cost_grad.py": ["--dims", "8", "--repeats", "1"],
     "movies_gram.py": ["--synthetic", "1x", "--rounds", "1"],
     "movies_scale.py": ["--sizes", "1x", "--dim", "8", "--iterations", "2"],
     "movies_spectral.py": ["--dim", "8", "--rounds", "1", "--maxiter", "2"],
     "movies_sweep.py": ["--dims", "8", "--iterations", "5"],
-    "vision_backbones.py": ["--size", "32", "--batch", "4", "--steps", "1", "--rounds", "1", "--candidates",
-                            "efficientnet_lite0:0,efficientnet_lite1:3", "--probe-size", "32"],
-    "vision_compile.py": "torch.compile takes about a minute even on resnet18 at 16 px: "
-                         "python bench/vision_compile.py --backbone resnet18 --size 16 --batch 2 --steps 1 --rounds 1",
+    "vision_backbones.py": [
+        "--size",
+        "32",
+        "--batch",
+        "4",
+        "--steps",
+        "1",
+        "--rounds",
+        "1",
+        "--candidates",
+        "efficientnet_lite0:0,efficientnet_lite1:3",
+        "--probe-size",
+        "32",
+    ],
+    "vision_compile.py": (
+        "torch.compile takes about a minute even on resnet18 at 16 px: "
+        "python bench/vision_compile.py --backbone resnet18 --size 16 --batch 2 --steps 1 --rounds 1"
+    ),
     "vision_extract.py": ["--size", "32", "--batch", "4", "--batches", "2", "--rounds", "1"],
     "vision_inference_batch.py": ["--size", "32", "--images", "16", "--candidates", "8,16", "--rounds", "1"],
-    "vision_onnxruntime.py": ["--size", "32", "--batch", "4", "--batches", "2", "--rounds", "1"]
-    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnxscript") else "needs onnxruntime and onnxscript",
-    "vision_profile.py": ["--backbone", "resnet18", "--train-size", "16", "--train-batch", "2", "--extract-size", "16",
-                          "--extract-batch", "2", "--steps", "1", "--rows", "1"],
-    "vision_recipe_time.py": ["--candidates", "efficientnet_lite0:0:8", "--size", "32", "--probe-size", "32", "--steps", "1",
-                              "--images", "16", "--rounds", "1"],
+    "vision_onnxruntime.py": (
+        ["--size", "32", "--batch", "4", "--batches", "2", "--rounds", "1"]
+        if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnxscript")
+        else "needs onnxruntime and onnxscript"
+    ),
+    "vision_profile.py": [
+        "--backbone",
+        "resnet18",
+        "--train-size",
+        "16",
+        "--train-batch",
+        "2",
+        "--extract-size",
+        "16",
+        "--extract-batch",
+        "2",
+        "--steps",
+        "1",
+        "--rows",
+        "1",
+    ],
+    "vision_recipe_time.py": [
+        "--candidates",
+        "efficientnet_lite0:0:8",
+        "--size",
+        "32",
+        "--probe-size",
+        "32",
+        "--steps",
+        "1",
+        "--images",
+        "16",
+        "--rounds",
+        "1",
+    ],
     "vision_sprite.py": ["{run}"],
     "vision_train.py": ["--size", "32", "--batch", "4", "--steps", "1", "--rounds", "1"],
 }
@@ -65,8 +111,13 @@ def ran(tmp_path_factory):
     images = np.random.default_rng(0).integers(0, 256, (6, 3, 32, 32), dtype=np.uint8)
     np.savez_compressed(run / "artefacts" / "probe_view_images.npz", test_index=np.arange(6), images=images)
     todo = {name: [a.format(run=run) for a in args] for name, args in TINY.items() if isinstance(args, list)}
-    done = subprocess.run([sys.executable, "-c", DRIVER, str(BENCH), json.dumps(todo)], capture_output=True, text=True,
-                          timeout=600, cwd=tmp_path_factory.mktemp("cwd"))
+    done = subprocess.run(
+        [sys.executable, "-c", DRIVER, str(BENCH), json.dumps(todo)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path_factory.mktemp("cwd"),
+    )
     line = next((x for x in done.stdout.splitlines() if x.startswith("RESULTS ")), None)
     assert line is not None, done.stderr[-3000:]
     return json.loads(line.removeprefix("RESULTS "))

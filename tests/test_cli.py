@@ -8,7 +8,19 @@ from embedlab.cli import main
 from embedlab.report.common import MISSING
 
 # the test's own ratings are not the official release: used on purpose
-FAST = ["--profile", "smoke", "--dim", "4", "--iterations", "40", "--min-likes", "2", "--offline", "--no-map", "--allow-modified-data"]
+FAST = [
+    "--profile",
+    "smoke",
+    "--dim",
+    "4",
+    "--iterations",
+    "40",
+    "--min-likes",
+    "2",
+    "--offline",
+    "--no-map",
+    "--allow-modified-data",
+]
 
 
 @pytest.fixture
@@ -19,7 +31,8 @@ def finished_run(movielens_root, tmp_path_factory, capsys):
     printed, log = capsys.readouterr().out, (out / "run.log").read_text()
     assert "best run:" in printed and "[2B]" not in printed and "[2A]" not in printed
     recs = json.loads((out / "metrics.json").read_text())["movies_recommend"]
-    for title in ("Apollo 13 (1995)", "Toy Story (1995)", "Home Alone (1990)"):  # each query's list, as metrics.json holds it
+    # each query's list, as metrics.json holds it
+    for title in ("Apollo 13 (1995)", "Toy Story (1995)", "Home Alone (1990)"):
         assert f"top10[{title}]: " + "; ".join(recs["top"][title]) in printed
     assert "INFO    [2A]" in log and "INFO    [2B] best:" in log and "[eval] held-out users" in log
     return out
@@ -39,7 +52,9 @@ def test_movies_run_folder_holds_what_its_saved_numbers_say(finished_run):
     assert cfg["dim"] == 4 and cfg["iterations"] == 40 and metrics["movies_data"]["users"] == 60
     # 2B: one sweep row per grid setting; each run's loss history ends at the cost its row reports
     sweep = pd.read_csv(out / "tables" / "sweep.csv")
-    assert sorted(zip(sweep["optimizer"], sweep["lr"])) == sorted((o, lr) for o, lrs in cfg["grid"].items() for lr in lrs)
+    assert sorted(zip(sweep["optimizer"], sweep["lr"])) == sorted(
+        (o, lr) for o, lrs in cfg["grid"].items() for lr in lrs
+    )
     hist = pd.read_csv(out / "artefacts" / "loss_histories.csv")
     for row in sweep.itertuples():
         costs = hist[(hist["optimizer"] == row.optimizer) & (hist["lr"] == row.lr)]["cost"]
@@ -51,7 +66,11 @@ def test_movies_run_folder_holds_what_its_saved_numbers_say(finished_run):
     z, items = np.load(out / "artefacts" / "embeddings.npz"), pd.read_csv(out / "artefacts" / "items.csv")
     v = torch.from_numpy(z["v"])
     eligible = eligible_items(items["likes"].to_numpy(), cfg["min_likes"])
-    for query, slug in [("Toy Story (1995)", "toy_story"), ("Apollo 13 (1995)", "apollo_13"), ("Home Alone (1990)", "home_alone")]:
+    for query, slug in [
+        ("Toy Story (1995)", "toy_story"),
+        ("Apollo 13 (1995)", "apollo_13"),
+        ("Home Alone (1990)", "home_alone"),
+    ]:
         row = int(np.flatnonzero(items["title"] == query)[0])
         idx, scores = similar_items(v, row, cfg["top_k"], eligible, cfg["metric"])
         table = pd.read_csv(out / "tables" / f"recs_{slug}.csv")
@@ -60,13 +79,16 @@ def test_movies_run_folder_holds_what_its_saved_numbers_say(finished_run):
         assert list(table["likers"]) == list(items["likes"].iloc[idx]) and (table["likers"] >= cfg["min_likes"]).all()
     # held-out: one row per method, rates in [0, 1], and metrics.json holds the same numbers
     holdout = pd.read_csv(out / "tables" / "holdout.csv")
-    assert {"co-likes raw X_ij", "most popular"} <= set(holdout["method"]) and any("EASE" in m for m in holdout["method"])
+    assert {"co-likes raw X_ij", "most popular"} <= set(holdout["method"]) and any(
+        "EASE" in m for m in holdout["method"]
+    )
     assert any("ALS" in m for m in holdout["method"])  # the field's anchors, tuned on validation users
     for rec in holdout.to_dict("records"):
         assert 0 <= rec["hit_rate@10"] <= 1 and 0 <= rec["recall@10"] <= rec["hit_rate@10"] + 1e-9
         assert metrics["movies_holdout"][rec["method"]]["hit_rate@10"] == pytest.approx(rec["hit_rate@10"])
     chosen = pd.read_csv(out / "tables" / "anchor_tuning.csv").query("chosen")
-    assert sorted(chosen["method"]) == sorted(m for m in holdout["method"] if "EASE" in m or "ALS" in m)  # one chosen setting each
+    # one chosen setting each
+    assert sorted(chosen["method"]) == sorted(m for m in holdout["method"] if "EASE" in m or "ALS" in m)
     report = (out / "report.md").read_text()
     assert MISSING not in report  # every table and figure a section names was saved by its step
 
@@ -101,16 +123,39 @@ def test_existing_out_and_missing_data_are_clear_errors(finished_run, tmp_path, 
 
 
 def test_bad_flags_are_clear_errors(movielens_root, tmp_path, capsys):
-    assert main(["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "o"), *FAST, "--lrs", "lbfgs=0.1"]) == 2
-    assert "'lbfgs': [0.1]}, at ['lbfgs']: input should be 'sgd', 'nesterov', 'adagrad', 'rmsprop' or 'adam'" in capsys.readouterr().err
-    assert main(["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "o2"), *FAST, "--query", "Nonexistent Film"]) == 2
+    assert (
+        main(["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "o"), *FAST, "--lrs", "lbfgs=0.1"])
+        == 2
+    )
+    assert (
+        "'lbfgs': [0.1]}, at ['lbfgs']: input should be 'sgd', 'nesterov', 'adagrad', 'rmsprop' or 'adam'"
+        in capsys.readouterr().err
+    )
+    assert (
+        main(
+            [
+                "movies",
+                "--data-dir",
+                str(movielens_root),
+                "--out",
+                str(tmp_path / "o2"),
+                *FAST,
+                "--query",
+                "Nonexistent Film",
+            ]
+        )
+        == 2
+    )
     assert "no movie titled" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # rejected before a run folder was made
 
 
 def test_smoke_profile_on_the_real_data(real_data, tmp_path, capsys):
     out = tmp_path / "smoke"
-    assert main(["movies", "--data-dir", str(real_data), "--out", str(out), "--profile", "smoke", "--offline", "--no-map"]) == 0
+    assert (
+        main(["movies", "--data-dir", str(real_data), "--out", str(out), "--profile", "smoke", "--offline", "--no-map"])
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["movies_data"]["movies_with_likes"] == 6298
     assert "Toy Story 2 (1999)" in (out / "tables" / "recs_toy_story.csv").read_text()
@@ -124,7 +169,9 @@ def test_config_layers_defaults_profile_file_flags(tmp_path):
 
     cfg_file = tmp_path / "c.json"
     cfg_file.write_text(json.dumps({"movies": {"dim": 7, "iterations": 11, "min_likes": 3}}))
-    args = build_parser().parse_args(["movies", "--profile", "smoke", "--config", str(cfg_file), "--iterations", "5", "--lrs", "adam=0.5"])
+    args = build_parser().parse_args(
+        ["movies", "--profile", "smoke", "--config", str(cfg_file), "--iterations", "5", "--lrs", "adam=0.5"]
+    )
     cfg = movies_config(args)
     assert (cfg.dim, cfg.iterations, cfg.min_likes) == (7, 5, 3)  # file over profile, flag over file
     assert cfg.grid == {"sgd": [3e-5, 1e-4], "adam": [0.5]}  # smoke grid with adam's rates replaced
@@ -147,11 +194,14 @@ def test_synthetic_dataset_runs_the_same_pipeline(tmp_path, capsys):
     assert all(f"#### {title}" in report for title in metrics["movies_recommend"]["query_titles"].values())
 
 
-@pytest.mark.parametrize("flags, expected", [
-    (["--synthetic", "100000x"], "GiB are available"),
-    (["--synthetic", "huge"], "unknown synthetic size 'huge'"),
-    (["--dataset", "ml-32m"], "ml-32m/ratings.csv"),
-])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--synthetic", "100000x"], "GiB are available"),
+        (["--synthetic", "huge"], "unknown synthetic size 'huge'"),
+        (["--dataset", "ml-32m"], "ml-32m/ratings.csv"),
+    ],
+)
 def test_bad_dataset_choices_are_one_line_errors(movielens_root, tmp_path, capsys, flags, expected):
     out = tmp_path / "o"
     assert main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, *flags]) == 2
@@ -161,12 +211,17 @@ def test_bad_dataset_choices_are_one_line_errors(movielens_root, tmp_path, capsy
 
 
 def test_malformed_dataset_name_is_one_error_line(movielens_root, tmp_path, capsys):
-    assert main(["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "o"), *FAST, "--dataset", "ml-99m"]) == 2
+    assert (
+        main(["movies", "--data-dir", str(movielens_root), "--out", str(tmp_path / "o"), *FAST, "--dataset", "ml-99m"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("embedlab: error:") and "ml-25m, ml-32m, ml-latest" in err and not (tmp_path / "o").exists()
 
 
-def test_movies_resume_runs_a_stopped_folder_again_with_its_saved_settings(finished_run, movielens_root, tmp_path, capsys):
+def test_movies_resume_runs_a_stopped_folder_again_with_its_saved_settings(
+    finished_run, movielens_root, tmp_path, capsys
+):
     import shutil
 
     stopped = tmp_path / "stopped"

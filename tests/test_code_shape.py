@@ -27,7 +27,11 @@ def test_no_function_takes_more_than_seven_parameters():
 def test_no_function_takes_a_logger_or_the_process_group():
     """Progress goes through ``logging``; the rank and world size live in ``distributed.current()`` (whose own module
     is the one place a ``Dist`` is handed around)."""
-    assert [where for where, names in _functions() if {"log", "dist"} & set(names) and not where.startswith("distributed.py")] == []
+    assert [
+        where
+        for where, names in _functions()
+        if {"log", "dist"} & set(names) and not where.startswith("distributed.py")
+    ] == []
 
 
 def test_the_report_reads_typed_results_and_one_module_writes_metrics():
@@ -35,8 +39,11 @@ def test_the_report_reads_typed_results_and_one_module_writes_metrics():
     ``embedlab.store`` alone (``runs.RunDir`` is the file layer under it)."""
     assert [p.name for p in sorted((SRC / "report").glob("*.py")) if ".get(" in p.read_text()] == []
     assert [str(p.relative_to(SRC)) for p in sorted(SRC.rglob("*.py")) if '.partition(" | ")' in p.read_text()] == []
-    writers = sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
-                     if "update_metrics(" in p.read_text() or 'write_json("metrics.json"' in p.read_text())
+    writers = sorted(
+        str(p.relative_to(SRC))
+        for p in SRC.rglob("*.py")
+        if "update_metrics(" in p.read_text() or 'write_json("metrics.json"' in p.read_text()
+    )
     assert writers == ["runs.py", "store.py"]
 
 
@@ -47,29 +54,51 @@ def test_every_public_name_is_documented_with_an_example():
 
     names = [n for n in embedlab.__all__ if n != "__version__"]
     undocumented = [n for n in names if not inspect.getdoc(getattr(embedlab, n))]
-    no_example = [n for n in names if inspect.isfunction(getattr(embedlab, n)) and ">>>" not in inspect.getdoc(getattr(embedlab, n))]
+    no_example = [
+        n
+        for n in names
+        if inspect.isfunction(getattr(embedlab, n)) and ">>>" not in inspect.getdoc(getattr(embedlab, n))
+    ]
     assert (undocumented, no_example) == ([], [])
     import embedlab.api
 
     assert sorted(names) == sorted(embedlab.api.__all__)
 
 
-
 #: What writing a file looks like in src/ (the store's own calls included).
-WRITES = ("save_table(", "save_figure(", "save_artefact(", "save_csv(", "write_atomic(", "write_text(", "write_bytes(",
-          "write_json(", "update_metrics(", "update_config(", "savefig(", '"w")', '"wb")')
+WRITES = (
+    "save_table(",
+    "save_figure(",
+    "save_artefact(",
+    "save_csv(",
+    "write_atomic(",
+    "write_text(",
+    "write_bytes(",
+    "write_json(",
+    "update_metrics(",
+    "update_config(",
+    "savefig(",
+    '"w")',
+    '"wb")',
+)
 
 
 def _writes_in(text: str) -> list[str]:
     """Where ``text`` (a module) names a run folder or writes a file, ``results.save`` included."""
     found = [w for w in ("RunDir", *WRITES) if w in text]
-    return found + ["save(" for node in ast.walk(ast.parse(text))
-                    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "save"]
+    return found + [
+        "save("
+        for node in ast.walk(ast.parse(text))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "save"
+    ]
 
 
 #: The files a study may write that are not the run folder's: the feature cache (``cache_dir``) and the epoch checkpoint
 #: at the path the runner hands the training loop.
-OWN_FILES = {"vision/features.py": ["write_atomic(", "write_atomic(", "write_bytes("], "vision/finetune.py": ["write_atomic("]}
+OWN_FILES = {
+    "vision/features.py": ["write_atomic(", "write_atomic(", "write_bytes("],
+    "vision/checkpoint.py": ["write_atomic("],
+}
 
 
 def test_the_steps_take_no_run_folder_and_write_no_file():
@@ -95,4 +124,6 @@ def test_the_shape_check_sees_each_kind_of_write():
 
 def test_no_file_in_src_is_over_400_lines():
     """A file does one job: past about 400 lines it holds two (the house plan)."""
-    assert {str(p.relative_to(SRC)): n for p in sorted(SRC.rglob("*.py")) if (n := len(p.read_text().splitlines())) > 400} == {}
+    assert {
+        str(p.relative_to(SRC)): n for p in sorted(SRC.rglob("*.py")) if (n := len(p.read_text().splitlines())) > 400
+    } == {}

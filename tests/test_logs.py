@@ -14,7 +14,8 @@ from embedlab.logs import Progress
 def test_without_a_terminal_progress_is_a_log_line_per_interval(caplog, monkeypatch):
     clock = iter([0.0, 10.0, 31.0, 45.0, 62.0])  # start, then one reading per update
     monkeypatch.setattr(logs.time, "monotonic", lambda: next(clock))
-    with caplog.at_level(logging.INFO, logger="embedlab"), Progress(400, "epoch 1/2", "img") as bar:  # pytest's output is no TTY
+    # pytest's output is no TTY
+    with caplog.at_level(logging.INFO, logger="embedlab"), Progress(400, "epoch 1/2", "img") as bar:
         bar.set_postfix(loss="0.512")
         for _ in range(4):
             bar.update(100)

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from embedlab.config import FinetuneConfig, MoviesConfig, ProbeConfig
-from embedlab.overrides import ConfigError, apply_overrides
 from embedlab.movies.movielens import TitleIndex, TitleLookupError, with_years
+from embedlab.overrides import ConfigError, apply_overrides
 
 WORDS = st.text(alphabet=st.sampled_from("abcdefghijklmnopqrstuvwxyzéèü"), min_size=2, max_size=8)
 NAMES = st.lists(WORDS, min_size=1, max_size=4).map(" ".join)
@@ -23,7 +23,9 @@ NAMES = st.lists(WORDS, min_size=1, max_size=4).map(" ".join)
 @given(name=NAMES, year=st.integers(1900, 2020), article=st.booleans(), upper=st.booleans(), with_year=st.booleans())
 def test_a_title_is_found_whatever_the_case_article_year_and_accents(name, year, article, upper, with_year):
     title = f"{name}, The ({year})" if article else f"{name} ({year})"
-    movies = with_years(pd.DataFrame({"movieId": [7, 8], "title": [title, "Zzzz Other (1950)"], "genres": ["Drama", "Drama"]}))
+    movies = with_years(
+        pd.DataFrame({"movieId": [7, 8], "title": [title, "Zzzz Other (1950)"], "genres": ["Drama", "Drama"]})
+    )
     typed = ("The " if article else "") + name
     typed = typed.upper() if upper else typed
     typed = typed.translate(str.maketrans("éèü", "eeu"))  # users often type without accents
@@ -35,9 +37,12 @@ def test_a_title_is_found_whatever_the_case_article_year_and_accents(name, year,
 @settings(max_examples=40, deadline=None)
 @given(query=st.text(max_size=30))
 def test_lookup_answers_a_movie_or_its_own_error(query):
-    """Any text gets a movie or a TitleLookupError that names the query; an exact title, however padded, is always found."""
+    """Any text gets a movie or a TitleLookupError that names the query; an exact title, however padded, is always
+    found."""
     titles = {"toy story (1995)": 1, "hamlet (1996)": 2}
-    movies = with_years(pd.DataFrame({"movieId": [1, 2], "title": ["Toy Story (1995)", "Hamlet (1996)"], "genres": ["A", "B"]}))
+    movies = with_years(
+        pd.DataFrame({"movieId": [1, 2], "title": ["Toy Story (1995)", "Hamlet (1996)"], "genres": ["A", "B"]})
+    )
     index = TitleIndex(movies)
     try:
         got = index.lookup(query)
@@ -50,9 +55,11 @@ def test_lookup_answers_a_movie_or_its_own_error(query):
         assert index.lookup(f"  {title.upper()}  ") == movie_id
 
 
-JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
-                           max_leaves=6)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
 
 
 @pytest.mark.parametrize("cls", [MoviesConfig, ProbeConfig, FinetuneConfig])

@@ -36,7 +36,11 @@ def lock_holder(path: Path) -> str | None:
 
 def test_create_never_overwrites(tmp_path):
     run = RunDir.create(tmp_path / "r")
-    assert (tmp_path / "r" / "figures").is_dir() and (tmp_path / "r" / "artefacts").is_dir() and (tmp_path / "r" / MARKER).is_file()
+    assert (
+        (tmp_path / "r" / "figures").is_dir()
+        and (tmp_path / "r" / "artefacts").is_dir()
+        and (tmp_path / "r" / MARKER).is_file()
+    )
     (tmp_path / "r" / "config.json").write_text("{}")
     (tmp_path / "r" / "tables" / "t.csv").write_text("a\n1\n")  # a result: never overwritten
     run.release()
@@ -117,8 +121,10 @@ def test_one_process_at_a_time(tmp_path):
 def test_a_lock_dies_with_its_process(tmp_path):
     """kill -9 leaves the lock file behind, but not the lock: the kernel releases it, so --resume just works."""
     folder = tmp_path / "r"
-    code = f"from embedlab.runs import RunDir; import os, sys; r = RunDir.create({str(folder)!r}); r.write_json('config.json', {{}}); " \
-           "print('held', flush=True); sys.stdin.read()"
+    code = (
+        f"from embedlab.runs import RunDir; import os, sys; r = RunDir.create({str(folder)!r});"
+        " r.write_json('config.json', {}); print('held', flush=True); sys.stdin.read()"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "held"

@@ -12,9 +12,11 @@ import pytest
 from pydantic import Field
 
 from embedlab import cli, resolve
-from embedlab.config import PROFILES, RESUME_POLICIES, FinetuneConfig, MoviesConfig, ProbeConfig, setting, settings_of
-from embedlab.overrides import apply_overrides
+from embedlab.config import FinetuneConfig, MoviesConfig, ProbeConfig
 from embedlab.errors import InputError
+from embedlab.overrides import apply_overrides
+from embedlab.profiles import PROFILES
+from embedlab.schema import RESUME_POLICIES, setting, settings_of
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 CLI_DOC = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
@@ -50,7 +52,15 @@ def test_every_setting_is_declared_once_with_a_flag_help_and_a_resume_policy(cls
     for other in COMMANDS:
         for f in settings_of(other):
             mine = next((g for g in fields if g.name == f.name), None)
-            if mine is not None and f.name in {"data_dir", "offline", "seed", "backbone", "weights", "device", "cache_dir"}:
+            if mine is not None and f.name in {
+                "data_dir",
+                "offline",
+                "seed",
+                "backbone",
+                "weights",
+                "device",
+                "cache_dir",
+            }:
                 assert mine.metadata is f.metadata, f.name
 
 
@@ -67,9 +77,12 @@ def test_the_main_job_offers_every_setting_declared_for_it():
 def test_a_main_job_flag_reaches_every_study_that_has_the_setting():
     from embedlab.study import study_config
 
-    args = cli.build_parser().parse_args(["run", "--seed", "7", "--epochs", "3", "--dim", "12", "--top", "5", "--offline"])
+    args = cli.build_parser().parse_args(
+        ["run", "--seed", "7", "--epochs", "3", "--dim", "12", "--top", "5", "--offline"]
+    )
     cfg = study_config("cpu", False, {**resolve.run_flags(args)})
-    assert cfg.probe.seed == cfg.finetune.seed == cfg.movies.seed == cfg.movies.holdout_seed == 7  # the held-out seed follows
+    # the held-out seed follows
+    assert cfg.probe.seed == cfg.finetune.seed == cfg.movies.seed == cfg.movies.holdout_seed == 7
     assert (cfg.finetune.epochs, cfg.movies.dim, cfg.movies.top_k) == (3, 12, 5)
     assert cfg.probe.offline and cfg.finetune.offline and cfg.movies.offline
 
@@ -112,14 +125,18 @@ def test_main_job_resume_refuses_its_result_flags(tmp_path, capsys):
 
 
 def test_adding_a_setting_is_one_declaration():
-    """A new field with ``setting(...)`` gets its flag, help, type and range check and resume policy with no other edit."""
+    """A new field with ``setting(...)`` gets its flag, help, type and range check and resume policy with no other
+    edit."""
+
     @dataclasses.dataclass
     class WithNew(MoviesConfig):
         shortlist: Annotated[int, Field(ge=1, le=50)] = setting(20, help="candidates kept before re-ranking")
 
     p = cli._Parser(prog="t")
     cli.add_setting_flags(p, WithNew)
-    assert "--shortlist" in flags_of(p) and "candidates kept before re-ranking (default 20; range [1, 50])" in " ".join(p.format_help().split())
+    assert "--shortlist" in flags_of(p) and "candidates kept before re-ranking (default 20; range [1, 50])" in " ".join(
+        p.format_help().split()
+    )
     args = p.parse_args(["--shortlist", "7"])
     cfg = apply_overrides(WithNew(), resolve.setting_flags(args, WithNew), flags=True)
     assert cfg.shortlist == 7 and resolve.given_flags(args, WithNew, "refuse") == ["--shortlist"]
@@ -138,8 +155,8 @@ def test_profiles_name_only_declared_settings():
 def _readme_commands(doc: Path = README, heading: str = "## Command line") -> dict[str, set[str]]:
     """The flags a document's command-line block lists for each command."""
     text = doc.read_text()
-    block = text[text.index(heading):]
-    block = block[block.index("```text") + 7: block.index("```", block.index("```text") + 7)]
+    block = text[text.index(heading) :]
+    block = block[block.index("```text") + 7 : block.index("```", block.index("```text") + 7)]
     out: dict[str, set[str]] = {}
     current = None
     for line in block.splitlines():
@@ -153,9 +170,13 @@ def _readme_commands(doc: Path = README, heading: str = "## Command line") -> di
     return out
 
 
-@pytest.mark.parametrize("doc, heading, commands", [(README, "## Command line", {"run", "recommend", "report"}),
-                                                    (CLI_DOC, "# The command line", {"run", "movies", "recommend", "report",
-                                                                                     "vision probe", "vision finetune"})])
+@pytest.mark.parametrize(
+    "doc, heading, commands",
+    [
+        (README, "## Command line", {"run", "recommend", "report"}),
+        (CLI_DOC, "# The command line", {"run", "movies", "recommend", "report", "vision probe", "vision finetune"}),
+    ],
+)
 def test_the_documented_command_line_and_help_agree(doc, heading, commands):
     listed = _readme_commands(doc, heading)
     assert commands <= set(listed)
@@ -163,7 +184,8 @@ def test_the_documented_command_line_and_help_agree(doc, heading, commands):
         actual = flags_of(subparser(*command.split()))
         assert flags <= actual, (command, sorted(flags - actual))  # nothing the document shows is missing
     run = flags_of(subparser("run")) - {"-h", "--help"}
-    shown = {f for f in run if f.startswith("--") and not f.startswith("--no-")}  # -q is --quiet; --no-X is --X's other half
+    # -q is --quiet; --no-X is --X's other half
+    shown = {f for f in run if f.startswith("--") and not f.startswith("--no-")}
     assert shown <= listed["run"], sorted(shown - listed["run"])  # and the main job's every flag is shown
 
 
@@ -184,12 +206,14 @@ def _unbounded_numbers(schema: dict, where: str, defs: dict) -> list[str]:
 
 
 def test_every_numeric_setting_has_a_range_with_an_upper_end():
-    """Declared beside its type: a value no real run could finish with (an extra zero or three) is refused, not saved."""
+    """Declared beside its type: a value no real run could finish with (an extra zero or three) is refused, not
+    saved."""
     import typing
 
     from pydantic import TypeAdapter
 
-    from embedlab.config import FinetuneConfig, MoviesConfig, ProbeConfig, settings_of
+    from embedlab.config import FinetuneConfig, MoviesConfig, ProbeConfig
+    from embedlab.schema import settings_of
 
     unbounded = []
     for cls in (MoviesConfig, ProbeConfig, FinetuneConfig):
@@ -207,7 +231,10 @@ def test_help_states_every_numeric_settings_range(capsys):
     from embedlab.overrides import range_text
 
     hints = typing.get_type_hints(MoviesConfig, include_extras=True)
-    assert range_text(hints["iterations"]) == "range [1, 100,000]" and range_text(hints["holdout_fraction"]) == "range (0, 1)"
+    assert (
+        range_text(hints["iterations"]) == "range [1, 100,000]"
+        and range_text(hints["holdout_fraction"]) == "range (0, 1)"
+    )
     assert range_text(hints["dim_sweep"]) == "each in [1, 4,096]" and range_text(hints["metric"]) == ""
     with pytest.raises(SystemExit):
         cli.main(["movies", "--help"])

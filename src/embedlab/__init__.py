@@ -26,9 +26,30 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_API = ("Backbone", "Cifar10", "CoLikes", "MovieLens", "ProbeFit", "RunResult", "RunResults", "SpectralSolution", "load_run", "accuracy", "build_colikes",
-        "cifar10", "create_backbone", "exact_optimum", "extract_features", "fit_embeddings", "fit_probe", "gallery_figure",
-        "loss_figure", "movielens", "predict_proba", "recommend")
+_API = (
+    "Backbone",
+    "Cifar10",
+    "CoLikes",
+    "MovieLens",
+    "ProbeFit",
+    "RunResult",
+    "RunResults",
+    "SpectralSolution",
+    "load_run",
+    "accuracy",
+    "build_colikes",
+    "cifar10",
+    "create_backbone",
+    "exact_optimum",
+    "extract_features",
+    "fit_embeddings",
+    "fit_probe",
+    "gallery_figure",
+    "loss_figure",
+    "movielens",
+    "predict_proba",
+    "recommend",
+)
 __all__ = [*_API, "__version__"]
 
 

@@ -29,15 +29,37 @@ from embedlab.vision.evaluate import gallery_selection
 from embedlab.vision.features import Inputs, extract, pick_device
 from embedlab.vision.probe import ProbeFit, accuracy, fit_probe, predict_proba
 
-__all__ = ["Backbone", "Cifar10", "CoLikes", "MovieLens", "ProbeFit", "RunResult", "RunResults", "SpectralSolution", "accuracy",
-           "build_colikes", "load_run", "cifar10", "create_backbone", "exact_optimum", "extract_features", "fit_embeddings", "fit_probe", "gallery_figure",
-           "loss_figure", "movielens", "predict_proba", "recommend"]
+__all__ = [
+    "Backbone",
+    "Cifar10",
+    "CoLikes",
+    "MovieLens",
+    "ProbeFit",
+    "RunResult",
+    "RunResults",
+    "SpectralSolution",
+    "accuracy",
+    "build_colikes",
+    "load_run",
+    "cifar10",
+    "create_backbone",
+    "exact_optimum",
+    "extract_features",
+    "fit_embeddings",
+    "fit_probe",
+    "gallery_figure",
+    "loss_figure",
+    "movielens",
+    "predict_proba",
+    "recommend",
+]
 
 
 def cifar10(data_dir: str | Path | None = None) -> Cifar10:
     """CIFAR-10's official train and test images (uint8, N x 3 x 32 x 32) and labels, checksums verified.
 
-    ``data_dir`` holds ``cifar-10-batches-py/`` (default: ``$EMBEDLAB_DATA_DIR``, else ``./data``); nothing is downloaded.
+    ``data_dir`` holds ``cifar-10-batches-py/`` (default: ``$EMBEDLAB_DATA_DIR``, else ``./data``); nothing is
+    downloaded.
 
     >>> data = embedlab.cifar10("../shared/data")
     >>> data.train_x.shape, data.classes[3]
@@ -46,8 +68,9 @@ def cifar10(data_dir: str | Path | None = None) -> Cifar10:
     return load_cifar10(ensure_cifar10(resolve_data_dir(data_dir), None))
 
 
-def extract_features(backbone: Backbone, images: torch.Tensor, size: int = 128, batch_size: int = 16,
-                     device: str = "auto") -> torch.Tensor:
+def extract_features(
+    backbone: Backbone, images: torch.Tensor, size: int = 128, batch_size: int = 16, device: str = "auto"
+) -> torch.Tensor:
     """Features (N, D) of uint8 ``images`` through ``backbone``'s frozen network, resized to ``size`` px.
 
     >>> net = embedlab.create_backbone("efficientnet_lite0")
@@ -56,11 +79,20 @@ def extract_features(backbone: Backbone, images: torch.Tensor, size: int = 128, 
     torch.Size([64, 1280])
     """
     model = backbone.feature_extractor()
-    feats, _ = extract(model, images, Inputs(size, backbone.spec.mean, backbone.spec.std), batch_size, pick_device(device), desc="features")
+    feats, _ = extract(
+        model,
+        images,
+        Inputs(size, backbone.spec.mean, backbone.spec.std),
+        batch_size,
+        pick_device(device),
+        desc="features",
+    )
     return feats
 
 
-def gallery_figure(images: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor, k: int = 5, title: str = "") -> Figure:
+def gallery_figure(
+    images: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor, k: int = 5, title: str = ""
+) -> Figure:
     """For each class, the ``k`` most confident correct and ``k`` most confident incorrect predictions, as one figure.
 
     >>> probs = embedlab.predict_proba(probe.model, test_feats)
@@ -82,7 +114,8 @@ class MovieLens:
 
 
 def movielens(data_dir: str | Path | None = None, dataset: str = "ml-latest-small") -> MovieLens:
-    """A MovieLens release read from ``data_dir`` (default: ``$EMBEDLAB_DATA_DIR``, else ``./data``); nothing is downloaded.
+    """A MovieLens release read from ``data_dir`` (default: ``$EMBEDLAB_DATA_DIR``, else ``./data``); nothing is
+    downloaded.
 
     >>> ml = embedlab.movielens("../shared/data")
     >>> len(ml.ratings), len(ml.movies)
@@ -98,8 +131,9 @@ def _operator(co: CoLikes) -> CoLikeOperator:
     return CoLikeOperator.from_likes(co.likes, colike_fro_sq(co.likes))
 
 
-def fit_embeddings(co: CoLikes, dim: int = 100, optimizer: str = "adam", lr: float = 0.3, iterations: int = 500,
-                   seed: int = 0) -> RunResult:
+def fit_embeddings(
+    co: CoLikes, dim: int = 100, optimizer: str = "adam", lr: float = 0.3, iterations: int = 500, seed: int = 0
+) -> RunResult:
     """Minimise the sum over i != j of (v_i . v_j - X_ij)^2 by gradient descent with a torch.optim optimiser.
 
     ``optimizer`` is one of sgd, nesterov, adagrad, rmsprop, adam; the start is N(0, 0.1^2) from ``seed``.
@@ -110,7 +144,9 @@ def fit_embeddings(co: CoLikes, dim: int = 100, optimizer: str = "adam", lr: flo
     True
     """
     op = _operator(co)
-    return fit(Objective(op, op.fro_sq), initial_embedding(co.n_movies, dim, seed, 0.1), optimizer, lr, Budget(iterations))
+    return fit(
+        Objective(op, op.fro_sq), initial_embedding(co.n_movies, dim, seed, 0.1), optimizer, lr, Budget(iterations)
+    )
 
 
 def exact_optimum(co: CoLikes, dim: int = 100, seed: int = 0) -> SpectralSolution:
@@ -133,8 +169,15 @@ def loss_figure(runs: list[RunResult], co: CoLikes | None = None, optimum: Spect
     return movie_figures.best_runs_together(runs, c_star, c_zero)
 
 
-def recommend(title: str, run: RunResult, co: CoLikes, movies: pd.DataFrame, k: int = 10, metric: str = "cosine",
-              min_likes: int = 10) -> pd.DataFrame:
+def recommend(
+    title: str,
+    run: RunResult,
+    co: CoLikes,
+    movies: pd.DataFrame,
+    k: int = 10,
+    metric: str = "cosine",
+    min_likes: int = 10,
+) -> pd.DataFrame:
     """The ``k`` movies most similar to ``title`` (typed as people type it) in the embedding of ``run``.
 
     Only movies with at least ``min_likes`` likes are recommended; ``metric`` is cosine or dot.
@@ -151,7 +194,9 @@ def recommend(title: str, run: RunResult, co: CoLikes, movies: pd.DataFrame, k: 
     from embedlab.movies.tables import top_table
 
     idx, scores = similar_items(run.v, row, k, eligible_items(co.like_counts, min_likes), metric)
-    rows = pd.DataFrame({"title": movies.set_index("movieId").loc[co.movie_ids[idx], "title"].to_numpy(), "likes": co.like_counts[idx]})
+    rows = pd.DataFrame(
+        {"title": movies.set_index("movieId").loc[co.movie_ids[idx], "title"].to_numpy(), "likes": co.like_counts[idx]}
+    )
     return top_table(rows, np.arange(len(idx)), scores, ("title",), likes="likes")
 
 
@@ -160,9 +205,10 @@ def load_run(path: str | Path) -> RunResults:
     finished is None. Nothing in the folder is changed.
 
     >>> r = embedlab.load_run("runs/20261201-101500-study")  # doctest: +SKIP
-    >>> r.probe.fit.evaluation.test_accuracy, r.finetune.evaluation.test_accuracy, r.movies_recommend.top["Toy Story (1995)"][:3]
+    >>> r.probe.fit.evaluation.test_accuracy, r.finetune.evaluation.test_accuracy, r.movies_recommend.top["Toy Story
+    (1995)"][:3]
     """
-    from embedlab.store import load
     from embedlab.runs import RunDir
+    from embedlab.store import load
 
     return load(RunDir.open(Path(path)))

@@ -16,85 +16,133 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from embedlab.config import FinetuneConfig, MoviesConfig, ProbeConfig, settings_of
+from embedlab.commands import EXPECTED_ERRORS, cmd_finetune, cmd_movies, cmd_probe, cmd_recommend, cmd_report, cmd_run
+from embedlab.config import FinetuneConfig, MoviesConfig, ProbeConfig
 from embedlab.errors import InputError, failure_text
 from embedlab.files import NO_SPACE, disk_full
+from embedlab.flags import STUDY_CLASSES, add_run_folder_args, add_setting_flags, once
 from embedlab.logs import console
 from embedlab.runs import RunDir
-
-from embedlab.commands import EXPECTED_ERRORS, cmd_finetune, cmd_movies, cmd_probe, cmd_recommend, cmd_report, cmd_run
-from embedlab.flags import STUDY_CLASSES, add_run_folder_args, add_setting_flags, once
-
+from embedlab.schema import settings_of
 
 #: What each command does for its user: the first lines of its --help.
 DESCRIPTIONS = {
-    "embedlab": "Two representation-learning studies with a readable report: how ImageNet features transfer to CIFAR-10 "
-                "(a linear probe on frozen features, then fine-tuning), and movie embeddings fitted to MovieLens co-likes "
-                "that recommend films by title. Start with: embedlab run --data-dir DATA",
-    "run": "Run both studies into one run folder: the linear probe and its galleries, fine-tuning and the comparison, the movie "
-           "embeddings and their recommendations; then open report.html. Works offline: --backbone auto picks ResNet-18 when "
-           "its weights are at hand, else the best offline backbone.",
-    "movies": "Build the co-like matrix from MovieLens, fit movie embeddings by gradient descent with several optimisers and "
-              "learning rates, compare them with the exact optimum, recommend movies and check them on held-out users.",
+    "embedlab": (
+        "Two representation-learning studies with a readable report: how ImageNet features transfer to CIFAR-10 "
+        "(a linear probe on frozen features, then fine-tuning), and movie embeddings fitted to MovieLens co-likes "
+        "that recommend films by title. Start with: embedlab run --data-dir DATA"
+    ),
+    "run": (
+        "Run both studies into one run folder: the linear probe and its galleries, fine-tuning and the comparison, the"
+        " movie embeddings and their recommendations; then open report.html. Works offline: --backbone auto picks"
+        " ResNet-18 when its weights are at hand, else the best offline backbone."
+    ),
+    "movies": (
+        "Build the co-like matrix from MovieLens, fit movie embeddings by gradient descent with several optimisers and "
+        "learning rates, compare them with the exact optimum, recommend movies and check them on held-out users."
+    ),
     "vision": "CIFAR-10 transfer learning from an ImageNet-pretrained network: the linear probe, or fine-tuning.",
-    "probe": "Extract features with the frozen network, fit a logistic regression on them, and show the most confident right "
-             "and wrong test predictions of every class.",
-    "finetune": "Fine-tune the pretrained network on CIFAR-10, evaluate it as the probe is evaluated, and compare the two.",
-    "recommend": "The movies most similar to TITLE in a finished run's embedding. Titles are found as people type them: "
-                 "case, a leading article and the year are optional.",
+    "probe": (
+        "Extract features with the frozen network, fit a logistic regression on them, and show the most confident right"
+        " and wrong test predictions of every class."
+    ),
+    "finetune": (
+        "Fine-tune the pretrained network on CIFAR-10, evaluate it as the probe is evaluated, and compare the two."
+    ),
+    "recommend": (
+        "The movies most similar to TITLE in a finished run's embedding. Titles are found as people type them: "
+        "case, a leading article and the year are optional."
+    ),
     "report": "Render report.md and report.html again from a run folder's saved results (nothing is recomputed).",
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Every command's flags; the settings' flags are generated from their declarations in ``embedlab.config``."""
-    parser = _Parser(prog="embedlab", description=DESCRIPTIONS["embedlab"],
-                     epilog="--debug anywhere on the line shows the full traceback of an error")
+    parser = _Parser(
+        prog="embedlab",
+        description=DESCRIPTIONS["embedlab"],
+        epilog="--debug anywhere on the line shows the full traceback of an error",
+    )
     parser.add_argument("--version", action="version", version=f"embedlab {importlib.metadata.version('embedlab')}")
     sub = parser.add_subparsers(dest="command", required=True)
     output = _Parser(add_help=False)  # on every command
     loudness = output.add_mutually_exclusive_group()
     loudness.add_argument("-q", "--quiet", action="store_true", help="print warnings, errors and the results only")
     loudness.add_argument("-v", "--verbose", action="store_true", help="print debugging detail too")
-    prun = sub.add_parser("run", parents=[output], help="the main job: both studies into one run folder, with report.html",
-                          description=DESCRIPTIONS["run"])
-    add_run_folder_args(prun, "study", "continue a stopped run folder: finished steps are kept, fine-tuning resumes from its last epoch")
-    prun.add_argument("--steps", type=lambda t: [s.strip() for s in t.split(",") if s.strip()], metavar="A,B",
-                      help="subset of probe,finetune,movies (default all)")
+    prun = sub.add_parser(
+        "run",
+        parents=[output],
+        help="the main job: both studies into one run folder, with report.html",
+        description=DESCRIPTIONS["run"],
+    )
+    add_run_folder_args(
+        prun, "study", "continue a stopped run folder: finished steps are kept, fine-tuning resumes from its last epoch"
+    )
+    prun.add_argument(
+        "--steps",
+        type=lambda t: [s.strip() for s in t.split(",") if s.strip()],
+        metavar="A,B",
+        help="subset of probe,finetune,movies (default all)",
+    )
     added: set[str] = set()
     for cls in STUDY_CLASSES.values():  # each study's settings that the main job offers, a shared one once
         names = [f.name for f in settings_of(cls) if f.metadata["run"] and f.name not in added]
         add_setting_flags(prun, cls, names)
         added.update(names)
     prun.set_defaults(func=cmd_run)
-    pm = sub.add_parser("movies", parents=[output], help="movie embeddings from MovieLens co-likes, recommendations and their checks, into a run folder",
-                          description=DESCRIPTIONS["movies"])
+    pm = sub.add_parser(
+        "movies",
+        parents=[output],
+        help="movie embeddings from MovieLens co-likes, recommendations and their checks, into a run folder",
+        description=DESCRIPTIONS["movies"],
+    )
     add_run_folder_args(pm, "movies", "run a stopped 'embedlab movies' folder again with its saved settings")
     add_setting_flags(pm, MoviesConfig)
     pm.set_defaults(func=cmd_movies)
-    pv = sub.add_parser("vision", parents=[output], help="CIFAR-10 transfer learning: the linear probe, or fine-tuning",
-                          description=DESCRIPTIONS["vision"])
+    pv = sub.add_parser(
+        "vision",
+        parents=[output],
+        help="CIFAR-10 transfer learning: the linear probe, or fine-tuning",
+        description=DESCRIPTIONS["vision"],
+    )
     vsub = pv.add_subparsers(dest="vision_command", required=True)
-    pp = vsub.add_parser("probe", parents=[output], help="frozen features + logistic regression + galleries, into a run folder",
-                          description=DESCRIPTIONS["probe"])
+    pp = vsub.add_parser(
+        "probe",
+        parents=[output],
+        help="frozen features + logistic regression + galleries, into a run folder",
+        description=DESCRIPTIONS["probe"],
+    )
     add_run_folder_args(pp, "probe", None)
     add_setting_flags(pp, ProbeConfig)
     pp.set_defaults(func=cmd_probe)
-    pf = vsub.add_parser("finetune", parents=[output], help="fine-tune the backbone, evaluate, gallery, compare with the probe, into a run folder",
-                          description=DESCRIPTIONS["finetune"])
+    pf = vsub.add_parser(
+        "finetune",
+        parents=[output],
+        help="fine-tune the backbone, evaluate, gallery, compare with the probe, into a run folder",
+        description=DESCRIPTIONS["finetune"],
+    )
     add_run_folder_args(pf, "finetune", "continue an interrupted run folder from its last complete epoch")
     add_setting_flags(pf, FinetuneConfig)
     pf.set_defaults(func=cmd_finetune)
-    pr = sub.add_parser("recommend", parents=[output], help="top-k similar movies from a finished run's embedding",
-                          description=DESCRIPTIONS["recommend"])
+    pr = sub.add_parser(
+        "recommend",
+        parents=[output],
+        help="top-k similar movies from a finished run's embedding",
+        description=DESCRIPTIONS["recommend"],
+    )
     pr.add_argument("title", help="movie title, e.g. 'Toy Story' or 'Matrix, The (1999)'")
     pr.add_argument("--run", required=True, metavar="RUN", help="a run folder holding a finished movie study")
     pr.add_argument("--top", type=int, default=10, help="how many (default 10)")
     pr.add_argument("--metric", choices=["cosine", "dot"], help="default: the run's")
     pr.add_argument("--min-likes", type=int, help="default: the run's")
     pr.set_defaults(func=cmd_recommend)
-    prep = sub.add_parser("report", parents=[output], help="render report.md and report.html again from a run folder's saved results",
-                          description=DESCRIPTIONS["report"])
+    prep = sub.add_parser(
+        "report",
+        parents=[output],
+        help="render report.md and report.html again from a run folder's saved results",
+        description=DESCRIPTIONS["report"],
+    )
     prep.add_argument("folder", nargs="?", metavar="RUN", help="a run folder (or --run RUN)")
     prep.add_argument("--run", metavar="RUN", help="a run folder")
     prep.set_defaults(func=cmd_report)
@@ -107,8 +155,12 @@ class _Parser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        for name, action in ((None, argparse._StoreAction), ("store", argparse._StoreAction),
-                             ("store_true", argparse._StoreTrueAction), ("store_false", argparse._StoreFalseAction)):
+        for name, action in (
+            (None, argparse._StoreAction),
+            ("store", argparse._StoreAction),
+            ("store_true", argparse._StoreTrueAction),
+            ("store_false", argparse._StoreFalseAction),
+        ):
             self.register("action", name, once(action))
 
     def error(self, message: str) -> NoReturn:
@@ -120,7 +172,8 @@ class CommandLineError(InputError):
 
 
 def _error_line(kind: str, text: str) -> None:
-    """One line on stderr, written with one system call, so the ranks of a torchrun job never run their lines together."""
+    """One line on stderr, written with one system call, so the ranks of a torchrun job never run their lines
+    together."""
     world = os.environ.get("WORLD_SIZE", "1")
     where = f"[rank {os.environ.get('RANK', '?')}] " if world.isdigit() and int(world) > 1 else ""
     line = f"embedlab: {kind}: {where}{' '.join(text.split())}\n"  # one line, whatever the message held
@@ -137,11 +190,14 @@ def _error_line(kind: str, text: str) -> None:
 
 def _out_of_memory(exc: BaseException) -> bool:
     """Python's MemoryError, torch's CPU allocator failing, or CUDA running out of memory."""
-    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(exc)
+    return (
+        isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(exc)
+    )
 
 
 def _loudness(args: argparse.Namespace) -> int:
-    """The console's logging level: --quiet, --verbose, or info; the other ranks of a torchrun job print warnings only."""
+    """The console's logging level: --quiet, --verbose, or info; the other ranks of a torchrun job print warnings
+    only."""
     if getattr(args, "quiet", False) or os.environ.get("RANK", "0") not in ("", "0"):
         return logging.WARNING
     return logging.DEBUG if getattr(args, "verbose", False) else logging.INFO
@@ -186,7 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files: no window, and no GUI toolkit in the sweep's threads
+    # figures go to files: no window, and no GUI toolkit in the sweep's threads
+    os.environ.setdefault("MPLBACKEND", "Agg")
     debug = "--debug" in argv  # anywhere on the line: the full traceback instead of the one-line message
     try:
         args = build_parser().parse_args([a for a in argv if a != "--debug"])
@@ -197,11 +254,15 @@ def _main(argv: list[str]) -> int:
             raise
         _error_line("error", str(exc))
         return 2
-    except (MemoryError, RuntimeError) as exc:  # out of memory is the machine's limit, not a bug: any other RuntimeError is
+    # out of memory is the machine's limit, not a bug: any other RuntimeError is
+    except (MemoryError, RuntimeError) as exc:
         if debug or not _out_of_memory(exc):
             raise
-        _error_line("error", f"out of memory ({failure_text(exc)[:160]}); use smaller sizes (--batch-size, --dim, --top, a smaller "
-                             "dataset) or a machine with more memory; finished steps are kept in the run folder")
+        _error_line(
+            "error",
+            f"out of memory ({failure_text(exc)[:160]}); use smaller sizes (--batch-size, --dim, --top, a smaller "
+            "dataset) or a machine with more memory; finished steps are kept in the run folder",
+        )
         return 2
     except OSError as exc:  # a full disk outside embedlab's own writers (a library's temporary file, say)
         if debug or exc.errno not in NO_SPACE:

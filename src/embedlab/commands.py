@@ -12,22 +12,34 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from embedlab.config import PROFILE_ALIASES, PROFILE_NAMES, FinetuneConfig, MoviesConfig
-from embedlab.overrides import apply_overrides, check_sections, load_config_file
+from embedlab.config import FinetuneConfig, MoviesConfig
 from embedlab.distributed import PeerFailed, current
 from embedlab.errors import InputError, UserError, failure_text
 from embedlab.logs import run_log
-from embedlab.resolve import (as_section, backend_device, finetune_config, given, movies_config, probe_config, resumed_finetune_config,
-                              resumed_movies_config, resumed_study, run_flags, wants_cuda)
+from embedlab.overrides import apply_overrides, check_sections, load_config_file
+from embedlab.profiles import PROFILE_ALIASES, PROFILE_NAMES
+from embedlab.resolve import (
+    as_section,
+    backend_device,
+    finetune_config,
+    given,
+    movies_config,
+    probe_config,
+    resumed_finetune_config,
+    resumed_movies_config,
+    resumed_study,
+    run_flags,
+    wants_cuda,
+)
 from embedlab.runs import RunDir, RunFolderError, default_run_path, without_bidi
-
 
 #: Only the project's own user errors become one line; anything else is a bug and keeps its traceback.
 EXPECTED_ERRORS = (UserError,)
 
 
 def start_run(args: argparse.Namespace, study: str) -> RunDir:
-    """``--out``, or a new timestamped folder: one started in the same second as another run gets the next free suffix."""
+    """``--out``, or a new timestamped folder: one started in the same second as another run gets the next free
+    suffix."""
     if args.out is not None:
         run = RunDir.create(args.out)
     else:
@@ -57,7 +69,11 @@ def on_ranks(backend_device: str, main_folder: Callable[[], RunDir], body: Calla
         problem: Exception | None = None
         run: RunDir | None = None
         try:
-            run = main_folder() if dist.is_main else RunDir.create(Path(tempfile.mkdtemp(prefix=f"embedlab-rank{dist.rank}-")))
+            run = (
+                main_folder()
+                if dist.is_main
+                else RunDir.create(Path(tempfile.mkdtemp(prefix=f"embedlab-rank{dist.rank}-")))
+            )
         except EXPECTED_ERRORS as exc:
             problem = exc
         if not dist.agree(problem is None):
@@ -98,7 +114,10 @@ def cmd_movies(args: argparse.Namespace) -> int:
     """The movie study; under torchrun every rank runs it in lockstep and rank 0 alone keeps a run folder."""
     cfg = resumed_movies_config(args) if args.resume else movies_config(args)
     if args.resume and _movies_finished(args.resume):
-        print(f"{args.resume} already holds a finished movie study; nothing to resume (its report: {args.resume / 'report.html'})")
+        print(
+            f"{args.resume} already holds a finished movie study; nothing to resume (its report:"
+            f" {args.resume / 'report.html'})"
+        )
         return 0
     if args.resume:
         from embedlab.movies.pipeline import check_same_data
@@ -121,8 +140,8 @@ def _movies_folder(args: argparse.Namespace) -> RunDir:
 
 
 def _movies_on_rank(cfg: MoviesConfig, run: RunDir) -> int:
-    from embedlab.overrides import to_dict
     from embedlab.movies.pipeline import run_movies
+    from embedlab.overrides import to_dict
     from embedlab.report import write_report
     from embedlab.store import writer
 
@@ -137,7 +156,10 @@ def _movies_on_rank(cfg: MoviesConfig, run: RunDir) -> int:
     report = write_report(run)
     fit, recs = results.movies_fit, results.movies_recommend
     assert fit is not None and recs is not None  # a finished study has both
-    print(f"best run: {fit.best_optimizer} lr={fit.best_lr:g}, gap to spectral optimum {100 * fit.best_gap_to_optimum:.3f} %")
+    print(
+        f"best run: {fit.best_optimizer} lr={fit.best_lr:g}, gap to spectral optimum"
+        f" {100 * fit.best_gap_to_optimum:.3f} %"
+    )
     for title in recs.query_titles.values():  # the resolved titles, in query order
         print(f"top{cfg.top_k}[{without_bidi(title)}]: " + "; ".join(map(without_bidi, recs.top[title])))
     print(f"report: {report}")
@@ -148,14 +170,23 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from embedlab.movies.saved import SavedEmbeddings
 
     # the study's own declarations of these settings check them (ranges and choices)
-    apply_overrides(MoviesConfig(), given(argparse.Namespace(top_k=args.top, metric=args.metric, min_likes=args.min_likes),
-                                           ("top_k", "metric", "min_likes")), flags=True)
+    apply_overrides(
+        MoviesConfig(),
+        given(
+            argparse.Namespace(top_k=args.top, metric=args.metric, min_likes=args.min_likes),
+            ("top_k", "metric", "min_likes"),
+        ),
+        flags=True,
+    )
     saved = SavedEmbeddings.load(RunDir.open(args.run).path)
     table = saved.recommend(args.title, k=args.top, metric=args.metric, min_likes=args.min_likes)
     if table.attrs.get("note"):
         print(f"embedlab: note: {table.attrs['note']}", file=sys.stderr)
     shown = table.assign(title=table["title"].map(without_bidi))  # a terminal shows bidi controls' reordering too
-    print(f"Top {len(table)} for {without_bidi(table.attrs['query'])} ({table.attrs['metric']}, movies with >= {table.attrs['min_likes']} likes):")
+    print(
+        f"Top {len(table)} for {without_bidi(table.attrs['query'])} ({table.attrs['metric']}, movies with >="
+        f" {table.attrs['min_likes']} likes):"
+    )
     print(shown.to_string(index=False))
     return 0
 
@@ -166,7 +197,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     if (args.run is None) == (args.folder is None):
         raise InputError("report: name one run folder, as RUN or --run RUN")
     report = write_report(RunDir.open(args.run or args.folder, write=True))
-    print(f"report: {report} and {report.with_suffix('.html')} ({report.with_suffix('.html').stat().st_size / 1e6:.1f} MB)")
+    print(
+        f"report: {report} and {report.with_suffix('.html')}"
+        f" ({report.with_suffix('.html').stat().st_size / 1e6:.1f} MB)"
+    )
     return 0
 
 
@@ -181,8 +215,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
         probe = run_probe(cfg, Store(run))
     report = write_report(run)
     feats, fit = probe.features, probe.fit
-    print(f"{feats.backbone} ({feats.weights}) at {feats.resolution} px: test accuracy {fit.evaluation.test_accuracy:.4f} "
-          f"(val {fit.val_accuracy:.4f}, L2 {fit.l2:g})")
+    print(
+        f"{feats.backbone} ({feats.weights}) at {feats.resolution} px: test accuracy {fit.evaluation.test_accuracy:.4f}"
+        f" (val {fit.val_accuracy:.4f}, L2 {fit.l2:g})"
+    )
     print(f"report: {report}")
     return 0
 
@@ -207,10 +243,15 @@ def _finetune_on_rank(cfg: FinetuneConfig, run: RunDir, resume: bool) -> int:
     if not current().is_main:
         return 0
     report = write_report(run)
-    print(f"fine-tuned {ft.backbone} at {ft.resolution} px: test accuracy {ft.evaluation.test_accuracy:.4f} "
-          f"({ft.train_seconds / 60:.1f} min of training, {ft.epochs} epochs)")
+    print(
+        f"fine-tuned {ft.backbone} at {ft.resolution} px: test accuracy {ft.evaluation.test_accuracy:.4f} "
+        f"({ft.train_seconds / 60:.1f} min of training, {ft.epochs} epochs)"
+    )
     if (probe := load(run).probe) is not None:
-        print(f"fixed features (linear probe) at {probe.features.resolution} px: test accuracy {probe.fit.evaluation.test_accuracy:.4f}")
+        print(
+            f"fixed features (linear probe) at {probe.features.resolution} px: test accuracy"
+            f" {probe.fit.evaluation.test_accuracy:.4f}"
+        )
     print(f"report: {report}")
     return 0
 
@@ -233,7 +274,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise InputError(f"study.profile in {args.config} is {profile!r}; choose from {', '.join(PROFILE_NAMES)}")
         cfg = study_config(profile, wants_cuda(args.device), shared, sections)
         main_folder = lambda: start_run(args, "study")  # noqa: E731
-    return on_ranks(backend_device(cfg.finetune.device), main_folder, lambda r: _study_on_rank(cfg, r, bool(args.resume)))
+    return on_ranks(
+        backend_device(cfg.finetune.device), main_folder, lambda r: _study_on_rank(cfg, r, bool(args.resume))
+    )
 
 
 def _study_on_rank(cfg: Any, run: RunDir, resume: bool) -> int:

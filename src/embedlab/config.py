@@ -1,4 +1,5 @@
-"""Typed, JSON-serialisable configs, one per study, plus named profiles.
+"""Typed, JSON-serialisable configs, one per study: every setting declared once (``schema.setting``); the named profiles
+that override them are in ``profiles``.
 
 A config is resolved once (defaults < profile < config file < flags), saved into the run folder
 as ``config.json`` and never read from globals afterwards.
@@ -6,15 +7,13 @@ as ``config.json`` and never read from globals afterwards.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import json
-from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from embedlab.errors import InputError
+from embedlab.schema import FloatRange, IntRange, device_problem, setting, settings_of
 
 #: The valid names live here, on the ground floor; the studies import them and map each to its code
 #: (a test checks that the two agree), so this module never imports a study.
@@ -23,7 +22,8 @@ OPTIMIZER_NAMES = ("sgd", "nesterov", "adagrad", "rmsprop", "adam")
 BACKBONE_NAMES = ("auto", "resnet18", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 #: Learning-rate grids of the default sweep. Each spans too small (far from the optimum after the
-#: budget) to too large (diverges), measured on ml-latest-small at the default d = 100 (docs/results.md, the sweep table).
+#: budget) to too large (diverges), measured on ml-latest-small at the default d = 100 (docs/results.md, the sweep
+#: table).
 DEFAULT_GRID: dict[str, list[float]] = {
     "sgd": [3e-6, 1e-5, 3e-5, 1e-4],
     "nesterov": [3e-6, 1e-5, 2e-5, 3e-5],
@@ -31,18 +31,6 @@ DEFAULT_GRID: dict[str, list[float]] = {
     "rmsprop": [0.001, 0.003, 0.01, 0.03],
     "adam": [0.01, 0.1, 0.3, 1.0],
 }
-
-
-# The range of every numeric setting, declared with its type (pydantic checks it whenever a value is set). Every range has an
-# upper end too: the largest value a real run can use, so that a typo (an extra zero or three) is refused, not saved and run.
-def IntRange(low: int, high: int) -> Any:
-    """An int in [low, high], as a type: ``dim: IntRange(1, 4096)``."""
-    return Annotated[int, Field(ge=low, le=high)]
-
-
-def FloatRange(low: float, high: float, *, open_low: bool = True) -> Any:
-    """A finite float in (low, high] (or [low, high] with ``open_low=False``), as a type."""
-    return Annotated[float, Field(gt=low, le=high, allow_inf_nan=False) if open_low else Field(ge=low, le=high, allow_inf_nan=False)]
 
 
 #: numpy's and torch's seeds are unsigned 32-bit numbers at most (numpy's legacy generator refuses more).
@@ -59,107 +47,137 @@ Fraction = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]  # [0, 1)
 OpenFraction = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]  # (0, 1)
 GalleryK = IntRange(1, 10)
 Strength = FloatRange(0, 1e9, open_low=False)  # an L2 or ridge regularisation strength
-LearningRate = FloatRange(0, 1e4)  # the sweep's rates: SGD's useful ones are tiny, a divergent one may be tried on purpose
-
-
-#: The resume policy of a setting: "apply" — it says where or how (a folder, a device), so a resumed run takes the
-#: new value; "refuse" — it changes results, so a resumed run keeps its saved value and the flag is an error.
-RESUME_POLICIES = ("apply", "refuse")
-
-
-def setting(default: Any, *, help: str, resume: str = "refuse", flag: str | None = None, run: bool = False,
-            follows: str | None = None, repeat: bool = False) -> Any:
-    """One setting, declared once: its default, its help text and how the command line and ``--resume`` treat it.
-
-    The type and range are the field's annotation (pydantic checks them); everything else derives from this:
-    the flag (``--`` + the name with dashes, or ``flag``), its ``--help`` line, whether ``--resume`` applies or
-    refuses it (``resume``), whether ``embedlab run`` offers it for every study that has it (``run``), a setting
-    that takes another's value when only that one is given (``follows``), and a list given by repeating the flag
-    (``repeat``) instead of as comma-separated values. A list or dict default is copied for every config.
-    """
-    if resume not in RESUME_POLICIES:
-        raise ValueError(f"resume must be one of {RESUME_POLICIES}")
-    meta = {"help": help, "resume": resume, "flag": flag, "run": run, "follows": follows, "repeat": repeat}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def settings_of(cls: type) -> list[dataclasses.Field]:
-    """The declared settings of a config class, in declaration order."""
-    return [f for f in dataclasses.fields(cls) if "help" in f.metadata]
-
-
-def with_followers(cls: type, given: dict[str, Any]) -> dict[str, Any]:
-    """``given`` plus each setting of ``cls`` that follows a given one and was not given itself (``--seed`` sets the held-out seed too)."""
-    out = dict(given)
-    for f in settings_of(cls):
-        leader = f.metadata["follows"]
-        if leader in given and f.name not in given:
-            out[f.name] = given[leader]
-    return out
+# the sweep's rates: SGD's useful ones are tiny, a divergent one may be tried on purpose
+LearningRate = FloatRange(0, 1e4)
 
 
 @dataclass
 class DataSettings:
     """Where the data is and whether it may be downloaded: every study has these."""
 
-    data_dir: str | None = setting(None, resume="apply", run=True,
-                                   help="folder holding cifar-10-batches-py/ and ml-latest-small/ (default: $EMBEDLAB_DATA_DIR, else ./data)")
+    data_dir: str | None = setting(
+        None,
+        resume="apply",
+        run=True,
+        help="folder holding cifar-10-batches-py/ and ml-latest-small/ (default: $EMBEDLAB_DATA_DIR, else ./data)",
+    )
     offline: bool = setting(False, resume="apply", run=True, help="never download; fail if data or weights are missing")
-    seed: Seed = setting(0, run=True, help="seed of every random choice: the splits and subsets, the initial embedding, "
-                         "the new head, the data order")
+    seed: Seed = setting(
+        0,
+        run=True,
+        help="seed of every random choice: the splits and subsets, the initial embedding, the new head, the data order",
+    )
 
 
 @dataclass
 class MoviesConfig(DataSettings):
     """Every knob of the movie-embedding study (Part 2)."""
 
-    allow_modified_data: bool = setting(False, resume="apply", run=True,
-                                        help="use ml-latest-small files that differ from the official release (recorded in metrics.json and the report)")
-    dataset: str = setting("ml-latest-small", help="MovieLens release under --data-dir: ml-latest-small, ml-25m, ml-32m or ml-latest "
-                           "(same CSV layout)")
-    synthetic: str | None = setting(None, help="generate ratings shaped like ml-25m, ml-32m, ml-latest or Nx ml-latest-small "
-                                    "(e.g. 8x) instead of reading them")
+    allow_modified_data: bool = setting(
+        False,
+        resume="apply",
+        run=True,
+        help=(
+            "use ml-latest-small files that differ from the official release (recorded in metrics.json and the report)"
+        ),
+    )
+    dataset: str = setting(
+        "ml-latest-small",
+        help="MovieLens release under --data-dir: ml-latest-small, ml-25m, ml-32m or ml-latest (same CSV layout)",
+    )
+    synthetic: str | None = setting(
+        None,
+        help=(
+            "generate ratings shaped like ml-25m, ml-32m, ml-latest or Nx ml-latest-small "
+            "(e.g. 8x) instead of reading them"
+        ),
+    )
     like_threshold: Annotated[float, Field(ge=0.5, le=5.0, allow_inf_nan=False)] = setting(
-        4.0, help="a rating at or above this counts as a like (4 and 5 stars of 0.5-5: a clear like; 3.5 is sensible too)")
+        4.0,
+        help="a rating at or above this counts as a like (4 and 5 stars of 0.5-5: a clear like; 3.5 is sensible too)",
+    )
     dim: Dim = setting(100, run=True, help="embedding dimension, chosen by held-out HitRate@10 in the dimension sweep")
     iterations: Steps = setting(500, help="gradient steps of each run of the optimiser x learning-rate sweep")
-    init_scale: FloatRange(0, 100) = setting(0.1, help="standard deviation of the initial embedding's entries (V = 0 is a stationary point)")
+    init_scale: FloatRange(0, 100) = setting(
+        0.1, help="standard deviation of the initial embedding's entries (V = 0 is a stationary point)"
+    )
     grid: dict[Literal[OPTIMIZER_NAMES], Annotated[list[LearningRate], Field(min_length=1)]] = setting(
-        DEFAULT_GRID, flag="--optimizers/--lrs",
-        help="the sweep: --optimizers picks a subset (e.g. adam,sgd), --lrs OPT=LR,... sets one optimiser's rates (repeatable)")
+        DEFAULT_GRID,
+        flag="--optimizers/--lrs",
+        help=(
+            "the sweep: --optimizers picks a subset (e.g. adam,sgd), --lrs OPT=LR,... sets one optimiser's rates"
+            " (repeatable)"
+        ),
+    )
     divergence_factor: FloatRange(1, 1e12) = setting(
-        10.0, help="a run whose cost exceeds this multiple of its start cost has diverged and stops")
+        10.0, help="a run whose cost exceeds this multiple of its start cost has diverged and stops"
+    )
     final_iterations: Steps = setting(3000, help="at most this many steps when the best setting is run to convergence")
     final_rel_tol: Fraction = setting(1e-7, help="convergence: the cost falls by less than this fraction over 50 steps")
-    converged_gap: FloatRange(0, 1) = setting(0.01, help="a run within this fraction of the spectral optimum counts as converged")
-    spectral_rounds: IntRange(1, 10_000) = setting(50, help="rounds of the block power iteration that computes the exact optimum")
+    converged_gap: FloatRange(0, 1) = setting(
+        0.01, help="a run within this fraction of the spectral optimum counts as converged"
+    )
+    spectral_rounds: IntRange(1, 10_000) = setting(
+        50, help="rounds of the block power iteration that computes the exact optimum"
+    )
     metric: Literal["cosine", "dot"] = setting("cosine", help="similarity of the recommendations")
     min_likes: IntRange(0, 10_000_000) = setting(10, help="never recommend a movie with fewer likes than this")
-    top_k: Annotated[int, Field(ge=1, le=1000)] = setting(10, flag="--top", run=True, help="recommendations per query movie")
-    queries: list[str] = setting(["Apollo 13", "Toy Story", "Home Alone"], flag="--query", repeat=True,
-                                 help="a query movie (repeat for several; default Apollo 13, Toy Story and Home Alone)")
+    top_k: Annotated[int, Field(ge=1, le=1000)] = setting(
+        10, flag="--top", run=True, help="recommendations per query movie"
+    )
+    queries: list[str] = setting(
+        ["Apollo 13", "Toy Story", "Home Alone"],
+        flag="--query",
+        repeat=True,
+        help="a query movie (repeat for several; default Apollo 13, Toy Story and Home Alone)",
+    )
     holdout_fraction: OpenFraction = setting(0.2, help="share of the users held out to test the recommendations")
-    holdout_seed: Seed = setting(0, follows="seed", help="seed of the held-out users (default: --seed when that is given)")
-    holdout_max_queries: IntRange(1, 10_000_000) = setting(20_000, help="at most this many held-out (user, liked movie) queries, a seeded sample "
-                                         "(ml-latest-small has 7.8 k, so all of them are used there)")
-    anchors: list[Literal["ease", "als"]] = setting(["ease", "als"], help="the field's recommenders in the held-out table: ease, als (comma-separated; '' for none)")
+    holdout_seed: Seed = setting(
+        0, follows="seed", help="seed of the held-out users (default: --seed when that is given)"
+    )
+    holdout_max_queries: IntRange(1, 10_000_000) = setting(
+        20_000,
+        help=(
+            "at most this many held-out (user, liked movie) queries, a seeded sample "
+            "(ml-latest-small has 7.8 k, so all of them are used there)"
+        ),
+    )
+    anchors: list[Literal["ease", "als"]] = setting(
+        ["ease", "als"], help="the field's recommenders in the held-out table: ease, als (comma-separated; '' for none)"
+    )
     anchor_validation_fraction: OpenFraction = setting(0.2, help="share of the training users that tune EASE and ALS")
-    ease_lambdas: Annotated[list[FloatRange(0, 1e9)], Field(min_length=1)] = setting([100.0, 300.0, 1000.0, 3000.0, 10000.0, 30000.0], help="EASE's L2 strengths tried on validation users (they bracket the optimum, about 3,000 on ml-latest-small)")
-    ease_max_items: IntRange(0, 50_000) = setting(20_000, help="skip EASE above this many movies (its dense M x M inverse)")
-    als_factors: Annotated[list[IntRange(1, 1024)], Field(min_length=1)] = setting([32, 64, 128], help="ALS factor counts tried")
-    als_regularization: Annotated[list[Strength], Field(min_length=1)] = setting([0.1, 1.0, 10.0], help="ALS regularisation strengths tried")
-    als_alpha: Annotated[list[FloatRange(0, 1e6)], Field(min_length=1)] = setting([1.0, 10.0], help="ALS confidence of a like (Hu et al.'s alpha) tried")
+    ease_lambdas: Annotated[list[FloatRange(0, 1e9)], Field(min_length=1)] = setting(
+        [100.0, 300.0, 1000.0, 3000.0, 10000.0, 30000.0],
+        help="EASE's L2 strengths tried on validation users (they bracket the optimum, about 3,000 on ml-latest-small)",
+    )
+    ease_max_items: IntRange(0, 50_000) = setting(
+        20_000, help="skip EASE above this many movies (its dense M x M inverse)"
+    )
+    als_factors: Annotated[list[IntRange(1, 1024)], Field(min_length=1)] = setting(
+        [32, 64, 128], help="ALS factor counts tried"
+    )
+    als_regularization: Annotated[list[Strength], Field(min_length=1)] = setting(
+        [0.1, 1.0, 10.0], help="ALS regularisation strengths tried"
+    )
+    als_alpha: Annotated[list[FloatRange(0, 1e6)], Field(min_length=1)] = setting(
+        [1.0, 10.0], help="ALS confidence of a like (Hu et al.'s alpha) tried"
+    )
     als_iterations: IntRange(1, 1000) = setting(15, help="ALS sweeps of each fit")
-    dim_sweep: list[Dim] = setting([10, 25, 50, 100, 200], help="dimensions compared on held-out users ('' skips the sweep)")
-    dim_sweep_lr_steps: IntRange(0, 20) = setting(3, help="at each dimension, lower the learning rate 3x at most this often until a run converges")
+    dim_sweep: list[Dim] = setting(
+        [10, 25, 50, 100, 200], help="dimensions compared on held-out users ('' skips the sweep)"
+    )
+    dim_sweep_lr_steps: IntRange(0, 20) = setting(
+        3, help="at each dimension, lower the learning rate 3x at most this often until a run converges"
+    )
     embedding_map: bool = setting(True, flag="--map", help="draw the 2-D map of the embedding (--no-map skips it)")
     map_method: Literal["tsne", "pca"] = setting("tsne", help="how the map is drawn")
-    map_max_movies: IntRange(2, 50_000) = setting(5000, help="the map shows at most this many most-liked movies (t-SNE's cost)")
+    map_max_movies: IntRange(2, 50_000) = setting(
+        5000, help="the map shows at most this many most-liked movies (t-SNE's cost)"
+    )
 
     def validate(self) -> None:
-        """What the field types cannot say: a grid and a query at least, a known dataset, a synthetic shape that parses."""
+        """What the field types cannot say: a grid and a query at least, a known dataset, a synthetic shape that
+        parses."""
         problems = []
         if not self.grid:
             problems.append("the optimiser grid is empty")
@@ -173,8 +191,10 @@ class MoviesConfig(DataSettings):
             except ValueError as exc:
                 problems.append(str(exc))
             if self.dataset != "ml-latest-small":
-                problems.append(f"--synthetic {self.synthetic} generates its ratings, so --dataset {self.dataset} would be ignored; "
-                                "give one of the two")
+                problems.append(
+                    f"--synthetic {self.synthetic} generates its ratings, so --dataset {self.dataset} would be ignored;"
+                    " give one of the two"
+                )
         if not self.queries:
             problems.append("no query movies: give at least one --query")
         if problems:
@@ -185,30 +205,54 @@ class MoviesConfig(DataSettings):
 class VisionSettings(DataSettings):
     """What the linear probe and fine-tuning share: the network, the split and where features are cached."""
 
-    backbone: str = setting("auto", run=True, help="auto (resnet18 when its ImageNet weights are cached, given or downloadable, "
-                            "else efficientnet_lite1), resnet18 (torchvision's ImageNet weights), or efficientnet_lite0, "
-                            "efficientnet_lite1 or efficientnet_lite2 (ImageNet weights offline, from pip packages)")
-    weights: str = setting("imagenet", run=True, help="imagenet, none (random start) or a local state-dict file "
-                           "(e.g. resnet18-f37072fd.pth)")
-    device: str = setting("auto", resume="apply", run=True, help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
-    val_per_class: ValPerClass = setting(500, help="validation images per class, carved from the 50,000 training images")
-    train_per_class: TrainPerClass | None = setting(None, help="use at most this many training images per class (default: all)")
-    test_per_class: TestPerClass | None = setting(None, help="use at most this many test images per class (default: all)")
-    gallery_k: GalleryK = setting(5, help="images per class and kind in the galleries of confident right and wrong predictions")
-    cache_dir: str | None = setting(None, resume="apply", run=True,
-                                    help="feature cache (default: $EMBEDLAB_CACHE_DIR, else ~/.cache/embedlab)")
+    backbone: str = setting(
+        "auto",
+        run=True,
+        help=(
+            "auto (resnet18 when its ImageNet weights are cached, given or downloadable, "
+            "else efficientnet_lite1), resnet18 (torchvision's ImageNet weights), or efficientnet_lite0, "
+            "efficientnet_lite1 or efficientnet_lite2 (ImageNet weights offline, from pip packages)"
+        ),
+    )
+    weights: str = setting(
+        "imagenet",
+        run=True,
+        help="imagenet, none (random start) or a local state-dict file (e.g. resnet18-f37072fd.pth)",
+    )
+    device: str = setting(
+        "auto", resume="apply", run=True, help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
+    )
+    val_per_class: ValPerClass = setting(
+        500, help="validation images per class, carved from the 50,000 training images"
+    )
+    train_per_class: TrainPerClass | None = setting(
+        None, help="use at most this many training images per class (default: all)"
+    )
+    test_per_class: TestPerClass | None = setting(
+        None, help="use at most this many test images per class (default: all)"
+    )
+    gallery_k: GalleryK = setting(
+        5, help="images per class and kind in the galleries of confident right and wrong predictions"
+    )
+    cache_dir: str | None = setting(
+        None, resume="apply", run=True, help="feature cache (default: $EMBEDLAB_CACHE_DIR, else ~/.cache/embedlab)"
+    )
 
 
 @dataclass
 class ProbeConfig(VisionSettings):
     """Every knob of the linear-probe study (Part 1 A and B)."""
 
-    size: Pixels | None = setting(None, help="input resolution in pixels (default: the backbone's native size on a GPU, "
-                                  "--cpu-size on a CPU)")
+    size: Pixels | None = setting(
+        None, help="input resolution in pixels (default: the backbone's native size on a GPU, --cpu-size on a CPU)"
+    )
     cpu_size: Pixels = setting(128, help="resolution on a CPU when --size is not given")
-    batch_size: Batch | None = setting(None, help="extraction batch (default: 16 on a CPU, 128 on a GPU); "
-                                       "it does not change the features")
-    l2_grid: Annotated[list[Strength], Field(min_length=1)] = setting([1e-3, 1e-2, 1e-1, 1.0], help="L2 strengths tried on the validation split (comma-separated)")
+    batch_size: Batch | None = setting(
+        None, help="extraction batch (default: 16 on a CPU, 128 on a GPU); it does not change the features"
+    )
+    l2_grid: Annotated[list[Strength], Field(min_length=1)] = setting(
+        [1e-3, 1e-2, 1e-1, 1.0], help="L2 strengths tried on the validation split (comma-separated)"
+    )
     max_iter: Steps = setting(200, help="L-BFGS iterations of the probe's fit")
 
     def validate(self) -> None:
@@ -224,48 +268,85 @@ class ProbeConfig(VisionSettings):
 class FinetuneConfig(VisionSettings):
     """Every knob of the fine-tuning study (Part 1 C). ``None`` sizes resolve by device (see ``resolve``)."""
 
-    size: Pixels | None = setting(None, help="training and test resolution in pixels (default: 224 on a GPU, --cpu-size on a CPU)")
+    size: Pixels | None = setting(
+        None, help="training and test resolution in pixels (default: 224 on a GPU, --cpu-size on a CPU)"
+    )
     cpu_size: Pixels = setting(112, help="resolution on a CPU when --size is not given")
     epochs: Epochs = setting(2, run=True, help="passes over the training images")
     batch_size: Batch = setting(64, help="training batch size")
-    eval_batch_size: Batch | None = setting(None, help="validation and test batch size (default: 16 on a CPU, 256 on a "
-                                            "GPU); it does not change the predictions")
+    eval_batch_size: Batch | None = setting(
+        None,
+        help="validation and test batch size (default: 16 on a CPU, 256 on a GPU); it does not change the predictions",
+    )
     optimizer: Literal["sgd", "adamw"] = setting("adamw", help="adamw, or sgd with Nesterov momentum")
     lr: FloatRange(0, 100) = setting(0.001, help="peak learning rate of the new head")
     backbone_lr_scale: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = setting(
-        1.0, help="backbone learning rate = --lr x this, in (0, 1] (e.g. 0.1 keeps the pretrained features closer)")
+        1.0, help="backbone learning rate = --lr x this, in (0, 1] (e.g. 0.1 keeps the pretrained features closer)"
+    )
     momentum: Fraction = setting(0.9, help="SGD's momentum (with --optimizer sgd)")
-    weight_decay: FloatRange(0, 1, open_low=False) = setting(5e-4, help="on weights only, never on norm or bias parameters")
+    weight_decay: FloatRange(0, 1, open_low=False) = setting(
+        5e-4, help="on weights only, never on norm or bias parameters"
+    )
     label_smoothing: Fraction = setting(0.1, help="label smoothing of the training loss; 0 turns it off")
-    tta_flip: bool = setting(True, help="average each validation and test image's prediction with its mirror image's (2 passes)")
-    start_size: Pixels | None = setting(None, help="progressive resizing: the first epoch's resolution, rising linearly to --size")
-    ema: Fraction = setting(0.0, help="evaluate an exponential moving average of the weights; its time constant as a fraction "
-                            "of all training steps, e.g. 0.1 (0: off)")
+    tta_flip: bool = setting(
+        True, help="average each validation and test image's prediction with its mirror image's (2 passes)"
+    )
+    start_size: Pixels | None = setting(
+        None, help="progressive resizing: the first epoch's resolution, rising linearly to --size"
+    )
+    ema: Fraction = setting(
+        0.0,
+        help=(
+            "evaluate an exponential moving average of the weights; its time constant as a fraction "
+            "of all training steps, e.g. 0.1 (0: off)"
+        ),
+    )
     head_init: Literal["auto", "random", "probe"] = setting(
-        "auto", help="the new classifier's start: probe (the linear probe's weights, LP-FT), random, or auto: probe when the "
-        "run folder holds one")
+        "auto",
+        help=(
+            "the new classifier's start: probe (the linear probe's weights, LP-FT), random, or auto: probe when the "
+            "run folder holds one"
+        ),
+    )
     warmup_fraction: Fraction = setting(0.1, help="share of the steps spent warming the learning rate up linearly")
     schedule: Literal["cosine", "onecycle"] = setting("cosine", help="after the warm-up: cosine to zero, or one-cycle")
-    pad: Annotated[int, Field(ge=0, le=16)] = setting(4, help="random-crop augmentation: padding in pixels at 32 px, "
-                                                      "see --pad-mode (0: flips only)")
-    pad_mode: Literal["zeros", "reflect"] = setting("zeros", help="the random crop's padding: zeros, or the image reflected at "
-                                                    "its border")
-    flip: Literal["random", "alternate"] = setting("random", help="training flips: a coin toss per image and epoch, or "
-                                                   "alternate: drawn once, then the other way each epoch")
+    pad: Annotated[int, Field(ge=0, le=16)] = setting(
+        4, help="random-crop augmentation: padding in pixels at 32 px, see --pad-mode (0: flips only)"
+    )
+    pad_mode: Literal["zeros", "reflect"] = setting(
+        "zeros", help="the random crop's padding: zeros, or the image reflected at its border"
+    )
+    flip: Literal["random", "alternate"] = setting(
+        "random",
+        help="training flips: a coin toss per image and epoch, or alternate: drawn once, then the other way each epoch",
+    )
     train_scope: Literal["all", "last"] = setting("all", help="all layers, or the last stage and the head only")
-    freeze_stages: IntRange(0, 16) | None = setting(None, help="with --train-scope all: keep the stem and the stages after it, "
-                                                   "K in all, frozen (default: none on a GPU; on a CPU the backbone's own, 3 for "
-                                                   "efficientnet_lite1, 4 for lite2, else 0)")
-    probe: bool = setting(True, help="also run the linear probe in the same run folder, for the comparison (--no-probe skips it)")
-    probe_size: Pixels | None = setting(None, help="resolution of the comparison probe (default: its own, 128 px on a CPU)")
+    freeze_stages: IntRange(0, 16) | None = setting(
+        None,
+        help=(
+            "with --train-scope all: keep the stem and the stages after it, "
+            "K in all, frozen (default: none on a GPU; on a CPU the backbone's own, 3 for "
+            "efficientnet_lite1, 4 for lite2, else 0)"
+        ),
+    )
+    probe: bool = setting(
+        True, help="also run the linear probe in the same run folder, for the comparison (--no-probe skips it)"
+    )
+    probe_size: Pixels | None = setting(
+        None, help="resolution of the comparison probe (default: its own, 128 px on a CPU)"
+    )
 
     def validate(self) -> None:
-        """What the field types cannot say: the device is usable here, the backbone is known, settings that go together."""
+        """What the field types cannot say: the device is usable here, the backbone is known, settings that go
+        together."""
         problems = [p for p in [device_problem(self.device)] if p]
         if self.backbone not in BACKBONE_NAMES:
             problems.append(f"unknown backbone {self.backbone!r}; choose from {', '.join(BACKBONE_NAMES)}")
         if self.freeze_stages and self.train_scope == "last":
-            problems.append("--freeze-stages goes with --train-scope all (--train-scope last already freezes all but the last stage)")
+            problems.append(
+                "--freeze-stages goes with --train-scope all (--train-scope last already freezes all but the last"
+                " stage)"
+            )
         if self.head_init == "probe" and not self.probe:
             problems.append("--head-init probe needs the linear probe; drop --no-probe")
         if problems:
@@ -274,64 +355,3 @@ class FinetuneConfig(VisionSettings):
     def probe_config(self) -> ProbeConfig:
         """The linear probe the fine-tuned model is compared with: same data, split, backbone and weights."""
         return ProbeConfig(**{f.name: getattr(self, f.name) for f in settings_of(VisionSettings)}, size=self.probe_size)
-
-
-#: Named profiles, one vocabulary for every command: each gives the overrides of each study's defaults.
-#: "auto" is "gpu" on CUDA and "cpu" otherwise; "default" is today's other spelling of "auto".
-PROFILES: dict[str, dict[str, dict[str, Any]]] = {
-    "cpu": {"probe": {}, "finetune": {}, "movies": {}},
-    "gpu": {"probe": {}, "finetune": {"size": 224, "epochs": 10, "batch_size": 128, "optimizer": "sgd", "lr": 0.05}, "movies": {}},
-    "smoke": {
-        "probe": {"train_per_class": 100, "val_per_class": 50, "test_per_class": 100, "cpu_size": 64, "size": 64, "max_iter": 100},
-        "finetune": {"train_per_class": 100, "val_per_class": 20, "test_per_class": 30, "size": 64, "epochs": 2, "batch_size": 32},
-        "movies": {
-            "dim": 16,  # seconds, not the quality-chosen 100 (whose spectral reference alone takes ~30 s)
-            "iterations": 100,
-            "grid": {"sgd": [3e-5, 1e-4], "adam": [0.3, 1.0]},
-            "spectral_rounds": 5,
-            "map_method": "pca",
-            "dim_sweep": [8, 16],
-            "final_iterations": 300,
-            "ease_lambdas": [300.0, 3000.0],  # the anchors' code path, on a two-setting grid each
-            "als_factors": [32],
-            "als_regularization": [1.0],
-            "als_alpha": [1.0, 10.0],
-        },
-    },
-}
-PROFILE_NAMES = ("auto", *PROFILES)
-PROFILE_ALIASES = {"default": "auto"}
-
-
-def resolve_profile(name: str, cuda: bool) -> str:
-    """``auto`` (or ``default``) is ``gpu`` on CUDA, else ``cpu``; an unknown name is an error listing the known ones."""
-    name = PROFILE_ALIASES.get(name, name)
-    if name == "auto":
-        return "gpu" if cuda else "cpu"
-    if name not in PROFILES:
-        raise InputError(f"unknown profile {name!r}; choose from {', '.join(PROFILE_NAMES)}")
-    return name
-
-
-def profile_overrides(name: str, section: str, cuda: bool) -> dict[str, Any]:
-    """The overrides a named profile gives one study's defaults (a copy)."""
-    return json.loads(json.dumps(PROFILES[resolve_profile(name, cuda)][section]))
-
-
-def device_problem(device: str) -> str | None:
-    """Why ``device`` cannot be used here (None if it can): checked before any data is loaded."""
-    import re
-
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
-        return f"--device must be auto, cpu, cuda, cuda:N or mps (got {device!r})"
-    import torch
-
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            return f"--device {device}: this machine has no CUDA device visible to torch; use --device cpu (or auto)"
-        index = int(device.partition(":")[2] or 0)
-        if index >= torch.cuda.device_count():
-            return f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here"
-    if device == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        return "--device mps: Apple's MPS backend is not available here; use --device cpu (or auto)"
-    return None

@@ -48,7 +48,6 @@ class ChecksumError(InputError):
 Downloader = Callable[[str, Path], None]
 
 
-
 #: (users, movies, ratings) of the public releases (GroupLens README files).
 SHAPES: dict[str, tuple[int, int, int]] = {
     "ml-latest-small": (610, 9_742, 100_836),
@@ -68,10 +67,14 @@ def shape_of(name: str) -> tuple[int, int, int]:
         return SHAPES[name]
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*[x×]\s*", name)
     if not m or float(m.group(1)) <= 0:
-        raise InputError(f"unknown synthetic size {name!r}; use one of {', '.join(SHAPES)} or a multiple of ml-latest-small such as 8x")
+        raise InputError(
+            f"unknown synthetic size {name!r}; use one of {', '.join(SHAPES)} or a multiple of ml-latest-small such"
+            " as 8x"
+        )
     f = float(m.group(1))
     u, mv, r = SHAPES["ml-latest-small"]
     return max(2, round(u * f)), max(20, round(mv * f**0.5)), max(40, round(r * f))
+
 
 def available_memory() -> int:
     """Memory this process may still use (MemAvailable on Linux, else the physical total)."""
@@ -85,26 +88,32 @@ def available_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-#: Peak memory of reading a CSV with pandas, per byte of the file (4.1-4.7x measured on MovieLens-shaped files of 2.5 and
+#: Peak memory of reading a CSV with pandas, per byte of the file (4.1-4.7x measured on MovieLens-shaped files of 2.5
+#: and
 #: 94 MB, rounded up), plus what the interpreter, torch and the study's fixed arrays take.
 CSV_BYTES_PER_BYTE = 5
 CSV_FIXED_BYTES = 2 * 1024**3
 
 
 def check_table_file(path: Path, available: int | None = None) -> None:
-    """Refuse, before reading, a data file that is not text (NUL bytes, e.g. a sparse file) or would not fit in memory."""
+    """Refuse, before reading, a data file that is not text (NUL bytes, e.g. a sparse file) or would not fit in
+    memory."""
     size = path.stat().st_size
     with open(path, "rb") as f:  # a few samples across the file: a text CSV never holds a NUL byte
         for offset in sorted({0, size // 4, size // 2, 3 * size // 4, max(0, size - 65536)}):
             f.seek(offset)
             if b"\0" in f.read(65536):
-                raise InputError(f"{path} holds NUL bytes near byte {offset:,}, so it is not a CSV text file (a damaged or sparse "
-                                 "copy?); restore the original file")
+                raise InputError(
+                    f"{path} holds NUL bytes near byte {offset:,}, so it is not a CSV text file (a damaged or sparse "
+                    "copy?); restore the original file"
+                )
     need = CSV_FIXED_BYTES + CSV_BYTES_PER_BYTE * size
     have = available_memory() if available is None else available
     if need > have:
-        raise InputError(f"{path} is {size / 1e9:.1f} GB; reading it needs about {need / 1024**3:.1f} GiB of memory but "
-                         f"{have / 1024**3:.1f} GiB are available; use a machine with more memory or a smaller release")
+        raise InputError(
+            f"{path} is {size / 1e9:.1f} GB; reading it needs about {need / 1024**3:.1f} GiB of memory but "
+            f"{have / 1024**3:.1f} GiB are available; use a machine with more memory or a smaller release"
+        )
 
 
 def resolve_data_dir(flag: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None) -> Path:
@@ -130,11 +139,14 @@ def download_url(url: str, dest: Path) -> None:
 
 
 def movielens_digests(folder: Path) -> dict[str, str]:
-    """The sha256 of each MovieLens file in ``folder``: what a run records of its data, and what ``--resume`` compares."""
+    """The sha256 of each MovieLens file in ``folder``: what a run records of its data, and what ``--resume``
+    compares."""
     return {name: file_hash(Path(folder) / name) for name in MOVIELENS_FILES}
 
 
-def verify_movielens(folder: Path, dataset: str, allow_modified: bool = False, digests: dict[str, str] | None = None) -> str:
+def verify_movielens(
+    folder: Path, dataset: str, allow_modified: bool = False, digests: dict[str, str] | None = None
+) -> str:
     """Check local files against the official release; returns what was verified (for metrics and the report).
 
     ml-latest-small's files are pinned by sha256. GroupLens publishes checksums only of the larger
@@ -147,9 +159,14 @@ def verify_movielens(folder: Path, dataset: str, allow_modified: bool = False, d
     if not changed:
         return "ml-latest-small: ratings.csv and movies.csv match the official release (sha256)"
     if not allow_modified:
-        raise ChecksumError(f"{', '.join(str(Path(folder) / n) for n in changed)} differ(s) from the official ml-latest-small release "
-                            "(sha256); restore the original files, or pass --allow-modified-data to use these on purpose")
-    return f"ml-latest-small: MODIFIED ({', '.join(changed)} differ from the official release; used on purpose with --allow-modified-data)"
+        raise ChecksumError(
+            f"{', '.join(str(Path(folder) / n) for n in changed)} differ(s) from the official ml-latest-small release "
+            "(sha256); restore the original files, or pass --allow-modified-data to use these on purpose"
+        )
+    return (
+        f"ml-latest-small: MODIFIED ({', '.join(changed)} differ from the official release; used on purpose with"
+        " --allow-modified-data)"
+    )
 
 
 def _missing_message(what: str, folder: Path, files: list[str], reason: str) -> str:
@@ -165,8 +182,10 @@ def _missing_message(what: str, folder: Path, files: list[str], reason: str) -> 
 def check_dataset_name(name: str) -> str:
     """``name`` if it is a MovieLens release embedlab reads, else a ValueError listing them."""
     if name not in MOVIELENS_DATASETS:
-        raise InputError(f"unknown MovieLens dataset {name!r}; choose from {', '.join(MOVIELENS_DATASETS)} "
-                         "(or --synthetic NAME for a generated dataset of that shape)")
+        raise InputError(
+            f"unknown MovieLens dataset {name!r}; choose from {', '.join(MOVIELENS_DATASETS)} "
+            "(or --synthetic NAME for a generated dataset of that shape)"
+        )
     return name
 
 
@@ -180,10 +199,14 @@ def _verify_archive(name: str, archive: Path, data_dir: Path, download: Download
     if got != expected:
         bad = archive.with_name(archive.name + ".unverified")
         archive.replace(bad)
-        raise ChecksumError(f"downloaded {archive.name} has md5 {got}, GroupLens publishes {expected}; the copy was moved to {bad}")
+        raise ChecksumError(
+            f"downloaded {archive.name} has md5 {got}, GroupLens publishes {expected}; the copy was moved to {bad}"
+        )
 
 
-def ensure_movielens(data_dir: Path, download: Downloader | None = download_url, dataset: str = MOVIELENS_DIRNAME) -> Path:
+def ensure_movielens(
+    data_dir: Path, download: Downloader | None = download_url, dataset: str = MOVIELENS_DIRNAME
+) -> Path:
     """Return the folder of MovieLens ``dataset`` under ``data_dir``, downloading it if it is missing.
 
     ``download=None`` forbids the network (tests, ``--offline``). A downloaded copy is verified

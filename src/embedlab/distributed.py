@@ -65,7 +65,8 @@ class Dist:
         tdist.all_reduce(hi, op=tdist.ReduceOp.MAX)
         if int(lo) != int(hi):
             raise DistributedMismatch(
-                f"the {self.world} ranks loaded different {what}; give every rank the same --data-dir, dataset and settings"
+                f"the {self.world} ranks loaded different {what}; give every rank the same --data-dir, dataset and"
+                " settings"
             )
 
     def agree(self, ok: bool) -> bool:
@@ -100,7 +101,8 @@ class Dist:
         return slice(min(n, self.rank * per), min(n, (self.rank + 1) * per))
 
     def gather_rows(self, part: torch.Tensor, n: int) -> torch.Tensor:
-        """The ``n`` rows that the ranks' ``shard(n)`` blocks hold, in order, on every rank (all_gather, padded to equal size)."""
+        """The ``n`` rows that the ranks' ``shard(n)`` blocks hold, in order, on every rank (all_gather, padded to equal
+        size)."""
         if not self.active:
             return part
         import torch.distributed as tdist
@@ -138,7 +140,8 @@ def current() -> Dist:
 
 
 def init_from_env(device: str = "cpu") -> Dist:
-    """Join the torchrun job described by the environment (RANK, WORLD_SIZE, MASTER_ADDR, ...), if any; it becomes ``current()``."""
+    """Join the torchrun job described by the environment (RANK, WORLD_SIZE, MASTER_ADDR, ...), if any; it becomes
+    ``current()``."""
     global _JOB
     _JOB = _join(device)
     return _JOB
@@ -147,15 +150,23 @@ def init_from_env(device: str = "cpu") -> Dist:
 def _join(device: str) -> Dist:
     env = {k: os.environ.get(k, "") for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     if not (env["WORLD_SIZE"] or "1").isdigit():
-        raise InputError(f"WORLD_SIZE={env['WORLD_SIZE']!r} is not a number of processes; unset it, or launch with torchrun")
+        raise InputError(
+            f"WORLD_SIZE={env['WORLD_SIZE']!r} is not a number of processes; unset it, or launch with torchrun"
+        )
     world = int(env["WORLD_SIZE"] or "1")
     if world <= 1:
         return Dist()
     missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not env[k]]
     if missing or not env["RANK"].isdigit() or not (env["LOCAL_RANK"] or "0").isdigit():
-        what = f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set" if missing else "RANK or LOCAL_RANK is not a number"
-        raise InputError(f"WORLD_SIZE={world} is set but {what} as torchrun sets them; launch with torchrun "
-                         "(torchrun --standalone --nproc-per-node N -m embedlab ...) or unset WORLD_SIZE")
+        what = (
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set"
+            if missing
+            else "RANK or LOCAL_RANK is not a number"
+        )
+        raise InputError(
+            f"WORLD_SIZE={world} is set but {what} as torchrun sets them; launch with torchrun "
+            "(torchrun --standalone --nproc-per-node N -m embedlab ...) or unset WORLD_SIZE"
+        )
     import torch.distributed as tdist
 
     backend = "nccl" if device == "cuda" and torch.cuda.is_available() else "gloo"
@@ -164,9 +175,12 @@ def _join(device: str) -> Dist:
             torch.cuda.set_device(int(env["LOCAL_RANK"] or "0"))
         try:
             tdist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
-        except (RuntimeError, ValueError) as exc:  # the rendezvous itself failed: an unreachable or wrong MASTER_ADDR/PORT
-            raise InputError(f"could not join the torch.distributed job at {env['MASTER_ADDR']}:{env['MASTER_PORT']} "
-                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); launch every rank with torchrun") from None
+        # the rendezvous itself failed: an unreachable or wrong MASTER_ADDR/PORT
+        except (RuntimeError, ValueError) as exc:
+            raise InputError(
+                f"could not join the torch.distributed job at {env['MASTER_ADDR']}:{env['MASTER_PORT']} "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); launch every rank with torchrun"
+            ) from None
     return Dist(rank=tdist.get_rank(), world=tdist.get_world_size(), backend=backend)
 
 

@@ -44,8 +44,10 @@ def disk_full(path: Path, needed: int | None) -> DiskFullError:
     free = free_bytes(folder)
     need = f"{human_bytes(needed)} needed" if needed is not None else "more space needed"
     have = f", {human_bytes(free)} free" if free is not None else ""
-    exc = DiskFullError(f"no space left in {folder} to write {Path(path).name} ({need}{have}); free some space there or point "
-                        "embedlab at another folder, then run the command again (finished steps are kept)")
+    exc = DiskFullError(
+        f"no space left in {folder} to write {Path(path).name} ({need}{have}); free some space there or point "
+        "embedlab at another folder, then run the command again (finished steps are kept)"
+    )
     exc.errno = errno.ENOSPC
     return exc
 
@@ -136,7 +138,8 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def parse_json(text: str) -> Any:
-    """JSON as embedlab reads its config and ledger files: a key given twice in one object is an error (``json`` keeps the
+    """JSON as embedlab reads its config and ledger files: a key given twice in one object is an error (``json`` keeps
+    the
     last one silently), and so is nesting deeper than the parser's recursion limit. Both raise ``ValueError``, as
     ``json.JSONDecodeError`` (a ``ValueError``) does for text that is not JSON."""
     try:

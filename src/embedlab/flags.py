@@ -11,8 +11,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from embedlab.config import DEFAULT_GRID, PROFILE_ALIASES, PROFILE_NAMES, PROFILES, FinetuneConfig, MoviesConfig, ProbeConfig, settings_of
+from embedlab.config import DEFAULT_GRID, FinetuneConfig, MoviesConfig, ProbeConfig
 from embedlab.overrides import flag_of, range_text
+from embedlab.profiles import PROFILE_ALIASES, PROFILE_NAMES, PROFILES
+from embedlab.schema import settings_of
 
 
 def _scalar(hint: Any) -> tuple[Callable[[str], Any] | None, list[str] | None]:
@@ -32,45 +34,77 @@ def _comma_list(convert: Callable[[str], Any], what: str) -> Callable[[str], lis
             return [convert(t.strip()) for t in text.split(",") if t.strip()]
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
+
     return parse
 
 
 def add_setting_flags(p: argparse.ArgumentParser, cls: type, names: Sequence[str] | None = None) -> None:
-    """One flag per setting of ``cls`` (or of ``names``), all derived from its declaration: spelling, type, choices, help."""
+    """One flag per setting of ``cls`` (or of ``names``), all derived from its declaration: spelling, type, choices,
+    help."""
     hints = typing.get_type_hints(cls, include_extras=True)
     for f in settings_of(cls):
         if names is not None and f.name not in names:
             continue
         meta, hint, default = f.metadata, hints[f.name], _default_of(f)
-        shown = [] if "default" in meta["help"] or default in (None, [], {}) or isinstance(default, (bool, dict)) else [
-            f"default {_shown(default)}"]
-        shown += [f"profile {name}: {_shown(over[f.name])}" for name, sections in PROFILES.items()
-                  for section, over in sections.items() if STUDY_CLASSES.get(section) is cls and f.name in over and f.name != "grid"]
+        shown = (
+            []
+            if "default" in meta["help"] or default in (None, [], {}) or isinstance(default, (bool, dict))
+            else [f"default {_shown(default)}"]
+        )
+        shown += [
+            f"profile {name}: {_shown(over[f.name])}"
+            for name, sections in PROFILES.items()
+            for section, over in sections.items()
+            if STUDY_CLASSES.get(section) is cls and f.name in over and f.name != "grid"
+        ]
         shown += [r for r in [range_text(hint)] if r]
         help_text = (meta["help"] + (f" ({'; '.join(shown)})" if shown else "")).replace("%", "%%")
         if f.name == "grid":  # one setting, two flags: which optimisers, and the rates of one of them
-            p.add_argument("--optimizers", metavar="OPT,OPT", help="comma-separated subset of the sweep's optimisers, e.g. adam,sgd "
-                           f"(default: {','.join(DEFAULT_GRID)})")
-            p.add_argument("--lrs", type=_lr_spec, action="append", metavar="OPT=LR,...", help="learning rates of one optimiser "
-                           "(repeatable), e.g. adam=0.1,0.3")
+            p.add_argument(
+                "--optimizers",
+                metavar="OPT,OPT",
+                help=(
+                    "comma-separated subset of the sweep's optimisers, e.g. adam,sgd "
+                    f"(default: {','.join(DEFAULT_GRID)})"
+                ),
+            )
+            p.add_argument(
+                "--lrs",
+                type=_lr_spec,
+                action="append",
+                metavar="OPT=LR,...",
+                help="learning rates of one optimiser (repeatable), e.g. adam=0.1,0.3",
+            )
             continue
         flag = flag_of(f)
         metavar = flag.lstrip("-").upper().replace("-", "_")
         bare = typing.get_args(hint)[0] if typing.get_origin(hint) is Annotated else hint  # the type without its range
         if hint is bool:
-            p.add_argument(flag, dest=f.name, action=once(argparse.BooleanOptionalAction), default=None,
-                           help=help_text + f" (default: {'on' if default else 'off'})")
+            p.add_argument(
+                flag,
+                dest=f.name,
+                action=once(argparse.BooleanOptionalAction),
+                default=None,
+                help=help_text + f" (default: {'on' if default else 'off'})",
+            )
         elif typing.get_origin(bare) is list:
             convert, choices = _scalar(typing.get_args(bare)[0])
             if meta["repeat"]:
                 p.add_argument(flag, dest=f.name, action="append", metavar=metavar, help=help_text)
             else:
                 what = "integers" if convert is int else "numbers" if convert is float else "names"
-                p.add_argument(flag, dest=f.name, type=_comma_list(convert, what), metavar="A,B,...",
-                               help=help_text + (f"; from {', '.join(choices)}" if choices else ""))
+                p.add_argument(
+                    flag,
+                    dest=f.name,
+                    type=_comma_list(convert, what),
+                    metavar="A,B,...",
+                    help=help_text + (f"; from {', '.join(choices)}" if choices else ""),
+                )
         else:
             convert, choices = _scalar(hint)
-            p.add_argument(flag, dest=f.name, type=convert, choices=choices, metavar=None if choices else metavar, help=help_text)
+            p.add_argument(
+                flag, dest=f.name, type=convert, choices=choices, metavar=None if choices else metavar, help=help_text
+            )
 
 
 def _default_of(f: dataclasses.Field) -> Any:
@@ -78,8 +112,11 @@ def _default_of(f: dataclasses.Field) -> Any:
 
 
 def _shown(value: Any) -> str:
-    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) if isinstance(value, list) else (
-        f"{value:g}" if isinstance(value, float) else str(value))
+    return (
+        ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+        if isinstance(value, list)
+        else (f"{value:g}" if isinstance(value, float) else str(value))
+    )
 
 
 def _lr_spec(text: str) -> tuple[str, list[float]]:
@@ -93,10 +130,18 @@ def add_run_folder_args(p: argparse.ArgumentParser, study: str, resume: str | No
     p.add_argument("--out", type=Path, help=f"run folder to create (default: runs/<timestamp>-{study})")
     if resume:
         p.add_argument("--resume", type=Path, metavar="RUN", help=resume)
-    p.add_argument("--config", metavar="FILE.json", help="one JSON file of settings (a key given twice is refused): a run's config.json works ("
-                   + ("its probe, finetune and movies sections)" if study == "study" else f"its {study!r} section is read)"))
-    p.add_argument("--profile", choices=[*PROFILE_NAMES, *PROFILE_ALIASES], metavar="{" + ",".join(PROFILE_NAMES) + "}",
-                   help="preset sizes: auto (default) is gpu on CUDA, else cpu; smoke: small subsets, for checks")
+    p.add_argument(
+        "--config",
+        metavar="FILE.json",
+        help="one JSON file of settings (a key given twice is refused): a run's config.json works ("
+        + ("its probe, finetune and movies sections)" if study == "study" else f"its {study!r} section is read)"),
+    )
+    p.add_argument(
+        "--profile",
+        choices=[*PROFILE_NAMES, *PROFILE_ALIASES],
+        metavar="{" + ",".join(PROFILE_NAMES) + "}",
+        help="preset sizes: auto (default) is gpu on CUDA, else cpu; smoke: small subsets, for checks",
+    )
 
 
 def once(action: type[argparse.Action]) -> type[argparse.Action]:
@@ -105,11 +150,19 @@ def once(action: type[argparse.Action]) -> type[argparse.Action]:
     repeating a flag (``--query``, ``--lrs``) use ``append`` and stay repeatable."""
 
     class Once(action):  # type: ignore[valid-type, misc]
-        def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                     option_string: str | None = None) -> None:
+        def __call__(
+            self,
+            parser: argparse.ArgumentParser,
+            namespace: argparse.Namespace,
+            values: Any,
+            option_string: str | None = None,
+        ) -> None:
             seen = namespace.__dict__.setdefault("_flags_seen", {})
             if self.dest in seen:
-                both = [" ".join([str(o), _shown(v)]) if v not in (None, []) else str(o) for o, v in (seen[self.dest], (option_string, values))]
+                both = [
+                    " ".join([str(o), _shown(v)]) if v not in (None, []) else str(o)
+                    for o, v in (seen[self.dest], (option_string, values))
+                ]
                 raise argparse.ArgumentError(self, f"given twice ({both[0]}, then {both[1]}); give it once")
             seen[self.dest] = (option_string, values)
             super().__call__(parser, namespace, values, option_string)
@@ -118,12 +171,14 @@ def once(action: type[argparse.Action]) -> type[argparse.Action]:
     return Once
 
 
-#: The study settings that `embedlab run` offers as flags: those declared with ``run=True``, each applied to every study that has it.
+#: The study settings that `embedlab run` offers as flags: those declared with ``run=True``, each applied to every study
+#: that has it.
 STUDY_CLASSES = {"probe": ProbeConfig, "finetune": FinetuneConfig, "movies": MoviesConfig}
 
 
 def run_settings() -> dict[str, dataclasses.Field]:
-    """The settings of `embedlab run`, by name: one declaration each (a setting that several studies share is declared once)."""
+    """The settings of `embedlab run`, by name: one declaration each (a setting that several studies share is declared
+    once)."""
     out: dict[str, dataclasses.Field] = {}
     for cls in STUDY_CLASSES.values():
         for f in settings_of(cls):

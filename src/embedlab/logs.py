@@ -94,7 +94,9 @@ class Progress:
     ...     bar.update(16)
     """
 
-    def __init__(self, total: int, desc: str, unit: str = "it", enabled: bool = True, every: float = 30.0, **tqdm_args) -> None:
+    def __init__(
+        self, total: int, desc: str, unit: str = "it", enabled: bool = True, every: float = 30.0, **tqdm_args
+    ) -> None:
         from tqdm.auto import tqdm
 
         self.total, self.desc, self.unit, self.every = total, desc, unit, every
@@ -116,7 +118,9 @@ class Progress:
         rate = self.n / elapsed if elapsed > 0 else 0.0
         left = f", about {(self.total - self.n) / rate / 60:.1f} min left" if rate > 0 and self.total else ""
         share = f" ({100 * self.n / self.total:.0f} %)" if self.total else ""
-        return f"  {self.desc}: {self.n:,}/{self.total:,} {self.unit}{share}, {rate:.3g} {self.unit}/s{left}{self.postfix}"
+        return (
+            f"  {self.desc}: {self.n:,}/{self.total:,} {self.unit}{share}, {rate:.3g} {self.unit}/s{left}{self.postfix}"
+        )
 
     def set_postfix(self, **values: object) -> None:
         self.bar.set_postfix(**values)

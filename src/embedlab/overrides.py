@@ -13,9 +13,10 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from embedlab.config import FinetuneConfig, MoviesConfig, ProbeConfig, settings_of
+from embedlab.config import FinetuneConfig, MoviesConfig, ProbeConfig
 from embedlab.errors import InputError
 from embedlab.files import DuplicateKeyError, parse_json
+from embedlab.schema import settings_of
 
 C = TypeVar("C")
 
@@ -26,7 +27,8 @@ class ConfigError(InputError):
 
 @functools.cache
 def _field_types(cls: type) -> dict[str, TypeAdapter]:
-    """A pydantic validator per dataclass field, from the field's type hint with its range (the dataclass stays plain)."""
+    """A pydantic validator per dataclass field, from the field's type hint with its range (the dataclass stays
+    plain)."""
     hints = typing.get_type_hints(cls, include_extras=True)
     return {f.name: TypeAdapter(hints[f.name]) for f in dataclasses.fields(cls)}
 
@@ -38,7 +40,7 @@ def flag_of(f: dataclasses.Field) -> str:
 
 def flag_name(key: str, cls: type | None = None) -> str:
     """The command-line flag of setting ``key`` (of ``cls``, else of whichever study declares it)."""
-    for c in ([cls] if cls is not None else [MoviesConfig, ProbeConfig, FinetuneConfig]):
+    for c in [cls] if cls is not None else [MoviesConfig, ProbeConfig, FinetuneConfig]:
         for f in settings_of(c):
             if f.name == key:
                 return flag_of(f)
@@ -79,8 +81,10 @@ def range_text(hint: Any) -> str:
             bounds.update({k: getattr(rule, k) for k in ("ge", "gt", "le", "lt") if getattr(rule, k, None) is not None})
     if not ({"ge", "gt"} & set(bounds) and {"le", "lt"} & set(bounds)):
         return ""
+
     def num(x: float) -> str:
         return f"{x:,}" if isinstance(x, int) else f"{x:g}"
+
     low, high = bounds.get("ge", bounds.get("gt")), bounds.get("le", bounds.get("lt"))
     return f"range {'[' if 'ge' in bounds else '('}{num(low)}, {num(high)}{']' if 'le' in bounds else ')'}"
 
@@ -98,7 +102,9 @@ def apply_overrides(cfg: C, overrides: Any, section: str = "", flags: bool = Fal
     types_ = _field_types(type(cfg))
     unknown = sorted(set(overrides) - set(types_))
     if unknown:
-        raise ConfigError(f"unknown config key(s) {[where + k for k in unknown]}; valid keys: {', '.join(sorted(types_))}")
+        raise ConfigError(
+            f"unknown config key(s) {[where + k for k in unknown]}; valid keys: {', '.join(sorted(types_))}"
+        )
     clean, problems = {}, []
     for key, value in overrides.items():  # every bad value is named at once, not one per try
         try:
@@ -107,9 +113,21 @@ def apply_overrides(cfg: C, overrides: Any, section: str = "", flags: bool = Fal
             err = exc.errors()[0]
             at = "".join(f"[{p!r}]" for p in err["loc"] if p != "[key]")  # a bad dict key is named by its own path
             hint = typing.get_type_hints(type(cfg), include_extras=True)[key]
-            name = f"{flag_name(key, type(cfg))} {value!r}" + (f", at {at}" if at else "") if flags else f"config value {where}{key}{at} = {value!r}"
-            range_error = err["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short", "too_long",
-                                          "finite_number", "literal_error")
+            name = (
+                f"{flag_name(key, type(cfg))} {value!r}" + (f", at {at}" if at else "")
+                if flags
+                else f"config value {where}{key}{at} = {value!r}"
+            )
+            range_error = err["type"] in (
+                "greater_than",
+                "greater_than_equal",
+                "less_than",
+                "less_than_equal",
+                "too_short",
+                "too_long",
+                "finite_number",
+                "literal_error",
+            )
             problems.append(f"{name}: {err['msg'].lower()}" + ("" if range_error else f" (expected {_expected(hint)})"))
     if problems:
         raise ConfigError("; ".join(problems))
@@ -122,11 +140,14 @@ CONFIG_KEYS = ("study", "steps", *STUDY_SECTIONS)
 
 
 def check_sections(data: dict[str, Any], source: object) -> dict[str, Any]:
-    """``data`` if every top-level key is a section embedlab reads, each of its shape: a misspelt section, or one that is
+    """``data`` if every top-level key is a section embedlab reads, each of its shape: a misspelt section, or one that
+    is
     not an object of settings (``"study": "vision"``), is an error whichever command reads the file, never ignored."""
     unknown = sorted(set(data) - set(CONFIG_KEYS))
     if unknown:
-        raise ConfigError(f"unknown section(s) {unknown} in {source}; a study's config file has {', '.join(CONFIG_KEYS)}")
+        raise ConfigError(
+            f"unknown section(s) {unknown} in {source}; a study's config file has {', '.join(CONFIG_KEYS)}"
+        )
     for name, value in data.items():
         if name == "steps":
             if not isinstance(value, list) or not all(isinstance(s, str) for s in value):

@@ -8,11 +8,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from embedlab.config import DEFAULT_GRID, FinetuneConfig, MoviesConfig, ProbeConfig, profile_overrides, settings_of, with_followers
-from embedlab.overrides import CONFIG_KEYS, STUDY_SECTIONS, apply_overrides, check_sections, flag_of, load_config_file, without_derived
+from embedlab.config import DEFAULT_GRID, FinetuneConfig, MoviesConfig, ProbeConfig
 from embedlab.errors import InputError
 from embedlab.flags import run_settings
+from embedlab.overrides import (
+    CONFIG_KEYS,
+    STUDY_SECTIONS,
+    apply_overrides,
+    check_sections,
+    flag_of,
+    load_config_file,
+    without_derived,
+)
+from embedlab.profiles import profile_overrides
 from embedlab.runs import RunDir
+from embedlab.schema import settings_of, with_followers
 
 
 def given(args: argparse.Namespace, keys: Sequence[str]) -> dict[str, Any]:
@@ -20,8 +30,11 @@ def given(args: argparse.Namespace, keys: Sequence[str]) -> dict[str, Any]:
 
 
 def setting_flags(args: argparse.Namespace, cls: type, policy: str | None = None) -> dict[str, Any]:
-    """The settings of ``cls`` given on the command line (those of one resume ``policy`` only, when given), with their followers."""
-    names = [f.name for f in settings_of(cls) if f.name != "grid" and (policy is None or f.metadata["resume"] == policy)]
+    """The settings of ``cls`` given on the command line (those of one resume ``policy`` only, when given), with their
+    followers."""
+    names = [
+        f.name for f in settings_of(cls) if f.name != "grid" and (policy is None or f.metadata["resume"] == policy)
+    ]
     return with_followers(cls, given(args, names))
 
 
@@ -32,7 +45,9 @@ def given_flags(args: argparse.Namespace, cls: type, policy: str) -> list[str]:
         if f.metadata["resume"] != policy:
             continue
         if f.name == "grid":
-            out += [flag for flag, key in (("--optimizers", "optimizers"), ("--lrs", "lrs")) if getattr(args, key, None)]
+            out += [
+                flag for flag, key in (("--optimizers", "optimizers"), ("--lrs", "lrs")) if getattr(args, key, None)
+            ]
         elif getattr(args, f.name, None) is not None:
             out.append(flag_of(f))
     return out
@@ -61,8 +76,13 @@ def movies_config(args: argparse.Namespace) -> MoviesConfig:
         base = layered(MoviesConfig(), profile, args.config, "movies", {})
         grid = dict(base.grid)
         if args.optimizers:
-            # an optimiser the profile's grid leaves out gets the default grid's rates (the smoke grid has two optimisers)
-            grid = {n.strip(): grid.get(n.strip()) or DEFAULT_GRID.get(n.strip(), []) for n in args.optimizers.split(",") if n.strip()}
+            # an optimiser the profile's grid leaves out gets the default grid's rates (the smoke grid has two
+            # optimisers)
+            grid = {
+                n.strip(): grid.get(n.strip()) or DEFAULT_GRID.get(n.strip(), [])
+                for n in args.optimizers.split(",")
+                if n.strip()
+            }
         for name, lrs in args.lrs or []:
             grid[name] = lrs
         flags["grid"] = grid
@@ -71,21 +91,34 @@ def movies_config(args: argparse.Namespace) -> MoviesConfig:
 
 def probe_config(args: argparse.Namespace) -> ProbeConfig:
     """defaults < profile < --config file < flags."""
-    return layered(ProbeConfig(), profile_overrides(args.profile or "auto", "probe", wants_cuda(args.device)), args.config, "probe",
-                    setting_flags(args, ProbeConfig))
+    return layered(
+        ProbeConfig(),
+        profile_overrides(args.profile or "auto", "probe", wants_cuda(args.device)),
+        args.config,
+        "probe",
+        setting_flags(args, ProbeConfig),
+    )
 
 
 def finetune_config(args: argparse.Namespace) -> FinetuneConfig:
     """defaults < profile (auto: by device) < --config file < flags."""
-    return layered(FinetuneConfig(), profile_overrides(args.profile or "auto", "finetune", wants_cuda(args.device)), args.config,
-                    "finetune", setting_flags(args, FinetuneConfig))
+    return layered(
+        FinetuneConfig(),
+        profile_overrides(args.profile or "auto", "finetune", wants_cuda(args.device)),
+        args.config,
+        "finetune",
+        setting_flags(args, FinetuneConfig),
+    )
 
 
 def refuse_with_resume(args: argparse.Namespace, refused: Sequence[str]) -> None:
-    """--resume continues with the saved settings: any of the ``refused`` flags given on the command line is an error, not ignored."""
+    """--resume continues with the saved settings: any of the ``refused`` flags given on the command line is an error,
+    not ignored."""
     if refused:
-        raise InputError(f"--resume continues {args.resume} with its saved settings, which {', '.join(refused)} would change; "
-                         f"start a new run instead (--config {args.resume}/config.json repeats it with your changes)")
+        raise InputError(
+            f"--resume continues {args.resume} with its saved settings, which {', '.join(refused)} would change; "
+            f"start a new run instead (--config {args.resume}/config.json repeats it with your changes)"
+        )
 
 
 def command_flags(args: argparse.Namespace, names: Sequence[str]) -> list[str]:
@@ -95,7 +128,9 @@ def command_flags(args: argparse.Namespace, names: Sequence[str]) -> list[str]:
 
 def resumed_movies_config(args: argparse.Namespace) -> MoviesConfig:
     """The stopped movie run's saved settings, with --data-dir, --offline and --allow-modified-data applied."""
-    refuse_with_resume(args, given_flags(args, MoviesConfig, "refuse") + command_flags(args, ("out", "config", "profile")))
+    refuse_with_resume(
+        args, given_flags(args, MoviesConfig, "refuse") + command_flags(args, ("out", "config", "profile"))
+    )
     run = RunDir.open(args.resume)
     saved = load_config_file(run.path / "config.json")
     if "study" in saved or not isinstance(saved.get("movies"), dict):
@@ -106,7 +141,9 @@ def resumed_movies_config(args: argparse.Namespace) -> MoviesConfig:
 
 def resumed_finetune_config(args: argparse.Namespace) -> tuple[RunDir, FinetuneConfig]:
     """The interrupted fine-tuning run and its saved settings, with the flags that do not change results applied."""
-    refuse_with_resume(args, given_flags(args, FinetuneConfig, "refuse") + command_flags(args, ("out", "config", "profile")))
+    refuse_with_resume(
+        args, given_flags(args, FinetuneConfig, "refuse") + command_flags(args, ("out", "config", "profile"))
+    )
     run = RunDir.open(args.resume)  # claimed by rank 0 in on_ranks
     saved = without_derived(run.read_json("config.json").get("finetune", {}))
     if not isinstance(saved, dict) or not saved:
@@ -118,14 +155,15 @@ def resumed_finetune_config(args: argparse.Namespace) -> tuple[RunDir, FinetuneC
 
 
 def wants_cuda(device: str | None) -> bool:
-    """Whether ``--device`` (unset, auto, cuda or cuda:N) will run on CUDA here: the gpu profile and the nccl backend."""
+    """Whether ``--device`` (unset, auto, cuda or cuda:N) will run on CUDA here: the gpu profile and the nccl
+    backend."""
     import torch
 
     return torch.cuda.is_available() and (device in (None, "auto") or str(device).startswith("cuda"))
 
 
 def backend_device(device: str | None) -> str:
-    """"cuda" (nccl) when the run will train on CUDA, else "cpu" (gloo)."""
+    """ "cuda" (nccl) when the run will train on CUDA, else "cpu" (gloo)."""
     return "cuda" if wants_cuda(device) else "cpu"
 
 
@@ -137,20 +175,34 @@ def resumed_study(args: argparse.Namespace) -> tuple[RunDir, Any]:
     """The saved run and its exact config, with the flags that do not change results applied."""
     from embedlab.study import study_config
 
-    refuse_with_resume(args, [flag_of(f) for n, f in run_settings().items()
-                               if f.metadata["resume"] == "refuse" and getattr(args, n, None) is not None]
-                        + command_flags(args, ("profile", "steps", "out")))
+    refuse_with_resume(
+        args,
+        [
+            flag_of(f)
+            for n, f in run_settings().items()
+            if f.metadata["resume"] == "refuse" and getattr(args, n, None) is not None
+        ]
+        + command_flags(args, ("profile", "steps", "out")),
+    )
     run = RunDir.open(args.resume)  # claimed by rank 0 in on_ranks
     saved = load_config_file(run.path / "config.json")
     study = saved.get("study")
-    if not isinstance(study, dict) or not isinstance(study.get("profile"), str) or not isinstance(study.get("steps"), list):
-        raise InputError(f"{run.path} was not made by 'embedlab run' (its config.json has no 'study' section with profile and steps); "
-                         "resume it with the command that made it")
+    if (
+        not isinstance(study, dict)
+        or not isinstance(study.get("profile"), str)
+        or not isinstance(study.get("steps"), list)
+    ):
+        raise InputError(
+            f"{run.path} was not made by 'embedlab run' (its config.json has no 'study' section with profile and"
+            " steps); resume it with the command that made it"
+        )
     sections = {k: saved.get(k, {}) for k in STUDY_SECTIONS}
     if args.config:  # a fix for the steps not yet done, e.g. a lower learning rate after a divergence
         extra = check_sections(load_config_file(args.config), args.config)
-        sections = {k: {**as_section(v, k, run.path / "config.json"), **as_section(extra.get(k, {}), k, args.config)}
-                    for k, v in sections.items()}
+        sections = {
+            k: {**as_section(v, k, run.path / "config.json"), **as_section(extra.get(k, {}), k, args.config)}
+            for k, v in sections.items()
+        }
     cfg = study_config(study["profile"], False, run_flags(args, "apply"), {**sections, "steps": study["steps"]})
     print(f"resuming {run.path}")
     return run, cfg

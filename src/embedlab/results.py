@@ -19,9 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 
-
-
-
 @dataclass(frozen=True)
 class Files:
     """The tables, figures and artefacts a step's result type declares, by name: the one list that the step's output,
@@ -32,7 +29,9 @@ class Files:
     artefacts: tuple[str, ...] = ()
 
     def allows(self, kind: str, name: str) -> bool:
-        return any(re.fullmatch(re.sub(r"\\\{\w+\\\}", ".+", re.escape(pattern)), name) for pattern in getattr(self, kind))
+        return any(
+            re.fullmatch(re.sub(r"\\\{\w+\\\}", ".+", re.escape(pattern)), name) for pattern in getattr(self, kind)
+        )
 
     @staticmethod
     def union(many: Iterable[Files]) -> Files:
@@ -59,6 +58,7 @@ class Evaluation:
 
 
 # --- Part 1 ---------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class FeatureSummary:
@@ -106,7 +106,14 @@ class ProbeResult:
     FILES: ClassVar[Files] = Files(
         tables=("probe_l2_grid", "probe_per_class", "probe_confusion", "probe_gallery"),
         figures=("probe_l2_grid", "probe_training_curve", "probe_confusion", "probe_gallery"),
-        artefacts=("probe_test_probs.npz", "probe_model.pt", "probe_model_train_only.pt", "probe_view_images.npz", "feature_cache.txt"))
+        artefacts=(
+            "probe_test_probs.npz",
+            "probe_model.pt",
+            "probe_model_train_only.pt",
+            "probe_view_images.npz",
+            "feature_cache.txt",
+        ),
+    )
     INLINE: ClassVar[tuple[str, ...]] = ("features", "fit")
 
     features: FeatureSummary
@@ -122,7 +129,8 @@ class FinetuneResult:
     FILES: ClassVar[Files] = Files(
         tables=("finetune_epochs", "finetune_per_class", "finetune_confusion", "finetune_gallery"),
         figures=("finetune_curves", "finetune_confusion", "finetune_gallery"),
-        artefacts=("finetune_test_probs.npz", "finetune_view_images.npz", "finetune_checkpoint.pt"))
+        artefacts=("finetune_test_probs.npz", "finetune_view_images.npz", "finetune_checkpoint.pt"),
+    )
     INLINE: ClassVar[tuple[str, ...]] = ("evaluation",)
 
     backbone: str
@@ -165,7 +173,9 @@ class Comparison:
     """Fixed features vs fine-tuning, from the two results above."""
 
     SECTION: ClassVar[str] = "comparison"
-    FILES: ClassVar[Files] = Files(tables=("comparison", "comparison_per_class", "comparison_changes"), figures=("comparison_per_class",))
+    FILES: ClassVar[Files] = Files(
+        tables=("comparison", "comparison_per_class", "comparison_changes"), figures=("comparison_per_class",)
+    )
 
     accuracy_gain: float
     error_reduction: float
@@ -178,6 +188,7 @@ class Comparison:
 
 
 # --- Part 2 ---------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class DataStats:
@@ -203,7 +214,8 @@ class DataStats:
     build_seconds: float
     x_summary_seconds: float
     query_likes: dict[str, int]  # resolved query title -> its like count
-    files_sha256: dict[str, str] = field(default_factory=dict)  # the data read (ratings.csv, movies.csv); empty when generated
+    # the data read (ratings.csv, movies.csv); empty when generated
+    files_sha256: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -221,8 +233,11 @@ class FitSummary:
     """2B: the spectral optimum, the sweep's best run and the run to convergence that recommends."""
 
     SECTION: ClassVar[str] = "movies_fit"
-    FILES: ClassVar[Files] = Files(tables=("sweep", "spectral_rounds"), figures=("loss_by_optimizer", "loss_best_runs"),
-                                   artefacts=("embeddings.npz", "loss_histories.csv"))
+    FILES: ClassVar[Files] = Files(
+        tables=("sweep", "spectral_rounds"),
+        figures=("loss_by_optimizer", "loss_best_runs"),
+        artefacts=("embeddings.npz", "loss_histories.csv"),
+    )
 
     dim: int
     iterations: int
@@ -293,7 +308,8 @@ class Holdout:
     refit_status: str
     queries_total: int
     anchor_notes: list[str]
-    methods: dict[str, dict[str, float | None]] = spread()  # method -> {metric: value}; "queries" is how many were scored
+    # method -> {metric: value}; "queries" is how many were scored
+    methods: dict[str, dict[str, float | None]] = spread()
 
 
 @dataclass(frozen=True)
@@ -322,7 +338,8 @@ class MoviesRun:
     """The movie study as a whole: its time, or why it stopped."""
 
     SECTION: ClassVar[str] = "movies_run"
-    FILES: ClassVar[Files] = Files(figures=("embedding_map",), artefacts=("map_coords.csv",))  # the map has no section of its own
+    # the map has no section of its own
+    FILES: ClassVar[Files] = Files(figures=("embedding_map",), artefacts=("map_coords.csv",))
 
     total_seconds: float | None = None
     processes: int | None = None

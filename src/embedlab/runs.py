@@ -1,6 +1,7 @@
 """Run folders: created once (never overwritten), holding config, metrics, tables, figures, artefacts.
 
-Layout: ``.embedlab`` (the marker, written first) ``config.json metrics.json report.md figures/*.png tables/*.{csv,md} artefacts/``.
+Layout: ``.embedlab`` (the marker, written first) ``config.json metrics.json report.md figures/*.png tables/*.{csv,md}
+artefacts/``.
 A run folder is claimed by one process at a time (a kernel lock on ``.embedlab.lock``), and every file in it is
 written under a temporary name and renamed (``files.write_atomic``).
 """
@@ -23,7 +24,6 @@ import pandas as pd
 from embedlab.errors import InputError, MissingFileError, UserError
 from embedlab.files import figure_bytes, parse_json, write_atomic
 
-
 #: The invisible controls of bidirectional text (U+202E, RIGHT-TO-LEFT OVERRIDE, shows "abc" as "cba", and the text
 #: after it too): a title from data that holds them is shown without them wherever embedlab shows titles.
 BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
@@ -37,8 +37,17 @@ def without_bidi(value: object) -> str:
 
 #: Characters that Markdown would read as table syntax, emphasis, code, links or markup; ``<``, ``>`` and ``&`` become
 #: entities, so no text from data can open a tag, a comment or a script in report.html; bidi controls are dropped.
-_MD_ESCAPES = str.maketrans({**{c: "\\" + c for c in "\\`*_[]|#"}, "<": "&lt;", ">": "&gt;", "&": "&amp;", "\n": " ", "\r": " ",
-                             **dict.fromkeys(BIDI_CONTROLS)})
+_MD_ESCAPES = str.maketrans(
+    {
+        **{c: "\\" + c for c in "\\`*_[]|#"},
+        "<": "&lt;",
+        ">": "&gt;",
+        "&": "&amp;",
+        "\n": " ",
+        "\r": " ",
+        **dict.fromkeys(BIDI_CONTROLS),
+    }
+)
 
 
 def md_text(value: object) -> str:
@@ -85,7 +94,9 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
     formats = [column_format(out[col], digits) for col in out.columns]
     for col in out.columns:
         if not pd.api.types.is_numeric_dtype(out[col]):
-            out[col] = out[col].map(lambda v: v if v is None or (isinstance(v, float) and math.isnan(v)) else md_text(v))
+            out[col] = out[col].map(
+                lambda v: v if v is None or (isinstance(v, float) and math.isnan(v)) else md_text(v)
+            )
     out.columns = [md_text(column_label(c)) for c in out.columns]
     return out.to_markdown(index=False, floatfmt=formats)
 
@@ -95,8 +106,19 @@ MARKER = ".embedlab"
 #: Held (flock) by the one process that writes into the folder; the kernel releases it when that process ends.
 LOCK = ".embedlab.lock"
 #: What embedlab writes into a run folder: a marked folder holding only these, with no finished step, may be cleared.
-OWN_NAMES = {MARKER, LOCK, "config.json", "metrics.json", "environment.json", "run.log", "figures", "tables", "artefacts",
-             "report.md", "report.html"}
+OWN_NAMES = {
+    MARKER,
+    LOCK,
+    "config.json",
+    "metrics.json",
+    "environment.json",
+    "run.log",
+    "figures",
+    "tables",
+    "artefacts",
+    "report.md",
+    "report.html",
+}
 
 
 def _is_temporary(name: str) -> bool:
@@ -104,7 +126,8 @@ def _is_temporary(name: str) -> bool:
 
 
 def holds_no_result(path: Path) -> bool:
-    """A folder embedlab created (it carries the marker) with no finished step, no table, figure or artefact: safe to clear."""
+    """A folder embedlab created (it carries the marker) with no finished step, no table, figure or artefact: safe to
+    clear."""
     if not (path / MARKER).is_file():
         return False
     if any(p.name not in OWN_NAMES and not _is_temporary(p.name) for p in path.iterdir()):
@@ -171,39 +194,53 @@ class RunDir:
             path.mkdir(parents=True)
         except FileExistsError:
             if not path.is_dir():
-                raise RunFolderError(f"cannot create the run folder {path}: a file of that name exists; pick another --out") from None
+                raise RunFolderError(
+                    f"cannot create the run folder {path}: a file of that name exists; pick another --out"
+                ) from None
             others = {p.name for p in path.iterdir()} - {LOCK}
             if others and MARKER not in others:
-                raise RunFolderError(f"run folder {path} already exists, is not empty and was not made by embedlab; pick another "
-                                     "--out or leave --out unset for a new timestamped folder (nothing in it was touched)") from None
+                raise RunFolderError(
+                    f"run folder {path} already exists, is not empty and was not made by embedlab; pick another "
+                    "--out or leave --out unset for a new timestamped folder (nothing in it was touched)"
+                ) from None
         except OSError as exc:  # a regular file on the way, a read-only file system, no permission
-            raise RunFolderError(f"cannot create the run folder {path}: {exc.strerror or exc} ({exc.filename or path}); "
-                                 "pick another --out") from None
+            raise RunFolderError(
+                f"cannot create the run folder {path}: {exc.strerror or exc} ({exc.filename or path}); "
+                "pick another --out"
+            ) from None
         run = cls(path)
         run.claim()
         try:
             run._clear_if_reusable()
-            write_atomic(path / MARKER, json.dumps({"made_by": "embedlab", "created": datetime.now().isoformat(timespec="seconds")}) + "\n")
+            write_atomic(
+                path / MARKER,
+                json.dumps({"made_by": "embedlab", "created": datetime.now().isoformat(timespec="seconds")}) + "\n",
+            )
             for sub in ("figures", "tables", "artefacts"):
                 (path / sub).mkdir(exist_ok=True)
         except OSError as exc:
             run.release()
             if isinstance(exc, UserError):
                 raise
-            raise RunFolderError(f"cannot create the run folder {path}: {exc.strerror or exc} ({exc.filename or path}); "
-                                 "pick another --out") from None
+            raise RunFolderError(
+                f"cannot create the run folder {path}: {exc.strerror or exc} ({exc.filename or path}); "
+                "pick another --out"
+            ) from None
         except BaseException:
             run.release()
             raise
         return run
 
     def _clear_if_reusable(self) -> None:
-        """Under the lock: a marked folder with no result is emptied of what embedlab wrote; one with results is refused."""
+        """Under the lock: a marked folder with no result is emptied of what embedlab wrote; one with results is
+        refused."""
         if not (self.path / MARKER).is_file():
             return
         if not holds_no_result(self.path):
-            raise RunFolderError(f"run folder {self.path} already holds results; continue it with --resume {self.path}, pick another "
-                                 "--out, or leave --out unset for a new timestamped folder")
+            raise RunFolderError(
+                f"run folder {self.path} already holds results; continue it with --resume {self.path}, pick another "
+                "--out, or leave --out unset for a new timestamped folder"
+            )
         for p in self.path.iterdir():
             if p.name in (MARKER, LOCK):
                 continue
@@ -221,20 +258,25 @@ class RunDir:
         return run
 
     def claim(self) -> None:
-        """Take the folder's lock for this process's life (or until ``release``); a folder in use by a live process is refused."""
+        """Take the folder's lock for this process's life (or until ``release``); a folder in use by a live process is
+        refused."""
         if self._lock_fd is not None:
             return
         try:
             fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise RunFolderError(f"cannot write into the run folder {self.path}: {exc.strerror or exc}; pick another --out") from None
+            raise RunFolderError(
+                f"cannot write into the run folder {self.path}: {exc.strerror or exc}; pick another --out"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise RunFolderBusy(f"run folder {self.path} is in use by another embedlab run ({holder}); wait for it to finish, "
-                                "or pick another --out") from None
+            raise RunFolderBusy(
+                f"run folder {self.path} is in use by another embedlab run ({holder}); wait for it to finish, "
+                "or pick another --out"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         self._lock_fd = fd
@@ -260,7 +302,8 @@ class RunDir:
             run.release()
 
     def write_json(self, name: str, data: Any) -> Path:
-        """Atomically: metrics.json and config.json are the resume ledger, so an interrupt must leave the old or the new file, never half."""
+        """Atomically: metrics.json and config.json are the resume ledger, so an interrupt must leave the old or the new
+        file, never half."""
         return write_atomic(self.path / name, json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
 
     def write_text(self, name: str, text: str) -> Path:
@@ -273,21 +316,28 @@ class RunDir:
         try:
             return parse_json(p.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:  # not JSON, a key twice, nested too deeply
-            raise InputError(f"{p} is damaged ({exc}); it was edited or cut short. Restore it, or start a new run") from None
+            raise InputError(
+                f"{p} is damaged ({exc}); it was edited or cut short. Restore it, or start a new run"
+            ) from None
 
     def metrics(self) -> dict[str, Any]:
         """metrics.json, or {} before the first step has finished."""
         data = self.read_json("metrics.json") if (self.path / "metrics.json").is_file() else {}
         if not isinstance(data, dict):
-            raise InputError(f"{self.path / 'metrics.json'} is damaged (not a JSON object); it was edited. Restore it, or start a new run")
+            raise InputError(
+                f"{self.path / 'metrics.json'} is damaged (not a JSON object); it was edited. Restore it, or start a"
+                " new run"
+            )
         return data
 
     def config(self, section: str) -> dict[str, Any]:
         """One study's settings from config.json; a missing or damaged section is a user error that names it."""
         data = self.read_json("config.json")
         if not isinstance(data, dict) or not isinstance(data.get(section), dict):
-            raise InputError(f"{self.path / 'config.json'} has no {section!r} section of settings; it was edited, or the folder was "
-                             f"not made by embedlab's {section} step")
+            raise InputError(
+                f"{self.path / 'config.json'} has no {section!r} section of settings; it was edited, or the folder was "
+                f"not made by embedlab's {section} step"
+            )
         return data[section]
 
     def update_config(self, section: str, values: dict[str, Any]) -> None:
@@ -323,7 +373,8 @@ class RunDir:
         return self.path / "artefacts" / name
 
     def save_artefact(self, name: str, data: bytes | str) -> Path:
-        """``artefacts/<name>``, atomically (see ``files.npz_bytes`` and ``files.torch_bytes`` for arrays and state dicts)."""
+        """``artefacts/<name>``, atomically (see ``files.npz_bytes`` and ``files.torch_bytes`` for arrays and state
+        dicts)."""
         return write_atomic(self.artefact(name), data)
 
     def save_csv(self, name: str, df: pd.DataFrame) -> Path:

@@ -47,7 +47,8 @@ def _inline(cls: type) -> tuple[str, ...]:
 
 
 def to_section(result: Any) -> dict[str, Any]:
-    """The JSON object one result is stored as (nested ``INLINE`` results side by side, ``spread`` mappings item by item)."""
+    """The JSON object one result is stored as (nested ``INLINE`` results side by side, ``spread`` mappings item by
+    item)."""
     out: dict[str, Any] = {}
     for f in fields(result):
         value = getattr(result, f.name)
@@ -112,7 +113,9 @@ def from_section(cls: type[T], section: dict[str, Any]) -> T | None:
     """The result stored in ``section``; None when the step has not finished (a field without default is missing).
     A value of the wrong type means the file was edited: an error that says so."""
     if not isinstance(section, dict):
-        raise InputError(f"{METRICS}: a section is not a JSON object; the file was edited. Restore it, or start a new run")
+        raise InputError(
+            f"{METRICS}: a section is not a JSON object; the file was edited. Restore it, or start a new run"
+        )
     args = _nest(cls, section)
     try:
         return pydantic.TypeAdapter(cls).validate_python(args)
@@ -120,8 +123,10 @@ def from_section(cls: type[T], section: dict[str, Any]) -> T | None:
         if all(e["type"] == "missing" for e in exc.errors()):
             return None
         where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
-        raise InputError(f"{METRICS} has an unreadable {getattr(cls, 'SECTION', cls.__name__)!r} section ({where}); it was "
-                         "edited. Restore it, or start a new run") from None
+        raise InputError(
+            f"{METRICS} has an unreadable {getattr(cls, 'SECTION', cls.__name__)!r} section ({where}); it was "
+            "edited. Restore it, or start a new run"
+        ) from None
 
 
 def load(run: RunDir) -> RunResults:
@@ -144,7 +149,8 @@ def save(run: RunDir, result: Any) -> None:
 
 
 def mark_stopped(run: RunDir, status: str | None) -> None:
-    """Say in ``movies_run`` that the movie study stopped (``"failed: …"``), or clear that mark (None) when it resumes."""
+    """Say in ``movies_run`` that the movie study stopped (``"failed: …"``), or clear that mark (None) when it
+    resumes."""
     metrics = run.metrics()
     section = {k: v for k, v in metrics.get(MoviesRun.SECTION, {}).items() if k != "status"}
     metrics[MoviesRun.SECTION] = section if status is None else {**section, "status": status}
@@ -158,7 +164,8 @@ def save_step(run: RunDir, step: str, status: StepStatus) -> None:
 
 @dataclass(frozen=True)
 class Table:
-    """A table of the run: ``tables/<name>.csv`` and the Markdown copy the report embeds (``floatfmt`` for its floats)."""
+    """A table of the run: ``tables/<name>.csv`` and the Markdown copy the report embeds (``floatfmt`` for its
+    floats)."""
 
     df: pd.DataFrame
     floatfmt: str = ".4g"
@@ -180,11 +187,16 @@ class Output:
     owner: type | None = None
 
     def __post_init__(self) -> None:
-        declared = Files.union(files_of(t) for t in {type(r) for r in self.results} | ({self.owner} if self.owner else set()))
+        declared = Files.union(
+            files_of(t) for t in {type(r) for r in self.results} | ({self.owner} if self.owner else set())
+        )
         for kind in ("tables", "figures", "artefacts"):
             for name in getattr(self, kind):
                 if not declared.allows(kind, name):
-                    raise ValueError(f"{kind[:-1]} {name!r} is not declared in the FILES of {[t.__name__ for t in map(type, self.results)]}")
+                    raise ValueError(
+                        f"{kind[:-1]} {name!r} is not declared in the FILES of"
+                        f" {[t.__name__ for t in map(type, self.results)]}"
+                    )
 
 
 def write(run: RunDir, out: Output) -> None:
@@ -248,19 +260,25 @@ class Store:
         if not path.is_file():
             return None
         with np.load(path) as z:
-            return Predictions(torch.from_numpy(z["probs"]), torch.from_numpy(z["labels"]), z["test_index"].copy(), str(path))
+            return Predictions(
+                torch.from_numpy(z["probs"]), torch.from_numpy(z["labels"]), z["test_index"].copy(), str(path)
+            )
 
     def lp_ft_probe(self) -> dict[str, Any]:
         """The probe fitted on the training split alone, as saved by the probe step (its state dict)."""
         path = self.run.artefact(LP_FT_PROBE)
         if not path.is_file():
-            raise MissingFileError(f"--head-init probe: no linear probe in {self.path} ({path.name} is missing); run the probe first "
-                                   f"(drop --no-probe) or use --head-init random")
+            raise MissingFileError(
+                f"--head-init probe: no linear probe in {self.path} ({path.name} is missing); run the probe first "
+                "(drop --no-probe) or use --head-init random"
+            )
         try:
             state = read_torch(path)
             if not isinstance(state, dict) or not {"linear.weight", "linear.bias", "mu", "sigma"} <= set(state):
                 raise UnreadableFile("not the probe's state dict")
         except UnreadableFile as exc:
-            raise InputError(f"--head-init probe: {path} is damaged ({exc}); run the probe again in a new folder, "
-                             "or use --head-init random") from None
+            raise InputError(
+                f"--head-init probe: {path} is damaged ({exc}); run the probe again in a new folder, "
+                "or use --head-init random"
+            ) from None
         return state

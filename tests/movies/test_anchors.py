@@ -35,7 +35,9 @@ def test_tune_picks_the_best_validation_recall_and_refits_on_all_training_users(
     likes = random_likes(2, users=120)
     fit, val = likes[:90], build_queries(likes[90:])
     tuned = tune("EASE", ease_candidates([1.0, 1e4]), fit, val, 3, torch.ones(15, dtype=torch.bool), likes)
-    assert set(tuned.validation) == {"lambda=1", "lambda=10000"} and tuned.setting == max(tuned.validation, key=tuned.validation.get)
+    assert set(tuned.validation) == {"lambda=1", "lambda=10000"} and tuned.setting == max(
+        tuned.validation, key=tuned.validation.get
+    )
     lam = float(tuned.setting.split("=")[1])
     q = torch.tensor([0, 4])
     assert torch.allclose(tuned.scorer(q), ease_weights(likes, lam)[q])  # refitted on every training user

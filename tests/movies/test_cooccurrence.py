@@ -9,7 +9,17 @@ from embedlab.movies.gram import gram_rows
 def hand_ratings() -> pd.DataFrame:
     # users 1..3, movies 10, 20, 30, 40 (40 is never liked at >= 4)
     return pd.DataFrame(
-        [(1, 10, 5.0), (1, 20, 4.0), (1, 30, 3.5), (2, 10, 4.5), (2, 20, 4.0), (2, 30, 4.0), (3, 20, 4.0), (3, 30, 5.0), (3, 40, 2.0)],
+        [
+            (1, 10, 5.0),
+            (1, 20, 4.0),
+            (1, 30, 3.5),
+            (2, 10, 4.5),
+            (2, 20, 4.0),
+            (2, 30, 4.0),
+            (3, 20, 4.0),
+            (3, 30, 5.0),
+            (3, 40, 2.0),
+        ],
         columns=["userId", "movieId", "rating"],
     )
 
@@ -30,12 +40,20 @@ def test_threshold_35_adds_the_half_star_like():
 
 def test_duplicate_ratings_count_once():
     r = pd.concat([hand_ratings(), hand_ratings().iloc[:1]])
-    np.testing.assert_array_equal(cooccurrence(build_colikes(r).likes).toarray(), cooccurrence(build_colikes(hand_ratings()).likes).toarray())
+    np.testing.assert_array_equal(
+        cooccurrence(build_colikes(r).likes).toarray(), cooccurrence(build_colikes(hand_ratings()).likes).toarray()
+    )
 
 
 def test_matches_bruteforce_on_random_table():
     rng = np.random.default_rng(0)
-    r = pd.DataFrame({"userId": rng.integers(0, 30, 400), "movieId": rng.integers(0, 25, 400), "rating": rng.choice([1.0, 3.0, 4.0, 5.0], 400)})
+    r = pd.DataFrame(
+        {
+            "userId": rng.integers(0, 30, 400),
+            "movieId": rng.integers(0, 25, 400),
+            "rating": rng.choice([1.0, 3.0, 4.0, 5.0], 400),
+        }
+    )
     co = build_colikes(r, 4.0)
     liked = r[r.rating >= 4].drop_duplicates(["userId", "movieId"])
     sets = liked.groupby("userId")["movieId"].apply(set)
@@ -115,18 +133,28 @@ def test_top_pairs_from_popular_rows_equal_the_brute_force(seed, k):
     likes = random_likes(seed, users=25, movies=20, density=0.3)  # small counts: many ties
     x = cooccurrence(likes).toarray()
     iu = np.triu_indices_from(x, 1)
-    expected = [(int(i), int(j), int(c)) for c, i, j in sorted(zip(x[iu], iu[0], iu[1]), key=lambda t: (-t[0], t[1], t[2])) if c > 0][:k]
+    expected = [
+        (int(i), int(j), int(c))
+        for c, i, j in sorted(zip(x[iu], iu[0], iu[1]), key=lambda t: (-t[0], t[1], t[2]))
+        if c > 0
+    ][:k]
     assert top_colike_pairs(likes, k, entries=41) == expected  # two rows per chunk
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("entries", [7, 10_000])
 def test_one_pass_gives_a_part_of_the_users_too(seed, entries):
-    """``part``: ||X||_F^2 of some users' likes alone, from the same pass, equals the materialised matrix of those users;
+    """``part``: ||X||_F^2 of some users' likes alone, from the same pass, equals the materialised matrix of those
+    users;
     the whole matrix's figures are unchanged by asking for it."""
     likes = random_likes(seed)
     part = np.random.default_rng(seed + 10).random(likes.shape[0]) < 0.8
     x_part = cooccurrence(likes[part]).toarray().astype(np.float64)
     s, whole = colike_summary(likes, k=5, entries=entries, part=part), colike_summary(likes, k=5, entries=entries)
     assert s.part_fro_sq == (x_part**2).sum() == colike_fro_sq(likes[part])
-    assert (s.nnz, s.max, s.fro_sq, s.top_pairs) == (whole.nnz, whole.max, whole.fro_sq, whole.top_pairs) and whole.part_fro_sq is None
+    assert (s.nnz, s.max, s.fro_sq, s.top_pairs) == (
+        whole.nnz,
+        whole.max,
+        whole.fro_sq,
+        whole.top_pairs,
+    ) and whole.part_fro_sq is None

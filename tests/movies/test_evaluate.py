@@ -3,8 +3,15 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from embedlab.movies.evaluate import (bucket_masks, build_queries, colike_scorers, recommend_all, recommend_all_multi, score_recs,
-                                      split_users)
+from embedlab.movies.evaluate import (
+    bucket_masks,
+    build_queries,
+    colike_scorers,
+    recommend_all,
+    recommend_all_multi,
+    score_recs,
+    split_users,
+)
 
 RAW, NORMALISED = "co-likes raw X_ij", "co-likes X_ij/sqrt(n_i n_j)"
 
@@ -66,7 +73,6 @@ def test_hit_metrics_match_bruteforce():
     assert res["genre_overlap@3"] == pytest.approx(np.mean(overl))
 
 
-
 def test_buckets_partition_the_queries_and_average_back():
     rng = np.random.default_rng(1)
     m, k = 15, 3
@@ -103,9 +109,13 @@ def test_both_colike_baselines_from_one_pass_equal_the_brute_force():
     np.fill_diagonal(x, 0)
     counts = rng.integers(1, 20, m)
     q = build_queries(sp.csr_matrix((rng.random((8, m)) < 0.4).astype(np.float32)))
-    recs = recommend_all_multi(colike_scorers(sp.csr_matrix(train_likes), counts), q, k, torch.ones(m, dtype=torch.bool), chunk=3)
+    recs = recommend_all_multi(
+        colike_scorers(sp.csr_matrix(train_likes), counts), q, k, torch.ones(m, dtype=torch.bool), chunk=3
+    )
     for name, score in ((RAW, x), (NORMALISED, x / np.sqrt(np.outer(counts, counts)))):
-        expected = [sorted((j for j in range(m) if j != i), key=lambda j: (-score[i, j], j))[:k] for i in q.items.tolist()]
+        expected = [
+            sorted((j for j in range(m) if j != i), key=lambda j: (-score[i, j], j))[:k] for i in q.items.tolist()
+        ]
         assert recs[name].tolist() == expected, name
 
 

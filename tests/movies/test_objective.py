@@ -133,7 +133,9 @@ def test_binary_rows_equal_the_sparse_product_with_empty_rows_and_columns(seed):
         assert rows.shape == mat.shape
         for dtype, width in ((torch.float64, 5), (torch.float32, 1), (torch.float32, 40)):  # CSR, CSR, embedding_bag
             v = torch.randn(mat.shape[1], width, dtype=dtype)
-            np.testing.assert_allclose((rows @ v).numpy(), mat.astype(np.float64) @ v.numpy().astype(np.float64), rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(
+                (rows @ v).numpy(), mat.astype(np.float64) @ v.numpy().astype(np.float64), rtol=1e-5, atol=1e-5
+            )
     with pytest.raises(ValueError, match="0/1 matrix"):
         BinaryRows.from_scipy(2 * likes)
 

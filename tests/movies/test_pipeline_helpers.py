@@ -6,7 +6,9 @@ from embedlab.movies.tables import genre_matrix, most_specific_genre
 
 
 def test_most_specific_genre_is_the_rarest_of_each_movies_genres():
-    genres = pd.Series(["Adventure|Animation|Children", "Adventure|Drama", "Adventure", "Adventure|Comedy", "Drama|Horror"])
+    genres = pd.Series(
+        ["Adventure|Animation|Children", "Adventure|Drama", "Adventure", "Adventure|Comedy", "Drama|Horror"]
+    )
     # Adventure 4, Drama 2, the rest 1: ties go to the alphabetically first
     assert list(most_specific_genre(genres)) == ["Animation", "Drama", "Adventure", "Comedy", "Horror"]
 
@@ -23,8 +25,8 @@ def test_the_held_out_split_keeps_every_test_users_likes_out_of_training():
 
     from embedlab.config import MoviesConfig
     from embedlab.movies.evaluate import split_users
-    from embedlab.movies.movielens import with_years
     from embedlab.movies.holdout import HoldoutSplit
+    from embedlab.movies.movielens import with_years
 
     rng = np.random.default_rng(0)
     users, movies = np.arange(1, 61), np.arange(10, 30)
@@ -47,7 +49,9 @@ def test_the_held_out_split_keeps_every_test_users_likes_out_of_training():
     test_r = ratings[ratings["userId"].isin(test_users) & ratings["movieId"].isin(train.movie_ids)]
     lmat, _, test_movies = like_matrix(test_r, cfg.like_threshold)
     cols = np.searchsorted(train.movie_ids, test_movies)
-    remap = sp.csr_matrix((np.ones(len(cols), np.float32), (np.arange(len(cols)), cols)), shape=(len(cols), train.n_movies))
+    remap = sp.csr_matrix(
+        (np.ones(len(cols), np.float32), (np.arange(len(cols)), cols)), shape=(len(cols), train.n_movies)
+    )
     expected = build_queries((lmat @ remap).tocsr())
     for name in ("items", "users", "like_keys", "user_likes"):
         assert torch.equal(getattr(split.queries, name), getattr(expected, name)), name
@@ -57,8 +61,12 @@ def test_the_held_out_split_keeps_every_test_users_likes_out_of_training():
     assert dict(zip(split.train.movie_ids, split.train.like_counts)) == by_train.to_dict()
     # each query is a like of a test user (its row indexes the test users, its column a training movie)
     test_likes = liked[liked["userId"].isin(test_users)]
-    keys = set(zip(test_likes["userId"].map({u: i for i, u in enumerate(sorted(test_likes["userId"].unique()))}),
-                   test_likes["movieId"].map({m: i for i, m in enumerate(split.train.movie_ids)})))
+    keys = set(
+        zip(
+            test_likes["userId"].map({u: i for i, u in enumerate(sorted(test_likes["userId"].unique()))}),
+            test_likes["movieId"].map({m: i for i, m in enumerate(split.train.movie_ids)}),
+        )
+    )
     q = split.queries
     assert len(q.items) > 0 and all((int(u), int(i)) in keys for u, i in zip(q.users, q.items))
     # 2A's pass over X marks the same training users, so its ||X_train||_F^2 is the held-out operator's

@@ -13,7 +13,9 @@ def test_top_k_matches_bruteforce_and_respects_filters():
     for item in (0, 7, 39):
         idx, scores = similar_items(v, item, k=6, eligible=elig)
         vn = v / v.norm(dim=1, keepdim=True)
-        brute = sorted((j for j in range(40) if j != item and counts[j] >= 5), key=lambda j: -float(vn[item] @ vn[j]))[:6]
+        brute = sorted((j for j in range(40) if j != item and counts[j] >= 5), key=lambda j: -float(vn[item] @ vn[j]))[
+            :6
+        ]
         assert list(idx) == brute
         assert np.all(np.diff(scores) <= 1e-7)
 

@@ -44,10 +44,14 @@ def test_a_title_as_people_type_it(index: TitleIndex, case: dict):
         assert err.value.candidates[0] == case["refused"] and len(err.value.candidates) == case["count"]
         assert "add the year" in str(err.value) and "most liked first" in str(err.value)
     else:
-        assert str(err.value).startswith(f"no movie titled {case['query']!r}") and case["suggests"] in err.value.candidates
+        assert (
+            str(err.value).startswith(f"no movie titled {case['query']!r}") and case["suggests"] in err.value.candidates
+        )
 
 
-NON_LATIN = json.loads((Path(__file__).resolve().parents[1] / "title_cases.json").read_text(encoding="utf-8"))["non_latin"]
+NON_LATIN = json.loads((Path(__file__).resolve().parents[1] / "title_cases.json").read_text(encoding="utf-8"))[
+    "non_latin"
+]
 
 
 @pytest.fixture(scope="module")
@@ -71,4 +75,7 @@ def test_a_title_in_any_script_as_people_type_it(synthetic_index: TitleIndex, ca
 
 def test_every_non_latin_title_is_found_by_its_exact_text(synthetic_index: TitleIndex):
     for title in NON_LATIN["titles"]:
-        assert synthetic_index.candidates(title) == ("exact title", [list(synthetic_index.movies["title"]).index(title)]), ascii(title)
+        assert synthetic_index.candidates(title) == (
+            "exact title",
+            [list(synthetic_index.movies["title"]).index(title)],
+        ), ascii(title)

@@ -6,7 +6,16 @@ import scipy.sparse as sp
 import torch
 
 from embedlab.movies.objective import cost_and_grad, frobenius_sq, spectral_optimum, to_torch_csr
-from embedlab.movies.train import OPTIMIZERS, Budget, Objective, best_run, fit, initial_embedding, sweep_optimizer, sweep
+from embedlab.movies.train import (
+    OPTIMIZERS,
+    Budget,
+    Objective,
+    best_run,
+    fit,
+    initial_embedding,
+    sweep,
+    sweep_optimizer,
+)
 
 
 @pytest.fixture
@@ -73,7 +82,8 @@ def test_run_to_convergence_returns_the_lowest_cost_v(problem):
     from embedlab.movies.objective import cost_and_grad
 
     v0 = initial_embedding(25, 3, 0, 0.1)
-    r = fit(Objective(xt, fro), v0, "adam", 0.3, Budget(2000, rel_tol=1e-6, window=20))  # a large constant rate oscillates
+    # a large constant rate oscillates
+    r = fit(Objective(xt, fro), v0, "adam", 0.3, Budget(2000, rel_tol=1e-6, window=20))
     assert r.status == "finished" and r.iterations < 2000
     assert r.final_loss == pytest.approx(min(r.losses)) and r.final_loss <= r.losses[-1]
     assert cost_and_grad(r.v, xt, fro)[0] == pytest.approx(r.final_loss, rel=1e-6)
@@ -98,7 +108,9 @@ def test_parallel_sweep_returns_the_serial_results_in_grid_order(problem):
     assert list(parallel_map(lambda i: i * i, list(range(7)), workers=4)) == [i * i for i in range(7)]
 
 
-@pytest.mark.parametrize("name,lr", [("sgd", 1e-4), ("nesterov", 3e-5), ("adagrad", 0.1), ("rmsprop", 0.01), ("adam", 0.05), ("adam", 0.3)])
+@pytest.mark.parametrize(
+    "name,lr", [("sgd", 1e-4), ("nesterov", 3e-5), ("adagrad", 0.1), ("rmsprop", 0.01), ("adam", 0.05), ("adam", 0.3)]
+)
 @pytest.mark.parametrize("first,budget", [(40, 300), (40, 40), (250, 300), (320, 300)])
 def test_going_on_from_a_kept_run_equals_the_run_made_afresh(problem, name, lr, first, budget):
     """``go_on`` from the sweep's first steps gives what one fresh run to convergence gives: the same costs, the same

@@ -43,7 +43,12 @@ def test_offline_resnet18_message_names_every_way_out(tmp_path, monkeypatch):
     with pytest.raises(WeightsUnavailable) as err:
         create_backbone("resnet18", "imagenet")
     msg = str(err.value)
-    assert "--weights" in msg and "--backbone efficientnet_lite1" in msg and "resnet18-f37072fd.pth" in msg and "network unreachable" in msg
+    assert (
+        "--weights" in msg
+        and "--backbone efficientnet_lite1" in msg
+        and "resnet18-f37072fd.pth" in msg
+        and "network unreachable" in msg
+    )
 
 
 @pytest.fixture
@@ -60,7 +65,8 @@ def torch_home(tmp_path, monkeypatch):
 
 def test_auto_is_resnet18_when_its_weights_are_at_hand_else_the_best_offline_backbone(torch_home, monkeypatch):
     choose = backbones.choose_backbone
-    assert choose("efficientnet_lite0", "imagenet", False) == backbones.BackboneChoice("efficientnet_lite0")  # named: no reason
+    # named: no reason
+    assert choose("efficientnet_lite0", "imagenet", False) == backbones.BackboneChoice("efficientnet_lite0")
     offline = choose("auto", "imagenet", False)
     assert offline.name == backbones.BEST_OFFLINE == "efficientnet_lite1"
     assert "not available offline" in offline.reason and "--backbone resnet18 --weights FILE" in offline.reason

@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from torch import nn
-
 from tiny_finetune import INPUTS, Tiny, cfg, synthetic
+from torch import nn
 
 
 def _model() -> nn.Module:
@@ -47,9 +46,19 @@ def _worker(rank: int, world: int, init: str, out: str, resume: bool, stop: str)
     model = _model()
     distributed._JOB = Dist(rank, world, "gloo")  # the process group this worker set up is the job's
     try:
-        h = train(model, model.head, synthetic(60, 0), synthetic(30, 1), Job(cfg(), INPUTS, torch.device("cpu"), Path(out) / "ck.pt", resume=resume), on_step=on_step)
+        h = train(
+            model,
+            model.head,
+            synthetic(60, 0),
+            synthetic(30, 1),
+            Job(cfg(), INPUTS, torch.device("cpu"), Path(out) / "ck.pt", resume=resume),
+            on_step=on_step,
+        )
         if rank == 0:
-            torch.save({"loss": h.step_loss, "val": [e["val_accuracy"] for e in h.epochs], "w": model.state_dict()}, Path(out) / "h.pt")
+            torch.save(
+                {"loss": h.step_loss, "val": [e["val_accuracy"] for e in h.epochs], "w": model.state_dict()},
+                Path(out) / "h.pt",
+            )
     except TrainingInterrupted as exc:
         (Path(out) / f"interrupted{rank}.txt").write_text(str(exc))
     finally:
@@ -65,7 +74,9 @@ def _single(out: Path) -> dict:
     from embedlab.vision.finetune import Job, train
 
     model = _model()
-    h = train(model, model.head, synthetic(60, 0), synthetic(30, 1), Job(cfg(), INPUTS, torch.device("cpu"), out / "ck1.pt"))
+    h = train(
+        model, model.head, synthetic(60, 0), synthetic(30, 1), Job(cfg(), INPUTS, torch.device("cpu"), out / "ck1.pt")
+    )
     return {"loss": h.step_loss, "val": [e["val_accuracy"] for e in h.epochs], "w": model.state_dict()}
 
 
@@ -111,8 +122,21 @@ def test_a_checkpoint_of_another_network_or_resolution_is_refused(tmp_path):
     from embedlab.vision.finetune import CheckpointMismatch, Inputs, Job, train
 
     model = _model()
-    train(model, model.head, synthetic(40, 0), synthetic(20, 1), Job(cfg(epochs=1), INPUTS, torch.device("cpu"), tmp_path / "ck.pt"))
+    train(
+        model,
+        model.head,
+        synthetic(40, 0),
+        synthetic(20, 1),
+        Job(cfg(epochs=1), INPUTS, torch.device("cpu"), tmp_path / "ck.pt"),
+    )
     other_size = Inputs(24, INPUTS.mean, INPUTS.std)
-    for net, inputs in ((_model(), other_size), (Tiny(), INPUTS)):  # another resolution; another network (with BatchNorm)
+    # another resolution; another network (with BatchNorm)
+    for net, inputs in ((_model(), other_size), (Tiny(), INPUTS)):
         with pytest.raises(CheckpointMismatch, match="another network, resolution or freeze"):
-            train(net, net.head, synthetic(40, 0), synthetic(20, 1), Job(cfg(epochs=2), inputs, torch.device("cpu"), tmp_path / "ck.pt", resume=True))
+            train(
+                net,
+                net.head,
+                synthetic(40, 0),
+                synthetic(20, 1),
+                Job(cfg(epochs=2), inputs, torch.device("cpu"), tmp_path / "ck.pt", resume=True),
+            )

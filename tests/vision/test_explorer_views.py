@@ -45,9 +45,11 @@ def test_changed_rows_equal_brute_force(n, seed):
     labels, index = rng.integers(0, 3, n), rng.permutation(n)
     right_a, right_b = a.argmax(1) == labels, b.argmax(1) == labels
     key = lambda i: (-b[i].max(), index[i])  # noqa: E731
-    want = {"fixed": sorted((i for i in range(n) if not right_a[i] and right_b[i]), key=key),
-            "broken": sorted((i for i in range(n) if right_a[i] and not right_b[i]), key=key),
-            "both_wrong": sorted((i for i in range(n) if not right_a[i] and not right_b[i]), key=key)}
+    want = {
+        "fixed": sorted((i for i in range(n) if not right_a[i] and right_b[i]), key=key),
+        "broken": sorted((i for i in range(n) if right_a[i] and not right_b[i]), key=key),
+        "both_wrong": sorted((i for i in range(n) if not right_a[i] and not right_b[i]), key=key),
+    }
     assert {k: v.tolist() for k, v in changed_rows(a, b, labels, index).items()} == want
 
 
@@ -59,4 +61,4 @@ def test_sprite_holds_each_image_losslessly_at_its_place():
     assert grid.shape == (3 * 32, 3 * 32, 3)
     for k, im in enumerate(images):
         r, c = divmod(k, 3)
-        assert np.array_equal(grid[r * 32:(r + 1) * 32, c * 32:(c + 1) * 32], im.transpose(1, 2, 0)), k
+        assert np.array_equal(grid[r * 32 : (r + 1) * 32, c * 32 : (c + 1) * 32], im.transpose(1, 2, 0)), k

@@ -29,8 +29,14 @@ def test_cache_is_keyed_and_never_recomputes(tmp_path):
 
     cpu = numerics(torch.device("cpu"))
     k1 = cache_key("resnet18", "abc", 64, "train", None, cpu)
-    assert k1 != cache_key("resnet18", "abc", 96, "train", None, cpu) != cache_key("resnet18", "abd", 64, "train", None, cpu)
-    assert cache_key("resnet18", "abc", 64, "train", torch.tensor([1, 2]), cpu) != cache_key("resnet18", "abc", 64, "train", torch.tensor([1, 3]), cpu)
+    assert (
+        k1
+        != cache_key("resnet18", "abc", 96, "train", None, cpu)
+        != cache_key("resnet18", "abd", 64, "train", None, cpu)
+    )
+    assert cache_key("resnet18", "abc", 64, "train", torch.tensor([1, 2]), cpu) != cache_key(
+        "resnet18", "abc", 64, "train", torch.tensor([1, 3]), cpu
+    )
     # the same images through other numerics (bf16 on CUDA, another preprocessing) never share a cache entry
     assert numerics(torch.device("cuda")) != cpu and "bf16" in numerics(torch.device("cuda")) and "fp32" in cpu
     assert cache_key("resnet18", "abc", 64, "train", None, numerics(torch.device("cuda"))) != k1

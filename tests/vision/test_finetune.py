@@ -8,17 +8,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from tiny_finetune import CPU, INPUTS, Tiny, cfg, synthetic
 from torch import nn
 
 from embedlab.config import FinetuneConfig
 from embedlab.overrides import apply_overrides
 from embedlab.runs import RunDir
+from embedlab.store import Store, load, save
 from embedlab.vision.backbones import create_backbone
 from embedlab.vision.finetune import Job, TrainingInterrupted, load_checkpoint, train
-from embedlab.vision.recipe import alternating_flips, augment, finetune_optimizer, param_groups, warmup_cosine
-from embedlab.store import Store, load, save
 from embedlab.vision.pipeline import run_comparison
-from tiny_finetune import CPU, INPUTS, Tiny, cfg, synthetic
+from embedlab.vision.recipe import alternating_flips, augment, finetune_optimizer, param_groups, warmup_cosine
 
 
 def test_augment_crops_and_flips_within_the_padded_image():
@@ -31,8 +31,13 @@ def test_augment_crops_and_flips_within_the_padded_image():
     padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
     offsets = []
     for a, p in zip(out, padded):  # brute force: the one window (and orientation) of the padded image it came from
-        found = [(dy, dx, f) for dy in range(9) for dx in range(9) for f in (False, True)
-                 if torch.equal(a, p[:, dy : dy + 32, dx : dx + 32].flip(-1) if f else p[:, dy : dy + 32, dx : dx + 32])]
+        found = [
+            (dy, dx, f)
+            for dy in range(9)
+            for dx in range(9)
+            for f in (False, True)
+            if torch.equal(a, p[:, dy : dy + 32, dx : dx + 32].flip(-1) if f else p[:, dy : dy + 32, dx : dx + 32])
+        ]
         assert found, "an augmented image is not a crop of its padded original"
         offsets.append(found[0][:2])
     assert len(set(offsets)) > 1  # the crops move
@@ -73,7 +78,11 @@ def test_the_cpu_recipe_is_adamw_with_decoupled_decay_on_weights_only():
     opt = finetune_optimizer(recipe, param_groups(m, m.head, recipe.lr, recipe.weight_decay, recipe.backbone_lr_scale))
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults["lr"] == 1e-3
     assert {g["name"]: g["weight_decay"] for g in opt.param_groups} == {
-        "backbone": 5e-4, "backbone (no decay)": 0.0, "head": 5e-4, "head (no decay)": 0.0}
+        "backbone": 5e-4,
+        "backbone (no decay)": 0.0,
+        "head": 5e-4,
+        "head (no decay)": 0.0,
+    }
     assert isinstance(finetune_optimizer(cfg(), param_groups(m, m.head, 0.1, 5e-4, 1.0)), torch.optim.SGD)
 
 
@@ -101,15 +110,32 @@ def test_one_optimisation_step_lowers_the_loss(tmp_path: Path):
     def loss() -> float:
         model.eval()
         with torch.no_grad():
-            return float(nn.functional.cross_entropy(model(preprocess(x, 16, torch.tensor(INPUTS.mean), torch.tensor(INPUTS.std))), y))
+            return float(
+                nn.functional.cross_entropy(
+                    model(preprocess(x, 16, torch.tensor(INPUTS.mean), torch.tensor(INPUTS.std))), y
+                )
+            )
 
     before = loss()
-    train(model, model.head, (x, y), (x, y), Job(cfg(epochs=1, batch_size=40, pad=0, label_smoothing=0.0, warmup_fraction=0.0, lr=0.1), INPUTS, CPU, tmp_path / "ck.pt"))
+    train(
+        model,
+        model.head,
+        (x, y),
+        (x, y),
+        Job(
+            cfg(epochs=1, batch_size=40, pad=0, label_smoothing=0.0, warmup_fraction=0.0, lr=0.1),
+            INPUTS,
+            CPU,
+            tmp_path / "ck.pt",
+        ),
+    )
     model.train()  # one step in train mode also moved the BatchNorm running statistics; compare like with like
     assert loss() < before
 
 
-@pytest.mark.parametrize("recipe", [{}, {"optimizer": "adamw", "lr": 0.01}, {"flip": "alternate"}], ids=["sgd", "adamw", "alternate-flips"])
+@pytest.mark.parametrize(
+    "recipe", [{}, {"optimizer": "adamw", "lr": 0.01}, {"flip": "alternate"}], ids=["sgd", "adamw", "alternate-flips"]
+)
 def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path: Path, recipe: dict):
     """For both optimisers: AdamW's moment estimates, like SGD's momentum, travel in the checkpoint; and alternating
     flips, which depend on the epoch alone, resume in step."""
@@ -156,7 +182,13 @@ def test_a_diverging_loss_stops_with_advice(tmp_path: Path):
 
     m = Tiny()
     with pytest.raises(TrainingDiverged, match="lower --lr"):
-        train(m, m.head, synthetic(40, 0), synthetic(20, 1), Job(cfg(lr=1e30, warmup_fraction=0.0, epochs=2), INPUTS, CPU, tmp_path / "ck.pt"))
+        train(
+            m,
+            m.head,
+            synthetic(40, 0),
+            synthetic(20, 1),
+            Job(cfg(lr=1e30, warmup_fraction=0.0, epochs=2), INPUTS, CPU, tmp_path / "ck.pt"),
+        )
 
 
 def test_train_scope_last_freezes_all_but_the_last_stage_and_head():
@@ -200,16 +232,25 @@ def test_comparison_table_from_saved_results(tmp_path: Path, make_result):
     table = run_comparison(Store(run))
     assert list(table["test_accuracy"]) == [0.85, 0.94]
     assert list(table["train_wall_seconds"]) == [610.0, 2760.0]
-    assert list(table["train_images_per_second"]) == [80.0, 50.0] and list(table["test_images_per_second"]) == [85.0, 200.0]
+    assert list(table["train_images_per_second"]) == [80.0, 50.0] and list(table["test_images_per_second"]) == [
+        85.0,
+        200.0,
+    ]
     m = json.loads((run.path / "metrics.json").read_text())["comparison"]
-    assert m["accuracy_gain"] == pytest.approx(0.09) and m["error_reduction"] == pytest.approx(0.6) and m["classes_improved"] == 10
+    assert (
+        m["accuracy_gain"] == pytest.approx(0.09)
+        and m["error_reduction"] == pytest.approx(0.6)
+        and m["classes_improved"] == 10
+    )
     per_class = pd.read_csv(run.path / "tables" / "comparison_per_class.csv")
     saved = load(run)
     fixed_pc, tuned_pc = saved.probe.fit.evaluation.per_class_accuracy, saved.finetune.evaluation.per_class_accuracy
     assert list(per_class["class"]) == list(fixed_pc)  # every class, in the label order
     for rec in per_class.to_dict("records"):
         fixed, tuned = fixed_pc[rec["class"]], tuned_pc[rec["class"]]
-        assert (rec["fixed_features"], rec["fine_tuned"]) == (fixed, tuned) and rec["gain"] == pytest.approx(tuned - fixed)
+        assert (rec["fixed_features"], rec["fine_tuned"]) == (fixed, tuned) and rec["gain"] == pytest.approx(
+            tuned - fixed
+        )
     assert (run.path / "figures" / "comparison_per_class.png").is_file()
 
 
@@ -222,8 +263,11 @@ def test_comparison_needs_both_studies(tmp_path: Path, make_result):
 
 def test_bad_recipe_settings_are_rejected_together():
     with pytest.raises(ValueError) as err:
-        apply_overrides(cfg(), dict(optimizer="lamb", schedule="step", lr=0.0, train_scope="half", flip="sometimes", pad_mode="wrap"),
-                        flags=True)
+        apply_overrides(
+            cfg(),
+            dict(optimizer="lamb", schedule="step", lr=0.0, train_scope="half", flip="sometimes", pad_mode="wrap"),
+            flags=True,
+        )
     for text in ("--optimizer", "--schedule", "--lr", "--train-scope", "--flip", "--pad-mode"):
         assert text in str(err.value)
 
@@ -241,7 +285,13 @@ def test_flip_tta_averages_an_image_and_its_mirror(tmp_path: Path):
     torch.testing.assert_close(both, (plain + mirrored) / 2)
     torch.testing.assert_close(one_view, plain)
     assert not torch.allclose(plain, mirrored)
-    h = train(model, model.head, (x, y), (x, y), Job(cfg(epochs=1, batch_size=10, tta_flip=True), INPUTS, CPU, tmp_path / "ck.pt"))
+    h = train(
+        model,
+        model.head,
+        (x, y),
+        (x, y),
+        Job(cfg(epochs=1, batch_size=10, tta_flip=True), INPUTS, CPU, tmp_path / "ck.pt"),
+    )
     assert {"val_accuracy", "val_accuracy_one_view"} <= set(h.epochs[0])
 
 
@@ -256,18 +306,27 @@ def test_the_paired_comparison_uses_the_test_images_both_models_saw(tmp_path: Pa
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 10, 40)
     probe_probs, ft_probs = rng.random((40, 10)), rng.random((40, 10))
-    run.save_artefact("probe_test_probs.npz", npz_bytes(probs=probe_probs, labels=labels, test_index=np.arange(100, 140)))
+    run.save_artefact(
+        "probe_test_probs.npz", npz_bytes(probs=probe_probs, labels=labels, test_index=np.arange(100, 140))
+    )
     keep = np.arange(0, 40, 2)  # fine-tuning tested on every other image, in another order
     order = keep[::-1]
-    run.save_artefact("finetune_test_probs.npz", npz_bytes(probs=ft_probs[order], labels=labels[order], test_index=100 + order))
+    run.save_artefact(
+        "finetune_test_probs.npz", npz_bytes(probs=ft_probs[order], labels=labels[order], test_index=100 + order)
+    )
     run_comparison(Store(run))
     m = json.loads((run.path / "metrics.json").read_text())["comparison"]
     right_p, right_f = probe_probs[keep].argmax(1) == labels[keep], ft_probs[keep].argmax(1) == labels[keep]
     assert m["paired_images"] == 20
-    assert (m["fixed"], m["broken"], m["both_wrong"]) == (int((~right_p & right_f).sum()), int((right_p & ~right_f).sum()),
-                                                         int((~right_p & ~right_f).sum()))
+    assert (m["fixed"], m["broken"], m["both_wrong"]) == (
+        int((~right_p & right_f).sum()),
+        int((right_p & ~right_f).sum()),
+        int((~right_p & ~right_f).sum()),
+    )
     labels_edited = labels[order].copy()
     labels_edited[0] = (labels_edited[0] + 1) % 10
-    run.save_artefact("finetune_test_probs.npz", npz_bytes(probs=ft_probs[order], labels=labels_edited, test_index=100 + order))
+    run.save_artefact(
+        "finetune_test_probs.npz", npz_bytes(probs=ft_probs[order], labels=labels_edited, test_index=100 + order)
+    )
     with pytest.raises(ValueError, match="other labels"):
         run_comparison(Store(run))

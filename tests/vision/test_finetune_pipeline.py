@@ -1,4 +1,5 @@
-"""``embedlab vision finetune`` end to end on synthetic CIFAR batches: probe, fine-tuning, comparison, report, resume."""
+"""``embedlab vision finetune`` end to end on synthetic CIFAR batches: probe, fine-tuning, comparison, report,
+resume."""
 
 from __future__ import annotations
 
@@ -7,30 +8,59 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import with_flags
+
 from embedlab.cli import main
 from embedlab.report.common import MISSING
 
 
 def args_for(cifar_root, out, tmp_path, *extra: str) -> list[str]:
     """The test's fine-tuning command, with ``extra``'s flags given instead of its own."""
-    return with_flags(["vision", "finetune", "--data-dir", str(cifar_root), "--out", str(out), "--backbone", "resnet18", "--weights", "none",
-                       "--size", "32", "--epochs", "2", "--batch-size", "50", "--val-per-class", "5", "--offline",
-                       "--cache-dir", str(tmp_path / "cache"), "--probe-size", "32"], *extra)
+    return with_flags(
+        [
+            "vision",
+            "finetune",
+            "--data-dir",
+            str(cifar_root),
+            "--out",
+            str(out),
+            "--backbone",
+            "resnet18",
+            "--weights",
+            "none",
+            "--size",
+            "32",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "50",
+            "--val-per-class",
+            "5",
+            "--offline",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--probe-size",
+            "32",
+        ],
+        *extra,
+    )
 
 
 def recomputed_test_probs(checkpoint, cifar_root, test_index) -> np.ndarray:
-    """Softmax of a torchvision ResNet-18 holding the checkpoint's weights, in eval mode, averaged with the mirror images'."""
+    """Softmax of a torchvision ResNet-18 holding the checkpoint's weights, in eval mode, averaged with the mirror
+    images'."""
     import pickle
 
     import torch
     import torchvision
 
     with open(cifar_root / "cifar-10-batches-py" / "test_batch", "rb") as f:
-        batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in pickle.load(f, encoding="bytes").items()}  # as CIFAR-10 writes it
+        # as CIFAR-10 writes it
+        batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in pickle.load(f, encoding="bytes").items()}
     x = torch.from_numpy(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)[test_index]).float() / 255
-    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(
+        1, 3, 1, 1
+    )
     net = torchvision.models.resnet18(num_classes=10)
     net.load_state_dict(torch.load(checkpoint, weights_only=True)["model"])
     with torch.no_grad():
@@ -45,7 +75,8 @@ def test_finetune_run_folder_holds_metrics_gallery_comparison_and_report(cifar_r
     ft = metrics["finetune"]
     assert ft["epochs"] == 2 and ft["steps"] == 10 and ft["train_images"] == 250 and ft["test_images"] == 100
     assert ft["trainable_parameters"] == ft["total_parameters"] > 11_000_000
-    assert len(ft["per_class_accuracy"]) == 10 and ft["head_init"] == "probe"  # LP-FT: the probe ran first in this folder
+    # LP-FT: the probe ran first in this folder
+    assert len(ft["per_class_accuracy"]) == 10 and ft["head_init"] == "probe"
     # Ten steps from random weights leave BatchNorm's running statistics far from the batch statistics, so the
     # eval-mode test accuracy of this tiny run says little (measured: chance); the training accuracy, in train
     # mode, shows that the network learned the colour-coded classes (chance is 0.1) ...
@@ -55,31 +86,47 @@ def test_finetune_run_folder_holds_metrics_gallery_comparison_and_report(cifar_r
     # embedlab's code: evaluating in train mode, with other weights or without the mirror pass would not match them
     saved = np.load(out / "artefacts" / "finetune_test_probs.npz")
     assert ft["test_accuracy"] == pytest.approx(float((saved["probs"].argmax(1) == saved["labels"]).mean()))
-    assert recomputed_test_probs(out / "artefacts" / "finetune_checkpoint.pt", cifar_root, saved["test_index"]) == pytest.approx(
-        saved["probs"], abs=1e-3)  # float32 sums in another order (channels-last, batching): 1.5e-4 seen
+    assert recomputed_test_probs(
+        out / "artefacts" / "finetune_checkpoint.pt", cifar_root, saved["test_index"]
+    ) == pytest.approx(saved["probs"], abs=1e-3)  # float32 sums in another order (channels-last, batching): 1.5e-4 seen
     assert {"accuracy_gain", "error_reduction", "classes_improved"} <= set(metrics["comparison"])
     # fixed / broken / both wrong, recomputed from the two saved probability files, and what the accuracies imply
     probe = np.load(out / "artefacts" / "probe_test_probs.npz")
     right_p, right_f = probe["probs"].argmax(1) == probe["labels"], saved["probs"].argmax(1) == saved["labels"]
     cmp = metrics["comparison"]
-    assert (cmp["fixed"], cmp["broken"], cmp["both_wrong"]) == (int((~right_p & right_f).sum()), int((right_p & ~right_f).sum()),
-                                                               int((~right_p & ~right_f).sum()))
-    assert (cmp["fixed"] - cmp["broken"]) / 100 == pytest.approx(ft["test_accuracy"] - metrics["probe"]["test_accuracy"])
+    assert (cmp["fixed"], cmp["broken"], cmp["both_wrong"]) == (
+        int((~right_p & right_f).sum()),
+        int((right_p & ~right_f).sum()),
+        int((~right_p & ~right_f).sum()),
+    )
+    assert (cmp["fixed"] - cmp["broken"]) / 100 == pytest.approx(
+        ft["test_accuracy"] - metrics["probe"]["test_accuracy"]
+    )
     assert 0 < cmp["mcnemar_p"] <= 1 and "McNemar" in (out / "report.md").read_text()
     changes = pd.read_csv(out / "tables" / "comparison_changes.csv")
     assert list(changes["class"])[-1] == "all classes" and changes["images"].iloc[:-1].sum() == 100
     assert metrics["probe"]["resolution"] == 32
-    for rel in ["figures/finetune_gallery.png", "figures/finetune_confusion.png", "figures/finetune_curves.png",
-                "figures/comparison_per_class.png", "tables/comparison.csv", "tables/finetune_epochs.csv",
-                "tables/finetune_gallery.csv", "artefacts/finetune_checkpoint.pt", "artefacts/finetune_test_probs.npz"]:
+    for rel in [
+        "figures/finetune_gallery.png",
+        "figures/finetune_confusion.png",
+        "figures/finetune_curves.png",
+        "figures/comparison_per_class.png",
+        "tables/comparison.csv",
+        "tables/finetune_epochs.csv",
+        "tables/finetune_gallery.csv",
+        "artefacts/finetune_checkpoint.pt",
+        "artefacts/finetune_test_probs.npz",
+    ]:
         assert (out / rel).is_file(), rel
     report = (out / "report.md").read_text()
     assert MISSING not in report  # every table and figure a section names was saved by its step
     assert "Part 1C" in report and "Comparison: fixed features vs fine-tuning" in report
-    assert "gradients of the random head" not in report and "head starts from the probe" in report  # the recipe says what this run did
+    # the recipe says what this run did
+    assert "gradients of the random head" not in report and "head starts from the probe" in report
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["finetune"]["resolved"]["size"] == 32 and "probe" in cfg
-    assert cfg["finetune"]["resolved"]["eval_batch_size"] == cfg["probe"]["resolved"]["batch_size"] == 16  # the CPU's inference batch
+    # the CPU's inference batch
+    assert cfg["finetune"]["resolved"]["eval_batch_size"] == cfg["probe"]["resolved"]["batch_size"] == 16
     capsys.readouterr()
     # resuming a finished run re-evaluates from the last checkpoint without training again
     assert main(["vision", "finetune", "--resume", str(out)]) == 0
@@ -90,8 +137,25 @@ def test_finetune_run_folder_holds_metrics_gallery_comparison_and_report(cifar_r
 
 def test_train_scope_last_and_no_probe(cifar_root, tmp_path):
     out = tmp_path / "ft"
-    assert main(args_for(cifar_root, out, tmp_path, "--train-scope", "last", "--no-probe", "--epochs", "1",
-                         "--flip", "alternate", "--pad-mode", "reflect")) == 0
+    assert (
+        main(
+            args_for(
+                cifar_root,
+                out,
+                tmp_path,
+                "--train-scope",
+                "last",
+                "--no-probe",
+                "--epochs",
+                "1",
+                "--flip",
+                "alternate",
+                "--pad-mode",
+                "reflect",
+            )
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     cfg = json.loads((out / "config.json").read_text())["finetune"]
     assert cfg["flip"] == "alternate" and cfg["pad_mode"] == "reflect"  # the augmentation flags reach the saved recipe
@@ -113,7 +177,9 @@ def test_freeze_stages_reaches_metrics_and_report_and_a_bad_count_stops_before_t
     capsys.readouterr()
     assert main(args_for(cifar_root, tmp_path / "bad", tmp_path, "--freeze-stages", "5")) == 2
     captured = capsys.readouterr()
-    assert "embedlab: error: --freeze-stages must be in 0..4 for resnet18" in captured.err and "[1A]" not in captured.out
+    assert (
+        "embedlab: error: --freeze-stages must be in 0..4 for resnet18" in captured.err and "[1A]" not in captured.out
+    )
 
 
 def test_bad_settings_and_resume_of_a_non_finetune_run_are_messages(cifar_root, tmp_path, capsys):

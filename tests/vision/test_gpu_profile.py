@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from embedlab.config import PROFILES, FinetuneConfig, profile_overrides, resolve_profile
+from embedlab.config import FinetuneConfig
+from embedlab.profiles import PROFILES, profile_overrides, resolve_profile
 from embedlab.study import plan, study_config
 from embedlab.vision.backbones import REGISTRY
 from embedlab.vision.features import CPU_INFERENCE_BATCH, EXTRACT_BATCH_GPU, inference_batch, numerics, uses_bf16
@@ -25,9 +26,12 @@ def test_auto_resolves_to_the_gpu_recipe_when_cuda_is_present():
     cfg = study_config("auto", True, {"backbone": "resnet18"})
     assert cfg.profile == "gpu"
     ft, cpu = cfg.finetune, study_config("auto", False, {"backbone": "resnet18"}).finetune
-    assert PROFILES["gpu"]["finetune"] and all(getattr(ft, k) == v for k, v in PROFILES["gpu"]["finetune"].items())  # every override arrives
-    assert all(getattr(cpu, k) == getattr(FinetuneConfig(), k) for k in PROFILES["gpu"]["finetune"])  # and none of them without CUDA
-    assert ft.backbone == "resnet18" and not ft.probe  # the shared flag reaches it; the main job runs its probe as its own step
+    # every override arrives
+    assert PROFILES["gpu"]["finetune"] and all(getattr(ft, k) == v for k, v in PROFILES["gpu"]["finetune"].items())
+    # and none of them without CUDA
+    assert all(getattr(cpu, k) == getattr(FinetuneConfig(), k) for k in PROFILES["gpu"]["finetune"])
+    # the shared flag reaches it; the main job runs its probe as its own step
+    assert ft.backbone == "resnet18" and not ft.probe
     assert [row[0] for row in plan(cfg, set())] == cfg.steps  # the plan prints for a profile without CPU minutes
 
 
@@ -50,11 +54,15 @@ def test_a_gpu_trains_every_stage_and_a_cpu_freezes_the_backbones_own_share(name
     spec, cpu = REGISTRY[name], torch.device("cpu")
     assert resolve_freeze_stages(study_config("gpu", True, {"backbone": name}).finetune, spec, CUDA) == 0
     assert resolve_freeze_stages(FinetuneConfig(backbone=name, train_scope="last"), spec, cpu) == 0
-    assert resolve_freeze_stages(FinetuneConfig(backbone=name, freeze_stages=1), spec, CUDA) == 1  # an explicit count wins
+    # an explicit count wins
+    assert resolve_freeze_stages(FinetuneConfig(backbone=name, freeze_stages=1), spec, CUDA) == 1
     k = resolve_freeze_stages(study_config("cpu", False, {"backbone": name}).finetune, spec, cpu)
     assert 0 <= k < len(spec.stages)
     model, _, _ = create_backbone(name, "none", 0).with_new_head(10, "all", k)
-    grads = {stage: {p.requires_grad for n in names for p in model.get_submodule(n).parameters()} for stage, names in enumerate(spec.stages)}
+    grads = {
+        stage: {p.requires_grad for n in names for p in model.get_submodule(n).parameters()}
+        for stage, names in enumerate(spec.stages)
+    }
     assert all(grads[s] == ({False} if s < k else {True}) for s in grads if grads[s])
     assert all(p.requires_grad for p in model.get_submodule(spec.head).parameters())
 
@@ -77,6 +85,11 @@ def test_inference_batches_are_large_on_a_gpu_and_cache_sized_on_a_cpu():
     gpu_cfg, cpu_cfg = study_config("gpu", True, {}), study_config("cpu", False, {})
     assert inference_batch(gpu_cfg.probe.batch_size, CUDA, EXTRACT_BATCH_GPU) == 128
     assert inference_batch(gpu_cfg.finetune.eval_batch_size, CUDA, EVAL_BATCH_GPU) == 256
-    assert inference_batch(cpu_cfg.probe.batch_size, cpu, EXTRACT_BATCH_GPU) == inference_batch(cpu_cfg.finetune.eval_batch_size, cpu, EVAL_BATCH_GPU) == 16
-    assert inference_batch(None, cpu, 256) == CPU_INFERENCE_BATCH < inference_batch(None, CUDA, 256) == 256  # unset: by device
+    assert (
+        inference_batch(cpu_cfg.probe.batch_size, cpu, EXTRACT_BATCH_GPU)
+        == inference_batch(cpu_cfg.finetune.eval_batch_size, cpu, EVAL_BATCH_GPU)
+        == 16
+    )
+    # unset: by device
+    assert inference_batch(None, cpu, 256) == CPU_INFERENCE_BATCH < inference_batch(None, CUDA, 256) == 256
     assert inference_batch(48, CUDA, 256) == inference_batch(48, cpu, 256) == 48  # a flag wins

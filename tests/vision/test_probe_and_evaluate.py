@@ -37,8 +37,8 @@ def test_l2_is_chosen_on_validation_and_shrinks_weights():
     x, y = separable(40, spread=2.0)
     xv, yv = separable(40, seed=2, spread=2.0)
     l2, rows, model = choose_l2(x, y, xv, yv, [1e-4, 1e-1, 10.0])
-    assert l2 in (1e-4, 1e-1, 10.0) and len(rows) == 3 and [r['l2'] for r in rows] == [1e-4, 1e-1, 10.0]
-    assert accuracy(predict_proba(model, xv), yv) == next(r for r in rows if r['l2'] == l2)['val_acc']
+    assert l2 in (1e-4, 1e-1, 10.0) and len(rows) == 3 and [r["l2"] for r in rows] == [1e-4, 1e-1, 10.0]
+    assert accuracy(predict_proba(model, xv), yv) == next(r for r in rows if r["l2"] == l2)["val_acc"]
     best = max(r["val_acc"] for r in rows)
     assert next(r for r in rows if r["l2"] == l2)["val_acc"] == best
     w_weak = fit_probe(x, y, 1e-4).model.linear.weight.norm()
@@ -99,13 +99,33 @@ def test_paired_changes_count_what_a_second_model_fixed_and_broke():
         idx = [i for i in range(300) if c is None or int(labels[i]) == c]  # brute force, image by image
         a = [bool(pred_a[i] == labels[i]) for i in idx]
         b = [bool(pred_b[i] == labels[i]) for i in idx]
-        counts = {k: sum(1 for x, y in zip(a, b) if (x, y) == v)
-                  for k, v in {"fixed": (False, True), "broken": (True, False), "both_wrong": (False, False), "both_right": (True, True)}.items()}
+        counts = {
+            k: sum(1 for x, y in zip(a, b) if (x, y) == v)
+            for k, v in {
+                "fixed": (False, True),
+                "broken": (True, False),
+                "both_wrong": (False, False),
+                "both_right": (True, True),
+            }.items()
+        }
         assert row["class"] == name and row["images"] == len(idx) and {k: row[k] for k in counts} == counts
     total = table.iloc[-1]
-    assert (total["fixed"] - total["broken"]) / 300 == pytest.approx(float((pred_b == labels).float().mean() - (pred_a == labels).float().mean()))
+    assert (total["fixed"] - total["broken"]) / 300 == pytest.approx(
+        float((pred_b == labels).float().mean() - (pred_a == labels).float().mean())
+    )
     # the exact test against the binomial sum it stands for
     for f, b in product(range(0, 9, 2), range(0, 9, 3)):
         n = f + b
-        expected = 1.0 if n == 0 else min(1.0, sum(binom.pmf(k, n, 0.5) for k in range(n + 1) if binom.pmf(k, n, 0.5) <= binom.pmf(f, n, 0.5) * (1 + 1e-7)))
+        expected = (
+            1.0
+            if n == 0
+            else min(
+                1.0,
+                sum(
+                    binom.pmf(k, n, 0.5)
+                    for k in range(n + 1)
+                    if binom.pmf(k, n, 0.5) <= binom.pmf(f, n, 0.5) * (1 + 1e-7)
+                ),
+            )
+        )
         assert mcnemar_exact(f, b) == pytest.approx(expected)

@@ -6,19 +6,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_finetune import CPU, INPUTS, Tiny, cfg, synthetic
 from torch import nn
 
 from embedlab.config import FinetuneConfig
-from embedlab.overrides import apply_overrides
 from embedlab.errors import InputError, MissingFileError
+from embedlab.overrides import apply_overrides
 from embedlab.runs import RunDir
-from embedlab.vision.finetune import Job, load_checkpoint, train
-from embedlab.vision.recipe import epoch_size, make_ema, train_pixels
 from embedlab.store import Store, load, save
-from embedlab.vision.steps_1c import init_head_from_probe, resolve_head_init
+from embedlab.vision.finetune import Job, load_checkpoint, train
 from embedlab.vision.probe import LogisticRegression, fit_probe
-
-from tiny_finetune import CPU, INPUTS, Tiny, cfg, synthetic
+from embedlab.vision.recipe import epoch_size, make_ema, train_pixels
+from embedlab.vision.steps_1c import init_head_from_probe, resolve_head_init
 
 
 def test_progressive_sizes_rise_linearly_to_the_final_size():
@@ -34,7 +33,9 @@ def test_each_epoch_trains_at_its_own_size(tmp_path: Path):
     seen: list[int] = []
     m = Tiny()
     m.body[0].register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[-1]) if mod.training else None)
-    h = train(m, m.head, synthetic(40, 0), synthetic(20, 1), Job(cfg(epochs=2, start_size=8), INPUTS, CPU, tmp_path / "ck.pt"))
+    h = train(
+        m, m.head, synthetic(40, 0), synthetic(20, 1), Job(cfg(epochs=2, start_size=8), INPUTS, CPU, tmp_path / "ck.pt")
+    )
     assert sorted(set(seen)) == [8, 16] and seen[0] == 8 and seen[-1] == 16
     assert [e["train_size"] for e in h.epochs] == [8, 16]
 
@@ -75,10 +76,18 @@ def test_with_a_moving_average_resume_is_exact_and_the_average_is_what_is_kept(t
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(part, part.head, train_xy, val_xy, Job(cfg(ema=0.3), INPUTS, CPU, tmp_path / "part.pt"),
-              on_step=stop_in_epoch_two)
+        train(
+            part,
+            part.head,
+            train_xy,
+            val_xy,
+            Job(cfg(ema=0.3), INPUTS, CPU, tmp_path / "part.pt"),
+            on_step=stop_in_epoch_two,
+        )
     resumed = Tiny()
-    h_res = train(resumed, resumed.head, train_xy, val_xy, Job(cfg(ema=0.3), INPUTS, CPU, tmp_path / "part.pt", resume=True))
+    h_res = train(
+        resumed, resumed.head, train_xy, val_xy, Job(cfg(ema=0.3), INPUTS, CPU, tmp_path / "part.pt", resume=True)
+    )
     assert h_res.step_loss == h_full.step_loss
     assert [e["val_accuracy"] for e in h_res.epochs] == [e["val_accuracy"] for e in h_full.epochs]
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
@@ -90,7 +99,13 @@ def test_a_checkpoint_without_the_average_is_refused_when_one_is_asked_for(tmp_p
     train(m, m.head, synthetic(40, 0), synthetic(20, 1), Job(cfg(epochs=1), INPUTS, CPU, tmp_path / "ck.pt"))
     again = Tiny()
     with pytest.raises(InputError, match="another network, resolution or freeze"):
-        train(again, again.head, synthetic(40, 0), synthetic(20, 1), Job(cfg(epochs=2, ema=0.2), INPUTS, CPU, tmp_path / "ck.pt", resume=True))
+        train(
+            again,
+            again.head,
+            synthetic(40, 0),
+            synthetic(20, 1),
+            Job(cfg(epochs=2, ema=0.2), INPUTS, CPU, tmp_path / "ck.pt", resume=True),
+        )
 
 
 def test_a_checkpoint_is_refused_by_a_run_that_freezes_other_stages(tmp_path: Path):
@@ -99,7 +114,13 @@ def test_a_checkpoint_is_refused_by_a_run_that_freezes_other_stages(tmp_path: Pa
     again = Tiny()
     again.body[0].requires_grad_(False)  # its optimiser state would not fit the checkpoint's
     with pytest.raises(InputError, match="another network, resolution or freeze"):
-        train(again, again.head, synthetic(40, 0), synthetic(20, 1), Job(cfg(epochs=2), INPUTS, CPU, tmp_path / "ck.pt", resume=True))
+        train(
+            again,
+            again.head,
+            synthetic(40, 0),
+            synthetic(20, 1),
+            Job(cfg(epochs=2), INPUTS, CPU, tmp_path / "ck.pt", resume=True),
+        )
 
 
 def test_lp_ft_starts_the_head_as_the_probe_predicts(tmp_path: Path):
@@ -117,10 +138,17 @@ def test_lp_ft_starts_the_head_as_the_probe_predicts(tmp_path: Path):
 def test_head_init_auto_means_the_probe_when_the_run_has_a_finished_probe(tmp_path: Path, make_result):
     """Decided from the run's probe result, not from which files happen to lie in the folder."""
     run = RunDir.create(tmp_path / "run")
-    torch.save(LogisticRegression(8).state_dict(), run.artefact("probe_model_train_only.pt"))  # a stray file decides nothing
-    assert resolve_head_init("auto", load(run).probe) == "random" and resolve_head_init("probe", load(run).probe) == "probe"
+    # a stray file decides nothing
+    torch.save(LogisticRegression(8).state_dict(), run.artefact("probe_model_train_only.pt"))
+    assert (
+        resolve_head_init("auto", load(run).probe) == "random"
+        and resolve_head_init("probe", load(run).probe) == "probe"
+    )
     save(run, make_result.probe())
-    assert resolve_head_init("auto", load(run).probe) == "probe" and resolve_head_init("random", load(run).probe) == "random"
+    assert (
+        resolve_head_init("auto", load(run).probe) == "probe"
+        and resolve_head_init("random", load(run).probe) == "random"
+    )
 
 
 def test_lp_ft_without_a_probe_or_with_another_backbones_probe_says_so(tmp_path: Path):
@@ -139,7 +167,6 @@ def test_the_levers_are_validated_together():
     assert "--ema" in text and "--head-init" in text and "--start-size" in text
     with pytest.raises(InputError, match="drop --no-probe"):
         FinetuneConfig(head_init="probe", probe=False).validate()
-
 
 
 def test_the_time_estimate_counts_the_mirror_image_pass(monkeypatch: pytest.MonkeyPatch):

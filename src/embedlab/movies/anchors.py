@@ -41,14 +41,23 @@ def ease_scorer(b: torch.Tensor) -> Scorer:
     return lambda q: b[q]
 
 
-def als_item_factors(likes: sp.spmatrix, factors: int, regularization: float, iterations: int, seed: int, alpha: float = 1.0) -> torch.Tensor:
+def als_item_factors(
+    likes: sp.spmatrix, factors: int, regularization: float, iterations: int, seed: int, alpha: float = 1.0
+) -> torch.Tensor:
     """``implicit``'s ALS item factors (M x factors), fitted on the binary likes on the CPU."""
     from implicit.cpu.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, "blas"):  # implicit's own threads; a threaded BLAS underneath only oversubscribes
-        model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha, iterations=iterations,
-                                        random_state=seed, num_threads=torch.get_num_threads(), calculate_training_loss=False)
+        model = AlternatingLeastSquares(
+            factors=factors,
+            regularization=regularization,
+            alpha=alpha,
+            iterations=iterations,
+            random_state=seed,
+            num_threads=torch.get_num_threads(),
+            calculate_training_loss=False,
+        )
         model.fit(sp.csr_matrix(likes, dtype=np.float32), show_progress=False)
     return torch.from_numpy(np.ascontiguousarray(model.item_factors, dtype=np.float32))
 
@@ -71,20 +80,37 @@ class Tuned:
     scorer: Scorer
 
 
-def tune(name: str, candidates: dict[str, Callable[[sp.csr_matrix], Scorer]], fit_likes: sp.csr_matrix, val_queries: Queries,
-         k: int, eligible: torch.Tensor, train_likes: sp.csr_matrix) -> Tuned:
-    """Fit every candidate on ``fit_likes``, keep the best validation Recall@k (first on ties), refit it on ``train_likes``."""
-    scores = {setting: recall_at_k(recommend_all(make(fit_likes), val_queries, k, eligible), val_queries)
-              for setting, make in candidates.items()}
+def tune(
+    name: str,
+    candidates: dict[str, Callable[[sp.csr_matrix], Scorer]],
+    fit_likes: sp.csr_matrix,
+    val_queries: Queries,
+    k: int,
+    eligible: torch.Tensor,
+    train_likes: sp.csr_matrix,
+) -> Tuned:
+    """Fit every candidate on ``fit_likes``, keep the best validation Recall@k (first on ties), refit it on
+    ``train_likes``."""
+    scores = {
+        setting: recall_at_k(recommend_all(make(fit_likes), val_queries, k, eligible), val_queries)
+        for setting, make in candidates.items()
+    }
     best = max(scores, key=lambda s: scores[s])
     return Tuned(name=name, setting=best, validation=scores, scorer=candidates[best](train_likes))
 
 
 def ease_candidates(lambdas: list[float]) -> dict[str, Callable[[sp.csr_matrix], Scorer]]:
-    return {f"lambda={lam:g}": (lambda likes, lam=lam: ease_scorer(ease_weights(likes, lam))) for lam in lambdas}
+    return {f"lambda={lam:g}": lambda likes, lam=lam: ease_scorer(ease_weights(likes, lam)) for lam in lambdas}
 
 
-def als_candidates(factors: list[int], regularization: list[float], alpha: list[float], iterations: int,
-                   seed: int) -> dict[str, Callable[[sp.csr_matrix], Scorer]]:
-    return {f"{f} factors, reg={r:g}, alpha={a:g}": (lambda likes, f=f, r=r, a=a: cosine_scorer(als_item_factors(likes, f, r, iterations, seed, a)))
-            for f in factors for r in regularization for a in alpha}
+def als_candidates(
+    factors: list[int], regularization: list[float], alpha: list[float], iterations: int, seed: int
+) -> dict[str, Callable[[sp.csr_matrix], Scorer]]:
+    return {
+        f"{f} factors, reg={r:g}, alpha={a:g}": lambda likes, f=f, r=r, a=a: cosine_scorer(
+            als_item_factors(likes, f, r, iterations, seed, a)
+        )
+        for f in factors
+        for r in regularization
+        for a in alpha
+    }

@@ -144,7 +144,8 @@ def _top_pairs(lc: sp.csr_matrix, k: int, entries: int) -> list[tuple[int, int, 
         rows = order[pos]
         block = gram_rows(lt, lc, rows)  # dense rows of X, zero diagonal
         new = visit[None, :] > visit[rows][:, None]  # j not visited yet: the pair is new
-        at, j = np.nonzero(new & (block >= (heap[0][0] if len(heap) == k else 1)))  # only pairs that can still enter the top k
+        # only pairs that can still enter the top k
+        at, j = np.nonzero(new & (block >= (heap[0][0] if len(heap) == k else 1)))
         i, c = rows[at], block[at, j].astype(np.int64)
         i, j = np.minimum(i, j), np.maximum(i, j)
         for t in np.lexsort((j, i, -c))[:k]:  # this block's top k in the global order
@@ -156,7 +157,9 @@ def _top_pairs(lc: sp.csr_matrix, k: int, entries: int) -> list[tuple[int, int, 
     return [(-a, -b, c) for c, a, b in sorted(heap, reverse=True)]
 
 
-def colike_summary(likes: sp.spmatrix, k: int = 15, entries: int = CHUNK_ENTRIES, part: np.ndarray | None = None) -> ColikeSummary:
+def colike_summary(
+    likes: sp.spmatrix, k: int = 15, entries: int = CHUNK_ENTRIES, part: np.ndarray | None = None
+) -> ColikeSummary:
     """Non-zeros, maximum, ||X||_F^2 and the ``k`` most co-liked pairs of X, never forming X.
 
     One compiled pass over the pairs of likes sharing a user (``gram.gram_stats``: cost O(sum_u deg_u^2 / 2), memory
@@ -168,8 +171,13 @@ def colike_summary(likes: sp.spmatrix, k: int = 15, entries: int = CHUNK_ENTRIES
     part = None if part is None else np.asarray(part, dtype=bool)
     stats = gram_stats(lc.T.tocsr(), part)
     pairs = top_colike_pairs(lc, k, entries)
-    return ColikeSummary(nnz=stats.nnz, max=pairs[0][2] if pairs else 0, fro_sq=float(stats.sq), top_pairs=pairs,
-                         part_fro_sq=None if part is None else float(stats.part_sq))
+    return ColikeSummary(
+        nnz=stats.nnz,
+        max=pairs[0][2] if pairs else 0,
+        fro_sq=float(stats.sq),
+        top_pairs=pairs,
+        part_fro_sq=None if part is None else float(stats.part_sq),
+    )
 
 
 def colike_fro_sq(likes: sp.spmatrix) -> float:
@@ -187,7 +195,9 @@ def colike_fro_sq(likes: sp.spmatrix) -> float:
     return float(gram_stats(lc).sq) + float(deg_u @ deg_u) - float(n @ n)
 
 
-def colike_stats(ratings: pd.DataFrame, n_movies_catalogue: int, co: CoLikes, summary: ColikeSummary) -> dict[str, float | int]:
+def colike_stats(
+    ratings: pd.DataFrame, n_movies_catalogue: int, co: CoLikes, summary: ColikeSummary
+) -> dict[str, float | int]:
     """The headline numbers of the data-prep step."""
     m = co.n_movies
     deg = np.diff(co.likes.indptr).astype(np.int64)

@@ -1,5 +1,6 @@
 """The dimension sweep: for each d, the spectral optimum, gradient descent's gap to it and the held-out quality of the
-spectral embedding fitted on the training users; the smallest d within a tolerance of the best is the one the rule picks."""
+spectral embedding fitted on the training users; the smallest d within a tolerance of the best is the one the rule
+picks."""
 
 from __future__ import annotations
 
@@ -32,8 +33,11 @@ def lr_ladder(best_lr: float, steps: int) -> list[float]:
     return [best_lr / 3**i for i in range(steps + 1)]
 
 
-def converged_fit(cfg: MoviesConfig, op: CoLikeOperator, dim: int, settings: list[tuple[str, float]], c_star: float) -> tuple[RunResult, list[str]]:
-    """Try ``settings`` (optimiser, lr) in order and stop at the first run that converges; the best run and what each did."""
+def converged_fit(
+    cfg: MoviesConfig, op: CoLikeOperator, dim: int, settings: list[tuple[str, float]], c_star: float
+) -> tuple[RunResult, list[str]]:
+    """Try ``settings`` (optimiser, lr) in order and stop at the first run that converges; the best run and what each
+    did."""
     tried: list[str] = []
     best: RunResult | None = None
     r: RunResult | None = None
@@ -69,19 +73,31 @@ def dimension_sweep(cfg: MoviesConfig, fitted: Fitted, held: HeldOut) -> pd.Data
     rows = []
     for d in cfg.dim_sweep:
         if not 1 <= d < min(op.shape[0], op_train.shape[0]):
-            raise InputError(f"--dim-sweep value {d} must be between 1 and {min(op.shape[0], op_train.shape[0]) - 1} "
-                             "(the number of liked movies)")
+            raise InputError(
+                f"--dim-sweep value {d} must be between 1 and {min(op.shape[0], op_train.shape[0]) - 1} "
+                "(the number of liked movies)"
+            )
         log(f"[dims] d={d}")
         t0 = time.perf_counter()
         spec = spectral_optimum(op, d, max_rounds=cfg.spectral_rounds, seed=cfg.seed)
         gd, tried = converged_fit(cfg, op, d, settings, spec.cost)
         spec_train = spectral_optimum(op_train, d, max_rounds=cfg.spectral_rounds, seed=cfg.seed)
         hold = embedding_holdout(cfg, held.split, torch.from_numpy(spec_train.v.astype(np.float32)))
-        rows.append({"dim": d, "spectral_cost": spec.cost, "relative_cost": spec.cost / op.fro_sq,
-                     "gap": gd.gap(spec.cost), "status": gd.verdict(spec.cost, cfg.converged_gap),
-                     "optimizer": gd.optimizer, "lr": gd.lr, "tried": "; ".join(tried),
-                     at_k("hit_rate", k): hold[at_k("hit_rate", k)], at_k("mean_hits", k): hold[at_k("mean_hits", k)],
-                     "seconds": round(time.perf_counter() - t0, 1)})
+        rows.append(
+            {
+                "dim": d,
+                "spectral_cost": spec.cost,
+                "relative_cost": spec.cost / op.fro_sq,
+                "gap": gd.gap(spec.cost),
+                "status": gd.verdict(spec.cost, cfg.converged_gap),
+                "optimizer": gd.optimizer,
+                "lr": gd.lr,
+                "tried": "; ".join(tried),
+                at_k("hit_rate", k): hold[at_k("hit_rate", k)],
+                at_k("mean_hits", k): hold[at_k("mean_hits", k)],
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
     return pd.DataFrame(rows)
 
 

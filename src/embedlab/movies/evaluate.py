@@ -23,7 +23,8 @@ Scorers = Callable[[torch.Tensor], dict[str, torch.Tensor]]  # several methods s
 
 
 def at_k(metric: str, k: int) -> str:
-    """A metric's key at top ``k`` ("hit_rate@10"): the one spelling of the keys of ``score_recs``, the tables and the report."""
+    """A metric's key at top ``k`` ("hit_rate@10"): the one spelling of the keys of ``score_recs``, the tables and the
+    report."""
     return f"{metric}@{k}"
 
 
@@ -53,7 +54,6 @@ class Queries:
     n_items: int
     user_likes: torch.Tensor  # (test users,) how many movies each test user liked
 
-
     def liked(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Bool tensor: did ``users`` like ``items`` (same shapes, broadcast)?"""
         keys = users.long() * self.n_items + items.long()
@@ -68,8 +68,16 @@ class Queries:
         """
         if len(self.items) <= max_queries:
             return self
-        pick = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(len(self.items), max_queries, replace=False)))
-        return Queries(items=self.items[pick], users=self.users[pick], like_keys=self.like_keys, n_items=self.n_items, user_likes=self.user_likes)
+        pick = torch.from_numpy(
+            np.sort(np.random.default_rng(seed).choice(len(self.items), max_queries, replace=False))
+        )
+        return Queries(
+            items=self.items[pick],
+            users=self.users[pick],
+            like_keys=self.like_keys,
+            n_items=self.n_items,
+            user_likes=self.user_likes,
+        )
 
 
 def build_queries(test_likes: sp.spmatrix) -> Queries:
@@ -82,8 +90,13 @@ def build_queries(test_likes: sp.spmatrix) -> Queries:
     items = lc.indices.astype(np.int64)
     keys = users.astype(np.int64) * lc.shape[1] + items
     enough = deg[users] >= 2
-    return Queries(items=torch.from_numpy(items[enough]), users=torch.from_numpy(users[enough]),
-                   like_keys=torch.from_numpy(np.sort(keys)), n_items=int(lc.shape[1]), user_likes=torch.from_numpy(deg.astype(np.int64)))
+    return Queries(
+        items=torch.from_numpy(items[enough]),
+        users=torch.from_numpy(users[enough]),
+        like_keys=torch.from_numpy(np.sort(keys)),
+        n_items=int(lc.shape[1]),
+        user_likes=torch.from_numpy(deg.astype(np.int64)),
+    )
 
 
 def cosine_scorer(v: torch.Tensor) -> Scorer:
@@ -108,14 +121,18 @@ def colike_scorers(likes: sp.spmatrix, like_counts: np.ndarray) -> Scorers:
     return score
 
 
-def recommend_all_multi(scorers: Scorers, queries: Queries, k: int, eligible: torch.Tensor, chunk: int = 512) -> dict[str, torch.Tensor]:
+def recommend_all_multi(
+    scorers: Scorers, queries: Queries, k: int, eligible: torch.Tensor, chunk: int = 512
+) -> dict[str, torch.Tensor]:
     """The top-k list (n, k) of every query for every method of ``scorers``, each distinct query item scored once."""
     unique_items = torch.unique(queries.items)
     recs: dict[str, torch.Tensor] = {}
     for start in range(0, len(unique_items), chunk):
         q = unique_items[start : start + chunk]
         for name, scores in scorers(q).items():
-            recs.setdefault(name, torch.full((queries.n_items, k), -1, dtype=torch.long))[q] = top_k(scores, q, k, eligible)[0]
+            recs.setdefault(name, torch.full((queries.n_items, k), -1, dtype=torch.long))[q] = top_k(
+                scores, q, k, eligible
+            )[0]
     return {name: r[queries.items] for name, r in recs.items()}
 
 
@@ -142,9 +159,15 @@ def _recall(hits: torch.Tensor, queries: Queries, users: torch.Tensor, k: int) -
     return float((hits / others).sum() / max(len(hits), 1))
 
 
-def score_recs(recs: torch.Tensor, queries: Queries, like_counts: np.ndarray, genres: torch.Tensor,
-               mask: torch.Tensor | None = None) -> dict[str, float]:
-    """HitRate@k (share of queries with at least one hit), mean hits@k, precision@k, Recall@k, popularity, genre overlap@k.
+def score_recs(
+    recs: torch.Tensor,
+    queries: Queries,
+    like_counts: np.ndarray,
+    genres: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """HitRate@k (share of queries with at least one hit), mean hits@k, precision@k, Recall@k, popularity, genre
+    overlap@k.
 
     Recall@k is hits / min(k, the user's other liked movies): unlike HitRate@k it is not saturated
     by recommending popular movies to users who liked many.
@@ -177,7 +200,11 @@ def score_recs(recs: torch.Tensor, queries: Queries, like_counts: np.ndarray, ge
 
 
 #: Like-count buckets of the query movie for the cold-start table: [low, high).
-COLD_START_BUCKETS: tuple[tuple[str, int, float], ...] = (("< 10 likes", 0, 10), ("10-100 likes", 10, 101), ("> 100 likes", 101, float("inf")))
+COLD_START_BUCKETS: tuple[tuple[str, int, float], ...] = (
+    ("< 10 likes", 0, 10),
+    ("10-100 likes", 10, 101),
+    ("> 100 likes", 101, float("inf")),
+)
 
 
 def bucket_masks(queries: Queries, like_counts: np.ndarray) -> dict[str, torch.Tensor]:

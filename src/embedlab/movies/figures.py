@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import matplotlib.pyplot as plt  # the backend is the caller's: the command line picks Agg, a notebook its inline one
 import numpy as np
-from matplotlib import patheffects
 from adjustText import adjust_text
+from matplotlib import patheffects
 from matplotlib.figure import Figure
 
 from embedlab.movies.train import RunResult
@@ -98,12 +98,22 @@ def embedding_map(
     markers = ["*", "P", "X", "D", "o"]
     for c, mk, (name, (q, recs)) in zip(marker_colors * 4, markers * 4, highlights.items()):
         ax.scatter(coords[recs, 0], coords[recs, 1], s=80, facecolors="none", edgecolors=c, linewidths=2.0, zorder=4)
-        ax.scatter(coords[q, 0], coords[q, 1], s=280, marker=mk, color=c, edgecolors="white", zorder=5, label=f"{name} + its top-{len(recs)} (rings)")
+        ax.scatter(
+            coords[q, 0],
+            coords[q, 1],
+            s=280,
+            marker=mk,
+            color=c,
+            edgecolors="white",
+            zorder=5,
+            label=f"{name} + its top-{len(recs)} (rings)",
+        )
         texts.append(ax.text(*coords[q], labels[q], fontsize=10, weight="bold", color=c, path_effects=halo, zorder=6))
         texts += [ax.text(*coords[r], labels[r], fontsize=7.5, color=c, path_effects=halo, zorder=6) for r in recs[:3]]
     ax.set_xticks([])
     ax.set_yticks([])
-    adjust_text(texts, ax=ax, arrowprops={"arrowstyle": "-", "color": "0.3", "lw": 0.6})  # labels pushed apart, never overlapping
+    # labels pushed apart, never overlapping
+    adjust_text(texts, ax=ax, arrowprops={"arrowstyle": "-", "color": "0.3", "lw": 0.6})
     legend = ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     for handle in legend.legend_handles:  # one marker size in the legend, whatever the size on the map
         handle.set_sizes([45])
@@ -113,7 +123,9 @@ def embedding_map(
     return fig
 
 
-def dim_sweep(dims: Sequence[int], gaps: Sequence[float], hit_rates: Sequence[float], rel_costs: Sequence[float]) -> Figure:
+def dim_sweep(
+    dims: Sequence[int], gaps: Sequence[float], hit_rates: Sequence[float], rel_costs: Sequence[float]
+) -> Figure:
     """Relative cost, optimiser gap and HitRate@10 against the embedding dimension."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
     a1.plot(dims, 100 * np.asarray(rel_costs), "o-", label="‖X‖²_F left unexplained by the optimum")

@@ -56,8 +56,15 @@ def gram_stats(a: sp.spmatrix, part: np.ndarray | None = None, threads: int | No
         mask[:] = np.asarray(part, dtype=bool)
     threads = max(1, threads or torch.get_num_threads())
     with numba_threads(threads):
-        nnz, sq, part_sq = _upper_pairs(a.indptr.astype(np.int64), a.indices.astype(np.int64), at.indptr.astype(np.int64),
-                                        at.indices.astype(np.int64), mask, part is not None, threads)
+        nnz, sq, part_sq = _upper_pairs(
+            a.indptr.astype(np.int64),
+            a.indices.astype(np.int64),
+            at.indptr.astype(np.int64),
+            at.indices.astype(np.int64),
+            mask,
+            part is not None,
+            threads,
+        )
     return GramStats(nnz=2 * int(nnz), sq=2 * int(sq), part_sq=2 * int(part_sq))
 
 
@@ -65,7 +72,8 @@ def gram_stats(a: sp.spmatrix, part: np.ndarray | None = None, threads: int | No
 def _upper_pairs(a_ptr, a_idx, b_ptr, b_idx, part, use_part, threads):  # pragma: no cover - compiled
     """Over i < j: the number of non-zero G_ij, the sum of G_ij^2 and of G'_ij^2 (G' counts ``part``'s columns only).
 
-    (a_ptr, a_idx) is A in CSR, (b_ptr, b_idx) is A^T in CSR, both with sorted indices. Thread t takes rows t, t + T, ...
+    (a_ptr, a_idx) is A in CSR, (b_ptr, b_idx) is A^T in CSR, both with sorted indices. Thread t takes rows t, t + T,
+    ...
     (popular rows are spread over the threads); for row i and each column c of it, the rows j > i of column c are the
     tail of c's sorted list, found by binary search.
     """
@@ -121,7 +129,11 @@ def gram_rows(a: sp.csr_matrix, at: sp.csr_matrix, rows: np.ndarray, threads: in
 
 
 def _arrays(m: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return m.indptr.astype(np.int64, copy=False), m.indices.astype(np.int64, copy=False), m.data.astype(np.float32, copy=False)
+    return (
+        m.indptr.astype(np.int64, copy=False),
+        m.indices.astype(np.int64, copy=False),
+        m.data.astype(np.float32, copy=False),
+    )
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -137,4 +149,3 @@ def _rows(a, b, rows, out):  # pragma: no cover - compiled
             for q in range(b_ptr[c], b_ptr[c + 1]):
                 row[b_idx[q]] += w * b_val[q]
         row[i] = 0.0
-

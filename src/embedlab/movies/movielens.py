@@ -35,7 +35,9 @@ RATINGS_DTYPES = {"userId": "int32", "movieId": "int32", "rating": "float32"}
 
 def _read_csv(path: Path, columns: tuple[str, ...], dtypes: dict[str, str] | None = None) -> pd.DataFrame:
     if not path.is_file():
-        raise MissingFileError(f"{path} does not exist; is --data-dir pointing at the folder holding {path.parent.name}/?")
+        raise MissingFileError(
+            f"{path} does not exist; is --data-dir pointing at the folder holding {path.parent.name}/?"
+        )
     check_table_file(path)
     try:
         header = pd.read_csv(path, nrows=0, encoding="utf-8").columns
@@ -44,14 +46,17 @@ def _read_csv(path: Path, columns: tuple[str, ...], dtypes: dict[str, str] | Non
             raise InputError(f"{path} lacks column(s) {missing}; found {list(header)}. Is this a MovieLens file?")
         return pd.read_csv(path, usecols=list(columns), dtype=dtypes, encoding="utf-8")
     except UnicodeDecodeError as exc:  # pandas decodes in chunks: its offset is not the file's, so find the line
-        raise InputError(f"{path} is not UTF-8 text ({exc.reason} on line {_first_non_utf8_line(path)}); MovieLens files are "
-                         "UTF-8") from None
+        raise InputError(
+            f"{path} is not UTF-8 text ({exc.reason} on line {_first_non_utf8_line(path)}); MovieLens files are UTF-8"
+        ) from None
     except pd.errors.EmptyDataError:
         raise InputError(f"{path} is empty; expected a CSV with columns {', '.join(columns)}") from None
     except (ValueError, OverflowError) as exc:
         if str(exc).startswith(str(path)):
             raise
-        raise InputError(f"{path} has a value of the wrong type ({exc}); MovieLens ids are integers and ratings numbers") from None
+        raise InputError(
+            f"{path} has a value of the wrong type ({exc}); MovieLens ids are integers and ratings numbers"
+        ) from None
 
 
 def _first_non_utf8_line(path: Path) -> str:
@@ -80,7 +85,9 @@ def load_ratings(folder: Path) -> pd.DataFrame:
         raise InputError(f"{path} holds no ratings")
     if df.isna().any().any():
         row = int(df.isna().any(axis=1).to_numpy().argmax())
-        raise InputError(f"{path} has an empty cell on data line {row + 1} (a file cut short?); MovieLens ratings never do")
+        raise InputError(
+            f"{path} has an empty cell on data line {row + 1} (a file cut short?); MovieLens ratings never do"
+        )
     problems = {
         "a rating that is not a half star from 0.5 to 5.0": ~df["rating"].isin(HALF_STARS),
         "a userId or movieId below 1": (df["userId"] < 1) | (df["movieId"] < 1),
@@ -89,7 +96,9 @@ def load_ratings(folder: Path) -> pd.DataFrame:
     for what, bad in problems.items():
         if bad.any():
             row = int(bad.to_numpy().argmax())
-            raise InputError(f"{path} has {what} on data line {row + 1}: {df.iloc[row][list(RATINGS_COLUMNS)].to_dict()}")
+            raise InputError(
+                f"{path} has {what} on data line {row + 1}: {df.iloc[row][list(RATINGS_COLUMNS)].to_dict()}"
+            )
     return df[list(RATINGS_COLUMNS)]
 
 
@@ -120,18 +129,26 @@ def load_movies(folder: Path) -> pd.DataFrame:
     path = Path(folder) / "movies.csv"
     df = _read_csv(path, MOVIES_COLUMNS, {"movieId": "int64", "title": "str", "genres": "str"})[list(MOVIES_COLUMNS)]
     if df.empty:
-        raise InputError(f"{path} holds no movies (a header line only); expected one line per movie: movieId,title,genres")
+        raise InputError(
+            f"{path} holds no movies (a header line only); expected one line per movie: movieId,title,genres"
+        )
     if df["movieId"].duplicated().any() or (df["movieId"] < 1).any():
-        raise InputError(f"{path} has a movieId below 1 or listed twice; MovieLens movie ids are unique positive integers")
-    for column, what, fill in (("title", "an empty title", lambda i: untitled(int(df["movieId"].iat[i]))),
-                               ("genres", "no genres", lambda i: NO_GENRES)):
+        raise InputError(
+            f"{path} has a movieId below 1 or listed twice; MovieLens movie ids are unique positive integers"
+        )
+    for column, what, fill in (
+        ("title", "an empty title", lambda i: untitled(int(df["movieId"].iat[i]))),
+        ("genres", "no genres", lambda i: NO_GENRES),
+    ):
         blank = df[column].isna().to_numpy() | (df[column].fillna("").astype(str).str.strip() == "").to_numpy()
         if blank.any():
             rows = blank.nonzero()[0]
             df.loc[blank, column] = [fill(i) for i in rows]
             lines = ", ".join(str(i + 1) for i in rows[:5]) + (", …" if len(rows) > 5 else "")
-            logging.getLogger(__name__).warning(f"{path}: {len(rows):,} movie(s) with {what} on data line(s) {lines}; kept, "
-                                                f"shown as {fill(int(rows[0]))!r}" + (" and so on" if len(rows) > 1 else ""))
+            logging.getLogger(__name__).warning(
+                f"{path}: {len(rows):,} movie(s) with {what} on data line(s) {lines}; kept, "
+                f"shown as {fill(int(rows[0]))!r}" + (" and so on" if len(rows) > 1 else "")
+            )
     return with_years(df)
 
 
@@ -187,10 +204,20 @@ def slug(text: str) -> str:
 
 
 #: Numerals folded to digits in the last matching rule: roman II-XX and spelled one-twenty ("Rocky Two" is "Rocky II").
-NUMERALS = {**{r: str(n) for n, r in enumerate(
-    "ii iii iv v vi vii viii ix x xi xii xiii xiv xv xvi xvii xviii xix xx".split(), start=2)},
-            **{w: str(n) for n, w in enumerate("one two three four five six seven eight nine ten eleven twelve thirteen "
-                                               "fourteen fifteen sixteen seventeen eighteen nineteen twenty".split(), start=1)}}
+NUMERALS = {
+    **{
+        r: str(n)
+        for n, r in enumerate("ii iii iv v vi vii viii ix x xi xii xiii xiv xv xvi xvii xviii xix xx".split(), start=2)
+    },
+    **{
+        w: str(n)
+        for n, w in enumerate(
+            "one two three four five six seven eight nine ten eleven twelve thirteen "
+            "fourteen fifteen sixteen seventeen eighteen nineteen twenty".split(),
+            start=1,
+        )
+    },
+}
 
 
 def fold_numerals(key: str) -> str:
@@ -237,7 +264,9 @@ class TitleLookupError(UserError, LookupError):
 def nobody_liked(text: str, where: str = "") -> TitleLookupError:
     """The error for a title that is in the catalogue but has no like (``where``: "in this run", "at >= 4.0 stars"), so
     no row of X and no embedding: one wording for the study, ``embedlab recommend`` and the Python API."""
-    return TitleLookupError(f"{text!r} is in the catalogue but nobody liked it{' ' + where if where else ''}, so it has no embedding", [])
+    return TitleLookupError(
+        f"{text!r} is in the catalogue but nobody liked it{' ' + where if where else ''}, so it has no embedding", []
+    )
 
 
 #: The rules of ``TitleIndex``, in order; the first that matches any film decides (see ``TitleIndex.candidates``).
@@ -296,8 +325,13 @@ class TitleIndex:
             ("article moved or dropped", lambda i: key in self._keys[i] or bare in self._keys[i]),
             ("prefix", lambda i: any(k.startswith(key) or k.startswith(bare) for k in self._keys[i])),
             ("whole words", lambda i: any(f" {bare} " in f" {k} " for k in self._keys[i])),
-            ("numerals as digits", lambda i: any(k == digits or k == bare_digits or k.startswith(bare_digits)
-                                                 or f" {bare_digits} " in f" {k} " for k in self._digit_keys[i])),
+            (
+                "numerals as digits",
+                lambda i: any(
+                    k == digits or k == bare_digits or k.startswith(bare_digits) or f" {bare_digits} " in f" {k} "
+                    for k in self._digit_keys[i]
+                ),
+            ),
         ]
         for rule, matches in rules:
             rows = [i for i in range(len(self._titles)) if matches(i) and (year is None or self._years[i] == year)]
@@ -315,13 +349,18 @@ class TitleIndex:
             return int(self.movies["movieId"].iat[rows[0]])
         if len(rows) > 1:
             shown = titles[:12]
-            listing = "\n".join(f"  {t}" for t in shown) + (f"\n  … and {len(titles) - 12} more" if len(titles) > 12 else "")
+            listing = "\n".join(f"  {t}" for t in shown) + (
+                f"\n  … and {len(titles) - 12} more" if len(titles) > 12 else ""
+            )
             order = "most liked first" if self.likes is not None else "in catalogue order"
-            raise TitleLookupError(f"{query!r} matches {len(rows)} movies ({order}); add the year, e.g. {titles[0]!r}:\n{listing}",
-                                   titles)
+            raise TitleLookupError(
+                f"{query!r} matches {len(rows)} movies ({order}); add the year, e.g. {titles[0]!r}:\n{listing}", titles
+            )
         name, _ = split_title(query.strip())
         every_key = {k: i for i, keys in enumerate(self._keys) for k in keys}
         close = difflib.get_close_matches(normalise(name), list(every_key), n=5, cutoff=0.6)
         suggestions = list(dict.fromkeys(self._titles[every_key[k]] for k in close))[:8]
-        hint = ("did you mean:\n" + "\n".join(f"  {t}" for t in suggestions)) if suggestions else "no similar title either"
+        hint = (
+            ("did you mean:\n" + "\n".join(f"  {t}" for t in suggestions)) if suggestions else "no similar title either"
+        )
         raise TitleLookupError(f"no movie titled {query!r}; {hint}", suggestions)

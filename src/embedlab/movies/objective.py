@@ -24,8 +24,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from threadpoolctl import threadpool_limits
 from scipy.sparse.linalg import LinearOperator, eigsh
+from threadpoolctl import threadpool_limits
 
 from embedlab.errors import InputError
 
@@ -90,8 +90,11 @@ class BinaryRows:
         x.sort_indices()
         if x.nnz and not np.all(x.data == 1):
             raise ValueError("BinaryRows needs a 0/1 matrix (a like matrix); found other values")
-        return cls(indices=torch.from_numpy(x.indices.astype(np.int64)), offsets=torch.from_numpy(x.indptr.astype(np.int64)),
-                   n_cols=int(x.shape[1]))
+        return cls(
+            indices=torch.from_numpy(x.indices.astype(np.int64)),
+            offsets=torch.from_numpy(x.indptr.astype(np.int64)),
+            n_cols=int(x.shape[1]),
+        )
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -107,8 +110,13 @@ class BinaryRows:
         if dtype not in self._csr:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-                self._csr[dtype] = torch.sparse_csr_tensor(self.offsets, self.indices, torch.ones(len(self.indices), dtype=dtype),
-                                                           size=self.shape, check_invariants=False)
+                self._csr[dtype] = torch.sparse_csr_tensor(
+                    self.offsets,
+                    self.indices,
+                    torch.ones(len(self.indices), dtype=dtype),
+                    size=self.shape,
+                    check_invariants=False,
+                )
         return self._csr[dtype]
 
 
@@ -130,7 +138,7 @@ class CoLikeOperator:
     products L_r^T (L_r V); it is None in a single process.
     """
 
-    l: BinaryRows  # (users of this rank, M)
+    l: BinaryRows  # noqa: E741 - L, the likes (users of this rank, M)
     lt: BinaryRows  # (M, users of this rank): the transpose, so both products gather rows
     counts: torch.Tensor  # (M,) like counts over all users
     fro_sq: float
@@ -142,13 +150,24 @@ class CoLikeOperator:
         return (m, m)
 
     @classmethod
-    def from_likes(cls, likes: sp.spmatrix, fro_sq: float, counts: np.ndarray | None = None,
-                   dtype: torch.dtype = torch.float32, all_reduce: Reduce | None = None) -> CoLikeOperator:
+    def from_likes(
+        cls,
+        likes: sp.spmatrix,
+        fro_sq: float,
+        counts: np.ndarray | None = None,
+        dtype: torch.dtype = torch.float32,
+        all_reduce: Reduce | None = None,
+    ) -> CoLikeOperator:
         """Build from (this rank's rows of) L, a 0/1 matrix; ``counts`` default to L's own column sums."""
         lc = sp.csr_matrix(likes, dtype=np.float32)
         n = np.asarray(lc.sum(axis=0)).ravel() if counts is None else np.asarray(counts)
-        return cls(l=BinaryRows.from_scipy(lc), lt=BinaryRows.from_scipy(lc.T.tocsr()),
-                   counts=torch.from_numpy(n.astype(np.float64)).to(dtype), fro_sq=float(fro_sq), all_reduce=all_reduce)
+        return cls(
+            l=BinaryRows.from_scipy(lc),
+            lt=BinaryRows.from_scipy(lc.T.tocsr()),
+            counts=torch.from_numpy(n.astype(np.float64)).to(dtype),
+            fro_sq=float(fro_sq),
+            all_reduce=all_reduce,
+        )
 
     def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
         vv = v if v.dim() == 2 else v[:, None]
@@ -204,7 +223,9 @@ def as_operator(x: XOperator | sp.spmatrix) -> XOperator:
     return MatrixOperator.from_matrix(x) if sp.issparse(x) else x
 
 
-def cost_and_grad(v: torch.Tensor, x: XOperator | torch.Tensor, x_fro_sq: float | None = None) -> tuple[float, torch.Tensor]:
+def cost_and_grad(
+    v: torch.Tensor, x: XOperator | torch.Tensor, x_fro_sq: float | None = None
+) -> tuple[float, torch.Tensor]:
     """Return c(V) and dc/dV for X symmetric with zero diagonal (an operator, or a sparse/dense tensor).
 
     ``x_fro_sq`` = ||X||_F^2 defaults to the operator's own. The four terms of the cost are summed
@@ -282,8 +303,11 @@ def spectral_optimum(
     best: SpectralSolution | None = None
     converged = False
     for _ in range(max_rounds):
-        lin = LinearOperator((m, m), matvec=_shifted_matvec(op, diag.copy()), matmat=_shifted_matvec(op, diag.copy()), dtype=np.float64)
-        with threadpool_limits(1, "blas"):  # ARPACK's small dense steps: 2 BLAS threads contend with torch's and run 7x slower
+        lin = LinearOperator(
+            (m, m), matvec=_shifted_matvec(op, diag.copy()), matmat=_shifted_matvec(op, diag.copy()), dtype=np.float64
+        )
+        # ARPACK's small dense steps: 2 BLAS threads contend with torch's and run 7x slower
+        with threadpool_limits(1, "blas"):
             vals, vecs = eigsh(lin, k=dim, which="LA", v0=v0)
         vals = np.clip(vals, 0.0, None)
         v = vecs * np.sqrt(vals)[None, :]
@@ -297,4 +321,6 @@ def spectral_optimum(
             converged = True
             break
     assert best is not None
-    return SpectralSolution(v=best.v, cost=best.cost, history=history, eigenvalues=best.eigenvalues, converged=converged)
+    return SpectralSolution(
+        v=best.v, cost=best.cost, history=history, eigenvalues=best.eigenvalues, converged=converged
+    )

@@ -57,10 +57,15 @@ def _run_movies(cfg: MoviesConfig, write: Callable[[Output], None]) -> RunResult
         write(step_map(cfg, data, fitted, recommended.top_lists))
     dims = step_dim_sweep(cfg, fitted, held) if cfg.dim_sweep else Output()
     write(dims)
-    done = MoviesRun(total_seconds=round(time.perf_counter() - t_all, 1), processes=dist.world,
-                     peak_rss_gib=round(peak_rss_bytes() / 1024**3, 2))
+    done = MoviesRun(
+        total_seconds=round(time.perf_counter() - t_all, 1),
+        processes=dist.world,
+        peak_rss_gib=round(peak_rss_bytes() / 1024**3, 2),
+    )
     write(Output(results=(done,)))
-    found = {r.SECTION: r for out in (data.out, fitted.out, recommended.out, stability, held.out, dims) for r in out.results}
+    found = {
+        r.SECTION: r for out in (data.out, fitted.out, recommended.out, stability, held.out, dims) for r in out.results
+    }
     return RunResults(**found, movies_run=done)
 
 
@@ -77,9 +82,11 @@ def check_same_data(cfg: MoviesConfig, started: RunResults, where: Path) -> None
     now = movielens_digests(folder)
     changed = [name for name, digest in recorded.items() if now.get(name) != digest]
     if changed:
-        raise InputError(f"{where} was computed on other data: {', '.join(str(folder / n) for n in changed)} differ(s) from the "
-                         f"file(s) it read (sha256 {', '.join(recorded[n][:12] + '…' for n in changed)}); resume it with the data it "
-                         "started on (any folder holding the same files), or start a new run")
+        raise InputError(
+            f"{where} was computed on other data: {', '.join(str(folder / n) for n in changed)} differ(s) from the"
+            f" file(s) it read (sha256 {', '.join(recorded[n][:12] + '…' for n in changed)}); resume it with the data"
+            " it started on (any folder holding the same files), or start a new run"
+        )
 
 
 def peak_rss_bytes() -> int:

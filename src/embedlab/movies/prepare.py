@@ -13,10 +13,24 @@ import scipy.sparse as sp
 import torch
 
 from embedlab.config import MoviesConfig
-from embedlab.data import available_memory, download_url, ensure_movielens, movielens_digests, resolve_data_dir, verify_movielens
+from embedlab.data import (
+    available_memory,
+    download_url,
+    ensure_movielens,
+    movielens_digests,
+    resolve_data_dir,
+    verify_movielens,
+)
 from embedlab.distributed import balanced_rows, current
 from embedlab.errors import InputError
-from embedlab.movies.cooccurrence import CoLikes, ColikeSummary, build_colikes, colike_fro_sq, colike_stats, colike_summary
+from embedlab.movies.cooccurrence import (
+    CoLikes,
+    ColikeSummary,
+    build_colikes,
+    colike_fro_sq,
+    colike_stats,
+    colike_summary,
+)
 from embedlab.movies.evaluate import split_users
 from embedlab.movies.movielens import TitleIndex, load_movies, load_ratings, nobody_liked, untitled, with_years
 from embedlab.movies.objective import CoLikeOperator
@@ -62,7 +76,10 @@ def load_tables(cfg: MoviesConfig) -> tuple[pd.DataFrame, pd.DataFrame, str, dic
         from embedlab.movies.synthetic import check_fits, generate
 
         shape = check_fits(cfg.synthetic)
-        log(f"[2A] generating synthetic {cfg.synthetic}: {shape[0]:,} users, {shape[1]:,} movies, {shape[2]:,} ratings (seed {cfg.seed})")
+        log(
+            f"[2A] generating synthetic {cfg.synthetic}: {shape[0]:,} users, {shape[1]:,} movies, {shape[2]:,} ratings"
+            f" (seed {cfg.seed})"
+        )
         syn = generate(cfg.synthetic, seed=cfg.seed)
         return syn.ratings, with_years(syn.movies), f"synthetic {cfg.synthetic} (seed {cfg.seed})", {}
     folder = ensure_movielens(resolve_data_dir(cfg.data_dir), None if cfg.offline else download_url, cfg.dataset)
@@ -109,19 +126,27 @@ def memory_estimate(cfg: MoviesConfig, n_movies: int, workers: int) -> int:
 def check_sizes(cfg: MoviesConfig, co: CoLikes, available: int | None = None) -> None:
     """Sizes the user set that this data cannot support, refused once X's shape is known, before any fitting."""
     m = len(co.movie_ids)
-    problems = [f"{flag} {d} is not below the number of movies with a like (M = {m:,}); the embedding and its spectral "
-                f"reference need d < M" for flag, d in (("--dim", cfg.dim), ("--dim-sweep", max(cfg.dim_sweep, default=0))) if d >= m]
+    problems = [
+        f"{flag} {d} is not below the number of movies with a like (M = {m:,}); the embedding and its spectral "
+        "reference need d < M"
+        for flag, d in (("--dim", cfg.dim), ("--dim-sweep", max(cfg.dim_sweep, default=0)))
+        if d >= m
+    ]
     eligible = int((co.like_counts >= cfg.min_likes).sum())
     if eligible < 2:
-        problems.append(f"--min-likes {cfg.min_likes}: {eligible} movie(s) have that many likes (the most-liked has "
-                        f"{int(co.like_counts.max(initial=0)):,}), so nothing can be recommended; lower --min-likes")
+        problems.append(
+            f"--min-likes {cfg.min_likes}: {eligible} movie(s) have that many likes (the most-liked has "
+            f"{int(co.like_counts.max(initial=0)):,}), so nothing can be recommended; lower --min-likes"
+        )
     if problems:
         raise InputError("; ".join(problems))
     need, have = memory_estimate(cfg, m, default_workers()), available_memory() if available is None else available
     if need > have:
-        raise InputError(f"these sizes (d = {max([cfg.dim, *cfg.dim_sweep])}, top {cfg.top_k}, M = {m:,} movies) need about "
-                         f"{need / 1024**3:.1f} GiB of memory but {have / 1024**3:.1f} GiB are available; lower --dim, --dim-sweep or "
-                         "--top, or raise --min-likes / --like-threshold")
+        raise InputError(
+            f"these sizes (d = {max([cfg.dim, *cfg.dim_sweep])}, top {cfg.top_k}, M = {m:,} movies) need about"
+            f" {need / 1024**3:.1f} GiB of memory but {have / 1024**3:.1f} GiB are available; lower --dim, --dim-sweep"
+            " or --top, or raise --min-likes / --like-threshold"
+        )
 
 
 def training_users(cfg: MoviesConfig, ratings: pd.DataFrame, co: CoLikes) -> np.ndarray | None:
@@ -142,7 +167,9 @@ def make_operator(likes: sp.csr_matrix, fro_sq: float | None = None) -> CoLikeOp
     counts = np.asarray(likes.sum(axis=0)).ravel()
     fro = colike_fro_sq(likes) if fro_sq is None else fro_sq
     rows = balanced_rows(np.diff(likes.indptr), dist.world, dist.rank)
-    return CoLikeOperator.from_likes(likes[rows], fro, counts=counts, all_reduce=dist.all_reduce_sum if dist.active else None)
+    return CoLikeOperator.from_likes(
+        likes[rows], fro, counts=counts, all_reduce=dist.all_reduce_sum if dist.active else None
+    )
 
 
 def step_2a_data(cfg: MoviesConfig) -> Prepared:
@@ -157,21 +184,46 @@ def step_2a_data(cfg: MoviesConfig) -> Prepared:
     items = item_table(co, movies)
     unlisted = np.setdiff1d(co.movie_ids, movies["movieId"].to_numpy())
     if len(unlisted):
-        warn(f"{len(unlisted):,} liked movie(s) are not in movies.csv (movieId {', '.join(map(str, unlisted[:5]))}"
-             f"{', …' if len(unlisted) > 5 else ''}); kept, titled as {untitled(int(unlisted[0]))!r}")
-    queries = resolve_queries(query_texts(cfg, co, items), TitleIndex.with_likes(movies, co.movie_ids, co.like_counts), co, items)
+        warn(
+            f"{len(unlisted):,} liked movie(s) are not in movies.csv (movieId {', '.join(map(str, unlisted[:5]))}"
+            f"{', …' if len(unlisted) > 5 else ''}); kept, titled as {untitled(int(unlisted[0]))!r}"
+        )
+    queries = resolve_queries(
+        query_texts(cfg, co, items), TitleIndex.with_likes(movies, co.movie_ids, co.like_counts), co, items
+    )
     t0 = time.perf_counter()
     summary = colike_summary(co.likes, k=15, part=training_users(cfg, ratings, co))
     stats = colike_stats(ratings, len(movies), co, summary)
-    result = DataStats(**stats, source=source, build_seconds=round(build_s, 3), x_summary_seconds=round(time.perf_counter() - t0, 2),
-                       query_likes={q.title: int(items["likes"].iat[q.row]) for q in queries}, files_sha256=digests)
-    pairs = pd.DataFrame([(items["title"].iat[i], items["title"].iat[j], c) for i, j, c in summary.top_pairs],
-                         columns=["movie A", "movie B", "users who liked both"])
-    query_likes = pd.DataFrame({"query": [q.text for q in queries], "title": [q.title for q in queries],
-                                "likers": [int(items["likes"].iat[q.row]) for q in queries]})
-    out = Output(results=(result,), tables={"colike_top_pairs": Table(pairs), "query_likes": Table(query_likes)},
-                 artefacts={"items.csv": items,
-                            "catalogue.csv": movies[["movieId", "title"]]})  # so `recommend` can tell "unknown" from "unliked"
-    log(f"[2A] {result.users:,} users, {result.likes:,} likes, M = {result.movies_with_likes:,} movies; "
-        f"X (never formed): nnz {result.x_nnz:,}, max {result.x_max}")
+    result = DataStats(
+        **stats,
+        source=source,
+        build_seconds=round(build_s, 3),
+        x_summary_seconds=round(time.perf_counter() - t0, 2),
+        query_likes={q.title: int(items["likes"].iat[q.row]) for q in queries},
+        files_sha256=digests,
+    )
+    pairs = pd.DataFrame(
+        [(items["title"].iat[i], items["title"].iat[j], c) for i, j, c in summary.top_pairs],
+        columns=["movie A", "movie B", "users who liked both"],
+    )
+    query_likes = pd.DataFrame(
+        {
+            "query": [q.text for q in queries],
+            "title": [q.title for q in queries],
+            "likers": [int(items["likes"].iat[q.row]) for q in queries],
+        }
+    )
+    out = Output(
+        results=(result,),
+        tables={"colike_top_pairs": Table(pairs), "query_likes": Table(query_likes)},
+        artefacts={
+            "items.csv": items,
+            # so `recommend` can tell "unknown" from "unliked"
+            "catalogue.csv": movies[["movieId", "title"]],
+        },
+    )
+    log(
+        f"[2A] {result.users:,} users, {result.likes:,} likes, M = {result.movies_with_likes:,} movies; "
+        f"X (never formed): nnz {result.x_nnz:,}, max {result.x_max}"
+    )
     return Prepared(ratings, movies, co, items, queries, summary, eligible_items(co.like_counts, cfg.min_likes), out)

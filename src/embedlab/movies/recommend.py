@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from embedlab.errors import InputError
 from embedlab.config import SIMILARITY_METRICS as METRICS  # noqa: E402 - the names live on the ground floor
+from embedlab.errors import InputError
 
 
 def similarity(v: torch.Tensor, queries: torch.Tensor, metric: str = "cosine") -> torch.Tensor:
@@ -32,13 +32,16 @@ def eligible_items(like_counts: np.ndarray | torch.Tensor, min_likes: int) -> to
     return torch.as_tensor(np.array(like_counts)) >= min_likes  # a copy: pandas arrays may be read-only
 
 
-def top_k(scores: torch.Tensor, queries: torch.Tensor, k: int, eligible: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def top_k(
+    scores: torch.Tensor, queries: torch.Tensor, k: int, eligible: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices and scores of the ``k`` best items per row, never the query itself nor an ineligible item.
 
     Rows with fewer than ``k`` admissible items are padded with index -1 and score -inf.
     """
     s = scores if scores.is_floating_point() else scores.float()
-    s = torch.where(eligible[None, :], s, -torch.inf) if eligible is not None else s.clone()  # a new tensor, in one pass
+    # a new tensor, in one pass
+    s = torch.where(eligible[None, :], s, -torch.inf) if eligible is not None else s.clone()
     s[torch.arange(len(queries)), queries] = -torch.inf
     k_eff = min(k, s.shape[1])
     vals, idx = torch.topk(s, k_eff, dim=1)

@@ -32,14 +32,20 @@ class SavedEmbeddings:
     def load(cls, run_path: Path) -> SavedEmbeddings:
         """The run's embeddings, items and settings; every missing or damaged file is an error that names it."""
         run_path = Path(run_path)
-        emb, items_path, cfg_path = run_path / "artefacts" / "embeddings.npz", run_path / "artefacts" / "items.csv", run_path / "config.json"
+        emb, items_path, cfg_path = (
+            run_path / "artefacts" / "embeddings.npz",
+            run_path / "artefacts" / "items.csv",
+            run_path / "config.json",
+        )
         if not emb.is_file():
             raise MissingFileError(f"{emb} is missing: the movies run in {run_path} did not finish its fit")
         try:
             with np.load(emb) as z:
                 v = torch.from_numpy(np.asarray(z["v"], dtype=np.float32))
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            raise SavedRunError(f"{emb} is damaged or incomplete ({type(exc).__name__}: {exc}); run `embedlab movies` again") from None
+            raise SavedRunError(
+                f"{emb} is damaged or incomplete ({type(exc).__name__}: {exc}); run `embedlab movies` again"
+            ) from None
         try:
             cfg = json.loads(cfg_path.read_text())["movies"]
             metric, min_likes = cfg["metric"], int(cfg["min_likes"])
@@ -48,23 +54,33 @@ class SavedEmbeddings:
         except FileNotFoundError as exc:
             raise SavedRunError(f"{exc.filename} is missing from the run folder {run_path}") from None
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise SavedRunError(f"{cfg_path} is malformed ({type(exc).__name__}: {exc}); it was not written by `embedlab movies`, "
-                                "or was edited") from None
+            raise SavedRunError(
+                f"{cfg_path} is malformed ({type(exc).__name__}: {exc}); it was not written by `embedlab movies`, "
+                "or was edited"
+            ) from None
         items = _read_table(items_path, {"movieId": "int64", "title": "str", "genres": "str", "likes": "int64"})
         if not bool(torch.isfinite(v).all()):
             bad = int((~torch.isfinite(v)).any(dim=1).sum()) if v.dim() == 2 else v.numel()
-            raise SavedRunError(f"{emb} holds vectors that are not finite numbers (NaN or infinity in {bad:,} of them); it was "
-                                "damaged or edited: run `embedlab movies` again")
+            raise SavedRunError(
+                f"{emb} holds vectors that are not finite numbers (NaN or infinity in {bad:,} of them); it was "
+                "damaged or edited: run `embedlab movies` again"
+            )
         if v.dim() != 2 or len(items) != v.shape[0]:
-            raise SavedRunError(f"{items_path} has {len(items)} rows and {emb} {tuple(v.shape)} vectors: they belong to different runs")
+            raise SavedRunError(
+                f"{items_path} has {len(items)} rows and {emb} {tuple(v.shape)} vectors: they belong to different runs"
+            )
         cat_path = run_path / "artefacts" / "catalogue.csv"
         catalogue = _read_table(cat_path, {"movieId": "int64", "title": "str"})
         if not np.isin(items["movieId"].to_numpy(), catalogue["movieId"].to_numpy()).all():
-            raise SavedRunError(f"{cat_path} is damaged or was edited: it lacks movies that {items_path} holds (cut short?); "
-                                "run `embedlab movies` again")
+            raise SavedRunError(
+                f"{cat_path} is damaged or was edited: it lacks movies that {items_path} holds (cut short?); "
+                "run `embedlab movies` again"
+            )
         return cls(v=v, items=items, metric=metric, min_likes=min_likes, catalogue=catalogue)
 
-    def recommend(self, title: str, k: int = 10, metric: str | None = None, min_likes: int | None = None) -> pd.DataFrame:
+    def recommend(
+        self, title: str, k: int = 10, metric: str | None = None, min_likes: int | None = None
+    ) -> pd.DataFrame:
         """Top-k table for a title typed the way users type it."""
         if k < 1:
             raise InputError(f"--top must be >= 1, got {k}")
@@ -75,7 +91,10 @@ class SavedEmbeddings:
         likes = self.items["likes"].to_numpy()
         eligible = eligible_items(likes, min_likes)
         if not bool(eligible.any()):
-            raise InputError(f"no movie has >= {min_likes} likes in this run (the most-liked has {int(likes.max())}); lower --min-likes")
+            raise InputError(
+                f"no movie has >= {min_likes} likes in this run (the most-liked has {int(likes.max())}); lower"
+                " --min-likes"
+            )
         movie_id = self._lookup(title)
         rows = np.flatnonzero(self.items["movieId"].to_numpy() == movie_id)
         if len(rows) == 0:
@@ -83,10 +102,17 @@ class SavedEmbeddings:
         row = int(rows[0])
         idx, scores = similar_items(self.v, row, k, eligible, metric)
         if len(idx) == 0:
-            raise InputError(f"no other movie has >= {min_likes} likes in this run, so there is nothing to recommend; lower --min-likes")
+            raise InputError(
+                f"no other movie has >= {min_likes} likes in this run, so there is nothing to recommend; lower"
+                " --min-likes"
+            )
         table = top_table(self.items, idx, scores, ("title", "genres"), likes="likes")
-        note = (f"{self.items['title'].iat[row]} itself has only {int(likes[row])} likes (< {min_likes}): its vector is mostly noise, "
-                "so read this list with care" if likes[row] < min_likes else "")
+        note = (
+            f"{self.items['title'].iat[row]} itself has only {int(likes[row])} likes (< {min_likes}): its vector is"
+            " mostly noise, so read this list with care"
+            if likes[row] < min_likes
+            else ""
+        )
         table.attrs.update(query=str(self.items["title"].iat[row]), metric=metric, min_likes=min_likes, note=note)
         return table
 
@@ -110,7 +136,9 @@ def _read_table(path: Path, columns: dict[str, str]) -> pd.DataFrame:
     except FileNotFoundError:
         raise SavedRunError(f"{path} is missing from the run folder {path.parent.parent}") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
-        raise SavedRunError(f"{damaged} ({type(exc).__name__}: {str(exc).splitlines()[0]}); run `embedlab movies` again") from None
+        raise SavedRunError(
+            f"{damaged} ({type(exc).__name__}: {str(exc).splitlines()[0]}); run `embedlab movies` again"
+        ) from None
     if missing := [c for c in columns if c not in df.columns]:
         raise SavedRunError(f"{damaged}: it lacks column(s) {missing}; run `embedlab movies` again")
     for col, kind in columns.items():
@@ -119,7 +147,9 @@ def _read_table(path: Path, columns: dict[str, str]) -> pd.DataFrame:
         values = pd.to_numeric(df[col], errors="coerce")
         if values.isna().any() or (values % 1 != 0).any() or (values < 0).any():
             row = int((values.isna() | (values % 1 != 0) | (values < 0)).to_numpy().argmax())
-            raise SavedRunError(f"{damaged}: column {col!r} holds {df[col].iat[row]!r} on data line {row + 1}, not a count; "
-                                "run `embedlab movies` again")
+            raise SavedRunError(
+                f"{damaged}: column {col!r} holds {df[col].iat[row]!r} on data line {row + 1}, not a count; "
+                "run `embedlab movies` again"
+            )
         df[col] = values.astype(kind)
     return df

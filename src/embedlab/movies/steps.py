@@ -21,13 +21,23 @@ from embedlab.files import npz_bytes
 from embedlab.logs import Progress
 from embedlab.movies import figures
 from embedlab.movies.evaluate import at_k
+from embedlab.movies.movielens import slug
 from embedlab.movies.objective import CoLikeOperator, SpectralSolution, spectral_optimum
 from embedlab.movies.prepare import Prepared, Query, make_operator
 from embedlab.movies.recommend import jaccard, rank_correlation, similar_items, similarity
 from embedlab.movies.tables import loss_histories, most_specific_genre, recommendation_table, sweep_table
-from embedlab.movies.train import (Budget, Objective, RunResult, best_run, default_workers, fit, go_on, initial_embedding, parallel_map,
-                                   sweep)
-from embedlab.movies.movielens import slug
+from embedlab.movies.train import (
+    Budget,
+    Objective,
+    RunResult,
+    best_run,
+    default_workers,
+    fit,
+    go_on,
+    initial_embedding,
+    parallel_map,
+    sweep,
+)
 from embedlab.results import Candidate, FitSummary, MoviesRun, Recommendations, Stability
 from embedlab.store import Output, Table
 
@@ -61,7 +71,9 @@ class Recommended:
     out: Output
 
 
-def _progress_bar(total: int, enabled: bool = True) -> tuple[Progress, Callable[[str, float], Callable[[int, float], None]]]:
+def _progress_bar(
+    total: int, enabled: bool = True
+) -> tuple[Progress, Callable[[str, float], Callable[[int, float], None]]]:
     bar = Progress(total, "sweep", "it", enabled=enabled, dynamic_ncols=True, mininterval=0.5)
 
     def factory(name: str, lr: float) -> Callable[[int, float], None]:
@@ -86,14 +98,17 @@ def final_budget(cfg: MoviesConfig) -> Budget:
     return Budget(cfg.final_iterations, cfg.divergence_factor, rel_tol=cfg.final_rel_tol)
 
 
-def fit_from_start(cfg: MoviesConfig, op: CoLikeOperator, dim: int, optimizer: str, lr: float, budget: Budget) -> RunResult:
+def fit_from_start(
+    cfg: MoviesConfig, op: CoLikeOperator, dim: int, optimizer: str, lr: float, budget: Budget
+) -> RunResult:
     """One run of (optimizer, lr) from the config's seeded start at dimension ``dim``, within ``budget``."""
     v0 = initial_embedding(op.shape[0], dim, cfg.seed, cfg.init_scale)
     return fit(Objective(op, op.fro_sq), v0, optimizer, lr, budget)
 
 
-def final_fit(cfg: MoviesConfig, op: CoLikeOperator, results: list[RunResult], c_star: float,
-              n_workers: int = 1) -> tuple[RunResult, list[RunResult]]:
+def final_fit(
+    cfg: MoviesConfig, op: CoLikeOperator, results: list[RunResult], c_star: float, n_workers: int = 1
+) -> tuple[RunResult, list[RunResult]]:
     """The embedding that recommends: every converged setting of the sweep (or the best one, if none
     converged) run again to convergence; the lowest cost wins. Ranking on the 500-step budget is not
     enough: Adam with a constant rate oscillates at a small distance from the optimum, momentum SGD
@@ -102,7 +117,9 @@ def final_fit(cfg: MoviesConfig, op: CoLikeOperator, results: list[RunResult], c
     made twice."""
     converged = [r for r in results if r.verdict(c_star, cfg.converged_gap) == "converged"] or [best_run(results)]
     v0 = initial_embedding(op.shape[0], cfg.dim, cfg.seed, cfg.init_scale)
-    finals = list(parallel_map(lambda r: go_on(Objective(op, op.fro_sq), v0, r, final_budget(cfg)), converged, n_workers))
+    finals = list(
+        parallel_map(lambda r: go_on(Objective(op, op.fro_sq), v0, r, final_budget(cfg)), converged, n_workers)
+    )
     ok = [r for r in finals if not r.diverged]
     return (min(ok, key=lambda r: r.final_loss) if ok else best_run(results)), finals
 
@@ -121,7 +138,8 @@ def step_2b_fit(cfg: MoviesConfig, data: Prepared) -> Fitted:
     log(f"[2B] sweep: {n_runs} runs x {cfg.iterations} iterations")
     bar, factory = _progress_bar(n_runs * cfg.iterations, dist.is_main)
 
-    leader: list[RunResult] = []  # the best run so far: with the converged ones, the only states final_fit may go on from
+    # the best run so far: with the converged ones, the only states final_fit may go on from
+    leader: list[RunResult] = []
 
     def finish(r: RunResult) -> None:
         if not r.diverged and (not leader or r.final_loss < leader[0].final_loss):
@@ -135,8 +153,15 @@ def step_2b_fit(cfg: MoviesConfig, data: Prepared) -> Fitted:
         bar.write(f"  {r.optimizer:<8} lr={r.lr:<8g} {gap}  ({r.seconds:.1f} s)")
 
     t0 = time.perf_counter()
-    results = sweep(Objective(op, op.fro_sq), v0, cfg.grid, Budget(cfg.iterations, cfg.divergence_factor), on_run=finish, progress_factory=factory,
-                    workers=workers())
+    results = sweep(
+        Objective(op, op.fro_sq),
+        v0,
+        cfg.grid,
+        Budget(cfg.iterations, cfg.divergence_factor),
+        on_run=finish,
+        progress_factory=factory,
+        workers=workers(),
+    )
     sweep_s = time.perf_counter() - t0
     bar.close()
     table = sweep_table(results, c_star, cfg.converged_gap)
@@ -144,40 +169,83 @@ def step_2b_fit(cfg: MoviesConfig, data: Prepared) -> Fitted:
     final, finals = final_fit(cfg, op, results, c_star, workers())
     for r in results:
         r.state = None
-    best_per_opt = [best_run([r for r in results if r.optimizer == name]) for name in cfg.grid
-                    if any(not r.diverged for r in results if r.optimizer == name)]
+    best_per_opt = [
+        best_run([r for r in results if r.optimizer == name])
+        for name in cfg.grid
+        if any(not r.diverged for r in results if r.optimizer == name)
+    ]
     summary = FitSummary(
-        **_fit_metrics(cfg, results, best, final, finals, spec, op.fro_sq), spectral_seconds=round(spec_s, 2),
-        sweep_seconds=round(sweep_s, 1), runs_diverged=int((table["status"] == "diverged").sum()),
-        runs_converged=int((table["status"] == "converged").sum()), processes=dist.world,
+        **_fit_metrics(cfg, results, best, final, finals, spec, op.fro_sq),
+        spectral_seconds=round(spec_s, 2),
+        sweep_seconds=round(sweep_s, 1),
+        runs_diverged=int((table["status"] == "diverged").sum()),
+        runs_converged=int((table["status"] == "converged").sum()),
+        processes=dist.world,
     )
     out = Output(
         results=(summary,),
-        tables={"sweep": Table(table), "spectral_rounds": Table(pd.DataFrame({"round": np.arange(1, len(spec.history) + 1), "cost": spec.history}))},
-        figures={"loss_by_optimizer": figures.loss_curves_by_optimizer(results, c_star, op.fro_sq),
-                 "loss_best_runs": figures.best_runs_together(best_per_opt, c_star, op.fro_sq)},
-        artefacts={"loss_histories.csv": loss_histories(results),
-                   "embeddings.npz": npz_bytes(v=final.v.numpy(), v_sweep_best=best.v.numpy(), v_spectral=spec.v.astype(np.float32),
-                                               movie_ids=data.co.movie_ids, like_counts=data.co.like_counts)})
-    log(f"[2B] best: {best.optimizer} lr={best.lr:g}, cost {best.final_loss:.6g}, gap to spectral optimum "
+        tables={
+            "sweep": Table(table),
+            "spectral_rounds": Table(
+                pd.DataFrame({"round": np.arange(1, len(spec.history) + 1), "cost": spec.history})
+            ),
+        },
+        figures={
+            "loss_by_optimizer": figures.loss_curves_by_optimizer(results, c_star, op.fro_sq),
+            "loss_best_runs": figures.best_runs_together(best_per_opt, c_star, op.fro_sq),
+        },
+        artefacts={
+            "loss_histories.csv": loss_histories(results),
+            "embeddings.npz": npz_bytes(
+                v=final.v.numpy(),
+                v_sweep_best=best.v.numpy(),
+                v_spectral=spec.v.astype(np.float32),
+                movie_ids=data.co.movie_ids,
+                like_counts=data.co.like_counts,
+            ),
+        },
+    )
+    log(
+        f"[2B] best: {best.optimizer} lr={best.lr:g}, cost {best.final_loss:.6g}, gap to spectral optimum "
         f"{100 * best.gap(c_star):.3f} % ({sweep_s:.1f} s); run to convergence: {final.optimizer} lr={final.lr:g}, "
-        f"{final.iterations} iterations, {100 * final.gap(c_star):.4f} % above")
+        f"{final.iterations} iterations, {100 * final.gap(c_star):.4f} % above"
+    )
     return Fitted(results, best, final, spec, table, op, out)
 
 
-def _fit_metrics(cfg: MoviesConfig, results: list[RunResult], best: RunResult, final: RunResult, finals: list[RunResult],
-                 spec: SpectralSolution, fro_sq: float) -> dict[str, object]:
+def _fit_metrics(
+    cfg: MoviesConfig,
+    results: list[RunResult],
+    best: RunResult,
+    final: RunResult,
+    finals: list[RunResult],
+    spec: SpectralSolution,
+    fro_sq: float,
+) -> dict[str, object]:
     c_star = spec.cost
     return {
-        "dim": cfg.dim, "iterations": cfg.iterations, "cost_at_zero": fro_sq, "cost_at_init": results[0].losses[0],
-        "spectral_cost": c_star, "spectral_rounds": len(spec.history), "spectral_converged": spec.converged,
+        "dim": cfg.dim,
+        "iterations": cfg.iterations,
+        "cost_at_zero": fro_sq,
+        "cost_at_init": results[0].losses[0],
+        "spectral_cost": c_star,
+        "spectral_rounds": len(spec.history),
+        "spectral_converged": spec.converged,
         "spectral_relative_cost": c_star / fro_sq,
-        "best_optimizer": best.optimizer, "best_lr": best.lr, "best_cost": best.final_loss,
-        "best_gap_to_optimum": best.gap(c_star), "runs": len(results),
-        "final_optimizer": final.optimizer, "final_lr": final.lr, "final_iterations": final.iterations,
-        "final_gap_to_optimum": final.gap(c_star), "final_seconds": round(final.seconds, 1),
+        "best_optimizer": best.optimizer,
+        "best_lr": best.lr,
+        "best_cost": best.final_loss,
+        "best_gap_to_optimum": best.gap(c_star),
+        "runs": len(results),
+        "final_optimizer": final.optimizer,
+        "final_lr": final.lr,
+        "final_iterations": final.iterations,
+        "final_gap_to_optimum": final.gap(c_star),
+        "final_seconds": round(final.seconds, 1),
         "final_candidates": [Candidate(r.optimizer, r.lr, r.iterations, r.gap(c_star)) for r in finals],
-        "seconds_per_iteration": float(sum(r.seconds for r in results) / max(1, sum(r.iterations + 1 for r in results))),
+        "seconds_per_iteration": float(
+            sum(r.seconds for r in results) / max(1, sum(r.iterations + 1 for r in results))
+        ),
     }
 
 
@@ -189,15 +257,23 @@ def step_2c_recommend(cfg: MoviesConfig, data: Prepared, fitted: Fitted) -> Reco
     tables: dict[str, Table] = {}
     mean_likers: dict[str, dict[str, float]] = {cfg.metric: {}, other: {}}
     for q in data.queries:
-        table, top_lists[q.text] = recommendation_table(fitted.final.v, q.row, data.items, data.eligible, cfg.top_k, cfg.metric)
+        table, top_lists[q.text] = recommendation_table(
+            fitted.final.v, q.row, data.items, data.eligible, cfg.top_k, cfg.metric
+        )
         alt, _ = recommendation_table(fitted.final.v, q.row, data.items, data.eligible, cfg.top_k, other)
         tables[f"recs_{slug(q.text)}"] = Table(table)
         tables[f"recs_{other}_{slug(q.text)}"] = Table(alt)
         top[q.title] = list(table["title"])
         mean_likers[cfg.metric][q.title] = float(table["likers"].mean())
         mean_likers[other][q.title] = float(alt["likers"].mean())
-    result = Recommendations(metric=cfg.metric, min_likes=cfg.min_likes, eligible_movies=int(data.eligible.sum()),
-                             query_titles={q.text: q.title for q in data.queries}, top=top, mean_likers=mean_likers)
+    result = Recommendations(
+        metric=cfg.metric,
+        min_likes=cfg.min_likes,
+        eligible_movies=int(data.eligible.sum()),
+        query_titles={q.text: q.title for q in data.queries},
+        top=top,
+        mean_likers=mean_likers,
+    )
     log("[2C] top-10 for " + ", ".join(q.title for q in data.queries))
     return Recommended(top_lists, Output(results=(result,), tables=tables))
 
@@ -207,9 +283,12 @@ def step_stability(cfg: MoviesConfig, data: Prepared, fitted: Fitted, top_lists:
     c_star = fitted.spectral.cost
     candidates: list[tuple[str, float, str, float, torch.Tensor]] = [
         (r.optimizer, r.lr, r.verdict(c_star, cfg.converged_gap), r.gap(c_star), r.v)
-        for r in fitted.results if not r.diverged and torch.isfinite(r.v).all()
+        for r in fitted.results
+        if not r.diverged and torch.isfinite(r.v).all()
     ]
-    candidates.append(("spectral", float("nan"), "optimum", 0.0, torch.from_numpy(fitted.spectral.v.astype(np.float32))))
+    candidates.append(
+        ("spectral", float("nan"), "optimum", 0.0, torch.from_numpy(fitted.spectral.v.astype(np.float32)))
+    )
     qrows = torch.tensor([q.row for q in data.queries])
     ref_scores = similarity(fitted.final.v, qrows, cfg.metric).numpy()
     key = at_k("mean_jaccard", cfg.top_k)
@@ -251,10 +330,19 @@ def step_map(cfg: MoviesConfig, data: Prepared, fitted: Fitted, top_lists: dict[
     log(f"[map] 2-D {cfg.map_method} map of {int(eligible.sum())} movies")
     keep = np.flatnonzero(eligible.numpy())
     coords = map_coordinates(fitted.final.v[keep], cfg.map_method, cfg.seed)
-    coords_table = pd.DataFrame({"movieId": data.items["movieId"].iloc[keep].to_numpy(), "x": coords[:, 0], "y": coords[:, 1],
-                                 "genre": most_specific_genre(data.items["genres"].iloc[keep])})
-    return Output(owner=MoviesRun, artefacts={"map_coords.csv": coords_table},
-                  figures={"embedding_map": _embedding_map(coords, keep, data.items, data.queries, top_lists, cfg.map_method)})
+    coords_table = pd.DataFrame(
+        {
+            "movieId": data.items["movieId"].iloc[keep].to_numpy(),
+            "x": coords[:, 0],
+            "y": coords[:, 1],
+            "genre": most_specific_genre(data.items["genres"].iloc[keep]),
+        }
+    )
+    return Output(
+        owner=MoviesRun,
+        artefacts={"map_coords.csv": coords_table},
+        figures={"embedding_map": _embedding_map(coords, keep, data.items, data.queries, top_lists, cfg.map_method)},
+    )
 
 
 def map_coordinates(v: torch.Tensor, method: str, seed: int) -> np.ndarray:
@@ -263,17 +351,30 @@ def map_coordinates(v: torch.Tensor, method: str, seed: int) -> np.ndarray:
     if method == "tsne":
         from sklearn.manifold import TSNE
 
-        return TSNE(n_components=2, init="pca", random_state=seed, perplexity=min(30.0, max(2.0, (len(vn) - 1) / 3))).fit_transform(vn)
+        return TSNE(
+            n_components=2, init="pca", random_state=seed, perplexity=min(30.0, max(2.0, (len(vn) - 1) / 3))
+        ).fit_transform(vn)
     from sklearn.decomposition import PCA
 
     return PCA(n_components=2, random_state=seed).fit_transform(vn)
 
 
-def _embedding_map(coords: np.ndarray, keep: np.ndarray, items: pd.DataFrame, queries: list[Query],
-                   top_lists: dict[str, list[int]], method: str):
+def _embedding_map(
+    coords: np.ndarray,
+    keep: np.ndarray,
+    items: pd.DataFrame,
+    queries: list[Query],
+    top_lists: dict[str, list[int]],
+    method: str,
+):
     pos = {int(g): i for i, g in enumerate(keep)}
     main_genre = most_specific_genre(items["genres"].iloc[keep])
     labels = [str(t) for t in items["title"].iloc[keep]]
-    highlights = {q.title: (pos[q.row], [pos[i] for i in top_lists[q.text] if i in pos]) for q in queries if q.row in pos}
-    title = f"{method.upper()} map of the {len(keep)} movies with >= {int(items['likes'].iloc[keep].min())} likes (cosine geometry), coloured by most specific genre"
+    highlights = {
+        q.title: (pos[q.row], [pos[i] for i in top_lists[q.text] if i in pos]) for q in queries if q.row in pos
+    }
+    title = (
+        f"{method.upper()} map of the {len(keep)} movies with >= {int(items['likes'].iloc[keep].min())} likes (cosine"
+        " geometry), coloured by most specific genre"
+    )
     return figures.embedding_map(coords, main_genre, highlights, labels, title)

@@ -46,8 +46,9 @@ def check_fits(name: str, available: int | None = None) -> tuple[int, int, int]:
     have = available_memory() if available is None else available
     if need > have:
         raise SyntheticSizeError(
-            f"--synthetic {name} ({shape[0]:,} users, {shape[1]:,} movies, {shape[2]:,} ratings) needs about "
-            f"{need / 1024**3:.1f} GiB but {have / 1024**3:.1f} GiB are available; pick a smaller size (e.g. ml-32m or 64x)"
+            f"--synthetic {name} ({shape[0]:,} users, {shape[1]:,} movies, {shape[2]:,} ratings) needs about"
+            f" {need / 1024**3:.1f} GiB but {have / 1024**3:.1f} GiB are available; pick a smaller size (e.g. ml-32m or"
+            " 64x)"
         )
     return shape
 
@@ -85,14 +86,21 @@ def generate(name: str, seed: int = 0, groups: int = 20, in_group: float = 0.5, 
         need = np.maximum(target - np.bincount(keys // n_movies, minlength=n_users), 0)
         if need.sum() <= 0.002 * target.sum():
             break
-    ratings = pd.DataFrame({
-        "userId": (keys // n_movies + 1).astype(np.int32),
-        "movieId": (keys % n_movies + 1).astype(np.int32),
-        "rating": rng.choice(STARS, size=len(keys), p=STAR_SHARES / STAR_SHARES.sum()).astype(np.float32),
-    })
+    ratings = pd.DataFrame(
+        {
+            "userId": (keys // n_movies + 1).astype(np.int32),
+            "movieId": (keys % n_movies + 1).astype(np.int32),
+            "rating": rng.choice(STARS, size=len(keys), p=STAR_SHARES / STAR_SHARES.sum()).astype(np.float32),
+        }
+    )
     ids = np.arange(1, n_movies + 1)
-    table = pd.DataFrame({"movieId": ids, "title": [f"Synthetic movie {i} (2000)" for i in ids],
-                          "genres": [f"Group{g:02d}" for g in movie_group]})
+    table = pd.DataFrame(
+        {
+            "movieId": ids,
+            "title": [f"Synthetic movie {i} (2000)" for i in ids],
+            "genres": [f"Group{g:02d}" for g in movie_group],
+        }
+    )
     return SyntheticData(ratings=ratings, movies=table, name=name)
 
 
@@ -112,9 +120,16 @@ def _group_cdfs(pop: np.ndarray, movie_group: np.ndarray, groups: int) -> list[t
     return out
 
 
-def _draw_movies(rng: np.random.Generator, users: np.ndarray, user_group: np.ndarray, pop: np.ndarray,
-                 cdfs: list[tuple[np.ndarray, np.ndarray]], in_group: float) -> np.ndarray:
-    """One movie per entry of ``users``: from the user's own group with probability ``in_group``, else from all, by popularity."""
+def _draw_movies(
+    rng: np.random.Generator,
+    users: np.ndarray,
+    user_group: np.ndarray,
+    pop: np.ndarray,
+    cdfs: list[tuple[np.ndarray, np.ndarray]],
+    in_group: float,
+) -> np.ndarray:
+    """One movie per entry of ``users``: from the user's own group with probability ``in_group``, else from all, by
+    popularity."""
     movies = np.empty(len(users), dtype=np.int64)
     own = rng.random(len(users)) < in_group
     cdf = np.cumsum(pop) / pop.sum()
@@ -127,7 +142,9 @@ def _draw_movies(rng: np.random.Generator, users: np.ndarray, user_group: np.nda
         if members.size == 0:
             movies[sel] = np.searchsorted(cdf, rng.random(int(sel.sum())), side="right").clip(max=len(pop) - 1)
             continue
-        movies[sel] = members[np.searchsorted(gcdf, rng.random(int(sel.sum())), side="right").clip(max=len(members) - 1)]
+        movies[sel] = members[
+            np.searchsorted(gcdf, rng.random(int(sel.sum())), side="right").clip(max=len(members) - 1)
+        ]
     return movies
 
 
@@ -136,5 +153,8 @@ def fit_shape_parameters(ratings: pd.DataFrame) -> dict[str, float | list[float]
     per_user = ratings.groupby("userId").size().to_numpy()
     per_movie = ratings.groupby("movieId").size().to_numpy()
     shares = ratings["rating"].value_counts(normalize=True).reindex(STARS, fill_value=0.0)
-    return {"user_log_sd": float(np.log(per_user - 19).std()), "movie_log_sd": float(np.log(per_movie).std()),
-            "star_shares": [float(s) for s in shares]}
+    return {
+        "user_log_sd": float(np.log(per_user - 19).std()),
+        "movie_log_sd": float(np.log(per_movie).std()),
+        "star_shares": [float(s) for s in shares],
+    }

@@ -38,16 +38,23 @@ def most_specific_genre(genres: pd.Series) -> np.ndarray:
     return rarity.idxmin(axis=1).to_numpy()
 
 
-def recommendation_table(v: torch.Tensor, row: int, items: pd.DataFrame, eligible: torch.Tensor, k: int,
-                         metric: str) -> tuple[pd.DataFrame, list[int]]:
+def recommendation_table(
+    v: torch.Tensor, row: int, items: pd.DataFrame, eligible: torch.Tensor, k: int, metric: str
+) -> tuple[pd.DataFrame, list[int]]:
     """Top-k table for one query (rank, title, year, genres, similarity, likers) and the rows of ``items`` it lists."""
     idx, scores = similar_items(v, row, k, eligible, metric)
     return top_table(items, idx, scores), [int(i) for i in idx]
 
 
-def top_table(items: pd.DataFrame, idx: np.ndarray, scores: np.ndarray, columns: tuple[str, ...] = ("title", "year", "genres"),
-              likes: str = "likers") -> pd.DataFrame:
-    """The rows ``idx`` of ``items`` as a ranked list: rank, ``columns``, the similarity and the like count (named ``likes``);
+def top_table(
+    items: pd.DataFrame,
+    idx: np.ndarray,
+    scores: np.ndarray,
+    columns: tuple[str, ...] = ("title", "year", "genres"),
+    likes: str = "likers",
+) -> pd.DataFrame:
+    """The rows ``idx`` of ``items`` as a ranked list: rank, ``columns``, the similarity and the like count (named
+    ``likes``);
     the one top-k table builder (the study's tables, ``embedlab recommend`` and the Python API)."""
     df = items.iloc[idx][[*columns, "likes"]].reset_index(drop=True)
     df.insert(0, "rank", np.arange(1, len(df) + 1))
@@ -57,12 +64,29 @@ def top_table(items: pd.DataFrame, idx: np.ndarray, scores: np.ndarray, columns:
 
 def sweep_table(results: list[RunResult], c_star: float, converged_gap: float) -> pd.DataFrame:
     """One row per run of the sweep: setting, verdict, iterations, final cost, gap to the optimum in per cent, time."""
-    return pd.DataFrame([{"optimizer": r.optimizer, "lr": r.lr, "status": r.verdict(c_star, converged_gap),
-                          "iterations": r.iterations, "final_cost": r.final_loss, "gap_to_optimum_%": 100 * r.gap(c_star),
-                          "seconds": round(r.seconds, 2)} for r in results])
+    return pd.DataFrame(
+        [
+            {
+                "optimizer": r.optimizer,
+                "lr": r.lr,
+                "status": r.verdict(c_star, converged_gap),
+                "iterations": r.iterations,
+                "final_cost": r.final_loss,
+                "gap_to_optimum_%": 100 * r.gap(c_star),
+                "seconds": round(r.seconds, 2),
+            }
+            for r in results
+        ]
+    )
 
 
 def loss_histories(results: list[RunResult]) -> pd.DataFrame:
     """Every run's cost by iteration, long format (what the loss figures are drawn from)."""
-    return pd.concat([pd.DataFrame({"optimizer": r.optimizer, "lr": r.lr, "iteration": np.arange(len(r.losses)), "cost": r.losses})
-                      for r in results])
+    return pd.concat(
+        [
+            pd.DataFrame(
+                {"optimizer": r.optimizer, "lr": r.lr, "iteration": np.arange(len(r.losses)), "cost": r.losses}
+            )
+            for r in results
+        ]
+    )

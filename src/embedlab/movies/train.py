@@ -34,7 +34,8 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 
 
 def sweep_optimizer(name: str, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
-    """One of the sweep's named optimisers over ``params`` at rate ``lr``; an unknown name is an error listing the valid ones."""
+    """One of the sweep's named optimisers over ``params`` at rate ``lr``; an unknown name is an error listing the valid
+    ones."""
     try:
         factory = OPTIMIZERS[name]
     except KeyError:
@@ -79,7 +80,7 @@ class RunResult:
         return (self.final_loss - c_star) / c_star if not self.diverged else float("nan")
 
     def verdict(self, c_star: float, tol: float) -> str:
-        """"diverged", "converged" (within ``tol`` of ``c_star``, relatively) or "not converged"."""
+        """ "diverged", "converged" (within ``tol`` of ``c_star``, relatively) or "not converged"."""
         if self.diverged:
             return "diverged"
         return "converged" if self.gap(c_star) <= tol else "not converged"
@@ -105,7 +106,8 @@ class Lowest:
 
 @dataclass(frozen=True)
 class Objective:
-    """The cost c(V) = sum over i != j of (v_i . v_j - X_ij)^2: X (a factored operator or a dense tensor) and c(0) = ||X||_F^2."""
+    """The cost c(V) = sum over i != j of (v_i . v_j - X_ij)^2: X (a factored operator or a dense tensor) and c(0) =
+    ||X||_F^2."""
 
     x: XOperator | torch.Tensor
     fro_sq: float
@@ -122,8 +124,15 @@ class Budget:
     window: int = 50
 
 
-def fit(objective: Objective, v0: torch.Tensor, optimizer: str, lr: float, budget: Budget,
-        progress: Callable[[int, float], None] | None = None, keep_state: bool = False) -> RunResult:
+def fit(
+    objective: Objective,
+    v0: torch.Tensor,
+    optimizer: str,
+    lr: float,
+    budget: Budget,
+    progress: Callable[[int, float], None] | None = None,
+    keep_state: bool = False,
+) -> RunResult:
     """Minimise c(V) from ``v0`` for ``budget.iterations`` steps of a torch.optim optimiser.
 
     Divergence: the run stops, marked "diverged", as soon as the cost is non-finite or exceeds
@@ -134,7 +143,9 @@ def fit(objective: Objective, v0: torch.Tensor, optimizer: str, lr: float, budge
     result carries the optimiser's state, so that ``go_on`` can continue the run.
     """
     v = v0.clone().requires_grad_(False)
-    result = _descend(objective, v, (optimizer, lr, sweep_optimizer(optimizer, [v], lr)), budget, ([], 0.0), progress, keep_state)
+    result = _descend(
+        objective, v, (optimizer, lr, sweep_optimizer(optimizer, [v], lr)), budget, ([], 0.0), progress, keep_state
+    )
     assert result is not None  # a fresh run knows every V it saw
     return result
 
@@ -155,16 +166,27 @@ def go_on(objective: Objective, v0: torch.Tensor, run: RunResult, budget: Budget
     return result if result is not None else fit(objective, v0, run.optimizer, run.lr, budget)
 
 
-def _descend(objective: Objective, v: torch.Tensor, named: tuple[str, float, torch.optim.Optimizer], budget: Budget,
-             done: tuple[list[float], float], progress: Callable[[int, float], None] | None,
-             keep_state: bool) -> RunResult | None:
+def _descend(
+    objective: Objective,
+    v: torch.Tensor,
+    named: tuple[str, float, torch.optim.Optimizer],
+    budget: Budget,
+    done: tuple[list[float], float],
+    progress: Callable[[int, float], None] | None,
+    keep_state: bool,
+) -> RunResult | None:
     """The loop of ``fit`` on parameter ``v`` of the optimiser in ``named`` (name, rate, optimiser), from iteration
     ``len(before)``, where ``done`` = (before, seconds) are the costs of the iterations already made and their time;
     None when the outcome is a replayed iteration's V."""
     name, lr, opt = named
     before, seconds = done
     x, x_fro_sq = objective.x, objective.fro_sq
-    iterations, divergence_factor, rel_tol, window = budget.iterations, budget.divergence_factor, budget.rel_tol, budget.window
+    iterations, divergence_factor, rel_tol, window = (
+        budget.iterations,
+        budget.divergence_factor,
+        budget.rel_tol,
+        budget.window,
+    )
     losses: list[float] = list(before)
     lowest = Lowest(rel_tol, window)
     if rel_tol > 0 and any(lowest.stalled(it, loss, None) for it, loss in enumerate(before)):
@@ -192,10 +214,17 @@ def _descend(objective: Objective, v: torch.Tensor, named: tuple[str, float, tor
     keep = rel_tol > 0 and status != "diverged"
     if keep and lowest.v is None:
         return None
-    return RunResult(optimizer=name, lr=lr, losses=losses,
-                     v=lowest.v if keep else v.detach(), status=status, iterations=len(losses) - 1,  # type: ignore[arg-type]
-                     seconds=time.perf_counter() - start, kept_loss=lowest.costs[-1] if keep else None,
-                     state=opt.state_dict() if keep_state and status != "diverged" else None)
+    return RunResult(
+        optimizer=name,
+        lr=lr,
+        losses=losses,
+        v=lowest.v if keep else v.detach(),
+        status=status,
+        iterations=len(losses) - 1,  # type: ignore[arg-type]
+        seconds=time.perf_counter() - start,
+        kept_loss=lowest.costs[-1] if keep else None,
+        state=opt.state_dict() if keep_state and status != "diverged" else None,
+    )
 
 
 T = TypeVar("T")
@@ -272,5 +301,7 @@ def best_run(results: Sequence[RunResult]) -> RunResult:
     ok = [r for r in results if not r.diverged]
     if not ok:
         names = ", ".join(sorted({f"{r.optimizer} lr={r.lr:g}" for r in results}))
-        raise SweepDiverged(f"every run of the sweep diverged ({names}); lower the learning rates, e.g. --lrs adam=0.01,0.03")
+        raise SweepDiverged(
+            f"every run of the sweep diverged ({names}); lower the learning rates, e.g. --lrs adam=0.01,0.03"
+        )
     return min(ok, key=lambda r: r.final_loss)

@@ -18,20 +18,26 @@ from embedlab.report.html import render_report_html
 from embedlab.report.movies import movies_context
 from embedlab.report.vision import finetune_context, probe_context
 from embedlab.results import RunResults
-from embedlab.store import load
 from embedlab.runs import RunDir, markdown_table
+from embedlab.store import load
 
 
 def summary_rows(results: RunResults) -> list[tuple[str, str, str, str]]:
     """(step, status, minutes, headline) for the closing table."""
     heads = {}
     if (p := results.probe) is not None:
-        heads["probe"] = (f"test accuracy {100 * p.fit.evaluation.test_accuracy:.2f} % ({p.features.backbone}, "
-                          f"{p.features.resolution} px)")
+        heads["probe"] = (
+            f"test accuracy {100 * p.fit.evaluation.test_accuracy:.2f} % ({p.features.backbone}, "
+            f"{p.features.resolution} px)"
+        )
     if (f := results.finetune) is not None:
-        heads["finetune"] = f"test accuracy {100 * f.evaluation.test_accuracy:.2f} % ({f.epochs} epochs, {f.resolution} px)"
+        heads["finetune"] = (
+            f"test accuracy {100 * f.evaluation.test_accuracy:.2f} % ({f.epochs} epochs, {f.resolution} px)"
+        )
     if (m := results.movies_fit) is not None:
-        heads["movies"] = f"best {m.best_optimizer} lr={m.best_lr:g}, {100 * m.best_gap_to_optimum:.2f} % above the optimum"
+        heads["movies"] = (
+            f"best {m.best_optimizer} lr={m.best_lr:g}, {100 * m.best_gap_to_optimum:.2f} % above the optimum"
+        )
     rows = []
     for step, v in results.steps.steps.items():
         minutes = f"{v.seconds / 60:.1f}" if v.seconds is not None else ""
@@ -74,10 +80,19 @@ def write_report(run: RunDir) -> Path:
     if results.has_movies:
         sections.append(render("movies.md.j2", run, **movies_context(run, results)))
     rows = summary_rows(results)
-    summary = Markup(markdown_table(pd.DataFrame(rows, columns=["step", "status", "minutes", "result"]))) if rows else None
+    summary = (
+        Markup(markdown_table(pd.DataFrame(rows, columns=["step", "status", "minutes", "result"]))) if rows else None
+    )
     config = run.path / "config.json"
-    text = render("report.md.j2", run, problems=unfinished(results), summary=summary, sections=[Markup(s) for s in sections],
-                  config_json=Markup(config.read_text().rstrip()) if config.exists() else None, versions=_versions(run))
+    text = render(
+        "report.md.j2",
+        run,
+        problems=unfinished(results),
+        summary=summary,
+        sections=[Markup(s) for s in sections],
+        config_json=Markup(config.read_text().rstrip()) if config.exists() else None,
+        versions=_versions(run),
+    )
     out = run.write_text("report.md", text.rstrip() + "\n")
     run.write_text("report.html", render_report_html(out))
     return out

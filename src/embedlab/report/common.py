@@ -26,7 +26,8 @@ C = TypeVar("C")
 
 @functools.cache
 def declared() -> Files:
-    """Every table, figure and artefact name a result type declares (``results.Files``): the only names a section may embed."""
+    """Every table, figure and artefact name a result type declares (``results.Files``): the only names a section may
+    embed."""
     hints = typing.get_type_hints(RunResults)
     return Files.union(files_of(a) for hint in hints.values() for a in typing.get_args(hint) or (hint,))
 
@@ -74,18 +75,34 @@ def _minutes(seconds: float | None) -> str:
 
 @functools.cache
 def environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.PackageLoader("embedlab.report", "templates"), undefined=jinja2.StrictUndefined,
-                             finalize=_finalize, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
-                             autoescape=False)
-    env.filters.update(fmt=_fmt, pct=_pct, minutes=_minutes, code=lambda v: Markup(md_code(v)), text=lambda v: Markup(md_text(v)))
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("embedlab.report", "templates"),
+        undefined=jinja2.StrictUndefined,
+        finalize=_finalize,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters.update(
+        fmt=_fmt, pct=_pct, minutes=_minutes, code=lambda v: Markup(md_code(v)), text=lambda v: Markup(md_text(v))
+    )
     return env
 
 
 def render(template: str, run: RunDir, **context: Any) -> str:
-    """A section's Markdown from its template; ``table(name)`` and ``figure(name, alt, caption)`` embed the run's files."""
-    return environment().get_template(template).render(
-        table=lambda name: table(run, name), figure=lambda name, alt, caption: figure(run, name, alt, caption),
-        run_path=run.path, **context)
+    """A section's Markdown from its template; ``table(name)`` and ``figure(name, alt, caption)`` embed the run's
+    files."""
+    return (
+        environment()
+        .get_template(template)
+        .render(
+            table=lambda name: table(run, name),
+            figure=lambda name, alt, caption: figure(run, name, alt, caption),
+            run_path=run.path,
+            **context,
+        )
+    )
 
 
 def saved_config(run: RunDir, cls: type[C], section: str) -> tuple[C, dict[str, Any]]:

@@ -38,22 +38,39 @@ def explorer_data(run: RunDir, max_movies: int = 20_000) -> dict | None:
         eligible = np.sort(eligible[np.argsort(-items["likes"].to_numpy()[eligible], kind="stable")[:max_movies]])
     sub = items.iloc[eligible]
     coords = _map_coordinates(run, sub["movieId"].to_numpy())
-    queries = pd.read_csv(run.path / "tables" / "query_likes.csv") if (run.path / "tables" / "query_likes.csv").is_file() else None
+    queries = (
+        pd.read_csv(run.path / "tables" / "query_likes.csv")
+        if (run.path / "tables" / "query_likes.csv").is_file()
+        else None
+    )
     return {
-        "metric": cfg["metric"], "k": int(cfg["top_k"]), "minLikes": int(cfg["min_likes"]), "dim": int(v.shape[1]),
-        "capped": capped, "titles": [without_bidi(t) for t in sub["title"].astype(str)], "genres": sub["genres"].astype(str).tolist(),
-        "years": [None if pd.isna(y) else int(y) for y in sub["year"]], "likes": sub["likes"].astype(int).tolist(),
-        "names": [title_names(t) for t in sub["title"].astype(str)], "keys": [title_keys(t) for t in sub["title"].astype(str)],
+        "metric": cfg["metric"],
+        "k": int(cfg["top_k"]),
+        "minLikes": int(cfg["min_likes"]),
+        "dim": int(v.shape[1]),
+        "capped": capped,
+        "titles": [without_bidi(t) for t in sub["title"].astype(str)],
+        "genres": sub["genres"].astype(str).tolist(),
+        "years": [None if pd.isna(y) else int(y) for y in sub["year"]],
+        "likes": sub["likes"].astype(int).tolist(),
+        "names": [title_names(t) for t in sub["title"].astype(str)],
+        "keys": [title_keys(t) for t in sub["title"].astype(str)],
         "digitKeys": [list(dict.fromkeys(fold_numerals(k) for k in title_keys(t))) for t in sub["title"].astype(str)],
-        "numerals": NUMERALS, "articles": list(_ARTICLES), "fold": casefold_table(),
+        "numerals": NUMERALS,
+        "articles": list(_ARTICLES),
+        "fold": casefold_table(),
         "vectors": base64.b64encode(v[eligible].tobytes()).decode(),
-        "map": coords, "queries": [] if queries is None else [without_bidi(t) for t in queries["title"].astype(str) if t in set(sub["title"])],
+        "map": coords,
+        "queries": (
+            [] if queries is None else [without_bidi(t) for t in queries["title"].astype(str) if t in set(sub["title"])]
+        ),
     }
 
 
 @functools.cache
 def casefold_table() -> dict[str, str]:
-    """Each character whose ``str.casefold`` differs from its lower case ("ß" -> "ss"): what the page's ``casefold`` needs
+    """Each character whose ``str.casefold`` differs from its lower case ("ß" -> "ss"): what the page's ``casefold``
+    needs
     beside JavaScript's ``toLowerCase`` to fold a query as ``movielens.normalise`` does."""
     chars = (chr(i) for i in range(0x110000) if not 0xD800 <= i <= 0xDFFF)
     return {c: c.casefold() for c in chars if c.casefold() != c.lower()}
@@ -86,10 +103,12 @@ def json_for_script(data: object) -> str:
 def explorer_html(data: dict) -> str:
     """The explorer block: markup, its style, the data as JSON and the inlined script."""
     payload = json_for_script(data)
-    return (f'<section id="movie-explorer" class="explorer"><style>{_asset("explorer.css")}</style>'
-            f'{_asset("explorer.html")}'
-            f'<script type="application/json" id="explorer-data">{payload}</script>'
-            f"<script>{_asset('explorer.js')}</script></section>")
+    return (
+        f'<section id="movie-explorer" class="explorer"><style>{_asset("explorer.css")}</style>'
+        f"{_asset('explorer.html')}"
+        f'<script type="application/json" id="explorer-data">{payload}</script>'
+        f"<script>{_asset('explorer.js')}</script></section>"
+    )
 
 
 def fill_placeholder(html: str, run_path: Path) -> str:
@@ -97,5 +116,9 @@ def fill_placeholder(html: str, run_path: Path) -> str:
     if PLACEHOLDER not in html:
         return html
     data = explorer_data(RunDir(run_path))
-    block = explorer_html(data) if data else "<p><em>(no embeddings in this run folder: the explorer needs artefacts/embeddings.npz)</em></p>"
+    block = (
+        explorer_html(data)
+        if data
+        else "<p><em>(no embeddings in this run folder: the explorer needs artefacts/embeddings.npz)</em></p>"
+    )
     return html.replace(PLACEHOLDER, block)

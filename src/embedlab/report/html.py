@@ -16,12 +16,14 @@ from embedlab.report.vision_explorer import fill_vision_placeholder
 CSS = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328; margin: 0; }
 main { max-width: 1100px; margin: 0 auto; padding: 1.5rem 2rem 4rem; }
-nav.toc { background: #f6f8fa; border: 1px solid #d0d7de; border-radius: 6px; padding: .5rem 1rem; margin: 1rem 0 2rem; }
+nav.toc { background: #f6f8fa; border: 1px solid #d0d7de; border-radius: 6px;
+          padding: .5rem 1rem; margin: 1rem 0 2rem; }
 nav.toc ul { margin: .2rem 0; padding-left: 1.2rem; }
 h1 { border-bottom: 1px solid #d0d7de; padding-bottom: .3rem; }
 h2 { border-bottom: 1px solid #d0d7de; padding-bottom: .2rem; margin-top: 2.5rem; }
 table { border-collapse: collapse; margin: .8rem 0; font-size: 13px; max-width: 100%; }
-th, td { border: 1px solid #d0d7de; padding: 3px 8px; text-align: left; overflow-wrap: anywhere; }  /* wide tables wrap, never scroll */
+/* wide tables wrap, never scroll */
+th, td { border: 1px solid #d0d7de; padding: 3px 8px; text-align: left; overflow-wrap: anywhere; }
 th { overflow-wrap: normal; word-break: normal; }  /* headers wrap between words, never inside one */
 figure, p > em:only-child { color: #57606a; }
 tr:nth-child(even) td { background: #f6f8fa; }
@@ -50,15 +52,19 @@ def _inline_images(html: str, root: Path) -> str:
 
 def render_html(md_text: str, root: Path, title: str) -> str:
     """The HTML page of a Markdown report whose images are relative to ``root``."""
-    md = markdown.Markdown(extensions=["tables", "fenced_code", "toc", "md_in_html"], extension_configs={"toc": {"toc_depth": "2-3"}})
+    md = markdown.Markdown(
+        extensions=["tables", "fenced_code", "toc", "md_in_html"], extension_configs={"toc": {"toc_depth": "2-3"}}
+    )
     body = fill_vision_placeholder(fill_placeholder(_inline_images(md.convert(md_text), root), root), root)
     head, sep, rest = body.partition("</h1>")  # the contents go right under the title
     if not sep:
         head, rest = "", body
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{html.escape(title)}</title>'
-            f"<style>{CSS}</style></head>\n<body><main>\n{head}{sep}\n"
-            f'<nav class="toc"><strong>Contents</strong>{md.toc}</nav>\n{rest}\n</main></body></html>\n')
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{html.escape(title)}</title>'
+        f"<style>{CSS}</style></head>\n<body><main>\n{head}{sep}\n"
+        f'<nav class="toc"><strong>Contents</strong>{md.toc}</nav>\n{rest}\n</main></body></html>\n'
+    )
 
 
 def render_report_html(md_path: Path) -> str:

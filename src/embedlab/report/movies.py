@@ -9,10 +9,10 @@ import pandas as pd
 from markupsafe import Markup
 
 from embedlab.config import MoviesConfig
-from embedlab.report.common import saved_config
-from embedlab.report.explorer import PLACEHOLDER
 from embedlab.movies.evaluate import at_k
 from embedlab.movies.movielens import slug
+from embedlab.report.common import saved_config
+from embedlab.report.explorer import PLACEHOLDER
 from embedlab.results import ColdStart, DataStats, Holdout, RunResults
 from embedlab.runs import RunDir, markdown_table
 
@@ -24,14 +24,19 @@ MOST_POPULAR = "most popular"
 
 def data_table(d: DataStats) -> Markup:
     """2A's quantities as one two-column table."""
-    quantities = [("users", f"{d.users:,}"), ("ratings", f"{d.ratings:,}"),
-                  ("movies in the catalogue / rated", f"{d.movies_in_catalogue:,} / {d.movies_rated:,}"),
-                  (f"likes (rating ≥ {d.like_threshold})", f"{d.likes:,}"),
-                  ("movies with ≥ 1 like (size M of X)", f"{d.movies_with_likes:,}"),
-                  ("non-zeros of X", f"{d.x_nnz:,}"), ("density of X (off-diagonal)", f"{d.x_density:.4f}"),
-                  ("max X[i,j]", str(d.x_max)), ("build time of L", f"{d.build_seconds} s"),
-                  ("chunked pass over X (nnz, max, ‖X‖²_F, top pairs)", f"{d.x_summary_seconds} s"),
-                  ("data", d.source)]
+    quantities = [
+        ("users", f"{d.users:,}"),
+        ("ratings", f"{d.ratings:,}"),
+        ("movies in the catalogue / rated", f"{d.movies_in_catalogue:,} / {d.movies_rated:,}"),
+        (f"likes (rating ≥ {d.like_threshold})", f"{d.likes:,}"),
+        ("movies with ≥ 1 like (size M of X)", f"{d.movies_with_likes:,}"),
+        ("non-zeros of X", f"{d.x_nnz:,}"),
+        ("density of X (off-diagonal)", f"{d.x_density:.4f}"),
+        ("max X[i,j]", str(d.x_max)),
+        ("build time of L", f"{d.build_seconds} s"),
+        ("chunked pass over X (nnz, max, ‖X‖²_F, top pairs)", f"{d.x_summary_seconds} s"),
+        ("data", d.source),
+    ]
     return Markup(markdown_table(pd.DataFrame(quantities, columns=["quantity", "value"])))
 
 
@@ -86,9 +91,16 @@ def movies_context(run: RunDir, results: RunResults) -> dict[str, Any]:
     """Part 2 A/B/C plus the held-out evaluation: every number read from the run's results, tables and figures."""
     cfg, _ = saved_config(run, MoviesConfig, "movies")
     h = results.movies_holdout
-    sampled = None if h is None else next((int(q) for r in h.methods.values() if (q := _score(r, "queries")) is not None), None)
+    sampled = (
+        None
+        if h is None
+        else next((int(q) for r in h.methods.values() if (q := _score(r, "queries")) is not None), None)
+    )
     return {
-        "results": results, "cfg": cfg, "slug": slug, "explorer": Markup(PLACEHOLDER),
+        "results": results,
+        "cfg": cfg,
+        "slug": slug,
+        "explorer": Markup(PLACEHOLDER),
         "data_table": None if results.movies_data is None else data_table(results.movies_data),
         "anchors": None if h is None else anchor_reading(h, cfg.top_k),
         "cold": [] if results.movies_cold_start is None else cold_start_reading(results.movies_cold_start, cfg.top_k),

@@ -1,4 +1,5 @@
-"""What the vision sections of the report print (templates ``probe.md.j2`` and ``finetune.md.j2``), from typed results."""
+"""What the vision sections of the report print (templates ``probe.md.j2`` and ``finetune.md.j2``), from typed
+results."""
 
 from __future__ import annotations
 
@@ -23,11 +24,20 @@ def probe_context(run: RunDir, results: RunResults) -> dict[str, Any]:
 def finetune_context(run: RunDir, results: RunResults) -> dict[str, Any]:
     """Part 1C: the recipe as it ran, the fine-tuned model's A and B, and the comparison with the probe."""
     c, resolved = saved_config(run, FinetuneConfig, "finetune")
-    context: dict[str, Any] = {"finetune": results.finetune, "probe": results.probe, "c": c, "resolved": resolved,
-                               "comparison": results.comparison, "explorer": Markup(PLACEHOLDER)}
+    context: dict[str, Any] = {
+        "finetune": results.finetune,
+        "probe": results.probe,
+        "c": c,
+        "resolved": resolved,
+        "comparison": results.comparison,
+        "explorer": Markup(PLACEHOLDER),
+    }
     if results.comparison is not None:
         pc = pd.read_csv(run.path / "tables" / "comparison_per_class.csv").sort_values("gain")
         wall = pd.read_csv(run.path / "tables" / "comparison.csv")["train_wall_seconds"]
-        context.update(best=pc.iloc[-1].to_dict(), worst=pc.iloc[0].to_dict(),
-                       probe_time=None if pd.isna(wall.iloc[0]) else float(wall.iloc[0]))
+        context.update(
+            best=pc.iloc[-1].to_dict(),
+            worst=pc.iloc[0].to_dict(),
+            probe_time=None if pd.isna(wall.iloc[0]) else float(wall.iloc[0]),
+        )
     return context

@@ -31,8 +31,13 @@ def _saved(run: RunDir, name: str) -> dict | None:
     if not probs.is_file() or not images.is_file():
         return None
     with np.load(probs) as p, np.load(images) as i:
-        return {"probs": p["probs"].astype("<f4"), "labels": p["labels"].astype(int), "index": p["test_index"].astype(int),
-                "image_index": i["test_index"].astype(int), "images": i["images"]}
+        return {
+            "probs": p["probs"].astype("<f4"),
+            "labels": p["labels"].astype(int),
+            "index": p["test_index"].astype(int),
+            "image_index": i["test_index"].astype(int),
+            "images": i["images"],
+        }
 
 
 def sprite_grid(images: np.ndarray, columns: int = SPRITE_COLUMNS) -> np.ndarray:
@@ -42,7 +47,7 @@ def sprite_grid(images: np.ndarray, columns: int = SPRITE_COLUMNS) -> np.ndarray
     grid = np.zeros((rows * 32, columns * 32, 3), np.uint8)
     for k, im in enumerate(images):
         r, c = divmod(k, columns)
-        grid[r * 32:(r + 1) * 32, c * 32:(c + 1) * 32] = im.transpose(1, 2, 0)
+        grid[r * 32 : (r + 1) * 32, c * 32 : (c + 1) * 32] = im.transpose(1, 2, 0)
     return grid
 
 
@@ -71,9 +76,16 @@ def vision_explorer_data(run: RunDir) -> dict | None:
             rows = np.array([pos[t] for t in s["index"] if t in pos], int)
             keep = np.isin(s["index"], shown)
             probs[rows, j], labels[rows] = s["probs"][keep], s["labels"][keep]
-    data = {"classes": list(CLASSES), "models": list(saved), "testIndex": shown, "labels": labels.tolist(),
-            "probs": base64.b64encode(probs.tobytes()).decode(), "columns": SPRITE_COLUMNS,
-            "cells": {m: _cells(s, pos) for m, s in saved.items()}, "changes": _changes(saved, pos) if len(saved) == 2 else None}
+    data = {
+        "classes": list(CLASSES),
+        "models": list(saved),
+        "testIndex": shown,
+        "labels": labels.tolist(),
+        "probs": base64.b64encode(probs.tobytes()).decode(),
+        "columns": SPRITE_COLUMNS,
+        "cells": {m: _cells(s, pos) for m, s in saved.items()},
+        "changes": _changes(saved, pos) if len(saved) == 2 else None,
+    }
     sprite = sprite_webp(np.stack([images[t] for t in shown]))
     data.update(sprite=base64.b64encode(sprite).decode(), spriteBytes=len(sprite))
     return data
@@ -83,7 +95,10 @@ def _cells(s: dict, pos: dict[int, int]) -> dict:
     """The confusion counts and, per non-empty cell "t,p", the sprite positions it lists, ranked."""
     counts = confusion_matrix(torch.from_numpy(s["probs"].argmax(1)), torch.from_numpy(s["labels"]))
     lists = confusion_cells(s["probs"], s["labels"], s["index"])
-    return {"counts": counts.tolist(), "lists": {f"{t},{p}": [pos[int(s["index"][r])] for r in rows] for (t, p), rows in lists.items()}}
+    return {
+        "counts": counts.tolist(),
+        "lists": {f"{t},{p}": [pos[int(s["index"][r])] for r in rows] for (t, p), rows in lists.items()},
+    }
 
 
 def _changes(saved: dict, pos: dict[int, int]) -> dict:
@@ -93,19 +108,29 @@ def _changes(saved: dict, pos: dict[int, int]) -> dict:
     common, ra, rb = np.intersect1d(a["index"], b["index"], return_indices=True)
     labels = a["labels"][ra]
     lists = changed_rows(a["probs"][ra], b["probs"][rb], labels, common)
-    table = paired_changes(torch.from_numpy(a["probs"][ra].argmax(1)), torch.from_numpy(b["probs"][rb].argmax(1)),
-                           torch.from_numpy(labels), list(CLASSES))
-    return {"lists": {k: [pos[int(common[r])] for r in rows] for k, rows in lists.items()},
-            "table": table.to_dict(orient="records"), "paired": len(common)}
+    table = paired_changes(
+        torch.from_numpy(a["probs"][ra].argmax(1)),
+        torch.from_numpy(b["probs"][rb].argmax(1)),
+        torch.from_numpy(labels),
+        list(CLASSES),
+    )
+    return {
+        "lists": {k: [pos[int(common[r])] for r in rows] for k, rows in lists.items()},
+        "table": table.to_dict(orient="records"),
+        "paired": len(common),
+    }
 
 
 def vision_explorer_html(data: dict) -> str:
-    """The explorer block: markup, its style (the sprite as the one background image), the data as JSON and the script."""
+    """The explorer block: markup, its style (the sprite as the one background image), the data as JSON and the
+    script."""
     sprite = data.pop("sprite")
     style = _asset("vision_explorer.css") + f'.vx-img{{background-image:url("data:image/webp;base64,{sprite}")}}'
-    return (f'<section id="vision-explorer" class="explorer"><style>{style}</style>{_asset("vision_explorer.html")}'
-            f'<script type="application/json" id="vision-explorer-data">{json_for_script(data)}</script>'
-            f"<script>{_asset('vision_explorer.js')}</script></section>")
+    return (
+        f'<section id="vision-explorer" class="explorer"><style>{style}</style>{_asset("vision_explorer.html")}'
+        f'<script type="application/json" id="vision-explorer-data">{json_for_script(data)}</script>'
+        f"<script>{_asset('vision_explorer.js')}</script></section>"
+    )
 
 
 def fill_vision_placeholder(html: str, run_path) -> str:
@@ -113,6 +138,12 @@ def fill_vision_placeholder(html: str, run_path) -> str:
     if PLACEHOLDER not in html:
         return html
     data = vision_explorer_data(RunDir(run_path))
-    block = vision_explorer_html(data) if data else ("<p><em>(this run folder has no artefacts/*_view_images.npz: "
-                                                     "the explorer needs the test images a run saves since this version)</em></p>")
+    block = (
+        vision_explorer_html(data)
+        if data
+        else (
+            "<p><em>(this run folder has no artefacts/*_view_images.npz: "
+            "the explorer needs the test images a run saves since this version)</em></p>"
+        )
+    )
     return html.replace(PLACEHOLDER, block)

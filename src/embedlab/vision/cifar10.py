@@ -8,9 +8,9 @@ read with a restricted unpickler that admits only the handful of globals the off
 from __future__ import annotations
 
 import hashlib
-import tarfile
 import io
 import pickle
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +101,13 @@ def _read_batch(path: Path, expected_md5: str | None) -> dict:
 def _to_tensors(batch: dict, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     data = batch.get("data")
     labels = batch.get("labels")
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or labels is None:
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != 3072
+        or labels is None
+    ):
         raise CifarDataError(f"{path} does not hold uint8 data of shape (N, 3072) with labels")
     if len(labels) != len(data):
         raise CifarDataError(f"{path}: {len(data)} images but {len(labels)} labels")
@@ -139,11 +145,15 @@ def ensure_cifar10(data_dir: Path, download: Callable[[Path], None] | None = Non
             if all((folder / n).is_file() for n in needed):
                 return folder
             reason = "the download did not produce the files"
-        except (OSError, RuntimeError, ValueError, tarfile.TarError) as exc:  # offline, a proxy, a full disk, a bad archive
+        # offline, a proxy, a full disk, a bad archive
+        except (OSError, RuntimeError, ValueError, tarfile.TarError) as exc:
             reason = str(exc)
     missing = [n for n in needed if not (folder / n).is_file()]
-    what = (f"CIFAR-10 not found: expected {', '.join(needed)} in {folder}" if len(missing) == len(needed) else
-            f"CIFAR-10 in {folder} is incomplete: {', '.join(missing)} missing")
+    what = (
+        f"CIFAR-10 not found: expected {', '.join(needed)} in {folder}"
+        if len(missing) == len(needed)
+        else f"CIFAR-10 in {folder} is incomplete: {', '.join(missing)} missing"
+    )
     raise DataNotFoundError(
         f"{what}, and it could not be downloaded ({reason}).\n"
         f"Point embedlab at a folder that holds {DIRNAME}/ with --data-dir DIR or {ENV_VAR}=DIR."

@@ -1,4 +1,5 @@
-"""Fixed features vs fine-tuning, computed from the two saved results only (so any finished run can be compared again)."""
+"""Fixed features vs fine-tuning, computed from the two saved results only (so any finished run can be compared
+again)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ def _probe_cost(p: ProbeResult) -> dict[str, Any]:
     """Training wall time of the probe: one pass over train + validation images through the frozen network, then the fit
     (None when the features came from a cache that kept no timings)."""
     extract = p.features.extract_train_seconds
-    return {"train_wall_seconds": None if extract is None else extract + p.fit.fit_seconds,
-            "train_images_per_second": p.features.extract_train_images_per_second,
-            "test_images_per_second": p.features.extract_test_images_per_second}
+    return {
+        "train_wall_seconds": None if extract is None else extract + p.fit.fit_seconds,
+        "train_images_per_second": p.features.extract_train_images_per_second,
+        "test_images_per_second": p.features.extract_test_images_per_second,
+    }
 
 
 def comparison_table(probe: ProbeResult | None, finetune: FinetuneResult | None) -> pd.DataFrame:
@@ -29,13 +32,26 @@ def comparison_table(probe: ProbeResult | None, finetune: FinetuneResult | None)
     assert probe is not None and finetune is not None
     f = finetune
     rows = [
-        {"method": METHODS["probe"], "backbone": probe.features.backbone, "resolution": probe.features.resolution,
-         "test_accuracy": probe.fit.evaluation.test_accuracy, "val_accuracy": probe.fit.val_accuracy,
-         "trainable_parameters": probe.fit.trainable_parameters, **_probe_cost(probe)},
-        {"method": METHODS["finetune"], "backbone": f.backbone, "resolution": f.resolution, "test_accuracy": f.evaluation.test_accuracy,
-         "val_accuracy": f.val_accuracy, "trainable_parameters": f.trainable_parameters,
-         "train_wall_seconds": f.train_seconds + f.val_seconds, "train_images_per_second": f.train_images_per_second,
-         "test_images_per_second": f.test_images_per_second},
+        {
+            "method": METHODS["probe"],
+            "backbone": probe.features.backbone,
+            "resolution": probe.features.resolution,
+            "test_accuracy": probe.fit.evaluation.test_accuracy,
+            "val_accuracy": probe.fit.val_accuracy,
+            "trainable_parameters": probe.fit.trainable_parameters,
+            **_probe_cost(probe),
+        },
+        {
+            "method": METHODS["finetune"],
+            "backbone": f.backbone,
+            "resolution": f.resolution,
+            "test_accuracy": f.evaluation.test_accuracy,
+            "val_accuracy": f.val_accuracy,
+            "trainable_parameters": f.trainable_parameters,
+            "train_wall_seconds": f.train_seconds + f.val_seconds,
+            "train_images_per_second": f.train_images_per_second,
+            "test_images_per_second": f.test_images_per_second,
+        },
     ]
     return pd.DataFrame(rows)
 

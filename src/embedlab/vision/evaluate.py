@@ -35,7 +35,9 @@ def gallery_selection(probs: torch.Tensor, labels: torch.Tensor, k: int = 5) -> 
             idx = torch.nonzero(mask).flatten()
             order = sorted(idx.tolist(), key=lambda i: (-float(conf[i]), i))[:k]
             for rank, i in enumerate(order, start=1):
-                rows.append({"true": c, "kind": kind, "rank": rank, "index": i, "pred": int(pred[i]), "prob": float(conf[i])})
+                rows.append(
+                    {"true": c, "kind": kind, "rank": rank, "index": i, "pred": int(pred[i]), "prob": float(conf[i])}
+                )
     return pd.DataFrame(rows, columns=["true", "kind", "rank", "index", "pred", "prob"])
 
 
@@ -48,17 +50,30 @@ def mcnemar_exact(fixed: int, broken: int) -> float:
     return 1.0 if n == 0 else float(binomtest(fixed, n, 0.5).pvalue)
 
 
-def paired_changes(pred_a: torch.Tensor, pred_b: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> pd.DataFrame:
+def paired_changes(
+    pred_a: torch.Tensor, pred_b: torch.Tensor, labels: torch.Tensor, classes: list[str]
+) -> pd.DataFrame:
     """What model B changed against model A on the same images, per true class and overall: ``fixed`` (A wrong, B
     right), ``broken`` (A right, B wrong), ``both_wrong``, ``both_right``, and the exact McNemar p-value of fixed
     against broken. B's accuracy minus A's is (fixed - broken) / images, row by row."""
     right_a, right_b = pred_a == labels, pred_b == labels
     rows = []
-    for name, mask in [*((c, labels == i) for i, c in enumerate(classes)), ("all classes", torch.ones_like(labels, dtype=torch.bool))]:
+    for name, mask in [
+        *((c, labels == i) for i, c in enumerate(classes)),
+        ("all classes", torch.ones_like(labels, dtype=torch.bool)),
+    ]:
         fixed, broken = int((~right_a & right_b & mask).sum()), int((right_a & ~right_b & mask).sum())
-        rows.append({"class": name, "images": int(mask.sum()), "fixed": fixed, "broken": broken,
-                     "both_wrong": int((~right_a & ~right_b & mask).sum()), "both_right": int((right_a & right_b & mask).sum()),
-                     "mcnemar_p": mcnemar_exact(fixed, broken)})
+        rows.append(
+            {
+                "class": name,
+                "images": int(mask.sum()),
+                "fixed": fixed,
+                "broken": broken,
+                "both_wrong": int((~right_a & ~right_b & mask).sum()),
+                "both_right": int((right_a & right_b & mask).sum()),
+                "mcnemar_p": mcnemar_exact(fixed, broken),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -72,8 +87,9 @@ def ranked(probs: torch.Tensor | np.ndarray, test_index: np.ndarray) -> np.ndarr
     return np.lexsort((np.asarray(test_index), -conf))
 
 
-def confusion_cells(probs: torch.Tensor | np.ndarray, labels: np.ndarray, test_index: np.ndarray,
-                    keep: int = DIAGONAL_SHOWN) -> dict[tuple[int, int], np.ndarray]:
+def confusion_cells(
+    probs: torch.Tensor | np.ndarray, labels: np.ndarray, test_index: np.ndarray, keep: int = DIAGONAL_SHOWN
+) -> dict[tuple[int, int], np.ndarray]:
     """The rows the explorer shows for each non-empty (true, predicted) cell, ranked (see ``ranked``): every image of
     an off-diagonal cell, and of a diagonal one the ``keep`` most and ``keep`` least confident."""
     order = ranked(probs, test_index)
@@ -85,10 +101,16 @@ def confusion_cells(probs: torch.Tensor | np.ndarray, labels: np.ndarray, test_i
     return cells
 
 
-def changed_rows(probs_a: np.ndarray, probs_b: np.ndarray, labels: np.ndarray, test_index: np.ndarray) -> dict[str, np.ndarray]:
+def changed_rows(
+    probs_a: np.ndarray, probs_b: np.ndarray, labels: np.ndarray, test_index: np.ndarray
+) -> dict[str, np.ndarray]:
     """Of images both models saw (same rows): those B fixed (A wrong, B right), broke (A right, B wrong) and both got
     wrong, each ranked by B's probability of its prediction (see ``ranked``)."""
     order = ranked(probs_b, test_index)
     right_a = (np.asarray(probs_a).argmax(axis=1) == labels)[order]
     right_b = (np.asarray(probs_b).argmax(axis=1) == labels)[order]
-    return {"fixed": order[~right_a & right_b], "broken": order[right_a & ~right_b], "both_wrong": order[~right_a & ~right_b]}
+    return {
+        "fixed": order[~right_a & right_b],
+        "broken": order[right_a & ~right_b],
+        "both_wrong": order[~right_a & ~right_b],
+    }

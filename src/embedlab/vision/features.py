@@ -78,7 +78,8 @@ def extract(
     device: torch.device | str = "cpu",
     desc: str = "features",
 ) -> tuple[torch.Tensor, ExtractStats]:
-    """Features (N, D) float32 of uint8 ``images`` through the frozen ``model`` in eval mode, resized and normalised as ``inputs`` says."""
+    """Features (N, D) float32 of uint8 ``images`` through the frozen ``model`` in eval mode, resized and normalised as
+    ``inputs`` says."""
     size, mean, std = inputs.size, inputs.mean, inputs.std
     device = torch.device(device)
     model = model.eval().to(device).to(memory_format=torch.channels_last)
@@ -99,11 +100,13 @@ def extract(
 
 
 #: Inference batch on a CPU: small batches keep a layer's activations in the cache. Measured with
-#: bench/vision_inference_batch.py (docs/performance.md): 1.9x the images/s of batch 128 for efficientnet_lite1 at 128 px, 2.0x of
+#: bench/vision_inference_batch.py (docs/performance.md): 1.9x the images/s of batch 128 for efficientnet_lite1 at 128
+#: px, 2.0x of
 #: batch 256 at 112 px, and the features equal bit for bit, so cached features stay valid across batch sizes.
 CPU_INFERENCE_BATCH = 16
 
-#: The probe's extraction batch on a GPU with --batch-size unset (fine-tuning's evaluation uses finetune.EVAL_BATCH_GPU).
+#: The probe's extraction batch on a GPU with --batch-size unset (fine-tuning's evaluation uses
+#: finetune.EVAL_BATCH_GPU).
 EXTRACT_BATCH_GPU = 128
 
 
@@ -119,7 +122,8 @@ PREPROCESS_VERSION = "bilinear-aa-v1"
 
 
 def uses_bf16(device: torch.device) -> bool:
-    """Extraction and training run under bf16 autocast on CUDA, in fp32 elsewhere (bf16 is much slower on these CPUs)."""
+    """Extraction and training run under bf16 autocast on CUDA, in fp32 elsewhere (bf16 is much slower on these
+    CPUs)."""
     return torch.device(device).type == "cuda"
 
 
@@ -129,7 +133,9 @@ def numerics(device: torch.device) -> str:
     return f"{device.type}-{'bf16' if uses_bf16(device) else 'fp32'}-{PREPROCESS_VERSION}"
 
 
-def cache_key(backbone: str, weights_digest: str, size: int, split: str, indices: torch.Tensor | None, numerics_tag: str) -> str:
+def cache_key(
+    backbone: str, weights_digest: str, size: int, split: str, indices: torch.Tensor | None, numerics_tag: str
+) -> str:
     """File name of one cached feature matrix: a shared cache never serves features computed with other numerics."""
     sel = "all" if indices is None else hashlib.sha256(indices.to(torch.int64).numpy().tobytes()).hexdigest()[:10]
     return f"{backbone}-{weights_digest}-{size}px-{numerics_tag}-{split}-{sel}.pt"
@@ -141,7 +147,9 @@ def cache_key(backbone: str, weights_digest: str, size: int, split: str, indices
 BYTES_PER_PIXEL = {"inference": 150, "training": 740}
 
 
-def check_batch_fits(flag: str, batch: int, size: int, kind: str, device: torch.device, available: int | None = None) -> None:
+def check_batch_fits(
+    flag: str, batch: int, size: int, kind: str, device: torch.device, available: int | None = None
+) -> None:
     """Refuse, before any data is loaded, a batch whose activations would not fit in the device's free memory."""
     from embedlab.data import available_memory
 
@@ -153,8 +161,10 @@ def check_batch_fits(flag: str, batch: int, size: int, kind: str, device: torch.
     else:
         have = available_memory()
     if need > have:
-        raise InputError(f"{flag} {batch} at {size} px needs at least {need / 1024**3:.1f} GiB for its {kind} activations but "
-                         f"{have / 1024**3:.1f} GiB are free on {device}; use a smaller {flag}")
+        raise InputError(
+            f"{flag} {batch} at {size} px needs at least {need / 1024**3:.1f} GiB for its {kind} activations but "
+            f"{have / 1024**3:.1f} GiB are free on {device}; use a smaller {flag}"
+        )
 
 
 def usable_cache_dir(cache_dir: Path) -> Path:
@@ -166,8 +176,10 @@ def usable_cache_dir(cache_dir: Path) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise InputError(f"cannot use the feature cache {cache_dir}: {exc.strerror or exc} ({exc.filename}); point --cache-dir "
-                         "(or $EMBEDLAB_CACHE_DIR) at a writable folder") from None
+        raise InputError(
+            f"cannot use the feature cache {cache_dir}: {exc.strerror or exc} ({exc.filename}); point --cache-dir "
+            "(or $EMBEDLAB_CACHE_DIR) at a writable folder"
+        ) from None
     return Path(cache_dir)
 
 
@@ -205,7 +217,9 @@ def _load_entry(path: Path) -> torch.Tensor | None:
         if isinstance(feats, torch.Tensor) and feats.dim() == 2 and feats.is_floating_point():
             return feats
         reason = f"it holds {type(feats).__name__}, not a feature matrix"
-    logging.getLogger(__name__).warning("embedlab: warning: the cached features %s are damaged (%s); computing them again", path, reason)
+    logging.getLogger(__name__).warning(
+        "embedlab: warning: the cached features %s are damaged (%s); computing them again", path, reason
+    )
     return None
 
 

@@ -11,7 +11,9 @@ import torch
 from matplotlib.figure import Figure
 
 
-def gallery(images: torch.Tensor, selection: pd.DataFrame, classes: Sequence[str], k: int = 5, title: str = "") -> Figure:
+def gallery(
+    images: torch.Tensor, selection: pd.DataFrame, classes: Sequence[str], k: int = 5, title: str = ""
+) -> Figure:
     """10 rows (true classes) x (k correct | k incorrect) tiles, nearest-neighbour upscaled (crisp pixels).
 
     Each tile is titled with the predicted label and its probability; mistakes also name the true label.
@@ -39,8 +41,12 @@ def gallery(images: torch.Tensor, selection: pd.DataFrame, classes: Sequence[str
             s.set_linewidth(1.5)
     for c in range(n):
         axes[c, 0].set_ylabel(classes[c], fontsize=9, rotation=0, ha="right", va="center")
-    axes[0, 0].annotate(f"{k} most confident correct", (0, 1.9), xycoords="axes fraction", fontsize=9, weight="bold", color="#1a7f37")
-    axes[0, k].annotate(f"{k} most confident incorrect", (0, 1.9), xycoords="axes fraction", fontsize=9, weight="bold", color="#cf222e")
+    axes[0, 0].annotate(
+        f"{k} most confident correct", (0, 1.9), xycoords="axes fraction", fontsize=9, weight="bold", color="#1a7f37"
+    )
+    axes[0, k].annotate(
+        f"{k} most confident incorrect", (0, 1.9), xycoords="axes fraction", fontsize=9, weight="bold", color="#cf222e"
+    )
     if title:
         fig.suptitle(title, y=1.0, fontsize=11)
     fig.subplots_adjust(wspace=0.08, hspace=0.55)
@@ -56,7 +62,9 @@ def confusion(cm: torch.Tensor, classes: Sequence[str], title: str) -> Figure:
         for j in range(len(classes)):
             v = int(cm[i, j])
             if v:
-                ax.text(j, i, str(v), ha="center", va="center", fontsize=7, color="white" if cmn[i, j] > 0.5 else "black")
+                ax.text(
+                    j, i, str(v), ha="center", va="center", fontsize=7, color="white" if cmn[i, j] > 0.5 else "black"
+                )
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(classes)), classes, fontsize=8)
     ax.set_xlabel("predicted")
@@ -101,14 +109,21 @@ def l2_choice(rows: pd.DataFrame, chosen: float) -> Figure:
     return fig
 
 
-def finetune_curves(step_loss: Sequence[float], epochs: pd.DataFrame, steps_per_epoch: int, probe_val: float | None) -> Figure:
+def finetune_curves(
+    step_loss: Sequence[float], epochs: pd.DataFrame, steps_per_epoch: int, probe_val: float | None
+) -> Figure:
     """Left: training loss per step (raw and a running mean); right: validation accuracy per epoch vs the probe's."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     loss = np.asarray(step_loss, dtype=float)
     a.plot(np.arange(1, len(loss) + 1), loss, lw=0.5, alpha=0.35, label="per step")
     w = max(1, min(50, len(loss) // 10))
     if len(loss) >= w:
-        a.plot(np.arange(w, len(loss) + 1), np.convolve(loss, np.ones(w) / w, mode="valid"), lw=1.6, label=f"mean of {w} steps")
+        a.plot(
+            np.arange(w, len(loss) + 1),
+            np.convolve(loss, np.ones(w) / w, mode="valid"),
+            lw=1.6,
+            label=f"mean of {w} steps",
+        )
     for e in range(1, len(epochs)):
         a.axvline(e * steps_per_epoch, color="grey", lw=0.6, ls=":")
     a.set_xlabel("optimiser step")
@@ -138,14 +153,23 @@ def per_class_comparison(table: pd.DataFrame) -> Figure:
     bars = ax.bar(x, gain, 0.6, color=np.where(gain >= 0, "#0969da", "#cf222e"))
     for bar, fixed, tuned in zip(bars, table["fixed_features"], table["fine_tuned"]):
         y = bar.get_height()
-        ax.annotate(f"{100 * fixed:.0f}→{100 * tuned:.0f}", (bar.get_x() + bar.get_width() / 2, y), ha="center",
-                    va="bottom" if y >= 0 else "top", fontsize=8, xytext=(0, 2 if y >= 0 else -2), textcoords="offset points")
+        ax.annotate(
+            f"{100 * fixed:.0f}→{100 * tuned:.0f}",
+            (bar.get_x() + bar.get_width() / 2, y),
+            ha="center",
+            va="bottom" if y >= 0 else "top",
+            fontsize=8,
+            xytext=(0, 2 if y >= 0 else -2),
+            textcoords="offset points",
+        )
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(x, table["class"], rotation=30, ha="right")
     span = max(1.0, float(np.abs(gain).max()))
     ax.set_ylim(min(0.0, float(gain.min())) - 0.25 * span, max(0.0, float(gain.max())) + 0.25 * span)
     ax.set_ylabel("fine-tuned − fixed features\n(points of test accuracy)")
     ax.grid(axis="y", alpha=0.3)
-    ax.set_title("Per-class gain of fine-tuning over the linear probe (labels: probe → fine-tuned accuracy, %)", fontsize=10)
+    ax.set_title(
+        "Per-class gain of fine-tuning over the linear probe (labels: probe → fine-tuned accuracy, %)", fontsize=10
+    )
     fig.tight_layout()
     return fig

@@ -8,13 +8,11 @@ global RNG states, so epochs k+1.. of a resumed run repeat an uninterrupted run'
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +21,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
-from embedlab.logs import Progress
 
-from embedlab.errors import InputError, MissingFileError, UserError
 from embedlab.config import FinetuneConfig
 from embedlab.distributed import Dist, current
-from embedlab.files import UnreadableFile, read_torch, torch_bytes, write_atomic
+from embedlab.errors import InputError, UserError
+from embedlab.logs import Progress
+from embedlab.vision.checkpoint import CheckpointMismatch, load_checkpoint, recipe_of, save_checkpoint, set_rng_state
 from embedlab.vision.features import Inputs, extract, inference_batch, preprocess, uses_bf16
-from embedlab.vision.recipe import (alternating_flips, augment, epoch_size, finetune_optimizer, make_ema, make_scheduler,
-                                    param_groups)
+from embedlab.vision.recipe import (
+    alternating_flips,
+    augment,
+    epoch_size,
+    finetune_optimizer,
+    make_ema,
+    make_scheduler,
+    param_groups,
+)
 
 log = logging.getLogger(__name__).info
 
@@ -44,10 +49,6 @@ class TrainingDiverged(UserError, RuntimeError):
     """The loss became NaN or infinite: the learning rate is too high for this recipe."""
 
 
-class CheckpointMismatch(InputError):
-    """The checkpoint given to resume was written for another network, resolution or set of frozen stages."""
-
-
 def set_train_mode(model: nn.Module, trainable: Sequence[str] | None) -> None:
     """Train mode for the trained parts only: frozen stages keep their BatchNorm statistics."""
     if trainable is None:
@@ -58,29 +59,6 @@ def set_train_mode(model: nn.Module, trainable: Sequence[str] | None) -> None:
         model.get_submodule(name).train()
 
 
-def rng_state() -> dict[str, Any]:
-    """Every global RNG a training step may touch (dropout, drop-path), as weights_only-loadable data."""
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(), "python": list(random.getstate()[1]), "python_version": random.getstate()[0],
-        "python_gauss": random.getstate()[2],
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 @dataclass
 class History:
     """What the loop measured: the loss of every step and one row per epoch."""
@@ -89,44 +67,19 @@ class History:
     epochs: list[dict[str, float]] = field(default_factory=list)
 
 
-def recipe_of(model: nn.Module, size: int) -> dict[str, Any]:
-    """What a checkpoint must match to be resumed: the resolution and the network's parameter names and shapes."""
-    shapes = ";".join(f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items())
-    return {"size": size, "network": hashlib.sha256(shapes.encode()).hexdigest()[:16]}
-
-
-def save_checkpoint(path: Path, model: nn.Module, loop: Loop, epoch: int) -> None:
-    """``model`` and the loop's state after ``epoch`` epochs, written atomically (temporary file, then rename): an
-    interrupt never leaves half a checkpoint."""
-    state = {"epoch": epoch, "model": model.state_dict(), "optimizer": loop.opt.state_dict(), "scheduler": loop.sched.state_dict(),
-             "history": asdict(loop.history), "rng": rng_state(), "recipe": loop.recipe}
-    if loop.ema is not None:
-        state["ema"] = loop.ema.state_dict()
-    write_atomic(path, torch_bytes(state))
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """The saved training state; a damaged file is a user error that names it and says how to go on."""
-    if not path.is_file():
-        raise MissingFileError(f"no checkpoint at {path}: nothing to resume (the run stopped before its first epoch ended)")
-    try:
-        state = read_torch(path)
-    except UnreadableFile as exc:
-        state, reason = None, str(exc)
-    else:
-        reason = "not a fine-tuning checkpoint"
-    if not isinstance(state, dict) or not {"epoch", "model", "optimizer", "scheduler", "history", "recipe"} <= set(state):
-        raise CheckpointMismatch(f"{path} is damaged ({reason}); embedlab writes it atomically, so it was replaced or cut by "
-                                 "something else. Move it away to train again from the first epoch, or start a new run")
-    return state
-
-
 #: Validation and test batch on a GPU with --eval-batch-size unset (a CPU gets features.CPU_INFERENCE_BATCH).
 EVAL_BATCH_GPU = 256
 
 
-def predict(model: nn.Module, images: torch.Tensor, inputs: Inputs, batch_size: int | None, device: torch.device, desc: str,
-            flip: bool = False) -> tuple[torch.Tensor, float, torch.Tensor]:
+def predict(
+    model: nn.Module,
+    images: torch.Tensor,
+    inputs: Inputs,
+    batch_size: int | None,
+    device: torch.device,
+    desc: str,
+    flip: bool = False,
+) -> tuple[torch.Tensor, float, torch.Tensor]:
     """Softmax probabilities (float32, CPU) of uint8 ``images``, the images/s of one pass (of this rank's share:
     under torch.distributed each rank predicts one block and every rank gets all the rows), and the
     probabilities of the plain images alone. With ``flip`` the probabilities are the mean of the image's and
@@ -162,10 +115,14 @@ def check_shards(cfg: FinetuneConfig, n_train: int, n_val: int, world: int) -> N
     """Every one of ``world`` processes must get an equal, non-empty share of each global batch (so that DDP's mean of
     the ranks' gradients is the gradient of the global batch) and of the validation images."""
     if n_train // cfg.batch_size == 0:
-        raise InputError(f"batch size {cfg.batch_size} is larger than the {n_train} training images; lower --batch-size")
+        raise InputError(
+            f"batch size {cfg.batch_size} is larger than the {n_train} training images; lower --batch-size"
+        )
     if world > 1 and (cfg.batch_size % world or n_val < world):
-        raise InputError(f"{world} processes cannot share a global batch of {cfg.batch_size} images equally (or the {n_val} "
-                         f"validation images); use a --batch-size divisible by the number of processes (--nproc-per-node x nodes)")
+        raise InputError(
+            f"{world} processes cannot share a global batch of {cfg.batch_size} images equally (or the {n_val} "
+            "validation images); use a --batch-size divisible by the number of processes (--nproc-per-node x nodes)"
+        )
 
 
 @dataclass(frozen=True)
@@ -182,7 +139,8 @@ class Job:
 
 @dataclass(frozen=True)
 class EpochRun:
-    """One pass over the training images: its index, the global batch's mean loss per step, the correct count, its time."""
+    """One pass over the training images: its index, the global batch's mean loss per step, the correct count, its
+    time."""
 
     index: int
     step_losses: list[float]
@@ -205,13 +163,24 @@ def start_loop(model: nn.Module, head: nn.Module, n_train: int, job: Job) -> Loo
     if frozen := sum(not p.requires_grad for p in model.parameters()):  # another freeze means another optimiser state
         recipe["frozen_tensors"] = frozen
     dist = current()
-    loop = Loop(opt, make_scheduler(cfg, opt, steps_per_epoch * cfg.epochs), History(), 0, steps_per_epoch, model, recipe, dist,
-                make_ema(model, cfg.ema, steps_per_epoch * cfg.epochs))
+    loop = Loop(
+        opt,
+        make_scheduler(cfg, opt, steps_per_epoch * cfg.epochs),
+        History(),
+        0,
+        steps_per_epoch,
+        model,
+        recipe,
+        dist,
+        make_ema(model, cfg.ema, steps_per_epoch * cfg.epochs),
+    )
     if job.resume:
         state = load_checkpoint(checkpoint)
         if state.get("recipe", loop.recipe) != loop.recipe:
-            raise CheckpointMismatch(f"{checkpoint} was written for another network, resolution or freeze ({state['recipe']}, this run: "
-                                     f"{loop.recipe}); resume it with its own run's settings or start a new run with --out")
+            raise CheckpointMismatch(
+                f"{checkpoint} was written for another network, resolution or freeze ({state['recipe']}, this run: "
+                f"{loop.recipe}); resume it with its own run's settings or start a new run with --out"
+            )
         model.load_state_dict(state["model"])
         if loop.ema is not None:
             loop.ema.load_state_dict(state["ema"])
@@ -223,13 +192,18 @@ def start_loop(model: nn.Module, head: nn.Module, n_train: int, job: Job) -> Loo
     if dist.active:
         from torch.nn.parallel import DistributedDataParallel
 
-        loop.net = DistributedDataParallel(model, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None)
+        loop.net = DistributedDataParallel(
+            model, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None
+        )
     return loop
 
 
-def train_step(loop: Loop, xb: torch.Tensor, yb: torch.Tensor, cfg: FinetuneConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def train_step(
+    loop: Loop, xb: torch.Tensor, yb: torch.Tensor, cfg: FinetuneConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on a preprocessed batch: (the detached loss, the number of correct predictions)."""
-    with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=uses_bf16(xb.device)):  # bf16 is much slower on these CPUs
+    # bf16 is much slower on these CPUs
+    with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=uses_bf16(xb.device)):
         logits = loop.net(xb)
     loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
     loop.opt.zero_grad(set_to_none=True)
@@ -241,8 +215,13 @@ def train_step(loop: Loop, xb: torch.Tensor, yb: torch.Tensor, cfg: FinetuneConf
     return loss.detach(), (logits.detach().argmax(1) == yb).sum()
 
 
-def train_epoch(loop: Loop, train_xy: tuple[torch.Tensor, torch.Tensor], epoch: int, job: Job,
-                on_step: Callable[[int, int], None] | None) -> tuple[list[float], int]:
+def train_epoch(
+    loop: Loop,
+    train_xy: tuple[torch.Tensor, torch.Tensor],
+    epoch: int,
+    job: Job,
+    on_step: Callable[[int, int], None] | None,
+) -> tuple[list[float], int]:
     """One pass over a seeded permutation (shuffling and augmentation drawn from (seed, epoch)): the global
     batch's mean loss per step and the correct count.
 
@@ -261,8 +240,13 @@ def train_epoch(loop: Loop, train_xy: tuple[torch.Tensor, torch.Tensor], epoch: 
     flips = alternating_flips(len(x), cfg.seed, epoch) if cfg.flip == "alternate" else None
     losses: list[torch.Tensor] = []
     correct = torch.zeros((), dtype=torch.long, device=device)
-    with Progress(loop.steps_per_epoch * cfg.batch_size, f"epoch {epoch + 1}/{cfg.epochs}", "img", enabled=dist.is_main,
-                  mininterval=2.0) as bar:
+    with Progress(
+        loop.steps_per_epoch * cfg.batch_size,
+        f"epoch {epoch + 1}/{cfg.epochs}",
+        "img",
+        enabled=dist.is_main,
+        mininterval=2.0,
+    ) as bar:
         for step in range(loop.steps_per_epoch):
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             batch = augment(x[idx], cfg.pad, gen, None if flips is None else flips[idx], cfg.pad_mode)
@@ -273,7 +257,10 @@ def train_epoch(loop: Loop, train_xy: tuple[torch.Tensor, torch.Tensor], epoch: 
             if step % 20 == 0:
                 value = float(loss)
                 if not dist.agree(math.isfinite(value)):  # every rank stops together
-                    raise TrainingDiverged(f"the training loss became {value} in epoch {epoch + 1}, step {step}; lower --lr (now {cfg.lr:g})")
+                    raise TrainingDiverged(
+                        f"the training loss became {value} in epoch {epoch + 1}, step {step}; lower --lr (now"
+                        f" {cfg.lr:g})"
+                    )
                 bar.set_postfix(loss=f"{value:.3f}", lr=f"{loop.opt.param_groups[-1]['lr']:.2g}")
             bar.update(len(idx))
             if on_step is not None:
@@ -285,21 +272,28 @@ def train_epoch(loop: Loop, train_xy: tuple[torch.Tensor, torch.Tensor], epoch: 
     return step_losses, int(correct)
 
 
-def end_epoch(model: nn.Module, loop: Loop, done: EpochRun, val_xy: tuple[torch.Tensor, torch.Tensor], job: Job) -> dict[str, float]:
+def end_epoch(
+    model: nn.Module, loop: Loop, done: EpochRun, val_xy: tuple[torch.Tensor, torch.Tensor], job: Job
+) -> dict[str, float]:
     """Validate (the moving average, when kept), append the epoch's row to the history and write the checkpoint
     that a resume starts from."""
     cfg, inputs, device, epoch = job.cfg, job.inputs, job.device, done.index
     step_losses, correct, train_seconds = done.step_losses, done.correct, done.seconds
     loop.history.step_loss.extend(step_losses)
     evaluated = model if loop.ema is None else loop.ema.module
-    val_probs, val_ips, one_view = predict(evaluated, val_xy[0], inputs, cfg.eval_batch_size, device, desc="validation",
-                                           flip=cfg.tta_flip)
+    val_probs, val_ips, one_view = predict(
+        evaluated, val_xy[0], inputs, cfg.eval_batch_size, device, desc="validation", flip=cfg.tta_flip
+    )
     images = loop.steps_per_epoch * cfg.batch_size
     row = {
-        "epoch": epoch + 1, "train_loss": float(np.mean(step_losses)), "train_accuracy": correct / images,
+        "epoch": epoch + 1,
+        "train_loss": float(np.mean(step_losses)),
+        "train_accuracy": correct / images,
         "val_loss": float(F.nll_loss(val_probs.clamp_min(1e-12).log(), val_xy[1])),
-        "val_accuracy": float((val_probs.argmax(1) == val_xy[1]).float().mean()), "train_seconds": train_seconds,
-        "train_images_per_second": images / train_seconds, "val_images_per_second": val_ips,
+        "val_accuracy": float((val_probs.argmax(1) == val_xy[1]).float().mean()),
+        "train_seconds": train_seconds,
+        "train_images_per_second": images / train_seconds,
+        "val_images_per_second": val_ips,
         "val_accuracy_one_view": float((one_view.argmax(1) == val_xy[1]).float().mean()),
         "train_size": epoch_size(inputs.size, cfg.start_size, epoch, cfg.epochs),
     }
@@ -334,11 +328,18 @@ def train(
         try:
             step_losses, correct = train_epoch(loop, train_xy, epoch, job, on_step)
         except KeyboardInterrupt:
-            done = f"the last complete checkpoint (after epoch {epoch}) is {checkpoint}" if epoch else "no epoch had finished, so there is no checkpoint yet"
+            done = (
+                f"the last complete checkpoint (after epoch {epoch}) is {checkpoint}"
+                if epoch
+                else "no epoch had finished, so there is no checkpoint yet"
+            )
             raise TrainingInterrupted(f"training interrupted in epoch {epoch + 1} of {cfg.epochs}; {done}") from None
         row = end_epoch(model, loop, EpochRun(epoch, step_losses, correct, time.perf_counter() - t0), val_xy, job)
-        log(f"[1C] epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f}, "
-            f"val accuracy {row['val_accuracy']:.4f}, {row['train_seconds'] / 60:.1f} min ({row['train_images_per_second']:.0f} img/s)")
+        log(
+            f"[1C] epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f}, val accuracy"
+            f" {row['val_accuracy']:.4f}, {row['train_seconds'] / 60:.1f} min ({row['train_images_per_second']:.0f}"
+            " img/s)"
+        )
     if loop.ema is not None:  # what is evaluated and saved from here on is the average
         model.load_state_dict(loop.ema.module.state_dict())
     return loop.history

@@ -17,7 +17,14 @@ from embedlab.vision import figures
 from embedlab.vision.finetune import Inputs, Job, check_shards
 from embedlab.vision.recipe import train_pixels
 from embedlab.vision.steps import load_splits, probe_setup, step_1a_features, step_1a_fit, step_1b_gallery
-from embedlab.vision.steps_1c import (finetune_setup, resolve_head_init, step_1c_model, step_1c_test, step_1c_train, step_compare)
+from embedlab.vision.steps_1c import (
+    finetune_setup,
+    resolve_head_init,
+    step_1c_model,
+    step_1c_test,
+    step_1c_train,
+    step_compare,
+)
 from embedlab.vision.timing import duration, expected_time
 
 log = logging.getLogger(__name__).info
@@ -41,7 +48,8 @@ def run_probe(cfg: ProbeConfig, store: Store) -> ProbeResult:
 
 
 def run_finetune(cfg: FinetuneConfig, store: Store, resume: bool = False, compare: bool = True) -> FinetuneResult:
-    """Part 1 C into ``store``: the probe (unless done or disabled), fine-tuning, its evaluation and gallery, the comparison.
+    """Part 1 C into ``store``: the probe (unless done or disabled), fine-tuning, its evaluation and gallery, the
+    comparison.
 
     With ``resume`` the loop continues from the run's last complete epoch checkpoint. Under torchrun every
     rank calls this: rank 0 alone runs the probe and keeps the checkpoint, which every rank resumes from; the
@@ -58,18 +66,23 @@ def run_finetune(cfg: FinetuneConfig, store: Store, resume: bool = False, compar
     data, train_idx, val_idx, test_idx = load_splits(cfg)  # the probe's split
     check_shards(cfg, len(train_idx), len(val_idx), dist.world)  # before the throughput measurement's training steps
     head_init = resolve_head_init(cfg.head_init, store.results().probe)
-    probe_state = store.lp_ft_probe() if head_init == "probe" and dist.is_main else None  # DDP gives the other ranks rank 0's weights
+    # DDP gives the other ranks rank 0's weights
+    probe_state = store.lp_ft_probe() if head_init == "probe" and dist.is_main else None
     model, head, trained = step_1c_model(cfg, setup.backbone, setup.frozen, probe_state, store.path)
     n_trainable = setup.backbone.trainable_parameters  # of the model with its new head
     n_total = sum(p.numel() for p in model.parameters())
     inputs = Inputs(size, spec.mean, spec.std)
 
     steps = len(train_idx) // cfg.batch_size
-    ips, expected = expected_time(cfg, model, size, device, steps * cfg.batch_size, cfg.epochs * len(val_idx) + len(test_idx))
+    ips, expected = expected_time(
+        cfg, model, size, device, steps * cfg.batch_size, cfg.epochs * len(val_idx) + len(test_idx)
+    )
     layers = f"{cfg.train_scope} layers" + (f" after the first {setup.frozen} stages" if setup.frozen else "")
-    log(f"[1C] fine-tuning {spec.name} ({setup.backbone.weights}, {layers}, {n_trainable:,} trainable parameters) on {device} "
-        f"at {size} px: {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} x {steps * cfg.batch_size:,} images at about {ips:.0f} img/s "
-        f"-> expected about {duration(expected)}")
+    log(
+        f"[1C] fine-tuning {spec.name} ({setup.backbone.weights}, {layers}, {n_trainable:,} trainable parameters) on"
+        f" {device} at {size} px: {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} x {steps * cfg.batch_size:,}"
+        f" images at about {ips:.0f} img/s -> expected about {duration(expected)}"
+    )
     job = Job(cfg, inputs, device, *_checkpoint(store, resume))
     try:
         history = step_1c_train(model, head, trained, data, (train_idx, val_idx), job)
@@ -82,23 +95,47 @@ def run_finetune(cfg: FinetuneConfig, store: Store, resume: bool = False, compar
     store.write(test.out)
     probe = store.results().probe
     probe_val = None if probe is None else probe.fit.val_accuracy
-    store.write(Output(owner=FinetuneResult, figures={"finetune_curves": figures.finetune_curves(history.step_loss, epochs, steps, probe_val)}))
+    store.write(
+        Output(
+            owner=FinetuneResult,
+            figures={"finetune_curves": figures.finetune_curves(history.step_loss, epochs, steps, probe_val)},
+        )
+    )
     train_s = float(epochs["train_seconds"].sum())
     result = FinetuneResult(
-        backbone=spec.name, weights=setup.backbone.weights, weights_digest=setup.backbone.weights_digest, resolution=size,
-        device=str(device), train_scope=cfg.train_scope, frozen_stages=[name for stage in spec.stages[:setup.frozen] for name in stage],
-        trainable_parameters=n_trainable, total_parameters=n_total,
-        train_images=len(train_idx), val_images=len(val_idx), test_images=len(test_idx), epochs=cfg.epochs,
-        start_size=cfg.start_size, ema=cfg.ema, head_init=head_init,
+        backbone=spec.name,
+        weights=setup.backbone.weights,
+        weights_digest=setup.backbone.weights_digest,
+        resolution=size,
+        device=str(device),
+        train_scope=cfg.train_scope,
+        frozen_stages=[name for stage in spec.stages[: setup.frozen] for name in stage],
+        trainable_parameters=n_trainable,
+        total_parameters=n_total,
+        train_images=len(train_idx),
+        val_images=len(val_idx),
+        test_images=len(test_idx),
+        epochs=cfg.epochs,
+        start_size=cfg.start_size,
+        ema=cfg.ema,
+        head_init=head_init,
         train_pixels=train_pixels(size, cfg.start_size, cfg.epochs, steps * cfg.batch_size),
-        steps=len(history.step_loss), val_accuracy=float(epochs["val_accuracy"].iloc[-1]),
-        best_epoch_val_accuracy=float(epochs["val_accuracy"].max()), evaluation=test.evaluation, tta_flip=cfg.tta_flip,
+        steps=len(history.step_loss),
+        val_accuracy=float(epochs["val_accuracy"].iloc[-1]),
+        best_epoch_val_accuracy=float(epochs["val_accuracy"].max()),
+        evaluation=test.evaluation,
+        tta_flip=cfg.tta_flip,
         test_accuracy_one_view=test.one_view_accuracy,
-        train_seconds=round(train_s, 1), train_images_per_second=steps * cfg.batch_size * len(epochs) / train_s,
+        train_seconds=round(train_s, 1),
+        train_images_per_second=steps * cfg.batch_size * len(epochs) / train_s,
         val_seconds=round(float((len(val_idx) / epochs["val_images_per_second"]).sum()), 1),
-        test_images_per_second=test.images_per_second, expected_seconds=round(expected, 1),
-        bare_train_images_per_second=ips, processes=dist.world, batch_per_process=cfg.batch_size // dist.world,
-        total_seconds_this_session=round(time.perf_counter() - t_all, 1), backbone_choice=setup.choice.reason,
+        test_images_per_second=test.images_per_second,
+        expected_seconds=round(expected, 1),
+        bare_train_images_per_second=ips,
+        processes=dist.world,
+        batch_per_process=cfg.batch_size // dist.world,
+        total_seconds_this_session=round(time.perf_counter() - t_all, 1),
+        backbone_choice=setup.choice.reason,
     )
     store.write(Output(results=(result,)))
     log(f"[1C] fine-tuned test accuracy {test.evaluation.test_accuracy:.4f} after {train_s / 60:.1f} min of training")
@@ -120,6 +157,8 @@ def run_comparison(store: Store) -> pd.DataFrame:
     """Fixed features against fine-tuning, from the two studies' results and predictions in ``store`` (they may have run
     in other processes); the comparison table."""
     results = store.results()
-    table, out = step_compare(results.probe, results.finetune, store.predictions("probe"), store.predictions("finetune"))
+    table, out = step_compare(
+        results.probe, results.finetune, store.predictions("probe"), store.predictions("finetune")
+    )
     store.write(out)
     return table

@@ -47,8 +47,15 @@ class ProbeFit:
 
 def _lbfgs(z: torch.Tensor, labels: torch.Tensor, l2: float, max_iter: int, linear: nn.Linear) -> list[float]:
     """Fit ``linear`` in place on already standardised features ``z`` (no (N, D) temporaries per step)."""
-    opt = torch.optim.LBFGS(linear.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
-                            tolerance_grad=1e-5, tolerance_change=1e-6, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        linear.parameters(),
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        tolerance_grad=1e-5,
+        tolerance_change=1e-6,
+        line_search_fn="strong_wolfe",
+    )
     losses: list[float] = []
 
     def closure() -> torch.Tensor:
@@ -62,8 +69,14 @@ def _lbfgs(z: torch.Tensor, labels: torch.Tensor, l2: float, max_iter: int, line
     return losses
 
 
-def fit_probe(features: torch.Tensor, labels: torch.Tensor, l2: float, max_iter: int = 300, n_classes: int = 10,
-              init: LogisticRegression | None = None) -> ProbeFit:
+def fit_probe(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    l2: float,
+    max_iter: int = 300,
+    n_classes: int = 10,
+    init: LogisticRegression | None = None,
+) -> ProbeFit:
     """Full-batch L-BFGS (strong Wolfe line search) on mean cross-entropy + (l2/2)·||W||².
 
     ``init`` warm-starts from another fit's weights (used along the L2 path, strongest first).
@@ -111,8 +124,12 @@ def accuracy(probs: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def choose_l2(
-    train_f: torch.Tensor, train_y: torch.Tensor, val_f: torch.Tensor, val_y: torch.Tensor,
-    grid: Sequence[float], max_iter: int = 300,
+    train_f: torch.Tensor,
+    train_y: torch.Tensor,
+    val_f: torch.Tensor,
+    val_y: torch.Tensor,
+    grid: Sequence[float],
+    max_iter: int = 300,
 ) -> tuple[float, list[dict[str, float]], LogisticRegression]:
     """The L2 strength with the best validation accuracy (ties: the stronger regularisation).
 
@@ -125,8 +142,14 @@ def choose_l2(
     for l2 in sorted(set(grid), reverse=True):
         fit = fit_probe(train_f, train_y, l2, max_iter, init=prev)
         prev = models[l2] = fit.model
-        rows.append({"l2": l2, "train_acc": accuracy(predict_proba(fit.model, train_f), train_y),
-                     "val_acc": accuracy(predict_proba(fit.model, val_f), val_y), "iterations": len(fit.losses)})
+        rows.append(
+            {
+                "l2": l2,
+                "train_acc": accuracy(predict_proba(fit.model, train_f), train_y),
+                "val_acc": accuracy(predict_proba(fit.model, val_f), val_y),
+                "iterations": len(fit.losses),
+            }
+        )
     rows.sort(key=lambda r: r["l2"])
     best = max(rows, key=lambda r: (round(r["val_acc"], 6), r["l2"]))
     return float(best["l2"]), rows, models[best["l2"]]

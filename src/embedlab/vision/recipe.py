@@ -15,8 +15,9 @@ from torch.optim.swa_utils import AveragedModel
 from embedlab.config import FinetuneConfig
 
 
-def augment(x: torch.Tensor, pad: int, gen: torch.Generator, flips: torch.Tensor | None = None,
-            pad_mode: str = "zeros") -> torch.Tensor:
+def augment(
+    x: torch.Tensor, pad: int, gen: torch.Generator, flips: torch.Tensor | None = None, pad_mode: str = "zeros"
+) -> torch.Tensor:
     """Random crop with ``pad`` pixels of padding (zeros, or the image reflected at its border), then a horizontal
     flip (uint8 NCHW, at 32 px): a random one, or where ``flips`` is given, exactly those (the random draw is still
     made, so the crops do not depend on it).
@@ -43,7 +44,9 @@ def alternating_flips(n: int, seed: int, epoch: int) -> torch.Tensor:
     return first ^ bool(epoch % 2)
 
 
-def param_groups(model: nn.Module, head: nn.Module, lr: float, weight_decay: float, backbone_lr_scale: float) -> list[dict[str, Any]]:
+def param_groups(
+    model: nn.Module, head: nn.Module, lr: float, weight_decay: float, backbone_lr_scale: float
+) -> list[dict[str, Any]]:
     """Trainable parameters in up to four groups: (backbone | head) x (decayed | not).
 
     Norm weights and biases (every parameter with at most one dimension) get no weight decay:
@@ -56,8 +59,14 @@ def param_groups(model: nn.Module, head: nn.Module, lr: float, weight_decay: flo
             groups.setdefault((id(p) in head_ids, p.ndim > 1), []).append(p)
     out = []
     for (is_head, decay), params in sorted(groups.items()):
-        out.append({"params": params, "lr": lr if is_head else lr * backbone_lr_scale,
-                    "weight_decay": weight_decay if decay else 0.0, "name": f"{'head' if is_head else 'backbone'}{'' if decay else ' (no decay)'}"})
+        out.append(
+            {
+                "params": params,
+                "lr": lr if is_head else lr * backbone_lr_scale,
+                "weight_decay": weight_decay if decay else 0.0,
+                "name": f"{'head' if is_head else 'backbone'}{'' if decay else ' (no decay)'}",
+            }
+        )
     return out
 
 
@@ -81,11 +90,17 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
     return factor
 
 
-def make_scheduler(cfg: FinetuneConfig, opt: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+def make_scheduler(
+    cfg: FinetuneConfig, opt: torch.optim.Optimizer, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
     """Stepped once per batch."""
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=total_steps,
-                                                   pct_start=max(cfg.warmup_fraction, 1e-3))
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt,
+            max_lr=[g["lr"] for g in opt.param_groups],
+            total_steps=total_steps,
+            pct_start=max(cfg.warmup_fraction, 1e-3),
+        )
     return torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total_steps, round(cfg.warmup_fraction * total_steps)))
 
 

@@ -15,17 +15,36 @@ import pandas as pd
 import torch
 
 from embedlab.config import FinetuneConfig, ProbeConfig
-from embedlab.overrides import DERIVED, to_dict
 from embedlab.data import resolve_data_dir
 from embedlab.files import npz_bytes, torch_bytes
+from embedlab.overrides import DERIVED, to_dict
 from embedlab.results import Evaluation, FeatureSummary, FinetuneResult, ProbeResult, ProbeScores
 from embedlab.store import LP_FT_PROBE, Output, Table
 from embedlab.vision import figures
 from embedlab.vision.backbones import Backbone, BackboneChoice, BackboneSpec, choose_backbone, create_backbone
-from embedlab.vision.cifar10 import CLASSES, Cifar10, ensure_cifar10, load_cifar10, stratified_split, subsample, torchvision_download
+from embedlab.vision.cifar10 import (
+    CLASSES,
+    Cifar10,
+    ensure_cifar10,
+    load_cifar10,
+    stratified_split,
+    subsample,
+    torchvision_download,
+)
 from embedlab.vision.evaluate import confusion_cells, confusion_matrix, gallery_selection, per_class_accuracy
-from embedlab.vision.features import (EXTRACT_BATCH_GPU, cache_key, cached_features, cached_stats, check_batch_fits, default_cache_dir,
-                                      extract, inference_batch, numerics, pick_device, usable_cache_dir)
+from embedlab.vision.features import (
+    EXTRACT_BATCH_GPU,
+    cache_key,
+    cached_features,
+    cached_stats,
+    check_batch_fits,
+    default_cache_dir,
+    extract,
+    inference_batch,
+    numerics,
+    pick_device,
+    usable_cache_dir,
+)
 from embedlab.vision.finetune import Inputs
 from embedlab.vision.probe import accuracy, choose_l2, fit_probe, predict_proba
 from embedlab.vision.timing import measure_throughput
@@ -51,15 +70,24 @@ def load_splits(cfg: ProbeConfig | FinetuneConfig) -> tuple[Cifar10, torch.Tenso
     return data, train_idx, val_idx, test_idx
 
 
-def gallery_output(owner: type, name: str, probs: torch.Tensor, data: Cifar10, indices: torch.Tensor, k: int, title: str) -> Output:
-    """The per-class gallery of the test images ``indices`` (figure) and its table of their indices and probabilities."""
+def gallery_output(
+    owner: type, name: str, probs: torch.Tensor, data: Cifar10, indices: torch.Tensor, k: int, title: str
+) -> Output:
+    """The per-class gallery of the test images ``indices`` (figure) and its table of their indices and
+    probabilities."""
     labels, images = data.test_y[indices], data.test_x[indices]
     sel = gallery_selection(probs, labels, k)
     fig = figures.gallery(images, sel, CLASSES, k, title)
-    table = sel.assign(test_index=indices.numpy()[sel["index"].to_numpy()], true_label=[CLASSES[c] for c in sel["true"]],
-                       pred_label=[CLASSES[c] for c in sel["pred"]])
-    return Output(owner=owner, tables={name: Table(table[["true_label", "kind", "rank", "test_index", "pred_label", "prob"]])},
-                  figures={name: fig})
+    table = sel.assign(
+        test_index=indices.numpy()[sel["index"].to_numpy()],
+        true_label=[CLASSES[c] for c in sel["true"]],
+        pred_label=[CLASSES[c] for c in sel["pred"]],
+    )
+    return Output(
+        owner=owner,
+        tables={name: Table(table[["true_label", "kind", "rank", "test_index", "pred_label", "prob"]])},
+        figures={name: fig},
+    )
 
 
 def view_images(probs: torch.Tensor, data: Cifar10, indices: torch.Tensor) -> bytes:
@@ -75,18 +103,29 @@ def evaluation_output(prefix: str, probs: torch.Tensor, labels: torch.Tensor, ti
     pred = probs.argmax(1)
     pca = per_class_accuracy(pred, labels)
     cm = confusion_matrix(pred, labels)
-    tables = {f"{prefix}_per_class": Table(pd.DataFrame({"class": CLASSES, "accuracy": pca.numpy().round(4)})),
-              f"{prefix}_confusion": Table(pd.DataFrame(cm.numpy(), columns=CLASSES).assign(true=CLASSES)[["true", *CLASSES]])}
-    out = Output(owner=ProbeResult if prefix == "probe" else FinetuneResult, tables=tables,
-                 figures={f"{prefix}_confusion": figures.confusion(cm, CLASSES, title)})
+    tables = {
+        f"{prefix}_per_class": Table(pd.DataFrame({"class": CLASSES, "accuracy": pca.numpy().round(4)})),
+        f"{prefix}_confusion": Table(
+            pd.DataFrame(cm.numpy(), columns=CLASSES).assign(true=CLASSES)[["true", *CLASSES]]
+        ),
+    }
+    out = Output(
+        owner=ProbeResult if prefix == "probe" else FinetuneResult,
+        tables=tables,
+        figures={f"{prefix}_confusion": figures.confusion(cm, CLASSES, title)},
+    )
     return Evaluation(accuracy(probs, labels), dict(zip(CLASSES, pca.tolist()))), out
 
 
 def merged(*outs: Output) -> Output:
     """One output of several (the same owner or results; later names win)."""
-    return Output(results=tuple(r for o in outs for r in o.results), owner=next((o.owner for o in outs if o.owner), None),
-                  tables={k: v for o in outs for k, v in o.tables.items()}, figures={k: v for o in outs for k, v in o.figures.items()},
-                  artefacts={k: v for o in outs for k, v in o.artefacts.items()})
+    return Output(
+        results=tuple(r for o in outs for r in o.results),
+        owner=next((o.owner for o in outs if o.owner), None),
+        tables={k: v for o in outs for k, v in o.tables.items()},
+        figures={k: v for o in outs for k, v in o.figures.items()},
+        artefacts={k: v for o in outs for k, v in o.artefacts.items()},
+    )
 
 
 @dataclass
@@ -100,9 +139,13 @@ class ProbeSetup:
     batch: int
 
     def settings(self, cfg: ProbeConfig) -> dict[str, Any]:
-        """config.json's probe section: the backbone that ran, so --config and --resume repeat it, and what was resolved."""
-        return {**to_dict(cfg), "backbone": self.choice.name,
-                DERIVED: {"device": str(self.device), "size": self.size, "batch_size": self.batch}}
+        """config.json's probe section: the backbone that ran, so --config and --resume repeat it, and what was
+        resolved."""
+        return {
+            **to_dict(cfg),
+            "backbone": self.choice.name,
+            DERIVED: {"device": str(self.device), "size": self.size, "batch_size": self.batch},
+        }
 
 
 def probe_setup(cfg: ProbeConfig) -> ProbeSetup:
@@ -118,7 +161,8 @@ def probe_setup(cfg: ProbeConfig) -> ProbeSetup:
 
 @dataclass
 class ProbeFeatures:
-    """What 1A's extraction produces: the frozen features of train + validation and test, and their labels and indices."""
+    """What 1A's extraction produces: the frozen features of train + validation and test, and their labels and
+    indices."""
 
     spec: BackboneSpec
     data: Cifar10
@@ -146,24 +190,38 @@ def step_1a_features(cfg: ProbeConfig, setup: ProbeSetup) -> ProbeFeatures:
     model = backbone.feature_extractor()
     cache_dir = usable_cache_dir(Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir())
     full_train = len(fit_idx) == len(data.train_y)
-    keys = {"train": cache_key(spec.name, backbone.weights_digest, size, "train", None if full_train else fit_idx, numerics(device)),
-            "test": cache_key(spec.name, backbone.weights_digest, size, "test", None if cfg.test_per_class is None else test_idx,
-                              numerics(device))}
+    keys = {
+        "train": cache_key(
+            spec.name, backbone.weights_digest, size, "train", None if full_train else fit_idx, numerics(device)
+        ),
+        "test": cache_key(
+            spec.name,
+            backbone.weights_digest,
+            size,
+            "test",
+            None if cfg.test_per_class is None else test_idx,
+            numerics(device),
+        ),
+    }
     missing = [s for s, k in keys.items() if not (cache_dir / "features" / k).is_file()]
     extract_stats: dict[str, float] = {}  # FeatureSummary's extract_* timings
     if missing:
         n_todo = (len(fit_idx) if "train" in missing else 0) + (len(test_idx) if "test" in missing else 0)
         ips = measure_throughput(model, data.test_x, Inputs(size, spec.mean, spec.std), batch, device)
-        log(f"[1A] {spec.name} ({backbone.weights}) on {device} at {size} px: about {ips:.0f} img/s, "
-            f"so extracting {n_todo:,} images takes about {n_todo / ips / 60:.1f} min")
+        log(
+            f"[1A] {spec.name} ({backbone.weights}) on {device} at {size} px: about {ips:.0f} img/s, "
+            f"so extracting {n_todo:,} images takes about {n_todo / ips / 60:.1f} min"
+        )
 
     computed: list[str] = []
     listing: list[str] = []
 
     def features_of(split: str, images: torch.Tensor) -> torch.Tensor:
         feats, stats, path = cached_features(
-            cache_dir, keys[split],
-            lambda: extract(model, images, Inputs(size, spec.mean, spec.std), batch, device, desc=f"{split} features"))
+            cache_dir,
+            keys[split],
+            lambda: extract(model, images, Inputs(size, spec.mean, spec.std), batch, device, desc=f"{split} features"),
+        )
         if stats is not None:
             computed.append(split)
         stats = stats or cached_stats(path)
@@ -175,10 +233,22 @@ def step_1a_features(cfg: ProbeConfig, setup: ProbeSetup) -> ProbeFeatures:
 
     train_feats_all = features_of("train", data.train_x[fit_idx])
     test_feats = features_of("test", data.test_x[test_idx])
-    summary = FeatureSummary(backbone=spec.name, weights=backbone.weights, weights_digest=backbone.weights_digest, resolution=size,
-                             device=str(device), feature_dim=spec.feature_dim, mean=list(spec.mean), std=list(spec.std),
-                             train_images=len(train_idx), val_images=len(val_idx), test_images=len(test_idx),
-                             features_cached=not computed, backbone_choice=setup.choice.reason, **extract_stats)
+    summary = FeatureSummary(
+        backbone=spec.name,
+        weights=backbone.weights,
+        weights_digest=backbone.weights_digest,
+        resolution=size,
+        device=str(device),
+        feature_dim=spec.feature_dim,
+        mean=list(spec.mean),
+        std=list(spec.std),
+        train_images=len(train_idx),
+        val_images=len(val_idx),
+        test_images=len(test_idx),
+        features_cached=not computed,
+        backbone_choice=setup.choice.reason,
+        **extract_stats,
+    )
     out = Output(owner=ProbeResult, artefacts={"feature_cache.txt": "".join(listing)})
     return ProbeFeatures(spec, data, train_idx, val_idx, test_idx, fit_idx, train_feats_all, test_feats, summary, out)
 
@@ -207,23 +277,58 @@ def step_1a_fit(cfg: ProbeConfig, f: ProbeFeatures) -> ProbeFitted:
     test_probs = predict_proba(final.model, f.test_feats)
     chosen = next(r for r in rows if r["l2"] == l2)
     ev, ev_out = evaluation_output("probe", test_probs, test_y, f"Linear probe on {f.spec.name} features — test set")
-    fit = ProbeScores(l2=l2, train_accuracy=accuracy(predict_proba(final.model, f.fit_feats), fy), val_accuracy=chosen["val_acc"],
-                      evaluation=ev, fit_seconds=round(fit_s, 2), trainable_parameters=sum(p.numel() for p in final.model.linear.parameters()),
-                      probe_iterations=len(final.losses))
+    fit = ProbeScores(
+        l2=l2,
+        train_accuracy=accuracy(predict_proba(final.model, f.fit_feats), fy),
+        val_accuracy=chosen["val_acc"],
+        evaluation=ev,
+        fit_seconds=round(fit_s, 2),
+        trainable_parameters=sum(p.numel() for p in final.model.linear.parameters()),
+        probe_iterations=len(final.losses),
+    )
     lp_ft_state = chosen_model.state_dict()  # LP-FT's start: no validation label seen
-    out = merged(Output(
-        owner=ProbeResult, tables={"probe_l2_grid": Table(rows_df)},
-        figures={"probe_l2_grid": figures.l2_choice(rows_df, l2),
-                 "probe_training_curve": figures.curve(final.losses, "L-BFGS function evaluation", "regularised cross-entropy",
-                                                       "Probe training curve (train + validation, chosen L2)", log_scale=True)},
-        artefacts={"probe_test_probs.npz": npz_bytes(probs=test_probs.numpy(), labels=test_y.numpy(), test_index=f.test_idx.numpy()),
-                   "probe_model.pt": torch_bytes(final.model.state_dict()), LP_FT_PROBE: torch_bytes(lp_ft_state)}), ev_out)
+    out = merged(
+        Output(
+            owner=ProbeResult,
+            tables={"probe_l2_grid": Table(rows_df)},
+            figures={
+                "probe_l2_grid": figures.l2_choice(rows_df, l2),
+                "probe_training_curve": figures.curve(
+                    final.losses,
+                    "L-BFGS function evaluation",
+                    "regularised cross-entropy",
+                    "Probe training curve (train + validation, chosen L2)",
+                    log_scale=True,
+                ),
+            },
+            artefacts={
+                "probe_test_probs.npz": npz_bytes(
+                    probs=test_probs.numpy(), labels=test_y.numpy(), test_index=f.test_idx.numpy()
+                ),
+                "probe_model.pt": torch_bytes(final.model.state_dict()),
+                LP_FT_PROBE: torch_bytes(lp_ft_state),
+            },
+        ),
+        ev_out,
+    )
     log(f"[1A] L2 = {l2:g}: train {fit.train_accuracy:.4f}, val {fit.val_accuracy:.4f}, test {ev.test_accuracy:.4f}")
     return ProbeFitted(fit, test_probs, lp_ft_state, out)
 
 
 def step_1b_gallery(cfg: ProbeConfig, f: ProbeFeatures, test_probs: torch.Tensor) -> Output:
-    """1B: the most confident correct and incorrect test predictions per class, in one figure, and the explorer's images."""
-    gallery = gallery_output(ProbeResult, "probe_gallery", test_probs, f.data, f.test_idx, cfg.gallery_k,
-                             f"Linear probe on frozen {f.spec.name} features: most confident correct and incorrect test predictions per class")
-    return merged(gallery, Output(owner=ProbeResult, artefacts={"probe_view_images.npz": view_images(test_probs, f.data, f.test_idx)}))
+    """1B: the most confident correct and incorrect test predictions per class, in one figure, and the explorer's
+    images."""
+    gallery = gallery_output(
+        ProbeResult,
+        "probe_gallery",
+        test_probs,
+        f.data,
+        f.test_idx,
+        cfg.gallery_k,
+        f"Linear probe on frozen {f.spec.name} features: most confident correct and incorrect test predictions per"
+        " class",
+    )
+    return merged(
+        gallery,
+        Output(owner=ProbeResult, artefacts={"probe_view_images.npz": view_images(test_probs, f.data, f.test_idx)}),
+    )

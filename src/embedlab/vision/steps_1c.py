@@ -13,13 +13,20 @@ import pandas as pd
 import torch
 
 from embedlab.config import FinetuneConfig
-from embedlab.overrides import DERIVED, to_dict
 from embedlab.errors import InputError
 from embedlab.files import npz_bytes
+from embedlab.overrides import DERIVED, to_dict
 from embedlab.results import Comparison, Evaluation, FinetuneResult, ProbeResult
 from embedlab.store import Output, Predictions, Table
 from embedlab.vision import figures
-from embedlab.vision.backbones import Backbone, BackboneChoice, BackboneSpec, check_freeze_stages, choose_backbone, create_backbone
+from embedlab.vision.backbones import (
+    Backbone,
+    BackboneChoice,
+    BackboneSpec,
+    check_freeze_stages,
+    choose_backbone,
+    create_backbone,
+)
 from embedlab.vision.cifar10 import CLASSES, Cifar10
 from embedlab.vision.compare import comparison_table, per_class_table
 from embedlab.vision.evaluate import paired_changes
@@ -42,7 +49,9 @@ def check_finetune_batches(cfg: FinetuneConfig, spec: BackboneSpec, device: torc
     """The training resolution, once the training and evaluation batches are known to fit in the device's memory."""
     size = resolve_size(cfg, spec.native_size, device)
     check_batch_fits("--batch-size", cfg.batch_size, max(size, cfg.start_size or 0), "training", device)
-    check_batch_fits("--eval-batch-size", inference_batch(cfg.eval_batch_size, device, EVAL_BATCH_GPU), size, "inference", device)
+    check_batch_fits(
+        "--eval-batch-size", inference_batch(cfg.eval_batch_size, device, EVAL_BATCH_GPU), size, "inference", device
+    )
     return size
 
 
@@ -58,9 +67,16 @@ class FinetuneSetup:
 
     def settings(self, cfg: FinetuneConfig) -> dict[str, Any]:
         """config.json's finetune section: the backbone that ran and what was resolved."""
-        return {**to_dict(cfg), "backbone": self.choice.name,
-                DERIVED: {"device": str(self.device), "size": self.size, "freeze_stages": self.frozen,
-                             "eval_batch_size": inference_batch(cfg.eval_batch_size, self.device, EVAL_BATCH_GPU)}}
+        return {
+            **to_dict(cfg),
+            "backbone": self.choice.name,
+            DERIVED: {
+                "device": str(self.device),
+                "size": self.size,
+                "freeze_stages": self.frozen,
+                "eval_batch_size": inference_batch(cfg.eval_batch_size, self.device, EVAL_BATCH_GPU),
+            },
+        }
 
 
 def finetune_setup(cfg: FinetuneConfig) -> FinetuneSetup:
@@ -74,7 +90,7 @@ def finetune_setup(cfg: FinetuneConfig) -> FinetuneSetup:
 
 
 def resolve_head_init(head_init: str, probe: ProbeResult | None) -> str:
-    """"auto" is "probe" when the run has a finished probe (the probe step ran first), else "random"."""
+    """ "auto" is "probe" when the run has a finished probe (the probe step ran first), else "random"."""
     if head_init != "auto":
         return head_init
     return "probe" if probe is not None else "random"
@@ -82,40 +98,58 @@ def resolve_head_init(head_init: str, probe: ProbeResult | None) -> str:
 
 def init_head_from_probe(head: torch.nn.Module, state: dict[str, torch.Tensor], where: object) -> None:
     """LP-FT: the new classifier starts as the probe ``state`` of the run ``where`` (its standardisation folded into the
-    weights). The probe fitted on the training split alone, not its refit on train + validation: fine-tuning's validation
+    weights). The probe fitted on the training split alone, not its refit on train + validation: fine-tuning's
+    validation
     accuracy, which chooses the recipe, must not have seen the validation labels."""
     w, b = folded_linear(state)
     if w.shape != head.weight.shape:
-        raise InputError(f"--head-init probe: the probe in {where} has weights of shape {tuple(w.shape)}, the new classifier "
-                         f"{tuple(head.weight.shape)}; the probe must use the same backbone")
+        raise InputError(
+            f"--head-init probe: the probe in {where} has weights of shape {tuple(w.shape)}, the new classifier "
+            f"{tuple(head.weight.shape)}; the probe must use the same backbone"
+        )
     with torch.no_grad():
         head.weight.copy_(w)
         head.bias.copy_(b)
     log("[1C] the new classifier starts from the linear probe (LP-FT)")
 
 
-def step_1c_model(cfg: FinetuneConfig, backbone: Backbone, frozen: int,
-                  probe_state: dict[str, torch.Tensor] | None, where: object) -> tuple[torch.nn.Module, torch.nn.Module, tuple[str, ...] | None]:
+def step_1c_model(
+    cfg: FinetuneConfig, backbone: Backbone, frozen: int, probe_state: dict[str, torch.Tensor] | None, where: object
+) -> tuple[torch.nn.Module, torch.nn.Module, tuple[str, ...] | None]:
     """The network to fine-tune: the backbone with a new 10-way head, started from ``probe_state`` (LP-FT) or at random;
     (model, head, the trained parameters' names)."""
-    torch.manual_seed(cfg.seed)  # the training job seeds torch's global generator once: the new head's start and dropout draw from it
+    # the training job seeds torch's global generator once: the new head's start and dropout draw from it
+    torch.manual_seed(cfg.seed)
     model, head, trained = backbone.with_new_head(len(CLASSES), cfg.train_scope, frozen)
     if probe_state is not None:
         init_head_from_probe(head, probe_state, where)
     return model, head, trained
 
 
-def step_1c_train(model: torch.nn.Module, head: torch.nn.Module, trained: tuple[str, ...] | None, data: Cifar10,
-                  split: tuple[torch.Tensor, torch.Tensor], job: Job) -> History:
+def step_1c_train(
+    model: torch.nn.Module,
+    head: torch.nn.Module,
+    trained: tuple[str, ...] | None,
+    data: Cifar10,
+    split: tuple[torch.Tensor, torch.Tensor],
+    job: Job,
+) -> History:
     """1C's training loop (from the job's checkpoint when resuming)."""
     train_idx, val_idx = split
-    return train(model, head, (data.train_x[train_idx], data.train_y[train_idx]), (data.train_x[val_idx], data.train_y[val_idx]),
-                 job, trainable=trained)
+    return train(
+        model,
+        head,
+        (data.train_x[train_idx], data.train_y[train_idx]),
+        (data.train_x[val_idx], data.train_y[val_idx]),
+        job,
+        trainable=trained,
+    )
 
 
 @dataclass(frozen=True)
 class FinetuneTest:
-    """1C's repeat of A: the fine-tuned network's test evaluation (with flip TTA when on), its single-view accuracy and speed,
+    """1C's repeat of A: the fine-tuned network's test evaluation (with flip TTA when on), its single-view accuracy and
+    speed,
     and its output (probabilities, evaluation tables, gallery, explorer images)."""
 
     evaluation: Evaluation
@@ -127,48 +161,82 @@ class FinetuneTest:
 def step_1c_test(model: torch.nn.Module, job: Job, data: Cifar10, test_idx: torch.Tensor, name: str) -> FinetuneTest:
     """1C's repeat of A and B: the fine-tuned network's test evaluation and gallery."""
     cfg, inputs, device = job.cfg, job.inputs, job.device
-    test_probs, test_ips, one_view = predict(model, data.test_x[test_idx], inputs, cfg.eval_batch_size, device, desc="test",
-                                             flip=cfg.tta_flip)
+    test_probs, test_ips, one_view = predict(
+        model, data.test_x[test_idx], inputs, cfg.eval_batch_size, device, desc="test", flip=cfg.tta_flip
+    )
     test_y = data.test_y[test_idx]
     ev, ev_out = evaluation_output("finetune", test_probs, test_y, f"Fine-tuned {name} — test set")
-    gallery = gallery_output(FinetuneResult, "finetune_gallery", test_probs, data, test_idx, cfg.gallery_k,
-                             f"Fine-tuned {name}: most confident correct and incorrect test predictions per class")
-    arrays = Output(owner=FinetuneResult, artefacts={
-        "finetune_test_probs.npz": npz_bytes(probs=test_probs.numpy(), labels=test_y.numpy(), test_index=test_idx.numpy()),
-        "finetune_view_images.npz": view_images(test_probs, data, test_idx)})
+    gallery = gallery_output(
+        FinetuneResult,
+        "finetune_gallery",
+        test_probs,
+        data,
+        test_idx,
+        cfg.gallery_k,
+        f"Fine-tuned {name}: most confident correct and incorrect test predictions per class",
+    )
+    arrays = Output(
+        owner=FinetuneResult,
+        artefacts={
+            "finetune_test_probs.npz": npz_bytes(
+                probs=test_probs.numpy(), labels=test_y.numpy(), test_index=test_idx.numpy()
+            ),
+            "finetune_view_images.npz": view_images(test_probs, data, test_idx),
+        },
+    )
     # the saved probabilities, galleries and accuracies are the flip-averaged ones when TTA is on
-    return FinetuneTest(ev, float((one_view.argmax(1) == test_y).float().mean()), test_ips, merged(arrays, ev_out, gallery))
+    return FinetuneTest(
+        ev, float((one_view.argmax(1) == test_y).float().mean()), test_ips, merged(arrays, ev_out, gallery)
+    )
 
 
-def step_compare(probe: ProbeResult, finetune: FinetuneResult, probe_preds: Predictions | None,
-                 finetune_preds: Predictions | None) -> tuple[pd.DataFrame, Output]:
-    """The fixed-features vs fine-tuned table, per-class figure and (with both models' predictions) the images each fixed
+def step_compare(
+    probe: ProbeResult, finetune: FinetuneResult, probe_preds: Predictions | None, finetune_preds: Predictions | None
+) -> tuple[pd.DataFrame, Output]:
+    """The fixed-features vs fine-tuned table, per-class figure and (with both models' predictions) the images each
+    fixed
     and broke, with the exact McNemar test."""
     table = comparison_table(probe, finetune)
     per_class = per_class_table(probe, finetune)
     p, f = table.iloc[0], table.iloc[1]
-    changes = changes_table(probe_preds, finetune_preds) if probe_preds is not None and finetune_preds is not None else None
+    changes = (
+        changes_table(probe_preds, finetune_preds) if probe_preds is not None and finetune_preds is not None else None
+    )
     overall = None if changes is None else changes.iloc[-1]
-    result = Comparison(accuracy_gain=float(f["test_accuracy"] - p["test_accuracy"]),
-                        error_reduction=float(1 - (1 - f["test_accuracy"]) / max(1e-9, 1 - p["test_accuracy"])),
-                        classes_improved=int((per_class["gain"] > 0).sum()),
-                        **({} if overall is None else {"paired_images": int(overall["images"]),
-                                                       **{k: overall[k].item() for k in ("fixed", "broken", "both_wrong", "mcnemar_p")}}))
+    result = Comparison(
+        accuracy_gain=float(f["test_accuracy"] - p["test_accuracy"]),
+        error_reduction=float(1 - (1 - f["test_accuracy"]) / max(1e-9, 1 - p["test_accuracy"])),
+        classes_improved=int((per_class["gain"] > 0).sum()),
+        **(
+            {}
+            if overall is None
+            else {
+                "paired_images": int(overall["images"]),
+                **{k: overall[k].item() for k in ("fixed", "broken", "both_wrong", "mcnemar_p")},
+            }
+        ),
+    )
     tables = {"comparison": Table(table), "comparison_per_class": Table(per_class.round(4))}
     if changes is not None:
         tables["comparison_changes"] = Table(changes, floatfmt=".3g")
-    return table, Output(results=(result,), tables=tables, figures={"comparison_per_class": figures.per_class_comparison(per_class)})
+    return table, Output(
+        results=(result,), tables=tables, figures={"comparison_per_class": figures.per_class_comparison(per_class)}
+    )
 
 
 def changes_table(probe: Predictions, finetune: Predictions) -> pd.DataFrame | None:
     """Which test images fine-tuning fixed and broke against the probe, per class and overall, with the exact McNemar
     test, on the test images both were evaluated on (None when they share no image)."""
-    common, rows_p, rows_f = np.intersect1d(probe.test_index, finetune.test_index, return_indices=True)  # a subsampled run may test on fewer
+    # a subsampled run may test on fewer
+    common, rows_p, rows_f = np.intersect1d(probe.test_index, finetune.test_index, return_indices=True)
     if not len(common):
         return None
     rows_p, rows_f = torch.from_numpy(rows_p), torch.from_numpy(rows_f)
     if not torch.equal(probe.labels[rows_p], finetune.labels[rows_f]):
-        raise InputError(f"{probe.source} and {finetune.source} give the same test images other labels; "
-                         "one of them was edited or comes from another run")
-    return paired_changes(probe.probs[rows_p].argmax(1), finetune.probs[rows_f].argmax(1), probe.labels[rows_p], CLASSES)
-
+        raise InputError(
+            f"{probe.source} and {finetune.source} give the same test images other labels; "
+            "one of them was edited or comes from another run"
+        )
+    return paired_changes(
+        probe.probs[rows_p].argmax(1), finetune.probs[rows_f].argmax(1), probe.labels[rows_p], CLASSES
+    )

@@ -14,8 +14,9 @@ from embedlab.vision.finetune import Inputs
 from embedlab.vision.recipe import train_pixels
 
 
-def measure_throughput(model: torch.nn.Module, images: torch.Tensor, inputs: Inputs, batch: int, device: torch.device,
-                       timed: int = 5) -> float:
+def measure_throughput(
+    model: torch.nn.Module, images: torch.Tensor, inputs: Inputs, batch: int, device: torch.device, timed: int = 5
+) -> float:
     """Images/s of extraction, the basis of the printed time estimate: the median of ``timed`` batches after two
     warm-up batches (the first batches run slower while the kernels and caches warm up, so one batch alone
     underestimates the rate)."""
@@ -26,11 +27,16 @@ def measure_throughput(model: torch.nn.Module, images: torch.Tensor, inputs: Inp
         sample = images[(2 + i) * batch : (3 + i) * batch]
         if len(sample):
             rates.append(extract(model, sample, inputs, batch, device, desc="timing")[1].images_per_second)
-    return float(np.median(rates)) if rates else extract(model, warm, inputs, batch, device, desc="timing")[1].images_per_second
+    return (
+        float(np.median(rates))
+        if rates
+        else extract(model, warm, inputs, batch, device, desc="timing")[1].images_per_second
+    )
 
 
-def measure_train_throughput(model: torch.nn.Module, batch: int, size: int, device: torch.device, steps: int = 5,
-                             warmup: int = 2) -> float:
+def measure_train_throughput(
+    model: torch.nn.Module, batch: int, size: int, device: torch.device, steps: int = 5, warmup: int = 2
+) -> float:
     """Images/s of forward + backward on random input, on a copy (the real model's BatchNorm stats stay untouched):
     the median of ``steps`` steps after ``warmup`` (single steps vary by 2x; docs/performance.md, "The printed
     estimates")."""
@@ -48,13 +54,21 @@ def measure_train_throughput(model: torch.nn.Module, batch: int, size: int, devi
     return batch / float(np.median(seconds))
 
 
-def expected_time(cfg: FinetuneConfig, model: torch.nn.Module, size: int, device: torch.device, images_per_epoch: int,
-                  eval_images: int) -> tuple[float, float]:
+def expected_time(
+    cfg: FinetuneConfig,
+    model: torch.nn.Module,
+    size: int,
+    device: torch.device,
+    images_per_epoch: int,
+    eval_images: int,
+) -> tuple[float, float]:
     """(measured training images/s, expected seconds for training and evaluation): inference runs ~2.5x a training step,
     and flip TTA evaluates every image twice."""
     ips = measure_train_throughput(model, cfg.batch_size, size, device)
     passes = 2 if cfg.tta_flip else 1
-    return ips, train_pixels(size, cfg.start_size, cfg.epochs, images_per_epoch) / size**2 / ips + passes * eval_images / (2.5 * ips)
+    return ips, train_pixels(
+        size, cfg.start_size, cfg.epochs, images_per_epoch
+    ) / size**2 / ips + passes * eval_images / (2.5 * ips)
 
 
 def duration(seconds: float) -> str:
