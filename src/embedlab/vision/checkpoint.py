@@ -1,23 +1,46 @@
-"""Fine-tuning's epoch checkpoints: the model, optimiser, schedule, history and random states after each complete epoch,
-written atomically and checked on resume (resolution and network must match)."""
+"""What fine-tuning carries from epoch to epoch (``Loop``, ``History``) and its epoch checkpoints: the model, optimiser,
+schedule, history and random states after each complete epoch, written atomically and checked on resume (resolution
+and network must match)."""
 
 from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
+from embedlab.distributed import Dist
 from embedlab.errors import InputError, MissingFileError
 from embedlab.files import UnreadableFile, read_torch, torch_bytes, write_atomic
 
-if TYPE_CHECKING:
-    from embedlab.vision.finetune import Loop
+
+@dataclass
+class History:
+    """What the loop measured: the loss of every step and one row per epoch."""
+
+    step_loss: list[float] = field(default_factory=list)
+    epochs: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Loop:
+    """What the loop carries from epoch to epoch: the optimiser, its schedule, the history and where to start."""
+
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    history: History
+    start_epoch: int
+    steps_per_epoch: int
+    net: nn.Module  # what the training step calls: the model, or its DistributedDataParallel wrapper
+    recipe: dict[str, Any]
+    dist: Dist
+    ema: AveragedModel | None = None
 
 
 class CheckpointMismatch(InputError):

@@ -12,21 +12,27 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
 
 from embedlab.config import FinetuneConfig
-from embedlab.distributed import Dist, current
+from embedlab.distributed import current
 from embedlab.errors import InputError, UserError
 from embedlab.logs import Progress
-from embedlab.vision.checkpoint import CheckpointMismatch, load_checkpoint, recipe_of, save_checkpoint, set_rng_state
+from embedlab.vision.checkpoint import (
+    CheckpointMismatch,
+    History,
+    Loop,
+    load_checkpoint,
+    recipe_of,
+    save_checkpoint,
+    set_rng_state,
+)
 from embedlab.vision.features import Inputs, extract, inference_batch, preprocess, uses_bf16
 from embedlab.vision.recipe import (
     alternating_flips,
@@ -59,14 +65,6 @@ def set_train_mode(model: nn.Module, trainable: Sequence[str] | None) -> None:
         model.get_submodule(name).train()
 
 
-@dataclass
-class History:
-    """What the loop measured: the loss of every step and one row per epoch."""
-
-    step_loss: list[float] = field(default_factory=list)
-    epochs: list[dict[str, float]] = field(default_factory=list)
-
-
 #: Validation and test batch on a GPU with --eval-batch-size unset (a CPU gets features.CPU_INFERENCE_BATCH).
 EVAL_BATCH_GPU = 256
 
@@ -94,21 +92,6 @@ def predict(
         return plain, stats.images_per_second, plain
     mirrored, _ = extract(model, mine.flip(-1), inputs, batch_size, device, desc=f"{desc} (mirrored)")
     return (plain + dist.gather_rows(mirrored.softmax(1), len(images))) / 2, stats.images_per_second, plain
-
-
-@dataclass
-class Loop:
-    """What the loop carries from epoch to epoch: the optimiser, its schedule, the history and where to start."""
-
-    opt: torch.optim.Optimizer
-    sched: torch.optim.lr_scheduler.LRScheduler
-    history: History
-    start_epoch: int
-    steps_per_epoch: int
-    net: nn.Module  # what the training step calls: the model, or its DistributedDataParallel wrapper
-    recipe: dict[str, Any]
-    dist: Dist
-    ema: AveragedModel | None = None
 
 
 def check_shards(cfg: FinetuneConfig, n_train: int, n_val: int, world: int) -> None:

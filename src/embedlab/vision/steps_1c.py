@@ -27,11 +27,12 @@ from embedlab.vision.backbones import (
     choose_backbone,
     create_backbone,
 )
+from embedlab.vision.checkpoint import History
 from embedlab.vision.cifar10 import CLASSES, Cifar10
 from embedlab.vision.compare import comparison_table, per_class_table
 from embedlab.vision.evaluate import paired_changes
 from embedlab.vision.features import check_batch_fits, inference_batch, pick_device
-from embedlab.vision.finetune import EVAL_BATCH_GPU, History, Job, predict, train
+from embedlab.vision.finetune import EVAL_BATCH_GPU, Job, predict, train
 from embedlab.vision.probe import folded_linear
 from embedlab.vision.steps import evaluation_output, gallery_output, merged, resolve_size, view_images
 
