@@ -127,3 +127,11 @@ def test_no_file_in_src_is_over_400_lines():
     assert {
         str(p.relative_to(SRC)): n for p in sorted(SRC.rglob("*.py")) if (n := len(p.read_text().splitlines())) > 400
     } == {}
+
+
+def test_the_report_reads_the_run_folder_through_the_store():
+    """Tables, figures and artefacts reach the report by their declared names (``store.Store``), never by a path."""
+    paths = ("run.artefact(", "run.path /", '"tables" /', '"figures" /', '"artefacts" /', "read_csv(run", "np.load(run")
+    assert {p.name: [w for w in paths if w in p.read_text()] for p in sorted((SRC / "report").glob("*.py"))} == {
+        p.name: [] for p in sorted((SRC / "report").glob("*.py"))
+    }

@@ -50,3 +50,22 @@ def test_a_query_pattern_matches_any_query_but_not_another_table():
     files = files_of(Recommendations)
     assert files.allows("tables", "recs_toy_story") and files.allows("tables", "recs_dot_apollo_13")
     assert not files.allows("tables", "recs_") and not files.allows("tables", "sweep")
+
+
+def test_the_store_reads_back_declared_names_and_refuses_others(tmp_path):
+    from embedlab.store import Store
+
+    run = RunDir.create(tmp_path / "run")
+    store = Store(run)
+    assert (
+        store.table("dim_sweep") is None
+        and store.artefact("map_coords.csv") is None
+        and not store.has_figure("dim_sweep")
+    )
+    df = pd.DataFrame({"dim": [8], "gap": [0.5]})
+    store.write(Output(results=(DimChoice(chosen_by_rule=8, configured_dim=8),), tables={"dim_sweep": Table(df)}))
+    pd.testing.assert_frame_equal(store.table("dim_sweep"), df)
+    assert store.table_markdown("dim_sweep").split() == "| dim | gap | |------:|-------:| | 8 | 0.5000 |".split()
+    for read in (store.table, store.table_markdown, store.has_figure, store.artefact):
+        with pytest.raises(ValueError, match="not declared"):
+            read("../config.json")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -226,6 +227,20 @@ class Predictions:
     source: str  # where they were read from, for messages
 
 
+@functools.cache
+def declared() -> Files:
+    """Every table, figure and artefact name a result type declares (``results.Files``): the only names the store
+    reads."""
+    hints = typing.get_type_hints(RunResults)
+    return Files.union(files_of(a) for hint in hints.values() for a in typing.get_args(hint) or (hint,))
+
+
+def _declared(kind: str, name: str) -> str:
+    if not declared().allows(kind, name):
+        raise ValueError(f"{kind[:-1]} {name!r} is not declared in the FILES of any result type")
+    return name
+
+
 class Store:
     """A run folder as a study's runner sees it: write a step's output, record a study's settings, and read back what
     finished steps left there (a resumed run, the comparison of two studies run apart)."""
@@ -246,6 +261,36 @@ class Store:
 
     def results(self) -> RunResults:
         return load(self.run)
+
+    def table(self, name: str) -> pd.DataFrame | None:
+        """A table of the run (its CSV), or None when the step that makes it has not run."""
+        path = self.path / "tables" / f"{_declared('tables', name)}.csv"
+        return pd.read_csv(path) if path.is_file() else None
+
+    def table_markdown(self, name: str) -> str | None:
+        """A table's Markdown copy, as the report embeds it, or None."""
+        path = self.path / "tables" / f"{_declared('tables', name)}.md"
+        return path.read_text() if path.is_file() else None
+
+    def has_figure(self, name: str) -> bool:
+        """Whether the run holds ``figures/<name>.png`` (the report links it by that path)."""
+        return (self.path / "figures" / f"{_declared('figures', name)}.png").is_file()
+
+    def artefact(self, name: str) -> Path | None:
+        """Where an artefact of the run lies, or None when it was not saved."""
+        path = self.run.artefact(_declared("artefacts", name))
+        return path if path.is_file() else None
+
+    def text(self, name: str) -> str | None:
+        """config.json or environment.json as written, or None before the run wrote it."""
+        if name not in ("config.json", "environment.json"):
+            raise ValueError(f"{name!r} is not a text file of the run folder the store reads")
+        path = self.path / name
+        return path.read_text() if path.is_file() else None
+
+    def config(self, section: str) -> dict[str, Any]:
+        """One study's saved settings (config.json)."""
+        return self.run.config(section)
 
     def checkpoint(self) -> Path:
         """Where fine-tuning keeps its epoch checkpoint (the training loop is handed this path)."""

@@ -19,7 +19,7 @@ from embedlab.report.movies import movies_context
 from embedlab.report.vision import finetune_context, probe_context
 from embedlab.results import RunResults
 from embedlab.runs import RunDir, markdown_table
-from embedlab.store import load
+from embedlab.store import Store, load
 
 
 def summary_rows(results: RunResults) -> list[tuple[str, str, str, str]]:
@@ -62,10 +62,10 @@ def unfinished(results: RunResults) -> list[str]:
 
 
 def _versions(run: RunDir) -> Markup | None:
-    env = run.path / "environment.json"
-    if not env.exists():
+    env = Store(run).text("environment.json")
+    if env is None:
         return None
-    versions = json.loads(env.read_text())
+    versions = json.loads(env)
     return Markup(markdown_table(pd.DataFrame(list(versions.items()), columns=["software", "version"])))
 
 
@@ -83,14 +83,14 @@ def write_report(run: RunDir) -> Path:
     summary = (
         Markup(markdown_table(pd.DataFrame(rows, columns=["step", "status", "minutes", "result"]))) if rows else None
     )
-    config = run.path / "config.json"
+    config = Store(run).text("config.json")
     text = render(
         "report.md.j2",
         run,
         problems=unfinished(results),
         summary=summary,
         sections=[Markup(s) for s in sections],
-        config_json=Markup(config.read_text().rstrip()) if config.exists() else None,
+        config_json=Markup(config.rstrip()) if config is not None else None,
         versions=_versions(run),
     )
     out = run.write_text("report.md", text.rstrip() + "\n")

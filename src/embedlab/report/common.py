@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import functools
 import math
-import typing
 from typing import Any, TypeVar
 
 import jinja2
 from markupsafe import Markup
 
-from embedlab.results import Files, RunResults, files_of
 from embedlab.runs import RunDir, md_code, md_text
+from embedlab.store import Store
 
 #: What a section says in place of an artefact its step should have saved; the tests fail on it, because it
 #: means the file-name contract between a pipeline step and its report section is broken.
@@ -24,32 +23,18 @@ MISSING = "was not produced"
 C = TypeVar("C")
 
 
-@functools.cache
-def declared() -> Files:
-    """Every table, figure and artefact name a result type declares (``results.Files``): the only names a section may
-    embed."""
-    hints = typing.get_type_hints(RunResults)
-    return Files.union(files_of(a) for hint in hints.values() for a in typing.get_args(hint) or (hint,))
-
-
-def _declared(kind: str, name: str) -> str:
-    if not declared().allows(kind, name):
-        raise ValueError(f"the report asks for {kind[:-1]} {name!r}, which no result type declares in its FILES")
-    return name
-
-
 def table(run: RunDir, name: str) -> Markup:
     """The saved table, wrapped in a block that names its CSV (the browser test compares the two cell by cell)."""
-    p = run.path / "tables" / f"{_declared('tables', name)}.md"
-    if not p.exists():
+    text = Store(run).table_markdown(name)
+    if text is None:
         return Markup(f"*(table {name} {MISSING})*")
-    return Markup(f'<div class="table" data-table="{name}" markdown="1">\n\n{p.read_text().rstrip()}\n\n</div>')
+    return Markup(f'<div class="table" data-table="{name}" markdown="1">\n\n{text.rstrip()}\n\n</div>')
 
 
 def figure(run: RunDir, name: str, alt: str, caption: str) -> Markup:
     """The figure, then a one-line caption that says what to look at."""
-    p = run.path / "figures" / f"{_declared('figures', name)}.png"
-    return Markup(f"![{alt}](figures/{name}.png)\n\n*{caption}*\n" if p.exists() else f"*(figure {name} {MISSING})*")
+    found = Store(run).has_figure(name)
+    return Markup(f"![{alt}](figures/{name}.png)\n\n*{caption}*\n" if found else f"*(figure {name} {MISSING})*")
 
 
 def _finalize(value: Any) -> Any:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from embedlab.movies.movielens import _ARTICLES, NUMERALS, fold_numerals, title_keys, title_names
 from embedlab.runs import RunDir, without_bidi
+from embedlab.store import Store
 
 #: Where report.md asks for the explorer; report.html replaces it (GitHub shows nothing there).
 PLACEHOLDER = '<div id="movie-explorer-placeholder"></div>'
@@ -25,10 +26,11 @@ PLACEHOLDER = '<div id="movie-explorer-placeholder"></div>'
 
 def explorer_data(run: RunDir, max_movies: int = 20_000) -> dict | None:
     """What the page needs, from the run folder alone; None when the movies run saved no embeddings."""
-    emb, items_csv = run.artefact("embeddings.npz"), run.artefact("items.csv")
-    if not emb.is_file() or not items_csv.is_file():
+    store = Store(run)
+    emb, items_csv = store.artefact("embeddings.npz"), store.artefact("items.csv")
+    if emb is None or items_csv is None:
         return None
-    cfg = run.config("movies")
+    cfg = store.config("movies")
     with np.load(emb) as z:
         v = np.ascontiguousarray(z["v"], dtype="<f4")
     items = pd.read_csv(items_csv)
@@ -37,12 +39,8 @@ def explorer_data(run: RunDir, max_movies: int = 20_000) -> dict | None:
     if capped:  # keep the most-liked ones, in the run's order
         eligible = np.sort(eligible[np.argsort(-items["likes"].to_numpy()[eligible], kind="stable")[:max_movies]])
     sub = items.iloc[eligible]
-    coords = _map_coordinates(run, sub["movieId"].to_numpy())
-    queries = (
-        pd.read_csv(run.path / "tables" / "query_likes.csv")
-        if (run.path / "tables" / "query_likes.csv").is_file()
-        else None
-    )
+    coords = _map_coordinates(store, sub["movieId"].to_numpy())
+    queries = store.table("query_likes")
     return {
         "metric": cfg["metric"],
         "k": int(cfg["top_k"]),
@@ -76,10 +74,10 @@ def casefold_table() -> dict[str, str]:
     return {c: c.casefold() for c in chars if c.casefold() != c.lower()}
 
 
-def _map_coordinates(run: RunDir, movie_ids: np.ndarray) -> dict | None:
+def _map_coordinates(store: Store, movie_ids: np.ndarray) -> dict | None:
     """x, y and colour genre per explorer movie (null where the map left it out), or None without a map."""
-    path = run.artefact("map_coords.csv")
-    if not path.is_file():
+    path = store.artefact("map_coords.csv")
+    if path is None:
         return None
     m = pd.read_csv(path).set_index("movieId").reindex(movie_ids)
     to_list = lambda s: [None if pd.isna(a) else a for a in s]  # noqa: E731

@@ -15,6 +15,7 @@ from embedlab.report.common import saved_config
 from embedlab.report.explorer import PLACEHOLDER
 from embedlab.results import ColdStart, DataStats, Holdout, RunResults
 from embedlab.runs import RunDir, markdown_table
+from embedlab.store import Store
 
 #: Method names of the held-out tables (``movies.evaluate``) that the readings compare.
 EMBEDDING_PREFIX = "embedding"
@@ -105,6 +106,6 @@ def movies_context(run: RunDir, results: RunResults) -> dict[str, Any]:
         "anchors": None if h is None else anchor_reading(h, cfg.top_k),
         "cold": [] if results.movies_cold_start is None else cold_start_reading(results.movies_cold_start, cfg.top_k),
         "sampled": sampled,
-        "has_table": lambda name: (run.path / "tables" / f"{name}.md").exists(),
-        "has_figure": lambda name: (run.path / "figures" / f"{name}.png").exists(),
+        "has_table": lambda name: Store(run).table_markdown(name) is not None,
+        "has_figure": lambda name: Store(run).has_figure(name),
     }

@@ -13,6 +13,7 @@ from embedlab.report.common import saved_config
 from embedlab.report.vision_explorer import PLACEHOLDER
 from embedlab.results import RunResults
 from embedlab.runs import RunDir
+from embedlab.store import Store
 
 
 def probe_context(run: RunDir, results: RunResults) -> dict[str, Any]:
@@ -33,8 +34,9 @@ def finetune_context(run: RunDir, results: RunResults) -> dict[str, Any]:
         "explorer": Markup(PLACEHOLDER),
     }
     if results.comparison is not None:
-        pc = pd.read_csv(run.path / "tables" / "comparison_per_class.csv").sort_values("gain")
-        wall = pd.read_csv(run.path / "tables" / "comparison.csv")["train_wall_seconds"]
+        store = Store(run)
+        pc = store.table("comparison_per_class").sort_values("gain")
+        wall = store.table("comparison")["train_wall_seconds"]
         context.update(
             best=pc.iloc[-1].to_dict(),
             worst=pc.iloc[0].to_dict(),

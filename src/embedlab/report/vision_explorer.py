@@ -17,6 +17,7 @@ import torch
 
 from embedlab.report.explorer import _asset, json_for_script
 from embedlab.runs import RunDir
+from embedlab.store import Store
 from embedlab.vision.cifar10 import CLASSES
 from embedlab.vision.evaluate import changed_rows, confusion_cells, confusion_matrix, paired_changes
 
@@ -27,8 +28,9 @@ SPRITE_COLUMNS = 50
 
 
 def _saved(run: RunDir, name: str) -> dict | None:
-    probs, images = run.artefact(f"{name}_test_probs.npz"), run.artefact(f"{name}_view_images.npz")
-    if not probs.is_file() or not images.is_file():
+    store = Store(run)
+    probs, images = store.artefact(f"{name}_test_probs.npz"), store.artefact(f"{name}_view_images.npz")
+    if probs is None or images is None:
         return None
     with np.load(probs) as p, np.load(images) as i:
         return {
