@@ -16,20 +16,15 @@ from embedlab.config import FinetuneConfig, MoviesConfig
 from embedlab.distributed import PeerFailed, current
 from embedlab.errors import InputError, UserError, failure_text
 from embedlab.logs import run_log
-from embedlab.overrides import apply_overrides, check_sections, load_config_file
-from embedlab.profiles import PROFILE_ALIASES, PROFILE_NAMES
+from embedlab.overrides import apply_overrides
 from embedlab.resolve import (
-    as_section,
     backend_device,
     finetune_config,
     given,
     movies_config,
     probe_config,
-    resumed_finetune_config,
-    resumed_movies_config,
-    resumed_study,
-    run_flags,
-    wants_cuda,
+    resumed,
+    study_settings,
 )
 from embedlab.runs import RunDir, RunFolderError, default_run_path, without_bidi
 
@@ -112,7 +107,7 @@ def _movies_finished(path: Path) -> bool:
 
 def cmd_movies(args: argparse.Namespace) -> int:
     """The movie study; under torchrun every rank runs it in lockstep and rank 0 alone keeps a run folder."""
-    cfg = resumed_movies_config(args) if args.resume else movies_config(args)
+    cfg = resumed(args, "movies")[1] if args.resume else movies_config(args)
     if args.resume and _movies_finished(args.resume):
         print(
             f"{args.resume} already holds a finished movie study; nothing to resume (its report:"
@@ -226,7 +221,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def cmd_finetune(args: argparse.Namespace) -> int:
     """Fine-tuning; under torchrun every rank trains its share of each batch (DistributedDataParallel)."""
     if args.resume:
-        run, cfg = resumed_finetune_config(args)
+        run, cfg = resumed(args, "finetune")
+        print(f"resuming {run.path}")
         main_folder: Callable[[], RunDir] = run.claimed  # rank 0 alone writes into it
     else:
         cfg = finetune_config(args)
@@ -258,21 +254,12 @@ def _finetune_on_rank(cfg: FinetuneConfig, run: RunDir, resume: bool) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The main job: every mission item into one run folder, then report.md and report.html."""
-    from embedlab.study import study_config
-
     if args.resume:
-        run, cfg = resumed_study(args)
+        run, cfg = resumed(args, "run")
+        print(f"resuming {run.path}")
         main_folder: Callable[[], RunDir] = run.claimed  # rank 0 alone writes into it
     else:
-        shared = {**run_flags(args), **given(args, ("steps",))}
-        sections = check_sections(load_config_file(args.config), args.config) if args.config else {}
-        saved_study = as_section(sections.get("study", {}), "study", args.config)
-        if "steps" in saved_study and "steps" not in sections:  # a run's config.json: repeat its steps too
-            sections["steps"] = saved_study["steps"]
-        profile = args.profile or saved_study.get("profile", "auto")
-        if not isinstance(profile, str) or profile not in (*PROFILE_NAMES, *PROFILE_ALIASES):
-            raise InputError(f"study.profile in {args.config} is {profile!r}; choose from {', '.join(PROFILE_NAMES)}")
-        cfg = study_config(profile, wants_cuda(args.device), shared, sections)
+        cfg = study_settings(args)
         main_folder = lambda: start_run(args, "study")  # noqa: E731
     return on_ranks(
         backend_device(cfg.finetune.device), main_folder, lambda r: _study_on_rank(cfg, r, bool(args.resume))

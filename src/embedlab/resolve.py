@@ -20,7 +20,7 @@ from embedlab.overrides import (
     load_config_file,
     without_derived,
 )
-from embedlab.profiles import profile_overrides
+from embedlab.profiles import PROFILE_ALIASES, PROFILE_NAMES, profile_overrides
 from embedlab.runs import RunDir
 from embedlab.schema import settings_of, with_followers
 
@@ -126,34 +126,6 @@ def command_flags(args: argparse.Namespace, names: Sequence[str]) -> list[str]:
     return [f"--{n}" for n in names if getattr(args, n, None) is not None]
 
 
-def resumed_movies_config(args: argparse.Namespace) -> MoviesConfig:
-    """The stopped movie run's saved settings, with --data-dir, --offline and --allow-modified-data applied."""
-    refuse_with_resume(
-        args, given_flags(args, MoviesConfig, "refuse") + command_flags(args, ("out", "config", "profile"))
-    )
-    run = RunDir.open(args.resume)
-    saved = load_config_file(run.path / "config.json")
-    if "study" in saved or not isinstance(saved.get("movies"), dict):
-        raise InputError(f"{run.path} was not made by 'embedlab movies'; resume it with the command that made it")
-    section = without_derived(saved["movies"])
-    return apply_overrides(MoviesConfig(), {**section, **setting_flags(args, MoviesConfig, "apply")})
-
-
-def resumed_finetune_config(args: argparse.Namespace) -> tuple[RunDir, FinetuneConfig]:
-    """The interrupted fine-tuning run and its saved settings, with the flags that do not change results applied."""
-    refuse_with_resume(
-        args, given_flags(args, FinetuneConfig, "refuse") + command_flags(args, ("out", "config", "profile"))
-    )
-    run = RunDir.open(args.resume)  # claimed by rank 0 in on_ranks
-    saved = without_derived(run.read_json("config.json").get("finetune", {}))
-    if not isinstance(saved, dict) or not saved:
-        raise InputError(f"{run.path} holds no fine-tuning config; start a new run with --out")
-    cfg = apply_overrides(FinetuneConfig(), {**saved, **setting_flags(args, FinetuneConfig, "apply")}, "finetune")
-    cfg.validate()
-    print(f"resuming {run.path}")
-    return run, cfg
-
-
 def wants_cuda(device: str | None) -> bool:
     """Whether ``--device`` (unset, auto, cuda or cuda:N) will run on CUDA here: the gpu profile and the nccl
     backend."""
@@ -171,41 +143,76 @@ def run_flags(args: argparse.Namespace, policy: str | None = None) -> dict[str, 
     return given(args, [n for n, f in run_settings().items() if policy is None or f.metadata["resume"] == policy])
 
 
-def resumed_study(args: argparse.Namespace) -> tuple[RunDir, Any]:
-    """The saved run and its exact config, with the flags that do not change results applied."""
+#: What each command that can resume saved in config.json: the section holding its settings, and its settings' class.
+RESUMABLE: dict[str, tuple[type, ...]] = {
+    "movies": (MoviesConfig,),
+    "finetune": (FinetuneConfig,),
+    "run": (ProbeConfig, FinetuneConfig, MoviesConfig),
+}
+
+
+def resumed(args: argparse.Namespace, command: str) -> tuple[RunDir, Any]:
+    """The run folder ``--resume`` names and its exact settings: saved < ``--config`` (``run`` alone: a fix for the
+    steps not done yet) < the flags that do not change results. Flags that would change results are refused."""
     from embedlab.study import study_config
 
-    refuse_with_resume(
-        args,
-        [
-            flag_of(f)
-            for n, f in run_settings().items()
-            if f.metadata["resume"] == "refuse" and getattr(args, n, None) is not None
-        ]
-        + command_flags(args, ("profile", "steps", "out")),
-    )
+    classes = RESUMABLE[command]
+    own = ("out", "profile", "steps") if command == "run" else ("out", "config", "profile")
+    refused = [flag for cls in classes for flag in given_flags(args, cls, "refuse")] + command_flags(args, own)
+    refuse_with_resume(args, list(dict.fromkeys(refused)))
     run = RunDir.open(args.resume)  # claimed by rank 0 in on_ranks
     saved = load_config_file(run.path / "config.json")
-    study = saved.get("study")
-    if (
-        not isinstance(study, dict)
-        or not isinstance(study.get("profile"), str)
-        or not isinstance(study.get("steps"), list)
-    ):
-        raise InputError(
-            f"{run.path} was not made by 'embedlab run' (its config.json has no 'study' section with profile and"
-            " steps); resume it with the command that made it"
+    section = "study" if command == "run" else command
+    made_here = isinstance(saved.get(section), dict) and bool(saved[section])
+    if command == "run":
+        made_here = (
+            made_here
+            and isinstance(saved["study"].get("profile"), str)
+            and isinstance(saved["study"].get("steps"), list)
         )
-    sections = {k: saved.get(k, {}) for k in STUDY_SECTIONS}
-    if args.config:  # a fix for the steps not yet done, e.g. a lower learning rate after a divergence
-        extra = check_sections(load_config_file(args.config), args.config)
-        sections = {
-            k: {**as_section(v, k, run.path / "config.json"), **as_section(extra.get(k, {}), k, args.config)}
-            for k, v in sections.items()
-        }
-    cfg = study_config(study["profile"], False, run_flags(args, "apply"), {**sections, "steps": study["steps"]})
-    print(f"resuming {run.path}")
+    elif "study" in saved:
+        made_here = False
+    if not made_here:
+        raise InputError(
+            f"{run.path} was not made by 'embedlab {COMMAND_NAMES[command]}' (its config.json has no {section!r}"
+            " section); resume it with the command that made it"
+        )
+    if command == "run":
+        sections = {k: saved.get(k, {}) for k in STUDY_SECTIONS}
+        if args.config:  # a fix for the steps not yet done, e.g. a lower learning rate after a divergence
+            extra = check_sections(load_config_file(args.config), args.config)
+            sections = {
+                k: {**as_section(v, k, run.path / "config.json"), **as_section(extra.get(k, {}), k, args.config)}
+                for k, v in sections.items()
+            }
+        study = saved["study"]
+        cfg = study_config(study["profile"], False, run_flags(args, "apply"), {**sections, "steps": study["steps"]})
+    else:
+        (cls,) = classes
+        flags = setting_flags(args, cls, "apply")
+        cfg = apply_overrides(cls(), {**without_derived(saved[command]), **flags}, command)
+        cfg.validate()
     return run, cfg
+
+
+def study_settings(args: argparse.Namespace) -> Any:
+    """A new main job's settings: defaults < profile < --config file (a run's config.json repeats its profile and
+    steps too) < flags."""
+    from embedlab.study import study_config
+
+    shared = {**run_flags(args), **given(args, ("steps",))}
+    sections = check_sections(load_config_file(args.config), args.config) if args.config else {}
+    saved_study = as_section(sections.get("study", {}), "study", args.config)
+    if "steps" in saved_study and "steps" not in sections:  # a run's config.json: repeat its steps too
+        sections["steps"] = saved_study["steps"]
+    profile = args.profile or saved_study.get("profile", "auto")
+    if not isinstance(profile, str) or profile not in (*PROFILE_NAMES, *PROFILE_ALIASES):
+        raise InputError(f"study.profile in {args.config} is {profile!r}; choose from {', '.join(PROFILE_NAMES)}")
+    return study_config(profile, wants_cuda(args.device), shared, sections)
+
+
+#: How the user types each command.
+COMMAND_NAMES = {"movies": "movies", "finetune": "vision finetune", "run": "run"}
 
 
 def as_section(value: Any, name: str, source: str | Path) -> dict[str, Any]:

@@ -190,4 +190,4 @@ def test_bad_settings_and_resume_of_a_non_finetune_run_are_messages(cifar_root, 
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "config.json").write_text('{"movies": {}}')
     assert main(["vision", "finetune", "--resume", str(tmp_path / "m")]) == 2
-    assert "holds no fine-tuning config" in capsys.readouterr().err
+    assert "was not made by 'embedlab vision finetune'" in capsys.readouterr().err
