@@ -1209,8 +1209,9 @@ def test_ctrl_c_says_what_is_kept(movielens_root, tmp_path, capsys, monkeypatch)
     out = tmp_path / "o"
     assert main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--allow-modified-data"]) == 130
     err = capsys.readouterr().err
-    assert (
-        err.strip() == "embedlab: interrupted: finished steps are saved in the run folder; continue with --resume RUN"
+    assert err.strip() == (
+        "embedlab: interrupted: finished steps are saved in the run folder; continue with: "
+        f"embedlab movies --resume {out}"
     ), err
     assert json.loads((out / "metrics.json").read_text())["movies_run"]["status"] == "interrupted: KeyboardInterrupt"
 
@@ -1884,10 +1885,9 @@ def test_sigterm_is_handled_as_ctrl_c(movielens_root, tmp_path, capsys, monkeypa
     out = tmp_path / "o"
     assert main(["movies", "--data-dir", str(movielens_root), "--out", str(out), *FAST, "--allow-modified-data"]) == 143
     err = capsys.readouterr().err
-    assert (
-        err.strip()
-        == "embedlab: interrupted: terminated (SIGTERM); finished steps are saved in the run folder; continue with "
-        "--resume RUN"
+    assert err.strip() == (
+        "embedlab: interrupted: terminated (SIGTERM); finished steps are saved in the run folder; continue with: "
+        f"embedlab movies --resume {out}"
     ), err
     assert json.loads((out / "metrics.json").read_text())["movies_run"]["status"].startswith(
         "interrupted: terminated (SIGTERM)"
@@ -2001,8 +2001,9 @@ def test_non_latin_titles_in_the_explorer(hostile_run, tmp_path):
     from embedlab.movies.movielens import TitleIndex
     from embedlab.report.explorer import explorer_data
     from embedlab.runs import RunDir, without_bidi
+    from embedlab.store import Store
 
-    page = explorer_data(RunDir(hostile_run))
+    page = explorer_data(Store(RunDir(hostile_run)))
     index = TitleIndex(pd.DataFrame({"movieId": range(len(page["titles"])), "title": page["titles"]}), page["likes"])
     queries = [c["query"] for c in NON_LATIN["cases"]]
     answers = explorer_lookups(hostile_run / "report.html", tmp_path / "b", queries)

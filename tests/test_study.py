@@ -16,6 +16,7 @@ from embedlab.cli import main
 from embedlab.movies.saved import SavedEmbeddings
 from embedlab.report.common import MISSING
 from embedlab.study import CPU_MINUTES, plan, study_config
+from embedlab.vision.backbones import BackboneChoice
 
 TINY = {  # the synthetic CIFAR has 30 training images per class
     "probe": {"val_per_class": 5, "size": 32, "l2_grid": [0.01, 1.0]},
@@ -27,14 +28,17 @@ TINY = {  # the synthetic CIFAR has 30 training images per class
 
 def test_the_plan_gives_each_pending_step_the_range_of_the_machines_measured():
     cfg = study_config("cpu", False, {})
-    rows = {step: eta for step, _, eta in plan(cfg, {"movies"})}
+    choices = {"probe": BackboneChoice("efficientnet_lite1", "why"), "finetune": BackboneChoice("resnet18")}
+    rows = {step: (eta, what) for step, what, eta in plan(cfg, {"movies"}, choices)}
+    assert "frozen efficientnet_lite1 features" in rows["probe"][1] and "fine-tune resnet18" in rows["finetune"][1]
+    rows = {step: eta for step, (eta, _) in rows.items()}
     assert list(rows) == cfg.steps and rows["movies"] == "done"  # a finished step is not timed again
     for step in ("probe", "finetune"):
         fast, slow = (float(x) for x in re.match(r"([\d.]+)-([\d.]+) min", rows[step]).groups())
         assert 0 < fast < slow  # a range: the 2-core machines differ about 4x
     assert "warm feature cache" in rows["probe"] and "cache" not in rows["finetune"]
     assert all(fast < slow for steps in CPU_MINUTES.values() for fast, slow in steps.values())
-    gpu = {step: eta for step, _, eta in plan(study_config("gpu", True, {}), set())}
+    gpu = {step: eta for step, _, eta in plan(study_config("gpu", True, {}), set(), choices)}
     assert set(gpu.values()) == {"printed when the step starts"}  # no measured range: nothing made up
 
 
@@ -84,6 +88,7 @@ def test_smoke_study_on_synthetic_data_writes_every_section(cifar_root, movielen
     for title in SECTIONS:
         assert title in md and title in html, title
     assert 'src="figures/' not in html and html.count('src="data:image/png;base64,') == md.count("](figures/")
+    assert f"`embedlab run --resume {out}` continues" in md.replace("\\", "")  # the study resumes its own steps
     env = json.loads((out / "environment.json").read_text())
     assert env["torch"] and env["cpu capability"] in {
         "DEFAULT",
@@ -272,8 +277,9 @@ def test_real_smoke_study_in_the_browser(real_data, tmp_path):
     from embedlab.movies.movielens import TitleIndex
     from embedlab.report.explorer import explorer_data
     from embedlab.runs import RunDir
+    from embedlab.store import Store
 
-    page_data = explorer_data(RunDir(out))
+    page_data = explorer_data(Store(RunDir(out)))
     index = TitleIndex(
         pd.DataFrame({"movieId": range(len(page_data["titles"])), "title": page_data["titles"]}), page_data["likes"]
     )

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 from embedlab.commands import EXPECTED_ERRORS, cmd_finetune, cmd_movies, cmd_probe, cmd_recommend, cmd_report, cmd_run
 from embedlab.config import FinetuneConfig, MoviesConfig, ProbeConfig
-from embedlab.errors import InputError, failure_text
+from embedlab.errors import GO_ON, InputError, failure_text
 from embedlab.files import NO_SPACE, disk_full
 from embedlab.flags import STUDY_CLASSES, add_run_folder_args, add_setting_flags, once
 from embedlab.logs import console
@@ -215,7 +215,7 @@ _SIGTERM_SEEN: list[bool] = []
 
 def _on_sigterm(signum: int, frame: object) -> NoReturn:
     _SIGTERM_SEEN.append(True)
-    raise Terminated("terminated (SIGTERM); finished steps are saved in the run folder; continue with --resume RUN")
+    raise Terminated(f"terminated (SIGTERM); finished steps are saved in the run folder; {GO_ON}")
 
 
 @contextlib.contextmanager
@@ -270,7 +270,7 @@ def _main(argv: list[str]) -> int:
         _error_line("error", str(disk_full(Path(exc.filename or Path.cwd() / "?"), None)))
         return 2
     except KeyboardInterrupt as exc:
-        _error_line("interrupted", str(exc) or "finished steps are saved in the run folder; continue with --resume RUN")
+        _error_line("interrupted", str(exc) or f"finished steps are saved in the run folder; {GO_ON}")
         return 143 if _SIGTERM_SEEN else 130  # 128 + the signal's number, as a shell reports it
     finally:
         RunDir.release_all()

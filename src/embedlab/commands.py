@@ -14,7 +14,7 @@ from typing import Any
 
 from embedlab.config import FinetuneConfig, MoviesConfig
 from embedlab.distributed import PeerFailed, current
-from embedlab.errors import InputError, UserError, failure_text
+from embedlab.errors import GO_ON, InputError, UserError, failure_text
 from embedlab.logs import run_log
 from embedlab.overrides import apply_overrides
 from embedlab.resolve import (
@@ -51,6 +51,19 @@ def start_run(args: argparse.Namespace, study: str) -> RunDir:
             raise RunFolderError(f"99 run folders named {stamped}-N exist already; pass --out")
     print(f"run folder: {run.path}")
     return run
+
+
+def resumable(command: str, body: Callable[[RunDir], int]) -> Callable[[RunDir], int]:
+    """``body``, whose interruption (Ctrl+C, SIGTERM) says how to go on: ``embedlab <command> --resume <folder>``."""
+
+    def run_body(run: RunDir) -> int:
+        try:
+            return body(run)
+        except KeyboardInterrupt as exc:
+            what = str(exc).removesuffix(f"; {GO_ON}") or "finished steps are saved in the run folder"
+            raise type(exc)(f"{what}; continue with: embedlab {command} --resume {run.path}") from None
+
+    return run_body
 
 
 def on_ranks(backend_device: str, main_folder: Callable[[], RunDir], body: Callable[[RunDir], int]) -> int:
@@ -119,7 +132,7 @@ def cmd_movies(args: argparse.Namespace) -> int:
         from embedlab.store import load
 
         check_same_data(cfg, load(RunDir.open(args.resume)), args.resume)
-    return on_ranks("cpu", lambda: _movies_folder(args), lambda run: _movies_on_rank(cfg, run))
+    return on_ranks("cpu", lambda: _movies_folder(args), resumable("movies", lambda run: _movies_on_rank(cfg, run)))
 
 
 def _movies_folder(args: argparse.Namespace) -> RunDir:
@@ -227,15 +240,17 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     else:
         cfg = finetune_config(args)
         main_folder = lambda: start_run(args, "finetune")  # noqa: E731
-    return on_ranks(backend_device(cfg.device), main_folder, lambda r: _finetune_on_rank(cfg, r, bool(args.resume)))
+    body = resumable("vision finetune", lambda r: _finetune_on_rank(cfg, r, bool(args.resume)))
+    return on_ranks(backend_device(cfg.device), main_folder, body)
 
 
 def _finetune_on_rank(cfg: FinetuneConfig, run: RunDir, resume: bool) -> int:
     from embedlab.report import write_report
-    from embedlab.store import Store, load
+    from embedlab.store import Store
     from embedlab.vision.pipeline import run_finetune
 
-    ft = run_finetune(cfg, Store(run), resume=resume)
+    store = Store(run)
+    ft = run_finetune(cfg, store, resume=resume)
     if not current().is_main:
         return 0
     report = write_report(run)
@@ -243,7 +258,7 @@ def _finetune_on_rank(cfg: FinetuneConfig, run: RunDir, resume: bool) -> int:
         f"fine-tuned {ft.backbone} at {ft.resolution} px: test accuracy {ft.evaluation.test_accuracy:.4f} "
         f"({ft.train_seconds / 60:.1f} min of training, {ft.epochs} epochs)"
     )
-    if (probe := load(run).probe) is not None:
+    if (probe := store.results().probe) is not None:
         print(
             f"fixed features (linear probe) at {probe.features.resolution} px: test accuracy"
             f" {probe.fit.evaluation.test_accuracy:.4f}"
@@ -262,7 +277,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = study_settings(args)
         main_folder = lambda: start_run(args, "study")  # noqa: E731
     return on_ranks(
-        backend_device(cfg.finetune.device), main_folder, lambda r: _study_on_rank(cfg, r, bool(args.resume))
+        backend_device(cfg.finetune.device),
+        main_folder,
+        resumable("run", lambda r: _study_on_rank(cfg, r, bool(args.resume))),
     )
 
 

@@ -29,3 +29,7 @@ def failure_text(exc: BaseException) -> str:
     """One line that says what stopped a run: the exception's first line, or its kind when it has no message."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+#: How an interrupted command's message ends when the run folder is not known (the command fills it in when it is).
+GO_ON = "continue with --resume RUN"

@@ -32,7 +32,7 @@ import pandas as pd
 import pydantic
 
 from embedlab.errors import InputError, MissingFileError
-from embedlab.files import UnreadableFile, read_torch
+from embedlab.files import UnreadableFile, npz_bytes, read_torch
 from embedlab.results import Files, MoviesRun, RunResults, Steps, StepStatus, files_of
 from embedlab.runs import RunDir
 
@@ -173,6 +173,20 @@ class Table:
 
 
 @dataclass(frozen=True)
+class Predictions:
+    """One model's saved test predictions: class probabilities, labels and the test indices they belong to."""
+
+    probs: Any  # torch.Tensor (n, classes)
+    labels: Any  # torch.Tensor (n,)
+    test_index: Any  # np.ndarray (n,)
+    source: str  # where they came from, for messages
+
+    def npz(self) -> bytes:
+        """``<model>_test_probs.npz`` as the run folder holds it."""
+        return npz_bytes(probs=self.probs.numpy(), labels=self.labels.numpy(), test_index=self.test_index)
+
+
+@dataclass(frozen=True)
 class Output:
     """What one step produced for the run folder.
 
@@ -184,7 +198,7 @@ class Output:
     results: tuple[Any, ...] = ()
     tables: Mapping[str, Table] = field(default_factory=dict)
     figures: Mapping[str, Any] = field(default_factory=dict)
-    artefacts: Mapping[str, bytes | str | pd.DataFrame] = field(default_factory=dict)
+    artefacts: Mapping[str, bytes | str | pd.DataFrame | Predictions] = field(default_factory=dict)
     owner: type | None = None
 
     def __post_init__(self) -> None:
@@ -207,6 +221,8 @@ def write(run: RunDir, out: Output) -> None:
     for name, fig in out.figures.items():
         run.save_figure(name, fig)
     for name, data in out.artefacts.items():
+        if isinstance(data, Predictions):
+            data = data.npz()
         run.save_artefact(name, data.to_csv(index=False) if isinstance(data, pd.DataFrame) else data)
     for result in out.results:
         save(run, result)
@@ -215,16 +231,6 @@ def write(run: RunDir, out: Output) -> None:
 def writer(run: RunDir) -> Callable[[Output], None]:
     """``write`` into ``run``: what a study's runner is handed, so that it never holds the run folder itself."""
     return functools.partial(write, run)
-
-
-@dataclass(frozen=True)
-class Predictions:
-    """One model's saved test predictions: class probabilities, labels and the test indices they belong to."""
-
-    probs: Any  # torch.Tensor (n, classes)
-    labels: Any  # torch.Tensor (n,)
-    test_index: Any  # np.ndarray (n,)
-    source: str  # where they were read from, for messages
 
 
 @functools.cache
@@ -247,6 +253,8 @@ class Store:
 
     def __init__(self, run: RunDir):
         self.run = run
+        self._results: RunResults | None = None  # read once, then kept up to date by write() and step()
+        self._predictions: dict[str, Predictions] = {}  # those written by this process, kept in memory
 
     @property
     def path(self) -> Path:
@@ -254,13 +262,26 @@ class Store:
 
     def write(self, out: Output) -> None:
         write(self.run, out)
+        self._predictions |= {k: v for k, v in out.artefacts.items() if isinstance(v, Predictions)}
+        if out.results:
+            self._results = None  # a section merges into metrics.json: read once more when next asked
+
+    def step(self, name: str, status: StepStatus) -> None:
+        """Record a step of the main job as running, done, failed or interrupted."""
+        save_step(self.run, name, status)
+        if self._results is not None:
+            steps = {**self._results.steps.steps, name: status}
+            self._results = dataclasses.replace(self._results, steps=Steps(steps))
 
     def settings(self, section: str, values: dict[str, Any]) -> None:
         """One study's settings as it runs them, into config.json (what --config and --resume repeat)."""
         self.run.update_config(section, values)
 
     def results(self) -> RunResults:
-        return load(self.run)
+        """Every finished step's result in the run, as of the last write."""
+        if self._results is None:
+            self._results = load(self.run)
+        return self._results
 
     def table(self, name: str) -> pd.DataFrame | None:
         """A table of the run (its CSV), or None when the step that makes it has not run."""
@@ -275,6 +296,11 @@ class Store:
     def has_figure(self, name: str) -> bool:
         """Whether the run holds ``figures/<name>.png`` (the report links it by that path)."""
         return (self.path / "figures" / f"{_declared('figures', name)}.png").is_file()
+
+    def figure_png(self, name: str) -> bytes | None:
+        """``figures/<name>.png`` as bytes (the HTML report inlines them), or None when the run does not hold it."""
+        path = self.path / "figures" / f"{_declared('figures', name)}.png"
+        return path.read_bytes() if path.is_file() else None
 
     def artefact(self, name: str) -> Path | None:
         """Where an artefact of the run lies, or None when it was not saved."""
@@ -297,10 +323,13 @@ class Store:
         return self.run.artefact("finetune_checkpoint.pt")
 
     def predictions(self, name: str) -> Predictions | None:
-        """``<name>_test_probs.npz`` ("probe" or "finetune"), or None when the run has none."""
+        """``<name>_test_probs.npz`` ("probe" or "finetune"): as written by this process, else read from the run folder
+        (a resumed run, a study run apart); None when the run has none."""
         import numpy as np
         import torch
 
+        if f"{name}_test_probs.npz" in self._predictions:
+            return self._predictions[f"{name}_test_probs.npz"]
         path = self.run.artefact(f"{name}_test_probs.npz")
         if not path.is_file():
             return None

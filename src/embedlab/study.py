@@ -7,6 +7,7 @@ job with its own message; everything finished stays on disk.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import logging
 import platform
@@ -15,19 +16,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from embedlab.config import FinetuneConfig, MoviesConfig, ProbeConfig
 from embedlab.distributed import PeerFailed, current
 from embedlab.errors import InputError, UserError, failure_text
 from embedlab.overrides import apply_overrides, flag_name, to_dict, without_derived
 from embedlab.profiles import PROFILE_ALIASES, PROFILE_NAMES, profile_overrides, resolve_profile
-from embedlab.results import RunResults, StepStatus
+from embedlab.results import RunResults, Steps, StepStatus
 from embedlab.runs import RunDir
 from embedlab.schema import settings_of, with_followers
-from embedlab.store import load, save_step
+
+if TYPE_CHECKING:
+    from embedlab.vision.backbones import BackboneChoice
 
 log = logging.getLogger(__name__).info
+T = TypeVar("T")
 
 STEPS = ("probe", "finetune", "movies")
 
@@ -172,12 +176,19 @@ def software_versions() -> dict[str, str]:
     return out
 
 
-def plan(cfg: StudyConfig, done: set[str]) -> list[tuple[str, str, str]]:
-    """(step, what, expected time) rows printed before anything starts."""
+def backbone_choices(cfg: StudyConfig) -> dict[str, BackboneChoice]:
+    """The network each vision step of ``cfg`` will use (``--backbone auto`` decided once, for the plan, the preflight
+    and the steps)."""
     from embedlab.vision.backbones import choose_backbone
 
+    vision = {"probe": cfg.probe, "finetune": cfg.finetune}
+    return {s: choose_backbone(c.backbone, c.weights, c.offline) for s, c in vision.items() if s in cfg.steps}
+
+
+def plan(cfg: StudyConfig, done: set[str], choices: dict[str, BackboneChoice]) -> list[tuple[str, str, str]]:
+    """(step, what, expected time) rows printed before anything starts."""
     minutes = CPU_MINUTES.get(cfg.profile, {})
-    probe, finetune = (choose_backbone(c.backbone, c.weights, c.offline).name for c in (cfg.probe, cfg.finetune))
+    probe, finetune = (choices[s].name if s in choices else "" for s in ("probe", "finetune"))
     what = {
         "probe": f"1A+1B linear probe on frozen {probe} features, galleries",
         "finetune": f"1C fine-tune {finetune} ({cfg.finetune.epochs} epochs), galleries, comparison",
@@ -202,19 +213,17 @@ def plan(cfg: StudyConfig, done: set[str]) -> list[tuple[str, str, str]]:
     return rows
 
 
-def log_backbone_choice(cfg: StudyConfig, pending: list[str]) -> None:
+def log_backbone_choice(choices: dict[str, BackboneChoice], pending: list[str]) -> None:
     """One line of the plan when ``--backbone auto`` chose the network: which one, and why."""
-    from embedlab.vision.backbones import choose_backbone
-
-    vision = [cfg.probe if s == "probe" else cfg.finetune for s in pending if s in ("probe", "finetune")]
-    if vision and (choice := choose_backbone(vision[0].backbone, vision[0].weights, vision[0].offline)).reason:
+    vision = [s for s in pending if s in choices]
+    if vision and (choice := choices[vision[0]]).reason:
         log(f"  backbone: auto -> {choice.name}: {choice.reason}")
 
 
-def preflight(cfg: StudyConfig, pending: list[str]) -> None:
+def preflight(cfg: StudyConfig, pending: list[str], choices: dict[str, BackboneChoice]) -> None:
     """Fail in seconds, not after an hour: the data and the pretrained weights of every pending step must be at hand."""
     from embedlab.data import download_url, ensure_movielens, resolve_data_dir
-    from embedlab.vision.backbones import check_freeze_stages, choose_backbone, create_backbone
+    from embedlab.vision.backbones import check_freeze_stages, create_backbone
     from embedlab.vision.cifar10 import ensure_cifar10, torchvision_download
     from embedlab.vision.features import pick_device
     from embedlab.vision.steps_1c import check_finetune_batches
@@ -226,7 +235,7 @@ def preflight(cfg: StudyConfig, pending: list[str]) -> None:
         for step in vision:
             v = cfg.probe if step == "probe" else cfg.finetune
             # or says how to get them
-            backbone = create_backbone(choose_backbone(v.backbone, v.weights, v.offline).name, v.weights, v.seed)
+            backbone = create_backbone(choices[step].name, v.weights, v.seed)
             if step == "finetune":
                 if cfg.finetune.freeze_stages is not None:
                     check_freeze_stages(backbone.spec, cfg.finetune.freeze_stages)
@@ -239,68 +248,87 @@ def preflight(cfg: StudyConfig, pending: list[str]) -> None:
 
 
 def run_study(cfg: StudyConfig, run: RunDir, resume: bool = False) -> RunResults:
-    """Run the configured steps in order; finished steps are skipped on resume.
+    """Run the configured steps in order; finished steps are skipped on resume. Returns every result of the run: those
+    this call computed, as the steps returned them, beside those a resumed run had finished before.
 
     Under torchrun every rank calls this: fine-tuning and the movie study use all ranks, the linear probe
     runs on rank 0 while the others wait, and rank 0's folder decides which steps are done.
     """
     from embedlab.movies.pipeline import check_same_data, run_movies
     from embedlab.report import write_report
-    from embedlab.store import Store, writer
+    from embedlab.store import Store
     from embedlab.vision.pipeline import run_comparison, run_finetune, run_probe
 
+    store = Store(run)
+    results = store.results()  # what a resumed run finished before; empty for a new one
     if resume and "movies" in cfg.steps:  # before config.json takes the new --data-dir
-        check_same_data(cfg.movies, load(run), run.path)
+        check_same_data(cfg.movies, results, run.path)
     run.update_config("study", {"profile": cfg.profile, "steps": cfg.steps})
     # every value, before any work: --resume and --config restore exactly this
     for name in ("probe", "finetune", "movies"):
         run.update_config(name, {**run.read_json("config.json").get(name, {}), **to_dict(getattr(cfg, name))})
     run.write_json("environment.json", software_versions())
     dist = current()
-    done = set(dist.broadcast_object(sorted(load(run).steps.done())))  # type: ignore[arg-type]
+    done = set(dist.broadcast_object(sorted(results.steps.done())))  # type: ignore[arg-type]
+    choices = backbone_choices(cfg)
     log(f"plan ({cfg.profile} profile; minutes on the fastest and slowest 2-core machines measured, docs/results.md):")
-    for step, what, eta in plan(cfg, done):
+    for step, what, eta in plan(cfg, done, choices):
         log(f"  {step:<9} {eta:<36} {what}")
-    log_backbone_choice(cfg, [s for s in cfg.steps if s not in done])
-    preflight(cfg, [s for s in cfg.steps if s not in done])
-    actions = {
-        "probe": lambda: on_main_rank(lambda: run_probe(cfg.probe, Store(run))),
-        "finetune": lambda: run_finetune(cfg.finetune, Store(run), resume=resume, compare=False),
-        "movies": lambda: run_movies(cfg.movies, writer(run)),
+    pending = [s for s in cfg.steps if s not in done]
+    log_backbone_choice(choices, pending)
+    preflight(cfg, pending, choices)
+    actions: dict[str, Callable[[], RunResults]] = {
+        "probe": lambda: RunResults(probe=on_main_rank(lambda: run_probe(cfg.probe, store, choices["probe"]))),
+        "finetune": lambda: RunResults(
+            finetune=run_finetune(cfg.finetune, store, resume=resume, compare=False, choice=choices["finetune"])
+        ),
+        "movies": lambda: run_movies(cfg.movies, store.write),
     }
-    for step in cfg.steps:
-        if step in done:
-            continue
+    for step in pending:
         t0 = time.perf_counter()
-        save_step(run, step, StepStatus("running"))
+        store.step(step, StepStatus("running"))
         try:
-            actions[step]()
+            results = updated(results, actions[step]())
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             try:
-                save_step(run, step, StepStatus(status, error=failure_text(exc)))
+                store.step(step, StepStatus(status, error=failure_text(exc)))
                 if dist.is_main:
                     write_report(run)  # whatever finished is readable right away
             except (OSError, UserError):  # e.g. the disk is full: the error being raised says so already
                 pass
             raise
-        save_step(run, step, StepStatus("done", seconds=round(time.perf_counter() - t0, 1)))
+        status = StepStatus("done", seconds=round(time.perf_counter() - t0, 1))
+        store.step(step, status)
+        results = updated(results, RunResults(steps=Steps({**results.steps.steps, step: status})))
         if not dist.is_main:
             continue
-        if step in ("probe", "finetune") and {"probe", "finetune"} <= load(run).steps.done():
-            run_comparison(Store(run))
+        if step in ("probe", "finetune") and {"probe", "finetune"} <= results.steps.done():
+            assert results.probe is not None and results.finetune is not None  # both steps are done
+            results = updated(results, RunResults(comparison=run_comparison(store, results.probe, results.finetune)))
         write_report(run)
-    return load(run)
+    return results
 
 
-def on_main_rank(work: Callable[[], object]) -> None:
-    """``work()`` on rank 0 alone while the others wait; if it fails, every rank stops (rank 0 with its error)."""
+def updated(results: RunResults, new: RunResults) -> RunResults:
+    """``results`` with every section ``new`` holds (a step's results replace that step's earlier ones)."""
+    sections = {f.name: v for f in dataclasses.fields(new) if (v := getattr(new, f.name)) is not None}
+    if not new.steps.steps:  # ``new`` says nothing of the steps
+        del sections["steps"]
+    return dataclasses.replace(results, **sections)
+
+
+def on_main_rank(work: Callable[[], T]) -> T | None:
+    """``work()`` on rank 0 alone while the others wait (its value on rank 0, None on the others); if it fails, every
+    rank stops (rank 0 with its error)."""
     problem: BaseException | None = None
+    value = None
     dist = current()
     if dist.is_main:
         try:
-            work()
+            value = work()
         except BaseException as exc:  # noqa: BLE001 - re-raised below, after the other ranks learn of it
             problem = exc
     if not dist.agree(problem is None):
         raise problem if problem is not None else PeerFailed("rank 0 failed in this step; its message says why")
+    return value

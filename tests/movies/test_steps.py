@@ -3,6 +3,9 @@ X formed densely from L, and top-k lists by sorting every similarity."""
 
 from __future__ import annotations
 
+import dataclasses
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -48,3 +51,67 @@ def test_2c_lists_are_the_top_k_of_every_similarity_sorted(data):
         assert recommended.top_lists[q.text] == expected
         table = recommended.out.tables[f"recs_{q.text.lower().replace(' ', '_')}"].df
         assert table["similarity"].tolist() == pytest.approx([round(float(cos[i]), 4) for i in expected], abs=1e-4)
+
+
+def dense_cost(x: np.ndarray, v: np.ndarray) -> float:
+    """sum over i != j of (v_i . v_j - X_ij)^2, every pair written out."""
+    v = v.astype(np.float64)
+    return float(sum((v[i] @ v[j] - x[i, j]) ** 2 for i in range(len(x)) for j in range(len(x)) if i != j))
+
+
+@pytest.fixture
+def fitted(data):
+    from embedlab.movies.steps import step_2b_fit
+
+    cfg, prepared = data
+    cfg = dataclasses.replace(cfg, grid={"sgd": [1e-4, 1.0], "adam": [0.1]}, iterations=60, final_iterations=200)
+    likes = prepared.co.likes.toarray().astype(np.int64)
+    x = likes.T @ likes
+    np.fill_diagonal(x, 0)
+    return cfg, prepared, step_2b_fit(cfg, prepared), x
+
+
+def test_2b_costs_are_the_objective_summed_pair_by_pair(fitted):
+    cfg, _, fit, x = fitted
+    (summary,) = fit.out.results
+    assert summary.cost_at_zero == pytest.approx(float((x**2).sum()))
+    assert summary.spectral_cost == pytest.approx(dense_cost(x, fit.spectral.v), rel=1e-6)
+    assert fit.final.final_loss == pytest.approx(dense_cost(x, fit.final.v.numpy()), rel=1e-4)
+    table = fit.out.tables["sweep"].df
+    assert list(zip(table["optimizer"], table["lr"])) == [(o, lr) for o, lrs in cfg.grid.items() for lr in lrs]
+    ok = table[table["status"] != "diverged"]
+    assert (ok["final_cost"] >= summary.spectral_cost * (1 - 1e-6)).all()  # nothing beats the optimum
+    best = ok.loc[ok["final_cost"].idxmin()]
+    assert (summary.best_optimizer, summary.best_lr) == (best["optimizer"], best["lr"])
+    assert summary.final_gap_to_optimum == pytest.approx(
+        (fit.final.final_loss - summary.spectral_cost) / summary.spectral_cost
+    )
+    assert summary.runs_diverged == 1 and table.loc[table["lr"] == 1.0, "status"].item() == "diverged"
+    saved = np.load(io.BytesIO(fit.out.artefacts["embeddings.npz"]))
+    assert np.array_equal(saved["v"], fit.final.v.numpy())
+
+
+def test_stability_is_the_jaccard_of_each_runs_top_k_with_the_recommending_ones(fitted):
+    from embedlab.movies.steps import step_stability
+
+    cfg, prepared, fit, _ = fitted
+    recommended = step_2c_recommend(cfg, prepared, fit)
+    out = step_stability(cfg, prepared, fit, recommended.top_lists)
+    table = out.tables["stability"].df
+    runs = [r for r in fit.results if not r.diverged] + [None]  # None: the spectral optimum, last
+    assert len(table) == len(runs)
+    for (_, row), run in zip(table.iterrows(), runs):
+        v = torch.from_numpy(fit.spectral.v.astype(np.float32)) if run is None else run.v
+        vn = torch.nn.functional.normalize(v, dim=1)
+        jaccards = []
+        for q in prepared.queries:
+            cos = (vn @ vn[q.row]).numpy()
+            allowed = [i for i in range(len(cos)) if i != q.row and prepared.co.like_counts[i] >= cfg.min_likes]
+            mine = set(sorted(allowed, key=lambda i: -cos[i])[: cfg.top_k])
+            ref = set(recommended.top_lists[q.text])
+            jaccards.append(len(mine & ref) / len(mine | ref))
+        assert row[f"mean_jaccard@{cfg.top_k}"] == pytest.approx(np.mean(jaccards))
+    (result,) = out.results
+    assert result.diverged_runs == 1 and result.spectral_jaccard == pytest.approx(
+        table.iloc[-1][f"mean_jaccard@{cfg.top_k}"]
+    )

@@ -229,7 +229,8 @@ def _save_both(run: RunDir, make_result, probe_acc: float, ft_acc: float) -> Non
 def test_comparison_table_from_saved_results(tmp_path: Path, make_result):
     run = RunDir.create(tmp_path / "run")
     _save_both(run, make_result, 0.85, 0.94)
-    table = run_comparison(Store(run))
+    run_comparison(Store(run))
+    table = Store(run).table("comparison")
     assert list(table["test_accuracy"]) == [0.85, 0.94]
     assert list(table["train_wall_seconds"]) == [610.0, 2760.0]
     assert list(table["train_images_per_second"]) == [80.0, 50.0] and list(table["test_images_per_second"]) == [

@@ -121,6 +121,7 @@ def test_finetune_run_folder_holds_metrics_gallery_comparison_and_report(cifar_r
     report = (out / "report.md").read_text()
     assert MISSING not in report  # every table and figure a section names was saved by its step
     assert "Part 1C" in report and "Comparison: fixed features vs fine-tuning" in report
+    assert f"`embedlab vision finetune --resume {out}` continues" in report.replace("\\", "")
     # the recipe says what this run did
     assert "gradients of the random head" not in report and "head starts from the probe" in report
     cfg = json.loads((out / "config.json").read_text())

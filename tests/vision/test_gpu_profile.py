@@ -32,7 +32,7 @@ def test_auto_resolves_to_the_gpu_recipe_when_cuda_is_present():
     assert all(getattr(cpu, k) == getattr(FinetuneConfig(), k) for k in PROFILES["gpu"]["finetune"])
     # the shared flag reaches it; the main job runs its probe as its own step
     assert ft.backbone == "resnet18" and not ft.probe
-    assert [row[0] for row in plan(cfg, set())] == cfg.steps  # the plan prints for a profile without CPU minutes
+    assert [row[0] for row in plan(cfg, set(), {})] == cfg.steps  # the plan prints for a profile without CPU minutes
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))

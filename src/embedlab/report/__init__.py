@@ -14,7 +14,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from embedlab.report.common import render
-from embedlab.report.html import render_report_html
+from embedlab.report.html import render_html
 from embedlab.report.movies import movies_context
 from embedlab.report.vision import finetune_context, probe_context
 from embedlab.results import RunResults
@@ -94,5 +94,5 @@ def write_report(run: RunDir) -> Path:
         versions=_versions(run),
     )
     out = run.write_text("report.md", text.rstrip() + "\n")
-    run.write_text("report.html", render_report_html(out))
+    run.write_text("report.html", render_html(text.rstrip() + "\n", Store(run), f"embedlab report — {run.path.name}"))
     return out

@@ -11,22 +11,20 @@ import base64
 import functools
 import json
 from importlib import resources
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from embedlab.movies.movielens import _ARTICLES, NUMERALS, fold_numerals, title_keys, title_names
-from embedlab.runs import RunDir, without_bidi
+from embedlab.runs import without_bidi
 from embedlab.store import Store
 
 #: Where report.md asks for the explorer; report.html replaces it (GitHub shows nothing there).
 PLACEHOLDER = '<div id="movie-explorer-placeholder"></div>'
 
 
-def explorer_data(run: RunDir, max_movies: int = 20_000) -> dict | None:
+def explorer_data(store: Store, max_movies: int = 20_000) -> dict | None:
     """What the page needs, from the run folder alone; None when the movies run saved no embeddings."""
-    store = Store(run)
     emb, items_csv = store.artefact("embeddings.npz"), store.artefact("items.csv")
     if emb is None or items_csv is None:
         return None
@@ -109,11 +107,11 @@ def explorer_html(data: dict) -> str:
     )
 
 
-def fill_placeholder(html: str, run_path: Path) -> str:
+def fill_placeholder(html: str, store: Store) -> str:
     """``html`` with the explorer in place of the placeholder (or a note when the run has no embeddings)."""
     if PLACEHOLDER not in html:
         return html
-    data = explorer_data(RunDir(run_path))
+    data = explorer_data(store)
     block = (
         explorer_html(data)
         if data

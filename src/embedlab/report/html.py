@@ -5,13 +5,13 @@ from __future__ import annotations
 import base64
 import html
 import re
-from pathlib import Path
 
 import markdown
 
 from embedlab.errors import MissingFileError
 from embedlab.report.explorer import fill_placeholder
 from embedlab.report.vision_explorer import fill_vision_placeholder
+from embedlab.store import Store
 
 CSS = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328; margin: 0; }
@@ -38,24 +38,25 @@ pre code { padding: 0; }
 """
 
 
-def _inline_images(html: str, root: Path) -> str:
-    """Replace every ``src="figures/x.png"`` by a base64 data URI; a missing file is an error, not a broken image."""
+def _inline_images(html: str, store: Store) -> str:
+    """Replace every ``src="figures/x.png"`` by a base64 data URI of the run's figure ``x``; a missing figure is an
+    error, not a broken image."""
 
     def data_uri(match: re.Match[str]) -> str:
-        path = root / match.group(1)
-        if not path.is_file():
-            raise MissingFileError(f"the report refers to {path}, which the run folder does not hold")
-        return f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"'
+        png = store.figure_png(match.group(1))
+        if png is None:
+            raise MissingFileError(f"the report refers to figure {match.group(1)!r}, which {store.path} does not hold")
+        return f'src="data:image/png;base64,{base64.b64encode(png).decode()}"'
 
-    return re.sub(r'src="([^"]+\.png)"', data_uri, html)
+    return re.sub(r'src="figures/([^"/]+)\.png"', data_uri, html)
 
 
-def render_html(md_text: str, root: Path, title: str) -> str:
-    """The HTML page of a Markdown report whose images are relative to ``root``."""
+def render_html(md_text: str, store: Store, title: str) -> str:
+    """The HTML page of the run's Markdown report: its figures and explorers from ``store``."""
     md = markdown.Markdown(
         extensions=["tables", "fenced_code", "toc", "md_in_html"], extension_configs={"toc": {"toc_depth": "2-3"}}
     )
-    body = fill_vision_placeholder(fill_placeholder(_inline_images(md.convert(md_text), root), root), root)
+    body = fill_vision_placeholder(fill_placeholder(_inline_images(md.convert(md_text), store), store), store)
     head, sep, rest = body.partition("</h1>")  # the contents go right under the title
     if not sep:
         head, rest = "", body
@@ -65,8 +66,3 @@ def render_html(md_text: str, root: Path, title: str) -> str:
         f"<style>{CSS}</style></head>\n<body><main>\n{head}{sep}\n"
         f'<nav class="toc"><strong>Contents</strong>{md.toc}</nav>\n{rest}\n</main></body></html>\n'
     )
-
-
-def render_report_html(md_path: Path) -> str:
-    """The text of ``report.html`` for the ``report.md`` at ``md_path`` (its figures relative to its folder)."""
-    return render_html(md_path.read_text(), md_path.parent, f"embedlab report — {md_path.parent.name}")

@@ -32,6 +32,8 @@ def finetune_context(run: RunDir, results: RunResults) -> dict[str, Any]:
         "resolved": resolved,
         "comparison": results.comparison,
         "explorer": Markup(PLACEHOLDER),
+        # the main job resumes its steps itself: the ledger of finished steps is its own
+        "resume_command": "run" if results.steps.steps else "vision finetune",
     }
     if results.comparison is not None:
         store = Store(run)

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from embedlab.report.explorer import _asset, json_for_script
-from embedlab.runs import RunDir
 from embedlab.store import Store
 from embedlab.vision.cifar10 import CLASSES
 from embedlab.vision.evaluate import changed_rows, confusion_cells, confusion_matrix, paired_changes
@@ -27,8 +26,7 @@ MODELS = ("probe", "finetune")
 SPRITE_COLUMNS = 50
 
 
-def _saved(run: RunDir, name: str) -> dict | None:
-    store = Store(run)
+def _saved(store: Store, name: str) -> dict | None:
     probs, images = store.artefact(f"{name}_test_probs.npz"), store.artefact(f"{name}_view_images.npz")
     if probs is None or images is None:
         return None
@@ -62,9 +60,9 @@ def sprite_webp(images: np.ndarray, columns: int = SPRITE_COLUMNS) -> bytes:
     return buf.getvalue()
 
 
-def vision_explorer_data(run: RunDir) -> dict | None:
+def vision_explorer_data(store: Store) -> dict | None:
     """What the page needs, from the run folder alone; None when no model saved its probabilities and images."""
-    saved = {m: s for m in MODELS if (s := _saved(run, m)) is not None}
+    saved = {m: s for m in MODELS if (s := _saved(store, m)) is not None}
     if not saved:
         return None
     images = {int(t): im for s in saved.values() for t, im in zip(s["image_index"], s["images"])}
@@ -135,11 +133,11 @@ def vision_explorer_html(data: dict) -> str:
     )
 
 
-def fill_vision_placeholder(html: str, run_path) -> str:
+def fill_vision_placeholder(html: str, store: Store) -> str:
     """``html`` with the explorer in place of the placeholder (or a note when the run saved no test images)."""
     if PLACEHOLDER not in html:
         return html
-    data = vision_explorer_data(RunDir(run_path))
+    data = vision_explorer_data(store)
     block = (
         vision_explorer_html(data)
         if data

@@ -11,9 +11,10 @@ import pandas as pd
 
 from embedlab.config import FinetuneConfig, ProbeConfig
 from embedlab.distributed import current
-from embedlab.results import FinetuneResult, ProbeResult
+from embedlab.results import Comparison, FinetuneResult, ProbeResult
 from embedlab.store import Output, Store, Table
 from embedlab.vision import figures
+from embedlab.vision.backbones import BackboneChoice
 from embedlab.vision.finetune import Inputs, Job, check_shards
 from embedlab.vision.recipe import train_pixels
 from embedlab.vision.steps import load_splits, probe_setup, step_1a_features, step_1a_fit, step_1b_gallery
@@ -30,11 +31,12 @@ from embedlab.vision.timing import duration, expected_time
 log = logging.getLogger(__name__).info
 
 
-def run_probe(cfg: ProbeConfig, store: Store) -> ProbeResult:
-    """Part 1 A and B into ``store``; returns the probe's result (also in metrics.json)."""
+def run_probe(cfg: ProbeConfig, store: Store, choice: BackboneChoice | None = None) -> ProbeResult:
+    """Part 1 A and B into ``store`` with the backbone ``choice`` (decided here when not given); returns the probe's
+    result (also in metrics.json)."""
     cfg.validate()
     t_all = time.perf_counter()
-    setup = probe_setup(cfg)
+    setup = probe_setup(cfg, choice)
     store.settings("probe", setup.settings(cfg))  # names the backbone that ran, so --config and --resume repeat it
     feats = step_1a_features(cfg, setup)
     store.write(feats.out)
@@ -47,7 +49,13 @@ def run_probe(cfg: ProbeConfig, store: Store) -> ProbeResult:
     return result
 
 
-def run_finetune(cfg: FinetuneConfig, store: Store, resume: bool = False, compare: bool = True) -> FinetuneResult:
+def run_finetune(
+    cfg: FinetuneConfig,
+    store: Store,
+    resume: bool = False,
+    compare: bool = True,
+    choice: BackboneChoice | None = None,
+) -> FinetuneResult:
     """Part 1 C into ``store``: the probe (unless done or disabled), fine-tuning, its evaluation and gallery, the
     comparison.
 
@@ -58,10 +66,12 @@ def run_finetune(cfg: FinetuneConfig, store: Store, resume: bool = False, compar
     cfg.validate()
     dist = current()
     t_all = time.perf_counter()
-    setup = finetune_setup(cfg)
+    setup = finetune_setup(cfg, choice)
     store.settings("finetune", setup.settings(cfg))
     if cfg.probe and dist.is_main and store.results().probe is None:
-        run_probe(cfg.probe_config(), store)  # the probe fine-tuning is compared with, and LP-FT starts from
+        run_probe(
+            cfg.probe_config(), store, setup.choice
+        )  # the probe fine-tuning is compared with, and LP-FT starts from
     spec, size, device = setup.backbone.spec, setup.size, setup.device
     data, train_idx, val_idx, test_idx = load_splits(cfg)  # the probe's split
     check_shards(cfg, len(train_idx), len(val_idx), dist.world)  # before the throughput measurement's training steps
@@ -84,10 +94,7 @@ def run_finetune(cfg: FinetuneConfig, store: Store, resume: bool = False, compar
         f" images at about {ips:.0f} img/s -> expected about {duration(expected)}"
     )
     job = Job(cfg, inputs, device, *_checkpoint(store, resume))
-    try:
-        history = step_1c_train(model, head, trained, data, (train_idx, val_idx), job)
-    except KeyboardInterrupt as exc:
-        raise type(exc)(f"{exc}. Continue with: embedlab vision finetune --resume {store.path}") from None
+    history = step_1c_train(model, head, trained, data, (train_idx, val_idx), job)
     epochs = pd.DataFrame(history.epochs)
     store.write(Output(owner=FinetuneResult, tables={"finetune_epochs": Table(epochs.round(4))}))
 
@@ -140,7 +147,7 @@ def run_finetune(cfg: FinetuneConfig, store: Store, resume: bool = False, compar
     store.write(Output(results=(result,)))
     log(f"[1C] fine-tuned test accuracy {test.evaluation.test_accuracy:.4f} after {train_s / 60:.1f} min of training")
     if compare and probe is not None:  # the main job orders the comparison itself
-        run_comparison(store)
+        run_comparison(store, probe, result)
     return result
 
 
@@ -153,12 +160,15 @@ def _checkpoint(store: Store, resume: bool) -> tuple[Path, bool]:
     return checkpoint, resume
 
 
-def run_comparison(store: Store) -> pd.DataFrame:
-    """Fixed features against fine-tuning, from the two studies' results and predictions in ``store`` (they may have run
-    in other processes); the comparison table."""
+def run_comparison(
+    store: Store, probe: ProbeResult | None = None, finetune: FinetuneResult | None = None
+) -> Comparison:
+    """Fixed features against fine-tuning, into ``store``: from the two studies' results when given, else from those
+    in ``store`` (they may have run in other processes), and both models' predictions."""
     results = store.results()
-    table, out = step_compare(
-        results.probe, results.finetune, store.predictions("probe"), store.predictions("finetune")
-    )
+    probe, finetune = probe or results.probe, finetune or results.finetune
+    assert probe is not None and finetune is not None, "the comparison needs both studies' results"
+    _, out = step_compare(probe, finetune, store.predictions("probe"), store.predictions("finetune"))
     store.write(out)
-    return table
+    (comparison,) = out.results
+    return comparison

@@ -19,7 +19,7 @@ from embedlab.data import resolve_data_dir
 from embedlab.files import npz_bytes, torch_bytes
 from embedlab.overrides import DERIVED, to_dict
 from embedlab.results import Evaluation, FeatureSummary, FinetuneResult, ProbeResult, ProbeScores
-from embedlab.store import LP_FT_PROBE, Output, Table
+from embedlab.store import LP_FT_PROBE, Output, Predictions, Table
 from embedlab.vision import figures
 from embedlab.vision.backbones import Backbone, BackboneChoice, BackboneSpec, choose_backbone, create_backbone
 from embedlab.vision.cifar10 import (
@@ -148,10 +148,11 @@ class ProbeSetup:
         }
 
 
-def probe_setup(cfg: ProbeConfig) -> ProbeSetup:
-    """Device, backbone, resolution and batch of the probe, each checked before any work."""
+def probe_setup(cfg: ProbeConfig, choice: BackboneChoice | None = None) -> ProbeSetup:
+    """Device, backbone (``choice``, else chosen here), resolution and batch of the probe, each checked before any
+    work."""
     device = pick_device(cfg.device)
-    choice = choose_backbone(cfg.backbone, cfg.weights, cfg.offline)
+    choice = choice or choose_backbone(cfg.backbone, cfg.weights, cfg.offline)
     backbone = create_backbone(choice.name, cfg.weights, cfg.seed)
     size = resolve_size(cfg, backbone.spec.native_size, device)
     batch = inference_batch(cfg.batch_size, device, EXTRACT_BATCH_GPU)
@@ -302,9 +303,7 @@ def step_1a_fit(cfg: ProbeConfig, f: ProbeFeatures) -> ProbeFitted:
                 ),
             },
             artefacts={
-                "probe_test_probs.npz": npz_bytes(
-                    probs=test_probs.numpy(), labels=test_y.numpy(), test_index=f.test_idx.numpy()
-                ),
+                "probe_test_probs.npz": Predictions(test_probs, test_y, f.test_idx.numpy(), "the probe's predictions"),
                 "probe_model.pt": torch_bytes(final.model.state_dict()),
                 LP_FT_PROBE: torch_bytes(lp_ft_state),
             },

@@ -14,7 +14,6 @@ import torch
 
 from embedlab.config import FinetuneConfig
 from embedlab.errors import InputError
-from embedlab.files import npz_bytes
 from embedlab.overrides import DERIVED, to_dict
 from embedlab.results import Comparison, Evaluation, FinetuneResult, ProbeResult
 from embedlab.store import Output, Predictions, Table
@@ -80,10 +79,11 @@ class FinetuneSetup:
         }
 
 
-def finetune_setup(cfg: FinetuneConfig) -> FinetuneSetup:
-    """Device, backbone, frozen stages and resolution, each checked before any work (the probe's minutes included)."""
+def finetune_setup(cfg: FinetuneConfig, choice: BackboneChoice | None = None) -> FinetuneSetup:
+    """Device, backbone (``choice``, else chosen here), frozen stages and resolution, each checked before any work (the
+    probe's minutes included)."""
     device = pick_device(cfg.device)
-    choice = choose_backbone(cfg.backbone, cfg.weights, cfg.offline)
+    choice = choice or choose_backbone(cfg.backbone, cfg.weights, cfg.offline)
     backbone = create_backbone(choice.name, cfg.weights, cfg.seed)
     frozen = resolve_freeze_stages(cfg, backbone.spec, device)
     check_freeze_stages(backbone.spec, frozen)
@@ -179,9 +179,7 @@ def step_1c_test(model: torch.nn.Module, job: Job, data: Cifar10, test_idx: torc
     arrays = Output(
         owner=FinetuneResult,
         artefacts={
-            "finetune_test_probs.npz": npz_bytes(
-                probs=test_probs.numpy(), labels=test_y.numpy(), test_index=test_idx.numpy()
-            ),
+            "finetune_test_probs.npz": Predictions(test_probs, test_y, test_idx.numpy(), "fine-tuning's predictions"),
             "finetune_view_images.npz": view_images(test_probs, data, test_idx),
         },
     )
