@@ -74,6 +74,7 @@ def test_smoke_study_on_synthetic_data_writes_every_section(cifar_root, movielen
     assert main(run_args(cifar_root, out, tmp_path)) == 0
     printed = capsys.readouterr().out
     assert "plan (smoke profile;" in printed and "summary:" in printed and "report.html" in printed
+    assert "summary:\n  a smoke run: small subsets" in printed  # smoke numbers are not results, at the top
     metrics = json.loads((out / "metrics.json").read_text())
     assert {s: v["status"] for s, v in metrics["steps"].items()} == {
         "probe": "done",
@@ -89,6 +90,7 @@ def test_smoke_study_on_synthetic_data_writes_every_section(cifar_root, movielen
         assert title in md and title in html, title
     assert 'src="figures/' not in html and html.count('src="data:image/png;base64,') == md.count("](figures/")
     assert f"`embedlab run --resume {out}` continues" in md.replace("\\", "")  # the study resumes its own steps
+    assert md.index("**A smoke run.**") < md.index("## Summary")  # said before any number
     env = json.loads((out / "environment.json").read_text())
     assert env["torch"] and env["cpu capability"] in {
         "DEFAULT",

@@ -292,6 +292,8 @@ def _study_on_rank(cfg: Any, run: RunDir, resume: bool) -> int:
         return 0
     report = write_report(run)
     print("\nsummary:")
+    if cfg.profile == "smoke":
+        print("  a smoke run: small subsets, to check that every step works; its numbers are not results")
     for step, status, minutes, headline in summary_rows(results):
         print(f"  {step:<9} {status:<7} {minutes:>6} min  {headline}")
     print(f"report: {report.with_suffix('.html')} (and {report.name})")

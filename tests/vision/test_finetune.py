@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -331,3 +332,24 @@ def test_the_paired_comparison_uses_the_test_images_both_models_saw(tmp_path: Pa
     )
     with pytest.raises(ValueError, match="other labels"):
         run_comparison(Store(run))
+
+
+def test_the_comparison_reads_right_when_fine_tuning_loses(tmp_path: Path, make_result):
+    """The smoke run's case: fine-tuning below the probe, one class far down. The text follows the sign (fewer or more
+    errors), and "largest" and "smallest" go by the size of a class's change, not its signed gain."""
+    from embedlab.report import write_report
+
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    probe = {c: 0.658 for c in classes}
+    tuned = {**{c: 0.62 for c in classes}, "bird": 0.30, "ship": 0.66}  # bird: -35.8 points; ship: +0.2
+    run = RunDir.create(tmp_path / "run")
+    run.update_config("probe", {})
+    run.update_config("finetune", {})
+    save(run, make_result.probe(0.658, probe, extract_train_seconds=3.0))  # a smoke run's probe takes seconds
+    save(run, make_result.finetune(0.62, tuned))
+    run_comparison(Store(run))
+    text = " ".join(write_report(run).read_text().split())
+    assert "Fine-tuning was **less accurate than** the logistic regression" in text
+    assert "(-3.80 points, 11 % more test errors)" in text and "fewer test errors" not in text
+    assert "the largest change is *bird* (65.8 → 30.0 %), the smallest *ship* (65.8 → 66.0 %)" in text
+    assert re.search(r"\(the probe: \d+\.\d s at", text) and not re.search(r"(?<![\d.])0\.0 min", text)

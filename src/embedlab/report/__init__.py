@@ -84,9 +84,11 @@ def write_report(run: RunDir) -> Path:
         Markup(markdown_table(pd.DataFrame(rows, columns=["step", "status", "minutes", "result"]))) if rows else None
     )
     config = Store(run).text("config.json")
+    study = json.loads(config).get("study") if config is not None else None
     text = render(
         "report.md.j2",
         run,
+        smoke=isinstance(study, dict) and study.get("profile") == "smoke",
         problems=unfinished(results),
         summary=summary,
         sections=[Markup(s) for s in sections],

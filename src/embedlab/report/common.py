@@ -55,7 +55,10 @@ def _pct(value: float | None, digits: int = 2, sign: bool = False) -> str:
 
 
 def _minutes(seconds: float | None) -> str:
-    return "not measured" if seconds is None else f"{seconds / 60:.1f} min"
+    """Minutes to one decimal; under a minute, seconds (a short step is not "0.0 min")."""
+    if seconds is None:
+        return "not measured"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
 
 
 @functools.cache

@@ -37,11 +37,12 @@ def finetune_context(run: RunDir, results: RunResults) -> dict[str, Any]:
     }
     if results.comparison is not None:
         store = Store(run)
-        pc = store.table("comparison_per_class").sort_values("gain")
+        pc = store.table("comparison_per_class")
+        pc = pc.iloc[pc["gain"].abs().argsort(kind="stable")]  # by the size of the change, whatever its sign
         wall = store.table("comparison")["train_wall_seconds"]
         context.update(
-            best=pc.iloc[-1].to_dict(),
-            worst=pc.iloc[0].to_dict(),
+            largest=pc.iloc[-1].to_dict(),
+            smallest=pc.iloc[0].to_dict(),
             probe_time=None if pd.isna(wall.iloc[0]) else float(wall.iloc[0]),
         )
     return context

@@ -15,6 +15,7 @@ from embedlab.results import Comparison, FinetuneResult, ProbeResult
 from embedlab.store import Output, Store, Table
 from embedlab.vision import figures
 from embedlab.vision.backbones import BackboneChoice
+from embedlab.vision.compare import comparison_table
 from embedlab.vision.finetune import Inputs, Job, check_shards
 from embedlab.vision.recipe import train_pixels
 from embedlab.vision.steps import load_splits, probe_setup, step_1a_features, step_1a_fit, step_1b_gallery
@@ -167,7 +168,8 @@ def run_comparison(
     in ``store`` (they may have run in other processes), and both models' predictions."""
     results = store.results()
     probe, finetune = probe or results.probe, finetune or results.finetune
-    assert probe is not None and finetune is not None, "the comparison needs both studies' results"
+    comparison_table(probe, finetune)  # says which study has not finished
+    assert probe is not None and finetune is not None
     _, out = step_compare(probe, finetune, store.predictions("probe"), store.predictions("finetune"))
     store.write(out)
     (comparison,) = out.results
