@@ -242,3 +242,28 @@ def test_movies_resume_runs_a_stopped_folder_again_with_its_saved_settings(
     assert (stopped / "tables" / "holdout.csv").is_file()
     assert main(["movies", "--resume", str(stopped)]) == 0  # finished: nothing to do
     assert "nothing to resume" in capsys.readouterr().out
+
+
+def test_a_message_of_several_lines_is_one_line_with_its_list_items_apart():
+    from embedlab.cli import one_line
+
+    refusal = "'star wars' matches 3 movies (most liked first); add the year:\n  A (1977)\n  B (1980)\n  … and 1 more"
+    assert (
+        one_line(refusal)
+        == "'star wars' matches 3 movies (most liked first); add the year: A (1977); B (1980); … and 1 more"
+    )
+    assert one_line("weights are missing.\nEither copy the file,\nor pass --weights") == (
+        "weights are missing. Either copy the file, or pass --weights"
+    )
+
+
+def test_output_cut_short_by_a_closed_pipe_is_not_a_traceback():
+    import subprocess
+    import sys
+
+    # a command that prints more than a pipe's buffer, as `embedlab recommend ... --top 1000 | head` does
+    code = "import sys, embedlab.cli as c; c._main = lambda argv: print('x' * 200_000) or 0; sys.exit(c.main([]))"
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.close()  # like `| head` that has read what it wanted
+    err = child.stderr.read().decode()
+    assert child.wait() == 0 and "Traceback" not in err and "BrokenPipeError" not in err, err

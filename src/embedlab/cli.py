@@ -171,12 +171,24 @@ class CommandLineError(InputError):
     """A flag argparse could not parse."""
 
 
+def one_line(text: str) -> str:
+    """A message of several lines as one line: the items of a list (the lines after one that ends in a colon) are
+    separated by "; ", so that titles and paths stay apart; other lines join with a space."""
+    out, in_list = "", False
+    for line in (" ".join(raw.split()) for raw in text.splitlines()):
+        if not line:
+            continue
+        out = line if not out else out + ("; " if in_list and not out.endswith(":") else " ") + line
+        in_list = in_list or line.endswith(":")
+    return out
+
+
 def _error_line(kind: str, text: str) -> None:
     """One line on stderr, written with one system call, so the ranks of a torchrun job never run their lines
     together."""
     world = os.environ.get("WORLD_SIZE", "1")
     where = f"[rank {os.environ.get('RANK', '?')}] " if world.isdigit() and int(world) > 1 else ""
-    line = f"embedlab: {kind}: {where}{' '.join(text.split())}\n"  # one line, whatever the message held
+    line = f"embedlab: {kind}: {where}{one_line(text)}\n"
     sys.stdout.flush()
     try:
         fd = sys.stderr.fileno()
@@ -237,8 +249,12 @@ def _sigterm_as_interrupt() -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    with _sigterm_as_interrupt():
-        return _main(argv)
+    try:
+        with _sigterm_as_interrupt():
+            return _main(argv)
+    except BrokenPipeError:  # the output went to a pipe that was closed early (`| head`): not an error of embedlab's
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush does not fail too
+        return 0
 
 
 def _main(argv: list[str]) -> int:
