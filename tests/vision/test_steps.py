@@ -110,3 +110,19 @@ def test_predictions_pass_in_memory_and_the_folder_holds_the_same(case, tmp_path
     assert torch.equal(read.probs, probs) and torch.equal(read.labels, labels)
     assert np.array_equal(read.test_index, idx.numpy()) and read.source.endswith("probe_test_probs.npz")
     assert Store(RunDir.open(run.path)).predictions("finetune") is None
+
+
+def test_cifar10_is_read_once_while_its_files_stay_the_same(cifar_root, caplog):
+    import logging
+    import os
+
+    from embedlab.config import ProbeConfig
+    from embedlab.vision.steps import load_splits
+
+    cfg = ProbeConfig(data_dir=str(cifar_root), offline=True, val_per_class=2, train_per_class=10, test_per_class=5)
+    with caplog.at_level(logging.INFO):
+        first, again = load_splits(cfg)[0], load_splits(cfg)[0]  # the probe, then fine-tuning
+    assert again is first and caplog.text.count("reading and verifying") == 1
+    test_batch = cifar_root / "cifar-10-batches-py" / "test_batch"
+    os.utime(test_batch, ns=(0, test_batch.stat().st_mtime_ns + 1))  # a file replaced: read and verified again
+    assert load_splits(cfg)[0] is not first

@@ -4,6 +4,7 @@ produced; none takes a run folder."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -62,12 +63,20 @@ def resolve_size(cfg: ProbeConfig | FinetuneConfig, native: int, device: torch.d
 def load_splits(cfg: ProbeConfig | FinetuneConfig) -> tuple[Cifar10, torch.Tensor, torch.Tensor, torch.Tensor]:
     """CIFAR-10 (verified) and the seeded train / validation / test indices shared by the probe and fine-tuning."""
     folder = ensure_cifar10(resolve_data_dir(cfg.data_dir), None if cfg.offline else torchvision_download)
-    log(f"[1A] reading and verifying {folder}")
-    data = load_cifar10(folder)
+    files = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.iterdir()) if p.is_file())
+    data = _verified_cifar10(folder, files)
     train_idx, val_idx = stratified_split(data.train_y, cfg.val_per_class, cfg.seed)
     train_idx = subsample(data.train_y, train_idx, cfg.train_per_class, cfg.seed)
     test_idx = subsample(data.test_y, torch.arange(len(data.test_y)), cfg.test_per_class, cfg.seed)
     return data, train_idx, val_idx, test_idx
+
+
+@functools.lru_cache(maxsize=1)
+def _verified_cifar10(folder: Path, files: tuple[tuple[str, int, int], ...]) -> Cifar10:
+    """CIFAR-10 read and verified once per process while its ``files`` (name, size, mtime) stay the same: the probe and
+    fine-tuning of one study share it."""
+    log(f"[data] reading and verifying {folder}")
+    return load_cifar10(folder)
 
 
 def gallery_output(
