@@ -243,13 +243,13 @@ def test_real_smoke_study_in_the_browser(real_data, tmp_path):
 
     assert m["probe"]["backbone"] == m["finetune"]["backbone"] == BEST_OFFLINE
     assert (
-        "not available offline" in m["probe"]["backbone_choice"]
-        and "not available offline" in m["finetune"]["backbone_choice"]
+        "--offline, and they are not in torchvision's cache" in m["probe"]["backbone_choice"]
+        and "--offline, and they are not in torchvision's cache" in m["finetune"]["backbone_choice"]
     )
     # --config repeats it exactly
     assert json.loads((out / "config.json").read_text())["finetune"]["backbone"] == BEST_OFFLINE
     assert (
-        "Chosen by `--backbone auto`: ResNet-18's ImageNet weights are not available offline"
+        "Chosen by `--backbone auto`: ResNet-18's ImageNet weights: --offline, and they are not in torchvision's cache"
         in (out / "report.md").read_text()
     )
     assert all(v["status"] == "done" for v in m["steps"].values()) and len(m["steps"]) == 3

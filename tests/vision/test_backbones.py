@@ -69,7 +69,9 @@ def test_auto_is_resnet18_when_its_weights_are_at_hand_else_the_best_offline_bac
     assert choose("efficientnet_lite0", "imagenet", False) == backbones.BackboneChoice("efficientnet_lite0")
     offline = choose("auto", "imagenet", False)
     assert offline.name == backbones.BEST_OFFLINE == "efficientnet_lite1"
-    assert "not available offline" in offline.reason and "--backbone resnet18 --weights FILE" in offline.reason
+    assert "not cached and could not be reached" in offline.reason  # no --offline: the network was asked
+    assert "--backbone resnet18 --weights FILE" in offline.reason
+    assert "--offline, and they are not in torchvision's cache" in choose("auto", "imagenet", True).reason
     assert choose("auto", "/some/resnet18.pth", True).name == "resnet18"  # a local copy given
     assert choose("auto", "none", True).name == "resnet18"  # a random start needs no weights
     monkeypatch.setattr(backbones, "_reachable", lambda url, timeout=5.0: True)

@@ -90,7 +90,7 @@ def choose_backbone(name: str, weights: str = "imagenet", offline: bool = False)
     needed: ``--weights none``) or downloadable; otherwise the best offline backbone. Any other name is itself.
 
     >>> choose_backbone("auto", offline=True)  # doctest: +SKIP
-    BackboneChoice(name='efficientnet_lite1', reason="ResNet-18's ImageNet weights are not available offline; ...")
+    BackboneChoice(name='efficientnet_lite1', reason="ResNet-18's ImageNet weights: --offline, and they are not in ...")
     """
     if name != "auto":
         return BackboneChoice(name)
@@ -101,9 +101,10 @@ def choose_backbone(name: str, weights: str = "imagenet", offline: bool = False)
         return BackboneChoice("resnet18", f"ResNet-18's ImageNet weights are in torchvision's cache ({path})")
     if not offline and _reachable(url):
         return BackboneChoice("resnet18", "ResNet-18's ImageNet weights are downloadable from torchvision")
+    why = "--offline, and they are not in torchvision's cache" if offline else "not cached and could not be reached"
     return BackboneChoice(
         BEST_OFFLINE,
-        f"ResNet-18's ImageNet weights are not available offline; using {BEST_OFFLINE} "
+        f"ResNet-18's ImageNet weights: {why}; using {BEST_OFFLINE} "
         "— pass --backbone resnet18 --weights FILE to use a local copy",
     )
 
