@@ -23,9 +23,11 @@ venv: $(STAMP)
 BACKBONE ?= efficientnet_lite1
 
 run: $(STAMP)
+	@echo "data: $(DATA_DIR) (set DATA_DIR=... or EMBEDLAB_DATA_DIR to use another folder)"
 	$(BIN)/embedlab run --data-dir $(DATA_DIR) --backbone $(BACKBONE) $(ARGS)
 
 smoke: $(STAMP)
+	@echo "data: $(DATA_DIR) (set DATA_DIR=... or EMBEDLAB_DATA_DIR to use another folder)"
 	$(BIN)/embedlab run --profile smoke --data-dir $(DATA_DIR) --backbone $(BACKBONE) $(ARGS)
 
 test: $(STAMP)
