@@ -126,3 +126,13 @@ def test_cifar10_is_read_once_while_its_files_stay_the_same(cifar_root, caplog):
     test_batch = cifar_root / "cifar-10-batches-py" / "test_batch"
     os.utime(test_batch, ns=(0, test_batch.stat().st_mtime_ns + 1))  # a file replaced: read and verified again
     assert load_splits(cfg)[0] is not first
+
+
+def test_the_log_names_the_frozen_stages_as_the_docs_do():
+    from embedlab.vision.pipeline import frozen_words
+
+    assert [frozen_words(k) for k in (1, 2, 3)] == [
+        "the stem",
+        "the stem and the first stage",
+        "the stem and the first 2 stages",
+    ]

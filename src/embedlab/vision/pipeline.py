@@ -88,7 +88,7 @@ def run_finetune(
     ips, expected = expected_time(
         cfg, model, size, device, steps * cfg.batch_size, cfg.epochs * len(val_idx) + len(test_idx)
     )
-    layers = f"{cfg.train_scope} layers" + (f" after the first {setup.frozen} stages" if setup.frozen else "")
+    layers = f"{cfg.train_scope} layers" + (f", {frozen_words(setup.frozen)} frozen" if setup.frozen else "")
     log(
         f"[1C] fine-tuning {spec.name} ({setup.backbone.weights}, {layers}, {n_trainable:,} trainable parameters) on"
         f" {device} at {size} px: {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} x {steps * cfg.batch_size:,}"
@@ -150,6 +150,14 @@ def run_finetune(
     if compare and probe is not None:  # the main job orders the comparison itself
         run_comparison(store, probe, result)
     return result
+
+
+def frozen_words(stages: int) -> str:
+    """``--freeze-stages K`` in the words the docs use: the stem (stage 0) and the stages after it."""
+    after = stages - 1
+    return "the stem" + (
+        "" if not after else " and the first stage" if after == 1 else f" and the first {after} stages"
+    )
 
 
 def _checkpoint(store: Store, resume: bool) -> tuple[Path, bool]:
