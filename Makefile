@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DATA_DIR ?= $(or $(EMBEDLAB_DATA_DIR),$(wildcard ../shared/data),data)
 ARGS ?=
 
-.PHONY: venv run test lint smoke bench clean-venv
+.PHONY: venv run test lint smoke bench notebook clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+
+# examples/quickstart.ipynb executed and stored with its outputs (the suite checks they are what it prints)
+notebook: $(STAMP)
+	EMBEDLAB_DATA_DIR=$(abspath $(DATA_DIR)) $(BIN)/python examples/run_notebook.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/movies_cost_grad.py --data-dir $(DATA_DIR)

@@ -166,7 +166,7 @@ def loss_figure(runs: list[RunResult], co: CoLikes | None = None, optimum: Spect
     """
     c_zero = _operator(co).fro_sq if co is not None else max(r.losses[0] for r in runs)
     c_star = optimum.cost if optimum is not None else min(min(r.losses) for r in runs)
-    return movie_figures.best_runs_together(runs, c_star, c_zero)
+    return movie_figures.best_runs_together(runs, c_star, c_zero, title="Cost by iteration, each run")
 
 
 def recommend(

@@ -16,10 +16,9 @@ import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from embedlab.errors import InputError, MissingFileError
 from embedlab.files import file_hash
+from embedlab.logs import progress_bar_class
 
 ENV_VAR = "EMBEDLAB_DATA_DIR"
 DEFAULT_DIR = Path("data")
@@ -131,7 +130,8 @@ def download_url(url: str, dest: Path) -> None:
     part = dest.with_name(dest.name + ".part")
     with urllib.request.urlopen(url, timeout=30) as resp:  # noqa: S310 (fixed https URL)
         total = int(resp.headers.get("Content-Length") or 0) or None
-        with open(part, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, desc=dest.name) as bar:
+        bar_class = progress_bar_class()
+        with open(part, "wb") as f, bar_class(total=total, unit="B", unit_scale=True, desc=dest.name) as bar:
             while block := resp.read(1 << 16):
                 f.write(block)
                 bar.update(len(block))

@@ -85,6 +85,18 @@ def run_log(folder: Path) -> Iterator[None]:
         LOGGER.removeHandler(handler)
 
 
+def progress_bar_class() -> type:
+    """tqdm's notebook widget where it can draw (Jupyter with ipywidgets), else its text bar: tqdm.auto alone warns
+    "IProgress not found" in a notebook without ipywidgets."""
+    import importlib.util
+
+    if importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
+    return tqdm
+
+
 class Progress:
     """A tqdm bar on a terminal; elsewhere (a log file, CI, a notebook's captured output) a log line at least every
     ``every`` seconds — "epoch 1/2: 12,800/49,920 img (26 %), 171 img/s, about 3.6 min left" — so a log never sits
@@ -97,8 +109,7 @@ class Progress:
     def __init__(
         self, total: int, desc: str, unit: str = "it", enabled: bool = True, every: float = 30.0, **tqdm_args
     ) -> None:
-        from tqdm.auto import tqdm
-
+        tqdm = progress_bar_class()
         self.total, self.desc, self.unit, self.every = total, desc, unit, every
         self.bar = tqdm(total=total, desc=desc, unit=unit, disable=True if not enabled else None, **tqdm_args)
         self.lines = enabled and self.bar.disable  # no terminal to draw on: say it in the log instead

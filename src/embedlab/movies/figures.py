@@ -51,8 +51,11 @@ def loss_curves_by_optimizer(results: Sequence[RunResult], c_star: float, c_zero
     return fig
 
 
-def best_runs_together(best: Sequence[RunResult], c_star: float, c_zero: float) -> Figure:
-    """The best run of each optimiser: the cost (left) and its relative gap to the optimum (right)."""
+def best_runs_together(
+    best: Sequence[RunResult], c_star: float, c_zero: float, title: str = "Best learning rate of each optimiser"
+) -> Figure:
+    """Runs together (the study's: the best of each optimiser): the cost (left) and its relative gap to the optimum
+    (right)."""
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     for r in best:
         it = np.arange(len(r.losses))
@@ -63,7 +66,7 @@ def best_runs_together(best: Sequence[RunResult], c_star: float, c_zero: float) 
     ax.set_yscale("log")
     _ylim(ax, c_star, c_zero, best)
     ax.set_ylabel("cost c(V) (log scale)")
-    ax.set_title("Best learning rate of each optimiser")
+    ax.set_title(title)
     ax2.axhline(0.01, color="black", ls="--", lw=1, label="1 % gap")
     ax2.set_yscale("log")
     ax2.set_ylabel("(c - c*) / c*  (log scale)")
