@@ -196,3 +196,11 @@ def test_json_writes_are_atomic(tmp_path, monkeypatch):
         run.write_json("metrics.json", {"a": 2})
     assert run.read_json("metrics.json") == {"a": 1}  # the ledger is the old one, whole
     assert not [p for p in (tmp_path / "r").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_missing_value_in_a_table_reads_as_a_dash_not_nan():
+    from embedlab.runs import markdown_table
+
+    table = markdown_table(pd.DataFrame({"optimizer": ["sgd", None], "gap_%": [np.nan, 0.1234], "lr": [1e-4, np.nan]}))
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+    assert rows == [["sgd", "—", "0.000100"], ["—", "0.1234", "—"]] and "nan" not in table

@@ -97,8 +97,10 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
             out[col] = out[col].map(
                 lambda v: v if v is None or (isinstance(v, float) and math.isnan(v)) else md_text(v)
             )
+        # a value that is not there (a diverged run's gap, the optimum's learning rate) reads "—", not "nan"
+        out[col] = out[col].astype(object).where(out[col].notna(), None)
     out.columns = [md_text(column_label(c)) for c in out.columns]
-    return out.to_markdown(index=False, floatfmt=formats)
+    return out.to_markdown(index=False, floatfmt=formats, missingval="—")
 
 
 #: Written first into every run folder embedlab creates: only a folder that carries it is ever cleared.
