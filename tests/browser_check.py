@@ -110,7 +110,7 @@ return [...document.images].filter(i => !i.closest('.explorer')).filter(i => {
 
 def _same_number(text: str, value: float) -> bool:
     if math.isnan(value):
-        return text.strip().lower() in ("", "nan")
+        return text.strip() == "—"  # the one way a missing value reads
     try:
         shown = Decimal(text.strip().replace(",", ""))
     except InvalidOperation:
@@ -151,7 +151,7 @@ def table_problems(tables: list[dict], run_dir: Path) -> tuple[list[str], int]:
                     _same_number(text, float(value))
                     if numeric
                     else text.strip() == ("" if pd.isna(value) else str(value)).strip()
-                    or (pd.isna(value) and text.strip() == "nan")
+                    or (pd.isna(value) and text.strip() == "—")
                 )
                 if not ok:
                     problems.append(f"{label}: row {i + 1}, column {col!r} shows {text!r}, the CSV holds {value!r}")
