@@ -18,35 +18,57 @@ def _reference_lines(ax: plt.Axes, c_star: float, c_zero: float) -> None:
     ax.axhline(c_zero, color="grey", ls=":", lw=1, label=f"V = 0 cost {c_zero:.4g}")
 
 
+#: The loss plots' y-axis ends at this multiple of the larger of the start cost and the V = 0 cost: a diverging run
+#: leaves the plot there, marked, instead of stretching the axis over orders of magnitude.
+CLIP = 5.0
+
+
+def _top(c_zero: float, runs: Sequence[RunResult]) -> float:
+    return CLIP * max(c_zero, max((r.losses[0] for r in runs if r.losses), default=c_zero))
+
+
 def _ylim(ax: plt.Axes, c_star: float, c_zero: float, runs: Sequence[RunResult]) -> None:
-    start = max((r.losses[0] for r in runs if r.losses), default=c_zero)
-    ax.set_ylim(0.8 * c_star, 5.0 * max(c_zero, start))
+    ax.set_ylim(0.8 * c_star, _top(c_zero, runs))
+
+
+def _plot_run(ax: plt.Axes, r: RunResult, top: float, label: str) -> None:
+    """One run's cost by iteration; a diverged run is drawn until it leaves the plot (or ends), marked with a cross."""
+    losses = np.asarray(r.losses, dtype=float)
+    if not r.diverged:
+        ax.plot(np.arange(len(losses)), losses, lw=1.4, label=label)
+        return
+    out = np.flatnonzero(~np.isfinite(losses) | (losses > top))
+    end = int(out[0]) if len(out) else len(losses) - 1
+    (line,) = ax.plot(np.arange(end + 1), np.minimum(losses[: end + 1], top), lw=1.4, label=label)
+    ax.plot(end, min(losses[end], top) if np.isfinite(losses[end]) else top, "x", color=line.get_color(), ms=9, mew=2)
 
 
 def loss_curves_by_optimizer(results: Sequence[RunResult], c_star: float, c_zero: float) -> Figure:
-    """One panel per optimiser, one line per learning rate; diverged runs end in a cross."""
+    """One panel per optimiser, one line per learning rate; a diverged run ends in a cross where it leaves the plot."""
     names = list(dict.fromkeys(r.optimizer for r in results))
     ncols = min(3, len(names))
     nrows = int(np.ceil(len(names) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.8 * nrows), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.3 * nrows), squeeze=False, sharey=True)
+    top = _top(c_zero, results)
     for ax, name in zip(axes.flat, names):
         runs = [r for r in results if r.optimizer == name]
         for r in runs:
-            label = f"lr={r.lr:g}" + (" (diverged)" if r.diverged else "")
-            (line,) = ax.plot(np.arange(len(r.losses)), r.losses, lw=1.4, label=label)
-            if r.diverged:
-                ax.plot(len(r.losses) - 1, min(r.losses[-1], ax.get_ylim()[1]), "x", color=line.get_color(), ms=8)
+            _plot_run(ax, r, top, f"lr={r.lr:g}" + (f" (diverged at {r.iterations})" if r.diverged else ""))
         _reference_lines(ax, c_star, c_zero)
         ax.set_yscale("log")
-        _ylim(ax, c_star, c_zero, runs)
+        ax.set_ylim(0.8 * c_star, top)
         ax.set_title(name)
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=9)
+        # below the panel: inside it, the legend covered the curves
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     for ax in axes.flat[len(names) :]:
         ax.axis("off")
     axes[0, 0].set_ylabel("cost c(V) (log scale)")
-    fig.suptitle("Loss vs iteration per optimiser across learning rates")
+    fig.suptitle(
+        f"Loss vs iteration per optimiser across learning rates (y-axis ends at {CLIP:g}x the start cost; "
+        "x: where a diverging run left it)"
+    )
     fig.tight_layout()
     return fig
 
