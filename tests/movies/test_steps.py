@@ -115,3 +115,31 @@ def test_stability_is_the_jaccard_of_each_runs_top_k_with_the_recommending_ones(
     assert result.diverged_runs == 1 and result.spectral_jaccard == pytest.approx(
         table.iloc[-1][f"mean_jaccard@{cfg.top_k}"]
     )
+
+
+def test_the_held_out_split_is_the_ratings_split_by_user(data):
+    """HoldoutSplit against the ratings themselves: training users' likes, the movies they liked as columns, and the
+    test users' liked movies as queries; no user on both sides."""
+    from embedlab.movies.evaluate import split_users
+    from embedlab.movies.holdout import HoldoutSplit
+
+    cfg, prepared = data
+    split = HoldoutSplit.make(cfg, prepared.ratings, prepared.movies, prepared.co)
+    ratings = prepared.ratings
+    train_users, test_users = split_users(ratings["userId"].to_numpy(), cfg.holdout_fraction, cfg.holdout_seed)
+    assert not set(train_users) & set(test_users)
+    liked = ratings[ratings["rating"] >= cfg.like_threshold]
+    train_liked = liked[liked["userId"].isin(train_users)]
+    assert list(split.train.movie_ids) == sorted(train_liked["movieId"].unique())
+    column = {int(m): j for j, m in enumerate(split.train.movie_ids)}
+    for row, user in enumerate(split.train.user_ids):
+        mine = {column[int(m)] for m in train_liked.loc[train_liked["userId"] == user, "movieId"]}
+        assert set(split.train.likes[row].indices) == mine
+    # every query is a liked movie of a test user who liked at least two of the training users' movies
+    test_sets = [
+        {column[int(m)] for m in group["movieId"] if int(m) in column}
+        for _, group in liked[liked["userId"].isin(test_users)].groupby("userId")
+    ]
+    expected = sorted(i for s in test_sets if len(s) >= 2 for i in s)
+    assert 0 < len(expected) <= cfg.holdout_max_queries  # every query kept: no sample drawn at this size
+    assert split.queries_total == len(expected) and sorted(split.queries.items.tolist()) == expected
