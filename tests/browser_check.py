@@ -242,7 +242,9 @@ def _each_query(
         box = driver.find_element(By.ID, "explorer-search")
         out = {}
         for q in queries:
-            box.clear()
+            box.click()  # as a person does: click, then type (no clear() from outside the page)
+            if box.get_attribute("value"):  # a refused query stays in the box: a person selects it to type anew
+                box.send_keys(Keys.CONTROL, "a")
             if all(ord(c) <= 0xFFFF for c in q):
                 box.send_keys(q)
             # ChromeDriver types only the Basic Multilingual Plane: an emoji arrives as an input method commits it
@@ -286,9 +288,35 @@ def explorer_lookups(html: Path, workdir: Path, queries: list[str]) -> dict[str,
         queries,
         lambda d, q: {
             "matches": d.execute_script("return window.embedlabLookup(arguments[0])", q),
-            "selected": d.execute_script("return document.getElementById('explorer-search').value"),
+            "selected": d.execute_script("return document.getElementById('explorer-search').dataset.selected || ''"),
         },
     )
+
+
+def explorer_first_use(html: Path, workdir: Path, title: str, typo: str) -> dict:
+    """A newcomer's first two queries, typed as a person types them: the page opens on its first query's list; click
+    in the box, type ``title``, Enter; then click, type ``typo``, Enter. What the page shows after each."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    driver = _driver(workdir)
+    read = (
+        "return {status: document.getElementById('explorer-status').textContent,"
+        " listed: [...document.querySelectorAll('#explorer-results tbody tr')].map(r => r.children[1].textContent),"
+        " offered: [...document.querySelectorAll('#explorer-suggestions li')].map(li => li.textContent),"
+        " box: document.getElementById('explorer-search').value}"
+    )
+    try:
+        driver.get(html.resolve().as_uri())
+        box = driver.find_element(By.ID, "explorer-search")
+        out = {"opened": driver.execute_script(read)}
+        for key, text in (("title", title), ("typo", typo)):
+            box.click()
+            box.send_keys(text, Keys.ENTER)
+            out[key] = driver.execute_script(read)
+        return out
+    finally:
+        driver.quit()
 
 
 #: What the Part 1 explorer lists now: the test indices shown, in order, and the status line above them.

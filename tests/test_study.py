@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from browser_check import SECTIONS, check_in_browser, explorer_lists, explorer_lookups
+from browser_check import SECTIONS, check_in_browser, explorer_first_use, explorer_lists, explorer_lookups
 from conftest import with_flags
 from explorer_expect import assert_explorer_matches, assert_sprite_is_official, expected_cells, official_test_labels
 
@@ -120,6 +120,15 @@ def test_report_renders_in_headless_chromium(cifar_root, movielens_root, tmp_pat
     queries = json.loads((out / "config.json").read_text())["movies"]["queries"]
     page = explorer_lists(out / "report.html", tmp_path / "explorer", queries, "cosine")
     assert page == {q: SavedEmbeddings.load(out).recommend(q, k=10, metric="cosine")["title"].tolist() for q in queries}
+    # a newcomer's first query, clicked and typed into the box the page opens with; then a typo of it
+    second = queries[1]
+    title = json.loads((out / "metrics.json").read_text())["movies_recommend"]["query_titles"][second]
+    first = explorer_first_use(out / "report.html", tmp_path / "first", second.lower(), second.lower()[:-2] + "xx")
+    assert first["opened"]["listed"] and first["opened"]["box"] == ""
+    assert f" for {title} (" in first["title"]["status"]
+    assert first["title"]["listed"] == SavedEmbeddings.load(out).recommend(second, k=10)["title"].tolist()
+    assert first["typo"]["listed"] == [] and "did you mean" in first["typo"]["status"]
+    assert any(o.startswith(f"{title} — ") for o in first["typo"]["offered"]), first["typo"]
     assert result.images == (out / "report.md").read_text().count("](figures/") > 10
     assert result.screenshot.stat().st_size > 10_000
 

@@ -69,6 +69,8 @@
     return [];
   }
   window.embedlabLookup = (q) => lookup(q).map((i) => D.titles[i]);  // what the tests compare with TitleIndex
+  // the titles a name begins; for a typo, none: then the titles whose name is closest by edit distance (at most
+  // 40 % of the longer one changed), as TitleIndex.lookup suggests close titles
   function suggestions(q) {
     const key = normalise(splitTitle(q)[0]);
     if (!key) return [];
@@ -77,7 +79,25 @@
     for (let i = 0; i < N; i++) {
       if (D.keys[i].some((k) => k.startsWith(key) || k.startsWith(alt))) hits.push(i);
     }
-    return hits.sort((a, b) => D.likes[b] - D.likes[a] || a - b).slice(0, 8);
+    if (hits.length) return hits.sort((a, b) => D.likes[b] - D.likes[a] || a - b).slice(0, 8);
+    const close = [];
+    for (let i = 0; i < N; i++) {
+      const d = Math.min(...D.keys[i].map((k) => editDistance(key, k) / Math.max(key.length, k.length)));
+      if (d <= 0.4) close.push([d, i]);
+    }
+    return close.sort((a, b) => a[0] - b[0] || D.likes[b[1]] - D.likes[a[1]] || a[1] - b[1]).slice(0, 5).map((c) => c[1]);
+  }
+  function editDistance(a, b) {  // Levenshtein, two rows
+    if (Math.abs(a.length - b.length) > 0.4 * Math.max(a.length, b.length)) return Math.max(a.length, b.length);
+    let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+    for (let i = 1; i <= a.length; i++) {
+      const row = [i];
+      for (let j = 1; j <= b.length; j++) {
+        row.push(Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1)));
+      }
+      prev = row;
+    }
+    return prev[b.length];
   }
 
   // ---- scores (embedlab.movies.recommend.similar_items): every other stored movie is a candidate
@@ -107,9 +127,13 @@
     status.textContent = `Top ${top.length} for ${D.titles[selected]} (${metric()}, ${D.likes[selected]} likes; movies with >= ${D.minLikes} likes):`;
     draw();
   }
+  // the box is emptied once a movie is chosen (its title shows as the box's placeholder and in the line above the
+  // list), so that a click and a new title never run into the old one
   function select(i, note) {
     selected = i;
-    input.value = D.titles[i];
+    input.value = "";
+    input.placeholder = `${D.titles[i]} — type another title`;
+    input.dataset.selected = D.titles[i];
     list.replaceChildren();
     render();
     if (note) status.textContent += " " + note;
@@ -138,12 +162,18 @@
     } else if (e.key === "Enter") {
       e.preventDefault();
       if (active >= 0 && items[active]) return select(+items[active].dataset.row);
+      if (!input.value.trim()) return;
       const rows = lookup(input.value);
       if (rows.length === 1) return select(rows[0]);
-      const sug = rows.length ? rows : suggestions(input.value);
-      if (sug.length) return select(sug[0], rows.length > 1 ? `(${rows.length} titles match; the most-liked is shown — add the year to choose)` : "");
-      list.replaceChildren();
-      status.textContent = `No movie with >= ${D.minLikes} likes matches "${input.value}".`;
+      if (rows.length) return select(rows[0], `(${rows.length} titles match; the most-liked is shown — add the year to choose)`);
+      // no film: nothing is listed, and the close titles are offered to click
+      const typed = input.value;
+      selected = -1;
+      delete input.dataset.selected;
+      render();
+      showSuggestions();
+      status.textContent = `No movie with >= ${D.minLikes} likes matches "${typed}"` +
+        (list.children.length ? "; did you mean one of these?" : ".");
     } else if (e.key === "Escape") list.replaceChildren();
   });
   input.addEventListener("blur", () => setTimeout(() => list.replaceChildren(), 150));
