@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from embedlab.runs import column_label
+from embedlab.text import column_label
 
 #: Headings every full report must have: one per mission item, plus the held-out check and the config.
 SECTIONS = [
-    "Summary",
+    "At a glance",
     "Part 1A",
     "Part 1B",
     "Part 1C",
@@ -111,8 +111,12 @@ return [...document.images].filter(i => !i.closest('.explorer')).filter(i => {
 def _same_number(text: str, value: float) -> bool:
     if math.isnan(value):
         return text.strip() == "—"  # the one way a missing value reads
+    text = text.strip()
+    for unit in (" %", " points"):  # an accuracy, or a difference of two, is shown in per cent of the CSV's fraction
+        if text.endswith(unit):
+            text, value = text.removesuffix(unit), 100 * value
     try:
-        shown = Decimal(text.strip().replace(",", ""))
+        shown = Decimal(text.replace(",", ""))
     except InvalidOperation:
         return False
     if not shown.is_finite():

@@ -1977,7 +1977,7 @@ def test_non_latin_titles_from_the_command_line(hostile_run, capsys):
     """The shared table's non-Latin cases, through `embedlab recommend` on a run whose catalogue holds them."""
     from conftest import NON_LATIN
 
-    from embedlab.runs import without_bidi
+    from embedlab.text import without_bidi
 
     for case in NON_LATIN["cases"]:
         status = main(["recommend", case["query"], "--run", str(hostile_run), "--top", "3", "--min-likes", "0"])
@@ -2000,8 +2000,9 @@ def test_non_latin_titles_in_the_explorer(hostile_run, tmp_path):
 
     from embedlab.movies.movielens import TitleIndex
     from embedlab.report.explorer import explorer_data
-    from embedlab.runs import RunDir, without_bidi
+    from embedlab.runs import RunDir
     from embedlab.store import Store
+    from embedlab.text import without_bidi
 
     page = explorer_data(Store(RunDir(hostile_run)))
     index = TitleIndex(pd.DataFrame({"movieId": range(len(page["titles"])), "title": page["titles"]}), page["likes"])

@@ -199,7 +199,7 @@ def test_json_writes_are_atomic(tmp_path, monkeypatch):
 
 
 def test_a_missing_value_in_a_table_reads_as_a_dash_not_nan():
-    from embedlab.runs import markdown_table
+    from embedlab.text import markdown_table
 
     table = markdown_table(pd.DataFrame({"optimizer": ["sgd", None], "gap_%": [np.nan, 0.1234], "lr": [1e-4, np.nan]}))
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()[2:]]

@@ -90,7 +90,12 @@ def test_smoke_study_on_synthetic_data_writes_every_section(cifar_root, movielen
         assert title in md and title in html, title
     assert 'src="figures/' not in html and html.count('src="data:image/png;base64,') == md.count("](figures/")
     assert f"`embedlab run --resume {out}` continues" in md.replace("\\", "")  # the study resumes its own steps
-    assert md.index("**A smoke run.**") < md.index("## Summary")  # said before any number
+    assert md.index("**A smoke run.**") < md.index("## At a glance")  # said before any number
+    from embedlab.report.glance import HEADINGS
+
+    # each mission question of the first screen links to its section
+    assert all(re.search(rf"^##+ {re.escape(h)}$", md, re.M) for h in HEADINGS.values())
+    assert md.count("](#") >= len(HEADINGS) and 'href="#part-1a-frozen-features-logistic-regression"' in html
     env = json.loads((out / "environment.json").read_text())
     assert env["torch"] and env["cpu capability"] in {
         "DEFAULT",

@@ -26,7 +26,8 @@ from embedlab.resolve import (
     resumed,
     study_settings,
 )
-from embedlab.runs import RunDir, RunFolderError, default_run_path, without_bidi
+from embedlab.runs import RunDir, RunFolderError, default_run_path
+from embedlab.text import percent, without_bidi
 
 #: Only the project's own user errors become one line; anything else is a bug and keeps its traceback.
 EXPECTED_ERRORS = (UserError,)
@@ -224,8 +225,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
     report = write_report(run)
     feats, fit = probe.features, probe.fit
     print(
-        f"{feats.backbone} ({feats.weights}) at {feats.resolution} px: test accuracy {fit.evaluation.test_accuracy:.4f}"
-        f" (val {fit.val_accuracy:.4f}, L2 {fit.l2:g})"
+        f"{feats.backbone} ({feats.weights}) at {feats.resolution} px: test accuracy"
+        f" {percent(fit.evaluation.test_accuracy)}"
+        f" (val {percent(fit.val_accuracy)}, L2 {fit.l2:g})"
     )
     print(f"report: {report}")
     return 0
@@ -255,13 +257,13 @@ def _finetune_on_rank(cfg: FinetuneConfig, run: RunDir, resume: bool) -> int:
         return 0
     report = write_report(run)
     print(
-        f"fine-tuned {ft.backbone} at {ft.resolution} px: test accuracy {ft.evaluation.test_accuracy:.4f} "
+        f"fine-tuned {ft.backbone} at {ft.resolution} px: test accuracy {percent(ft.evaluation.test_accuracy)} "
         f"({ft.train_seconds / 60:.1f} min of training, {ft.epochs} epochs)"
     )
     if (probe := store.results().probe) is not None:
         print(
             f"fixed features (linear probe) at {probe.features.resolution} px: test accuracy"
-            f" {probe.fit.evaluation.test_accuracy:.4f}"
+            f" {percent(probe.fit.evaluation.test_accuracy)}"
         )
     print(f"report: {report}")
     return 0

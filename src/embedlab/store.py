@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -313,6 +314,13 @@ class Store:
             raise ValueError(f"{name!r} is not a text file of the run folder the store reads")
         path = self.path / name
         return path.read_text() if path.is_file() else None
+
+    def profile(self) -> str | None:
+        """The main job's profile (config.json's study section), or None for a folder another command made."""
+        text = self.text("config.json")
+        study = json.loads(text).get("study") if text is not None else None
+        profile = study.get("profile") if isinstance(study, dict) else None
+        return profile if isinstance(profile, str) else None
 
     def config(self, section: str) -> dict[str, Any]:
         """One study's saved settings (config.json)."""

@@ -353,3 +353,6 @@ def test_the_comparison_reads_right_when_fine_tuning_loses(tmp_path: Path, make_
     assert "(-3.80 points, 11 % more test errors)" in text and "fewer test errors" not in text
     assert "the largest change is *bird* (65.8 → 30.0 %), the smallest *ship* (65.8 → 66.0 %)" in text
     assert re.search(r"\(the probe: \d+\.\d s at", text) and not re.search(r"(?<![\d.])0\.0 min", text)
+    # one format per quantity: every accuracy, in the text and in the tables, as a percentage; nothing reads "nan"
+    assert not re.search(r"(?<![\d.])0\.(658|62|30|66)0*(?!\d)", text) and "65.80 %" in text and "30.00 %" in text
+    assert not re.search(r"\bnan\b", text, re.I)

@@ -14,12 +14,14 @@ import pandas as pd
 from markupsafe import Markup
 
 from embedlab.report.common import render
+from embedlab.report.glance import GLOSSARY, glance_rows
 from embedlab.report.html import render_html
 from embedlab.report.movies import movies_context
 from embedlab.report.vision import finetune_context, probe_context
 from embedlab.results import RunResults
-from embedlab.runs import RunDir, markdown_table
+from embedlab.runs import RunDir
 from embedlab.store import Store, load
+from embedlab.text import markdown_table
 
 
 def summary_rows(results: RunResults) -> list[tuple[str, str, str, str]]:
@@ -83,14 +85,16 @@ def write_report(run: RunDir) -> Path:
     summary = (
         Markup(markdown_table(pd.DataFrame(rows, columns=["step", "status", "minutes", "result"]))) if rows else None
     )
+    glance = glance_rows(results)  # the mission's questions, answered in a line each
     config = Store(run).text("config.json")
-    study = json.loads(config).get("study") if config is not None else None
     text = render(
         "report.md.j2",
         run,
-        smoke=isinstance(study, dict) and study.get("profile") == "smoke",
+        smoke=Store(run).profile() == "smoke",
         problems=unfinished(results),
         summary=summary,
+        glance=glance,
+        glossary=GLOSSARY,
         sections=[Markup(s) for s in sections],
         config_json=Markup(config.rstrip()) if config is not None else None,
         versions=_versions(run),

@@ -1,6 +1,6 @@
 """The report's template engine: Jinja2 over Markdown, with one escaping rule and the helpers every section uses.
 
-Every value a template prints goes through ``runs.md_text`` (Jinja2's ``finalize``) unless it is ``Markup``: saved
+Every value a template prints goes through ``text.md_text`` (Jinja2's ``finalize``) unless it is ``Markup``: saved
 tables, figures and code spans are built here and marked; everything else from data or config is shown literally.
 """
 
@@ -13,8 +13,9 @@ from typing import Any, TypeVar
 import jinja2
 from markupsafe import Markup
 
-from embedlab.runs import RunDir, md_code, md_text
+from embedlab.runs import RunDir
 from embedlab.store import Store
+from embedlab.text import md_code, md_text
 
 #: What a section says in place of an artefact its step should have saved; the tests fail on it, because it
 #: means the file-name contract between a pipeline step and its report section is broken.

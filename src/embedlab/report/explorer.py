@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from embedlab.movies.movielens import _ARTICLES, NUMERALS, fold_numerals, title_keys, title_names
-from embedlab.runs import without_bidi
 from embedlab.store import Store
+from embedlab.text import without_bidi
 
 #: Where report.md asks for the explorer; report.html replaces it (GitHub shows nothing there).
 PLACEHOLDER = '<div id="movie-explorer-placeholder"></div>'

@@ -57,12 +57,15 @@ def render_html(md_text: str, store: Store, title: str) -> str:
         extensions=["tables", "fenced_code", "toc", "md_in_html"], extension_configs={"toc": {"toc_depth": "2-3"}}
     )
     body = fill_vision_placeholder(fill_placeholder(_inline_images(md.convert(md_text), store), store), store)
-    head, sep, rest = body.partition("</h1>")  # the contents go right under the title
-    if not sep:
-        head, rest = "", body
+    # the contents go under the title, or under the one-screen summary when there is one (it is the first screen)
+    glance = body.find('<h2 id="at-a-glance"')
+    cut = body.find("<h2", glance + 1) if glance >= 0 else -1
+    if cut < 0:
+        end = body.find("</h1>")
+        cut = end + len("</h1>") if end >= 0 else 0
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{html.escape(title)}</title>'
-        f"<style>{CSS}</style></head>\n<body><main>\n{head}{sep}\n"
-        f'<nav class="toc"><strong>Contents</strong>{md.toc}</nav>\n{rest}\n</main></body></html>\n'
+        f"<style>{CSS}</style></head>\n<body><main>\n{body[:cut]}\n"
+        f'<nav class="toc"><strong>Contents</strong>{md.toc}</nav>\n{body[cut:]}\n</main></body></html>\n'
     )

@@ -14,8 +14,9 @@ from embedlab.movies.movielens import slug
 from embedlab.report.common import saved_config
 from embedlab.report.explorer import PLACEHOLDER
 from embedlab.results import ColdStart, DataStats, Holdout, RunResults
-from embedlab.runs import RunDir, markdown_table
+from embedlab.runs import RunDir
 from embedlab.store import Store
+from embedlab.text import markdown_table
 
 #: Method names of the held-out tables (``movies.evaluate``) that the readings compare.
 EMBEDDING_PREFIX = "embedding"

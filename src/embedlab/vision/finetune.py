@@ -24,6 +24,7 @@ from embedlab.config import FinetuneConfig
 from embedlab.distributed import current
 from embedlab.errors import InputError, UserError
 from embedlab.logs import Progress
+from embedlab.text import percent
 from embedlab.vision.checkpoint import (
     CheckpointMismatch,
     History,
@@ -320,7 +321,8 @@ def train(
         row = end_epoch(model, loop, EpochRun(epoch, step_losses, correct, time.perf_counter() - t0), val_xy, job)
         log(
             f"[1C] epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f}, val accuracy"
-            f" {row['val_accuracy']:.4f}, {row['train_seconds'] / 60:.1f} min ({row['train_images_per_second']:.0f}"
+            f" {percent(row['val_accuracy'])}, {row['train_seconds'] / 60:.1f} min"
+            f" ({row['train_images_per_second']:.0f}"
             " img/s)"
         )
     if loop.ema is not None:  # what is evaluated and saved from here on is the average

@@ -13,6 +13,7 @@ from embedlab.config import FinetuneConfig, ProbeConfig
 from embedlab.distributed import current
 from embedlab.results import Comparison, FinetuneResult, ProbeResult
 from embedlab.store import Output, Store, Table
+from embedlab.text import percent
 from embedlab.vision import figures
 from embedlab.vision.backbones import BackboneChoice
 from embedlab.vision.compare import comparison_table
@@ -146,7 +147,10 @@ def run_finetune(
         backbone_choice=setup.choice.reason,
     )
     store.write(Output(results=(result,)))
-    log(f"[1C] fine-tuned test accuracy {test.evaluation.test_accuracy:.4f} after {train_s / 60:.1f} min of training")
+    log(
+        f"[1C] fine-tuned test accuracy {percent(test.evaluation.test_accuracy)} after {train_s / 60:.1f} min of"
+        " training"
+    )
     if compare and probe is not None:  # the main job orders the comparison itself
         run_comparison(store, probe, result)
     return result

@@ -21,6 +21,7 @@ from embedlab.files import npz_bytes, torch_bytes
 from embedlab.overrides import DERIVED, to_dict
 from embedlab.results import Evaluation, FeatureSummary, FinetuneResult, ProbeResult, ProbeScores
 from embedlab.store import LP_FT_PROBE, Output, Predictions, Table
+from embedlab.text import percent
 from embedlab.vision import figures
 from embedlab.vision.backbones import Backbone, BackboneChoice, BackboneSpec, choose_backbone, create_backbone
 from embedlab.vision.cifar10 import (
@@ -319,7 +320,10 @@ def step_1a_fit(cfg: ProbeConfig, f: ProbeFeatures) -> ProbeFitted:
         ),
         ev_out,
     )
-    log(f"[1A] L2 = {l2:g}: train {fit.train_accuracy:.4f}, val {fit.val_accuracy:.4f}, test {ev.test_accuracy:.4f}")
+    log(
+        f"[1A] L2 = {l2:g}: train {percent(fit.train_accuracy)}, val {percent(fit.val_accuracy)}, test"
+        f" {percent(ev.test_accuracy)}"
+    )
     return ProbeFitted(fit, test_probs, lp_ft_state, out)
 
 
