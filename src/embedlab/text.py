@@ -99,7 +99,9 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
     out = df.copy()
     digits = int(floatfmt.strip(".g"))
     formats = [column_format(out[col], digits) for col in out.columns]
-    right = [pd.api.types.is_numeric_dtype(out[col]) for col in out.columns]
+    right = [  # numbers right-aligned, words (and yes/no) left
+        pd.api.types.is_numeric_dtype(out[col]) and not pd.api.types.is_bool_dtype(out[col]) for col in out.columns
+    ]
     for col in out.columns:
         if is_accuracy(col, out[col]):
             out[col] = out[col].map(lambda v: None if pd.isna(v) else percent(v))

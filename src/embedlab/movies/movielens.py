@@ -269,6 +269,11 @@ def nobody_liked(text: str, where: str = "") -> TitleLookupError:
     )
 
 
+#: A query that ends in a plausible year without parentheses ("star wars 1977"): tried as "star wars (1977)" when the
+#: query as typed names no film (so "Blade Runner 2049" is still the film of that name).
+BARE_YEAR = re.compile(r"(.*\S)\s+((?:18[89]|19\d|20\d)\d)")
+
+
 #: The rules of ``TitleIndex``, in order; the first that matches any film decides (see ``TitleIndex.candidates``).
 RULES = ("exact title", "exact name", "article moved or dropped", "prefix", "whole words", "numerals as digits")
 
@@ -284,7 +289,8 @@ class TitleIndex:
     3. the name with its article moved or dropped ("Shawshank Redemption");
     4. a prefix of a name ("shawshank");
     5. whole words inside a name ("Sorcerer's Stone");
-    6. rules 2-5 again with roman and spelled numerals as digits ("Terminator Two", "Godfather Part 2").
+    6. rules 2-5 again with roman and spelled numerals as digits ("Terminator Two", "Godfather Part 2");
+    7. when nothing matched, a last word that is a year is taken as the year ("star wars 1977").
 
     One film: found. Several: refused, listing them most liked first (``likes``, one count per row of ``movies``) and
     asking for the year. None: close titles are suggested. The report's explorer applies the same rules to the same
@@ -337,6 +343,10 @@ class TitleIndex:
             rows = [i for i in range(len(self._titles)) if matches(i) and (year is None or self._years[i] == year)]
             if rows:
                 return rule, sorted(rows, key=lambda i: (-self._likes[i], i))
+        bare = BARE_YEAR.fullmatch(q)
+        if year is None and bare:  # "star wars 1977": nothing is named so, so the last word is the year
+            rule, rows = self.candidates(f"{bare.group(1)} ({bare.group(2)})")
+            return (f"{rule}, year without parentheses" if rows else ""), rows
         return "", []
 
     def lookup(self, query: str) -> int:
@@ -357,9 +367,16 @@ class TitleIndex:
                 f"{query!r} matches {len(rows)} movies ({order}); add the year, e.g. {titles[0]!r}:\n{listing}", titles
             )
         name, _ = split_title(query.strip())
-        every_key = {k: i for i, keys in enumerate(self._keys) for k in keys}
-        close = difflib.get_close_matches(normalise(name), list(every_key), n=5, cutoff=0.6)
-        suggestions = list(dict.fromkeys(self._titles[every_key[k]] for k in close))[:8]
+        typed = normalise(name)
+        # every name, and its first words as many as were typed ("star warz" is close to "star wars ...")
+        rows_of: dict[str, list[int]] = {}
+        for i, keys in enumerate(self._keys):
+            for k in keys:
+                for form in dict.fromkeys((k, " ".join(k.split()[: len(typed.split())]))):
+                    rows_of.setdefault(form, []).append(i)
+        close = difflib.get_close_matches(typed, list(rows_of), n=5, cutoff=0.6)  # the closest first
+        rows = [i for k in close for i in sorted(rows_of[k], key=lambda i: (-self._likes[i], i))]  # then most liked
+        suggestions = [self._titles[i] for i in dict.fromkeys(rows)][:8]
         hint = (
             ("did you mean:\n" + "\n".join(f"  {t}" for t in suggestions)) if suggestions else "no similar title either"
         )

@@ -95,7 +95,7 @@ class SavedEmbeddings:
                 f"no movie has >= {min_likes} likes in this run (the most-liked has {int(likes.max())}); lower"
                 " --min-likes"
             )
-        movie_id = self._lookup(title)
+        movie_id = self._lookup(title, eligible)
         rows = np.flatnonzero(self.items["movieId"].to_numpy() == movie_id)
         if len(rows) == 0:
             raise nobody_liked(title, "in this run")
@@ -116,12 +116,17 @@ class SavedEmbeddings:
         table.attrs.update(query=str(self.items["title"].iat[row]), metric=metric, min_likes=min_likes, note=note)
         return table
 
-    def _lookup(self, title: str) -> int:
-        """movieId of ``title`` among every movie of the release."""
+    def _lookup(self, title: str, eligible: np.ndarray) -> int:
+        """movieId of ``title``: first among the movies it may recommend (``eligible``, the ones report.html's explorer
+        holds), so that both answer a query alike ("lord of the rings" is the trilogy, not the 1978 film with 6 likes);
+        then among every movie of the release (a film with few likes is still found, with a note)."""
         source = self.catalogue
         movies = source[["movieId", "title"]].assign(year=[split_title(str(t))[1] for t in source["title"]])
         movies["year"] = movies["year"].astype("Int64")
-        return TitleIndex.with_likes(movies, self.items["movieId"], self.items["likes"]).lookup(title)
+        every = TitleIndex.with_likes(movies, self.items["movieId"], self.items["likes"])
+        shown = movies[movies["movieId"].isin(self.items["movieId"].to_numpy()[eligible])].reset_index(drop=True)
+        mine = TitleIndex.with_likes(shown, self.items["movieId"], self.items["likes"])
+        return (mine if title.strip() and mine.candidates(title)[1] else every).lookup(title)
 
 
 class SavedRunError(InputError):

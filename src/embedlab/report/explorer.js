@@ -21,6 +21,7 @@
   const esc = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
   const ARTICLE_SUFFIX = new RegExp("^(.*),\\s*(" + D.articles.map(esc).join("|") + ")$", "i");
   const YEAR = /\s*\((\d{4})(?:[-–]\d{0,4})?\)\s*$/;
+  const BARE_YEAR = /^(.*\S)\s+((?:18[89]|19\d|20\d)\d)$/;  // movielens.BARE_YEAR
   function moveArticle(name) {
     const m = name.match(ARTICLE_SUFFIX);
     if (!m) return name;
@@ -66,6 +67,8 @@
       for (let i = 0; i < N; i++) if (matches(i) && (year === null || D.years[i] === year)) rows.push(i);
       if (rows.length) return rows.sort((a, b) => D.likes[b] - D.likes[a] || a - b);
     }
+    const bareYear = q.match(BARE_YEAR);  // "star wars 1977": nothing is named so, so the last word is the year
+    if (year === null && bareYear) return lookup(`${bareYear[1]} (${bareYear[2]})`);
     return [];
   }
   window.embedlabLookup = (q) => lookup(q).map((i) => D.titles[i]);  // what the tests compare with TitleIndex
@@ -80,12 +83,15 @@
       if (D.keys[i].some((k) => k.startsWith(key) || k.startsWith(alt))) hits.push(i);
     }
     if (hits.length) return hits.sort((a, b) => D.likes[b] - D.likes[a] || a - b).slice(0, 8);
-    const close = [];
+    // a name, or its first words as many as were typed ("star warz" is close to "star wars ..."); the closest first,
+    // then the most liked
+    const words = key.split(" ").length, close = [];
     for (let i = 0; i < N; i++) {
-      const d = Math.min(...D.keys[i].map((k) => editDistance(key, k) / Math.max(key.length, k.length)));
+      const forms = D.keys[i].flatMap((k) => [k, k.split(" ").slice(0, words).join(" ")]);
+      const d = Math.min(...forms.map((k) => editDistance(key, k) / Math.max(key.length, k.length)));
       if (d <= 0.4) close.push([d, i]);
     }
-    return close.sort((a, b) => a[0] - b[0] || D.likes[b[1]] - D.likes[a[1]] || a[1] - b[1]).slice(0, 5).map((c) => c[1]);
+    return close.sort((a, b) => a[0] - b[0] || D.likes[b[1]] - D.likes[a[1]] || a[1] - b[1]).slice(0, 8).map((c) => c[1]);
   }
   function editDistance(a, b) {  // Levenshtein, two rows
     if (Math.abs(a.length - b.length) > 0.4 * Math.max(a.length, b.length)) return Math.max(a.length, b.length);
