@@ -107,6 +107,10 @@ def glance_rows(results: RunResults) -> list[tuple[str, Markup, Markup]]:
             else f"; runs that reach the optimum recommend alike (mean Jaccard@10 {s.converged_mean_jaccard:.2f})"
         )
         rows.append(
-            ("2C: the top 10 for each query movie; do they change with the optimiser?", head + agree, link("2C"))
+            (
+                "2C: the top 10 for each query movie; do they change with the optimiser?",
+                Markup(head + agree),
+                link("2C"),
+            )
         )
     return rows
