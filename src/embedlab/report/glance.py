@@ -7,7 +7,7 @@ from markdown.extensions.toc import slugify
 from markupsafe import Markup
 
 from embedlab.results import RunResults
-from embedlab.text import md_code, md_text
+from embedlab.text import md_code, md_text, percent
 
 #: The headings the links point to (report.html's anchors are made from them by the same slugify).
 HEADINGS = {
@@ -34,13 +34,16 @@ def link(key: str) -> Markup:
     return Markup(f"[{key}](#{slugify(HEADINGS[key], '-')})")
 
 
-def _pct(x: float, digits: int = 2) -> str:
-    return f"{100 * x:.{digits}f} %"
+Row = tuple[str, Markup, Markup]
 
 
-def glance_rows(results: RunResults) -> list[tuple[str, Markup, Markup]]:
+def glance_rows(results: RunResults) -> list[Row]:
     """(question, answer, section link) for each part of the mission this run answered; text from the data in an answer
     is escaped here (``md_text``), the rest is the answer's own Markdown."""
+    return _vision_rows(results) + _movie_rows(results)
+
+
+def _vision_rows(results: RunResults) -> list[Row]:
     rows = []
     p, f, c = results.probe, results.finetune, results.comparison
     if p is not None:
@@ -48,8 +51,8 @@ def glance_rows(results: RunResults) -> list[tuple[str, Markup, Markup]]:
             (
                 "1A: how well do a frozen ImageNet network's features classify CIFAR-10?",
                 Markup(
-                    f"**{_pct(p.fit.evaluation.test_accuracy)}** test accuracy: a logistic regression (`nn.Linear`) "
-                    f"on {md_code(p.features.backbone)} features at {p.features.resolution} px"
+                    f"**{percent(p.fit.evaluation.test_accuracy)}** test accuracy: a logistic regression (`nn.Linear`)"
+                    f" on {md_code(p.features.backbone)} features at {p.features.resolution} px"
                 ),
                 link("1A"),
             )
@@ -68,12 +71,17 @@ def glance_rows(results: RunResults) -> list[tuple[str, Markup, Markup]]:
             (
                 "1C: does fine-tuning beat fixed features?",
                 Markup(
-                    f"**{_pct(f.evaluation.test_accuracy)}** against {_pct(p.fit.evaluation.test_accuracy)}: "
+                    f"**{percent(f.evaluation.test_accuracy)}** against {percent(p.fit.evaluation.test_accuracy)}: "
                     f"{better} by {abs(100 * c.accuracy_gain):.2f} points{changed}"
                 ),
                 link("1C"),
             )
         )
+    return rows
+
+
+def _movie_rows(results: RunResults) -> list[Row]:
+    rows = []
     if (d := results.movies_data) is not None:
         rows.append(
             (
@@ -91,8 +99,8 @@ def glance_rows(results: RunResults) -> list[tuple[str, Markup, Markup]]:
                 "2B: gradient descent on Σ_{i≠j} (v_i·v_j − X_ij)²",
                 Markup(
                     f"{m.runs} runs (optimiser × learning rate), {m.runs_diverged} diverged; the best, "
-                    f"{md_text(m.best_optimizer)} lr={m.best_lr:g}, ends **{_pct(m.best_gap_to_optimum)}** above the "
-                    "optimum c\\*"
+                    f"{md_text(m.best_optimizer)} lr={m.best_lr:g}, ends **{percent(m.best_gap_to_optimum)}** above"
+                    " the optimum c\\*"
                 ),
                 link("2B"),
             )
