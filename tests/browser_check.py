@@ -108,6 +108,9 @@ return [...document.images].filter(i => !i.closest('.explorer')).filter(i => {
 """
 
 
+_FROM_SUPERSCRIPT = str.maketrans("\u207b\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079", "-0123456789")
+
+
 def _same_number(text: str, value: float) -> bool:
     if math.isnan(value):
         return text.strip() == "—"  # the one way a missing value reads
@@ -115,6 +118,9 @@ def _same_number(text: str, value: float) -> bool:
     for unit in (" %", " points"):  # an accuracy, or a difference of two, is shown in per cent of the CSV's fraction
         if text.endswith(unit):
             text, value = text.removesuffix(unit), 100 * value
+    if " × 10" in text:  # a p-value below 0.001, "2.1 × 10⁻¹²⁹"
+        mantissa, power = text.split(" × 10")
+        text = f"{mantissa}e{power.translate(_FROM_SUPERSCRIPT)}"
     try:
         shown = Decimal(text.replace(",", ""))
     except InvalidOperation:

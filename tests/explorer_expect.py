@@ -93,7 +93,7 @@ def assert_explorer_matches(run: Path, official: np.ndarray, workdir: Path) -> d
     if n == len(np.load(run / "artefacts" / "finetune_test_probs.npz")["test_index"]):
         assert round(n * (1 - metrics["finetune"]["test_accuracy"])) == broken + both
     overall = page["table"][-1]
-    assert overall[:5] == ["all classes", str(n), str(fixed), str(broken), str(both)]
+    assert overall[:5] == ["all classes", f"{n:,}", f"{fixed:,}", f"{broken:,}", f"{both:,}"]
     assert (
         page["detail"]["hidden"] is False
         and page["detail"]["index"] == page["clicked"]

@@ -76,7 +76,7 @@ def test_movies_run_folder_holds_what_its_saved_numbers_say(finished_run):
         table = pd.read_csv(out / "tables" / f"recs_{slug}.csv")
         assert list(table["title"]) == list(items["title"].iloc[idx]) == metrics["movies_recommend"]["top"][query]
         assert np.allclose(table["similarity"], scores, atol=5e-5) and (np.diff(table["similarity"]) <= 0).all()
-        assert list(table["likers"]) == list(items["likes"].iloc[idx]) and (table["likers"] >= cfg["min_likes"]).all()
+        assert list(table["likes"]) == list(items["likes"].iloc[idx]) and (table["likes"] >= cfg["min_likes"]).all()
     # held-out: one row per method, rates in [0, 1], and metrics.json holds the same numbers
     holdout = pd.read_csv(out / "tables" / "holdout.csv")
     assert {"co-likes raw X_ij", "most popular"} <= set(holdout["method"]) and any(

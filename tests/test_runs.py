@@ -204,3 +204,32 @@ def test_a_missing_value_in_a_table_reads_as_a_dash_not_nan():
     table = markdown_table(pd.DataFrame({"optimizer": ["sgd", None], "gap_%": [np.nan, 0.1234], "lr": [1e-4, np.nan]}))
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()[2:]]
     assert rows == [["sgd", "—", "0.000100"], ["—", "0.1234", "—"]] and "nan" not in table
+
+
+def test_counts_carry_thousands_separators_and_p_values_read_one_way():
+    from embedlab.text import markdown_table
+
+    df = pd.DataFrame(
+        {
+            "year": [1995, 2001],
+            "movieId": [1234, 5678],
+            "queries": [2186, 7802],
+            "cost": [826843.0, 1000.0],
+            "mcnemar_p": [2.06e-129, 0.3],
+        }
+    )
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in markdown_table(df).splitlines()[2:]]
+    assert rows == [
+        ["1995", "1234", "2,186", "826,843", "2.1 × 10⁻¹²⁹"],  # a year and an id are labels, not counts
+        ["2001", "5678", "7,802", "1,000", "0.3"],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("p", "shown"),
+    [(0.3, "0.3"), (0.0321, "0.032"), (0.001, "0.001"), (9.9e-4, "9.9 × 10⁻⁴"), (1.2e-10, "1.2 × 10⁻¹⁰")],
+)
+def test_a_p_value_has_two_significant_digits_and_a_power_of_ten_below_a_thousandth(p, shown):
+    from embedlab.text import p_value
+
+    assert p_value(p) == shown

@@ -197,7 +197,7 @@ def recommend(
     rows = pd.DataFrame(
         {"title": movies.set_index("movieId").loc[co.movie_ids[idx], "title"].to_numpy(), "likes": co.like_counts[idx]}
     )
-    return top_table(rows, np.arange(len(idx)), scores, ("title",), likes="likes")
+    return top_table(rows, np.arange(len(idx)), scores, ("title",))
 
 
 def load_run(path: str | Path) -> RunResults:

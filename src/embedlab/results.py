@@ -278,7 +278,7 @@ class Recommendations:
     eligible_movies: int
     query_titles: dict[str, str]  # query as typed -> the catalogue title it resolved to, in query order
     top: dict[str, list[str]]  # resolved title -> recommended titles, best first
-    mean_likers: dict[str, dict[str, float]]  # metric ("cosine", "dot") -> resolved title -> mean likers of its list
+    mean_likers: dict[str, dict[str, float]]  # metric ("cosine", "dot") -> resolved title -> mean likes of its list
 
 
 @dataclass(frozen=True)

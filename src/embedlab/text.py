@@ -1,6 +1,7 @@
 """Text from data or config as report.md and the terminal show it: the one escaping path into Markdown (and so into
 report.html), titles without bidirectional controls, and the one writer of Markdown tables with one format per
-quantity (accuracies as percentages, a missing value as "—")."""
+quantity (accuracies as percentages, counts with thousands separators, p-values in one notation, a missing value as
+"—")."""
 
 from __future__ import annotations
 
@@ -84,9 +85,41 @@ def is_accuracy(name: object, values: pd.Series) -> bool:
     return bool(((v >= 0) & (v <= 1)).all())
 
 
+def is_count(name: object, values: pd.Series, fmt: str) -> bool:
+    """Whether a column holds counts (whole numbers shown without decimals) rather than labels such as years or ids."""
+    if NOT_A_COUNT.search(str(name)) or pd.api.types.is_bool_dtype(values):
+        return False
+    return pd.api.types.is_integer_dtype(values) or (pd.api.types.is_float_dtype(values) and fmt == ".0f")
+
+
 def percent(value: float) -> str:
     """An accuracy as the report writes it everywhere: "87.15 %"."""
     return f"{100 * value:.2f} %"
+
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "\u207b\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079")
+
+
+def p_value(p: float) -> str:
+    """A p-value as the report writes it everywhere: two significant digits, "0.032", or below 0.001 "2.1 × 10⁻¹²⁹"."""
+    if not p > 0:
+        return "0" if p == 0 else "—"
+    if p >= 1e-3:
+        return f"{p:.2g}"
+    mantissa, exponent = f"{p:.1e}".split("e")
+    return f"{mantissa} × 10{str(int(exponent)).translate(_SUPERSCRIPT)}"
+
+
+#: Columns that hold a p-value.
+P_VALUE_COLUMN = re.compile(r"(^|_)p(_value)?$")
+
+#: Whole-number columns that are labels, not counts: no thousands separator (a year reads 1995, a test image 9802).
+NOT_A_COUNT = re.compile(r"year|(^|_)(ids?|index)$|Id$|seed", re.IGNORECASE)
+
+
+def count(value: float) -> str:
+    """A count as the report writes it everywhere: with thousands separators, "44,992"."""
+    return f"{value:,.0f}"
 
 
 #: A difference of two accuracies (a fraction in the CSV): shown in percentage points.
@@ -102,12 +135,19 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
     right = [  # numbers right-aligned, words (and yes/no) left
         pd.api.types.is_numeric_dtype(out[col]) and not pd.api.types.is_bool_dtype(out[col]) for col in out.columns
     ]
-    for col in out.columns:
+    for col, fmt in zip(out.columns, formats):
         if is_accuracy(col, out[col]):
             out[col] = out[col].map(lambda v: None if pd.isna(v) else percent(v))
         elif POINTS_COLUMN.search(str(col)) and pd.api.types.is_float_dtype(out[col]):
             out[col] = out[col].map(lambda v: None if pd.isna(v) else f"{100 * v:+.2f} points")
-        elif not pd.api.types.is_numeric_dtype(out[col]):
+        elif P_VALUE_COLUMN.search(str(col)) and pd.api.types.is_float_dtype(out[col]):
+            out[col] = out[col].map(lambda v: None if pd.isna(v) else p_value(v))
+        elif is_count(col, out[col], fmt):
+            out[col] = out[col].map(lambda v: None if pd.isna(v) else count(v))
+        elif pd.api.types.is_numeric_dtype(out[col]) and not pd.api.types.is_bool_dtype(out[col]):
+            spec = "d" if pd.api.types.is_integer_dtype(out[col]) else fmt
+            out[col] = out[col].map(lambda v, spec=spec: None if pd.isna(v) else format(v, spec))
+        else:
             out[col] = out[col].map(
                 lambda v: v if v is None or (isinstance(v, float) and math.isnan(v)) else md_text(v)
             )
@@ -115,4 +155,5 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
         out[col] = out[col].astype(object).where(out[col].notna(), None)
     out.columns = [md_text(column_label(c)) for c in out.columns]
     align = ["right" if r else "left" for r in right]
-    return out.to_markdown(index=False, floatfmt=formats, missingval="—", colalign=align)
+    # every cell is already text: a title that looks like a number ("1492") is not reformatted as one
+    return out.to_markdown(index=False, missingval="—", colalign=align, disable_numparse=True)

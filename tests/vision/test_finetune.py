@@ -325,6 +325,13 @@ def test_the_paired_comparison_uses_the_test_images_both_models_saw(tmp_path: Pa
         int((right_p & ~right_f).sum()),
         int((~right_p & ~right_f).sum()),
     )
+    from embedlab.report import write_report
+    from embedlab.text import p_value
+
+    run.update_config("probe", {})
+    run.update_config("finetune", {})
+    text = " ".join(write_report(run).read_text().split())  # the p-value reads as everywhere else
+    assert f"gives p = {p_value(m['mcnemar_p'])}" in text and not re.search(r"\de-\d", text)
     labels_edited = labels[order].copy()
     labels_edited[0] = (labels_edited[0] + 1) % 10
     run.save_artefact(
@@ -356,3 +363,7 @@ def test_the_comparison_reads_right_when_fine_tuning_loses(tmp_path: Path, make_
     # one format per quantity: every accuracy, in the text and in the tables, as a percentage; nothing reads "nan"
     assert not re.search(r"(?<![\d.])0\.(658|62|30|66)0*(?!\d)", text) and "65.80 %" in text and "30.00 %" in text
     assert not re.search(r"\bnan\b", text, re.I)
+    # counts with thousands separators, p-values in one notation (never "1e-05")
+    prose = re.sub(r"`[^`]*`|```.*?```", "", text)  # code keeps Python's spelling: nn.Linear(1280, 10)
+    assert not re.search(r"(?<![\d.,])\d{4,}\b", prose)
+    assert not re.search(r"\de-\d", text)

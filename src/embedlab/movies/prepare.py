@@ -210,7 +210,7 @@ def step_2a_data(cfg: MoviesConfig) -> Prepared:
         {
             "query": [q.text for q in queries],
             "title": [q.title for q in queries],
-            "likers": [int(items["likes"].iat[q.row]) for q in queries],
+            "likes": [int(items["likes"].iat[q.row]) for q in queries],
         }
     )
     out = Output(

@@ -106,7 +106,7 @@ class SavedEmbeddings:
                 f"no other movie has >= {min_likes} likes in this run, so there is nothing to recommend; lower"
                 " --min-likes"
             )
-        table = top_table(self.items, idx, scores, ("title", "genres"), likes="likes")
+        table = top_table(self.items, idx, scores, ("title", "genres"))
         note = (
             f"{self.items['title'].iat[row]} itself has only {int(likes[row])} likes (< {min_likes}): its vector is"
             " mostly noise, so read this list with care"

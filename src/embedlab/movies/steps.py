@@ -264,8 +264,8 @@ def step_2c_recommend(cfg: MoviesConfig, data: Prepared, fitted: Fitted) -> Reco
         tables[f"recs_{slug(q.text)}"] = Table(table)
         tables[f"recs_{other}_{slug(q.text)}"] = Table(alt)
         top[q.title] = list(table["title"])
-        mean_likers[cfg.metric][q.title] = float(table["likers"].mean())
-        mean_likers[other][q.title] = float(alt["likers"].mean())
+        mean_likers[cfg.metric][q.title] = float(table["likes"].mean())
+        mean_likers[other][q.title] = float(alt["likes"].mean())
     result = Recommendations(
         metric=cfg.metric,
         min_likes=cfg.min_likes,

@@ -41,7 +41,7 @@ def most_specific_genre(genres: pd.Series) -> np.ndarray:
 def recommendation_table(
     v: torch.Tensor, row: int, items: pd.DataFrame, eligible: torch.Tensor, k: int, metric: str
 ) -> tuple[pd.DataFrame, list[int]]:
-    """Top-k table for one query (rank, title, year, genres, similarity, likers) and the rows of ``items`` it lists."""
+    """Top-k table for one query (rank, title, year, genres, similarity, likes) and the rows of ``items`` it lists."""
     idx, scores = similar_items(v, row, k, eligible, metric)
     return top_table(items, idx, scores), [int(i) for i in idx]
 
@@ -51,15 +51,13 @@ def top_table(
     idx: np.ndarray,
     scores: np.ndarray,
     columns: tuple[str, ...] = ("title", "year", "genres"),
-    likes: str = "likers",
 ) -> pd.DataFrame:
-    """The rows ``idx`` of ``items`` as a ranked list: rank, ``columns``, the similarity and the like count (named
-    ``likes``);
-    the one top-k table builder (the study's tables, ``embedlab recommend`` and the Python API)."""
+    """The rows ``idx`` of ``items`` as a ranked list: rank, ``columns``, the similarity and ``likes`` (how many users
+    liked the movie); the one top-k table builder (the study's tables, ``embedlab recommend`` and the Python API)."""
     df = items.iloc[idx][[*columns, "likes"]].reset_index(drop=True)
     df.insert(0, "rank", np.arange(1, len(df) + 1))
     df.insert(len(columns) + 1, "similarity", np.round(scores.astype(float), 4))
-    return df.rename(columns={"likes": likes})
+    return df
 
 
 def sweep_table(results: list[RunResult], c_star: float, converged_gap: float) -> pd.DataFrame:

@@ -15,7 +15,7 @@ from markupsafe import Markup
 
 from embedlab.runs import RunDir
 from embedlab.store import Store
-from embedlab.text import md_code, md_text
+from embedlab.text import md_code, md_text, p_value
 
 #: What a section says in place of an artefact its step should have saved; the tests fail on it, because it
 #: means the file-name contract between a pipeline step and its report section is broken.
@@ -74,7 +74,12 @@ def environment() -> jinja2.Environment:
         autoescape=False,
     )
     env.filters.update(
-        fmt=_fmt, pct=_pct, minutes=_minutes, code=lambda v: Markup(md_code(v)), text=lambda v: Markup(md_text(v))
+        fmt=_fmt,
+        pct=_pct,
+        p_value=p_value,
+        minutes=_minutes,
+        code=lambda v: Markup(md_code(v)),
+        text=lambda v: Markup(md_text(v)),
     )
     return env
 

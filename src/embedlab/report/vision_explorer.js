@@ -69,7 +69,8 @@
     D.changes.table.forEach((r) => {
       const tr = tbody.appendChild(el("tr"));
       tr.dataset.cls = r.class;
-      [r.class, r.images, r.fixed, r.broken, r.both_wrong, r.mcnemar_p.toPrecision(3)].forEach((v) => tr.appendChild(el("td", String(v))));
+      const counts = [r.images, r.fixed, r.broken, r.both_wrong].map((n) => n.toLocaleString("en-US"));
+      [r.class, ...counts, r.p].forEach((v) => tr.appendChild(el("td", v)));
     });
     const showChanges = () => {
       const kind = document.querySelector('input[name="vx-change"]:checked')?.value;

@@ -17,6 +17,7 @@ import torch
 
 from embedlab.report.explorer import _asset, json_for_script
 from embedlab.store import Store
+from embedlab.text import p_value
 from embedlab.vision.cifar10 import CLASSES
 from embedlab.vision.evaluate import changed_rows, confusion_cells, confusion_matrix, paired_changes
 
@@ -116,7 +117,7 @@ def _changes(saved: dict, pos: dict[int, int]) -> dict:
     )
     return {
         "lists": {k: [pos[int(common[r])] for r in rows] for k, rows in lists.items()},
-        "table": table.to_dict(orient="records"),
+        "table": [{**row, "p": p_value(row["mcnemar_p"])} for row in table.to_dict(orient="records")],
         "paired": len(common),
     }
 
