@@ -233,3 +233,10 @@ def test_a_p_value_has_two_significant_digits_and_a_power_of_ten_below_a_thousan
     from embedlab.text import p_value
 
     assert p_value(p) == shown
+
+
+def test_a_title_that_looks_like_a_number_is_shown_as_written():
+    from embedlab.text import markdown_table
+
+    table = markdown_table(pd.DataFrame({"title": ["2.0", "3.10"], "likes": [3, 1]}))  # not "2" and "3.1"
+    assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == ["2.0", "3.10"]
