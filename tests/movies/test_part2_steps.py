@@ -143,3 +143,32 @@ def test_the_held_out_split_is_the_ratings_split_by_user(data):
     expected = sorted(i for s in test_sets if len(s) >= 2 for i in s)
     assert 0 < len(expected) <= cfg.holdout_max_queries  # every query kept: no sample drawn at this size
     assert split.queries_total == len(expected) and sorted(split.queries.items.tolist()) == expected
+
+
+def test_the_dimension_sweep_against_the_dense_objective(fitted):
+    """The sweep's table in memory: each d's optimum is no worse than the top-d eigenpairs of X (a feasible point)
+    and no better at a smaller d, its share of ||X||_F^2 is taken from X itself, gradient descent never beats it,
+    and the rule picks the smallest d within 0.005 of the best HitRate."""
+    from embedlab.movies.dims import step_dim_sweep
+    from embedlab.movies.evaluate import at_k
+    from embedlab.movies.holdout import step_holdout
+
+    cfg, prepared, fit, x = fitted
+    cfg = dataclasses.replace(cfg, anchors=[], dim_sweep=[1, 2, 3], dim_sweep_lr_steps=0)
+    out = step_dim_sweep(cfg, fit, step_holdout(cfg, prepared, fit))
+    table = out.tables["dim_sweep"].df
+    assert table["dim"].tolist() == [1, 2, 3]
+    lam, u = np.linalg.eigh(x.astype(np.float64))
+    for d, cost in zip(table["dim"], table["spectral_cost"]):
+        top = np.argsort(lam)[::-1][:d]
+        v = u[:, top] * np.sqrt(np.clip(lam[top], 0, None))
+        assert cost <= dense_cost(x, v) * (1 + 1e-9)
+    assert table["spectral_cost"].is_monotonic_decreasing
+    assert table["relative_cost"].tolist() == pytest.approx((table["spectral_cost"] / float((x**2).sum())).tolist())
+    assert (table["gap"] >= -1e-6).all()
+    assert ((table["status"] == "converged") == (table["gap"] <= cfg.converged_gap)).all()
+    hits = table[at_k("hit_rate", cfg.top_k)]
+    assert hits.between(0, 1).all()
+    (choice,) = out.results
+    assert choice.chosen_by_rule == min(d for d, h in zip(table["dim"], hits) if h >= hits.max() - 0.005)
+    assert "dim_sweep" in out.figures
