@@ -203,7 +203,16 @@ def test_a_missing_value_in_a_table_reads_as_a_dash_not_nan():
 
     table = markdown_table(pd.DataFrame({"optimizer": ["sgd", None], "gap_%": [np.nan, 0.1234], "lr": [1e-4, np.nan]}))
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()[2:]]
-    assert rows == [["sgd", "—", "0.000100"], ["—", "0.1234", "—"]] and "nan" not in table
+    assert rows == [["sgd", "—", "0.0001"], ["—", "0.1234", "—"]] and "nan" not in table
+
+
+def test_a_column_shows_no_more_decimals_than_its_values_hold():
+    from embedlab.text import markdown_table
+
+    df = pd.DataFrame({"seconds": [1.84, 0.02, 2.1], "cost": [0.5, 1 / 3, 2.0]})
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in markdown_table(df).splitlines()[2:]]
+    # seconds rounded to 0.01 keep two decimals (not "1.84000"); a third has its four significant digits
+    assert rows == [["1.84", "0.5000"], ["0.02", "0.3333"], ["2.10", "2.0000"]]
 
 
 def test_counts_carry_thousands_separators_and_p_values_read_one_way():

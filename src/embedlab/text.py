@@ -56,8 +56,9 @@ def column_label(name: object) -> str:
 
 def column_format(values: pd.Series, digits: int = 4) -> str:
     """One number format per column, so its numbers line up: fixed decimals (``digits`` significant for the smallest
-    value, at most ``digits`` + 2 for the largest), none for whole numbers, and ``g`` only for a column whose values
-    span more than three orders of magnitude."""
+    value, at most ``digits`` + 2 for the largest, and no more than the values hold: seconds rounded to 0.01 read
+    "1.84", not "1.84000"), none for whole numbers, and ``g`` only for a column whose values span more than three
+    orders of magnitude."""
     if not pd.api.types.is_float_dtype(values):
         return f".{digits}g"
     v = np.abs(values.to_numpy(dtype=float))
@@ -69,7 +70,8 @@ def column_format(values: pd.Series, digits: int = 4) -> str:
         return f".{digits}g"
     if np.all(v == np.round(v)):
         return ".0f"
-    decimals = min(digits - 1 - math.floor(math.log10(lo)), digits + 1 - math.floor(math.log10(hi)), 6)
+    held = next((k for k in range(6) if np.allclose(np.round(v, k), v, rtol=1e-12, atol=0)), 6)
+    decimals = min(digits - 1 - math.floor(math.log10(lo)), digits + 1 - math.floor(math.log10(hi)), held)
     return f".{max(0, decimals)}f"
 
 
