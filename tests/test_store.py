@@ -65,7 +65,7 @@ def test_the_store_reads_back_declared_names_and_refuses_others(tmp_path):
     df = pd.DataFrame({"dim": [8], "gap": [0.5]})
     store.write(Output(results=(DimChoice(chosen_by_rule=8, configured_dim=8),), tables={"dim_sweep": Table(df)}))
     pd.testing.assert_frame_equal(store.table("dim_sweep"), df)
-    assert store.table_markdown("dim_sweep").split() == "| dim | gap | |------:|-------:| | 8 | 0.5000 |".split()
+    assert store.table_markdown("dim_sweep").split() == "| dim | gap | |------:|------:| | 8 | 0.5 |".split()
     for read in (store.table, store.table_markdown, store.has_figure, store.artefact):
         with pytest.raises(ValueError, match="not declared"):
             read("../config.json")
