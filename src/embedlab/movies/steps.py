@@ -124,22 +124,14 @@ def final_fit(
     return (min(ok, key=lambda r: r.final_loss) if ok else best_run(results)), finals
 
 
-def step_2b_fit(cfg: MoviesConfig, data: Prepared) -> Fitted:
-    """2B: the spectral reference and the optimiser x learning-rate sweep, all on the factored operator."""
-    dist = current()
-    op = make_operator(data.co.likes, data.summary.fro_sq)
-    v0 = initial_embedding(data.co.n_movies, cfg.dim, cfg.seed, cfg.init_scale)
-    log(f"[2B] spectral reference optimum, d={cfg.dim}")
-    t0 = time.perf_counter()
-    spec = spectral_optimum(op, cfg.dim, max_rounds=cfg.spectral_rounds, seed=cfg.seed)
-    spec_s = time.perf_counter() - t0
-    c_star = spec.cost
+def run_sweep(cfg: MoviesConfig, op: CoLikeOperator, v0: torch.Tensor, c_star: float) -> list[RunResult]:
+    """Every (optimiser, learning rate) of ``cfg.grid`` from ``v0`` on an equal budget, with a progress bar and a line
+    per run. Only the leader's state and the converged runs' states are kept: they are the ones ``final_fit`` may go
+    on from."""
     n_runs = sum(len(v) for v in cfg.grid.values())
     log(f"[2B] sweep: {n_runs} runs x {cfg.iterations} iterations")
-    bar, factory = _progress_bar(n_runs * cfg.iterations, dist.is_main)
-
-    # the best run so far: with the converged ones, the only states final_fit may go on from
-    leader: list[RunResult] = []
+    bar, factory = _progress_bar(n_runs * cfg.iterations, current().is_main)
+    leader: list[RunResult] = []  # the best run so far
 
     def finish(r: RunResult) -> None:
         if not r.diverged and (not leader or r.final_loss < leader[0].final_loss):
@@ -152,7 +144,6 @@ def step_2b_fit(cfg: MoviesConfig, data: Prepared) -> Fitted:
         gap = f"gap {100 * r.gap(c_star):.3g} %" if not r.diverged else f"diverged at iteration {r.iterations}"
         bar.write(f"  {r.optimizer:<8} lr={r.lr:<8g} {gap}  ({r.seconds:.1f} s)")
 
-    t0 = time.perf_counter()
     results = sweep(
         Objective(op, op.fro_sq),
         v0,
@@ -162,8 +153,23 @@ def step_2b_fit(cfg: MoviesConfig, data: Prepared) -> Fitted:
         progress_factory=factory,
         workers=workers(),
     )
-    sweep_s = time.perf_counter() - t0
     bar.close()
+    return results
+
+
+def step_2b_fit(cfg: MoviesConfig, data: Prepared) -> Fitted:
+    """2B: the spectral reference and the optimiser x learning-rate sweep, all on the factored operator."""
+    dist = current()
+    op = make_operator(data.co.likes, data.summary.fro_sq)
+    v0 = initial_embedding(data.co.n_movies, cfg.dim, cfg.seed, cfg.init_scale)
+    log(f"[2B] spectral reference optimum, d={cfg.dim}")
+    t0 = time.perf_counter()
+    spec = spectral_optimum(op, cfg.dim, max_rounds=cfg.spectral_rounds, seed=cfg.seed)
+    spec_s = time.perf_counter() - t0
+    c_star = spec.cost
+    t0 = time.perf_counter()
+    results = run_sweep(cfg, op, v0, c_star)
+    sweep_s = time.perf_counter() - t0
     table = sweep_table(results, c_star, cfg.converged_gap)
     best = best_run(results)
     final, finals = final_fit(cfg, op, results, c_star, workers())
