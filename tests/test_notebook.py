@@ -2,8 +2,7 @@
 and compares what it prints with what is stored (addresses and times masked), so neither can go stale.
 
 The words and every count must be equal; a number with decimals may differ by 1 % and one unit of its last printed
-digit, because machines of one kind run other vector kernels (AVX2 or AVX-512) and sum in another order: the stored
-notebook printed 64.00 % and a cost of 3.692e+06 on one, a fresh execution 63.90 % and 3.691e+06 on the other."""
+digit, because machines run other vector kernels (AVX2 or AVX-512) and sum in another order."""
 
 from __future__ import annotations
 
