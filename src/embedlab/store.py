@@ -23,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
+import stat
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -36,6 +38,11 @@ from embedlab.errors import InputError, MissingFileError
 from embedlab.files import UnreadableFile, npz_bytes, read_torch
 from embedlab.results import Files, MoviesRun, RunResults, Steps, StepStatus, files_of
 from embedlab.runs import RunDir
+
+LOGGER = logging.getLogger(__name__)
+
+#: The first bytes of every PNG file (its signature): a figure is read only if it starts with them.
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 #: The probe fitted on the training split alone: what LP-FT starts the fine-tuned head from.
 LP_FT_PROBE = "probe_model_train_only.pt"
@@ -242,6 +249,12 @@ def declared() -> Files:
     return Files.union(files_of(a) for hint in hints.values() for a in typing.get_args(hint) or (hint,))
 
 
+@functools.cache
+def _warn_once(message: str) -> None:
+    """A warning about a file of a run folder, said once per process however often the file is asked for."""
+    LOGGER.warning(message)
+
+
 def _declared(kind: str, name: str) -> str:
     if not declared().allows(kind, name):
         raise ValueError(f"{kind[:-1]} {name!r} is not declared in the FILES of any result type")
@@ -286,8 +299,8 @@ class Store:
 
     def table(self, name: str) -> pd.DataFrame | None:
         """A table of the run (its CSV), or None when the step that makes it has not run."""
-        path = self.path / "tables" / f"{_declared('tables', name)}.csv"
-        return pd.read_csv(path) if path.is_file() else None
+        path = self.regular_file(f"tables/{_declared('tables', name)}.csv")
+        return pd.read_csv(path) if path is not None else None
 
     def table_markdown(self, name: str) -> str | None:
         """A table's Markdown copy, as the report embeds it, or None."""
@@ -295,18 +308,56 @@ class Store:
         return path.read_text() if path.is_file() else None
 
     def has_figure(self, name: str) -> bool:
-        """Whether the run holds ``figures/<name>.png`` (the report links it by that path)."""
-        return (self.path / "figures" / f"{_declared('figures', name)}.png").is_file()
+        """Whether the run holds ``figures/<name>.png`` as a PNG file of its own (the report links it by that path)."""
+        return self.figure_png(name) is not None
 
     def figure_png(self, name: str) -> bytes | None:
-        """``figures/<name>.png`` as bytes (the HTML report inlines them), or None when the run does not hold it."""
-        path = self.path / "figures" / f"{_declared('figures', name)}.png"
-        return path.read_bytes() if path.is_file() else None
+        """``figures/<name>.png`` as bytes (the HTML report inlines them), or None when the run does not hold it.
+
+        A figure is read only if it is a regular file inside the run folder, reached without a symbolic link, and a PNG
+        by its bytes; anything else (a link to a file elsewhere, a folder, a file that is not a PNG) is left out with a
+        warning that names it, so no other file of the machine can reach the report."""
+        rel = f"figures/{_declared('figures', name)}.png"
+        path = self.regular_file(rel)
+        if path is None:
+            return None
+        try:
+            with path.open("rb") as f:
+                data = f.read()
+        except OSError as exc:
+            _warn_once(f"{rel} in {self.path} cannot be read ({exc.strerror}); left out")
+            return None
+        if not data.startswith(PNG_SIGNATURE):
+            _warn_once(f"{rel} in {self.path} is not a PNG file, not a figure embedlab drew; left out")
+            return None
+        return data
+
+    def regular_file(self, rel: str) -> Path | None:
+        """``rel`` (a path inside the run folder) when it is a regular file reached without a symbolic link; None when
+        it is absent. One that is there but is something else (a link, a folder, a pipe) is None too, with a warning
+        that names it: the store reads nothing from outside the run folder."""
+        path = self.path / rel
+        parts = Path(rel).parts
+        for depth in range(1, len(parts) + 1):
+            here = self.path.joinpath(*parts[:depth])
+            try:
+                mode = here.lstat().st_mode
+            except FileNotFoundError:
+                return None
+            except OSError as exc:  # a file where a folder should be, no permission
+                _warn_once(f"{rel} in {self.path} cannot be read ({exc.strerror}); left out")
+                return None
+            last = depth == len(parts)
+            if stat.S_ISLNK(mode) or not (stat.S_ISREG(mode) if last else stat.S_ISDIR(mode)):
+                what = "a symbolic link" if stat.S_ISLNK(mode) else ("not a regular file" if last else "not a folder")
+                _warn_once(f"{'/'.join(parts[:depth])} in {self.path} is {what}, not a file embedlab wrote; left out")
+                return None
+        return path
 
     def artefact(self, name: str) -> Path | None:
-        """Where an artefact of the run lies, or None when it was not saved."""
-        path = self.run.artefact(_declared("artefacts", name))
-        return path if path.is_file() else None
+        """Where an artefact of the run lies, or None when it was not saved (or is not a file of the run's own, see
+        ``regular_file``)."""
+        return self.regular_file(f"artefacts/{_declared('artefacts', name)}")
 
     def text(self, name: str) -> str | None:
         """config.json or environment.json as written, or None before the run wrote it."""
@@ -338,8 +389,8 @@ class Store:
 
         if f"{name}_test_probs.npz" in self._predictions:
             return self._predictions[f"{name}_test_probs.npz"]
-        path = self.run.artefact(f"{name}_test_probs.npz")
-        if not path.is_file():
+        path = self.artefact(f"{name}_test_probs.npz")
+        if path is None:
             return None
         with np.load(path) as z:
             return Predictions(
