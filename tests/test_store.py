@@ -19,10 +19,14 @@ def test_an_output_round_trips_through_the_run_folder(tmp_path):
     df = pd.DataFrame({"dim": [8, 16], "gap": [0.001, 0.0025], "status": ["converged", "not converged"]})
     fig = plt.figure()
     result = DimChoice(chosen_by_rule=8, configured_dim=16)
-    writer(run)(Output(results=(result,), tables={"dim_sweep": Table(df, floatfmt=".2g")}, figures={"dim_sweep": fig}))
+    writer(run)(Output(results=(result,), tables={"dim_sweep": Table(df)}, figures={"dim_sweep": fig}))
     assert load(run).movies_dim_sweep == result
     pd.testing.assert_frame_equal(pd.read_csv(run.path / "tables" / "dim_sweep.csv"), df)
     assert "0.0025" in (run.path / "tables" / "dim_sweep.md").read_text()
+    # the report's copy is rendered from the CSV, in the format the result type declares, and equals the Markdown copy
+    from embedlab.store import Store
+
+    assert Store(run).table_markdown("dim_sweep") + "\n" == (run.path / "tables" / "dim_sweep.md").read_text()
     assert (run.path / "figures" / "dim_sweep.png").read_bytes()[:4] == b"\x89PNG"
     assert not plt.fignum_exists(fig.number)  # written figures are closed
     from embedlab.runs import _is_temporary

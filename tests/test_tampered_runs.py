@@ -134,3 +134,76 @@ def test_an_artefact_linked_to_a_file_elsewhere_is_not_read(finished_run, tmp_pa
     assert main(["report", str(run)]) == 0
     assert "artefacts/items.csv in" in capsys.readouterr().out
     assert "SECRET-TITLE" not in (run / "report.html").read_text()
+
+
+INJECTION = "<img src=x onerror=window.hacked=1><script>window.hacked=2</script>"
+
+
+def _inject_into_sweep(run: Path) -> None:
+    """The same markup in a cell of the sweep table's Markdown copy and of its CSV."""
+    md = run / "tables" / "sweep.md"
+    md.write_text(md.read_text().replace("| sgd ", f"| {INJECTION} ", 1))
+    csv = run / "tables" / "sweep.csv"
+    lines = csv.read_text().splitlines()
+    lines[1] = INJECTION + lines[1][lines[1].index(",") :]
+    csv.write_text("\n".join(lines) + "\n")
+
+
+def test_a_table_is_rendered_from_its_csv_through_the_one_escaping_path(finished_run, tmp_path):
+    run = _copy(finished_run, tmp_path)
+    _inject_into_sweep(run)
+    assert main(["report", str(run)]) == 0
+    for name in ("report.md", "report.html"):
+        text = (run / name).read_text()
+        assert INJECTION not in text and "<img src=x" not in text and "<script>window" not in text
+    # the cell is shown as the text it is, from the CSV
+    assert (
+        "&lt;img src=x onerror=window.hacked=1&gt;&lt;script&gt;window.hacked=2&lt;/script&gt;"
+        in (run / "report.html").read_text()
+    )
+
+
+def test_every_table_reads_back_from_its_csv_as_the_step_wrote_it(finished_run):
+    from embedlab.runs import RunDir
+    from embedlab.store import Store
+
+    store = Store(RunDir(finished_run))
+    tables = sorted((finished_run / "tables").glob("*.csv"))
+    assert len(tables) >= 8
+    for csv in tables:
+        assert store.table_markdown(csv.stem) + "\n" == csv.with_suffix(".md").read_text(), csv.name
+
+
+def test_the_page_allows_its_own_scripts_only(finished_run, tmp_path):
+    import hashlib
+    import re
+
+    run = _copy(finished_run, tmp_path)
+    assert main(["report", str(run)]) == 0
+    page = (run / "report.html").read_text()
+    policy = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]+)">', page)
+    assert policy and page.index(policy.group(0)) < page.index("<script")
+    allowed = set(re.findall(r"sha256-([A-Za-z0-9+/=]+)", policy.group(1)))
+    scripts = re.findall(r"<script>(.*?)</script>", page, flags=re.S)
+    assert scripts and allowed == {base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() for s in scripts}
+    assert "default-src &#x27;none&#x27;" in policy.group(1) and "img-src data:" in policy.group(1)
+
+
+def test_no_script_from_a_tampered_table_runs_in_the_browser(finished_run, tmp_path):
+    from browser_check import _driver, script_errors
+
+    run = _copy(finished_run, tmp_path)
+    _inject_into_sweep(run)
+    # and a script put into the page by hand after it was written: the policy stops it too
+    assert main(["report", str(run)]) == 0
+    html = run / "report.html"
+    html.write_text(html.read_text().replace("</main>", "<script>window.hacked=3</script></main>"))
+    driver = _driver(tmp_path / "browser")
+    try:
+        driver.get(html.resolve().as_uri())
+        assert driver.execute_script("return window.hacked === undefined")
+        # the page's own scripts ran: the movie explorer drew its lists
+        assert driver.execute_script("return document.querySelectorAll('#explorer-results tbody tr').length")
+        assert not [e for e in script_errors(driver) if "Content Security Policy" not in e]
+    finally:
+        driver.quit()

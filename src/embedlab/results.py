@@ -14,7 +14,7 @@ tables, figures and artefacts its step comes with. Two storage rules keep ``metr
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -27,16 +27,23 @@ class Files:
     tables: tuple[str, ...] = ()
     figures: tuple[str, ...] = ()
     artefacts: tuple[str, ...] = ()
+    #: A table's number format where it is not the default ".4g" (its significant digits, see ``text.markdown_table``)
+    floatfmt: Mapping[str, str] = field(default_factory=dict)
 
     def allows(self, kind: str, name: str) -> bool:
         return any(
             re.fullmatch(re.sub(r"\\\{\w+\\\}", ".+", re.escape(pattern)), name) for pattern in getattr(self, kind)
         )
 
+    def table_format(self, name: str) -> str:
+        """The number format of table ``name``, as its step declared it: the Markdown copy and the report use it."""
+        return self.floatfmt.get(name, ".4g")
+
     @staticmethod
     def union(many: Iterable[Files]) -> Files:
         many = list(many)
-        return Files(*(tuple(n for f in many for n in getattr(f, kind)) for kind in ("tables", "figures", "artefacts")))
+        lists = (tuple(n for f in many for n in getattr(f, kind)) for kind in ("tables", "figures", "artefacts"))
+        return Files(*lists, floatfmt={k: v for f in many for k, v in f.floatfmt.items()})
 
 
 def files_of(cls: type) -> Files:
@@ -174,7 +181,9 @@ class Comparison:
 
     SECTION: ClassVar[str] = "comparison"
     FILES: ClassVar[Files] = Files(
-        tables=("comparison", "comparison_per_class", "comparison_changes"), figures=("comparison_per_class",)
+        tables=("comparison", "comparison_per_class", "comparison_changes"),
+        figures=("comparison_per_class",),
+        floatfmt={"comparison_changes": ".3g"},
     )
 
     accuracy_gain: float
@@ -286,7 +295,7 @@ class Stability:
     """2C: how far each run's top lists agree with the recommending embedding's."""
 
     SECTION: ClassVar[str] = "movies_stability"
-    FILES: ClassVar[Files] = Files(tables=("stability",))
+    FILES: ClassVar[Files] = Files(tables=("stability",), floatfmt={"stability": ".3g"})
 
     converged_runs: int
     converged_mean_jaccard: float | None

@@ -23,8 +23,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import logging
-import stat
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -34,15 +32,12 @@ from typing import Any, TypeVar
 import pandas as pd
 import pydantic
 
+from embedlab import reader
 from embedlab.errors import InputError, MissingFileError
 from embedlab.files import UnreadableFile, npz_bytes, read_torch
 from embedlab.results import Files, MoviesRun, RunResults, Steps, StepStatus, files_of
 from embedlab.runs import RunDir
-
-LOGGER = logging.getLogger(__name__)
-
-#: The first bytes of every PNG file (its signature): a figure is read only if it starts with them.
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+from embedlab.text import markdown_table
 
 #: The probe fitted on the training split alone: what LP-FT starts the fine-tuned head from.
 LP_FT_PROBE = "probe_model_train_only.pt"
@@ -173,11 +168,10 @@ def save_step(run: RunDir, step: str, status: StepStatus) -> None:
 
 @dataclass(frozen=True)
 class Table:
-    """A table of the run: ``tables/<name>.csv`` and the Markdown copy the report embeds (``floatfmt`` for its
-    floats)."""
+    """A table of the run: ``tables/<name>.csv``, with a Markdown copy beside it for reading on GitHub. The report
+    renders every table from its CSV (in the number format its result type declares), never from the copy."""
 
     df: pd.DataFrame
-    floatfmt: str = ".4g"
 
 
 @dataclass(frozen=True)
@@ -225,7 +219,7 @@ class Output:
 def write(run: RunDir, out: Output) -> None:
     """Every file of ``out``, each written under a temporary name and renamed; then its results into metrics.json."""
     for name, t in out.tables.items():
-        run.save_table(name, t.df, t.floatfmt)
+        run.save_table(name, t.df, declared().table_format(name))
     for name, fig in out.figures.items():
         run.save_figure(name, fig)
     for name, data in out.artefacts.items():
@@ -247,12 +241,6 @@ def declared() -> Files:
     reads."""
     hints = typing.get_type_hints(RunResults)
     return Files.union(files_of(a) for hint in hints.values() for a in typing.get_args(hint) or (hint,))
-
-
-@functools.cache
-def _warn_once(message: str) -> None:
-    """A warning about a file of a run folder, said once per process however often the file is asked for."""
-    LOGGER.warning(message)
 
 
 def _declared(kind: str, name: str) -> str:
@@ -299,60 +287,30 @@ class Store:
 
     def table(self, name: str) -> pd.DataFrame | None:
         """A table of the run (its CSV), or None when the step that makes it has not run."""
-        path = self.regular_file(f"tables/{_declared('tables', name)}.csv")
-        return pd.read_csv(path) if path is not None else None
+        rel = f"tables/{_declared('tables', name)}.csv"
+        path = self.regular_file(rel)
+        return None if path is None else reader.read_table(path, f"{rel} in {self.path}")
 
     def table_markdown(self, name: str) -> str | None:
-        """A table's Markdown copy, as the report embeds it, or None."""
-        path = self.path / "tables" / f"{_declared('tables', name)}.md"
-        return path.read_text() if path.is_file() else None
+        """A table as the report shows it: its CSV through ``text.markdown_table``, the one escaping path, in the
+        format its result type declares; None when the run does not hold it. The Markdown copy in ``tables/`` is never
+        read: a cell edited there cannot put markup into the report."""
+        df = self.table(name)
+        return None if df is None else markdown_table(df, declared().table_format(name))
 
     def has_figure(self, name: str) -> bool:
         """Whether the run holds ``figures/<name>.png`` as a PNG file of its own (the report links it by that path)."""
         return self.figure_png(name) is not None
 
     def figure_png(self, name: str) -> bytes | None:
-        """``figures/<name>.png`` as bytes (the HTML report inlines them), or None when the run does not hold it.
-
-        A figure is read only if it is a regular file inside the run folder, reached without a symbolic link, and a PNG
-        by its bytes; anything else (a link to a file elsewhere, a folder, a file that is not a PNG) is left out with a
-        warning that names it, so no other file of the machine can reach the report."""
-        rel = f"figures/{_declared('figures', name)}.png"
-        path = self.regular_file(rel)
-        if path is None:
-            return None
-        try:
-            with path.open("rb") as f:
-                data = f.read()
-        except OSError as exc:
-            _warn_once(f"{rel} in {self.path} cannot be read ({exc.strerror}); left out")
-            return None
-        if not data.startswith(PNG_SIGNATURE):
-            _warn_once(f"{rel} in {self.path} is not a PNG file, not a figure embedlab drew; left out")
-            return None
-        return data
+        """``figures/<name>.png`` as bytes (the HTML report inlines them), or None when the run does not hold it as a
+        PNG file of its own (``reader.png``: a link out of the folder, a folder, a file that is not a PNG is left out
+        with a warning)."""
+        return reader.png(self.path, f"figures/{_declared('figures', name)}.png")
 
     def regular_file(self, rel: str) -> Path | None:
-        """``rel`` (a path inside the run folder) when it is a regular file reached without a symbolic link; None when
-        it is absent. One that is there but is something else (a link, a folder, a pipe) is None too, with a warning
-        that names it: the store reads nothing from outside the run folder."""
-        path = self.path / rel
-        parts = Path(rel).parts
-        for depth in range(1, len(parts) + 1):
-            here = self.path.joinpath(*parts[:depth])
-            try:
-                mode = here.lstat().st_mode
-            except FileNotFoundError:
-                return None
-            except OSError as exc:  # a file where a folder should be, no permission
-                _warn_once(f"{rel} in {self.path} cannot be read ({exc.strerror}); left out")
-                return None
-            last = depth == len(parts)
-            if stat.S_ISLNK(mode) or not (stat.S_ISREG(mode) if last else stat.S_ISDIR(mode)):
-                what = "a symbolic link" if stat.S_ISLNK(mode) else ("not a regular file" if last else "not a folder")
-                _warn_once(f"{'/'.join(parts[:depth])} in {self.path} is {what}, not a file embedlab wrote; left out")
-                return None
-        return path
+        """``rel`` inside the run folder when it is a regular file of its own (``reader.regular_file``), else None."""
+        return reader.regular_file(self.path, rel)
 
     def artefact(self, name: str) -> Path | None:
         """Where an artefact of the run lies, or None when it was not saved (or is not a file of the run's own, see

@@ -323,7 +323,7 @@ def step_stability(cfg: MoviesConfig, data: Prepared, fitted: Fitted, top_lists:
         spectral_jaccard=float(stab.loc[stab["optimizer"] == "spectral", key].iat[0]),
         diverged_runs=int((fitted.table["status"] == "diverged").sum()),
     )
-    return Output(results=(result,), tables={"stability": Table(stab, floatfmt=".3g")})
+    return Output(results=(result,), tables={"stability": Table(stab)})
 
 
 def step_map(cfg: MoviesConfig, data: Prepared, fitted: Fitted, top_lists: dict[str, list[int]]) -> Output:

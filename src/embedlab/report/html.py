@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import re
 
@@ -51,6 +52,23 @@ def _inline_images(html: str, store: Store) -> str:
     return re.sub(r'src="figures/([^"/]+)\.png"', data_uri, html)
 
 
+def content_security_policy(body: str) -> str:
+    """The page's Content-Security-Policy: its own inline scripts (the explorers', each allowed by its SHA-256) and
+    nothing else run; images only from data: URIs, styles only the page's own; nothing is fetched, framed or posted.
+    A script that reached the page any other way (a tampered file) would not run."""
+    hashes = sorted(
+        {
+            "'sha256-" + base64.b64encode(hashlib.sha256(code.encode()).digest()).decode() + "'"
+            for code in re.findall(r"<script>(.*?)</script>", body, flags=re.S)
+        }
+    )
+    scripts = " ".join(hashes) or "'none'"
+    return (
+        f"default-src 'none'; script-src {scripts}; style-src 'unsafe-inline'; img-src data:; "
+        "base-uri 'none'; form-action 'none'"
+    )
+
+
 def render_html(md_text: str, store: Store, title: str) -> str:
     """The HTML page of the run's Markdown report: its figures and explorers from ``store``."""
     md = markdown.Markdown(
@@ -65,6 +83,7 @@ def render_html(md_text: str, store: Store, title: str) -> str:
         cut = end + len("</h1>") if end >= 0 else 0
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{html.escape(content_security_policy(body))}">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{html.escape(title)}</title>'
         f"<style>{CSS}</style></head>\n<body><main>\n{body[:cut]}\n"
         f'<nav class="toc"><strong>Contents</strong>{md.toc}</nav>\n{body[cut:]}\n</main></body></html>\n'

@@ -107,6 +107,6 @@ def movies_context(run: RunDir, results: RunResults) -> dict[str, Any]:
         "anchors": None if h is None else anchor_reading(h, cfg.top_k),
         "cold": [] if results.movies_cold_start is None else cold_start_reading(results.movies_cold_start, cfg.top_k),
         "sampled": sampled,
-        "has_table": lambda name: Store(run).table_markdown(name) is not None,
+        "has_table": lambda name: Store(run).table(name) is not None,
         "has_figure": lambda name: Store(run).has_figure(name),
     }

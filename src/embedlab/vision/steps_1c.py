@@ -217,7 +217,7 @@ def step_compare(
     )
     tables = {"comparison": Table(table), "comparison_per_class": Table(per_class.round(4))}
     if changes is not None:
-        tables["comparison_changes"] = Table(changes, floatfmt=".3g")
+        tables["comparison_changes"] = Table(changes)
     return table, Output(
         results=(result,), tables=tables, figures={"comparison_per_class": figures.per_class_comparison(per_class)}
     )
