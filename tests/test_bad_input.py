@@ -1392,9 +1392,25 @@ def test_a_distributed_environment_torchrun_did_not_make(movielens_root, tmp_pat
     )
 
 
-@pytest.mark.parametrize("path, says", [("/proc/self/mem", "cannot be read"), ("/dev/null", "is not valid JSON")])
+@pytest.mark.parametrize(
+    "path, says",
+    [
+        ("/proc/self/mem", "cannot be read"),
+        ("/dev/null", "is not a regular file"),
+        ("/dev/zero", "is not a regular file"),  # read until memory ran out
+        ("{fifo}", "is not a regular file"),  # a read would wait for a writer forever
+        ("{big}", "more than the 1,000,000 a config file can be"),
+    ],
+    ids=["unreadable", "/dev/null", "/dev/zero", "a named pipe", "over 1 MB"],
+)
 def test_a_config_file_that_cannot_be_read(tmp_path, capsys, path, says):
+    import os
+
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "big.json").write_text('{"movies": {"dim": 4}, "pad": "' + "x" * 1_000_001 + '"}')
+    path = path.format(fifo=tmp_path / "fifo", big=tmp_path / "big.json")
     _expect_one_error(main(["run", "--config", path, "--out", str(tmp_path / "o")]), capsys, says)
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize(

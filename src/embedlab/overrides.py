@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import stat
 import types
 import typing
 from dataclasses import asdict
@@ -157,10 +158,28 @@ def check_sections(data: dict[str, Any], source: object) -> dict[str, Any]:
     return data
 
 
+#: The largest config file read: a run's config.json is a few kB; anything near this is not one.
+MAX_CONFIG_BYTES = 1_000_000
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """A JSON object of config overrides (the format ``config.json`` is saved in)."""
+    """A JSON object of config overrides (the format ``config.json`` is saved in): a regular file of at most
+    ``MAX_CONFIG_BYTES`` (a device such as /dev/zero, a named pipe or a folder is refused before any byte is read)."""
     p = Path(path)
     try:
+        st = p.stat()
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(
+                f"--config {p} is not a regular file (a device, a named pipe or a socket); pass a JSON file (a run's "
+                "config.json, for example)"
+            )
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"--config {p} is {st.st_size:,} bytes, more than the {MAX_CONFIG_BYTES:,} a config file can be; pass "
+                "a JSON file of settings (a run's config.json is a few kB)"
+            )
         data = parse_json(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {p} does not exist") from None
