@@ -3,7 +3,6 @@ nothing else busy, as docs/performance.md says). All of them run in one child pr
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -47,11 +46,10 @@ TINY: dict[str, list[str] | str] = {
     ),
     "vision_extract.py": ["--size", "32", "--batch", "4", "--batches", "2", "--rounds", "1"],
     "vision_inference_batch.py": ["--size", "32", "--images", "16", "--candidates", "8,16", "--rounds", "1"],
-    "vision_onnxruntime.py": (
-        ["--size", "32", "--batch", "4", "--batches", "2", "--rounds", "1"]
-        if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnxscript")
-        else "needs onnxruntime and onnxscript"
+    "vision_runtime_agreement.py": (
+        "needs a fine-tuning run folder and CIFAR-10: python bench/vision_runtime_agreement.py RUN --data-dir DATA"
     ),
+    "vision_runtimes.py": ["--size", "32", "--batch", "4", "--batches", "2", "--rounds", "1", "--head"],
     "vision_profile.py": [
         "--backbone",
         "resnet18",

@@ -20,6 +20,7 @@ from embedlab.schema import FloatRange, IntRange, device_problem, setting, setti
 SIMILARITY_METRICS = ("cosine", "dot")
 OPTIMIZER_NAMES = ("sgd", "nesterov", "adagrad", "rmsprop", "adam")
 BACKBONE_NAMES = ("auto", "resnet18", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+RUNTIME_NAMES = ("auto", "torch", "torch-bf16", "onnxruntime", "openvino")
 
 #: Learning-rate grids of the default sweep. Each spans too small (far from the optimum after the
 #: budget) to too large (diverges), measured on ml-latest-small at the default d = 100 (docs/results.md, the sweep
@@ -222,6 +223,15 @@ class VisionSettings(DataSettings):
     device: str = setting(
         "auto", resume="apply", run=True, help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
     )
+    runtime: Literal[RUNTIME_NAMES] = setting(
+        "auto",
+        run=True,
+        help=(
+            "what runs the passes that only predict (the probe's features, validation, test): auto (onnxruntime on "
+            "a CPU, measured fastest there; else torch), torch, torch-bf16 (CPUs with bf16 instructions), "
+            "onnxruntime or openvino (pip install openvino)"
+        ),
+    )
     val_per_class: ValPerClass = setting(
         500, help="validation images per class, carved from the 50,000 training images"
     )
@@ -272,6 +282,13 @@ class FinetuneConfig(VisionSettings):
         None, help="training and test resolution in pixels (default: 224 on a GPU, --cpu-size on a CPU)"
     )
     cpu_size: Pixels = setting(112, help="resolution on a CPU when --size is not given")
+    test_size: Pixels | None = setting(
+        None,
+        help=(
+            "validation and test resolution (default: --size); another one first recomputes the trained layers' "
+            "batch-norm statistics at it (FixRes: train lower, test higher)"
+        ),
+    )
     epochs: Epochs = setting(2, run=True, help="passes over the training images")
     batch_size: Batch = setting(64, help="training batch size")
     eval_batch_size: Batch | None = setting(

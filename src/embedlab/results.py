@@ -84,6 +84,7 @@ class FeatureSummary:
     test_images: int
     features_cached: bool
     backbone_choice: str | None = None  # why --backbone auto chose this backbone; None when the user named it
+    runtime: str | None = None  # what ran the extraction (--runtime); None: torch, in runs made before the choice
     extract_train_seconds: float | None = None  # None: the features came from a cache without timings
     extract_train_images_per_second: float | None = None
     extract_test_seconds: float | None = None
@@ -173,6 +174,7 @@ class FinetuneResult:
     batch_per_process: int
     total_seconds_this_session: float
     backbone_choice: str | None = None  # why --backbone auto chose this backbone; None when the user named it
+    runtime: str | None = None  # what ran validation and test (--runtime); None: torch, in runs made before the choice
 
 
 @dataclass(frozen=True)

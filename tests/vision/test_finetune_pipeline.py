@@ -192,3 +192,34 @@ def test_bad_settings_and_resume_of_a_non_finetune_run_are_messages(cifar_root, 
     (tmp_path / "m" / "config.json").write_text('{"movies": {}}')
     assert main(["vision", "finetune", "--resume", str(tmp_path / "m")]) == 2
     assert "was not made by 'embedlab vision finetune'" in capsys.readouterr().err
+
+
+def test_test_size_evaluates_at_it_with_batch_norm_statistics_recomputed_there(cifar_root, tmp_path):
+    """The saved test probabilities are the checkpoint's network's at 40 px (resized as the extraction resizes), both
+    views; the checkpoint holds the statistics recomputed there (tests/vision/test_fixres.py checks how)."""
+    import pickle
+
+    import torch
+    import torchvision
+
+    from embedlab.vision.features import preprocess
+
+    out = tmp_path / "fixres"
+    flags = ["--train-scope", "last", "--no-probe", "--epochs", "1", "--test-size", "40", "--runtime", "torch"]
+    assert main(args_for(cifar_root, out, tmp_path, *flags)) == 0
+    saved = np.load(out / "artefacts" / "finetune_test_probs.npz")
+    net = torchvision.models.resnet18(num_classes=10)
+    state = torch.load(out / "artefacts" / "finetune_checkpoint.pt", weights_only=True)["model"]
+    net.load_state_dict(state)
+    with open(cifar_root / "cifar-10-batches-py" / "test_batch", "rb") as f:
+        batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in pickle.load(f, encoding="bytes").items()}
+    x = torch.from_numpy(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)[saved["test_index"]])
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    with torch.no_grad():
+        x40 = preprocess(x, 40, mean, std)
+        probs = (net.eval()(x40).softmax(1) + net(preprocess(x.flip(-1), 40, mean, std)).softmax(1)) / 2
+    np.testing.assert_allclose(saved["probs"], probs.numpy(), atol=1e-5)
+    cfg = json.loads((out / "config.json").read_text())["finetune"]
+    assert cfg["test_size"] == 40
+    metrics = json.loads((out / "metrics.json").read_text())["finetune"]
+    assert metrics["runtime"] == "torch"

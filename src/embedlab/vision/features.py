@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,25 +78,32 @@ def extract(
     batch_size: int = 128,
     device: torch.device | str = "cpu",
     desc: str = "features",
+    engine: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, ExtractStats]:
     """Features (N, D) float32 of uint8 ``images`` through the frozen ``model`` in eval mode, resized and normalised as
-    ``inputs`` says."""
+    ``inputs`` says; through ``engine`` (``runtime.engine``: the same network in an inference runtime) when given."""
     size, mean, std = inputs.size, inputs.mean, inputs.std
     device = torch.device(device)
     model = model.eval().to(device).to(memory_format=torch.channels_last)
     m = torch.tensor(mean, device=device)
     s = torch.tensor(std, device=device)
     use_bf16 = uses_bf16(device)
-    out: list[torch.Tensor] = []
+    feats: torch.Tensor | None = None  # filled batch by batch: no small blocks kept between the batches' large ones
     start = time.perf_counter()
     with torch.inference_mode(), Progress(len(images), desc, "img", mininterval=2.0) as bar:
         for i in range(0, len(images), batch_size):
             xb = preprocess(images[i : i + batch_size].to(device, non_blocking=True), size, m, s)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                fb = model(xb)
-            out.append(fb.float().flatten(1).cpu())
+            if engine is not None:
+                fb = engine(xb)
+            else:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    fb = model(xb)
+            fb = fb.float().flatten(1)
+            if feats is None:
+                feats = torch.empty(len(images), fb.shape[1])
+            feats[i : i + len(fb)] = fb.cpu()
             bar.update(len(xb))
-    feats = torch.cat(out) if out else torch.empty(0)
+    feats = feats if feats is not None else torch.empty(0)
     return feats, ExtractStats(len(images), time.perf_counter() - start)
 
 
@@ -127,10 +135,12 @@ def uses_bf16(device: torch.device) -> bool:
     return torch.device(device).type == "cuda"
 
 
-def numerics(device: torch.device) -> str:
-    """What besides the inputs decides the feature values: device type, precision, preprocessing."""
+def numerics(device: torch.device, runtime: str = "torch") -> str:
+    """What besides the inputs decides the feature values: device type, the runtime and its precision (``--runtime``),
+    preprocessing."""
     device = torch.device(device)
-    return f"{device.type}-{'bf16' if uses_bf16(device) else 'fp32'}-{PREPROCESS_VERSION}"
+    precision = "bf16" if uses_bf16(device) or runtime.endswith("-bf16") else "fp32"
+    return f"{device.type}-{runtime.removesuffix('-bf16')}-{precision}-{PREPROCESS_VERSION}"
 
 
 def cache_key(

@@ -8,6 +8,7 @@ global RNG states, so epochs k+1.. of a resumed run repeat an uninterrupted run'
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -25,6 +26,7 @@ from embedlab.distributed import current
 from embedlab.errors import InputError, UserError
 from embedlab.logs import Progress
 from embedlab.text import percent
+from embedlab.vision import runtime
 from embedlab.vision.checkpoint import (
     CheckpointMismatch,
     History,
@@ -35,6 +37,7 @@ from embedlab.vision.checkpoint import (
     set_rng_state,
 )
 from embedlab.vision.features import Inputs, extract, inference_batch, preprocess, uses_bf16
+from embedlab.vision.fixres import RECALIBRATION_IMAGES, recalibrate_batch_norm
 from embedlab.vision.recipe import (
     alternating_flips,
     augment,
@@ -78,20 +81,23 @@ def predict(
     device: torch.device,
     desc: str,
     flip: bool = False,
+    runtime_name: str = "torch",
 ) -> tuple[torch.Tensor, float, torch.Tensor]:
     """Softmax probabilities (float32, CPU) of uint8 ``images``, the images/s of one pass (of this rank's share:
     under torch.distributed each rank predicts one block and every rank gets all the rows), and the
     probabilities of the plain images alone. With ``flip`` the probabilities are the mean of the image's and
     its mirror image's (test-time augmentation, a second pass); without, the two returned tensors are one.
-    ``batch_size`` None: the device's default (``inference_batch``)."""
+    ``batch_size`` None: the device's default (``inference_batch``). ``runtime_name`` runs both passes
+    (``runtime.choose``)."""
     batch_size = inference_batch(batch_size, device, EVAL_BATCH_GPU)
     dist = current()
     mine = images[dist.shard(len(images))]
-    logits, stats = extract(model, mine, inputs, batch_size, device, desc=desc)
+    engine = runtime.engine(runtime_name, model, inputs.size, device)
+    logits, stats = extract(model, mine, inputs, batch_size, device, desc, engine)
     plain = dist.gather_rows(logits.softmax(1), len(images))
     if not flip:
         return plain, stats.images_per_second, plain
-    mirrored, _ = extract(model, mine.flip(-1), inputs, batch_size, device, desc=f"{desc} (mirrored)")
+    mirrored, _ = extract(model, mine.flip(-1), inputs, batch_size, device, f"{desc} (mirrored)", engine)
     return (plain + dist.gather_rows(mirrored.softmax(1), len(images))) / 2, stats.images_per_second, plain
 
 
@@ -119,6 +125,11 @@ class Job:
     device: torch.device
     checkpoint: Path
     resume: bool = False
+
+    @property
+    def eval_inputs(self) -> Inputs:
+        """How validation and test images become input: at ``--test-size`` when given, else as in training."""
+        return dataclasses.replace(self.inputs, size=self.cfg.test_size or self.inputs.size)
 
 
 @dataclass(frozen=True)
@@ -257,16 +268,31 @@ def train_epoch(
 
 
 def end_epoch(
-    model: nn.Module, loop: Loop, done: EpochRun, val_xy: tuple[torch.Tensor, torch.Tensor], job: Job
+    model: nn.Module,
+    loop: Loop,
+    done: EpochRun,
+    val_xy: tuple[torch.Tensor, torch.Tensor],
+    job: Job,
+    train_x: torch.Tensor,
 ) -> dict[str, float]:
-    """Validate (the moving average, when kept), append the epoch's row to the history and write the checkpoint
+    """Validate (the moving average, when kept; at ``--test-size``, after recomputing the trained layers' batch-norm
+    statistics there from the first of ``train_x``), append the epoch's row to the history and write the checkpoint
     that a resume starts from."""
     cfg, inputs, device, epoch = job.cfg, job.inputs, job.device, done.index
     step_losses, correct, train_seconds = done.step_losses, done.correct, done.seconds
     loop.history.step_loss.extend(step_losses)
     evaluated = model if loop.ema is None else loop.ema.module
+    if job.eval_inputs.size != inputs.size:
+        recalibrate_batch_norm(evaluated, train_x[:RECALIBRATION_IMAGES], job.eval_inputs, cfg.batch_size, device)
     val_probs, val_ips, one_view = predict(
-        evaluated, val_xy[0], inputs, cfg.eval_batch_size, device, desc="validation", flip=cfg.tta_flip
+        evaluated,
+        val_xy[0],
+        job.eval_inputs,
+        cfg.eval_batch_size,
+        device,
+        "validation",
+        cfg.tta_flip,
+        runtime.choose(cfg.runtime, device),
     )
     images = loop.steps_per_epoch * cfg.batch_size
     row = {
@@ -318,7 +344,8 @@ def train(
                 else "no epoch had finished, so there is no checkpoint yet"
             )
             raise TrainingInterrupted(f"training interrupted in epoch {epoch + 1} of {cfg.epochs}; {done}") from None
-        row = end_epoch(model, loop, EpochRun(epoch, step_losses, correct, time.perf_counter() - t0), val_xy, job)
+        done = EpochRun(epoch, step_losses, correct, time.perf_counter() - t0)
+        row = end_epoch(model, loop, done, val_xy, job, train_xy[0])
         log(
             f"[1C] epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f}, val accuracy"
             f" {percent(row['val_accuracy'])}, {row['train_seconds'] / 60:.1f} min"

@@ -14,7 +14,7 @@ from embedlab.distributed import current
 from embedlab.results import Comparison, FinetuneResult, ProbeResult
 from embedlab.store import Output, Store, Table
 from embedlab.text import percent
-from embedlab.vision import figures
+from embedlab.vision import figures, runtime
 from embedlab.vision.backbones import BackboneChoice
 from embedlab.vision.compare import comparison_table
 from embedlab.vision.finetune import Inputs, Job, check_shards
@@ -145,6 +145,7 @@ def run_finetune(
         batch_per_process=cfg.batch_size // dist.world,
         total_seconds_this_session=round(time.perf_counter() - t_all, 1),
         backbone_choice=setup.choice.reason,
+        runtime=runtime.choose(cfg.runtime, device),
     )
     store.write(Output(results=(result,)))
     log(

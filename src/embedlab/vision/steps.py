@@ -22,7 +22,7 @@ from embedlab.overrides import DERIVED, to_dict
 from embedlab.results import Evaluation, FeatureSummary, FinetuneResult, ProbeResult, ProbeScores
 from embedlab.store import LP_FT_PROBE, Output, Predictions, Table
 from embedlab.text import percent
-from embedlab.vision import figures
+from embedlab.vision import figures, runtime
 from embedlab.vision.backbones import Backbone, BackboneChoice, BackboneSpec, choose_backbone, create_backbone
 from embedlab.vision.cifar10 import (
     CLASSES,
@@ -147,6 +147,7 @@ class ProbeSetup:
     backbone: Backbone
     size: int
     batch: int
+    runtime: str  # what runs the extraction (runtime.choose)
 
     def settings(self, cfg: ProbeConfig) -> dict[str, Any]:
         """config.json's probe section: the backbone that ran, so --config and --resume repeat it, and what was
@@ -154,7 +155,7 @@ class ProbeSetup:
         return {
             **to_dict(cfg),
             "backbone": self.choice.name,
-            DERIVED: {"device": str(self.device), "size": self.size, "batch_size": self.batch},
+            DERIVED: {"device": str(self.device), "size": self.size, "batch_size": self.batch, "runtime": self.runtime},
         }
 
 
@@ -167,7 +168,7 @@ def probe_setup(cfg: ProbeConfig, choice: BackboneChoice | None = None) -> Probe
     size = resolve_size(cfg, backbone.spec.native_size, device)
     batch = inference_batch(cfg.batch_size, device, EXTRACT_BATCH_GPU)
     check_batch_fits("--batch-size", batch, size, "inference", device)
-    return ProbeSetup(device, choice, backbone, size, batch)
+    return ProbeSetup(device, choice, backbone, size, batch, runtime.choose(cfg.runtime, device))
 
 
 @dataclass
@@ -203,7 +204,12 @@ def step_1a_features(cfg: ProbeConfig, setup: ProbeSetup) -> ProbeFeatures:
     full_train = len(fit_idx) == len(data.train_y)
     keys = {
         "train": cache_key(
-            spec.name, backbone.weights_digest, size, "train", None if full_train else fit_idx, numerics(device)
+            spec.name,
+            backbone.weights_digest,
+            size,
+            "train",
+            None if full_train else fit_idx,
+            numerics(device, setup.runtime),
         ),
         "test": cache_key(
             spec.name,
@@ -211,16 +217,18 @@ def step_1a_features(cfg: ProbeConfig, setup: ProbeSetup) -> ProbeFeatures:
             size,
             "test",
             None if cfg.test_per_class is None else test_idx,
-            numerics(device),
+            numerics(device, setup.runtime),
         ),
     }
     missing = [s for s, k in keys.items() if not (cache_dir / "features" / k).is_file()]
     extract_stats: dict[str, float] = {}  # FeatureSummary's extract_* timings
+    engine = None
     if missing:
+        engine = runtime.engine(setup.runtime, model, size, device)
         n_todo = (len(fit_idx) if "train" in missing else 0) + (len(test_idx) if "test" in missing else 0)
-        ips = measure_throughput(model, data.test_x, Inputs(size, spec.mean, spec.std), batch, device)
+        ips = measure_throughput(model, data.test_x, Inputs(size, spec.mean, spec.std), batch, device, engine=engine)
         log(
-            f"[1A] {spec.name} ({backbone.weights}) on {device} at {size} px: about {ips:.0f} img/s, "
+            f"[1A] {spec.name} ({backbone.weights}) on {device} ({setup.runtime}) at {size} px: about {ips:.0f} img/s, "
             f"so extracting {n_todo:,} images takes about {n_todo / ips / 60:.1f} min"
         )
 
@@ -231,7 +239,9 @@ def step_1a_features(cfg: ProbeConfig, setup: ProbeSetup) -> ProbeFeatures:
         feats, stats, path = cached_features(
             cache_dir,
             keys[split],
-            lambda: extract(model, images, Inputs(size, spec.mean, spec.std), batch, device, desc=f"{split} features"),
+            lambda: extract(
+                model, images, Inputs(size, spec.mean, spec.std), batch, device, f"{split} features", engine
+            ),
         )
         if stats is not None:
             computed.append(split)
@@ -258,6 +268,7 @@ def step_1a_features(cfg: ProbeConfig, setup: ProbeSetup) -> ProbeFeatures:
         test_images=len(test_idx),
         features_cached=not computed,
         backbone_choice=setup.choice.reason,
+        runtime=setup.runtime,
         **extract_stats,
     )
     out = Output(owner=ProbeResult, artefacts={"feature_cache.txt": "".join(listing)})

@@ -17,7 +17,7 @@ from embedlab.errors import InputError
 from embedlab.overrides import DERIVED, to_dict
 from embedlab.results import Comparison, Evaluation, FinetuneResult, ProbeResult
 from embedlab.store import Output, Predictions, Table
-from embedlab.vision import figures
+from embedlab.vision import figures, runtime
 from embedlab.vision.backbones import (
     Backbone,
     BackboneChoice,
@@ -161,9 +161,16 @@ class FinetuneTest:
 
 def step_1c_test(model: torch.nn.Module, job: Job, data: Cifar10, test_idx: torch.Tensor, name: str) -> FinetuneTest:
     """1C's repeat of A and B: the fine-tuned network's test evaluation and gallery."""
-    cfg, inputs, device = job.cfg, job.inputs, job.device
+    cfg, device = job.cfg, job.device
     test_probs, test_ips, one_view = predict(
-        model, data.test_x[test_idx], inputs, cfg.eval_batch_size, device, desc="test", flip=cfg.tta_flip
+        model,
+        data.test_x[test_idx],
+        job.eval_inputs,
+        cfg.eval_batch_size,
+        device,
+        "test",
+        cfg.tta_flip,
+        runtime.choose(cfg.runtime, device),
     )
     test_y = data.test_y[test_idx]
     ev, ev_out = evaluation_output("finetune", test_probs, test_y, f"Fine-tuned {name} — test set")

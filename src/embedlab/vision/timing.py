@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -15,22 +16,28 @@ from embedlab.vision.recipe import train_pixels
 
 
 def measure_throughput(
-    model: torch.nn.Module, images: torch.Tensor, inputs: Inputs, batch: int, device: torch.device, timed: int = 5
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    inputs: Inputs,
+    batch: int,
+    device: torch.device,
+    timed: int = 5,
+    engine: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> float:
     """Images/s of extraction, the basis of the printed time estimate: the median of ``timed`` batches after two
     warm-up batches (the first batches run slower while the kernels and caches warm up, so one batch alone
     underestimates the rate)."""
     warm = images[: 2 * batch]
-    extract(model, warm, inputs, batch, device, desc="warm-up")
+    extract(model, warm, inputs, batch, device, "warm-up", engine)
     rates = []
     for i in range(timed):
         sample = images[(2 + i) * batch : (3 + i) * batch]
         if len(sample):
-            rates.append(extract(model, sample, inputs, batch, device, desc="timing")[1].images_per_second)
+            rates.append(extract(model, sample, inputs, batch, device, "timing", engine)[1].images_per_second)
     return (
         float(np.median(rates))
         if rates
-        else extract(model, warm, inputs, batch, device, desc="timing")[1].images_per_second
+        else extract(model, warm, inputs, batch, device, "timing", engine)[1].images_per_second
     )
 
 
