@@ -679,6 +679,15 @@ def test_hostile_titles_in_the_browser_run_nothing_and_the_explorer_answers(host
 # ---- 3 and 4. settings that cannot work: refused before any result is written ----
 
 MOVIES_FLAG_ROWS = [
+    ("an empty list of optimisers", ["--optimizers", ""], "--optimizers '' names no optimiser"),
+    ("commas only for optimisers", ["--optimizers", " , "], "names no optimiser"),
+    ("an empty query", ["--query", ""], "--query '' is not a title"),
+    ("a held-out fraction that leaves no training users", ["--holdout-fraction", "0.999"], "--holdout-fraction 0.999"),
+    (
+        "a held-out fraction that leaves too few users to tune the anchors",
+        ["--holdout-fraction", "0.95", "--anchors", "ease"],
+        "too few for --anchor-validation-fraction 0.2",
+    ),
     ("negative seed", ["--seed", "-1"], "--seed -1: input should be greater than or equal to 0"),
     (
         "seed beyond 32 bits",

@@ -198,6 +198,11 @@ class MoviesConfig(DataSettings):
                 )
         if not self.queries:
             problems.append("no query movies: give at least one --query")
+        problems += [
+            f"--query {q!r} is not a title: give a movie's title, e.g. --query 'Toy Story'"
+            for q in self.queries
+            if not q.strip()
+        ]
         if problems:
             raise InputError("invalid movies config:\n  " + "\n  ".join(problems))
 

@@ -46,7 +46,9 @@ def given_flags(args: argparse.Namespace, cls: type, policy: str) -> list[str]:
             continue
         if f.name == "grid":
             out += [
-                flag for flag, key in (("--optimizers", "optimizers"), ("--lrs", "lrs")) if getattr(args, key, None)
+                flag
+                for flag, key in (("--optimizers", "optimizers"), ("--lrs", "lrs"))
+                if getattr(args, key, None) is not None
             ]
         elif getattr(args, f.name, None) is not None:
             out.append(flag_of(f))
@@ -72,17 +74,19 @@ def movies_config(args: argparse.Namespace) -> MoviesConfig:
     """defaults < profile < --config file < flags."""
     flags = setting_flags(args, MoviesConfig)
     profile = profile_overrides(args.profile or "auto", "movies", False)
-    if args.optimizers or args.lrs:
+    if args.optimizers is not None or args.lrs:
         base = layered(MoviesConfig(), profile, args.config, "movies", {})
         grid = dict(base.grid)
-        if args.optimizers:
+        if args.optimizers is not None:
+            names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
+            if not names:
+                raise InputError(
+                    f"--optimizers {args.optimizers!r} names no optimiser; give one or more, e.g. adam,sgd (of "
+                    f"{', '.join(DEFAULT_GRID)}), or leave the flag out for the profile's grid"
+                )
             # an optimiser the profile's grid leaves out gets the default grid's rates (the smoke grid has two
             # optimisers)
-            grid = {
-                n.strip(): grid.get(n.strip()) or DEFAULT_GRID.get(n.strip(), [])
-                for n in args.optimizers.split(",")
-                if n.strip()
-            }
+            grid = {n: grid.get(n) or DEFAULT_GRID.get(n, []) for n in names}
         for name, lrs in args.lrs or []:
             grid[name] = lrs
         flags["grid"] = grid

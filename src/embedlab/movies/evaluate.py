@@ -28,15 +28,22 @@ def at_k(metric: str, k: int) -> str:
     return f"{metric}@{k}"
 
 
-def split_users(user_ids: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded random split of user ids into (train, test)."""
+def split_users(
+    user_ids: np.ndarray, test_fraction: float, seed: int, flag: str = "test fraction"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random split of user ids into (train, test); ``flag`` names the fraction in the message of a split that
+    leaves one side empty."""
     if not 0.0 < test_fraction < 1.0:
-        raise InputError(f"test fraction must be in (0, 1), got {test_fraction}")
+        raise InputError(f"{flag} must be in (0, 1), got {test_fraction}")
     ids = np.unique(np.asarray(user_ids))
     rng = np.random.default_rng(seed)
     test = rng.random(len(ids)) < test_fraction
     if test.all() or not test.any():
-        raise InputError(f"{len(ids)} users cannot be split with test fraction {test_fraction}")
+        side = "none on the other side" if test.all() else "none set aside"
+        raise InputError(
+            f"{flag} {test_fraction:g} splits {len(ids):,} users with {side}; choose a fraction that leaves users on "
+            "both sides (the default is 0.2)"
+        )
     return ids[~test], ids[test]
 
 

@@ -52,7 +52,9 @@ class HoldoutSplit:
     def make(cls, cfg: MoviesConfig, ratings: pd.DataFrame, movies: pd.DataFrame, co: CoLikes) -> HoldoutSplit:
         """L of the training users; the test users' likes over the same movie columns. Both are rows of 2A's L (``co``,
         all users' likes), restricted to the movies the training users liked: nothing is rebuilt from the ratings."""
-        train_users, test_users = split_users(ratings["userId"].to_numpy(), cfg.holdout_fraction, cfg.holdout_seed)
+        train_users, test_users = split_users(
+            ratings["userId"].to_numpy(), cfg.holdout_fraction, cfg.holdout_seed, "--holdout-fraction"
+        )
         mine = np.isin(co.user_ids, train_users)
         likes = co.likes[mine]
         cols = np.flatnonzero(np.bincount(likes.indices, minlength=co.n_movies))
@@ -133,7 +135,10 @@ def tuned_anchors(cfg: MoviesConfig, split: HoldoutSplit) -> tuple[list[Tuned], 
     """EASE and ALS, each tuned on a validation slice of the training users and refitted on all of them; why any is
     missing."""
     fit_rows, val_rows = split_users(
-        np.arange(split.train.likes.shape[0]), cfg.anchor_validation_fraction, cfg.holdout_seed + 1
+        np.arange(split.train.likes.shape[0]),
+        cfg.anchor_validation_fraction,
+        cfg.holdout_seed + 1,
+        "--anchor-validation-fraction",
     )
     fit_likes, val_queries = (
         split.train.likes[fit_rows],

@@ -149,15 +149,23 @@ def check_sizes(cfg: MoviesConfig, co: CoLikes, available: int | None = None) ->
         )
 
 
-def training_users(cfg: MoviesConfig, ratings: pd.DataFrame, co: CoLikes) -> np.ndarray | None:
+def training_users(cfg: MoviesConfig, ratings: pd.DataFrame, co: CoLikes) -> np.ndarray:
     """Which rows of L belong to the held-out split's training users (``HoldoutSplit.make`` draws the same split), so
-    that 2A's pass over X also gives ||X||_F^2 of their likes; None when the users cannot be split (the held-out step
-    says why)."""
-    try:
-        train_users, _ = split_users(ratings["userId"].to_numpy(), cfg.holdout_fraction, cfg.holdout_seed)
-    except InputError:
-        return None
-    return np.isin(co.user_ids, train_users)
+    that 2A's pass over X also gives ||X||_F^2 of their likes. A fraction that leaves a side of either split empty
+    (the held-out users, or the training users' slice that tunes the anchors) is refused here, before any fit."""
+    users = ratings["userId"].to_numpy()
+    train_users, _ = split_users(users, cfg.holdout_fraction, cfg.holdout_seed, "--holdout-fraction")
+    part = np.isin(co.user_ids, train_users)
+    if cfg.anchors:
+        try:  # the anchors' split of the training users who like something, drawn as tuned_anchors draws it
+            split_users(np.arange(int(part.sum())), cfg.anchor_validation_fraction, cfg.holdout_seed + 1)
+        except InputError:
+            raise InputError(
+                f"--holdout-fraction {cfg.holdout_fraction:g} leaves {int(part.sum()):,} training users, too few for "
+                f"--anchor-validation-fraction {cfg.anchor_validation_fraction:g} to set some aside to tune "
+                f"{' and '.join(a.upper() for a in cfg.anchors)}; lower --holdout-fraction (the default is 0.2)"
+            ) from None
+    return part
 
 
 def make_operator(likes: sp.csr_matrix, fro_sq: float | None = None) -> CoLikeOperator:
