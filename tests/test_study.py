@@ -15,6 +15,8 @@ from explorer_expect import assert_explorer_matches, assert_sprite_is_official, 
 from embedlab.cli import main
 from embedlab.movies.saved import SavedEmbeddings
 from embedlab.report.common import MISSING
+from embedlab.runs import RunDir
+from embedlab.store import Store
 from embedlab.study import CPU_MINUTES, plan, study_config
 from embedlab.vision.backbones import BackboneChoice
 
@@ -124,14 +126,19 @@ def test_report_renders_in_headless_chromium(cifar_root, movielens_root, tmp_pat
     assert assert_sprite_is_official(out, cifar_root / "cifar-10-batches-py") > 0
     queries = json.loads((out / "config.json").read_text())["movies"]["queries"]
     page = explorer_lists(out / "report.html", tmp_path / "explorer", queries, "cosine")
-    assert page == {q: SavedEmbeddings.load(out).recommend(q, k=10, metric="cosine")["title"].tolist() for q in queries}
+    assert page == {
+        q: SavedEmbeddings.load(Store(RunDir(out))).recommend(q, k=10, metric="cosine")["title"].tolist()
+        for q in queries
+    }
     # a newcomer's first query, clicked and typed into the box the page opens with; then a typo of it
     second = queries[1]
     title = json.loads((out / "metrics.json").read_text())["movies_recommend"]["query_titles"][second]
     first = explorer_first_use(out / "report.html", tmp_path / "first", second.lower(), second.lower()[:-2] + "xx")
     assert first["opened"]["listed"] and first["opened"]["box"] == ""
     assert f" for {title} (" in first["title"]["status"]
-    assert first["title"]["listed"] == SavedEmbeddings.load(out).recommend(second, k=10)["title"].tolist()
+    assert (
+        first["title"]["listed"] == SavedEmbeddings.load(Store(RunDir(out))).recommend(second, k=10)["title"].tolist()
+    )
     assert first["typo"]["listed"] == [] and "did you mean" in first["typo"]["status"]
     assert any(o.startswith(f"{title} — ") for o in first["typo"]["offered"]), first["typo"]
     assert result.images == (out / "report.md").read_text().count("](figures/") > 10
@@ -311,7 +318,7 @@ def test_real_smoke_study_in_the_browser(real_data, tmp_path):
     # most liked of several): "lord of the rings" is the trilogy on both, not the 1978 film with 6 likes
     from embedlab.movies.movielens import TitleLookupError
 
-    saved_run = SavedEmbeddings.load(out)
+    saved_run = SavedEmbeddings.load(Store(RunDir(out)))
     for q in cases:
         if not answers[q]["matches"]:
             continue  # the page holds no film of that name; the command may still find one with few likes
@@ -320,7 +327,7 @@ def test_real_smoke_study_in_the_browser(real_data, tmp_path):
         except TitleLookupError as err:
             cli = err.candidates[0]
         assert cli == answers[q]["selected"], q
-    saved = SavedEmbeddings.load(out)
+    saved = SavedEmbeddings.load(Store(RunDir(out)))
     queries = json.loads((out / "config.json").read_text())["movies"]["queries"]
     for metric in ("cosine", "dot"):
         page = explorer_lists(out / "report.html", tmp_path / "explorer", queries, metric)
@@ -341,20 +348,16 @@ def _results(out: Path) -> dict:
 
 
 def test_resume_after_a_preflight_failure_and_repeat_from_config_json(cifar_root, movielens_root, tmp_path, capsys):
-    """Fail in preflight (no data), resume with the right data; then repeat that run from its config.json alone as
-    one uninterrupted run: same profile, steps and numbers, so the resumed run lost nothing."""
+    """Fail in preflight (no data) without creating the folder, run with the right data; then repeat that run from its
+    config.json alone: same profile, steps and numbers."""
     broken = tmp_path / "broken"
     args = run_args(cifar_root, broken, tmp_path)
     args[args.index("--data-dir") + 1] = str(tmp_path / "empty")
     assert main(args) == 2
-    saved = json.loads((broken / "config.json").read_text())
-    # every section, before any work
-    assert {"study", "probe", "finetune", "movies"} <= set(saved) and saved["study"]["profile"] == "smoke"
-    assert saved["probe"]["backbone"] == "resnet18" and saved["movies"]["dim"] == 4
+    assert not broken.exists()  # missing data creates nothing: the same command with the data is the way on
     capsys.readouterr()
-    # a flag that does not change results: applied
-    assert main(["run", "--resume", str(broken), "--data-dir", str(cifar_root)]) == 0
-    assert json.loads((broken / "config.json").read_text())["probe"]["data_dir"] == str(cifar_root)
+    args[args.index("--data-dir") + 1] = str(cifar_root)
+    assert main(args) == 0
 
     again = tmp_path / "again"
     assert main(["run", "--config", str(broken / "config.json"), "--out", str(again)]) == 0
@@ -395,8 +398,8 @@ def test_a_folder_that_failed_before_any_step_can_be_used_again(cifar_root, movi
     args = run_args(cifar_root, out, tmp_path, "--steps", "movies")
     bad = list(args)
     bad[bad.index("--data-dir") + 1] = str(tmp_path / "empty")
-    assert main(bad) == 2 and (out / "config.json").is_file()
-    assert main(args) == 0  # nothing finished there: cleared and reused, not "already exists"
+    assert main(bad) == 2 and not out.exists()  # missing data creates nothing
+    assert main(args) == 0
     assert json.loads((out / "metrics.json").read_text())["steps"]["movies"]["status"] == "done"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ import torch
 from matplotlib.figure import Figure
 
 from embedlab.data import ensure_movielens, resolve_data_dir
+from embedlab.errors import InputError
 from embedlab.movies import figures as movie_figures
 from embedlab.movies.cooccurrence import CoLikes, build_colikes
 from embedlab.movies.movielens import TitleIndex, load_movies, load_ratings, with_years
@@ -143,10 +145,35 @@ def fit_embeddings(
     >>> run.losses[-1] < run.losses[0]
     True
     """
+    _check(dim=dim, iterations=iterations, seed=seed, optimizer=optimizer, lr=lr)
     op = _operator(co)
     return fit(
         Objective(op, op.fro_sq), initial_embedding(co.n_movies, dim, seed, 0.1), optimizer, lr, Budget(iterations)
     )
+
+
+#: Each argument of the movie functions and the setting of the movie study that declares its type and range.
+_SETTING_OF = {"dim": "dim", "iterations": "iterations", "seed": "seed", "k": "top_k", "metric": "metric"}
+_SETTING_OF |= {"min_likes": "min_likes"}
+
+
+def _check(optimizer: str | None = None, lr: float | None = None, **args: Any) -> None:
+    """The arguments checked by the declarations the command line's flags are checked by (``embedlab movies
+    --help``): a wrong one is an ``InputError`` that names the argument, never a torch error or an empty result."""
+    from embedlab.config import MoviesConfig
+    from embedlab.overrides import apply_overrides
+
+    values = {_SETTING_OF[name]: value for name, value in args.items()}
+    if optimizer is not None:
+        values["grid"] = {optimizer: [lr]}
+    try:
+        apply_overrides(MoviesConfig(), values)
+    except InputError as exc:
+        text = str(exc)
+        for name, key in _SETTING_OF.items():
+            text = text.replace(f"config value {key} = ", f"{name}=")
+        text = text.replace("config value grid", "optimizer and lr: grid")
+        raise InputError(text) from None
 
 
 def exact_optimum(co: CoLikes, dim: int = 100, seed: int = 0) -> SpectralSolution:
@@ -185,6 +212,12 @@ def recommend(
     >>> embedlab.recommend("Toy Story", run, co, ml.movies, k=3)["title"].tolist()  # doctest: +SKIP
     ['Aladdin (1992)', ...]
     """
+    _check(k=k, metric=metric, min_likes=min_likes)
+    if not bool(torch.isfinite(run.v).all()):
+        raise InputError(
+            "run.v holds values that are not finite numbers (the fit diverged: run.diverged says so); fit again with a "
+            "lower lr"
+        )
     movie_id = TitleIndex.with_likes(movies, co.movie_ids, co.like_counts).lookup(title)
     row = co.index_of(movie_id)
     if row is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import sys
 import tempfile
@@ -177,6 +178,7 @@ def _movies_on_rank(cfg: MoviesConfig, run: RunDir) -> int:
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     from embedlab.movies.saved import SavedEmbeddings
+    from embedlab.store import Store
 
     # the study's own declarations of these settings check them (ranges and choices)
     apply_overrides(
@@ -187,7 +189,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         ),
         flags=True,
     )
-    saved = SavedEmbeddings.load(RunDir.open(args.run).path)
+    saved = SavedEmbeddings.load(Store(RunDir.open(args.run)))
     table = saved.recommend(args.title, k=args.top, metric=args.metric, min_likes=args.min_likes)
     if table.attrs.get("note"):
         print(f"embedlab: note: {table.attrs['note']}", file=sys.stderr)
@@ -277,6 +279,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         main_folder: Callable[[], RunDir] = run.claimed  # rank 0 alone writes into it
     else:
         cfg = study_settings(args)
+        if os.environ.get("WORLD_SIZE", "1") == "1":  # one process finds every missing input before it makes a folder
+            from embedlab.study import check_inputs
+
+            check_inputs(cfg)
         main_folder = lambda: start_run(args, "study")  # noqa: E731
     return on_ranks(
         backend_device(cfg.finetune.device),

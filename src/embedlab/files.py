@@ -7,6 +7,7 @@ torch, matplotlib) serialise into memory first (``npz_bytes``, ``torch_bytes``),
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
@@ -15,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from embedlab.errors import DiskFullError
+from embedlab.errors import DiskFullError, InputError
 
 #: errno values that mean "this file system has no room": no space, or the user's quota is used up.
 NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
@@ -63,9 +64,16 @@ def write_atomic(path: Path, data: bytes | str) -> Path:
             f.flush()
         os.replace(tmp, path)
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # it may never have been made (a file where a folder should be)
+            tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.errno in NO_SPACE:
             raise disk_full(path, len(payload)) from None
+        if isinstance(exc, (NotADirectoryError, IsADirectoryError)):
+            raise InputError(
+                f"cannot write {path}: {exc.strerror.lower() if exc.strerror else exc} (a file stands where a folder"
+                " should be, or a folder where the file should be); it was replaced since embedlab made it. Restore"
+                " it, or use another folder"
+            ) from None
         raise
     return path
 
@@ -115,10 +123,14 @@ def read_torch(path: Path) -> Any:
     file, text, junk and pickles of disallowed objects). The try block holds torch's parser alone, so no embedlab bug
     can hide behind the broad catch; callers decide what a damaged file means (a cache miss, or a one-line error).
     """
+    import warnings
+
     import torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # its notes on old pickle formats would come before the one error line
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - see the docstring: only torch's parsing of the file is inside
         text = str(exc).strip()
         raise UnreadableFile(f"{type(exc).__name__}: {text.splitlines()[0][:100] if text else 'unreadable'}") from exc

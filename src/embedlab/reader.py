@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import stat
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from embedlab.errors import InputError
+from embedlab.files import parse_json
 
 LOGGER = logging.getLogger(__name__)
 
@@ -75,3 +78,34 @@ def read_table(path: Path, where: str) -> pd.DataFrame:
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{where} is damaged ({first}); it was edited. Rerun its step in a new run") from None
+
+
+def same_json(read: Any, written: Any) -> bool:
+    """Whether a value read from JSON is the one ``written`` would be: the same kind (a number is not a text or a
+    truth value), finite, and equal."""
+    if isinstance(read, bool) or isinstance(written, bool):
+        return type(read) is type(written) and read == written
+    if isinstance(read, (int, float)) and isinstance(written, (int, float)):
+        return math.isfinite(read) and read == written
+    if isinstance(read, dict) and isinstance(written, dict):
+        return read.keys() == written.keys() and all(same_json(read[k], written[k]) for k in read)
+    if isinstance(read, list) and isinstance(written, (list, tuple)):
+        return len(read) == len(written) and all(map(same_json, read, written))
+    return type(read) is type(written) and read == written
+
+
+def environment(text: str, path: Path) -> dict[str, str]:
+    """environment.json's text as the names and versions it holds; anything but a JSON object of texts and numbers is
+    an error that names the file."""
+    try:
+        data = parse_json(text)
+    except ValueError as exc:
+        data, why = None, str(exc).splitlines()[0] if str(exc) else "not JSON"
+    else:
+        why = "not a JSON object of names and versions"
+    if not (
+        isinstance(data, dict)
+        and all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in data.values())
+    ):
+        raise InputError(f"{path} is damaged ({why}); it was edited. Restore it, or rerun the study in a new folder")
+    return {k: str(v) for k, v in data.items()}

@@ -27,8 +27,7 @@ class Files:
     tables: tuple[str, ...] = ()
     figures: tuple[str, ...] = ()
     artefacts: tuple[str, ...] = ()
-    #: A table's number format where it is not the default ".4g" (its significant digits, see ``text.markdown_table``)
-    floatfmt: Mapping[str, str] = field(default_factory=dict)
+    floatfmt: Mapping[str, str] = field(default_factory=dict)  # a table's format where not ".4g" (markdown_table)
 
     def allows(self, kind: str, name: str) -> bool:
         return any(

@@ -176,6 +176,13 @@ class RunDir:
         path = Path(path)
         if not (path / "config.json").is_file():
             raise MissingFileError(f"{path} is not a run folder (no config.json); pass the folder a run printed")
+        for sub in ("figures", "tables", "artefacts"):  # what a resumed or re-rendered run writes into
+            p = path / sub
+            if p.is_symlink() or (p.exists() and not p.is_dir()):
+                raise InputError(
+                    f"{p} is not a folder (a file or a link stands there); the run folder was changed since embedlab "
+                    "wrote it. Restore it, or start a new run"
+                )
         run = cls(path)
         if write:
             run.claim()
@@ -237,6 +244,8 @@ class RunDir:
     def read_json(self, name: str) -> Any:
         """A JSON file of the run folder; a damaged one is a user error that names it."""
         p = self.path / name
+        if p.is_symlink() or (p.exists() and not p.is_file()):
+            raise InputError(f"{p} is not a regular file (a link, a folder or a device); restore it, or start anew")
         try:
             return parse_json(p.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:  # not JSON, a key twice, nested too deeply
@@ -245,8 +254,18 @@ class RunDir:
             ) from None
 
     def metrics(self) -> dict[str, Any]:
-        """metrics.json, or {} before the first step has finished."""
-        data = self.read_json("metrics.json") if (self.path / "metrics.json").is_file() else {}
+        """metrics.json, or {} before the first step has finished. A folder whose report was written (so its steps
+        finished) but whose metrics.json is gone, or is not a file, is refused: nothing is read as empty, and nothing
+        finished is overwritten by less."""
+        p = self.path / "metrics.json"
+        if p.is_symlink() or (p.exists() and not p.is_file()):
+            raise InputError(f"{p} is not a file (a link or a folder); it was replaced. Restore it, or start a new run")
+        if not p.exists() and any((self.path / name).exists() for name in ("report.md", "report.html")):
+            raise InputError(
+                f"{p} is missing, but {self.path} holds a finished run's report: metrics.json was deleted or moved. "
+                "Restore it, or start a new run (nothing was changed)"
+            )
+        data = self.read_json("metrics.json") if p.is_file() else {}
         if not isinstance(data, dict):
             raise InputError(
                 f"{self.path / 'metrics.json'} is damaged (not a JSON object); it was edited. Restore it, or start a"

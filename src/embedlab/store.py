@@ -78,16 +78,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _field_types(cls: type) -> dict[str, Any]:
-    import typing
-
-    return typing.get_type_hints(cls)
-
-
 def _claimed(cls: type) -> set[str]:
     """The keys of a section that a result's non-spread fields (inline ones included) read."""
     out: set[str] = set()
-    types = _field_types(cls)
+    types = typing.get_type_hints(cls)
     for f in fields(cls):
         if f.metadata.get("spread"):
             continue
@@ -100,7 +94,7 @@ def _claimed(cls: type) -> set[str]:
 
 def _nest(cls: type, section: dict[str, Any]) -> dict[str, Any]:
     """The inverse of ``to_section``: the constructor arguments of ``cls`` from its stored section."""
-    types = _field_types(cls)
+    types = typing.get_type_hints(cls)
     claimed = _claimed(cls)
     out: dict[str, Any] = {}
     for f in fields(cls):
@@ -121,22 +115,31 @@ def from_section(cls: type[T], section: dict[str, Any]) -> T | None:
             f"{METRICS}: a section is not a JSON object; the file was edited. Restore it, or start a new run"
         )
     args = _nest(cls, section)
+    name = getattr(cls, "SECTION", cls.__name__)
     try:
-        return pydantic.TypeAdapter(cls).validate_python(args)
+        value = pydantic.TypeAdapter(cls).validate_python(args)
     except pydantic.ValidationError as exc:
         if all(e["type"] == "missing" for e in exc.errors()):
             return None
         where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
         raise InputError(
-            f"{METRICS} has an unreadable {getattr(cls, 'SECTION', cls.__name__)!r} section ({where}); it was "
-            "edited. Restore it, or start a new run"
+            f"{METRICS} has an unreadable {name!r} section ({where}); it was edited. Restore it, or start a new run"
         ) from None
+    # as strictly as config.json: a value is read only as written ("610" or true for a count, NaN for a fraction:
+    # edited), so the section the result would be written as must be the one that was read
+    for key, written in to_section(value).items():
+        if key in section and not reader.same_json(section[key], written):
+            raise InputError(
+                f"{METRICS} has an unreadable {name!r} section ({key}: {json.dumps(section[key])} is not what "
+                f"embedlab writes there); it was edited. Restore it, or start a new run"
+            )
+    return value
 
 
 def load(run: RunDir) -> RunResults:
     """Every finished step's result in the run folder, typed."""
     metrics = run.metrics()
-    types = _field_types(RunResults)
+    types = typing.get_type_hints(RunResults)
     found = {}
     for name, hint in types.items():
         cls = next(a for a in getattr(hint, "__args__", (hint,)) if a is not type(None))
@@ -321,8 +324,29 @@ class Store:
         """config.json or environment.json as written, or None before the run wrote it."""
         if name not in ("config.json", "environment.json"):
             raise ValueError(f"{name!r} is not a text file of the run folder the store reads")
-        path = self.path / name
-        return path.read_text() if path.is_file() else None
+        path = self.regular_file(name)
+        if path is None:
+            return None
+        try:
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path} cannot be read ({exc}); restore it, or start a new run") from None
+
+    def environment(self) -> dict[str, str] | None:
+        """environment.json (the software and machine a run used): a JSON object of texts and numbers, or None before
+        the run wrote it. Anything else is an error that names the file."""
+        text = self.text("environment.json")
+        if text is None:
+            return None
+        return reader.environment(text, self.path / "environment.json")
+
+    def typed_config(self, cls: type[T], section: str) -> T:
+        """One study's settings from config.json, typed and checked as ``--config`` and ``--resume`` check them (a
+        value of the wrong type, ``2.7`` or ``true`` for a count, is refused, never cut to fit)."""
+        from embedlab.overrides import DERIVED, apply_overrides
+
+        raw = {k: v for k, v in self.config(section).items() if k != DERIVED}
+        return apply_overrides(cls(), raw, section)
 
     def profile(self) -> str | None:
         """The main job's profile (config.json's study section), or None for a folder another command made."""

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import itertools
 import logging
 import re
 import unicodedata
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +46,9 @@ def _read_csv(path: Path, columns: tuple[str, ...], dtypes: dict[str, str] | Non
         missing = [c for c in columns if c not in header]
         if missing:
             raise InputError(f"{path} lacks column(s) {missing}; found {list(header)}. Is this a MovieLens file?")
-        return pd.read_csv(path, usecols=list(columns), dtype=dtypes, encoding="utf-8")
+        with warnings.catch_warnings():  # an overflowing cell (1e308 as float32) is reported with the line it is on
+            warnings.simplefilter("ignore")
+            return pd.read_csv(path, usecols=list(columns), dtype=dtypes, encoding="utf-8")
     except UnicodeDecodeError as exc:  # pandas decodes in chunks: its offset is not the file's, so find the line
         raise InputError(
             f"{path} is not UTF-8 text ({exc.reason} on line {_first_non_utf8_line(path)}); MovieLens files are UTF-8"
@@ -57,6 +61,13 @@ def _read_csv(path: Path, columns: tuple[str, ...], dtypes: dict[str, str] | Non
         raise InputError(
             f"{path} has a value of the wrong type ({exc}); MovieLens ids are integers and ratings numbers"
         ) from None
+
+
+def _data_line(path: Path, row: int) -> str:
+    """Data line ``row`` (from 0, after the header) of ``path`` as written, for a message that shows the value itself
+    (a rating of 1e308 reads as inf once parsed)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return next(itertools.islice(f, row + 1, None), "").rstrip("\r\n")
 
 
 def _first_non_utf8_line(path: Path) -> str:
@@ -85,9 +96,12 @@ def load_ratings(folder: Path) -> pd.DataFrame:
         raise InputError(f"{path} holds no ratings")
     if df.isna().any().any():
         row = int(df.isna().any(axis=1).to_numpy().argmax())
-        raise InputError(
-            f"{path} has an empty cell on data line {row + 1} (a file cut short?); MovieLens ratings never do"
-        )
+        line = _data_line(path, row)
+        if any(not cell.strip() for cell in line.split(",")) or line.count(",") < 3:
+            raise InputError(
+                f"{path} has an empty cell on data line {row + 1} (a file cut short?); MovieLens ratings never do"
+            )
+        raise InputError(f"{path} has a cell that is not a number on data line {row + 1}: {line!r}")
     problems = {
         "a rating that is not a half star from 0.5 to 5.0": ~df["rating"].isin(HALF_STARS),
         "a userId or movieId below 1": (df["userId"] < 1) | (df["movieId"] < 1),
@@ -96,9 +110,7 @@ def load_ratings(folder: Path) -> pd.DataFrame:
     for what, bad in problems.items():
         if bad.any():
             row = int(bad.to_numpy().argmax())
-            raise InputError(
-                f"{path} has {what} on data line {row + 1}: {df.iloc[row][list(RATINGS_COLUMNS)].to_dict()}"
-            )
+            raise InputError(f"{path} has {what} on data line {row + 1}: {_data_line(path, row)!r}")
     return df[list(RATINGS_COLUMNS)]
 
 

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from embedlab.config import MoviesConfig
 from embedlab.errors import InputError, MissingFileError
 from embedlab.movies.movielens import TitleIndex, nobody_liked, split_title
 from embedlab.movies.recommend import eligible_items, similar_items
 from embedlab.movies.tables import top_table
+from embedlab.store import Store
 
 
 @dataclass
@@ -29,16 +29,17 @@ class SavedEmbeddings:
     catalogue: pd.DataFrame  # every movie of the release (movieId, title): tells an unknown title from one nobody liked
 
     @classmethod
-    def load(cls, run_path: Path) -> SavedEmbeddings:
-        """The run's embeddings, items and settings; every missing or damaged file is an error that names it."""
-        run_path = Path(run_path)
-        emb, items_path, cfg_path = (
-            run_path / "artefacts" / "embeddings.npz",
-            run_path / "artefacts" / "items.csv",
-            run_path / "config.json",
-        )
-        if not emb.is_file():
-            raise MissingFileError(f"{emb} is missing: the movies run in {run_path} did not finish its fit")
+    def load(cls, store: Store) -> SavedEmbeddings:
+        """The run's embeddings, items and settings, read through ``store`` (regular files of the folder's own, the
+        settings as strictly as ``--resume`` and ``report`` read them); every missing or damaged file is an error that
+        names it."""
+        run_path = store.path
+        emb = store.artefact("embeddings.npz")
+        if emb is None:
+            raise MissingFileError(
+                f"artefacts/embeddings.npz is missing (or not a file) in {run_path}: its movie study did not finish its"
+                " fit"
+            )
         try:
             with np.load(emb) as z:
                 v = torch.from_numpy(np.asarray(z["v"], dtype=np.float32))
@@ -46,37 +47,31 @@ class SavedEmbeddings:
             raise SavedRunError(
                 f"{emb} is damaged or incomplete ({type(exc).__name__}: {exc}); run `embedlab movies` again"
             ) from None
-        try:
-            cfg = json.loads(cfg_path.read_text())["movies"]
-            metric, min_likes = cfg["metric"], int(cfg["min_likes"])
-            if metric not in ("cosine", "dot") or min_likes < 0:
-                raise ValueError(f"metric {metric!r}, min_likes {min_likes}")
-        except FileNotFoundError as exc:
-            raise SavedRunError(f"{exc.filename} is missing from the run folder {run_path}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+        cfg = store.typed_config(MoviesConfig, "movies")
+        items = _read_table(store, "items.csv", {"movieId": "int64", "title": "str", "genres": "str", "likes": "int64"})
+        if v.dim() != 2 or v.shape[1] == 0:
             raise SavedRunError(
-                f"{cfg_path} is malformed ({type(exc).__name__}: {exc}); it was not written by `embedlab movies`, "
-                "or was edited"
-            ) from None
-        items = _read_table(items_path, {"movieId": "int64", "title": "str", "genres": "str", "likes": "int64"})
+                f"{emb} holds vectors of shape {tuple(v.shape)}, not one vector of at least one number per movie; it "
+                "was damaged or edited: run `embedlab movies` again"
+            )
         if not bool(torch.isfinite(v).all()):
-            bad = int((~torch.isfinite(v)).any(dim=1).sum()) if v.dim() == 2 else v.numel()
+            bad = int((~torch.isfinite(v)).any(dim=1).sum())
             raise SavedRunError(
                 f"{emb} holds vectors that are not finite numbers (NaN or infinity in {bad:,} of them); it was "
                 "damaged or edited: run `embedlab movies` again"
             )
-        if v.dim() != 2 or len(items) != v.shape[0]:
+        if len(items) != v.shape[0]:
             raise SavedRunError(
-                f"{items_path} has {len(items)} rows and {emb} {tuple(v.shape)} vectors: they belong to different runs"
+                f"artefacts/items.csv has {len(items)} rows and {emb} {tuple(v.shape)} vectors: they belong to "
+                "different runs"
             )
-        cat_path = run_path / "artefacts" / "catalogue.csv"
-        catalogue = _read_table(cat_path, {"movieId": "int64", "title": "str"})
+        catalogue = _read_table(store, "catalogue.csv", {"movieId": "int64", "title": "str"})
         if not np.isin(items["movieId"].to_numpy(), catalogue["movieId"].to_numpy()).all():
             raise SavedRunError(
-                f"{cat_path} is damaged or was edited: it lacks movies that {items_path} holds (cut short?); "
-                "run `embedlab movies` again"
+                f"{run_path / 'artefacts' / 'catalogue.csv'} is damaged or was edited: it lacks movies that items.csv "
+                "holds (cut short?); run `embedlab movies` again"
             )
-        return cls(v=v, items=items, metric=metric, min_likes=min_likes, catalogue=catalogue)
+        return cls(v=v, items=items, metric=cfg.metric, min_likes=cfg.min_likes, catalogue=catalogue)
 
     def recommend(
         self, title: str, k: int = 10, metric: str | None = None, min_likes: int | None = None
@@ -133,13 +128,14 @@ class SavedRunError(InputError):
     """A run folder's saved files are missing, damaged or do not belong together."""
 
 
-def _read_table(path: Path, columns: dict[str, str]) -> pd.DataFrame:
+def _read_table(store: Store, name: str, columns: dict[str, str]) -> pd.DataFrame:
     """A table the movie run saved, with its columns and their types checked: a cut or edited file is a user error."""
+    path = store.artefact(name)
+    if path is None:
+        raise SavedRunError(f"artefacts/{name} is missing from the run folder {store.path} (or is not a file)")
     damaged = f"{path} is damaged or was edited"
     try:
         df = pd.read_csv(path, dtype={c: "str" for c, t in columns.items() if t == "str"}, keep_default_na=False)
-    except FileNotFoundError:
-        raise SavedRunError(f"{path} is missing from the run folder {path.parent.parent}") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
         raise SavedRunError(
             f"{damaged} ({type(exc).__name__}: {str(exc).splitlines()[0]}); run `embedlab movies` again"

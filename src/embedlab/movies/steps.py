@@ -352,14 +352,16 @@ def step_map(cfg: MoviesConfig, data: Prepared, fitted: Fitted, top_lists: dict[
 
 
 def map_coordinates(v: torch.Tensor, method: str, seed: int) -> np.ndarray:
-    """2-D coordinates of the rows of ``v`` in the cosine geometry (t-SNE or PCA of the unit vectors)."""
+    """2-D coordinates of the rows of ``v`` in the cosine geometry (t-SNE or PCA of the unit vectors), for any number
+    of rows from 2 (t-SNE's perplexity stays below it) and any dimension (a 1-D embedding is its own first axis)."""
     vn = torch.nn.functional.normalize(v, dim=1).numpy()
+    if vn.shape[1] < 2:
+        return np.column_stack([vn[:, 0], np.zeros(len(vn))])
     if method == "tsne":
         from sklearn.manifold import TSNE
 
-        return TSNE(
-            n_components=2, init="pca", random_state=seed, perplexity=min(30.0, max(2.0, (len(vn) - 1) / 3))
-        ).fit_transform(vn)
+        perplexity = min(30.0, max(2.0, (len(vn) - 1) / 3), len(vn) - 1)
+        return TSNE(n_components=2, init="pca", random_state=seed, perplexity=perplexity).fit_transform(vn)
     from sklearn.decomposition import PCA
 
     return PCA(n_components=2, random_state=seed).fit_transform(vn)

@@ -7,7 +7,6 @@ run's ``config.json`` (typed configs) and its saved tables and figures.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -64,10 +63,9 @@ def unfinished(results: RunResults) -> list[str]:
 
 
 def _versions(run: RunDir) -> Markup | None:
-    env = Store(run).text("environment.json")
-    if env is None:
+    versions = Store(run).environment()
+    if versions is None:
         return None
-    versions = json.loads(env)
     return Markup(markdown_table(pd.DataFrame(list(versions.items()), columns=["software", "version"])))
 
 

@@ -28,11 +28,13 @@ def explorer_data(store: Store, max_movies: int = 20_000) -> dict | None:
     emb, items_csv = store.artefact("embeddings.npz"), store.artefact("items.csv")
     if emb is None or items_csv is None:
         return None
+    from embedlab.movies.saved import SavedEmbeddings
+
+    saved = SavedEmbeddings.load(store)  # the reader `embedlab recommend` uses: a damaged file is one error line
     cfg = store.config("movies")
-    with np.load(emb) as z:
-        v = np.ascontiguousarray(z["v"], dtype="<f4")
-    items = pd.read_csv(items_csv)
-    eligible = np.flatnonzero(items["likes"].to_numpy() >= int(cfg["min_likes"]))
+    v = np.ascontiguousarray(saved.v.numpy(), dtype="<f4")
+    items = saved.items
+    eligible = np.flatnonzero(items["likes"].to_numpy() >= saved.min_likes)
     capped = len(eligible) > max_movies
     if capped:  # keep the most-liked ones, in the run's order
         eligible = np.sort(eligible[np.argsort(-items["likes"].to_numpy()[eligible], kind="stable")[:max_movies]])
