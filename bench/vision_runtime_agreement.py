@@ -4,7 +4,7 @@ Loads the network a fine-tuning run saved (its epoch checkpoint, ``artefacts/fin
 CIFAR-10 test images at the run's resolution through each runtime ``embedlab.vision.runtime`` has here, with the run's
 flip test-time augmentation, and prints for each: the share of images whose predicted class equals torch's, the test
 accuracy, and images/s (one pass each, in turn; a timing only when nothing else runs).
-Usage: python bench/vision_runtime_agreement.py RUN --data-dir DATA [--test-per-class N]
+Usage: python bench/vision_runtime_agreement.py RUN --data-dir DATA [--test-per-class N] [--runtimes torch,onnxruntime]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("--data-dir", type=Path, required=True)
     ap.add_argument("--test-per-class", type=int, default=1000)
+    ap.add_argument("--runtimes", default=None, help="comma-separated (default: every one available; torch first)")
     args = ap.parse_args()
     cfg = json.loads((args.run / "config.json").read_text())["finetune"]
     size = cfg.get("resolved", {}).get("size") or cfg["size"]
@@ -45,9 +46,10 @@ def main() -> None:
         f"{cfg['backbone']} fine-tuned, {len(keep):,} test images at {size} px, flip TTA, cpu capability "
         f"{torch.backends.cpu.get_cpu_capability()}"
     )
-    for name in runtime.available("cpu"):
+    names = args.runtimes.split(",") if args.runtimes else runtime.available("cpu")
+    for name in ["torch", *[n for n in names if n != "torch"]]:
         t0 = time.perf_counter()
-        probs, _, _ = predict(model, images, inputs, 16, torch.device("cpu"), name, True, name)
+        probs, _, _ = predict(model, images, inputs, 16, name, True, name)
         seconds = time.perf_counter() - t0
         preds[name] = probs.argmax(1)
         same = float((preds[name] == preds["torch"]).float().mean())

@@ -378,7 +378,8 @@ def vision_explorer_views(html: Path, workdir: Path, cells: list[tuple[str, int,
         out["detail"] = driver.execute_script(
             "const d = document.getElementById('vx-detail'); return {hidden: d.hidden, index: +d.dataset.testIndex, "
             "size: d.querySelector('.vx-img').getBoundingClientRect().width, "
-            "rows: [...d.querySelectorAll('tbody tr')].map(r => [...r.children].map(c => c.textContent))}"
+            "rows: [...d.querySelectorAll('tbody tr')].map(r => [...r.children].map(c => c.textContent)), "
+            "notes: [...d.querySelectorAll('p.ex-note')].map(p => p.textContent)}"
         )
         out["clicked"] = int(first.get_attribute("data-test-index"))
         out["errors"] = script_errors(driver)

@@ -100,6 +100,10 @@ def assert_explorer_matches(run: Path, official: np.ndarray, workdir: Path) -> d
         and page["detail"]["size"] == 256
     )
     assert len(page["detail"]["rows"]) == 10 and all(len(r) == 1 + len(models) for r in page["detail"]["rows"])
+    # a model that did not see the image shows "—", and the page says why
+    unseen = [m for i, m in enumerate(models) if page["detail"]["rows"][0][1 + i] == "—"]
+    assert len(page["detail"]["notes"]) == len(unseen)
+    assert all("was not tested on this image" in note for note in page["detail"]["notes"])
     return page
 
 

@@ -267,3 +267,15 @@ def test_output_cut_short_by_a_closed_pipe_is_not_a_traceback():
     child.stdout.close()  # like `| head` that has read what it wanted
     err = child.stderr.read().decode()
     assert child.wait() == 0 and "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_a_misspelt_flag_is_named_with_its_command_and_the_closest_flag(capsys):
+    from embedlab.cli import main
+
+    assert main(["run", "--data-dri", "DATA"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "embedlab: error: embedlab run does not know --data-dri; did you mean --data-dir? (see 'embedlab run --help')"
+    )
+    assert main(["vision", "finetune", "--sizee=3"]) == 2
+    assert "embedlab vision finetune does not know --sizee; did you mean --size" in capsys.readouterr().err

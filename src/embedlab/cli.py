@@ -164,7 +164,27 @@ class _Parser(argparse.ArgumentParser):
             self.register("action", name, once(action))
 
     def error(self, message: str) -> NoReturn:
-        raise CommandLineError(f"{self.prog}: {message} (see '{self.prog} --help')")
+        where = "" if self.prog == "embedlab" else f"{self.prog}: "  # the line already starts "embedlab: error:"
+        raise CommandLineError(f"{where}{message} (see '{self.prog} --help')")
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """The command line, with a flag its command does not know named with that command and its closest flags."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        import difflib
+
+        sub = parser
+        for name in (args.command, getattr(args, "vision_command", None)):
+            choices = next((a.choices for a in sub._actions if isinstance(a, argparse._SubParsersAction)), {})
+            sub = choices.get(name, sub) if name else sub
+        flags = [f for a in sub._actions for f in a.option_strings if f.startswith("--")]
+        named = [u.split("=")[0] for u in unknown if u.startswith("-")] or unknown
+        close = difflib.get_close_matches(named[0], flags, n=2, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise CommandLineError(f"{sub.prog} does not know {', '.join(named)}{hint} (see '{sub.prog} --help')")
+    return args
 
 
 class CommandLineError(InputError):
@@ -262,7 +282,7 @@ def _main(argv: list[str]) -> int:
     os.environ.setdefault("MPLBACKEND", "Agg")
     debug = "--debug" in argv  # anywhere on the line: the full traceback instead of the one-line message
     try:
-        args = build_parser().parse_args([a for a in argv if a != "--debug"])
+        args = _parse([a for a in argv if a != "--debug"])
         with console(_loudness(args)):
             return int(args.func(args))
     except EXPECTED_ERRORS as exc:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from embedlab.config import FinetuneConfig, MoviesConfig, ProbeConfig
 from embedlab.distributed import PeerFailed, current
-from embedlab.errors import InputError, UserError, failure_text
+from embedlab.errors import InputError, MissingFileError, UserError, failure_text
 from embedlab.overrides import apply_overrides, flag_name, to_dict, without_derived
 from embedlab.profiles import PROFILE_ALIASES, PROFILE_NAMES, profile_overrides, resolve_profile
 from embedlab.results import RunResults, Steps, StepStatus
@@ -229,9 +229,23 @@ def preflight(cfg: StudyConfig, pending: list[str], choices: dict[str, BackboneC
     from embedlab.vision.steps_1c import check_finetune_batches
 
     vision = [s for s in pending if s in ("probe", "finetune")]
+    missing: list[str] = []  # every missing dataset named at once, not one per try
     if vision:
         c = cfg.probe if "probe" in vision else cfg.finetune
-        ensure_cifar10(resolve_data_dir(c.data_dir), None if c.offline else torchvision_download)
+        try:
+            ensure_cifar10(resolve_data_dir(c.data_dir), None if c.offline else torchvision_download)
+        except MissingFileError as exc:
+            missing.append(str(exc))
+    if "movies" in pending and not cfg.movies.synthetic:
+        try:
+            ensure_movielens(
+                resolve_data_dir(cfg.movies.data_dir), None if cfg.movies.offline else download_url, cfg.movies.dataset
+            )
+        except MissingFileError as exc:
+            missing.append(str(exc))
+    if missing:
+        raise MissingFileError("; and ".join(m.rstrip(".") for m in missing))
+    if vision:
         for step in vision:
             v = cfg.probe if step == "probe" else cfg.finetune
             # or says how to get them
@@ -240,11 +254,13 @@ def preflight(cfg: StudyConfig, pending: list[str], choices: dict[str, BackboneC
                 if cfg.finetune.freeze_stages is not None:
                     check_freeze_stages(backbone.spec, cfg.finetune.freeze_stages)
                 check_finetune_batches(cfg.finetune, backbone.spec, pick_device(cfg.finetune.device))
-    if "movies" in pending and not cfg.movies.synthetic:
-        ensure_movielens(
-            resolve_data_dir(cfg.movies.data_dir), None if cfg.movies.offline else download_url, cfg.movies.dataset
-        )
     log("preflight: data and weights are at hand")
+
+
+def check_inputs(cfg: StudyConfig) -> None:
+    """Before a new run folder is made: every input of every step at hand (``preflight``), so that missing data
+    creates nothing."""
+    preflight(cfg, list(cfg.steps), backbone_choices(cfg))
 
 
 def run_study(cfg: StudyConfig, run: RunDir, resume: bool = False) -> RunResults:

@@ -280,10 +280,10 @@ def test_flip_tta_averages_an_image_and_its_mirror(tmp_path: Path):
     x, y = synthetic(30, 2)
     x[:, :, :, :16] = 0  # left half dark: the mirror image is a different input
     model = Tiny().eval()
-    plain, _, same = predict(model, x, INPUTS, 16, CPU, "t")
+    plain, _, same = predict(model, x, INPUTS, 16, "t")
     assert same is plain
-    mirrored, _, _ = predict(model, x.flip(-1), INPUTS, 16, CPU, "t")
-    both, _, one_view = predict(model, x, INPUTS, 16, CPU, "t", flip=True)
+    mirrored, _, _ = predict(model, x.flip(-1), INPUTS, 16, "t")
+    both, _, one_view = predict(model, x, INPUTS, 16, "t", flip=True)
     torch.testing.assert_close(both, (plain + mirrored) / 2)
     torch.testing.assert_close(one_view, plain)
     assert not torch.allclose(plain, mirrored)

@@ -223,3 +223,11 @@ def test_test_size_evaluates_at_it_with_batch_norm_statistics_recomputed_there(c
     assert cfg["test_size"] == 40
     metrics = json.loads((out / "metrics.json").read_text())["finetune"]
     assert metrics["runtime"] == "torch"
+
+
+def test_the_log_says_what_is_frozen_and_what_is_trained_without_contradiction(cifar_root, tmp_path, capsys):
+    out = tmp_path / "words"
+    assert main(args_for(cifar_root, out, tmp_path, "--no-probe", "--epochs", "1", "--freeze-stages", "2")) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("[1C] fine-tuning"))
+    assert "(none, the stem and the first stage frozen, the rest trained," in line
+    assert "all layers" not in line

@@ -50,6 +50,11 @@ def _fmt(value: Any, spec: str = "") -> str:
     return format(value, spec)
 
 
+def _runs(n: int, what: str = "run") -> str:
+    """A count with its noun in the right number: ``{{ 1 | runs }}`` is "1 run", ``{{ 3 | runs }}`` "3 runs"."""
+    return f"{n:,} {what}" if n == 1 else f"{n:,} {what}s"
+
+
 def _pct(value: float | None, digits: int = 2, sign: bool = False) -> str:
     """A fraction as a percentage number (no % sign): ``{{ 0.8715 | pct }}`` is 87.15."""
     return _fmt(None if value is None else 100 * value, f"{'+' if sign else ''}.{digits}f")
@@ -74,6 +79,7 @@ def environment() -> jinja2.Environment:
         autoescape=False,
     )
     env.filters.update(
+        runs=_runs,
         fmt=_fmt,
         pct=_pct,
         p_value=p_value,

@@ -119,8 +119,11 @@
     const close = el("button", "close");
     close.type = "button";
     close.addEventListener("click", () => { box.hidden = true; });
+    const unseen = D.models.filter((m) => !seen(k, m))
+      .map((m) => `— : ${NAMES[m]} was not tested on this image (its run scored a subset of the test set)`);
     box.replaceChildren(picture(k, 256), el("div"));
-    box.lastChild.append(el("strong", `test image #${D.testIndex[k]}, true class ${C[D.labels[k]]}`), table, close);
+    box.lastChild.append(el("strong", `test image #${D.testIndex[k]}, true class ${C[D.labels[k]]}`), table,
+      ...unseen.map((t) => el("p", t, "ex-note")), close);
     box.dataset.testIndex = D.testIndex[k];
     box.hidden = false;
     close.focus();

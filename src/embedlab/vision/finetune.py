@@ -78,7 +78,6 @@ def predict(
     images: torch.Tensor,
     inputs: Inputs,
     batch_size: int | None,
-    device: torch.device,
     desc: str,
     flip: bool = False,
     runtime_name: str = "torch",
@@ -89,6 +88,7 @@ def predict(
     its mirror image's (test-time augmentation, a second pass); without, the two returned tensors are one.
     ``batch_size`` None: the device's default (``inference_batch``). ``runtime_name`` runs both passes
     (``runtime.choose``)."""
+    device = next(model.parameters()).device  # where the network is
     batch_size = inference_batch(batch_size, device, EVAL_BATCH_GPU)
     dist = current()
     mine = images[dist.shard(len(images))]
@@ -289,7 +289,6 @@ def end_epoch(
         val_xy[0],
         job.eval_inputs,
         cfg.eval_batch_size,
-        device,
         "validation",
         cfg.tta_flip,
         runtime.choose(cfg.runtime, device),

@@ -89,7 +89,11 @@ def run_finetune(
     ips, expected = expected_time(
         cfg, model, size, device, steps * cfg.batch_size, cfg.epochs * len(val_idx) + len(test_idx)
     )
-    layers = f"{cfg.train_scope} layers" + (f", {frozen_words(setup.frozen)} frozen" if setup.frozen else "")
+    layers = (
+        "the last stage and the head trained, the rest frozen"
+        if cfg.train_scope == "last"
+        else (f"{frozen_words(setup.frozen)} frozen, the rest trained" if setup.frozen else "every layer trained")
+    )
     log(
         f"[1C] fine-tuning {spec.name} ({setup.backbone.weights}, {layers}, {n_trainable:,} trainable parameters) on"
         f" {device} at {size} px: {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} x {steps * cfg.batch_size:,}"

@@ -167,7 +167,6 @@ def step_1c_test(model: torch.nn.Module, job: Job, data: Cifar10, test_idx: torc
         data.test_x[test_idx],
         job.eval_inputs,
         cfg.eval_batch_size,
-        device,
         "test",
         cfg.tta_flip,
         runtime.choose(cfg.runtime, device),
