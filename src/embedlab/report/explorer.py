@@ -28,13 +28,21 @@ def explorer_data(store: Store, max_movies: int = 20_000) -> dict | None:
     emb, items_csv = store.artefact("embeddings.npz"), store.artefact("items.csv")
     if emb is None or items_csv is None:
         return None
-    from embedlab.movies.saved import SavedEmbeddings
+    import zipfile
 
-    saved = SavedEmbeddings.load(store)  # the reader `embedlab recommend` uses: a damaged file is one error line
+    from embedlab.errors import InputError
+    from embedlab.movies.saved import _read_table
+
     cfg = store.config("movies")
-    v = np.ascontiguousarray(saved.v.numpy(), dtype="<f4")
-    items = saved.items
-    eligible = np.flatnonzero(items["likes"].to_numpy() >= saved.min_likes)
+    try:
+        with np.load(emb) as z:
+            v = np.ascontiguousarray(z["v"], dtype="<f4")
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{emb} is damaged ({type(exc).__name__}); run `embedlab movies` again") from None
+    items = _read_table(store, "items.csv", {"movieId": "int64", "title": "str", "genres": "str", "likes": "int64"})
+    if v.ndim != 2 or len(v) != len(items) or not np.isfinite(v).all():
+        raise InputError(f"{emb} does not hold one finite vector per row of items.csv; run `embedlab movies` again")
+    eligible = np.flatnonzero(items["likes"].to_numpy() >= int(cfg["min_likes"]))
     capped = len(eligible) > max_movies
     if capped:  # keep the most-liked ones, in the run's order
         eligible = np.sort(eligible[np.argsort(-items["likes"].to_numpy()[eligible], kind="stable")[:max_movies]])
@@ -49,7 +57,7 @@ def explorer_data(store: Store, max_movies: int = 20_000) -> dict | None:
         "capped": capped,
         "titles": [without_bidi(t) for t in sub["title"].astype(str)],
         "genres": sub["genres"].astype(str).tolist(),
-        "years": [None if pd.isna(y) else int(y) for y in sub["year"]],
+        "years": [None if pd.isna(y) else int(y) for y in pd.to_numeric(sub["year"], errors="coerce")],
         "likes": sub["likes"].astype(int).tolist(),
         "names": [title_names(t) for t in sub["title"].astype(str)],
         "keys": [title_keys(t) for t in sub["title"].astype(str)],
