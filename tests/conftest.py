@@ -248,3 +248,39 @@ def with_flags(argv: list[str], *extra: str) -> list[str]:
     new = parse(extra)
     replaced = {name(g[0]) for g in new}
     return [w for g in parse(argv) if name(g[0]) not in replaced for w in g] + [w for g in new for w in g]
+
+
+#: The movie study in seconds on the synthetic MovieLens folders: what the bad-input and tampering tests run.
+FAST_MOVIES = [
+    "--profile",
+    "smoke",
+    "--dim",
+    "4",
+    "--iterations",
+    "20",
+    "--min-likes",
+    "2",
+    "--offline",
+    "--no-map",
+    "--dim-sweep",
+    "",
+]
+
+
+def copy_run(run: Path, tmp_path: Path) -> Path:
+    """A copy of a finished run folder, to break without touching the original."""
+    import shutil
+
+    dst = tmp_path / "run"
+    shutil.copytree(run, dst)
+    return dst
+
+
+def expect_one_error(status: int, capsys: pytest.CaptureFixture[str], says: str) -> str:
+    """Exit status 2, exactly one ``embedlab: error:`` line saying ``says``, no traceback; returns stderr."""
+    err = capsys.readouterr().err
+    assert status == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("embedlab: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert says in err, err
+    return err

@@ -17,26 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import with_flags
+from conftest import FAST_MOVIES, copy_run, expect_one_error, with_flags
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from embedlab.cli import main
 
-FAST = [
-    "--profile",
-    "smoke",
-    "--dim",
-    "4",
-    "--iterations",
-    "20",
-    "--min-likes",
-    "2",
-    "--offline",
-    "--no-map",
-    "--dim-sweep",
-    "",
-]
+FAST = FAST_MOVIES
 
 
 def _ratings(root: Path) -> Path:
@@ -267,10 +254,7 @@ def saved_run(tmp_path_factory):
     return out
 
 
-def _copy(run: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "run"
-    shutil.copytree(run, dst)
-    return dst
+_copy = copy_run
 
 
 RECOMMEND_ROWS: list[tuple[str, Callable[[Path], None], list[str], str]] = [
@@ -435,13 +419,7 @@ def test_optimizer_outside_the_profiles_grid_gets_the_default_rates(movielens_ro
     assert set(json.loads((out / "config.json").read_text())["movies"]["grid"]) == {"rmsprop"}
 
 
-def _expect_one_error(status: int, capsys: pytest.CaptureFixture[str], says: str) -> str:
-    err = capsys.readouterr().err
-    assert status == 2, err
-    lines = [line for line in err.splitlines() if line.startswith("embedlab: error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert says in err, err
-    return err
+_expect_one_error = expect_one_error
 
 
 def test_npz_helper_is_a_real_archive(saved_run):

@@ -11,23 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FAST_MOVIES, copy_run, expect_one_error
 
 from embedlab.cli import main
 
-FAST = [
-    "--profile",
-    "smoke",
-    "--dim",
-    "4",
-    "--iterations",
-    "20",
-    "--min-likes",
-    "2",
-    "--offline",
-    "--no-map",
-    "--dim-sweep",
-    "",
-]
+FAST = FAST_MOVIES
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +29,7 @@ def finished_run(tmp_path_factory):
     return out
 
 
-def _copy(run: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "run"
-    shutil.copytree(run, dst)
-    return dst
+_copy = copy_run
 
 
 def _secret(tmp_path: Path) -> tuple[Path, bytes]:
@@ -220,13 +205,7 @@ def test_no_script_from_a_tampered_table_runs_in_the_browser(finished_run, tmp_p
 # ---- what is read back is refused in one line when it is not what embedlab wrote ----
 
 
-def _expect_one_error(status: int, capsys: pytest.CaptureFixture[str], says: str) -> str:
-    err = capsys.readouterr().err
-    assert status == 2, err
-    lines = [line for line in err.splitlines() if line.startswith("embedlab: error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert says in err, err
-    return err
+_expect_one_error = expect_one_error
 
 
 def _edit_json(path: Path, section: str, key: str, text: str) -> None:
