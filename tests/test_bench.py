@@ -45,6 +45,20 @@ TINY: dict[str, list[str] | str] = {
         "python bench/vision_compile.py --backbone resnet18 --size 16 --batch 2 --steps 1 --rounds 1"
     ),
     "vision_extract.py": ["--size", "32", "--batch", "4", "--batches", "2", "--rounds", "1"],
+    "vision_malloc.py": [
+        "--size",
+        "32",
+        "--batch",
+        "4",
+        "--steps",
+        "2",
+        "--rounds",
+        "1",
+        "--extract-size",
+        "32",
+        "--images",
+        "16",
+    ],
     "vision_inference_batch.py": ["--size", "32", "--images", "16", "--candidates", "8,16", "--rounds", "1"],
     "vision_runtime_agreement.py": (
         "needs a fine-tuning run folder and CIFAR-10: python bench/vision_runtime_agreement.py RUN --data-dir DATA"

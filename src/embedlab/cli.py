@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from embedlab.allocator import keep_freed_memory
 from embedlab.commands import EXPECTED_ERRORS, cmd_finetune, cmd_movies, cmd_probe, cmd_recommend, cmd_report, cmd_run
 from embedlab.config import FinetuneConfig, MoviesConfig, ProbeConfig
 from embedlab.errors import GO_ON, InputError, failure_text
@@ -280,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     # figures go to files: no window, and no GUI toolkit in the sweep's threads
     os.environ.setdefault("MPLBACKEND", "Agg")
+    keep_freed_memory()  # the command owns this process: a training step reuses the last one's pages (allocator.py)
     debug = "--debug" in argv  # anywhere on the line: the full traceback instead of the one-line message
     try:
         args = _parse([a for a in argv if a != "--debug"])

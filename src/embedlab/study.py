@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from embedlab.allocator import allocator
 from embedlab.config import FinetuneConfig, MoviesConfig, ProbeConfig
 from embedlab.distributed import PeerFailed, current
 from embedlab.errors import InputError, MissingFileError, UserError, failure_text
@@ -173,7 +174,7 @@ def software_versions() -> dict[str, str]:
     out["cpu capability"] = torch.backends.cpu.get_cpu_capability()
     out["cpu model"], out["cpu flags"] = cpu_model_and_flags()
     out["cuda device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return out
+    return out | allocator()
 
 
 def backbone_choices(cfg: StudyConfig) -> dict[str, BackboneChoice]:
