@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from embedlab import _API
 from embedlab.data import ensure_movielens, resolve_data_dir
 from embedlab.errors import InputError
 from embedlab.movies import figures as movie_figures
@@ -25,36 +26,13 @@ from embedlab.movies.recommend import eligible_items, similar_items
 from embedlab.movies.train import Budget, Objective, RunResult, fit, initial_embedding
 from embedlab.results import RunResults
 from embedlab.vision import figures as vision_figures
-from embedlab.vision.backbones import Backbone, create_backbone
+from embedlab.vision.backbones import Backbone, create_backbone  # noqa: F401 (public: embedlab._API)
 from embedlab.vision.cifar10 import CLASSES, Cifar10, ensure_cifar10, load_cifar10
 from embedlab.vision.evaluate import gallery_selection
 from embedlab.vision.features import Inputs, extract, pick_device
-from embedlab.vision.probe import ProbeFit, accuracy, fit_probe, predict_proba
+from embedlab.vision.probe import ProbeFit, accuracy, fit_probe, predict_proba  # noqa: F401 (public: embedlab._API)
 
-__all__ = [
-    "Backbone",
-    "Cifar10",
-    "CoLikes",
-    "MovieLens",
-    "ProbeFit",
-    "RunResult",
-    "RunResults",
-    "SpectralSolution",
-    "accuracy",
-    "build_colikes",
-    "load_run",
-    "cifar10",
-    "create_backbone",
-    "exact_optimum",
-    "extract_features",
-    "fit_embeddings",
-    "fit_probe",
-    "gallery_figure",
-    "loss_figure",
-    "movielens",
-    "predict_proba",
-    "recommend",
-]
+__all__ = list(_API)  # declared once, in embedlab/__init__.py (which must not import torch)
 
 
 def cifar10(data_dir: str | Path | None = None) -> Cifar10:

@@ -37,8 +37,7 @@ T = TypeVar("T")
 STEPS = ("probe", "finetune", "movies")
 
 #: Wall time of each step, (fastest, slowest) measured on the 2-core CPU machines here, for the plan: an AVX-512 one and
-#: one
-#: about 4x slower (docs/results.md, "The main job": cold feature cache, nothing else running). Machines of the
+#: one about 4x slower (docs/results.md, "The main job": cold feature cache, nothing else running). Machines of the
 #: same kind differ that much, so the plan gives the range and each step prints its own measured estimate when it
 #: starts.
 CPU_MINUTES = {

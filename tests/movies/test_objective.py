@@ -3,7 +3,14 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from embedlab.movies.objective import cost_and_grad, cost_bruteforce, frobenius_sq, spectral_optimum, to_torch_csr
+from embedlab.movies.objective import cost_and_grad, frobenius_sq, spectral_optimum, to_torch_csr
+
+
+def cost_bruteforce(v: torch.Tensor, x_dense: torch.Tensor) -> torch.Tensor:
+    """The defining double sum, with the dense M x M matrix: the reference the fast paths are checked against."""
+    resid = v @ v.T - x_dense
+    off_diag = ~torch.eye(v.shape[0], dtype=torch.bool)
+    return (resid[off_diag] ** 2).sum()
 
 
 def random_x(m: int, seed: int, density: float = 0.4) -> sp.csr_matrix:

@@ -248,13 +248,6 @@ def cost_and_grad(
     return float(cost) + fro, grad
 
 
-def cost_bruteforce(v: torch.Tensor, x_dense: torch.Tensor) -> torch.Tensor:
-    """The defining double sum, with the dense M x M matrix: a reference for tests only."""
-    resid = v @ v.T - x_dense
-    off_diag = ~torch.eye(v.shape[0], dtype=torch.bool)
-    return (resid[off_diag] ** 2).sum()
-
-
 def _shifted_matvec(op: XOperator, diag: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """y -> (X + diag(d)) y through the operator (float64), for eigsh; X + D is never formed."""
 

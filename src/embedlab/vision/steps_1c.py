@@ -150,8 +150,7 @@ def step_1c_train(
 @dataclass(frozen=True)
 class FinetuneTest:
     """1C's repeat of A: the fine-tuned network's test evaluation (with flip TTA when on), its single-view accuracy and
-    speed,
-    and its output (probabilities, evaluation tables, gallery, explorer images)."""
+    speed, and its output (probabilities, evaluation tables, gallery, explorer images)."""
 
     evaluation: Evaluation
     one_view_accuracy: float
