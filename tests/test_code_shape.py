@@ -115,11 +115,39 @@ def test_the_steps_take_no_run_folder_and_write_no_file():
     assert found == {}
 
 
+#: The one writer of a run folder (``store``, over ``runs.RunDir`` and ``files.write_atomic``), and the files written
+#: elsewhere that are not a run folder's: the feature cache, the epoch checkpoint at the path the runner hands the
+#: training loop, a dataset download, and /dev/null in place of a closed stdout.
+WRITERS = ("store.py", "runs.py", "files.py")
+NOT_RUN_FOLDER = {**OWN_FILES, "data.py": ['"wb")'], "cli.py": ["O_WRONLY"]}
+
+
+def _file_writes(text: str) -> list[str]:
+    return [w for w in (*WRITES, "O_WRONLY", "O_APPEND", "append_text(") for _ in range(text.count(w))]
+
+
+def test_only_the_store_writes_into_a_run_folder():
+    """config.json, environment.json, metrics.json, tables, figures, artefacts, report.md/html and run.log: every byte
+    of a run folder is written by the store. Any other module of src/ that writes a file is one of the named
+    exceptions, which write no run folder."""
+    found = {}
+    for path in sorted(SRC.rglob("*.py")):
+        where = str(path.relative_to(SRC))
+        if where in WRITERS:
+            continue
+        writes = _file_writes(path.read_text())
+        if sorted(writes) != sorted(NOT_RUN_FOLDER.get(where, [])):
+            found[where] = writes
+    assert found == {}
+
+
 def test_the_shape_check_sees_each_kind_of_write():
     """The check above finds a step that takes the folder, saves a table, opens a file to write, or saves a result."""
     step = 'def step(cfg, run: "RunDir"):\n    run.save_table("x", df)\n    open(p, "w")\n    save(run, result)\n'
     assert _writes_in(step) == ["RunDir", "save_table(", '"w")', "save("]
     assert _writes_in("def step(cfg):\n    return Output(tables={'x': Table(df)})\n") == []
+    report = 'run.write_text("report.md", md)\nos.open(log, os.O_WRONLY | os.O_APPEND)\nrun.update_config("x", {})\n'
+    assert _file_writes(report) == ["write_text(", "update_config(", "O_WRONLY", "O_APPEND"]
 
 
 def test_no_file_in_src_is_over_400_lines():
@@ -127,6 +155,40 @@ def test_no_file_in_src_is_over_400_lines():
     assert {
         str(p.relative_to(SRC)): n for p in sorted(SRC.rglob("*.py")) if (n := len(p.read_text().splitlines())) > 400
     } == {}
+
+
+def test_every_step_returns_its_output():
+    """A step (``step_*``) returns its ``Output``, or a carrier of what the next step needs with its ``out``: one
+    convention, read from the return types, so a runner writes every step's work the same way."""
+    import dataclasses
+    import importlib
+    import inspect
+    import typing
+
+    from embedlab.store import Output
+
+    wrong = {}
+    for path in sorted([*(SRC / "movies").glob("*.py"), *(SRC / "vision").glob("*.py")]):
+        module = importlib.import_module(f"embedlab.{path.parent.name}.{path.stem}")
+        for name, f in inspect.getmembers(module, inspect.isfunction):
+            if name.startswith("step") and f.__module__ == module.__name__:
+                kind = typing.get_type_hints(f).get("return")
+                if not (
+                    kind is Output
+                    or (dataclasses.is_dataclass(kind) and typing.get_type_hints(kind).get("out") is Output)
+                ):
+                    wrong[f"{module.__name__}.{name}"] = kind
+    assert wrong == {}
+
+
+def test_no_function_in_src_is_over_60_lines():
+    """A function reads top to bottom on one screen; a longer one does two things (the house plan)."""
+    long = {}
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                long[f"{path.relative_to(SRC)}:{node.name}"] = node.end_lineno - node.lineno + 1
+    assert long == {}
 
 
 def test_the_report_reads_the_run_folder_through_the_store():

@@ -71,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     loudness = output.add_mutually_exclusive_group()
     loudness.add_argument("-q", "--quiet", action="store_true", help="print warnings, errors and the results only")
     loudness.add_argument("-v", "--verbose", action="store_true", help="print debugging detail too")
+    _add_run(sub, output)
+    _add_studies(sub, output)
+    _add_readers(sub, output)
+    return parser
+
+
+def _add_run(sub: Any, output: argparse.ArgumentParser) -> None:
+    """``embedlab run``: the main job, with the settings of every study it runs (a shared one once)."""
     prun = sub.add_parser(
         "run",
         parents=[output],
@@ -92,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
         add_setting_flags(prun, cls, names)
         added.update(names)
     prun.set_defaults(func=cmd_run)
+
+
+def _add_studies(sub: Any, output: argparse.ArgumentParser) -> None:
+    """``embedlab movies``, ``embedlab vision probe`` and ``embedlab vision finetune``: one study each."""
     pm = sub.add_parser(
         "movies",
         parents=[output],
@@ -126,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_folder_args(pf, "finetune", "continue an interrupted run folder from its last complete epoch")
     add_setting_flags(pf, FinetuneConfig)
     pf.set_defaults(func=cmd_finetune)
+
+
+def _add_readers(sub: Any, output: argparse.ArgumentParser) -> None:
+    """``embedlab recommend`` and ``embedlab report``: they read a finished run folder."""
     pr = sub.add_parser(
         "recommend",
         parents=[output],
@@ -147,7 +163,6 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("folder", nargs="?", metavar="RUN", help="a run folder (or --run RUN)")
     prep.add_argument("--run", metavar="RUN", help="a run folder")
     prep.set_defaults(func=cmd_report)
-    return parser
 
 
 class _Parser(argparse.ArgumentParser):

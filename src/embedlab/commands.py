@@ -90,7 +90,7 @@ def on_ranks(backend_device: str, main_folder: Callable[[], RunDir], body: Calla
             raise problem or PeerFailed("rank 0 could not create the run folder; its message says why")
         assert run is not None
         try:
-            with run_log(run.path) if dist.is_main else contextlib.nullcontext():  # rank 0's folder keeps the lines
+            with _logged(run) if dist.is_main else contextlib.nullcontext():  # rank 0's folder keeps the lines
                 return body(run)
         finally:
             run.release()
@@ -153,10 +153,10 @@ def _movies_on_rank(cfg: MoviesConfig, run: RunDir) -> int:
     from embedlab.movies.pipeline import run_movies
     from embedlab.overrides import to_dict
     from embedlab.report import write_report
-    from embedlab.store import writer
+    from embedlab.store import Store, writer
 
     try:
-        run.update_config("movies", to_dict(cfg))
+        Store(run).settings("movies", to_dict(cfg))
         results = run_movies(cfg, writer(run))
     except BaseException as exc:
         mark_failed(run, exc)
@@ -215,6 +215,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _logged(run: RunDir) -> contextlib.AbstractContextManager[None]:
+    """Every log line of the command, debug included, appended to the run folder's run.log by its store."""
+    from embedlab.store import Store
+
+    return run_log(Store(run).append_log)
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     cfg = probe_config(args)
     run = start_run(args, "probe")
@@ -222,7 +229,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from embedlab.store import Store
     from embedlab.vision.pipeline import run_probe
 
-    with run_log(run.path):
+    with _logged(run):
         probe = run_probe(cfg, Store(run))
     report = write_report(run)
     feats, fit = probe.features, probe.fit

@@ -45,37 +45,11 @@ def add_setting_flags(p: argparse.ArgumentParser, cls: type, names: Sequence[str
     for f in settings_of(cls):
         if names is not None and f.name not in names:
             continue
-        meta, hint, default = f.metadata, hints[f.name], _default_of(f)
-        shown = (
-            []
-            if "default" in meta["help"] or default in (None, [], {}) or isinstance(default, (bool, dict))
-            else [f"default {_shown(default)}"]
-        )
-        shown += [
-            f"profile {name}: {_shown(over[f.name])}"
-            for name, sections in PROFILES.items()
-            for section, over in sections.items()
-            if STUDY_CLASSES.get(section) is cls and f.name in over and f.name != "grid"
-        ]
-        shown += [r for r in [range_text(hint)] if r]
-        help_text = (meta["help"] + (f" ({'; '.join(shown)})" if shown else "")).replace("%", "%%")
         if f.name == "grid":  # one setting, two flags: which optimisers, and the rates of one of them
-            p.add_argument(
-                "--optimizers",
-                metavar="OPT,OPT",
-                help=(
-                    "comma-separated subset of the sweep's optimisers, e.g. adam,sgd "
-                    f"(default: {','.join(DEFAULT_GRID)})"
-                ),
-            )
-            p.add_argument(
-                "--lrs",
-                type=_lr_spec,
-                action="append",
-                metavar="OPT=LR,...",
-                help="learning rates of one optimiser (repeatable), e.g. adam=0.1,0.3",
-            )
+            _add_grid_flags(p)
             continue
+        meta, hint, default = f.metadata, hints[f.name], _default_of(f)
+        help_text = _help_of(f, cls, hint, default)
         flag = flag_of(f)
         metavar = flag.lstrip("-").upper().replace("-", "_")
         bare = typing.get_args(hint)[0] if typing.get_origin(hint) is Annotated else hint  # the type without its range
@@ -105,6 +79,40 @@ def add_setting_flags(p: argparse.ArgumentParser, cls: type, names: Sequence[str
             p.add_argument(
                 flag, dest=f.name, type=convert, choices=choices, metavar=None if choices else metavar, help=help_text
             )
+
+
+def _help_of(f: dataclasses.Field, cls: type, hint: Any, default: Any) -> str:
+    """A setting's help: its declared text, then its default, the profiles that change it and its range."""
+    meta = f.metadata
+    shown = (
+        []
+        if "default" in meta["help"] or default in (None, [], {}) or isinstance(default, (bool, dict))
+        else [f"default {_shown(default)}"]
+    )
+    shown += [
+        f"profile {name}: {_shown(over[f.name])}"
+        for name, sections in PROFILES.items()
+        for section, over in sections.items()
+        if STUDY_CLASSES.get(section) is cls and f.name in over and f.name != "grid"
+    ]
+    shown += [r for r in [range_text(hint)] if r]
+    return (meta["help"] + (f" ({'; '.join(shown)})" if shown else "")).replace("%", "%%")
+
+
+def _add_grid_flags(p: argparse.ArgumentParser) -> None:
+    """The movie sweep's grid as two flags: which optimisers, and the learning rates of one of them."""
+    p.add_argument(
+        "--optimizers",
+        metavar="OPT,OPT",
+        help=f"comma-separated subset of the sweep's optimisers, e.g. adam,sgd (default: {','.join(DEFAULT_GRID)})",
+    )
+    p.add_argument(
+        "--lrs",
+        type=_lr_spec,
+        action="append",
+        metavar="OPT=LR,...",
+        help="learning rates of one optimiser (repeatable), e.g. adam=0.1,0.3",
+    )
 
 
 def _default_of(f: dataclasses.Field) -> Any:

@@ -11,12 +11,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from embedlab.errors import UserError
-from embedlab.files import write_atomic
 
 LOGGER = logging.getLogger("embedlab")
 
@@ -37,23 +35,21 @@ class _Stdout(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 class RunLog(logging.Handler):
-    """Every record appended to ``run.log``; the file is rewritten under a temporary name and renamed, so it never
-    holds half a line. A resumed run appends to the lines already there. If the disk fills, the log stops (the
-    step's own next write reports the full disk) rather than failing inside logging."""
+    """Every record appended to ``run.log`` through ``append`` (the store's, one write a line, so the file never
+    holds half a line); a resumed run's lines follow those already there. If the disk fills, the log stops (the step's
+    own next write reports the full disk) rather than failing inside logging."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, append: Callable[[str], None]) -> None:
         super().__init__(logging.DEBUG)
-        self.path = path
-        self.text = path.read_text(errors="replace") if path.is_file() else ""
+        self.append = append
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%d %H:%M:%S"))
         self.broken = False
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.broken:
             return
-        self.text += self.format(record) + "\n"
         try:
-            write_atomic(self.path, self.text.encode())
+            self.append(self.format(record) + "\n")
         except (OSError, UserError):
             self.broken = True
 
@@ -75,9 +71,10 @@ def console(level: int = logging.INFO) -> Iterator[None]:
 
 
 @contextmanager
-def run_log(folder: Path) -> Iterator[None]:
-    """A copy of every line, debug included, in ``folder/run.log`` for the duration."""
-    handler = RunLog(folder / "run.log")
+def run_log(append: Callable[[str], None]) -> Iterator[None]:
+    """A copy of every line, debug included, handed to ``append`` (a run folder's ``Store.append_log``) for the
+    duration."""
+    handler = RunLog(append)
     LOGGER.addHandler(handler)
     try:
         yield

@@ -158,6 +158,7 @@ RESUMABLE: dict[str, tuple[type, ...]] = {
 def resumed(args: argparse.Namespace, command: str) -> tuple[RunDir, Any]:
     """The run folder ``--resume`` names and its exact settings: saved < ``--config`` (``run`` alone: a fix for the
     steps not done yet) < the flags that do not change results. Flags that would change results are refused."""
+    from embedlab.store import Store
     from embedlab.study import study_config
 
     classes = RESUMABLE[command]
@@ -165,7 +166,7 @@ def resumed(args: argparse.Namespace, command: str) -> tuple[RunDir, Any]:
     refused = [flag for cls in classes for flag in given_flags(args, cls, "refuse")] + command_flags(args, own)
     refuse_with_resume(args, list(dict.fromkeys(refused)))
     run = RunDir.open(args.resume)  # claimed by rank 0 in on_ranks
-    saved = load_config_file(run.path / "config.json")
+    saved = Store(run).saved_config()
     section = "study" if command == "run" else command
     made_here = isinstance(saved.get(section), dict) and bool(saved[section])
     if command == "run":

@@ -241,6 +241,15 @@ class RunDir:
         """A text file of the run folder (report.md, report.html), atomically."""
         return write_atomic(self.path / name, text)
 
+    def append_text(self, name: str, text: str) -> None:
+        """``text`` at the end of a file of the run folder (run.log) in one write, so a line is never split or
+        interleaved; a link in its place is refused, as every other file of the folder is written anew."""
+        fd = os.open(self.path / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+
     def read_json(self, name: str) -> Any:
         """A JSON file of the run folder; a damaged one is a user error that names it."""
         p = self.path / name

@@ -24,116 +24,25 @@ import dataclasses
 import functools
 import json
 import typing
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pandas as pd
-import pydantic
 
 from embedlab import reader
 from embedlab.errors import InputError, MissingFileError
-from embedlab.files import UnreadableFile, npz_bytes, read_torch
+from embedlab.files import UnreadableFile, npz_bytes, read_torch, torch_bytes
 from embedlab.results import Files, MoviesRun, RunResults, Steps, StepStatus, files_of
 from embedlab.runs import RunDir
+from embedlab.sections import METRICS, from_section, to_section
 from embedlab.text import markdown_table
 
 #: The probe fitted on the training split alone: what LP-FT starts the fine-tuned head from.
 LP_FT_PROBE = "probe_model_train_only.pt"
-METRICS = "metrics.json"
 
 T = TypeVar("T")
-
-
-def _inline(cls: type) -> tuple[str, ...]:
-    return getattr(cls, "INLINE", ())
-
-
-def to_section(result: Any) -> dict[str, Any]:
-    """The JSON object one result is stored as (nested ``INLINE`` results side by side, ``spread`` mappings item by
-    item)."""
-    out: dict[str, Any] = {}
-    for f in fields(result):
-        value = getattr(result, f.name)
-        if f.name in _inline(type(result)) and dataclasses.is_dataclass(value):
-            out.update(to_section(value))
-            continue
-        if f.metadata.get("spread"):
-            out.update({k: _plain(v) for k, v in value.items()})
-        elif value is None and f.default is None:
-            continue  # left at its None default: not stored, as a step that does not measure it writes nothing
-        else:
-            out[f.name] = _plain(value)
-    return out
-
-
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return to_section(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _claimed(cls: type) -> set[str]:
-    """The keys of a section that a result's non-spread fields (inline ones included) read."""
-    out: set[str] = set()
-    types = typing.get_type_hints(cls)
-    for f in fields(cls):
-        if f.metadata.get("spread"):
-            continue
-        if f.name in _inline(cls):
-            out |= _claimed(types[f.name])
-        else:
-            out.add(f.name)
-    return out
-
-
-def _nest(cls: type, section: dict[str, Any]) -> dict[str, Any]:
-    """The inverse of ``to_section``: the constructor arguments of ``cls`` from its stored section."""
-    types = typing.get_type_hints(cls)
-    claimed = _claimed(cls)
-    out: dict[str, Any] = {}
-    for f in fields(cls):
-        if f.metadata.get("spread"):
-            out[f.name] = {k: v for k, v in section.items() if k not in claimed}
-        elif f.name in _inline(cls):
-            out[f.name] = _nest(types[f.name], section)
-        elif f.name in section:
-            out[f.name] = section[f.name]
-    return out
-
-
-def from_section(cls: type[T], section: dict[str, Any]) -> T | None:
-    """The result stored in ``section``; None when the step has not finished (a field without default is missing).
-    A value of the wrong type means the file was edited: an error that says so."""
-    if not isinstance(section, dict):
-        raise InputError(
-            f"{METRICS}: a section is not a JSON object; the file was edited. Restore it, or start a new run"
-        )
-    args = _nest(cls, section)
-    name = getattr(cls, "SECTION", cls.__name__)
-    try:
-        value = pydantic.TypeAdapter(cls).validate_python(args)
-    except pydantic.ValidationError as exc:
-        if all(e["type"] == "missing" for e in exc.errors()):
-            return None
-        where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
-        raise InputError(
-            f"{METRICS} has an unreadable {name!r} section ({where}); it was edited. Restore it, or start a new run"
-        ) from None
-    # as strictly as config.json: a value is read only as written ("610" or true for a count, NaN for a fraction:
-    # edited), so the section the result would be written as must be the one that was read
-    for key, written in to_section(value).items():
-        if key in section and not reader.same_json(section[key], written):
-            raise InputError(
-                f"{METRICS} has an unreadable {name!r} section ({key}: {json.dumps(section[key])} is not what "
-                f"embedlab writes there); it was edited. Restore it, or start a new run"
-            )
-    return value
 
 
 def load(run: RunDir) -> RunResults:
@@ -192,6 +101,16 @@ class Predictions:
 
 
 @dataclass(frozen=True)
+class Weights:
+    """A network's state dict, saved as a torch file (``torch.save``) and kept in memory by the store that wrote it."""
+
+    state: dict[str, Any]  # name -> torch.Tensor
+
+    def bytes(self) -> bytes:
+        return torch_bytes(self.state)
+
+
+@dataclass(frozen=True)
 class Output:
     """What one step produced for the run folder.
 
@@ -203,7 +122,7 @@ class Output:
     results: tuple[Any, ...] = ()
     tables: Mapping[str, Table] = field(default_factory=dict)
     figures: Mapping[str, Any] = field(default_factory=dict)
-    artefacts: Mapping[str, bytes | str | pd.DataFrame | Predictions] = field(default_factory=dict)
+    artefacts: Mapping[str, bytes | str | pd.DataFrame | Predictions | Weights] = field(default_factory=dict)
     owner: type | None = None
 
     def __post_init__(self) -> None:
@@ -228,9 +147,36 @@ def write(run: RunDir, out: Output) -> None:
     for name, data in out.artefacts.items():
         if isinstance(data, Predictions):
             data = data.npz()
+        elif isinstance(data, Weights):
+            data = data.bytes()
         run.save_artefact(name, data.to_csv(index=False) if isinstance(data, pd.DataFrame) else data)
     for result in out.results:
         save(run, result)
+
+
+def results_of(results: Iterable[Any]) -> RunResults:
+    """``RunResults`` from typed results, each in the field its ``SECTION`` names (a section with no field is a
+    programming error, raised here)."""
+    fields_ = {f.name for f in dataclasses.fields(RunResults)}
+    found = {r.SECTION: r for r in results}
+    if unknown := sorted(set(found) - fields_):
+        raise ValueError(f"RunResults has no field for the section(s) {unknown}")
+    return RunResults(**found)
+
+
+class Collecting:
+    """A writer that keeps every result written through it: a runner's results, without a list kept by hand."""
+
+    def __init__(self, write: Callable[[Output], None]):
+        self._write, self._results = write, []
+
+    def __call__(self, out: Output) -> None:
+        self._write(out)
+        self._results.extend(out.results)
+
+    def results(self) -> RunResults:
+        """Every result written so far, typed (``results_of``)."""
+        return results_of(self._results)
 
 
 def writer(run: RunDir) -> Callable[[Output], None]:
@@ -260,6 +206,7 @@ class Store:
         self.run = run
         self._results: RunResults | None = None  # read once, then kept up to date by write() and step()
         self._predictions: dict[str, Predictions] = {}  # those written by this process, kept in memory
+        self._weights: dict[str, Weights] = {}  # likewise
 
     @property
     def path(self) -> Path:
@@ -268,6 +215,7 @@ class Store:
     def write(self, out: Output) -> None:
         write(self.run, out)
         self._predictions |= {k: v for k, v in out.artefacts.items() if isinstance(v, Predictions)}
+        self._weights |= {k: v for k, v in out.artefacts.items() if isinstance(v, Weights)}
         if out.results:
             self._results = None  # a section merges into metrics.json: read once more when next asked
 
@@ -281,6 +229,36 @@ class Store:
     def settings(self, section: str, values: dict[str, Any]) -> None:
         """One study's settings as it runs them, into config.json (what --config and --resume repeat)."""
         self.run.update_config(section, values)
+
+    def saved_config(self) -> dict[str, Any]:
+        """config.json as a whole, every study's settings (what --resume repeats); missing, or anything but a JSON
+        object, is an error that names it."""
+        path = self.path / "config.json"
+        if not path.exists() and not path.is_symlink():
+            raise MissingFileError(f"{path} does not exist: the folder was not made by embedlab, or it was deleted")
+        data = self.run.read_json("config.json")
+        if not isinstance(data, dict):
+            raise InputError(f"{path} is not a JSON object of settings; it was edited. Restore it, or start a new run")
+        return data
+
+    def saved_settings(self, section: str) -> dict[str, Any]:
+        """One study's settings as config.json holds them so far; empty before the study first ran in this folder."""
+        data = self.run.read_json("config.json") if self.regular_file("config.json") else {}
+        return data.get(section, {}) if isinstance(data, dict) else {}
+
+    def write_environment(self, versions: dict[str, str]) -> None:
+        """environment.json: the software and machine that computed the run (``study.software_versions``)."""
+        self.run.write_json("environment.json", versions)
+
+    def write_report(self, markdown: str, html: str) -> Path:
+        """report.md and report.html; the path of report.md."""
+        out = self.run.write_text("report.md", markdown)
+        self.run.write_text("report.html", html)
+        return out
+
+    def append_log(self, line: str) -> None:
+        """One line at the end of run.log (appended, never rewritten)."""
+        self.run.append_text("run.log", line)
 
     def results(self) -> RunResults:
         """Every finished step's result in the run, as of the last write."""
@@ -380,7 +358,10 @@ class Store:
             )
 
     def lp_ft_probe(self) -> dict[str, Any]:
-        """The probe fitted on the training split alone, as saved by the probe step (its state dict)."""
+        """The probe fitted on the training split alone (its state dict): as written by this process's probe step, else
+        read from the run folder (a resumed run, a probe run apart)."""
+        if LP_FT_PROBE in self._weights:
+            return self._weights[LP_FT_PROBE].state
         path = self.run.artefact(LP_FT_PROBE)
         if not path.is_file():
             raise MissingFileError(

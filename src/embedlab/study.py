@@ -8,6 +8,7 @@ job with its own message; everything finished stays on disk.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.metadata
 import logging
 import platform
@@ -29,6 +30,7 @@ from embedlab.runs import RunDir
 from embedlab.schema import settings_of, with_followers
 
 if TYPE_CHECKING:
+    from embedlab.store import Store
     from embedlab.vision.backbones import BackboneChoice
 
 log = logging.getLogger(__name__).info
@@ -263,6 +265,14 @@ def check_inputs(cfg: StudyConfig) -> None:
     preflight(cfg, list(cfg.steps), backbone_choices(cfg))
 
 
+def record_settings(store: Store, cfg: StudyConfig) -> None:
+    """Every value, before any work (--resume and --config restore exactly this), and the software and machine."""
+    store.settings("study", {"profile": cfg.profile, "steps": cfg.steps})
+    for name in ("probe", "finetune", "movies"):
+        store.settings(name, {**store.saved_settings(name), **to_dict(getattr(cfg, name))})
+    store.write_environment(software_versions())
+
+
 def run_study(cfg: StudyConfig, run: RunDir, resume: bool = False) -> RunResults:
     """Run the configured steps in order; finished steps are skipped on resume. Returns every result of the run: those
     this call computed, as the steps returned them, beside those a resumed run had finished before.
@@ -279,11 +289,7 @@ def run_study(cfg: StudyConfig, run: RunDir, resume: bool = False) -> RunResults
     results = store.results()  # what a resumed run finished before; empty for a new one
     if resume and "movies" in cfg.steps:  # before config.json takes the new --data-dir
         check_same_data(cfg.movies, results, run.path)
-    run.update_config("study", {"profile": cfg.profile, "steps": cfg.steps})
-    # every value, before any work: --resume and --config restore exactly this
-    for name in ("probe", "finetune", "movies"):
-        run.update_config(name, {**run.read_json("config.json").get(name, {}), **to_dict(getattr(cfg, name))})
-    run.write_json("environment.json", software_versions())
+    record_settings(store, cfg)
     dist = current()
     done = set(dist.broadcast_object(sorted(results.steps.done())))  # type: ignore[arg-type]
     choices = backbone_choices(cfg)
@@ -293,11 +299,10 @@ def run_study(cfg: StudyConfig, run: RunDir, resume: bool = False) -> RunResults
     pending = [s for s in cfg.steps if s not in done]
     log_backbone_choice(choices, pending)
     preflight(cfg, pending, choices)
+    finetune = functools.partial(run_finetune, cfg.finetune, store, resume, False, choices.get("finetune"))
     actions: dict[str, Callable[[], RunResults]] = {
         "probe": lambda: RunResults(probe=on_main_rank(lambda: run_probe(cfg.probe, store, choices["probe"]))),
-        "finetune": lambda: RunResults(
-            finetune=run_finetune(cfg.finetune, store, resume=resume, compare=False, choice=choices["finetune"])
-        ),
+        "finetune": lambda: RunResults(finetune=finetune(probe=results.probe)),  # the probe as this process has it
         "movies": lambda: run_movies(cfg.movies, store.write),
     }
     for step in pending:

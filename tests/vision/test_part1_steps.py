@@ -81,7 +81,7 @@ def test_the_comparison_counts_the_images_fine_tuning_fixed_and_broke(case, make
     # fine-tuning tested on a subset: the comparison pairs the images both saw
     keep = torch.arange(0, len(idx), 2)
     finetune = Predictions(ft_probs[keep], labels[keep], idx.numpy()[keep.numpy()], "finetune")
-    _, out = step_compare(make_result.probe(0.6), make_result.finetune(0.8), probe, finetune)
+    out = step_compare(make_result.probe(0.6), make_result.finetune(0.8), probe, finetune)
     (result,) = out.results
     a, b, y = probe_probs[keep].argmax(1), ft_probs[keep].argmax(1), labels[keep]
     fixed = sum(int(a[i] != y[i] and b[i] == y[i]) for i in range(len(y)))
@@ -94,7 +94,7 @@ def test_the_comparison_counts_the_images_fine_tuning_fixed_and_broke(case, make
         assert changes.loc[name, "fixed"] == sum(int(a[i] != y[i] and b[i] == y[i]) for i in mine)
     assert result.accuracy_gain == pytest.approx(0.2)
 
-    _, without = step_compare(make_result.probe(0.6), make_result.finetune(0.8), probe, None)
+    without = step_compare(make_result.probe(0.6), make_result.finetune(0.8), probe, None)
     assert "comparison_changes" not in without.tables and without.results[0].paired_images is None
 
 
@@ -129,7 +129,7 @@ def test_cifar10_is_read_once_while_its_files_stay_the_same(cifar_root, caplog):
 
 
 def test_the_log_names_the_frozen_stages_as_the_docs_do():
-    from embedlab.vision.pipeline import frozen_words
+    from embedlab.vision.steps_1c import frozen_words
 
     assert [frozen_words(k) for k in (1, 2, 3)] == [
         "the stem",

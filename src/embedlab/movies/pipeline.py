@@ -25,7 +25,7 @@ from embedlab.movies.holdout import step_holdout
 from embedlab.movies.prepare import step_2a_data
 from embedlab.movies.steps import step_2b_fit, step_2c_recommend, step_map, step_stability
 from embedlab.results import MoviesRun, RunResults
-from embedlab.store import Output
+from embedlab.store import Collecting, Output
 
 
 def run_movies(cfg: MoviesConfig, write: Callable[[Output], None]) -> RunResults:
@@ -39,34 +39,31 @@ def run_movies(cfg: MoviesConfig, write: Callable[[Output], None]) -> RunResults
         return _run_movies(cfg, write)
 
 
-def _run_movies(cfg: MoviesConfig, write: Callable[[Output], None]) -> RunResults:
+def _run_movies(cfg: MoviesConfig, to_store: Callable[[Output], None]) -> RunResults:
     dist = current()
     cfg.validate()
     t_all = time.perf_counter()
+    write = Collecting(to_store)
     data = step_2a_data(cfg)
     write(data.out)
     fitted = step_2b_fit(cfg, data)
     write(fitted.out)
     recommended = step_2c_recommend(cfg, data, fitted)
     write(recommended.out)
-    stability = step_stability(cfg, data, fitted, recommended.top_lists)
-    write(stability)
+    write(step_stability(cfg, data, fitted, recommended.top_lists))
     held = step_holdout(cfg, data, fitted)
     write(held.out)
     if cfg.embedding_map and dist.is_main:  # rank 0 alone draws: the others' folders are discarded
         write(step_map(cfg, data, fitted, recommended.top_lists))
-    dims = step_dim_sweep(cfg, fitted, held) if cfg.dim_sweep else Output()
-    write(dims)
+    if cfg.dim_sweep:
+        write(step_dim_sweep(cfg, fitted, held))
     done = MoviesRun(
         total_seconds=round(time.perf_counter() - t_all, 1),
         processes=dist.world,
         peak_rss_gib=round(peak_rss_bytes() / 1024**3, 2),
     )
     write(Output(results=(done,)))
-    found = {
-        r.SECTION: r for out in (data.out, fitted.out, recommended.out, stability, held.out, dims) for r in out.results
-    }
-    return RunResults(**found, movies_run=done)
+    return write.results()
 
 
 def check_same_data(cfg: MoviesConfig, started: RunResults, where: Path) -> None:

@@ -97,6 +97,7 @@ def write_report(run: RunDir) -> Path:
         config_json=Markup(config.rstrip()) if config is not None else None,
         versions=_versions(run),
     )
-    out = run.write_text("report.md", text.rstrip() + "\n")
-    run.write_text("report.html", render_html(text.rstrip() + "\n", Store(run), f"embedlab report — {run.path.name}"))
-    return out
+    store = Store(run)
+    return store.write_report(
+        text.rstrip() + "\n", render_html(text.rstrip() + "\n", store, f"embedlab report — {run.path.name}")
+    )

@@ -20,7 +20,7 @@ from embedlab.data import resolve_data_dir
 from embedlab.files import npz_bytes, torch_bytes
 from embedlab.overrides import DERIVED, to_dict
 from embedlab.results import Evaluation, FeatureSummary, FinetuneResult, ProbeResult, ProbeScores
-from embedlab.store import LP_FT_PROBE, Output, Predictions, Table
+from embedlab.store import LP_FT_PROBE, Output, Predictions, Table, Weights
 from embedlab.text import percent
 from embedlab.vision import figures, runtime
 from embedlab.vision.backbones import Backbone, BackboneChoice, BackboneSpec, choose_backbone, create_backbone
@@ -193,6 +193,40 @@ class ProbeFeatures:
         return torch.tensor([pos[int(i)] for i in idx])
 
 
+def feature_keys(setup: ProbeSetup, fit_idx: torch.Tensor | None, test_idx: torch.Tensor | None) -> dict[str, str]:
+    """The feature cache's key of the train (+ validation) and the test images: the backbone, its weights, the
+    resolution, the images (None: the whole split) and the numerics they are computed in."""
+    backbone, numbers = setup.backbone, numerics(setup.device, setup.runtime)
+    return {
+        split: cache_key(backbone.spec.name, backbone.weights_digest, setup.size, split, idx, numbers)
+        for split, idx in (("train", fit_idx), ("test", test_idx))
+    }
+
+
+def feature_summary(
+    setup: ProbeSetup, split: tuple[torch.Tensor, ...], cached: bool, extract_stats: dict[str, float]
+) -> FeatureSummary:
+    """1A's features as metrics.json describes them: the network, its input, the split and the extraction's speed."""
+    backbone, (train_idx, val_idx, test_idx) = setup.backbone, split
+    return FeatureSummary(
+        backbone=backbone.spec.name,
+        weights=backbone.weights,
+        weights_digest=backbone.weights_digest,
+        resolution=setup.size,
+        device=str(setup.device),
+        feature_dim=backbone.spec.feature_dim,
+        mean=list(backbone.spec.mean),
+        std=list(backbone.spec.std),
+        train_images=len(train_idx),
+        val_images=len(val_idx),
+        test_images=len(test_idx),
+        features_cached=cached,
+        backbone_choice=setup.choice.reason,
+        runtime=setup.runtime,
+        **extract_stats,
+    )
+
+
 def step_1a_features(cfg: ProbeConfig, setup: ProbeSetup) -> ProbeFeatures:
     """1A, first half: frozen features of every image the probe needs, from the cache when they were computed before."""
     device, backbone, size, batch = setup.device, setup.backbone, setup.size, setup.batch
@@ -201,25 +235,9 @@ def step_1a_features(cfg: ProbeConfig, setup: ProbeSetup) -> ProbeFeatures:
     fit_idx = torch.sort(torch.cat([train_idx, val_idx])).values  # every image features are needed for
     model = backbone.feature_extractor()
     cache_dir = usable_cache_dir(Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir())
-    full_train = len(fit_idx) == len(data.train_y)
-    keys = {
-        "train": cache_key(
-            spec.name,
-            backbone.weights_digest,
-            size,
-            "train",
-            None if full_train else fit_idx,
-            numerics(device, setup.runtime),
-        ),
-        "test": cache_key(
-            spec.name,
-            backbone.weights_digest,
-            size,
-            "test",
-            None if cfg.test_per_class is None else test_idx,
-            numerics(device, setup.runtime),
-        ),
-    }
+    keys = feature_keys(
+        setup, fit_idx if len(fit_idx) < len(data.train_y) else None, None if cfg.test_per_class is None else test_idx
+    )
     missing = [s for s, k in keys.items() if not (cache_dir / "features" / k).is_file()]
     extract_stats: dict[str, float] = {}  # FeatureSummary's extract_* timings
     engine = None
@@ -254,23 +272,7 @@ def step_1a_features(cfg: ProbeConfig, setup: ProbeSetup) -> ProbeFeatures:
 
     train_feats_all = features_of("train", data.train_x[fit_idx])
     test_feats = features_of("test", data.test_x[test_idx])
-    summary = FeatureSummary(
-        backbone=spec.name,
-        weights=backbone.weights,
-        weights_digest=backbone.weights_digest,
-        resolution=size,
-        device=str(device),
-        feature_dim=spec.feature_dim,
-        mean=list(spec.mean),
-        std=list(spec.std),
-        train_images=len(train_idx),
-        val_images=len(val_idx),
-        test_images=len(test_idx),
-        features_cached=not computed,
-        backbone_choice=setup.choice.reason,
-        runtime=setup.runtime,
-        **extract_stats,
-    )
+    summary = feature_summary(setup, (train_idx, val_idx, test_idx), not computed, extract_stats)
     out = Output(owner=ProbeResult, artefacts={"feature_cache.txt": "".join(listing)})
     return ProbeFeatures(spec, data, train_idx, val_idx, test_idx, fit_idx, train_feats_all, test_feats, summary, out)
 
@@ -326,7 +328,7 @@ def step_1a_fit(cfg: ProbeConfig, f: ProbeFeatures) -> ProbeFitted:
             artefacts={
                 "probe_test_probs.npz": Predictions(test_probs, test_y, f.test_idx.numpy(), "the probe's predictions"),
                 "probe_model.pt": torch_bytes(final.model.state_dict()),
-                LP_FT_PROBE: torch_bytes(lp_ft_state),
+                LP_FT_PROBE: Weights(lp_ft_state),
             },
         ),
         ev_out,

@@ -13,10 +13,12 @@ import pandas as pd
 import torch
 
 from embedlab.config import FinetuneConfig
+from embedlab.distributed import current
 from embedlab.errors import InputError
 from embedlab.overrides import DERIVED, to_dict
 from embedlab.results import Comparison, Evaluation, FinetuneResult, ProbeResult
 from embedlab.store import Output, Predictions, Table
+from embedlab.text import percent
 from embedlab.vision import figures, runtime
 from embedlab.vision.backbones import (
     Backbone,
@@ -31,9 +33,11 @@ from embedlab.vision.cifar10 import CLASSES, Cifar10
 from embedlab.vision.compare import comparison_table, per_class_table
 from embedlab.vision.evaluate import paired_changes
 from embedlab.vision.features import check_batch_fits, inference_batch, pick_device
-from embedlab.vision.finetune import EVAL_BATCH_GPU, Job, predict, train
+from embedlab.vision.finetune import EVAL_BATCH_GPU, Inputs, Job, check_shards, predict, train
 from embedlab.vision.probe import folded_linear
-from embedlab.vision.steps import evaluation_output, gallery_output, merged, resolve_size, view_images
+from embedlab.vision.recipe import train_pixels
+from embedlab.vision.steps import evaluation_output, gallery_output, load_splits, merged, resolve_size, view_images
+from embedlab.vision.timing import duration, expected_time
 
 log = logging.getLogger(__name__).info
 
@@ -97,15 +101,14 @@ def resolve_head_init(head_init: str, probe: ProbeResult | None) -> str:
     return "probe" if probe is not None else "random"
 
 
-def init_head_from_probe(head: torch.nn.Module, state: dict[str, torch.Tensor], where: object) -> None:
-    """LP-FT: the new classifier starts as the probe ``state`` of the run ``where`` (its standardisation folded into the
+def init_head_from_probe(head: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """LP-FT: the new classifier starts as the run's linear probe ``state`` (its standardisation folded into the
     weights). The probe fitted on the training split alone, not its refit on train + validation: fine-tuning's
-    validation
-    accuracy, which chooses the recipe, must not have seen the validation labels."""
+    validation accuracy, which chooses the recipe, must not have seen the validation labels."""
     w, b = folded_linear(state)
     if w.shape != head.weight.shape:
         raise InputError(
-            f"--head-init probe: the probe in {where} has weights of shape {tuple(w.shape)}, the new classifier "
+            f"--head-init probe: this run's linear probe has weights of shape {tuple(w.shape)}, the new classifier "
             f"{tuple(head.weight.shape)}; the probe must use the same backbone"
         )
     with torch.no_grad():
@@ -114,8 +117,8 @@ def init_head_from_probe(head: torch.nn.Module, state: dict[str, torch.Tensor], 
     log("[1C] the new classifier starts from the linear probe (LP-FT)")
 
 
-def step_1c_model(
-    cfg: FinetuneConfig, backbone: Backbone, frozen: int, probe_state: dict[str, torch.Tensor] | None, where: object
+def finetune_model(
+    cfg: FinetuneConfig, backbone: Backbone, frozen: int, probe_state: dict[str, torch.Tensor] | None
 ) -> tuple[torch.nn.Module, torch.nn.Module, tuple[str, ...] | None]:
     """The network to fine-tune: the backbone with a new 10-way head, started from ``probe_state`` (LP-FT) or at random;
     (model, head, the trained parameters' names)."""
@@ -123,27 +126,88 @@ def step_1c_model(
     torch.manual_seed(cfg.seed)
     model, head, trained = backbone.with_new_head(len(CLASSES), cfg.train_scope, frozen)
     if probe_state is not None:
-        init_head_from_probe(head, probe_state, where)
+        init_head_from_probe(head, probe_state)
     return model, head, trained
 
 
-def step_1c_train(
-    model: torch.nn.Module,
-    head: torch.nn.Module,
-    trained: tuple[str, ...] | None,
-    data: Cifar10,
-    split: tuple[torch.Tensor, torch.Tensor],
-    job: Job,
-) -> History:
-    """1C's training loop (from the job's checkpoint when resuming)."""
-    train_idx, val_idx = split
-    return train(
-        model,
-        head,
-        (data.train_x[train_idx], data.train_y[train_idx]),
-        (data.train_x[val_idx], data.train_y[val_idx]),
+@dataclass(frozen=True)
+class FinetunePrepared:
+    """1C ready to train: the probe's split of CIFAR-10, the network with its new head, how images become input, and
+    the training rate measured on it with the time it predicts."""
+
+    data: Cifar10
+    train_idx: torch.Tensor
+    val_idx: torch.Tensor
+    test_idx: torch.Tensor
+    model: torch.nn.Module
+    head: torch.nn.Module
+    trained: tuple[str, ...] | None  # the submodules trained (None: all)
+    head_init: str
+    inputs: Inputs
+    images_per_second: float
+    expected_seconds: float
+
+
+def prepare_finetune(
+    cfg: FinetuneConfig, setup: FinetuneSetup, probe: ProbeResult | None, probe_state: dict[str, torch.Tensor] | None
+) -> FinetunePrepared:
+    """The split, the network (LP-FT from ``probe_state``, the probe fitted on the training split, when the head starts
+    from the probe) and the expected time, said once in the log."""
+    spec, size, device = setup.backbone.spec, setup.size, setup.device
+    data, train_idx, val_idx, test_idx = load_splits(cfg)  # the probe's split
+    check_shards(cfg, len(train_idx), len(val_idx), current().world)  # before the throughput measurement's steps
+    head_init = resolve_head_init(cfg.head_init, probe)
+    model, head, trained = finetune_model(cfg, setup.backbone, setup.frozen, probe_state)
+    steps = len(train_idx) // cfg.batch_size
+    ips, expected = expected_time(
+        cfg, model, size, device, steps * cfg.batch_size, cfg.epochs * len(val_idx) + len(test_idx)
+    )
+    layers = (
+        "the last stage and the head trained, the rest frozen"
+        if cfg.train_scope == "last"
+        else (f"{frozen_words(setup.frozen)} frozen, the rest trained" if setup.frozen else "every layer trained")
+    )
+    log(
+        f"[1C] fine-tuning {spec.name} ({setup.backbone.weights}, {layers}, "
+        f"{setup.backbone.trainable_parameters:,} trainable parameters) on {device} at {size} px: {cfg.epochs} "
+        f"epoch{'s' if cfg.epochs != 1 else ''} x {steps * cfg.batch_size:,} images at about {ips:.0f} img/s -> "
+        f"expected about {duration(expected)}"
+    )
+    inputs = Inputs(size, spec.mean, spec.std)
+    return FinetunePrepared(data, train_idx, val_idx, test_idx, model, head, trained, head_init, inputs, ips, expected)
+
+
+def frozen_words(stages: int) -> str:
+    """``--freeze-stages K`` in the words the docs use: the stem (stage 0) and the stages after it."""
+    after = stages - 1
+    return "the stem" + (
+        "" if not after else " and the first stage" if after == 1 else f" and the first {after} stages"
+    )
+
+
+@dataclass(frozen=True)
+class FinetuneTrained:
+    """1C's training: the loss of every step, one row per epoch, and its output (the epochs table)."""
+
+    history: History
+    epochs: pd.DataFrame
+    out: Output
+
+
+def step_1c_train(prepared: FinetunePrepared, job: Job) -> FinetuneTrained:
+    """1C's training loop (from the job's checkpoint when resuming), and its epochs table."""
+    p = prepared
+    history = train(
+        p.model,
+        p.head,
+        (p.data.train_x[p.train_idx], p.data.train_y[p.train_idx]),
+        (p.data.train_x[p.val_idx], p.data.train_y[p.val_idx]),
         job,
-        trainable=trained,
+        trainable=p.trained,
+    )
+    epochs = pd.DataFrame(history.epochs)
+    return FinetuneTrained(
+        history, epochs, Output(owner=FinetuneResult, tables={"finetune_epochs": Table(epochs.round(4))})
     )
 
 
@@ -194,18 +258,77 @@ def step_1c_test(model: torch.nn.Module, job: Job, data: Cifar10, test_idx: torc
     )
 
 
+def step_1c_result(
+    cfg: FinetuneConfig,
+    setup: FinetuneSetup,
+    prepared: FinetunePrepared,
+    trained: FinetuneTrained,
+    test: FinetuneTest,
+    probe: ProbeResult | None,
+    seconds: float,
+) -> Output:
+    """1C's typed result and its curves figure (the probe's validation accuracy drawn beside the epochs when it ran);
+    ``seconds`` since fine-tuning started in this process."""
+    spec, size, p, epochs = setup.backbone.spec, setup.size, prepared, trained.epochs
+    steps = len(p.train_idx) // cfg.batch_size
+    probe_val = None if probe is None else probe.fit.val_accuracy
+    curves = figures.finetune_curves(trained.history.step_loss, epochs, steps, probe_val)
+    train_s = float(epochs["train_seconds"].sum())
+    dist = current()
+    result = FinetuneResult(
+        backbone=spec.name,
+        weights=setup.backbone.weights,
+        weights_digest=setup.backbone.weights_digest,
+        resolution=size,
+        device=str(setup.device),
+        train_scope=cfg.train_scope,
+        frozen_stages=[name for stage in spec.stages[: setup.frozen] for name in stage],
+        trainable_parameters=setup.backbone.trainable_parameters,
+        total_parameters=sum(x.numel() for x in p.model.parameters()),
+        train_images=len(p.train_idx),
+        val_images=len(p.val_idx),
+        test_images=len(p.test_idx),
+        epochs=cfg.epochs,
+        start_size=cfg.start_size,
+        ema=cfg.ema,
+        head_init=p.head_init,
+        train_pixels=train_pixels(size, cfg.start_size, cfg.epochs, steps * cfg.batch_size),
+        steps=len(trained.history.step_loss),
+        val_accuracy=float(epochs["val_accuracy"].iloc[-1]),
+        best_epoch_val_accuracy=float(epochs["val_accuracy"].max()),
+        evaluation=test.evaluation,
+        tta_flip=cfg.tta_flip,
+        test_accuracy_one_view=test.one_view_accuracy,
+        train_seconds=round(train_s, 1),
+        train_images_per_second=steps * cfg.batch_size * len(epochs) / train_s,
+        val_seconds=round(float((len(p.val_idx) / epochs["val_images_per_second"]).sum()), 1),
+        test_images_per_second=test.images_per_second,
+        expected_seconds=round(p.expected_seconds, 1),
+        bare_train_images_per_second=p.images_per_second,
+        processes=dist.world,
+        batch_per_process=cfg.batch_size // dist.world,
+        total_seconds_this_session=round(seconds, 1),
+        backbone_choice=setup.choice.reason,
+        runtime=runtime.choose(cfg.runtime, setup.device),
+    )
+    log(
+        f"[1C] fine-tuned test accuracy {percent(test.evaluation.test_accuracy)} after {train_s / 60:.1f} min of"
+        " training"
+    )
+    return Output(results=(result,), figures={"finetune_curves": curves})
+
+
 def step_compare(
     probe: ProbeResult, finetune: FinetuneResult, probe_preds: Predictions | None, finetune_preds: Predictions | None
-) -> tuple[pd.DataFrame, Output]:
+) -> Output:
     """The fixed-features vs fine-tuned table, per-class figure and (with both models' predictions) the images each
-    fixed
-    and broke, with the exact McNemar test."""
+    fixed and broke, with the exact McNemar test."""
     table = comparison_table(probe, finetune)
     per_class = per_class_table(probe, finetune)
-    p, f = table.iloc[0], table.iloc[1]
     changes = (
         changes_table(probe_preds, finetune_preds) if probe_preds is not None and finetune_preds is not None else None
     )
+    p, f = table.iloc[0], table.iloc[1]
     overall = None if changes is None else changes.iloc[-1]
     result = Comparison(
         accuracy_gain=float(f["test_accuracy"] - p["test_accuracy"]),
@@ -223,7 +346,7 @@ def step_compare(
     tables = {"comparison": Table(table), "comparison_per_class": Table(per_class.round(4))}
     if changes is not None:
         tables["comparison_changes"] = Table(changes)
-    return table, Output(
+    return Output(
         results=(result,), tables=tables, figures={"comparison_per_class": figures.per_class_comparison(per_class)}
     )
 
