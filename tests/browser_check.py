@@ -290,8 +290,9 @@ def explorer_lists(
 
 
 def explorer_lookups(html: Path, workdir: Path, queries: list[str]) -> dict[str, dict]:
-    """For each query: the films the explorer's title rules match (most liked first), and which film the search box
-    selects when the query is typed and Enter pressed (the top of the list that then shows)."""
+    """For each query: the films the explorer's title rules match among all films (most liked first), which film the
+    search box selects when the query is typed and Enter pressed (the top of the list that then shows), the titles it
+    offers instead when none matches, and its status line."""
     return _each_query(
         html,
         workdir,
@@ -299,6 +300,11 @@ def explorer_lookups(html: Path, workdir: Path, queries: list[str]) -> dict[str,
         lambda d, q: {
             "matches": d.execute_script("return window.embedlabLookup(arguments[0])", q),
             "selected": d.execute_script("return document.getElementById('explorer-search').dataset.selected || ''"),
+            "offered": d.execute_script(
+                "return [...document.querySelectorAll('#explorer-suggestions li')]"
+                ".map(li => li.textContent.replace(/ — \\d+ likes$/, ''))"
+            ),
+            "status": d.execute_script("return document.getElementById('explorer-status').textContent"),
         },
     )
 

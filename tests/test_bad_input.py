@@ -546,7 +546,7 @@ def test_a_real_bug_is_not_reported_as_a_user_error(monkeypatch, saved_run):
     def broken(*args: object, **kwargs: object) -> None:
         raise ValueError("a bug, not bad input")
 
-    monkeypatch.setattr(saved.SavedEmbeddings, "recommend", broken)
+    monkeypatch.setattr(saved.MovieEmbedding, "similar", broken)
     with pytest.raises(ValueError, match="a bug"):
         main(["recommend", "Toy Story", "--run", str(saved_run)])
 
@@ -554,7 +554,7 @@ def test_a_real_bug_is_not_reported_as_a_user_error(monkeypatch, saved_run):
 def test_every_project_error_is_a_user_error_and_keeps_its_builtin():
     from embedlab.data import ChecksumError, DataNotFoundError
     from embedlab.errors import UserError
-    from embedlab.movies.movielens import TitleLookupError
+    from embedlab.movies.titles import TitleLookupError
     from embedlab.runs import RunFolderError
     from embedlab.vision.finetune import CheckpointMismatch, TrainingDiverged
 
@@ -2009,19 +2009,22 @@ def test_non_latin_titles_in_the_explorer(hostile_run, tmp_path):
     from browser_check import explorer_lookups
     from conftest import NON_LATIN
 
-    from embedlab.movies.movielens import TitleIndex
+    from embedlab.movies.titles import TitleIndex
     from embedlab.report.explorer import explorer_data
     from embedlab.runs import RunDir
     from embedlab.store import Store
     from embedlab.text import without_bidi
 
     page = explorer_data(Store(RunDir(hostile_run)))
-    index = TitleIndex(pd.DataFrame({"movieId": range(len(page["titles"])), "title": page["titles"]}), page["likes"])
+    titles = page["titles"] + page["others"]["titles"]  # the films the page holds, then every other one
+    index = TitleIndex(
+        pd.DataFrame({"movieId": range(len(titles)), "title": titles}), page["likes"] + page["others"]["likes"]
+    )
     queries = [c["query"] for c in NON_LATIN["cases"]]
     answers = explorer_lookups(hostile_run / "report.html", tmp_path / "b", queries)
     for case in NON_LATIN["cases"]:
         q = case["query"]
-        assert answers[q]["matches"] == [page["titles"][i] for i in index.candidates(q)[1]], ascii(q)
+        assert answers[q]["matches"] == [titles[i] for i in index.candidates(q)[1]], ascii(q)
         if "found" in case:
             assert answers[q]["matches"] == [without_bidi(case["found"])] and answers[q]["selected"] == without_bidi(
                 case["found"]

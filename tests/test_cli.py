@@ -107,11 +107,17 @@ def test_recommend_from_saved_run(finished_run, capsys):
     assert "Top 3 for Toy Story (1995)" in out
 
 
-@pytest.mark.parametrize("title, expected", [("Hamlet", "matches 2 movies"), ("Toy Storyy", "did you mean")])
-def test_recommend_bad_titles_are_messages_not_tracebacks(finished_run, capsys, title, expected):
-    assert main(["recommend", title, "--run", str(finished_run)]) == 2
+def test_recommend_a_typo_is_a_message_not_a_traceback(finished_run, capsys):
+    assert main(["recommend", "Toy Storyy", "--run", str(finished_run)]) == 2
     err = capsys.readouterr().err
-    assert expected in err and "Traceback" not in err
+    assert "did you mean" in err and "Traceback" not in err
+
+
+def test_recommend_a_title_two_films_share_answers_with_the_most_liked_and_names_the_other(finished_run, capsys):
+    assert main(["recommend", "Hamlet", "--run", str(finished_run), "--min-likes", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert "2 titles match; the most-liked is shown (add the year to choose: Hamlet (" in err
+    assert out.startswith("Top 10 for Hamlet (")
 
 
 def test_existing_out_and_missing_data_are_clear_errors(finished_run, tmp_path, capsys):

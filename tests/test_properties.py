@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from embedlab.config import FinetuneConfig, MoviesConfig, ProbeConfig
-from embedlab.movies.movielens import TitleIndex, TitleLookupError, with_years
+from embedlab.movies.movielens import with_years
+from embedlab.movies.titles import TitleIndex, TitleLookupError
 from embedlab.overrides import ConfigError, apply_overrides
 
 WORDS = st.text(alphabet=st.sampled_from("abcdefghijklmnopqrstuvwxyzéèü"), min_size=2, max_size=8)

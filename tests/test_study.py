@@ -13,7 +13,7 @@ from conftest import with_flags
 from explorer_expect import assert_explorer_matches, assert_sprite_is_official, expected_cells, official_test_labels
 
 from embedlab.cli import main
-from embedlab.movies.saved import SavedEmbeddings
+from embedlab.movies.saved import MovieEmbedding
 from embedlab.report.common import MISSING
 from embedlab.runs import RunDir
 from embedlab.store import Store
@@ -127,7 +127,7 @@ def test_report_renders_in_headless_chromium(cifar_root, movielens_root, tmp_pat
     queries = json.loads((out / "config.json").read_text())["movies"]["queries"]
     page = explorer_lists(out / "report.html", tmp_path / "explorer", queries, "cosine")
     assert page == {
-        q: SavedEmbeddings.load(Store(RunDir(out))).recommend(q, k=10, metric="cosine")["title"].tolist()
+        q: MovieEmbedding.from_store(Store(RunDir(out))).similar(q, k=10, metric="cosine")["title"].tolist()
         for q in queries
     }
     # a newcomer's first query, clicked and typed into the box the page opens with; then a typo of it
@@ -137,7 +137,8 @@ def test_report_renders_in_headless_chromium(cifar_root, movielens_root, tmp_pat
     assert first["opened"]["listed"] and first["opened"]["box"] == ""
     assert f" for {title} (" in first["title"]["status"]
     assert (
-        first["title"]["listed"] == SavedEmbeddings.load(Store(RunDir(out))).recommend(second, k=10)["title"].tolist()
+        first["title"]["listed"]
+        == MovieEmbedding.from_store(Store(RunDir(out))).similar(second, k=10)["title"].tolist()
     )
     assert first["typo"]["listed"] == [] and "did you mean" in first["typo"]["status"]
     assert any(o.startswith(f"{title} — ") for o in first["typo"]["offered"]), first["typo"]
@@ -297,42 +298,45 @@ def test_real_smoke_study_in_the_browser(real_data, tmp_path):
     assert_explorer_matches(out, official_test_labels(cifar), tmp_path / "vision")
     assert assert_sprite_is_official(out, cifar) > 0
     # the explorer finds titles as TitleIndex does: the shared table of cases, on the explorer's own movies
-    from embedlab.movies.movielens import TitleIndex
+    from embedlab.movies.titles import TitleIndex
     from embedlab.report.explorer import explorer_data
     from embedlab.runs import RunDir
     from embedlab.store import Store
 
     page_data = explorer_data(Store(RunDir(out)))
+    page_titles = page_data["titles"] + page_data["others"]["titles"]  # held first, then every other film
     index = TitleIndex(
-        pd.DataFrame({"movieId": range(len(page_data["titles"])), "title": page_data["titles"]}), page_data["likes"]
+        pd.DataFrame({"movieId": range(len(page_titles)), "title": page_titles}),
+        page_data["likes"] + page_data["others"]["likes"],
     )
     cases = [c["query"] for c in json.loads((Path(__file__).parent / "title_cases.json").read_text())["cases"]]
+    cases += ["lord of the rings", "apolo 13", "The Heat", "1995", "star wars 1977"]  # several, a typo, few likes
     answers = explorer_lookups(out / "report.html", tmp_path / "lookups", cases)
+    held = set(page_data["titles"])
     for q in cases:
-        expected = [page_data["titles"][i] for i in index.candidates(q)[1]]
+        expected = [page_titles[i] for i in index.candidates(q)[1]]
         assert answers[q]["matches"] == expected, q
-        if expected:
+        if expected and expected[0] in held:
             assert answers[q]["selected"] == expected[0], q  # Enter selects the match, or the most liked of several
     assert sum(len(a["matches"]) == 1 for a in answers.values()) >= 15  # most cases name films the smoke run can show
-    # `embedlab recommend` answers each query the page answers with the same film (refusing where the page shows the
-    # most liked of several): "lord of the rings" is the trilogy on both, not the 1978 film with 6 likes
-    from embedlab.movies.movielens import TitleLookupError
+    # `embedlab recommend` answers each query with the film the page names, and suggests the titles the page offers
+    from embedlab.movies.titles import TitleLookupError
 
-    saved_run = SavedEmbeddings.load(Store(RunDir(out)))
+    saved_run = MovieEmbedding.from_store(Store(RunDir(out)))
     for q in cases:
-        if not answers[q]["matches"]:
-            continue  # the page holds no film of that name; the command may still find one with few likes
         try:
-            cli = saved_run.recommend(q, k=1).attrs["query"]
+            cli = saved_run.similar(q, k=1).attrs["query"]
         except TitleLookupError as err:
-            cli = err.candidates[0]
-        assert cli == answers[q]["selected"], q
-    saved = SavedEmbeddings.load(Store(RunDir(out)))
+            assert answers[q]["matches"] == [] or "nobody liked" in str(err), q
+            assert err.candidates == answers[q]["offered"], q
+            continue
+        assert cli == (answers[q]["matches"] or [""])[0], q
+    saved = MovieEmbedding.from_store(Store(RunDir(out)))
     queries = json.loads((out / "config.json").read_text())["movies"]["queries"]
     for metric in ("cosine", "dot"):
         page = explorer_lists(out / "report.html", tmp_path / "explorer", queries, metric)
         for q in queries:
-            assert page[q] == saved.recommend(q, k=10, metric=metric)["title"].tolist(), (metric, q)
+            assert page[q] == saved.similar(q, k=10, metric=metric)["title"].tolist(), (metric, q)
 
 
 def _results(out: Path) -> dict:

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
@@ -20,9 +19,9 @@ from embedlab.data import ensure_movielens, resolve_data_dir
 from embedlab.errors import InputError
 from embedlab.movies import figures as movie_figures
 from embedlab.movies.cooccurrence import CoLikes, build_colikes
-from embedlab.movies.movielens import TitleIndex, load_movies, load_ratings, with_years
+from embedlab.movies.movielens import load_movies, load_ratings, with_years
 from embedlab.movies.objective import CoLikeOperator, SpectralSolution, spectral_optimum
-from embedlab.movies.recommend import eligible_items, similar_items
+from embedlab.movies.saved import MovieEmbedding
 from embedlab.movies.train import Budget, Objective, RunResult, fit, initial_embedding
 from embedlab.results import RunResults
 from embedlab.vision import figures as vision_figures
@@ -183,7 +182,8 @@ def recommend(
     metric: str = "cosine",
     min_likes: int = 10,
 ) -> pd.DataFrame:
-    """The ``k`` movies most similar to ``title`` (typed as people type it) in the embedding of ``run``.
+    """The ``k`` movies most similar to ``title`` (typed as people type it) in the embedding of ``run``: a thin call of
+    ``MovieEmbedding.of(run.v, co, movies).similar(title, k, metric, min_likes)``.
 
     Only movies with at least ``min_likes`` likes are recommended; ``metric`` is cosine or dot.
 
@@ -196,19 +196,8 @@ def recommend(
             "run.v holds values that are not finite numbers (the fit diverged: run.diverged says so); fit again with a "
             "lower lr"
         )
-    movie_id = TitleIndex.with_likes(movies, co.movie_ids, co.like_counts).lookup(title)
-    row = co.index_of(movie_id)
-    if row is None:
-        from embedlab.movies.movielens import nobody_liked
-
-        raise nobody_liked(title)
-    from embedlab.movies.tables import top_table
-
-    idx, scores = similar_items(run.v, row, k, eligible_items(co.like_counts, min_likes), metric)
-    rows = pd.DataFrame(
-        {"title": movies.set_index("movieId").loc[co.movie_ids[idx], "title"].to_numpy(), "likes": co.like_counts[idx]}
-    )
-    return top_table(rows, np.arange(len(idx)), scores, ("title",))
+    emb = MovieEmbedding.of(run.v, co, movies)
+    return emb.similar(title, k, metric, min_likes)
 
 
 def load_run(path: str | Path) -> RunResults:

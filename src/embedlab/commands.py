@@ -177,7 +177,7 @@ def _movies_on_rank(cfg: MoviesConfig, run: RunDir) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from embedlab.movies.saved import SavedEmbeddings
+    from embedlab.movies.saved import MovieEmbedding
     from embedlab.store import Store
 
     # the study's own declarations of these settings check them (ranges and choices)
@@ -189,8 +189,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         ),
         flags=True,
     )
-    saved = SavedEmbeddings.load(Store(RunDir.open(args.run)))
-    table = saved.recommend(args.title, k=args.top, metric=args.metric, min_likes=args.min_likes)
+    saved = MovieEmbedding.from_store(Store(RunDir.open(args.run)))
+    table = saved.similar(args.title, k=args.top, metric=args.metric, min_likes=args.min_likes)
     if table.attrs.get("note"):
         print(f"embedlab: note: {table.attrs['note']}", file=sys.stderr)
     shown = table.assign(title=table["title"].map(without_bidi))  # a terminal shows bidi controls' reordering too

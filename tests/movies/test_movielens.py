@@ -1,7 +1,8 @@
 import pandas as pd
 import pytest
 
-from embedlab.movies.movielens import TitleIndex, TitleLookupError, load_movies, load_ratings, normalise, split_title
+from embedlab.movies.movielens import load_movies, load_ratings, normalise, split_title
+from embedlab.movies.titles import TitleIndex, TitleLookupError
 
 
 @pytest.fixture
@@ -31,11 +32,11 @@ def test_forgiving_lookup(index, query, expected):
     assert title_of(index, query) == expected
 
 
-def test_ambiguous_title_lists_candidates(index):
-    with pytest.raises(TitleLookupError) as err:
-        index.lookup("Hamlet")
-    assert sorted(err.value.candidates) == ["Hamlet (1948)", "Hamlet (1996)"]
-    assert "add the year" in str(err.value)
+def test_a_title_two_films_share_is_the_most_liked_with_the_other_named(index):
+    match = index.find("Hamlet")
+    assert sorted([match.title, *match.others]) == ["Hamlet (1948)", "Hamlet (1996)"]
+    assert match.note.startswith("2 titles match; the most-liked is shown") and match.others[0] in match.note
+    assert index.lookup("Hamlet") == match.movie_id and index.find("Hamlet (1996)").others == []
 
 
 def test_unknown_title_suggests_close_matches(index):

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from embedlab.movies.movielens import TitleIndex, TitleLookupError, load_movies
+from embedlab.movies.movielens import load_movies
+from embedlab.movies.titles import TitleIndex, TitleLookupError
 
 CASES = json.loads((Path(__file__).resolve().parents[1] / "title_cases.json").read_text())["cases"]
 
@@ -19,7 +20,8 @@ _BUILT: dict[Path, TitleIndex] = {}
 
 @pytest.fixture
 def index(real_data: Path) -> TitleIndex:
-    """The catalogue's index, its likes (ratings >= 4) ordering refused lists; built once for the module's cases."""
+    """The catalogue's index, its likes (ratings >= 4) choosing among several films; built once for the module's
+    cases."""
     if real_data not in _BUILT:
         data = real_data / "ml-latest-small"
         ratings = pd.read_csv(data / "ratings.csv")
@@ -29,7 +31,7 @@ def index(real_data: Path) -> TitleIndex:
 
 
 def test_the_table_has_every_kind_of_case():
-    assert len(CASES) >= 25 and {"found", "refused", "unknown"} <= {k for c in CASES for k in c}
+    assert len(CASES) >= 25 and {"found", "several", "unknown"} <= {k for c in CASES for k in c}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["query"] for c in CASES])
@@ -38,15 +40,14 @@ def test_a_title_as_people_type_it(index: TitleIndex, case: dict):
     if "found" in case:
         assert index.lookup(case["query"]) == titles[case["found"]]
         return
+    if "several" in case:  # the most liked, the others named with the way to choose
+        match = index.find(case["query"])
+        assert match.title == case["several"] and len(match.others) + 1 == case["count"]
+        assert "add the year" in match.note
+        return
     with pytest.raises(TitleLookupError) as err:
         index.lookup(case["query"])
-    if "refused" in case:  # the films, most liked first, and the way out
-        assert err.value.candidates[0] == case["refused"] and len(err.value.candidates) == case["count"]
-        assert "add the year" in str(err.value) and "most liked first" in str(err.value)
-    else:
-        assert (
-            str(err.value).startswith(f"no movie titled {case['query']!r}") and case["suggests"] in err.value.candidates
-        )
+    assert str(err.value).startswith(f"no movie titled {case['query']!r}") and case["suggests"] in err.value.candidates
 
 
 NON_LATIN = json.loads((Path(__file__).resolve().parents[1] / "title_cases.json").read_text(encoding="utf-8"))[

@@ -6,21 +6,18 @@ Se7en) (1995). An ambiguous title lists its candidates; an unknown one suggests 
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import itertools
 import logging
 import re
 import unicodedata
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from embedlab.data import check_table_file
-from embedlab.errors import InputError, MissingFileError, UserError
+from embedlab.errors import InputError, MissingFileError
 
 RATINGS_COLUMNS = ("userId", "movieId", "rating")
 MOVIES_COLUMNS = ("movieId", "title", "genres")
@@ -260,136 +257,3 @@ def _drop_article(key: str) -> str:
     """'the city of lost children' -> 'city of lost children', so users may leave articles out."""
     head, _, rest = key.partition(" ")
     return rest if rest and head in _ARTICLES else key
-
-
-class TitleLookupError(UserError, LookupError):
-    """A title matched no movie or several; ``candidates`` holds the titles to choose from."""
-
-    def __init__(self, message: str, candidates: list[str]):
-        super().__init__(message)
-        self.candidates = candidates
-
-    def __str__(self) -> str:  # LookupError would quote the message
-        return str(self.args[0])
-
-
-def nobody_liked(text: str, where: str = "") -> TitleLookupError:
-    """The error for a title that is in the catalogue but has no like (``where``: "in this run", "at >= 4.0 stars"), so
-    no row of X and no embedding: one wording for the study, ``embedlab recommend`` and the Python API."""
-    return TitleLookupError(
-        f"{text!r} is in the catalogue but nobody liked it{' ' + where if where else ''}, so it has no embedding", []
-    )
-
-
-#: A query that ends in a plausible year without parentheses ("star wars 1977"): tried as "star wars (1977)" when the
-#: query as typed names no film (so "Blade Runner 2049" is still the film of that name).
-BARE_YEAR = re.compile(r"(.*\S)\s+((?:18[89]|19\d|20\d)\d)")
-
-
-#: The rules of ``TitleIndex``, in order; the first that matches any film decides (see ``TitleIndex.candidates``).
-RULES = ("exact title", "exact name", "article moved or dropped", "prefix", "whole words", "numerals as digits")
-
-
-@dataclass
-class TitleIndex:
-    """Title -> movieId, finding a film as people type it. The rules, in order (the first that matches any film
-    decides; a year typed in parentheses keeps only films of that year):
-
-    1. the exact title, case aside ("Heat (1995)");
-    2. the exact name without the year, any alternative name in parentheses included ("Heat" is *Heat (1995)*, "The
-       Heat" is *Heat, The (2013)*);
-    3. the name with its article moved or dropped ("Shawshank Redemption");
-    4. a prefix of a name ("shawshank");
-    5. whole words inside a name ("Sorcerer's Stone");
-    6. rules 2-5 again with roman and spelled numerals as digits ("Terminator Two", "Godfather Part 2");
-    7. when nothing matched, a last word that is a year is taken as the year ("star wars 1977").
-
-    One film: found. Several: refused, listing them most liked first (``likes``, one count per row of ``movies``) and
-    asking for the year. None: close titles are suggested. The report's explorer applies the same rules to the same
-    keys (``explorer.js``), and one table of cases checks both.
-    """
-
-    movies: pd.DataFrame
-    likes: Sequence[int] | None = None
-
-    @classmethod
-    def with_likes(cls, movies: pd.DataFrame, movie_ids: Sequence[int], like_counts: Sequence[int]) -> TitleIndex:
-        """The index over ``movies`` that lists a refused query's films most liked first (unliked movies count 0)."""
-        counts = dict(zip((int(m) for m in movie_ids), (int(n) for n in like_counts)))
-        return cls(movies, [counts.get(int(m), 0) for m in movies["movieId"]])
-
-    def __post_init__(self) -> None:
-        titles = [str(t) for t in self.movies["title"]]
-        self._titles = titles
-        self._exact = [t.lower() for t in titles]
-        self._names = [title_names(t) for t in titles]
-        self._keys = [title_keys(t) for t in titles]
-        self._digit_keys = [list(dict.fromkeys(fold_numerals(k) for k in keys)) for keys in self._keys]
-        self._years = [split_title(t)[1] for t in titles]
-        self._likes = [0] * len(titles) if self.likes is None else [int(n) for n in self.likes]
-
-    def candidates(self, query: str) -> tuple[str, list[int]]:
-        """(the rule that matched, the matching rows most liked first); ("", []) when no rule matches."""
-        q = query.strip()
-        name, year = split_title(q)
-        key = normalise(name)
-        exact = [i for i in range(len(self._titles)) if self._exact[i] == q.lower()]
-        if exact or not key:  # the title as stored comes first, even one with no letter or digit to make a key of
-            return ("exact title", sorted(exact, key=lambda i: (-self._likes[i], i))) if exact else ("", [])
-        bare = _drop_article(key)
-        digits, bare_digits = fold_numerals(key), fold_numerals(bare)
-        rules = [
-            ("exact name", lambda i: key in self._names[i]),
-            ("article moved or dropped", lambda i: key in self._keys[i] or bare in self._keys[i]),
-            ("prefix", lambda i: any(k.startswith(key) or k.startswith(bare) for k in self._keys[i])),
-            ("whole words", lambda i: any(f" {bare} " in f" {k} " for k in self._keys[i])),
-            (
-                "numerals as digits",
-                lambda i: any(
-                    k == digits or k == bare_digits or k.startswith(bare_digits) or f" {bare_digits} " in f" {k} "
-                    for k in self._digit_keys[i]
-                ),
-            ),
-        ]
-        for rule, matches in rules:
-            rows = [i for i in range(len(self._titles)) if matches(i) and (year is None or self._years[i] == year)]
-            if rows:
-                return rule, sorted(rows, key=lambda i: (-self._likes[i], i))
-        bare = BARE_YEAR.fullmatch(q)
-        if year is None and bare:  # "star wars 1977": nothing is named so, so the last word is the year
-            rule, rows = self.candidates(f"{bare.group(1)} ({bare.group(2)})")
-            return (f"{rule}, year without parentheses" if rows else ""), rows
-        return "", []
-
-    def lookup(self, query: str) -> int:
-        """Return the movieId for ``query``; raise TitleLookupError listing candidates otherwise."""
-        if not query.strip():
-            raise TitleLookupError("empty title: type a movie title such as 'Toy Story'", [])
-        _, rows = self.candidates(query)
-        titles = [self._titles[r] for r in rows]
-        if len(rows) == 1:
-            return int(self.movies["movieId"].iat[rows[0]])
-        if len(rows) > 1:
-            shown = titles[:12]
-            listing = "\n".join(f"  {t}" for t in shown) + (
-                f"\n  … and {len(titles) - 12} more" if len(titles) > 12 else ""
-            )
-            order = "most liked first" if self.likes is not None else "in catalogue order"
-            raise TitleLookupError(
-                f"{query!r} matches {len(rows)} movies ({order}); add the year, e.g. {titles[0]!r}:\n{listing}", titles
-            )
-        name, _ = split_title(query.strip())
-        typed = normalise(name)
-        # every name, and its first words as many as were typed ("star warz" is close to "star wars ...")
-        rows_of: dict[str, list[int]] = {}
-        for i, keys in enumerate(self._keys):
-            for k in keys:
-                for form in dict.fromkeys((k, " ".join(k.split()[: len(typed.split())]))):
-                    rows_of.setdefault(form, []).append(i)
-        close = difflib.get_close_matches(typed, list(rows_of), n=5, cutoff=0.6)  # the closest first
-        rows = [i for k in close for i in sorted(rows_of[k], key=lambda i: (-self._likes[i], i))]  # then most liked
-        suggestions = [self._titles[i] for i in dict.fromkeys(rows)][:8]
-        hint = (
-            ("did you mean:\n" + "\n".join(f"  {t}" for t in suggestions)) if suggestions else "no similar title either"
-        )
-        raise TitleLookupError(f"no movie titled {query!r}; {hint}", suggestions)

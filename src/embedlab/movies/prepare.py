@@ -32,10 +32,11 @@ from embedlab.movies.cooccurrence import (
     colike_summary,
 )
 from embedlab.movies.evaluate import split_users
-from embedlab.movies.movielens import TitleIndex, load_movies, load_ratings, nobody_liked, untitled, with_years
+from embedlab.movies.movielens import load_movies, load_ratings, untitled, with_years
 from embedlab.movies.objective import CoLikeOperator
 from embedlab.movies.recommend import eligible_items
 from embedlab.movies.tables import item_table
+from embedlab.movies.titles import TitleIndex, nobody_liked
 from embedlab.movies.train import default_workers
 from embedlab.results import DataStats
 from embedlab.store import Output, Table
@@ -100,7 +101,10 @@ def resolve_queries(texts: list[str], index: TitleIndex, co: CoLikes, items: pd.
     """Titles -> rows of X, failing before any fitting when a title is unknown or unliked."""
     out = []
     for text in texts:
-        movie_id = index.lookup(text)
+        match = index.find(text)
+        if match.note:  # the most liked of several, as `embedlab recommend` and the report's explorer answer
+            log(f"[2A] {text!r}: {match.title}; {match.note}")
+        movie_id = match.movie_id
         row = co.index_of(movie_id)
         if row is None:
             raise nobody_liked(text, f"at >= {co.threshold} stars")

@@ -13,7 +13,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from embedlab.report.common import render
-from embedlab.report.glance import GLOSSARY, glance_rows
+from embedlab.report.glance import GLOSSARY, glance_rows, top_side_by_side
 from embedlab.report.html import render_html
 from embedlab.report.movies import movies_context
 from embedlab.report.vision import finetune_context, probe_context
@@ -84,6 +84,7 @@ def write_report(run: RunDir) -> Path:
         Markup(markdown_table(pd.DataFrame(rows, columns=["step", "status", "minutes", "result"]))) if rows else None
     )
     glance = glance_rows(results)  # the mission's questions, answered in a line each
+    tops = top_side_by_side(results)
     config = Store(run).text("config.json")
     text = render(
         "report.md.j2",
@@ -92,6 +93,7 @@ def write_report(run: RunDir) -> Path:
         problems=unfinished(results),
         summary=summary,
         glance=glance,
+        tops=Markup(markdown_table(tops)) if tops is not None else None,
         glossary=GLOSSARY,
         sections=[Markup(s) for s in sections],
         config_json=Markup(config.rstrip()) if config is not None else None,

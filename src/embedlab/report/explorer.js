@@ -1,5 +1,5 @@
 // The movie explorer of report.html: no library, no network. Title matching mirrors
-// embedlab.movies.movielens.TitleIndex; scores mirror embedlab.movies.recommend (float64, ties to the lower row).
+// embedlab.movies.titles.TitleIndex; scores mirror embedlab.movies.recommend (float64, ties to the lower row).
 (function () {
   "use strict";
   const D = JSON.parse(document.getElementById("explorer-data").textContent);
@@ -21,7 +21,7 @@
   const esc = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
   const ARTICLE_SUFFIX = new RegExp("^(.*),\\s*(" + D.articles.map(esc).join("|") + ")$", "i");
   const YEAR = /\s*\((\d{4})(?:[-–]\d{0,4})?\)\s*$/;
-  const BARE_YEAR = /^(.*\S)\s+((?:18[89]|19\d|20\d)\d)$/;  // movielens.BARE_YEAR
+  const BARE_YEAR = /^(.*\S)\s+((?:18[89]|19\d|20\d)\d)$/;  // titles.BARE_YEAR
   function moveArticle(name) {
     const m = name.match(ARTICLE_SUFFIX);
     if (!m) return name;
@@ -43,35 +43,55 @@
     return m ? [t.slice(0, m.index).trim(), parseInt(m[1], 10)] : [t.trim(), null];
   }
   const foldNumerals = (key) => key.split(" ").map((w) => (Object.hasOwn(D.numerals, w) ? D.numerals[w] : w)).join(" ");
-  const lower = D.titles.map((t) => t.toLowerCase());
-  const exact = new Map(lower.map((t, i) => [t, i]));  // the query buttons name stored titles exactly
+  // every film of the release: the N the page holds (rows 0..N-1), then those it does not (too few likes, or none),
+  // so that a query finds the film it names among all films, as embedlab recommend does
+  const O = D.others;
+  const ALL = {
+    titles: D.titles.concat(O.titles),
+    likes: D.likes.concat(O.likes),
+    names: D.names.concat(O.keys.map((k, i) => k.slice(0, O.nNames[i]))),
+    keys: D.keys.concat(O.keys),
+    digitKeys: D.digitKeys.concat(O.keys.map((ks) => [...new Set(ks.map(foldNumerals))])),
+    years: D.years.concat(O.titles.map((t) => splitTitle(t)[1])),
+  };
+  const NA = ALL.titles.length;
+  const lower = ALL.titles.map((t) => t.toLowerCase());
+  const exact = new Map(D.titles.map((t, i) => [t.toLowerCase(), i]));  // the query buttons name held titles exactly
   // TitleIndex.candidates: the first rule that matches any film decides; rows most liked first
   function lookup(q) {
     q = q.trim();
     const [name, year] = splitTitle(q);
     const key = normalise(name);
+    const byLikes = (rows) => rows.sort((a, b) => ALL.likes[b] - ALL.likes[a] || a - b);
     const exactRows = [];  // the title as stored comes first, even one with no letter or digit to make a key of
-    for (let i = 0; i < N; i++) if (lower[i] === q.toLowerCase()) exactRows.push(i);
-    if (exactRows.length || !key) return exactRows.sort((a, b) => D.likes[b] - D.likes[a] || a - b);
+    for (let i = 0; i < NA; i++) if (lower[i] === q.toLowerCase()) exactRows.push(i);
+    if (exactRows.length || !key) return byLikes(exactRows);
     const bare = dropArticle(key), digits = foldNumerals(key), bareDigits = foldNumerals(bare);
     const rules = [
-      (i) => D.names[i].includes(key),
-      (i) => D.keys[i].includes(key) || D.keys[i].includes(bare),
-      (i) => D.keys[i].some((k) => k.startsWith(key) || k.startsWith(bare)),
-      (i) => D.keys[i].some((k) => (" " + k + " ").includes(" " + bare + " ")),
-      (i) => D.digitKeys[i].some((k) => k === digits || k === bareDigits || k.startsWith(bareDigits)
+      (i) => ALL.names[i].includes(key),
+      (i) => ALL.keys[i].includes(key) || ALL.keys[i].includes(bare),
+      (i) => ALL.keys[i].some((k) => k.startsWith(key) || k.startsWith(bare)),
+      (i) => ALL.keys[i].some((k) => (" " + k + " ").includes(" " + bare + " ")),
+      (i) => ALL.digitKeys[i].some((k) => k === digits || k === bareDigits || k.startsWith(bareDigits)
                                       || (" " + k + " ").includes(" " + bareDigits + " ")),
     ];
     for (const matches of rules) {
       const rows = [];
-      for (let i = 0; i < N; i++) if (matches(i) && (year === null || D.years[i] === year)) rows.push(i);
-      if (rows.length) return rows.sort((a, b) => D.likes[b] - D.likes[a] || a - b);
+      for (let i = 0; i < NA; i++) if (matches(i) && (year === null || ALL.years[i] === year)) rows.push(i);
+      if (rows.length) return byLikes(rows);
     }
     const bareYear = q.match(BARE_YEAR);  // "star wars 1977": nothing is named so, so the last word is the year
     if (year === null && bareYear) return lookup(`${bareYear[1]} (${bareYear[2]})`);
     return [];
   }
-  window.embedlabLookup = (q) => lookup(q).map((i) => D.titles[i]);  // what the tests compare with TitleIndex
+  // TitleMatch.note: the query matched several films, the most liked is shown
+  function severalNote(rows) {
+    if (rows.length < 2) return "";
+    const others = rows.slice(1).map((i) => ALL.titles[i]);
+    const listed = others.slice(0, 5).join("; ") + (others.length > 5 ? `; … and ${others.length - 5} more` : "");
+    return `${rows.length} titles match; the most-liked is shown (add the year to choose: ${listed})`;
+  }
+  window.embedlabLookup = (q) => lookup(q).map((i) => ALL.titles[i]);  // what the tests compare with TitleIndex
   // the titles a name begins; for a typo, none: then the titles whose name is closest by edit distance (at most
   // 40 % of the longer one changed), as TitleIndex.lookup suggests close titles
   function suggestions(q) {
@@ -170,15 +190,22 @@
       if (active >= 0 && items[active]) return select(+items[active].dataset.row);
       if (!input.value.trim()) return;
       const rows = lookup(input.value);
-      if (rows.length === 1) return select(rows[0]);
-      if (rows.length) return select(rows[0], `(${rows.length} titles match; the most-liked is shown — add the year to choose)`);
-      // no film: nothing is listed, and the close titles are offered to click
+      if (rows.length && rows[0] < N) return select(rows[0], severalNote(rows));
       const typed = input.value;
       selected = -1;
       delete input.dataset.selected;
       render();
+      if (rows.length) {  // the film it names is one the page does not hold: say why, as embedlab recommend would
+        const t = ALL.titles[rows[0]], n = ALL.likes[rows[0]];
+        status.textContent = (n ? `${t} has only ${n} likes (< ${D.minLikes}): this page lists the movies with >= ` +
+          `${D.minLikes} likes; embedlab recommend answers it, noting that its vector is mostly noise.`
+          : `${t} is in the catalogue but nobody liked it in this run, so it has no embedding.`) +
+          (rows.length > 1 ? " " + severalNote(rows) + "." : "");
+        return;
+      }
+      // no film: nothing is listed, and the close titles are offered to click
       showSuggestions();
-      status.textContent = `No movie with >= ${D.minLikes} likes matches "${typed}"` +
+      status.textContent = `No movie matches "${typed}"` +
         (list.children.length ? "; did you mean one of these?" : ".");
     } else if (e.key === "Escape") list.replaceChildren();
   });

@@ -48,6 +48,7 @@ def explorer_data(store: Store, max_movies: int = 20_000) -> dict | None:
         eligible = np.sort(eligible[np.argsort(-items["likes"].to_numpy()[eligible], kind="stable")[:max_movies]])
     sub = items.iloc[eligible]
     coords = _map_coordinates(store, sub["movieId"].to_numpy())
+    others = _other_films(store, items, sub["movieId"].to_numpy())
     queries = store.table("query_likes")
     return {
         "metric": cfg["metric"],
@@ -62,6 +63,7 @@ def explorer_data(store: Store, max_movies: int = 20_000) -> dict | None:
         "names": [title_names(t) for t in sub["title"].astype(str)],
         "keys": [title_keys(t) for t in sub["title"].astype(str)],
         "digitKeys": [list(dict.fromkeys(fold_numerals(k) for k in title_keys(t))) for t in sub["title"].astype(str)],
+        "others": others,
         "numerals": NUMERALS,
         "articles": list(_ARTICLES),
         "fold": casefold_table(),
@@ -73,11 +75,28 @@ def explorer_data(store: Store, max_movies: int = 20_000) -> dict | None:
     }
 
 
+def _other_films(store: Store, items: pd.DataFrame, held: np.ndarray) -> dict[str, list]:
+    """Every film of the release the page does not hold (too few likes to be recommended, or none): its title, likes
+    and keys (the first ``nNames`` are its names), so that the page finds the film a query names among all films, as
+    ``embedlab recommend`` does, and says why it cannot list it."""
+    from embedlab.movies.saved import _read_table
+
+    catalogue = _read_table(store, "catalogue.csv", {"movieId": "int64", "title": "str"})
+    likes = dict(zip(items["movieId"].tolist(), items["likes"].tolist()))
+    rest = catalogue[~catalogue["movieId"].isin(held)]
+    titles = rest["title"].astype(str).tolist()
+    return {
+        "titles": [without_bidi(t) for t in titles],
+        "likes": [int(likes.get(int(m), 0)) for m in rest["movieId"]],
+        "keys": [title_keys(t) for t in titles],
+        "nNames": [len(title_names(t)) for t in titles],
+    }
+
+
 @functools.cache
 def casefold_table() -> dict[str, str]:
     """Each character whose ``str.casefold`` differs from its lower case ("ß" -> "ss"): what the page's ``casefold``
-    needs
-    beside JavaScript's ``toLowerCase`` to fold a query as ``movielens.normalise`` does."""
+    needs beside JavaScript's ``toLowerCase`` to fold a query as ``movielens.normalise`` does."""
     chars = (chr(i) for i in range(0x110000) if not 0xD800 <= i <= 0xDFFF)
     return {c: c.casefold() for c in chars if c.casefold() != c.lower()}
 

@@ -3,10 +3,11 @@ terms the report uses before it explains them."""
 
 from __future__ import annotations
 
+import pandas as pd
 from markdown.extensions.toc import slugify
 from markupsafe import Markup
 
-from embedlab.results import RunResults
+from embedlab.results import Comparison, FinetuneResult, ProbeResult, RunResults
 from embedlab.text import md_code, md_text, percent
 
 #: The headings the links point to (report.html's anchors are made from them by the same slugify).
@@ -67,11 +68,12 @@ def _vision_rows(results: RunResults) -> list[Row]:
     if p is not None and f is not None and c is not None:
         better = "better" if c.accuracy_gain > 0 else "worse" if c.accuracy_gain < 0 else "no different"
         changed = "" if c.fixed is None else f"; it fixed {c.fixed:,} of the probe's mistakes and broke {c.broken:,}"
+        p_acc, f_acc, where = compared_accuracies(p, f, c)
         rows.append(
             (
                 "1C: does fine-tuning beat fixed features?",
                 Markup(
-                    f"**{percent(f.evaluation.test_accuracy)}** against {percent(p.fit.evaluation.test_accuracy)}: "
+                    f"**{percent(f_acc)}** against {percent(p_acc)}{where}: "
                     f"{better} by {abs(100 * c.accuracy_gain):.2f} points{changed}"
                 ),
                 link("1C"),
@@ -122,3 +124,23 @@ def _movie_rows(results: RunResults) -> list[Row]:
             )
         )
     return rows
+
+
+def compared_accuracies(probe: ProbeResult, finetune: FinetuneResult, c: Comparison) -> tuple[float, float, str]:
+    """The two models' test accuracies as the comparison compares them: on the test images both were evaluated on
+    when a subsampled run tested them on different sets (with the words that say so), else on their own test sets."""
+    n = c.paired_images
+    if n is None or c.fixed is None or c.broken is None or c.both_wrong is None:
+        return probe.fit.evaluation.test_accuracy, finetune.evaluation.test_accuracy, ""
+    if n >= min(probe.features.test_images, finetune.test_images):
+        return probe.fit.evaluation.test_accuracy, finetune.evaluation.test_accuracy, ""
+    return (n - c.fixed - c.both_wrong) / n, (n - c.broken - c.both_wrong) / n, f" on the {n:,} test images both saw"
+
+
+def top_side_by_side(results: RunResults, n: int = 5) -> pd.DataFrame | None:
+    """The first ``n`` recommendations of every query movie, one column each, for the first screen; None without
+    recommendations."""
+    r = results.movies_recommend
+    if r is None or not r.top:
+        return None
+    return pd.DataFrame({"rank": range(1, n + 1), **{q: (top[:n] + [""] * n)[:n] for q, top in r.top.items()}})

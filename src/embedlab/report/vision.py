@@ -10,6 +10,7 @@ from markupsafe import Markup
 
 from embedlab.config import FinetuneConfig, ProbeConfig
 from embedlab.report.common import saved_config
+from embedlab.report.glance import compared_accuracies
 from embedlab.report.vision_explorer import PLACEHOLDER
 from embedlab.results import RunResults
 from embedlab.runs import RunDir
@@ -40,9 +41,12 @@ def finetune_context(run: RunDir, results: RunResults) -> dict[str, Any]:
         pc = store.table("comparison_per_class")
         pc = pc.iloc[pc["gain"].abs().argsort(kind="stable")]  # by the size of the change, whatever its sign
         wall = store.table("comparison")["train_wall_seconds"]
+        assert results.probe is not None and results.finetune is not None  # a comparison has both
+        accuracies = compared_accuracies(results.probe, results.finetune, results.comparison)
         context.update(
             largest=pc.iloc[-1].to_dict(),
             smallest=pc.iloc[0].to_dict(),
             probe_time=None if pd.isna(wall.iloc[0]) else float(wall.iloc[0]),
+            compared=dict(zip(("probe", "finetune", "where"), accuracies)),
         )
     return context

@@ -328,6 +328,10 @@ def step_compare(
     changes = (
         changes_table(probe_preds, finetune_preds) if probe_preds is not None and finetune_preds is not None else None
     )
+    if changes is not None and int(changes.iloc[-1]["images"]) < min(
+        len(probe_preds.labels), len(finetune_preds.labels)
+    ):
+        table, per_class = on_common_images(table, probe_preds, finetune_preds)  # a subsampled run's two test sets
     p, f = table.iloc[0], table.iloc[1]
     overall = None if changes is None else changes.iloc[-1]
     result = Comparison(
@@ -349,6 +353,27 @@ def step_compare(
     return Output(
         results=(result,), tables=tables, figures={"comparison_per_class": figures.per_class_comparison(per_class)}
     )
+
+
+def on_common_images(
+    table: pd.DataFrame, probe: Predictions, finetune: Predictions
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The comparison's accuracies, overall and per class, on the test images both models were evaluated on (a
+    subsampled run tests them on different sets): ``table`` with those and their count, and the per-class table."""
+    _, rows_p, rows_f = np.intersect1d(probe.test_index, finetune.test_index, return_indices=True)
+    labels = probe.labels[torch.from_numpy(rows_p)].numpy()
+    right_p = probe.probs[torch.from_numpy(rows_p)].argmax(1).numpy() == labels
+    right_f = finetune.probs[torch.from_numpy(rows_f)].argmax(1).numpy() == labels
+    table = table.assign(test_accuracy=[right_p.mean(), right_f.mean()], test_images=len(labels))
+    shown = [(c, i) for i, c in enumerate(CLASSES) if (labels == i).any()]
+    per_class = pd.DataFrame(
+        {
+            "class": [c for c, _ in shown],
+            "fixed_features": [right_p[labels == i].mean() for _, i in shown],
+            "fine_tuned": [right_f[labels == i].mean() for _, i in shown],
+        }
+    )
+    return table, per_class.assign(gain=per_class["fine_tuned"] - per_class["fixed_features"])
 
 
 def changes_table(probe: Predictions, finetune: Predictions) -> pd.DataFrame | None:
