@@ -172,9 +172,7 @@ class TitleMatch:
         if not self.others:
             return ""
         listed = "; ".join(self.others[:5]) + (f"; … and {len(self.others) - 5} more" if len(self.others) > 5 else "")
-        return (
-            f"{len(self.others) + 1} titles match; the most-liked is shown (add the year to choose: {listed})"
-        )
+        return f"{len(self.others) + 1} titles match; the most-liked is shown (add the year to choose: {listed})"
 
 
 def _utf16(text: str) -> list[int]:
