@@ -96,6 +96,7 @@ def _writes_in(text: str) -> list[str]:
 #: The files a study may write that are not the run folder's: the feature cache (``cache_dir``) and the epoch checkpoint
 #: at the path the runner hands the training loop.
 OWN_FILES = {
+    "movies/saved.py": ["write_atomic("],  # MovieEmbedding.save: a file the user names, not a run folder's
     "vision/features.py": ["write_atomic(", "write_atomic(", "write_bytes("],
     "vision/checkpoint.py": ["write_atomic("],
 }

@@ -104,7 +104,7 @@ def test_the_readme_excerpt_runs(real_data, monkeypatch, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert (
         len(lines) == 11
-        and lines[0].split() == ["rank", "title", "similarity", "likes"]
+        and lines[0].split() == ["rank", "title", "genres", "similarity", "likes"]
         and lines[-1].split()[:2] == ["9", "10"]
     )
     assert not any("Apollo 13 (1995)" in line for line in lines)  # ten neighbours, never the query itself

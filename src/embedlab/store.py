@@ -208,6 +208,11 @@ class Store:
         self._predictions: dict[str, Predictions] = {}  # those written by this process, kept in memory
         self._weights: dict[str, Weights] = {}  # likewise
 
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        """The store of the finished run folder ``path``, for reading (``RunDir.open``'s checks)."""
+        return cls(RunDir.open(path))
+
     @property
     def path(self) -> Path:
         return self.run.path

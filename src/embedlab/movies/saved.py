@@ -87,9 +87,7 @@ class MovieEmbedding:
     def from_run(cls, path: str | Path) -> MovieEmbedding:
         """The embedding of a finished movie study (``embedlab run`` or ``embedlab movies``) in the folder ``path``,
         with its metric and min_likes; nothing in the folder is changed."""
-        from embedlab.runs import RunDir
-
-        return cls.from_store(Store(RunDir.open(Path(path))))
+        return cls.from_store(Store.open(Path(path)))
 
     def save(self, path: str | Path) -> Path:
         """One file (``.npz``: the vectors, and the tables and settings as JSON text, with their sha256) that ``load``

@@ -81,13 +81,15 @@ def _other_films(store: Store, items: pd.DataFrame, held: np.ndarray) -> dict[st
     ``embedlab recommend`` does, and says why it cannot list it."""
     from embedlab.movies.saved import _read_table
 
+    if store.artefact("catalogue.csv") is None:  # a folder saved before the catalogue was: the held films alone
+        return {"titles": [], "likes": [], "keys": [], "nNames": []}
     catalogue = _read_table(store, "catalogue.csv", {"movieId": "int64", "title": "str"})
-    likes = dict(zip(items["movieId"].tolist(), items["likes"].tolist()))
     rest = catalogue[~catalogue["movieId"].isin(held)]
     titles = rest["title"].astype(str).tolist()
+    likes = items.set_index("movieId")["likes"].reindex(rest["movieId"]).fillna(0).astype(int)  # unliked: 0
     return {
         "titles": [without_bidi(t) for t in titles],
-        "likes": [int(likes.get(int(m), 0)) for m in rest["movieId"]],
+        "likes": likes.tolist(),
         "keys": [title_keys(t) for t in titles],
         "nNames": [len(title_names(t)) for t in titles],
     }
