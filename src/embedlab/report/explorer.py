@@ -86,10 +86,10 @@ def _other_films(store: Store, items: pd.DataFrame, held: np.ndarray) -> dict[st
     catalogue = _read_table(store, "catalogue.csv", {"movieId": "int64", "title": "str"})
     rest = catalogue[~catalogue["movieId"].isin(held)]
     titles = rest["title"].astype(str).tolist()
-    likes = items.set_index("movieId")["likes"].reindex(rest["movieId"]).fillna(0).astype(int)  # unliked: 0
+    likes = dict(zip(items["movieId"].tolist(), items["likes"].tolist()))
     return {
         "titles": [without_bidi(t) for t in titles],
-        "likes": likes.tolist(),
+        "likes": [int(likes[m]) if m in likes else 0 for m in rest["movieId"].tolist()],  # unliked: 0
         "keys": [title_keys(t) for t in titles],
         "nNames": [len(title_names(t)) for t in titles],
     }
