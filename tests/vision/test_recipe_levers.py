@@ -130,7 +130,7 @@ def test_lp_ft_starts_the_head_as_the_probe_predicts(tmp_path: Path):
     run = RunDir.create(tmp_path / "run")
     torch.save(probe.model.state_dict(), run.artefact("probe_model_train_only.pt"))
     head = nn.Linear(8, 10)
-    init_head_from_probe(head, Store(run).lp_ft_probe(), run.path)
+    init_head_from_probe(head, Store(run).lp_ft_probe())
     with torch.no_grad():
         assert torch.allclose(head(feats), probe.model(feats), atol=1e-4)
 
@@ -157,7 +157,7 @@ def test_lp_ft_without_a_probe_or_with_another_backbones_probe_says_so(tmp_path:
         Store(run).lp_ft_probe()
     torch.save(LogisticRegression(16).state_dict(), run.artefact("probe_model_train_only.pt"))
     with pytest.raises(InputError, match="same backbone"):
-        init_head_from_probe(nn.Linear(8, 10), Store(run).lp_ft_probe(), run.path)
+        init_head_from_probe(nn.Linear(8, 10), Store(run).lp_ft_probe())
 
 
 def test_the_levers_are_validated_together():
