@@ -130,10 +130,10 @@ def _onnxruntime(model: nn.Module, size: int) -> Engine:
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: its notes on graph optimisations are not for the user
-    session = ort.InferenceSession(_onnx_bytes(model, size), options, providers=["CPUExecutionProvider"])
+    compiled = ort.InferenceSession(_onnx_bytes(model, size), options, providers=["CPUExecutionProvider"])
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(session.run(None, {"x": x.contiguous().numpy()})[0])
+        return torch.from_numpy(compiled.run(None, {"x": x.contiguous().numpy()})[0])
 
     return run
 
