@@ -26,7 +26,7 @@ from embedlab.distributed import current
 from embedlab.errors import InputError, UserError
 from embedlab.logs import Progress
 from embedlab.text import percent
-from embedlab.vision import runtime
+from embedlab.vision import depthwise, runtime
 from embedlab.vision.checkpoint import (
     CheckpointMismatch,
     History,
@@ -335,7 +335,8 @@ def train(
         set_train_mode(model, trainable)
         t0 = time.perf_counter()
         try:
-            step_losses, correct = train_epoch(loop, train_xy, epoch, job, on_step)
+            with depthwise.faster_weight_grads(model, job.device):
+                step_losses, correct = train_epoch(loop, train_xy, epoch, job, on_step)
         except KeyboardInterrupt:
             done = (
                 f"the last complete checkpoint (after epoch {epoch}) is {checkpoint}"

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from embedlab.config import FinetuneConfig
+from embedlab.vision import depthwise
 from embedlab.vision.features import extract, uses_bf16
 from embedlab.vision.finetune import Inputs
 from embedlab.vision.recipe import train_pixels
@@ -50,7 +51,10 @@ def measure_train_throughput(
     probe_model = copy.deepcopy(model).to(device).to(memory_format=torch.channels_last).train()
     x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
     seconds = []
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device)):
+    with (
+        torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device)),
+        depthwise.faster_weight_grads(probe_model, device),
+    ):
         for i in range(warmup + steps):
             t0 = time.perf_counter()
             probe_model(x).float().sum().backward()
