@@ -44,6 +44,7 @@ TINY: dict[str, list[str] | str] = {
         "torch.compile takes about a minute even on resnet18 at 16 px: "
         "python bench/vision_compile.py --backbone resnet18 --size 16 --batch 2 --steps 1 --rounds 1"
     ),
+    "vision_depthwise.py": ["--weights", "none", "--size", "32", "--batch", "2", "--steps", "1", "--rounds", "1"],
     "vision_extract.py": ["--size", "32", "--batch", "4", "--batches", "2", "--rounds", "1"],
     "vision_malloc.py": [
         "--size",
