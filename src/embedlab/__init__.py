@@ -14,6 +14,7 @@ From a notebook (each name has a docstring with an example; ``examples/quickstar
     run = embedlab.fit_embeddings(co, dim=32, optimizer="adam", lr=0.3, iterations=200)
     embedlab.recommend("Apollo 13", run, co, ml.movies)
     emb = embedlab.MovieEmbedding.fit(co, ml.movies, dim=32)  # an object to keep: .similar, .save, .load, .from_run
+    clf = embedlab.Classifier.from_run("runs/<folder>", model="finetuned")  # .predict_proba, .predict on any image
 
     results = embedlab.load_run("runs/<folder>")  # a finished run's typed results
 
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 _API = (
     "Backbone",
     "Cifar10",
+    "Classifier",
     "CoLikes",
     "MovieEmbedding",
     "MovieLens",

@@ -27,6 +27,7 @@ from embedlab.results import RunResults
 from embedlab.vision import figures as vision_figures
 from embedlab.vision.backbones import Backbone, create_backbone  # noqa: F401 (public: embedlab._API)
 from embedlab.vision.cifar10 import CLASSES, Cifar10, ensure_cifar10, load_cifar10
+from embedlab.vision.classifier import Classifier  # noqa: F401 (public: embedlab._API)
 from embedlab.vision.evaluate import gallery_selection
 from embedlab.vision.features import Inputs, extract, pick_device
 from embedlab.vision.probe import ProbeFit, accuracy, fit_probe, predict_proba  # noqa: F401 (public: embedlab._API)

@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from embedlab.allocator import keep_freed_memory
-from embedlab.commands import EXPECTED_ERRORS, cmd_finetune, cmd_movies, cmd_probe, cmd_recommend, cmd_report, cmd_run
+from embedlab.commands import (
+    EXPECTED_ERRORS,
+    cmd_finetune,
+    cmd_movies,
+    cmd_predict,
+    cmd_probe,
+    cmd_recommend,
+    cmd_report,
+    cmd_run,
+)
 from embedlab.config import FinetuneConfig, MoviesConfig, ProbeConfig
 from embedlab.errors import GO_ON, InputError, failure_text
 from embedlab.files import NO_SPACE, disk_full
@@ -53,6 +62,11 @@ DESCRIPTIONS = {
     "recommend": (
         "The movies most similar to TITLE in a finished run's embedding. Titles are found as people type them: "
         "case, a leading article and the year are optional."
+    ),
+    "predict": (
+        "Classify your own images with a finished run's models: each image's most probable CIFAR-10 classes under the"
+        " linear probe and the fine-tuned network. Any image file PIL reads, of any size or mode, is made RGB and"
+        " 32 x 32 as CIFAR-10's images are. Nothing is downloaded or written."
     ),
     "report": "Render report.md and report.html again from a run folder's saved results (nothing is recomputed).",
 }
@@ -141,7 +155,7 @@ def _add_studies(sub: Any, output: argparse.ArgumentParser) -> None:
 
 
 def _add_readers(sub: Any, output: argparse.ArgumentParser) -> None:
-    """``embedlab recommend`` and ``embedlab report``: they read a finished run folder."""
+    """``embedlab recommend``, ``embedlab predict`` and ``embedlab report``: they read a finished run folder."""
     pr = sub.add_parser(
         "recommend",
         parents=[output],
@@ -154,6 +168,19 @@ def _add_readers(sub: Any, output: argparse.ArgumentParser) -> None:
     pr.add_argument("--metric", choices=["cosine", "dot"], help="default: the run's")
     pr.add_argument("--min-likes", type=int, help="default: the run's")
     pr.set_defaults(func=cmd_recommend)
+    pp = sub.add_parser(
+        "predict",
+        parents=[output],
+        help="classify image files with a finished run's probe and fine-tuned network",
+        description=DESCRIPTIONS["predict"],
+    )
+    pp.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    pp.add_argument("--run", required=True, metavar="RUN", help="a run folder holding a finished vision study")
+    pp.add_argument(
+        "--model", choices=["probe", "finetuned", "both"], default="both", help="which model answers (default both)"
+    )
+    pp.add_argument("--top", type=int, default=3, help="how many classes per image (default 3)")
+    pp.set_defaults(func=cmd_predict)
     prep = sub.add_parser(
         "report",
         parents=[output],

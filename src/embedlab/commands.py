@@ -202,6 +202,38 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from embedlab.errors import MissingFileError
+    from embedlab.store import Store
+    from embedlab.vision.classifier import Classifier, NotAnImage, read_image, top_lines
+
+    if not 1 <= args.top <= 10:
+        raise InputError(f"--top: expected 1 to 10 (CIFAR-10 has ten classes), got {args.top}")
+    store = Store.open(Path(args.run))
+    images, failed = {}, 0
+    for name in args.images:  # every unreadable file is named, and the others are still classified
+        try:
+            images[name] = read_image(name)
+        except NotAnImage as exc:
+            print(f"embedlab: error: {exc}", file=sys.stderr)
+            failed += 1
+    classifiers = []
+    for model in ("probe", "finetuned") if args.model == "both" else (args.model,):
+        try:
+            classifiers.append(Classifier.from_store(store, model))
+        except MissingFileError as exc:
+            other = "finetuned" if model == "probe" else "probe"
+            if args.model != "both":
+                raise MissingFileError(f"{exc}; try --model {other}") from None
+            print(f"embedlab: note: {exc}; showing the {other} model only", file=sys.stderr)
+    if not classifiers:
+        raise MissingFileError(f"{store.path} holds neither a linear probe nor a fine-tuned model: run embedlab run")
+    for name, image in images.items():
+        print(without_bidi(name))
+        print("\n".join(top_lines(classifiers, image, args.top)))
+    return 2 if failed else 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from embedlab.report import write_report
 

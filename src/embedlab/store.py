@@ -362,6 +362,21 @@ class Store:
                 torch.from_numpy(z["probs"]), torch.from_numpy(z["labels"]), z["test_index"].copy(), str(path)
             )
 
+    def weights(self, name: str, what: str) -> dict[str, Any]:
+        """A torch artefact of the run (``probe_model.pt``, ``finetune_checkpoint.pt``) read by ``files.read_torch``,
+        which unpickles no code; missing, damaged or not a dict is an error that names it and ``what`` it holds."""
+        path = self.artefact(name)
+        if path is None:
+            raise MissingFileError(
+                f"{self.path} holds no {what} (artefacts/{name} is missing): that step did not finish"
+            )
+        try:
+            if not isinstance(state := read_torch(path), dict):
+                raise UnreadableFile(f"not the {what} embedlab saved")
+        except UnreadableFile as exc:
+            raise InputError(f"{path} is damaged ({exc}); run that step again in a new folder") from None
+        return state
+
     def lp_ft_probe(self) -> dict[str, Any]:
         """The probe fitted on the training split alone (its state dict): as written by this process's probe step, else
         read from the run folder (a resumed run, a probe run apart)."""
