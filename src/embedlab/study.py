@@ -38,14 +38,10 @@ T = TypeVar("T")
 
 STEPS = ("probe", "finetune", "movies")
 
-#: Wall time of each step, (fastest, slowest) measured on the 2-core CPU machines here, for the plan: an AVX-512 one and
-#: one about 4x slower (docs/results.md, "The main job": cold feature cache, nothing else running). Machines of the
-#: same kind differ that much, so the plan gives the range and each step prints its own measured estimate when it
-#: starts.
-CPU_MINUTES = {
-    "cpu": {"probe": (3.1, 11.0), "finetune": (10.7, 47.0), "movies": (1.4, 4.7)},
-    "smoke": {"probe": (0.1, 0.3), "finetune": (0.1, 0.7), "movies": (0.2, 1.0)},
-}
+#: Wall time of the movie step, (fastest, slowest) measured on the 2-core CPU machines here, for the plan: an AVX-512
+#: one and one about 4x slower (docs/results.md, "The main job"). The vision steps have no range: each times a few
+#: batches on this machine when it starts and says how long it will take, the one estimate the progress lines use too.
+CPU_MINUTES = {"cpu": {"movies": (1.4, 4.7)}, "smoke": {"movies": (0.2, 1.0)}}
 
 
 @dataclass
@@ -201,16 +197,8 @@ def plan(cfg: StudyConfig, done: set[str], choices: dict[str, BackboneChoice]) -
         if s in done:
             rows.append((s, what[s], "done"))
         elif s in minutes:
-            fast, slow = minutes[s]
-            rows.append(
-                (
-                    s,
-                    what[s],
-                    f"{fast:g}-{slow:g} min"
-                    + (" (less with a warm feature cache)" if s == "probe" and cfg.profile == "cpu" else ""),
-                )
-            )
-        else:
+            rows.append((s, what[s], "{:g}-{:g} min (2-core machines)".format(*minutes[s])))
+        else:  # a vision step times a few batches on this machine when it starts: one estimate, said once
             rows.append((s, what[s], "printed when the step starts"))
     return rows
 
@@ -293,7 +281,7 @@ def run_study(cfg: StudyConfig, run: RunDir, resume: bool = False) -> RunResults
     dist = current()
     done = set(dist.broadcast_object(sorted(results.steps.done())))  # type: ignore[arg-type]
     choices = backbone_choices(cfg)
-    log(f"plan ({cfg.profile} profile; minutes on the fastest and slowest 2-core machines measured, docs/results.md):")
+    log(f"plan ({cfg.profile} profile; a range is the fastest and slowest 2-core machine measured, docs/results.md):")
     for step, what, eta in plan(cfg, done, choices):
         log(f"  {step:<9} {eta:<36} {what}")
     pending = [s for s in cfg.steps if s not in done]
