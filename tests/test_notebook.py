@@ -47,6 +47,10 @@ def test_the_notebook_prints_what_is_stored(real_data, real_cifar, monkeypatch):
     # ImageNet features separate CIFAR-10 well above chance (0.1) even at 64 px on 2,000 images
     assert 0.5 < accuracy < 1
     assert "Apollo 13 -> " in text and "Toy Story -> " in text and "% above the optimum" in text
+    # the objects a notebook keeps: the classifier answers as the probe did, on a CIFAR image and a 500 x 375 photo;
+    # the embedding saved and loaded is the one fitted
+    assert "first 100 test images, again: True" in text and "test image 3 as a 500 x 375 photo" in text
+    assert "loaded equal to the fitted one: True" in text
     drawn = [c.source for c in fresh.cells if c.cell_type == "code" and ("image/png", "") in printed_cell(c)]
     # the gallery, then the loss curves
     assert len(drawn) == 2 and "gallery_figure(" in drawn[0] and "loss_figure(" in drawn[1]

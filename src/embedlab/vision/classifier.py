@@ -23,7 +23,7 @@ from embedlab.config import FinetuneConfig, ProbeConfig
 from embedlab.errors import InputError
 from embedlab.overrides import DERIVED
 from embedlab.store import Store
-from embedlab.vision.backbones import create_backbone
+from embedlab.vision.backbones import Backbone, create_backbone
 from embedlab.vision.cifar10 import CLASSES
 from embedlab.vision.features import Inputs, preprocess
 from embedlab.vision.probe import LogisticRegression
@@ -119,6 +119,16 @@ class Classifier:
         if model == "finetuned":
             return _finetuned(store)
         raise InputError(f"model: expected 'probe' or 'finetuned', got {model!r}")
+
+    @classmethod
+    def from_probe(cls, backbone: Backbone, probe: nn.Module, size: int) -> Classifier:
+        """A probe fitted in Python (``fit_probe(...).model``) on ``backbone``'s features at ``size`` px
+        (``extract_features``), with that network in front of it: the same probabilities on the same images.
+
+        >>> clf = embedlab.Classifier.from_probe(net, probe.model, size=64)  # doctest: +SKIP
+        """
+        network = nn.Sequential(backbone.feature_extractor(), probe)
+        return cls(network, Inputs(size, backbone.spec.mean, backbone.spec.std), "probe")
 
     @torch.no_grad()
     def predict_proba(self, images: Any) -> np.ndarray:
