@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +20,7 @@ from embedlab.report.common import MISSING
 from embedlab.runs import RunDir
 from embedlab.store import Store
 from embedlab.study import CPU_MINUTES, plan, study_config
-from embedlab.vision.backbones import BackboneChoice
+from embedlab.vision.registry import BackboneChoice
 
 TINY = {  # the synthetic CIFAR has 30 training images per class
     "probe": {"val_per_class": 5, "size": 32, "l2_grid": [0.01, 1.0]},
@@ -264,7 +266,7 @@ def test_real_smoke_study_in_the_browser(real_data, tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     # auto, offline, without ResNet-18's weights: the best offline backbone, said in metrics.json, config.json and the
     # report
-    from embedlab.vision.backbones import BEST_OFFLINE
+    from embedlab.vision.registry import BEST_OFFLINE
 
     assert m["probe"]["backbone"] == m["finetune"]["backbone"] == BEST_OFFLINE
     assert (
@@ -417,15 +419,18 @@ def test_the_ground_floor_names_agree_with_the_studies():
     import embedlab.config as config
     from embedlab.movies.recommend import METRICS
     from embedlab.movies.train import OPTIMIZERS
-    from embedlab.vision.backbones import REGISTRY
+    from embedlab.vision.registry import REGISTRY
 
     assert tuple(OPTIMIZERS) == config.OPTIMIZER_NAMES and METRICS == config.SIMILARITY_METRICS
     assert ("auto", *REGISTRY) == config.BACKBONE_NAMES  # "auto" chooses one of the registered backbones
     tree = ast.parse(Path(config.__file__).read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert not {m for m in imported if m.startswith(("embedlab.movies", "embedlab.vision"))} - {
-        "embedlab.movies.synthetic"
+        "embedlab.movies.synthetic",
+        "embedlab.vision.registry",  # the backbones' names, declared once there, without torch
     }
+    code = "import sys, embedlab.config; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 
 def test_environment_names_the_cpu_features_that_change_the_last_digits():

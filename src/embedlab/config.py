@@ -14,12 +14,14 @@ from pydantic import Field
 
 from embedlab.errors import InputError
 from embedlab.schema import FloatRange, IntRange, device_problem, setting, settings_of
+from embedlab.vision.registry import REGISTRY
 
 #: The valid names live here, on the ground floor; the studies import them and map each to its code
-#: (a test checks that the two agree), so this module never imports a study.
+#: (a test checks that the two agree), so this module never imports a study. The backbones' are the registry's keys
+#: (``embedlab.vision.registry`` imports no torch).
 SIMILARITY_METRICS = ("cosine", "dot")
 OPTIMIZER_NAMES = ("sgd", "nesterov", "adagrad", "rmsprop", "adam")
-BACKBONE_NAMES = ("auto", "resnet18", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+BACKBONE_NAMES = ("auto", *REGISTRY)  # "auto" chooses one of the registered backbones
 RUNTIME_NAMES = ("auto", "torch", "torch-bf16", "onnxruntime", "openvino")
 
 #: Learning-rate grids of the default sweep. Each spans too small (far from the optimum after the

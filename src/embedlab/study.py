@@ -31,7 +31,7 @@ from embedlab.schema import settings_of, with_followers
 
 if TYPE_CHECKING:
     from embedlab.store import Store
-    from embedlab.vision.backbones import BackboneChoice
+    from embedlab.vision.registry import BackboneChoice
 
 log = logging.getLogger(__name__).info
 T = TypeVar("T")
@@ -177,7 +177,7 @@ def software_versions() -> dict[str, str]:
 def backbone_choices(cfg: StudyConfig) -> dict[str, BackboneChoice]:
     """The network each vision step of ``cfg`` will use (``--backbone auto`` decided once, for the plan, the preflight
     and the steps)."""
-    from embedlab.vision.backbones import choose_backbone
+    from embedlab.vision.registry import choose_backbone
 
     vision = {"probe": cfg.probe, "finetune": cfg.finetune}
     return {s: choose_backbone(c.backbone, c.weights, c.offline) for s, c in vision.items() if s in cfg.steps}
@@ -213,9 +213,10 @@ def log_backbone_choice(choices: dict[str, BackboneChoice], pending: list[str]) 
 def preflight(cfg: StudyConfig, pending: list[str], choices: dict[str, BackboneChoice]) -> None:
     """Fail in seconds, not after an hour: the data and the pretrained weights of every pending step must be at hand."""
     from embedlab.data import download_url, ensure_movielens, resolve_data_dir
-    from embedlab.vision.backbones import check_freeze_stages, create_backbone
+    from embedlab.vision.backbones import create_backbone
     from embedlab.vision.cifar10 import ensure_cifar10, torchvision_download
     from embedlab.vision.features import pick_device
+    from embedlab.vision.registry import check_freeze_stages
     from embedlab.vision.steps_1c import check_finetune_batches
 
     vision = [s for s in pending if s in ("probe", "finetune")]

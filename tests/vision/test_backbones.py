@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from embedlab.vision import backbones
-from embedlab.vision.backbones import WeightsUnavailable, create_backbone, get_spec
+from embedlab.vision import backbones, registry
+from embedlab.vision.backbones import create_backbone
+from embedlab.vision.registry import WeightsUnavailable, get_spec
 
 
 def test_weights_from_a_state_dict_file(tmp_path):
@@ -57,29 +58,29 @@ def torch_home(tmp_path, monkeypatch):
     import torch.hub
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    monkeypatch.setattr(backbones, "_reachable", lambda url, timeout=5.0: False)
-    backbones.choose_backbone.cache_clear()
+    monkeypatch.setattr(registry, "_reachable", lambda url, timeout=5.0: False)
+    registry.choose_backbone.cache_clear()
     yield tmp_path
-    backbones.choose_backbone.cache_clear()
+    registry.choose_backbone.cache_clear()
 
 
 def test_auto_is_resnet18_when_its_weights_are_at_hand_else_the_best_offline_backbone(torch_home, monkeypatch):
-    choose = backbones.choose_backbone
+    choose = registry.choose_backbone
     # named: no reason
-    assert choose("efficientnet_lite0", "imagenet", False) == backbones.BackboneChoice("efficientnet_lite0")
+    assert choose("efficientnet_lite0", "imagenet", False) == registry.BackboneChoice("efficientnet_lite0")
     offline = choose("auto", "imagenet", False)
-    assert offline.name == backbones.BEST_OFFLINE == "efficientnet_lite1"
+    assert offline.name == registry.BEST_OFFLINE == "efficientnet_lite1"
     assert "not cached and could not be reached" in offline.reason  # no --offline: the network was asked
     assert "--backbone resnet18 --weights FILE" in offline.reason
     assert "--offline, and they are not in torchvision's cache" in choose("auto", "imagenet", True).reason
     assert choose("auto", "/some/resnet18.pth", True).name == "resnet18"  # a local copy given
     assert choose("auto", "none", True).name == "resnet18"  # a random start needs no weights
-    monkeypatch.setattr(backbones, "_reachable", lambda url, timeout=5.0: True)
-    backbones.choose_backbone.cache_clear()
+    monkeypatch.setattr(registry, "_reachable", lambda url, timeout=5.0: True)
+    registry.choose_backbone.cache_clear()
     assert choose("auto", "imagenet", False).name == "resnet18"  # downloadable
-    assert choose("auto", "imagenet", True).name == backbones.BEST_OFFLINE  # --offline: not even asked
-    backbones.choose_backbone.cache_clear()
-    url, path = backbones._resnet18_url_and_path()
+    assert choose("auto", "imagenet", True).name == registry.BEST_OFFLINE  # --offline: not even asked
+    registry.choose_backbone.cache_clear()
+    url, path = registry._resnet18_url_and_path()
     path.parent.mkdir(parents=True)
     path.write_bytes(b"cached")
     cached = choose("auto", "imagenet", True)

@@ -11,9 +11,9 @@ from embedlab.config import FinetuneConfig, ProbeConfig
 from embedlab.distributed import current
 from embedlab.results import Comparison, FinetuneResult, ProbeResult
 from embedlab.store import Output, Store
-from embedlab.vision.backbones import BackboneChoice
 from embedlab.vision.compare import comparison_table
 from embedlab.vision.finetune import Job
+from embedlab.vision.registry import BackboneChoice
 from embedlab.vision.steps import probe_setup, step_1a_features, step_1a_fit, step_1b_gallery
 from embedlab.vision.steps_1c import (
     finetune_setup,

@@ -23,7 +23,7 @@ from embedlab.results import Evaluation, FeatureSummary, FinetuneResult, ProbeRe
 from embedlab.store import LP_FT_PROBE, Output, Predictions, Table, Weights
 from embedlab.text import percent
 from embedlab.vision import figures, runtime
-from embedlab.vision.backbones import Backbone, BackboneChoice, BackboneSpec, choose_backbone, create_backbone
+from embedlab.vision.backbones import Backbone, create_backbone
 from embedlab.vision.cifar10 import (
     CLASSES,
     Cifar10,
@@ -49,6 +49,7 @@ from embedlab.vision.features import (
 )
 from embedlab.vision.finetune import Inputs
 from embedlab.vision.probe import accuracy, choose_l2, fit_probe, predict_proba
+from embedlab.vision.registry import BackboneChoice, BackboneSpec, choose_backbone
 from embedlab.vision.timing import measure_throughput
 
 log = logging.getLogger(__name__).info
