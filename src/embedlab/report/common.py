@@ -106,10 +106,9 @@ def render(template: str, run: RunDir, **context: Any) -> str:
 
 
 def saved_config(run: RunDir, cls: type[C], section: str) -> tuple[C, dict[str, Any]]:
-    """One study's settings from the run's config.json, typed and checked as ``--config`` would be, and what the run
+    """One study's settings from the run's config.json, typed and checked by the store's one reader, and what the run
     resolved from them (device, size, …)."""
-    from embedlab.overrides import DERIVED, apply_overrides
+    from embedlab.overrides import DERIVED
 
-    raw = dict(run.config(section))
-    resolved = raw.pop(DERIVED, {})
-    return apply_overrides(cls(), raw, section), resolved
+    store = Store(run)
+    return store.typed_config(cls, section), store.config(section).get(DERIVED, {})
