@@ -111,4 +111,5 @@ def saved_config(run: RunDir, cls: type[C], section: str) -> tuple[C, dict[str, 
     from embedlab.overrides import DERIVED
 
     store = Store(run)
-    return store.typed_config(cls, section), store.config(section).get(DERIVED, {})
+    saved = store.config(section)
+    return store.typed_config(cls, section), saved[DERIVED] if DERIVED in saved else {}
