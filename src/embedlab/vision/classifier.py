@@ -50,13 +50,12 @@ def read_image(path: str | Path) -> np.ndarray:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 img.draft("RGB", (64, 64))  # a large JPEG is decoded at a fraction of its size: it ends at 32 px
-                rgb = img.convert("RGB").resize((32, 32), Image.Resampling.LANCZOS, reducing_gap=3.0)
+                return _pil_rgb32(img)
     except FileNotFoundError:
         raise NotAnImage(f"{path} does not exist") from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         reason = "empty file" if path.is_file() and path.stat().st_size == 0 else str(exc).split("\n")[0][:120]
         raise NotAnImage(f"{path} is not a readable image ({reason}); give a PNG, JPEG or another image file") from None
-    return np.asarray(rgb, dtype=np.uint8)
 
 
 def as_batch(images: Any) -> torch.Tensor:
@@ -85,6 +84,7 @@ def as_batch(images: Any) -> torch.Tensor:
 
 
 def _pil_rgb32(img: Any) -> np.ndarray:
+    """A PIL image as CIFAR-shaped uint8: RGB, then Lanczos (antialiased) to 32 x 32, the one resampling rule."""
     from PIL import Image
 
     if not hasattr(img, "convert"):
