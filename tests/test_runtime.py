@@ -52,12 +52,15 @@ def test_every_fp32_runtime_gives_torchs_outputs(name):
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
 
 
-def test_auto_is_onnxruntime_on_a_cpu_where_installed_and_torch_elsewhere(monkeypatch):
-    want = "onnxruntime" if "onnxruntime" in runtime.available("cpu") else "torch"
+def test_auto_is_openvino_then_onnxruntime_on_a_cpu_where_installed_and_torch_elsewhere(monkeypatch):
+    have = runtime.available("cpu")
+    want = next((n for n in ("openvino", "onnxruntime") if n in have), "torch")
     assert runtime.choose("auto", "cpu") == want
     assert runtime.choose("auto", "cuda") == "torch"  # a GPU's passes stay in torch (bf16 autocast there)
+    monkeypatch.setattr(runtime, "_importable", lambda module: module == "onnxruntime")
+    assert runtime.choose("auto", "cpu") == "onnxruntime"  # the fallback where OpenVINO is missing
     monkeypatch.setattr(runtime, "_importable", lambda module: False)
-    assert runtime.choose("auto", "cpu") == "torch"  # the fallback when the runtime is missing
+    assert runtime.choose("auto", "cpu") == "torch"  # and where both are
 
 
 def test_a_runtime_that_is_not_there_is_one_clear_error(monkeypatch):
@@ -83,7 +86,7 @@ def test_the_probe_records_its_runtime_and_scores_alike_on_each(cifar_root, tmp_
     tiny = ["--backbone", "resnet18", "--weights", "none", "--size", "32", "--val-per-class", "5", "--offline"]
     tiny += ["--l2-grid", "0.1", "--data-dir", str(cifar_root), "--cache-dir", str(tmp_path / "cache")]
     scores = {}
-    for name in ("torch", "onnxruntime"):
+    for name in ("torch", "onnxruntime", "openvino"):
         if name not in runtime.available("cpu"):
             pytest.skip(f"{name} is not installed here")
         out = tmp_path / name
@@ -93,4 +96,4 @@ def test_the_probe_records_its_runtime_and_scores_alike_on_each(cifar_root, tmp_
         assert f"-cpu-{name}-fp32-" in (out / "artefacts" / "feature_cache.txt").read_text()
         assert f"on cpu ({name})" in capsys.readouterr().out
         scores[name] = (metrics["test_accuracy"], metrics["val_accuracy"])
-    assert scores["torch"] == scores["onnxruntime"]
+    assert scores["torch"] == scores["onnxruntime"] == scores["openvino"]

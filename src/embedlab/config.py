@@ -234,9 +234,9 @@ class VisionSettings(DataSettings):
         "auto",
         run=True,
         help=(
-            "what runs the passes that only predict (the probe's features, validation, test): auto (onnxruntime on "
-            "a CPU, measured fastest there; else torch), torch, torch-bf16 (CPUs with bf16 instructions), "
-            "onnxruntime or openvino (pip install openvino)"
+            "what runs the passes that only predict (the probe's features, validation, test): auto (on a CPU "
+            "openvino, measured fastest there, else onnxruntime; else torch), torch, torch-bf16 (CPUs with bf16 "
+            "instructions), onnxruntime or openvino"
         ),
     )
     val_per_class: ValPerClass = setting(

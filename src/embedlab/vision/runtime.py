@@ -25,11 +25,11 @@ from embedlab.errors import InputError
 #: The runtimes by name (``config.RUNTIME_NAMES`` less "auto"), with the precision each computes in.
 RUNTIMES = {"torch": "fp32", "torch-bf16": "bf16", "onnxruntime": "fp32", "openvino": "fp32"}
 
-#: ``--runtime auto`` on a CPU, on every kind measured (bench/vision_runtimes.py, docs/performance.md): ONNX Runtime,
-#: 1.55x torch fp32 on AVX-512 and 1.37-1.52x on the AVX2-class kind, built in about a second. OpenVINO runs 1.72x on
-#: AVX-512 once built, but its conversion takes about 5 s a model (three models a fine-tuning run), which its lead does
-#: not pay back at these sizes; torch-bf16 (2.0x with avx512_bf16) moves outputs by 5 % of their scale.
-AUTO = "onnxruntime"
+#: ``--runtime auto`` on a CPU, the first of these installed (bench/vision_runtimes.py, docs/performance.md): OpenVINO,
+#: 1.7-2.0x torch fp32 on both kinds measured (1.10x ONNX Runtime on AVX-512, 1.23-1.36x on the AVX2-class kind),
+#: built in about 4 s; then ONNX Runtime, 1.4-1.6x torch, built in about 1.5 s. torch-bf16 (2.0x with avx512_bf16)
+#: moves outputs by 5 % of their scale, so it is never chosen by itself.
+AUTO = ("openvino", "onnxruntime")
 
 Engine = Callable[[torch.Tensor], torch.Tensor]
 
@@ -65,12 +65,12 @@ def available(device: torch.device | str) -> list[str]:
 
 
 def choose(requested: str, device: torch.device | str) -> str:
-    """``--runtime``: a named runtime must be available here; ``auto`` is ``AUTO`` on a CPU where it is installed,
+    """``--runtime``: a named runtime must be available here; ``auto`` is the first of ``AUTO`` installed on a CPU,
     else torch."""
     assert requested in RUNTIME_NAMES, requested
     have = available(device)
     if requested == "auto":
-        return AUTO if AUTO in have else "torch"
+        return next((name for name in AUTO if name in have), "torch")
     if requested not in have:
         why = (
             "it runs on a CPU only"
