@@ -312,6 +312,13 @@ class FinetuneConfig(VisionSettings):
         5e-4, help="on weights only, never on norm or bias parameters"
     )
     label_smoothing: Fraction = setting(0.1, help="label smoothing of the training loss; 0 turns it off")
+    validation: Literal["auto", "epoch", "end"] = setting(
+        "auto",
+        help=(
+            "validate after every epoch, or at the end only (the schedule never reads it; a pass costs as much as "
+            "the test's); auto: the end on a CPU, every epoch on a GPU"
+        ),
+    )
     tta_flip: bool = setting(
         True, help="average each validation and test image's prediction with its mirror image's (2 passes)"
     )

@@ -56,7 +56,7 @@ def _worker(rank: int, world: int, init: str, out: str, resume: bool, stop: str)
         )
         if rank == 0:
             torch.save(
-                {"loss": h.step_loss, "val": [e["val_accuracy"] for e in h.epochs], "w": model.state_dict()},
+                {"loss": h.step_loss, "val": [e.get("val_accuracy") for e in h.epochs], "w": model.state_dict()},
                 Path(out) / "h.pt",
             )
     except TrainingInterrupted as exc:
@@ -77,7 +77,7 @@ def _single(out: Path) -> dict:
     h = train(
         model, model.head, synthetic(60, 0), synthetic(30, 1), Job(cfg(), INPUTS, torch.device("cpu"), out / "ck1.pt")
     )
-    return {"loss": h.step_loss, "val": [e["val_accuracy"] for e in h.epochs], "w": model.state_dict()}
+    return {"loss": h.step_loss, "val": [e.get("val_accuracy") for e in h.epochs], "w": model.state_dict()}
 
 
 def _assert_same(two: dict, one: dict) -> None:

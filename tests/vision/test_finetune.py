@@ -160,10 +160,27 @@ def test_resume_repeats_the_uninterrupted_run_exactly(tmp_path: Path, recipe: di
     resumed = Tiny()
     h_res = train(resumed, resumed.head, train_xy, val_xy, Job(cfg(**recipe), INPUTS, CPU, ck, resume=True))
     assert h_res.step_loss == h_full.step_loss
-    assert [e["val_accuracy"] for e in h_res.epochs] == [e["val_accuracy"] for e in h_full.epochs]
+    assert [e.get("val_accuracy") for e in h_res.epochs] == [e.get("val_accuracy") for e in h_full.epochs]
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
     assert h_full.step_loss[-1] < h_full.step_loss[0]
+
+
+def test_a_cpu_validates_the_last_epoch_only_and_trains_the_same_either_way(tmp_path: Path):
+    """Validation is read by nothing in the schedule, so skipping it changes no weight and no loss."""
+    train_xy, val_xy = synthetic(60, 0), synthetic(30, 1)
+    runs = {}
+    for when in ("auto", "epoch", "end"):
+        m = Tiny()
+        h = train(m, m.head, train_xy, val_xy, Job(cfg(epochs=3, validation=when), INPUTS, CPU, tmp_path / when))
+        runs[when] = h, m.state_dict()
+    validated = {k: [e["epoch"] for e in h.epochs if "val_accuracy" in e] for k, (h, _) in runs.items()}
+    assert validated == {"auto": [3], "epoch": [1, 2, 3], "end": [3]}
+    (h_end, w_end), (h_every, w_every) = runs["end"], runs["epoch"]
+    assert h_end.step_loss == h_every.step_loss and h_end.epochs[-1] == h_every.epochs[-1] | {
+        k: h_end.epochs[-1][k] for k in ("train_seconds", "train_images_per_second", "val_images_per_second")
+    }
+    assert all(torch.equal(w_end[k], w_every[k]) for k in w_end)
 
 
 def test_interrupt_before_the_first_epoch_says_there_is_no_checkpoint(tmp_path: Path):

@@ -131,7 +131,8 @@ def finetune_curves(
     a.grid(alpha=0.3)
     a.legend(fontsize=8)
     a.set_title("Fine-tuning: training loss", fontsize=10)
-    b.plot(epochs["epoch"], epochs["val_accuracy"], "o-", label="fine-tuned, validation")
+    validated = epochs.dropna(subset=["val_accuracy"])  # with --validate end, the last epoch only
+    b.plot(validated["epoch"], validated["val_accuracy"], "o-", label="fine-tuned, validation")
     if probe_val is not None:
         b.axhline(probe_val, color="black", ls="--", lw=1, label=f"fixed features, validation ({probe_val:.3f})")
     b.set_xlabel("epoch")
@@ -139,7 +140,7 @@ def finetune_curves(
     b.set_xticks(list(epochs["epoch"]))
     b.grid(alpha=0.3)
     b.legend(fontsize=8)
-    b.set_title("Validation accuracy after each epoch", fontsize=10)
+    b.set_title("Validation accuracy after the epochs validated", fontsize=10)
     fig.tight_layout()
     return fig
 

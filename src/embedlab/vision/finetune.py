@@ -275,13 +275,42 @@ def end_epoch(
     job: Job,
     train_x: torch.Tensor,
 ) -> dict[str, float]:
-    """Validate (the moving average, when kept; at ``--test-size``, after recomputing the trained layers' batch-norm
-    statistics there from the first of ``train_x``), append the epoch's row to the history and write the checkpoint
-    that a resume starts from."""
+    """Validate when ``validates`` says so (the moving average, when kept; at ``--test-size``, after recomputing the
+    trained layers' batch-norm statistics there from the first of ``train_x``), append the epoch's row to the history
+    and write the checkpoint that a resume starts from."""
     cfg, inputs, device, epoch = job.cfg, job.inputs, job.device, done.index
     step_losses, correct, train_seconds = done.step_losses, done.correct, done.seconds
     loop.history.step_loss.extend(step_losses)
-    evaluated = model if loop.ema is None else loop.ema.module
+    images = loop.steps_per_epoch * cfg.batch_size
+    row = {
+        "epoch": epoch + 1,
+        "train_loss": float(np.mean(step_losses)),
+        "train_accuracy": correct / images,
+        "train_seconds": train_seconds,
+        "train_images_per_second": images / train_seconds,
+        "train_size": epoch_size(inputs.size, cfg.start_size, epoch, cfg.epochs),
+    }
+    if validates(cfg, device, epoch):
+        row |= validation_row(model if loop.ema is None else loop.ema.module, val_xy, job, train_x)
+    loop.history.epochs.append(row)
+    if loop.dist.is_main:  # rank 0 alone writes; the others read it on --resume (a shared file system across machines)
+        save_checkpoint(job.checkpoint, model, loop, epoch + 1)
+    loop.dist.barrier()
+    return row
+
+
+def validates(cfg: FinetuneConfig, device: torch.device, epoch: int) -> bool:
+    """Whether ``epoch`` ends with a validation pass: always the last; the others with ``--validation epoch``, or
+    ``auto`` on a GPU (on a CPU a pass costs about as much as a tenth of an epoch, and nothing reads it)."""
+    every = cfg.validation == "epoch" or (cfg.validation == "auto" and device.type != "cpu")
+    return every or epoch == cfg.epochs - 1
+
+
+def validation_row(
+    evaluated: nn.Module, val_xy: tuple[torch.Tensor, torch.Tensor], job: Job, train_x: torch.Tensor
+) -> dict[str, float]:
+    """The validation columns of an epoch's row."""
+    cfg, inputs, device = job.cfg, job.inputs, job.device
     if job.eval_inputs.size != inputs.size:
         recalibrate_batch_norm(evaluated, train_x[:RECALIBRATION_IMAGES], job.eval_inputs, cfg.batch_size, device)
     val_probs, val_ips, one_view = predict(
@@ -293,24 +322,12 @@ def end_epoch(
         cfg.tta_flip,
         runtime.choose(cfg.runtime, device),
     )
-    images = loop.steps_per_epoch * cfg.batch_size
-    row = {
-        "epoch": epoch + 1,
-        "train_loss": float(np.mean(step_losses)),
-        "train_accuracy": correct / images,
+    return {
         "val_loss": float(F.nll_loss(val_probs.clamp_min(1e-12).log(), val_xy[1])),
         "val_accuracy": float((val_probs.argmax(1) == val_xy[1]).float().mean()),
-        "train_seconds": train_seconds,
-        "train_images_per_second": images / train_seconds,
         "val_images_per_second": val_ips,
         "val_accuracy_one_view": float((one_view.argmax(1) == val_xy[1]).float().mean()),
-        "train_size": epoch_size(inputs.size, cfg.start_size, epoch, cfg.epochs),
     }
-    loop.history.epochs.append(row)
-    if loop.dist.is_main:  # rank 0 alone writes; the others read it on --resume (a shared file system across machines)
-        save_checkpoint(job.checkpoint, model, loop, epoch + 1)
-    loop.dist.barrier()
-    return row
 
 
 def train(
@@ -346,11 +363,10 @@ def train(
             raise TrainingInterrupted(f"training interrupted in epoch {epoch + 1} of {cfg.epochs}; {done}") from None
         done = EpochRun(epoch, step_losses, correct, time.perf_counter() - t0)
         row = end_epoch(model, loop, done, val_xy, job, train_xy[0])
+        val = f"val accuracy {percent(row['val_accuracy'])}" if "val_accuracy" in row else "validated at the end"
         log(
-            f"[1C] epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f}, val accuracy"
-            f" {percent(row['val_accuracy'])}, {row['train_seconds'] / 60:.1f} min"
-            f" ({row['train_images_per_second']:.0f}"
-            " img/s)"
+            f"[1C] epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f}, {val},"
+            f" {row['train_seconds'] / 60:.1f} min ({row['train_images_per_second']:.0f} img/s)"
         )
     if loop.ema is not None:  # what is evaluated and saved from here on is the average
         model.load_state_dict(loop.ema.module.state_dict())

@@ -295,7 +295,7 @@ def step_1c_result(
         test_accuracy_one_view=test.one_view_accuracy,
         train_seconds=round(train_s, 1),
         train_images_per_second=steps * cfg.batch_size * len(epochs) / train_s,
-        val_seconds=round(float((len(p.val_idx) / epochs["val_images_per_second"]).sum()), 1),
+        val_seconds=round(float((len(p.val_idx) * (1 + cfg.tta_flip) / epochs["val_images_per_second"]).sum()), 1),
         test_images_per_second=test.images_per_second,
         expected_seconds=round(p.expected_seconds, 1),
         bare_train_images_per_second=p.images_per_second,
