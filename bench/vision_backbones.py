@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from _vision import median, vision_args
 
 from embedlab.vision.backbones import create_backbone
-from embedlab.vision.finetune import set_train_mode
+from embedlab.vision.recipe import set_train_mode
 
 
 def train_rate(name: str, k: int, size: int, batch: int, steps: int) -> Callable[[], float]:

@@ -81,7 +81,8 @@ def main() -> None:
     from embedlab.vision.backbones import create_backbone
     from embedlab.vision.depthwise import faster_weight_grads
     from embedlab.vision.features import Inputs
-    from embedlab.vision.finetune import Job, set_train_mode, start_loop, train_step
+    from embedlab.vision.finetune import Job, start_loop, train_step
+    from embedlab.vision.recipe import set_train_mode
 
     keep_freed_memory()
     torch.manual_seed(0)

@@ -21,7 +21,7 @@ from embedlab.vision import runtime
 from embedlab.vision.backbones import create_backbone
 from embedlab.vision.cifar10 import CLASSES, load_cifar10
 from embedlab.vision.features import Inputs
-from embedlab.vision.finetune import predict
+from embedlab.vision.recipe import predict
 
 
 def main() -> None:

@@ -98,7 +98,7 @@ def _writes_in(text: str) -> list[str]:
 OWN_FILES = {
     "movies/saved.py": ["write_atomic("],  # MovieEmbedding.save: a file the user names, not a run folder's
     "vision/features.py": ["write_atomic(", "write_atomic(", "write_bytes("],
-    "vision/checkpoint.py": ["write_atomic("],
+    "vision/finetune.py": ["write_atomic("],
 }
 
 

@@ -109,7 +109,7 @@ def test_a_stopped_two_process_run_resumes_exactly(tmp_path, stop):
 
 
 def test_batch_not_divisible_by_the_processes_is_refused():
-    from embedlab.vision.finetune import check_shards
+    from embedlab.vision.recipe import check_shards
 
     with pytest.raises(ValueError, match="--batch-size divisible by the number of processes"):
         check_shards(cfg(batch_size=20), 60, 30, 3)

@@ -218,7 +218,7 @@ def test_train_scope_last_freezes_all_but_the_last_stage_and_head():
 
 
 def test_freeze_stages_freezes_the_stem_and_the_first_stages_only(tmp_path: Path):
-    from embedlab.vision.finetune import set_train_mode
+    from embedlab.vision.recipe import set_train_mode
 
     b = create_backbone("resnet18", "none")
     model, head, trained = b.with_new_head(10, "all", freeze_stages=2)  # the stem and layer1
@@ -292,7 +292,7 @@ def test_bad_recipe_settings_are_rejected_together():
 
 
 def test_flip_tta_averages_an_image_and_its_mirror(tmp_path: Path):
-    from embedlab.vision.finetune import predict
+    from embedlab.vision.recipe import predict
 
     x, y = synthetic(30, 2)
     x[:, :, :, :16] = 0  # left half dark: the mirror image is a different input

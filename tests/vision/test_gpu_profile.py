@@ -11,7 +11,7 @@ from embedlab.config import FinetuneConfig
 from embedlab.profiles import PROFILES, profile_overrides, resolve_profile
 from embedlab.study import plan, study_config
 from embedlab.vision.features import CPU_INFERENCE_BATCH, EXTRACT_BATCH_GPU, inference_batch, numerics, uses_bf16
-from embedlab.vision.finetune import EVAL_BATCH_GPU, check_shards
+from embedlab.vision.recipe import EVAL_BATCH_GPU, check_shards
 from embedlab.vision.registry import REGISTRY
 from embedlab.vision.steps import resolve_size
 from embedlab.vision.steps_1c import resolve_freeze_stages

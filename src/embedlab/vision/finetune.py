@@ -1,5 +1,6 @@
-"""The fine-tuning loop: per-epoch validation, a checkpoint after every epoch and exact resume (the recipe's pieces,
-augmentation, parameter groups, schedule and weight average, are in ``recipe``).
+"""The fine-tuning loop, read top to bottom: what it carries from epoch to epoch (``Loop``, ``History``), its epoch
+checkpoints (written atomically, checked on resume), the step, the epoch, validation and ``train``. The recipe's
+pieces (augmentation, parameter groups, schedule, weight average, flip test-time augmentation) are in ``recipe``.
 
 Exact resume works at epoch boundaries: each epoch's shuffling and augmentation draw from a
 generator seeded by (seed, epoch), and the checkpoint holds the model, optimiser, scheduler and
@@ -9,43 +10,42 @@ global RNG states, so epochs k+1.. of a resumed run repeat an uninterrupted run'
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from embedlab.config import FinetuneConfig
-from embedlab.distributed import current
-from embedlab.errors import InputError, UserError
+from embedlab.distributed import Dist, current
+from embedlab.errors import InputError, MissingFileError, UserError
+from embedlab.files import UnreadableFile, read_torch, torch_bytes, write_atomic
 from embedlab.logs import Progress
+from embedlab.rng import rng_state, set_rng_state
 from embedlab.text import percent
 from embedlab.vision import depthwise, runtime
-from embedlab.vision.checkpoint import (
-    CheckpointMismatch,
-    History,
-    Loop,
-    load_checkpoint,
-    recipe_of,
-    save_checkpoint,
-    set_rng_state,
-)
-from embedlab.vision.features import Inputs, extract, inference_batch, preprocess, uses_bf16
+from embedlab.vision.features import Inputs, preprocess, uses_bf16
 from embedlab.vision.fixres import RECALIBRATION_IMAGES, recalibrate_batch_norm
 from embedlab.vision.recipe import (
     alternating_flips,
     augment,
+    check_shards,
     epoch_size,
     finetune_optimizer,
     make_ema,
     make_scheduler,
     param_groups,
+    predict,
+    set_train_mode,
 )
 
 log = logging.getLogger(__name__).info
@@ -59,60 +59,31 @@ class TrainingDiverged(UserError, RuntimeError):
     """The loss became NaN or infinite: the learning rate is too high for this recipe."""
 
 
-def set_train_mode(model: nn.Module, trainable: Sequence[str] | None) -> None:
-    """Train mode for the trained parts only: frozen stages keep their BatchNorm statistics."""
-    if trainable is None:
-        model.train()
-        return
-    model.eval()
-    for name in trainable:
-        model.get_submodule(name).train()
+@dataclass
+class History:
+    """What the loop measured: the loss of every step and one row per epoch."""
+
+    step_loss: list[float] = field(default_factory=list)
+    epochs: list[dict[str, float]] = field(default_factory=list)
 
 
-#: Validation and test batch on a GPU with --eval-batch-size unset (a CPU gets features.CPU_INFERENCE_BATCH).
-EVAL_BATCH_GPU = 256
+@dataclass
+class Loop:
+    """What the loop carries from epoch to epoch: the optimiser, its schedule, the history and where to start."""
+
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    history: History
+    start_epoch: int
+    steps_per_epoch: int
+    net: nn.Module  # what the training step calls: the model, or its DistributedDataParallel wrapper
+    recipe: dict[str, Any]
+    dist: Dist
+    ema: AveragedModel | None = None
 
 
-def predict(
-    model: nn.Module,
-    images: torch.Tensor,
-    inputs: Inputs,
-    batch_size: int | None,
-    desc: str,
-    flip: bool = False,
-    runtime_name: str = "torch",
-) -> tuple[torch.Tensor, float, torch.Tensor]:
-    """Softmax probabilities (float32, CPU) of uint8 ``images``, the images/s of one pass (of this rank's share:
-    under torch.distributed each rank predicts one block and every rank gets all the rows), and the
-    probabilities of the plain images alone. With ``flip`` the probabilities are the mean of the image's and
-    its mirror image's (test-time augmentation, a second pass); without, the two returned tensors are one.
-    ``batch_size`` None: the device's default (``inference_batch``). ``runtime_name`` runs both passes
-    (``runtime.choose``)."""
-    device = next(model.parameters()).device  # where the network is
-    batch_size = inference_batch(batch_size, device, EVAL_BATCH_GPU)
-    dist = current()
-    mine = images[dist.shard(len(images))]
-    engine = runtime.engine(runtime_name, model, inputs.size, device)
-    logits, stats = extract(model, mine, inputs, batch_size, device, desc, engine)
-    plain = dist.gather_rows(logits.softmax(1), len(images))
-    if not flip:
-        return plain, stats.images_per_second, plain
-    mirrored, _ = extract(model, mine.flip(-1), inputs, batch_size, device, f"{desc} (mirrored)", engine)
-    return (plain + dist.gather_rows(mirrored.softmax(1), len(images))) / 2, stats.images_per_second, plain
-
-
-def check_shards(cfg: FinetuneConfig, n_train: int, n_val: int, world: int) -> None:
-    """Every one of ``world`` processes must get an equal, non-empty share of each global batch (so that DDP's mean of
-    the ranks' gradients is the gradient of the global batch) and of the validation images."""
-    if n_train // cfg.batch_size == 0:
-        raise InputError(
-            f"batch size {cfg.batch_size} is larger than the {n_train} training images; lower --batch-size"
-        )
-    if world > 1 and (cfg.batch_size % world or n_val < world):
-        raise InputError(
-            f"{world} processes cannot share a global batch of {cfg.batch_size} images equally (or the {n_val} "
-            "validation images); use a --batch-size divisible by the number of processes (--nproc-per-node x nodes)"
-        )
+class CheckpointMismatch(InputError):
+    """The checkpoint given to resume was written for another network, resolution or set of frozen stages."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +112,51 @@ class EpochRun:
     step_losses: list[float]
     correct: int
     seconds: float
+
+
+def recipe_of(model: nn.Module, size: int) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the resolution and the network's parameter names and shapes."""
+    shapes = ";".join(f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items())
+    return {"size": size, "network": hashlib.sha256(shapes.encode()).hexdigest()[:16]}
+
+
+def save_checkpoint(path: Path, model: nn.Module, loop: Loop, epoch: int) -> None:
+    """``model`` and the loop's state after ``epoch`` epochs, written atomically (temporary file, then rename): an
+    interrupt never leaves half a checkpoint."""
+    state = {
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": loop.opt.state_dict(),
+        "scheduler": loop.sched.state_dict(),
+        "history": asdict(loop.history),
+        "rng": rng_state(),
+        "recipe": loop.recipe,
+    }
+    if loop.ema is not None:
+        state["ema"] = loop.ema.state_dict()
+    write_atomic(path, torch_bytes(state))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """The saved training state; a damaged file is a user error that names it and says how to go on."""
+    if not path.is_file():
+        raise MissingFileError(
+            f"no checkpoint at {path}: nothing to resume (the run stopped before its first epoch ended)"
+        )
+    try:
+        state = read_torch(path)
+    except UnreadableFile as exc:
+        state, reason = None, str(exc)
+    else:
+        reason = "not a fine-tuning checkpoint"
+    if not isinstance(state, dict) or not {"epoch", "model", "optimizer", "scheduler", "history", "recipe"} <= set(
+        state
+    ):
+        raise CheckpointMismatch(
+            f"{path} is damaged ({reason}); embedlab writes it atomically, so it was replaced or cut by "
+            "something else. Move it away to train again from the first epoch, or start a new run"
+        )
+    return state
 
 
 def start_loop(model: nn.Module, head: nn.Module, n_train: int, job: Job) -> Loop:

@@ -1,10 +1,11 @@
 """The fine-tuning recipe's pieces: augmentation (pad-crop and flips), parameter groups with decay on weights only,
-the optimiser, warm-up + cosine (or one-cycle), progressive resizing and the weights' moving average."""
+the optimiser, warm-up + cosine (or one-cycle), progressive resizing, the weights' moving average, which parts train,
+how a global batch is shared, and how an image is predicted (flip test-time augmentation)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -13,6 +14,10 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from embedlab.config import FinetuneConfig
+from embedlab.distributed import current
+from embedlab.errors import InputError
+from embedlab.vision import runtime
+from embedlab.vision.features import Inputs, extract, inference_batch
 
 
 def augment(
@@ -136,3 +141,59 @@ def make_ema(model: nn.Module, fraction: float, total_steps: int) -> AveragedMod
         torch._foreach_lerp_(averaged, current, 1.0 - d)
 
     return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
+
+
+def set_train_mode(model: nn.Module, trainable: Sequence[str] | None) -> None:
+    """Train mode for the trained parts only: frozen stages keep their BatchNorm statistics."""
+    if trainable is None:
+        model.train()
+        return
+    model.eval()
+    for name in trainable:
+        model.get_submodule(name).train()
+
+
+#: Validation and test batch on a GPU with --eval-batch-size unset (a CPU gets features.CPU_INFERENCE_BATCH).
+EVAL_BATCH_GPU = 256
+
+
+def predict(
+    model: nn.Module,
+    images: torch.Tensor,
+    inputs: Inputs,
+    batch_size: int | None,
+    desc: str,
+    flip: bool = False,
+    runtime_name: str = "torch",
+) -> tuple[torch.Tensor, float, torch.Tensor]:
+    """Softmax probabilities (float32, CPU) of uint8 ``images``, the images/s of one pass (of this rank's share:
+    under torch.distributed each rank predicts one block and every rank gets all the rows), and the
+    probabilities of the plain images alone. With ``flip`` the probabilities are the mean of the image's and
+    its mirror image's (test-time augmentation, a second pass); without, the two returned tensors are one.
+    ``batch_size`` None: the device's default (``inference_batch``). ``runtime_name`` runs both passes
+    (``runtime.choose``)."""
+    device = next(model.parameters()).device  # where the network is
+    batch_size = inference_batch(batch_size, device, EVAL_BATCH_GPU)
+    dist = current()
+    mine = images[dist.shard(len(images))]
+    engine = runtime.engine(runtime_name, model, inputs.size, device)
+    logits, stats = extract(model, mine, inputs, batch_size, device, desc, engine)
+    plain = dist.gather_rows(logits.softmax(1), len(images))
+    if not flip:
+        return plain, stats.images_per_second, plain
+    mirrored, _ = extract(model, mine.flip(-1), inputs, batch_size, device, f"{desc} (mirrored)", engine)
+    return (plain + dist.gather_rows(mirrored.softmax(1), len(images))) / 2, stats.images_per_second, plain
+
+
+def check_shards(cfg: FinetuneConfig, n_train: int, n_val: int, world: int) -> None:
+    """Every one of ``world`` processes must get an equal, non-empty share of each global batch (so that DDP's mean of
+    the ranks' gradients is the gradient of the global batch) and of the validation images."""
+    if n_train // cfg.batch_size == 0:
+        raise InputError(
+            f"batch size {cfg.batch_size} is larger than the {n_train} training images; lower --batch-size"
+        )
+    if world > 1 and (cfg.batch_size % world or n_val < world):
+        raise InputError(
+            f"{world} processes cannot share a global batch of {cfg.batch_size} images equally (or the {n_val} "
+            "validation images); use a --batch-size divisible by the number of processes (--nproc-per-node x nodes)"
+        )

@@ -21,14 +21,13 @@ from embedlab.store import Output, Predictions, Table
 from embedlab.text import percent
 from embedlab.vision import figures, runtime
 from embedlab.vision.backbones import Backbone, create_backbone
-from embedlab.vision.checkpoint import History
 from embedlab.vision.cifar10 import CLASSES, Cifar10
 from embedlab.vision.compare import comparison_table, per_class_table
 from embedlab.vision.evaluate import paired_changes
 from embedlab.vision.features import check_batch_fits, inference_batch, pick_device
-from embedlab.vision.finetune import EVAL_BATCH_GPU, Inputs, Job, check_shards, predict, train
+from embedlab.vision.finetune import History, Inputs, Job, train
 from embedlab.vision.probe import folded_linear
-from embedlab.vision.recipe import train_pixels
+from embedlab.vision.recipe import EVAL_BATCH_GPU, check_shards, predict, train_pixels
 from embedlab.vision.registry import BackboneChoice, BackboneSpec, check_freeze_stages, choose_backbone
 from embedlab.vision.steps import evaluation_output, gallery_output, load_splits, merged, resolve_size, view_images
 from embedlab.vision.timing import duration, expected_time
