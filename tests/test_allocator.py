@@ -50,9 +50,9 @@ def test_kept_memory_comes_from_the_heap_and_stays_there():
 
 def test_the_command_line_sets_it_and_environment_json_says_so():
     code = (
-        "import contextlib; from embedlab import cli, study\n"
+        "import contextlib; from embedlab import cli, environment\n"
         "with contextlib.suppress(SystemExit): cli.main(['--version'])\n"
-        "print(study.software_versions()['memory allocator'])"
+        "print(environment.software_versions()['memory allocator'])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
     assert "freed memory kept" in out.splitlines()[-1]

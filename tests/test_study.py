@@ -19,7 +19,7 @@ from embedlab.movies.saved import MovieEmbedding
 from embedlab.report.common import MISSING
 from embedlab.runs import RunDir
 from embedlab.store import Store
-from embedlab.study import CPU_MINUTES, plan, study_config
+from embedlab.study import STEP, plan, study_config
 from embedlab.vision.registry import BackboneChoice
 
 TINY = {  # the synthetic CIFAR has 30 training images per class
@@ -44,7 +44,7 @@ def test_the_plan_times_each_step_once():
         assert etas["probe"] == etas["finetune"] == "printed when the step starts"
         fast, slow = (float(x) for x in re.match(r"([\d.]+)-([\d.]+) min", etas["movies"]).groups())
         assert 0 < fast < slow  # a range: the 2-core machines differ about 4x
-    assert all(fast < slow for steps in CPU_MINUTES.values() for fast, slow in steps.values())
+    assert all(fast < slow for step in STEP.values() for fast, slow in step.minutes.values())
     gpu = {step: eta for step, _, eta in plan(study_config("gpu", True, {}), set(), choices)}
     assert set(gpu.values()) == {"printed when the step starts"}  # no measured range: nothing made up
 
@@ -434,7 +434,7 @@ def test_the_ground_floor_names_agree_with_the_studies():
 
 
 def test_environment_names_the_cpu_features_that_change_the_last_digits():
-    from embedlab.study import cpu_model_and_flags
+    from embedlab.environment import cpu_model_and_flags
 
     info = "processor\t: 0\nmodel name\t: Example CPU 9000\nflags\t\t: fpu sse avx2 fma avx512f amx_tile\n"
     assert cpu_model_and_flags(info) == ("Example CPU 9000", "avx2 fma avx512f amx_tile")

@@ -252,7 +252,7 @@ class Store:
         return data.get(section, {}) if isinstance(data, dict) else {}
 
     def write_environment(self, versions: dict[str, str]) -> None:
-        """environment.json: the software and machine that computed the run (``study.software_versions``)."""
+        """environment.json: the software and machine that computed the run (``environment.software_versions``)."""
         self.run.write_json("environment.json", versions)
 
     def write_report(self, markdown: str, html: str) -> Path:

