@@ -15,6 +15,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
+from embedlab.config import MoviesConfig
 from embedlab.movies.movielens import _ARTICLES, NUMERALS, fold_numerals, title_keys, title_names
 from embedlab.store import Store
 from embedlab.text import without_bidi
@@ -24,36 +25,27 @@ PLACEHOLDER = '<div id="movie-explorer-placeholder"></div>'
 
 
 def explorer_data(store: Store, max_movies: int = 20_000) -> dict | None:
-    """What the page needs, from the run folder alone; None when the movies run saved no embeddings."""
-    emb, items_csv = store.artefact("embeddings.npz"), store.artefact("items.csv")
-    if emb is None or items_csv is None:
+    """What the page needs, read through ``MovieEmbedding.from_store`` (so a damaged or edited folder is refused as
+    ``embedlab recommend`` refuses it); None when the movies run saved no embeddings."""
+    from embedlab.movies.saved import MovieEmbedding
+
+    if store.artefact("embeddings.npz") is None:
         return None
-    import zipfile
-
-    from embedlab.errors import InputError
-    from embedlab.movies.saved import _read_table
-
-    cfg = store.config("movies")
-    try:
-        with np.load(emb) as z:
-            v = np.ascontiguousarray(z["v"], dtype="<f4")
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputError(f"{emb} is damaged ({type(exc).__name__}); run `embedlab movies` again") from None
-    items = _read_table(store, "items.csv", {"movieId": "int64", "title": "str", "genres": "str", "likes": "int64"})
-    if v.ndim != 2 or len(v) != len(items) or not np.isfinite(v).all():
-        raise InputError(f"{emb} does not hold one finite vector per row of items.csv; run `embedlab movies` again")
-    eligible = np.flatnonzero(items["likes"].to_numpy() >= int(cfg["min_likes"]))
+    emb = MovieEmbedding.from_store(store)
+    cfg = store.typed_config(MoviesConfig, "movies")
+    v, items = np.ascontiguousarray(emb.v.numpy(), dtype="<f4"), emb.items
+    eligible = np.flatnonzero(items["likes"].to_numpy() >= emb.min_likes)
     capped = len(eligible) > max_movies
     if capped:  # keep the most-liked ones, in the run's order
         eligible = np.sort(eligible[np.argsort(-items["likes"].to_numpy()[eligible], kind="stable")[:max_movies]])
     sub = items.iloc[eligible]
     coords = _map_coordinates(store, sub["movieId"].to_numpy())
-    others = _other_films(store, items, sub["movieId"].to_numpy())
+    others = _other_films(emb.catalogue, items, sub["movieId"].to_numpy())
     queries = store.table("query_likes")
     return {
-        "metric": cfg["metric"],
-        "k": int(cfg["top_k"]),
-        "minLikes": int(cfg["min_likes"]),
+        "metric": emb.metric,
+        "k": int(cfg.top_k),
+        "minLikes": int(emb.min_likes),
         "dim": int(v.shape[1]),
         "capped": capped,
         "titles": [without_bidi(t) for t in sub["title"].astype(str)],
@@ -75,15 +67,10 @@ def explorer_data(store: Store, max_movies: int = 20_000) -> dict | None:
     }
 
 
-def _other_films(store: Store, items: pd.DataFrame, held: np.ndarray) -> dict[str, list]:
+def _other_films(catalogue: pd.DataFrame, items: pd.DataFrame, held: np.ndarray) -> dict[str, list]:
     """Every film of the release the page does not hold (too few likes to be recommended, or none): its title, likes
     and keys (the first ``nNames`` are its names), so that the page finds the film a query names among all films, as
     ``embedlab recommend`` does, and says why it cannot list it."""
-    from embedlab.movies.saved import _read_table
-
-    if store.artefact("catalogue.csv") is None:  # a folder saved before the catalogue was: the held films alone
-        return {"titles": [], "likes": [], "keys": [], "nNames": []}
-    catalogue = _read_table(store, "catalogue.csv", {"movieId": "int64", "title": "str"})
     rest = catalogue[~catalogue["movieId"].isin(held)]
     titles = rest["title"].astype(str).tolist()
     likes = dict(zip(items["movieId"].tolist(), items["likes"].tolist()))
