@@ -54,6 +54,8 @@ def software_versions() -> dict[str, str]:
         "pandas",
         "matplotlib",
         "scikit-learn",
+        "openvino",
+        "onnxruntime",
     ):
         try:
             out[pkg] = importlib.metadata.version(pkg)
