@@ -25,7 +25,7 @@ from embedlab.vision.cifar10 import CLASSES, Cifar10
 from embedlab.vision.compare import comparison_table, per_class_table
 from embedlab.vision.evaluate import paired_changes
 from embedlab.vision.features import check_batch_fits, inference_batch, pick_device
-from embedlab.vision.finetune import History, Inputs, Job, train
+from embedlab.vision.finetune import History, Inputs, Job, train, validates
 from embedlab.vision.probe import folded_linear
 from embedlab.vision.recipe import EVAL_BATCH_GPU, check_shards, predict, train_pixels
 from embedlab.vision.registry import BackboneChoice, BackboneSpec, check_freeze_stages, choose_backbone
@@ -152,8 +152,9 @@ def prepare_finetune(
     head_init = resolve_head_init(cfg.head_init, probe)
     model, head, trained = finetune_model(cfg, setup.backbone, setup.frozen, probe_state)
     steps = len(train_idx) // cfg.batch_size
+    validations = sum(validates(cfg, device, epoch) for epoch in range(cfg.epochs))
     ips, expected = expected_time(
-        cfg, model, size, device, steps * cfg.batch_size, cfg.epochs * len(val_idx) + len(test_idx)
+        cfg, model, size, device, steps * cfg.batch_size, validations * len(val_idx) + len(test_idx)
     )
     layers = (
         "the last stage and the head trained, the rest frozen"
