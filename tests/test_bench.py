@@ -64,6 +64,7 @@ TINY: dict[str, list[str] | str] = {
     "vision_runtime_agreement.py": (
         "needs a fine-tuning run folder and CIFAR-10: python bench/vision_runtime_agreement.py RUN --data-dir DATA"
     ),
+    "vision_tta.py": "needs a fine-tuning run folder and CIFAR-10: python bench/vision_tta.py RUN",
     "vision_runtimes.py": ["--size", "32", "--batch", "4", "--batches", "2", "--rounds", "1", "--head"],
     "vision_profile.py": [
         "--backbone",
