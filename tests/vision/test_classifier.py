@@ -49,7 +49,10 @@ def test_the_classifier_gives_the_runs_own_test_probabilities_back(finished, mod
     images = cifar_test_images(folder)[stored.test_index]
     probs = clf.predict_proba(images)
     assert probs.shape == (len(images), 10)
-    np.testing.assert_allclose(probs, stored.probs.numpy(), atol=2e-5)
+    # the run predicted through its inference runtime (OpenVINO where installed), the classifier through torch: the
+    # outputs agree to a few 1e-6 of their scale (docs/performance.md), the probabilities to a few 1e-5
+    np.testing.assert_allclose(probs, stored.probs.numpy(), atol=1e-4)
+    assert np.array_equal(probs.argmax(1), stored.probs.numpy().argmax(1))
     # HWC arrays are the same images; predict names the argmax's class
     assert np.array_equal(clf.predict_proba(images[:3].transpose(0, 2, 3, 1)), probs[:3])
     assert clf.predict(images[:5]) == [clf.classes[i] for i in probs[:5].argmax(1)]

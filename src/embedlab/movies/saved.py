@@ -19,7 +19,7 @@ from embedlab.config import MoviesConfig
 from embedlab.errors import InputError, MissingFileError
 from embedlab.files import npz_bytes, write_atomic
 from embedlab.movies.cooccurrence import CoLikes
-from embedlab.movies.movielens import split_title
+from embedlab.movies.movielens import split_title, untitled
 from embedlab.movies.recommend import eligible_items, similar_items
 from embedlab.movies.tables import top_table
 from embedlab.movies.titles import TitleIndex, TitleMatch, nobody_liked
@@ -171,7 +171,9 @@ class MovieEmbedding:
                 "different runs"
             )
         catalogue = _read_table(store, "catalogue.csv", {"movieId": "int64", "title": "str"})
-        if not np.isin(items["movieId"].to_numpy(), catalogue["movieId"].to_numpy()).all():
+        unlisted = ~np.isin(items["movieId"].to_numpy(), catalogue["movieId"].to_numpy())
+        untitled_ids = [untitled(int(m)) for m in items["movieId"].to_numpy()[unlisted]]
+        if untitled_ids != items["title"].to_numpy()[unlisted].tolist():  # a liked movie movies.csv lacks is kept so
             raise SavedRunError(
                 f"{run_path / 'artefacts' / 'catalogue.csv'} is damaged or was edited: it lacks movies that items.csv "
                 "holds (cut short?); run `embedlab movies` again"

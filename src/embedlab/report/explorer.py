@@ -25,12 +25,12 @@ PLACEHOLDER = '<div id="movie-explorer-placeholder"></div>'
 
 
 def explorer_data(store: Store, max_movies: int = 20_000) -> dict | None:
-    """What the page needs, read through ``MovieEmbedding.from_store`` (so a damaged or edited folder is refused as
-    ``embedlab recommend`` refuses it); None when the movies run saved no embeddings."""
+    """What the page needs, read through ``MovieEmbedding.from_store`` (so a damaged or edited file is refused as
+    ``embedlab recommend`` refuses it); None when the movies run left no embeddings, items or catalogue to read."""
     from embedlab.movies.saved import MovieEmbedding
 
-    if store.artefact("embeddings.npz") is None:
-        return None
+    if any(store.artefact(name) is None for name in ("embeddings.npz", "items.csv", "catalogue.csv")):
+        return None  # missing, or not a regular file of the folder's own: the page says so and reads nothing
     emb = MovieEmbedding.from_store(store)
     cfg = store.typed_config(MoviesConfig, "movies")
     v, items = np.ascontiguousarray(emb.v.numpy(), dtype="<f4"), emb.items
@@ -133,6 +133,6 @@ def fill_placeholder(html: str, store: Store) -> str:
     block = (
         explorer_html(data)
         if data
-        else "<p><em>(no embeddings in this run folder: the explorer needs artefacts/embeddings.npz)</em></p>"
+        else "<p><em>(the explorer needs this run's artefacts/embeddings.npz, items.csv and catalogue.csv)</em></p>"
     )
     return html.replace(PLACEHOLDER, block)
