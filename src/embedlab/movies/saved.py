@@ -173,7 +173,8 @@ class MovieEmbedding:
         catalogue = _read_table(store, "catalogue.csv", {"movieId": "int64", "title": "str"})
         unlisted = ~np.isin(items["movieId"].to_numpy(), catalogue["movieId"].to_numpy())
         untitled_ids = [untitled(int(m)) for m in items["movieId"].to_numpy()[unlisted]]
-        if untitled_ids != items["title"].to_numpy()[unlisted].tolist():  # a liked movie movies.csv lacks is kept so
+        # a liked movie missing from movies.csv is kept under its "(no title: movieId N)" title; any other is a cut file
+        if untitled_ids != items["title"].to_numpy()[unlisted].tolist():
             raise SavedRunError(
                 f"{run_path / 'artefacts' / 'catalogue.csv'} is damaged or was edited: it lacks movies that items.csv "
                 "holds (cut short?); run `embedlab movies` again"
