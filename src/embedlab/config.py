@@ -322,6 +322,13 @@ class FinetuneConfig(VisionSettings):
     tta_flip: bool = setting(
         True, help="average each validation and test image's prediction with its mirror image's (2 passes)"
     )
+    tta_shifts: IntRange(0, 2) = setting(
+        1,
+        help=(
+            "also average over each validation and test image moved one pixel diagonally: 1 one way (4 passes with "
+            "the mirror images), 2 both ways (6 passes); 0: no shifts"
+        ),
+    )
     start_size: Pixels | None = setting(
         None, help="progressive resizing: the first epoch's resolution, rising linearly to --size"
     )

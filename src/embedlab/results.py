@@ -174,6 +174,7 @@ class FinetuneResult:
     total_seconds_this_session: float
     backbone_choice: str | None = None  # why --backbone auto chose this backbone; None when the user named it
     runtime: str | None = None  # what ran validation and test (--runtime); None: torch, in runs made before the choice
+    tta_shifts: int = 0  # the test-time shifts (recipe.tta_views); 0 in runs made before they existed
 
 
 @dataclass(frozen=True)

@@ -314,6 +314,41 @@ def test_flip_tta_averages_an_image_and_its_mirror(tmp_path: Path):
     assert {"val_accuracy", "val_accuracy_one_view"} <= set(h.epochs[0])
 
 
+def reflected_shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Brute force: pixel (i, j) of the result is pixel (i - dy, j - dx) of ``x``, indices reflected at the border."""
+
+    def reflect(i: int, n: int) -> int:
+        return -i if i < 0 else 2 * (n - 1) - i if i >= n else i
+
+    n_rows, n_cols = x.shape[-2:]
+    out = torch.empty_like(x)
+    for i in range(n_rows):
+        for j in range(n_cols):
+            out[..., i, j] = x[..., reflect(i - dy, n_rows), reflect(j - dx, n_cols)]
+    return out
+
+
+@pytest.mark.parametrize("shifts", [0, 1, 2])
+def test_shift_tta_averages_the_views_moved_a_pixel_diagonally_and_mirrored(shifts: int):
+    from embedlab.vision.recipe import predict, tta_views
+
+    x, _ = synthetic(20, 3)
+    x[:, :, :, :16] = 0
+    moved = [x, reflected_shift(x, 1, 1), reflected_shift(x, -1, -1)][: 1 + shifts]
+    expected = [*moved, *(v.flip(-1) for v in moved)]
+    views = tta_views(x, True, shifts)
+    assert len(views) == 2 * (1 + shifts) and len({name for name, _ in views}) == len(views)
+    for (_, view), want in zip(views, expected):
+        assert torch.equal(view, want)
+    assert [torch.equal(v, w) for (_, v), w in zip(tta_views(x, False, shifts), moved)] == [True] * len(moved)
+    model = Tiny().eval()
+    separately = [predict(model, view, INPUTS, 16, "t")[0] for view in expected]
+    averaged, _, one_view = predict(model, x, INPUTS, 16, "t", flip=True, shifts=shifts)
+    torch.testing.assert_close(averaged, torch.stack(separately).mean(0))
+    torch.testing.assert_close(one_view, separately[0])
+    assert not torch.allclose(separately[1], separately[0])
+
+
 def test_the_paired_comparison_uses_the_test_images_both_models_saw(tmp_path: Path, make_result):
     """A subsampled run tests fine-tuning on fewer images than the probe: the counts are over the images in common."""
     import numpy as np

@@ -169,13 +169,17 @@ def test_the_levers_are_validated_together():
         FinetuneConfig(head_init="probe", probe=False).validate()
 
 
-def test_the_time_estimate_counts_the_mirror_image_pass(monkeypatch: pytest.MonkeyPatch):
-    """Flip TTA evaluates every image twice, so the expected time grows by one more pass over the evaluated images."""
+def test_the_time_estimate_counts_every_test_time_view(monkeypatch: pytest.MonkeyPatch):
+    """Test-time augmentation evaluates every image once per view (mirror: 2, with one shift 4, with both 6), so the
+    expected time grows by one more pass over the evaluated images per view."""
     import embedlab.vision.timing as timing
 
     monkeypatch.setattr(timing, "measure_train_throughput", lambda *a, **k: 10.0)
     args = (Tiny(), 16, CPU, 1000, 500)
-    _, one_view = timing.expected_time(cfg(epochs=2, tta_flip=False), *args)
-    _, flipped = timing.expected_time(cfg(epochs=2, tta_flip=True), *args)
+    _, one_view = timing.expected_time(cfg(epochs=2, tta_flip=False, tta_shifts=0), *args)
+    _, flipped = timing.expected_time(cfg(epochs=2, tta_flip=True, tta_shifts=0), *args)
+    _, four = timing.expected_time(cfg(epochs=2, tta_flip=True, tta_shifts=1), *args)
+    _, six = timing.expected_time(cfg(epochs=2, tta_flip=True, tta_shifts=2), *args)
     assert one_view == pytest.approx(2 * 1000 / 10 + 500 / 25)  # 2 epochs of training + one pass at 2.5x the speed
     assert flipped - one_view == pytest.approx(500 / 25)
+    assert (four - one_view, six - one_view) == pytest.approx((3 * 500 / 25, 5 * 500 / 25))

@@ -27,6 +27,7 @@ from embedlab.vision.backbones import Backbone, create_backbone
 from embedlab.vision.cifar10 import CLASSES
 from embedlab.vision.features import Inputs, preprocess
 from embedlab.vision.probe import LogisticRegression
+from embedlab.vision.recipe import tta_views
 
 #: Images per forward pass.
 BATCH = 16
@@ -104,6 +105,7 @@ class Classifier:
     inputs: Inputs
     name: Literal["probe", "finetuned"]
     tta_flip: bool = False  # average each image's prediction with its mirror image's, as the run's test did
+    tta_shifts: int = 0  # and over the image moved a pixel diagonally, one way or both (recipe.tta_views)
     classes: tuple[str, ...] = CLASSES
 
     @classmethod
@@ -138,11 +140,9 @@ class Classifier:
         self.network.eval()
         out = []
         for i in range(0, len(x), BATCH):
-            batch = preprocess(x[i : i + BATCH], self.inputs.size, mean, std)
-            probs = self.network(batch).softmax(1)
-            if self.tta_flip:
-                probs = (probs + self.network(batch.flip(-1)).softmax(1)) / 2
-            out.append(probs)
+            views = tta_views(x[i : i + BATCH], self.tta_flip, self.tta_shifts)
+            probs = [self.network(preprocess(view, self.inputs.size, mean, std)).softmax(1) for _, view in views]
+            out.append(probs[0] if len(probs) == 1 else torch.stack(probs).mean(0))
         return torch.cat(out).numpy()
 
     def predict(self, images: Any) -> list[str]:
@@ -192,7 +192,10 @@ def _finetuned(store: Store) -> Classifier:
         weights = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
     _load(network, weights, store, "finetune_checkpoint.pt")
     size = cfg.test_size or _resolved(store, "finetune", "size", 16, 1024)
-    return Classifier(network, Inputs(size, backbone.spec.mean, backbone.spec.std), "finetuned", cfg.tta_flip)
+    # a run from before shifted views existed tested without them
+    shifts = cfg.tta_shifts if "tta_shifts" in store.config("finetune") else 0
+    inputs = Inputs(size, backbone.spec.mean, backbone.spec.std)
+    return Classifier(network, inputs, "finetuned", tta_flip=cfg.tta_flip, tta_shifts=shifts)
 
 
 def _resolved(store: Store, section: str, key: str, low: int, high: int) -> int:

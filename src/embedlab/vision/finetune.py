@@ -337,6 +337,7 @@ def validation_row(
         "validation",
         cfg.tta_flip,
         runtime.choose(cfg.runtime, device),
+        cfg.tta_shifts,
     )
     return {
         "val_loss": float(F.nll_loss(val_probs.clamp_min(1e-12).log(), val_xy[1])),

@@ -1,6 +1,6 @@
 """The fine-tuning recipe's pieces: augmentation (pad-crop and flips), parameter groups with decay on weights only,
 the optimiser, warm-up + cosine (or one-cycle), progressive resizing, the weights' moving average, which parts train,
-how a global batch is shared, and how an image is predicted (flip test-time augmentation)."""
+how a global batch is shared, and how an image is predicted (test-time augmentation: mirror images, 1-pixel shifts)."""
 
 from __future__ import annotations
 
@@ -157,6 +157,26 @@ def set_train_mode(model: nn.Module, trainable: Sequence[str] | None) -> None:
 EVAL_BATCH_GPU = 256
 
 
+def tta_views(images: torch.Tensor, flip: bool, shifts: int) -> list[tuple[str, torch.Tensor]]:
+    """The test-time views of uint8 NCHW ``images``, named, the images as they are first: with ``shifts`` 1 also the
+    images moved one pixel down and right, with 2 also one pixel up and left (reflected at the border:
+    cifar10-airbench's translations), and with ``flip`` the mirror image of each of those: (1 + shifts) x (1 + flip)
+    views."""
+    views = [("", images)]
+    if shifts:
+        padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
+        moved = [(" (moved +1 px)", padded[..., :-2, :-2]), (" (moved -1 px)", padded[..., 2:, 2:])]
+        views += moved[:shifts]
+    if flip:
+        views += [(f"{name} (mirrored)".replace(") (", ", "), view.flip(-1)) for name, view in views]
+    return [(name, view.contiguous()) for name, view in views]
+
+
+def tta_passes(cfg: FinetuneConfig) -> int:
+    """How many passes validation and test make over each image (``tta_views``)."""
+    return (1 + cfg.tta_flip) * (1 + cfg.tta_shifts)
+
+
 def predict(
     model: nn.Module,
     images: torch.Tensor,
@@ -165,24 +185,27 @@ def predict(
     desc: str,
     flip: bool = False,
     runtime_name: str = "torch",
+    shifts: int = 0,
 ) -> tuple[torch.Tensor, float, torch.Tensor]:
     """Softmax probabilities (float32, CPU) of uint8 ``images``, the images/s of one pass (of this rank's share:
     under torch.distributed each rank predicts one block and every rank gets all the rows), and the
-    probabilities of the plain images alone. With ``flip`` the probabilities are the mean of the image's and
-    its mirror image's (test-time augmentation, a second pass); without, the two returned tensors are one.
-    ``batch_size`` None: the device's default (``inference_batch``). ``runtime_name`` runs both passes
+    probabilities of the plain images alone. With ``flip`` or ``shifts`` the probabilities are the mean over the
+    image's test-time views (``tta_views``, one pass each); without, the two returned tensors are one.
+    ``batch_size`` None: the device's default (``inference_batch``). ``runtime_name`` runs every pass
     (``runtime.choose``)."""
     device = next(model.parameters()).device  # where the network is
     batch_size = inference_batch(batch_size, device, EVAL_BATCH_GPU)
     dist = current()
     mine = images[dist.shard(len(images))]
     engine = runtime.engine(runtime_name, model, inputs.size, device)
-    logits, stats = extract(model, mine, inputs, batch_size, device, desc, engine)
-    plain = dist.gather_rows(logits.softmax(1), len(images))
-    if not flip:
-        return plain, stats.images_per_second, plain
-    mirrored, _ = extract(model, mine.flip(-1), inputs, batch_size, device, f"{desc} (mirrored)", engine)
-    return (plain + dist.gather_rows(mirrored.softmax(1), len(images))) / 2, stats.images_per_second, plain
+    probs, speeds = [], []
+    for name, view in tta_views(mine, flip, shifts):
+        logits, stats = extract(model, view, inputs, batch_size, device, desc + name, engine)
+        probs.append(dist.gather_rows(logits.softmax(1), len(images)))
+        speeds.append(stats.images_per_second)
+    if len(probs) == 1:
+        return probs[0], speeds[0], probs[0]
+    return torch.stack(probs).mean(0), speeds[0], probs[0]
 
 
 def check_shards(cfg: FinetuneConfig, n_train: int, n_val: int, world: int) -> None:

@@ -1,5 +1,5 @@
 """Inference runtimes: every pass that only predicts (the probe's frozen extraction, fine-tuning's validation and test
-passes, both views) runs through the fastest runtime the machine has, torch being the fallback.
+passes, every view) runs through the fastest runtime the machine has, torch being the fallback.
 
 A runtime is a name and a function from one preprocessed batch (float32, NCHW) to the network's outputs. ``choose``
 turns ``--runtime auto`` into one by what the machine has; the choice is measured, per machine kind, by

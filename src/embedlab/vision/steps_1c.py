@@ -27,7 +27,7 @@ from embedlab.vision.evaluate import paired_changes
 from embedlab.vision.features import check_batch_fits, inference_batch, pick_device
 from embedlab.vision.finetune import History, Inputs, Job, train, validates
 from embedlab.vision.probe import folded_linear
-from embedlab.vision.recipe import EVAL_BATCH_GPU, check_shards, predict, train_pixels
+from embedlab.vision.recipe import EVAL_BATCH_GPU, check_shards, predict, train_pixels, tta_passes
 from embedlab.vision.registry import BackboneChoice, BackboneSpec, check_freeze_stages, choose_backbone
 from embedlab.vision.steps import evaluation_output, gallery_output, load_splits, merged, resolve_size, view_images
 from embedlab.vision.timing import duration, expected_time
@@ -227,6 +227,7 @@ def step_1c_test(model: torch.nn.Module, job: Job, data: Cifar10, test_idx: torc
         "test",
         cfg.tta_flip,
         runtime.choose(cfg.runtime, device),
+        cfg.tta_shifts,
     )
     test_y = data.test_y[test_idx]
     ev, ev_out = evaluation_output("finetune", test_probs, test_y, f"Fine-tuned {name} — test set")
@@ -292,10 +293,11 @@ def step_1c_result(
         best_epoch_val_accuracy=float(epochs["val_accuracy"].max()),
         evaluation=test.evaluation,
         tta_flip=cfg.tta_flip,
+        tta_shifts=cfg.tta_shifts,
         test_accuracy_one_view=test.one_view_accuracy,
         train_seconds=round(train_s, 1),
         train_images_per_second=steps * cfg.batch_size * len(epochs) / train_s,
-        val_seconds=round(float((len(p.val_idx) * (1 + cfg.tta_flip) / epochs["val_images_per_second"]).sum()), 1),
+        val_seconds=round(float((len(p.val_idx) * tta_passes(cfg) / epochs["val_images_per_second"]).sum()), 1),
         test_images_per_second=test.images_per_second,
         expected_seconds=round(p.expected_seconds, 1),
         bare_train_images_per_second=p.images_per_second,

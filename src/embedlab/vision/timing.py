@@ -13,7 +13,7 @@ from embedlab.config import FinetuneConfig
 from embedlab.vision import depthwise
 from embedlab.vision.features import extract, uses_bf16
 from embedlab.vision.finetune import Inputs
-from embedlab.vision.recipe import train_pixels
+from embedlab.vision.recipe import train_pixels, tta_passes
 
 
 def measure_throughput(
@@ -74,9 +74,9 @@ def expected_time(
     eval_images: int,
 ) -> tuple[float, float]:
     """(measured training images/s, expected seconds for training and evaluation): inference runs ~2.5x a training step,
-    and flip TTA evaluates every image twice."""
+    and test-time augmentation evaluates every image once per view."""
     ips = measure_train_throughput(model, cfg.batch_size, size, device)
-    passes = 2 if cfg.tta_flip else 1
+    passes = tta_passes(cfg)
     return ips, train_pixels(
         size, cfg.start_size, cfg.epochs, images_per_epoch
     ) / size**2 / ips + passes * eval_images / (2.5 * ips)
