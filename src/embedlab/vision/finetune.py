@@ -1,6 +1,6 @@
 """The fine-tuning loop, read top to bottom: what it carries from epoch to epoch (``Loop``, ``History``), its epoch
 checkpoints (written atomically, checked on resume), the step, the epoch, validation and ``train``. The recipe's
-pieces (augmentation, parameter groups, schedule, weight average, flip test-time augmentation) are in ``recipe``.
+pieces (augmentation, parameter groups, schedule, weight average, test-time augmentation) are in ``recipe``.
 
 Exact resume works at epoch boundaries: each epoch's shuffling and augmentation draw from a
 generator seeded by (seed, epoch), and the checkpoint holds the model, optimiser, scheduler and

@@ -207,8 +207,8 @@ def step_1c_train(prepared: FinetunePrepared, job: Job) -> FinetuneTrained:
 
 @dataclass(frozen=True)
 class FinetuneTest:
-    """1C's repeat of A: the fine-tuned network's test evaluation (with flip TTA when on), its single-view accuracy and
-    speed, and its output (probabilities, evaluation tables, gallery, explorer images)."""
+    """1C's repeat of A: the fine-tuned network's test evaluation (averaged over its test-time views when on), its
+    single-view accuracy and speed, and its output (probabilities, evaluation tables, gallery, explorer images)."""
 
     evaluation: Evaluation
     one_view_accuracy: float
