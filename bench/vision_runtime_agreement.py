@@ -21,7 +21,7 @@ from embedlab.vision import runtime
 from embedlab.vision.backbones import create_backbone
 from embedlab.vision.cifar10 import CLASSES, load_cifar10
 from embedlab.vision.features import Inputs
-from embedlab.vision.recipe import predict
+from embedlab.vision.recipe import Views, predict
 
 
 def main() -> None:
@@ -49,7 +49,7 @@ def main() -> None:
     names = args.runtimes.split(",") if args.runtimes else runtime.available("cpu")
     for name in ["torch", *[n for n in names if n != "torch"]]:
         t0 = time.perf_counter()
-        probs, _, _ = predict(model, images, inputs, 16, name, True, name)
+        probs, _, _ = predict(model, images, inputs, 16, name, Views(flip=True), name)
         seconds = time.perf_counter() - t0
         preds[name] = probs.argmax(1)
         same = float((preds[name] == preds["torch"]).float().mean())

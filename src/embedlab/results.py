@@ -21,10 +21,9 @@ from typing import Any, ClassVar
 
 @dataclass(frozen=True)
 class Files:
-    """The tables, figures and artefacts a step's result type declares, by name: the one list that the step's output,
-    the store and the report agree on. ``{query}`` in a name stands for any text (one table per query)."""
+    """The tables, figures and artefacts a step's result declares, by name, for output, store and report alike."""
 
-    tables: tuple[str, ...] = ()
+    tables: tuple[str, ...] = ()  # "{query}" in a name stands for any text (one table per query)
     figures: tuple[str, ...] = ()
     artefacts: tuple[str, ...] = ()
     floatfmt: Mapping[str, str] = field(default_factory=dict)  # a table's format where not ".4g" (markdown_table)

@@ -292,7 +292,7 @@ def test_bad_recipe_settings_are_rejected_together():
 
 
 def test_flip_tta_averages_an_image_and_its_mirror(tmp_path: Path):
-    from embedlab.vision.recipe import predict
+    from embedlab.vision.recipe import Views, predict
 
     x, y = synthetic(30, 2)
     x[:, :, :, :16] = 0  # left half dark: the mirror image is a different input
@@ -300,7 +300,7 @@ def test_flip_tta_averages_an_image_and_its_mirror(tmp_path: Path):
     plain, _, same = predict(model, x, INPUTS, 16, "t")
     assert same is plain
     mirrored, _, _ = predict(model, x.flip(-1), INPUTS, 16, "t")
-    both, _, one_view = predict(model, x, INPUTS, 16, "t", flip=True)
+    both, _, one_view = predict(model, x, INPUTS, 16, "t", Views(flip=True))
     torch.testing.assert_close(both, (plain + mirrored) / 2)
     torch.testing.assert_close(one_view, plain)
     assert not torch.allclose(plain, mirrored)
@@ -330,7 +330,7 @@ def reflected_shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("shifts", [0, 1, 2])
 def test_shift_tta_averages_the_views_moved_a_pixel_diagonally_and_mirrored(shifts: int):
-    from embedlab.vision.recipe import predict, tta_views
+    from embedlab.vision.recipe import Views, predict, tta_views
 
     x, _ = synthetic(20, 3)
     x[:, :, :, :16] = 0
@@ -343,7 +343,7 @@ def test_shift_tta_averages_the_views_moved_a_pixel_diagonally_and_mirrored(shif
     assert [torch.equal(v, w) for (_, v), w in zip(tta_views(x, False, shifts), moved)] == [True] * len(moved)
     model = Tiny().eval()
     separately = [predict(model, view, INPUTS, 16, "t")[0] for view in expected]
-    averaged, _, one_view = predict(model, x, INPUTS, 16, "t", flip=True, shifts=shifts)
+    averaged, _, one_view = predict(model, x, INPUTS, 16, "t", Views(flip=True, shifts=shifts))
     torch.testing.assert_close(averaged, torch.stack(separately).mean(0))
     torch.testing.assert_close(one_view, separately[0])
     assert not torch.allclose(separately[1], separately[0])

@@ -36,6 +36,7 @@ from embedlab.vision import depthwise, runtime
 from embedlab.vision.features import Inputs, preprocess, uses_bf16
 from embedlab.vision.fixres import RECALIBRATION_IMAGES, recalibrate_batch_norm
 from embedlab.vision.recipe import (
+    Views,
     alternating_flips,
     augment,
     check_shards,
@@ -335,9 +336,8 @@ def validation_row(
         job.eval_inputs,
         cfg.eval_batch_size,
         "validation",
-        cfg.tta_flip,
+        Views.of(cfg),
         runtime.choose(cfg.runtime, device),
-        cfg.tta_shifts,
     )
     return {
         "val_loss": float(F.nll_loss(val_probs.clamp_min(1e-12).log(), val_xy[1])),

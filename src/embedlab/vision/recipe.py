@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -172,9 +173,26 @@ def tta_views(images: torch.Tensor, flip: bool, shifts: int) -> list[tuple[str, 
     return [(name, view.contiguous()) for name, view in views]
 
 
+@dataclass(frozen=True)
+class Views:
+    """The test-time views an image is predicted under (``tta_views``): with its mirror image, and with ``shifts``
+    copies moved one pixel diagonally."""
+
+    flip: bool = False
+    shifts: int = 0
+
+    @classmethod
+    def of(cls, cfg: FinetuneConfig) -> Views:
+        return cls(cfg.tta_flip, cfg.tta_shifts)
+
+    @property
+    def passes(self) -> int:
+        return (1 + self.flip) * (1 + self.shifts)
+
+
 def tta_passes(cfg: FinetuneConfig) -> int:
-    """How many passes validation and test make over each image (``tta_views``)."""
-    return (1 + cfg.tta_flip) * (1 + cfg.tta_shifts)
+    """How many passes validation and test make over each image."""
+    return Views.of(cfg).passes
 
 
 def predict(
@@ -183,13 +201,12 @@ def predict(
     inputs: Inputs,
     batch_size: int | None,
     desc: str,
-    flip: bool = False,
+    views: Views = Views(),
     runtime_name: str = "torch",
-    shifts: int = 0,
 ) -> tuple[torch.Tensor, float, torch.Tensor]:
     """Softmax probabilities (float32, CPU) of uint8 ``images``, the images/s of one pass (of this rank's share:
     under torch.distributed each rank predicts one block and every rank gets all the rows), and the
-    probabilities of the plain images alone. With ``flip`` or ``shifts`` the probabilities are the mean over the
+    probabilities of the plain images alone. With test-time ``views`` the probabilities are the mean over the
     image's test-time views (``tta_views``, one pass each); without, the two returned tensors are one.
     ``batch_size`` None: the device's default (``inference_batch``). ``runtime_name`` runs every pass
     (``runtime.choose``)."""
@@ -199,7 +216,7 @@ def predict(
     mine = images[dist.shard(len(images))]
     engine = runtime.engine(runtime_name, model, inputs.size, device)
     probs, speeds = [], []
-    for name, view in tta_views(mine, flip, shifts):
+    for name, view in tta_views(mine, views.flip, views.shifts):
         logits, stats = extract(model, view, inputs, batch_size, device, desc + name, engine)
         probs.append(dist.gather_rows(logits.softmax(1), len(images)))
         speeds.append(stats.images_per_second)

@@ -27,7 +27,7 @@ from embedlab.vision.evaluate import paired_changes
 from embedlab.vision.features import check_batch_fits, inference_batch, pick_device
 from embedlab.vision.finetune import History, Inputs, Job, train, validates
 from embedlab.vision.probe import folded_linear
-from embedlab.vision.recipe import EVAL_BATCH_GPU, check_shards, predict, train_pixels, tta_passes
+from embedlab.vision.recipe import EVAL_BATCH_GPU, Views, check_shards, predict, train_pixels, tta_passes
 from embedlab.vision.registry import BackboneChoice, BackboneSpec, check_freeze_stages, choose_backbone
 from embedlab.vision.steps import evaluation_output, gallery_output, load_splits, merged, resolve_size, view_images
 from embedlab.vision.timing import duration, expected_time
@@ -225,9 +225,8 @@ def step_1c_test(model: torch.nn.Module, job: Job, data: Cifar10, test_idx: torc
         job.eval_inputs,
         cfg.eval_batch_size,
         "test",
-        cfg.tta_flip,
+        Views.of(cfg),
         runtime.choose(cfg.runtime, device),
-        cfg.tta_shifts,
     )
     test_y = data.test_y[test_idx]
     ev, ev_out = evaluation_output("finetune", test_probs, test_y, f"Fine-tuned {name} — test set")
