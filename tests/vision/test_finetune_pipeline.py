@@ -47,8 +47,9 @@ def args_for(cifar_root, out, tmp_path, *extra: str) -> list[str]:
 
 
 def recomputed_test_probs(checkpoint, cifar_root, test_index) -> np.ndarray:
-    """Softmax of a torchvision ResNet-18 holding the checkpoint's weights, in eval mode, averaged with the mirror
-    images'."""
+    """Softmax of a torchvision ResNet-18 holding the checkpoint's weights, in eval mode, averaged over the four
+    test-time views: the image and its mirror image, each as it is and moved one pixel down and right (numpy's
+    reflection at the border)."""
     import pickle
 
     import torch
@@ -57,7 +58,9 @@ def recomputed_test_probs(checkpoint, cifar_root, test_index) -> np.ndarray:
     with open(cifar_root / "cifar-10-batches-py" / "test_batch", "rb") as f:
         # as CIFAR-10 writes it
         batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in pickle.load(f, encoding="bytes").items()}
-    x = torch.from_numpy(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)[test_index]).float() / 255
+    images = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)[test_index]
+    moved = np.pad(images, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")[:, :, :32, :32]
+    x = torch.from_numpy(np.concatenate([images, moved])).float() / 255
     x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(
         1, 3, 1, 1
     )
@@ -65,7 +68,7 @@ def recomputed_test_probs(checkpoint, cifar_root, test_index) -> np.ndarray:
     net.load_state_dict(torch.load(checkpoint, weights_only=True)["model"])
     with torch.no_grad():
         probs = (net.eval()(x).softmax(1) + net(x.flip(-1)).softmax(1)) / 2
-    return probs.numpy()
+    return ((probs[: len(images)] + probs[len(images) :]) / 2).numpy()
 
 
 def test_finetune_run_folder_holds_metrics_gallery_comparison_and_report(cifar_root, tmp_path, capsys):
@@ -207,6 +210,7 @@ def test_test_size_evaluates_at_it_with_batch_norm_statistics_recomputed_there(c
 
     out = tmp_path / "fixres"
     flags = ["--train-scope", "last", "--no-probe", "--epochs", "1", "--test-size", "40", "--runtime", "torch"]
+    flags += ["--tta-shifts", "0"]  # the mirror views alone, as below
     assert main(args_for(cifar_root, out, tmp_path, *flags)) == 0
     saved = np.load(out / "artefacts" / "finetune_test_probs.npz")
     net = torchvision.models.resnet18(num_classes=10)
