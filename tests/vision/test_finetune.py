@@ -336,11 +336,11 @@ def test_shift_tta_averages_the_views_moved_a_pixel_diagonally_and_mirrored(shif
     x[:, :, :, :16] = 0
     moved = [x, reflected_shift(x, 1, 1), reflected_shift(x, -1, -1)][: 1 + shifts]
     expected = [*moved, *(v.flip(-1) for v in moved)]
-    views = tta_views(x, True, shifts)
+    views = tta_views(x, Views(True, shifts))
     assert len(views) == 2 * (1 + shifts) and len({name for name, _ in views}) == len(views)
     for (_, view), want in zip(views, expected):
         assert torch.equal(view, want)
-    assert [torch.equal(v, w) for (_, v), w in zip(tta_views(x, False, shifts), moved)] == [True] * len(moved)
+    assert [torch.equal(v, w) for (_, v), w in zip(tta_views(x, Views(False, shifts)), moved)] == [True] * len(moved)
     model = Tiny().eval()
     separately = [predict(model, view, INPUTS, 16, "t")[0] for view in expected]
     averaged, _, one_view = predict(model, x, INPUTS, 16, "t", Views(flip=True, shifts=shifts))

@@ -27,7 +27,7 @@ from embedlab.vision.backbones import Backbone, create_backbone
 from embedlab.vision.cifar10 import CLASSES
 from embedlab.vision.features import Inputs, preprocess
 from embedlab.vision.probe import LogisticRegression
-from embedlab.vision.recipe import tta_views
+from embedlab.vision.recipe import Views, tta_views
 
 #: Images per forward pass.
 BATCH = 16
@@ -140,7 +140,7 @@ class Classifier:
         self.network.eval()
         out = []
         for i in range(0, len(x), BATCH):
-            views = tta_views(x[i : i + BATCH], self.tta_flip, self.tta_shifts)
+            views = tta_views(x[i : i + BATCH], Views(self.tta_flip, self.tta_shifts))
             probs = [self.network(preprocess(view, self.inputs.size, mean, std)).softmax(1) for _, view in views]
             out.append(probs[0] if len(probs) == 1 else torch.stack(probs).mean(0))
         return torch.cat(out).numpy()

@@ -158,21 +158,6 @@ def set_train_mode(model: nn.Module, trainable: Sequence[str] | None) -> None:
 EVAL_BATCH_GPU = 256
 
 
-def tta_views(images: torch.Tensor, flip: bool, shifts: int) -> list[tuple[str, torch.Tensor]]:
-    """The test-time views of uint8 NCHW ``images``, named, the images as they are first: with ``shifts`` 1 also the
-    images moved one pixel down and right, with 2 also one pixel up and left (reflected at the border:
-    cifar10-airbench's translations), and with ``flip`` the mirror image of each of those: (1 + shifts) x (1 + flip)
-    views."""
-    views = [("", images)]
-    if shifts:
-        padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
-        moved = [(" (moved +1 px)", padded[..., :-2, :-2]), (" (moved -1 px)", padded[..., 2:, 2:])]
-        views += moved[:shifts]
-    if flip:
-        views += [(f"{name} (mirrored)".replace(") (", ", "), view.flip(-1)) for name, view in views]
-    return [(name, view.contiguous()) for name, view in views]
-
-
 @dataclass(frozen=True)
 class Views:
     """The test-time views an image is predicted under (``tta_views``): with its mirror image, and with ``shifts``
@@ -190,9 +175,19 @@ class Views:
         return (1 + self.flip) * (1 + self.shifts)
 
 
-def tta_passes(cfg: FinetuneConfig) -> int:
-    """How many passes validation and test make over each image."""
-    return Views.of(cfg).passes
+def tta_views(images: torch.Tensor, views: Views) -> list[tuple[str, torch.Tensor]]:
+    """The test-time ``views`` of uint8 NCHW ``images``, named, the images as they are first: with ``shifts`` 1 also the
+    images moved one pixel down and right, with 2 also one pixel up and left (reflected at the border:
+    cifar10-airbench's translations), and with ``flip`` the mirror image of each of those: (1 + shifts) x (1 + flip)
+    views."""
+    out = [("", images)]
+    if views.shifts:
+        padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
+        moved = [(" (moved +1 px)", padded[..., :-2, :-2]), (" (moved -1 px)", padded[..., 2:, 2:])]
+        out += moved[: views.shifts]
+    if views.flip:
+        out += [(f"{name} (mirrored)".replace(") (", ", "), view.flip(-1)) for name, view in out]
+    return [(name, view.contiguous()) for name, view in out]
 
 
 def predict(
@@ -216,7 +211,7 @@ def predict(
     mine = images[dist.shard(len(images))]
     engine = runtime.engine(runtime_name, model, inputs.size, device)
     probs, speeds = [], []
-    for name, view in tta_views(mine, views.flip, views.shifts):
+    for name, view in tta_views(mine, views):
         logits, stats = extract(model, view, inputs, batch_size, device, desc + name, engine)
         probs.append(dist.gather_rows(logits.softmax(1), len(images)))
         speeds.append(stats.images_per_second)

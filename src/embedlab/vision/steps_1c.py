@@ -27,7 +27,7 @@ from embedlab.vision.evaluate import paired_changes
 from embedlab.vision.features import check_batch_fits, inference_batch, pick_device
 from embedlab.vision.finetune import History, Inputs, Job, train, validates
 from embedlab.vision.probe import folded_linear
-from embedlab.vision.recipe import EVAL_BATCH_GPU, Views, check_shards, predict, train_pixels, tta_passes
+from embedlab.vision.recipe import EVAL_BATCH_GPU, Views, check_shards, predict, train_pixels
 from embedlab.vision.registry import BackboneChoice, BackboneSpec, check_freeze_stages, choose_backbone
 from embedlab.vision.steps import evaluation_output, gallery_output, load_splits, merged, resolve_size, view_images
 from embedlab.vision.timing import duration, expected_time
@@ -296,7 +296,7 @@ def step_1c_result(
         test_accuracy_one_view=test.one_view_accuracy,
         train_seconds=round(train_s, 1),
         train_images_per_second=steps * cfg.batch_size * len(epochs) / train_s,
-        val_seconds=round(float((len(p.val_idx) * tta_passes(cfg) / epochs["val_images_per_second"]).sum()), 1),
+        val_seconds=round(float((len(p.val_idx) * Views.of(cfg).passes / epochs["val_images_per_second"]).sum()), 1),
         test_images_per_second=test.images_per_second,
         expected_seconds=round(p.expected_seconds, 1),
         bare_train_images_per_second=p.images_per_second,

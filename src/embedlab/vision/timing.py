@@ -13,7 +13,7 @@ from embedlab.config import FinetuneConfig
 from embedlab.vision import depthwise
 from embedlab.vision.features import extract, uses_bf16
 from embedlab.vision.finetune import Inputs
-from embedlab.vision.recipe import train_pixels, tta_passes
+from embedlab.vision.recipe import Views, train_pixels
 
 
 def measure_throughput(
@@ -76,7 +76,7 @@ def expected_time(
     """(measured training images/s, expected seconds for training and evaluation): inference runs ~2.5x a training step,
     and test-time augmentation evaluates every image once per view."""
     ips = measure_train_throughput(model, cfg.batch_size, size, device)
-    passes = tta_passes(cfg)
+    passes = Views.of(cfg).passes
     return ips, train_pixels(
         size, cfg.start_size, cfg.epochs, images_per_epoch
     ) / size**2 / ips + passes * eval_images / (2.5 * ips)
