@@ -14,16 +14,27 @@ def random_likes(seed: int, users: int = 60, movies: int = 15) -> sp.csr_matrix:
     return sp.csr_matrix((rng.random((users, movies)) < 0.3).astype(np.float32))
 
 
+@pytest.mark.parametrize("users", [60, 8])  # more users than movies, and fewer (the Woodbury side)
 @pytest.mark.parametrize("lam", [0.5, 10.0, 300.0])
-def test_ease_solves_its_constrained_least_squares(lam):
+def test_ease_solves_its_constrained_least_squares(lam, users):
     """B minimises ||L - L B||^2 + lam ||B||^2 subject to diag(B) = 0: the gradient vanishes off the diagonal."""
-    likes = random_likes(0)
+    likes = random_likes(0, users=users)
     b = ease_weights(likes, lam).double().numpy()
     x = likes.toarray().astype(np.float64)
     grad = -2 * x.T @ (x - x @ b) + 2 * lam * b
     np.fill_diagonal(grad, 0)
     assert np.abs(np.diag(b)).max() == 0
     assert np.abs(grad).max() < 1e-4 * max(1.0, lam)
+
+
+@pytest.mark.parametrize("users", [40, 12])
+def test_ease_equals_the_closed_form_with_the_explicit_inverse(users):
+    """B = I - P diag(1/diag P), P = (L^T L + lam I)^-1 formed by numpy's inverse, on either side of users = movies."""
+    likes = random_likes(4, users=users, movies=25)
+    x = likes.toarray().astype(np.float64)
+    p = np.linalg.inv(x.T @ x + 3.0 * np.eye(25))
+    brute = np.eye(25) - p / np.diag(p)[None, :]
+    assert np.allclose(ease_weights(likes, 3.0).double().numpy(), brute, atol=1e-5)
 
 
 def test_ease_rejects_a_non_positive_lambda():

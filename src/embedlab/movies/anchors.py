@@ -2,7 +2,8 @@
 
 - EASE (Steck 2019, "Embarrassingly Shallow Autoencoders"): B = I - P diag(1/diag P) with
   P = (L^T L + lambda I)^-1, a closed form over the training users' likes; the score of movie j
-  for a query movie i is B_ij. Dense M x M, so it is skipped above ``ease_max_items`` movies.
+  for a query movie i is B_ij. Dense M x M, so it is skipped above ``ease_max_items`` movies; with fewer users than
+  movies P comes from the users' side (Woodbury's identity), a users x users solve.
 - ALS item factors from the ``implicit`` library (Hu, Koren & Volinsky 2008), compared by cosine
   exactly as ``implicit``'s ``similar_items`` does.
 
@@ -28,9 +29,19 @@ def ease_weights(likes: sp.spmatrix, lam: float) -> torch.Tensor:
     if lam <= 0:
         raise InputError(f"EASE needs a positive lambda (got {lam})")
     lc = sp.csr_matrix(likes, dtype=np.float64)
-    gram = torch.from_numpy((lc.T @ lc).toarray())
-    gram.diagonal().add_(lam)
-    p = torch.cholesky_inverse(torch.linalg.cholesky(gram))
+    users, movies = lc.shape
+    if users < movies:
+        # Woodbury: lam (L^T L + lam I)^-1 = I - L^T (L L^T + lam I)^-1 L, a users x users solve instead of an M x M
+        # inverse; B's column scaling cancels the factor lam
+        k = torch.from_numpy((lc @ lc.T).toarray())
+        k.diagonal().add_(lam)
+        z = torch.cholesky_solve(torch.from_numpy(lc.toarray()), torch.linalg.cholesky(k))
+        p = torch.from_numpy(np.asarray(lc.T @ z.numpy())).neg_()
+        p.diagonal().add_(1.0)
+    else:
+        gram = torch.from_numpy((lc.T @ lc).toarray())
+        gram.diagonal().add_(lam)
+        p = torch.cholesky_inverse(torch.linalg.cholesky(gram))
     b = -p / p.diagonal()[None, :]
     b.diagonal().zero_()
     return b.float()
