@@ -299,7 +299,7 @@ def _finetune_on_rank(cfg: FinetuneConfig, run: RunDir, resume: bool) -> int:
     report = write_report(run)
     print(
         f"fine-tuned {ft.backbone} at {ft.resolution} px: test accuracy {percent(ft.evaluation.test_accuracy)} "
-        f"({ft.train_seconds / 60:.1f} min of training, {ft.epochs} epochs)"
+        f"({ft.train_seconds / 60:.1f} min of training, {ft.epochs:g} epochs)"
     )
     if (probe := store.results().probe) is not None:
         print(

@@ -43,7 +43,7 @@ TrainPerClass = IntRange(1, 5000)  # CIFAR-10 has 5,000 training images per clas
 ValPerClass = IntRange(1, 4999)
 TestPerClass = IntRange(1, 1000)  # and 1,000 test images per class
 Batch = IntRange(1, 50_000)  # no batch is larger than the training set
-Epochs = IntRange(1, 1000)
+Epochs = FloatRange(0, 1000)  # passes over the data; a fraction ends the last pass early
 Steps = IntRange(1, 100_000)  # optimiser steps or solver iterations of one fit
 Dim = IntRange(1, 4096)  # embedding dimensions (also below the number of movies, checked once the data is read)
 Fraction = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]  # [0, 1)
@@ -296,7 +296,11 @@ class FinetuneConfig(VisionSettings):
             "batch-norm statistics at it (FixRes: train lower, test higher)"
         ),
     )
-    epochs: Epochs = setting(2, run=True, help="passes over the training images")
+    epochs: Epochs = setting(
+        2,
+        run=True,
+        help="passes over the training images; a fraction such as 1.75 trains that share of the last pass's batches",
+    )
     batch_size: Batch = setting(64, help="training batch size")
     eval_batch_size: Batch | None = setting(
         None,

@@ -151,7 +151,7 @@ class FinetuneResult:
     train_images: int
     val_images: int
     test_images: int
-    epochs: int
+    epochs: float
     start_size: int | None
     ema: float | None
     head_init: str

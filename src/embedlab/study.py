@@ -145,7 +145,7 @@ class StudyConfig:
     )
     finetune: FinetuneConfig = main_step(
         lambda: FinetuneConfig(probe=False),  # the main job runs its probe itself
-        lambda cfg, net: f"1C fine-tune {net} ({cfg.finetune.epochs} epochs), galleries, comparison",
+        lambda cfg, net: f"1C fine-tune {net} ({cfg.finetune.epochs:g} epochs), galleries, comparison",
         _run_finetune,
         data=_cifar10,
         ready=_finetune_ready,

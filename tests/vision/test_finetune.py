@@ -183,6 +183,26 @@ def test_a_cpu_validates_the_last_epoch_only_and_trains_the_same_either_way(tmp_
     assert all(torch.equal(w_end[k], w_every[k]) for k in w_end)
 
 
+def test_a_fractional_last_epoch_trains_its_share_of_batches_and_ends_the_schedule(tmp_path: Path):
+    """1.5 epochs of 3 batches: 3 + 2 steps, the warm-up + cosine schedule stretched over those 5 and ending at 0, one
+    validation after the shortened pass; the first pass draws the same batches as in a 2-epoch run."""
+    train_xy, val_xy = synthetic(60, 0), synthetic(30, 1)
+    lrs: list[float] = []
+    m = Tiny()
+    job = Job(cfg(epochs=1.5, optimizer="adamw", lr=1e-3), INPUTS, CPU, tmp_path / "a.pt")
+    h = train(m, m.head, train_xy, val_xy, job, on_step=lambda e, s: lrs.append(e))
+    assert len(h.step_loss) == 5 and lrs == [0, 0, 0, 1, 1]
+    assert (
+        [e["epoch"] for e in h.epochs] == [1, 2]
+        and "val_accuracy" in h.epochs[-1]
+        and "val_accuracy" not in h.epochs[0]
+    )
+    assert h.epochs[-1]["train_accuracy"] <= 1 and h.epochs[-1]["train_images_per_second"] > 0
+    state = load_checkpoint(tmp_path / "a.pt")
+    assert state["epoch"] == 2 and state["scheduler"]["last_epoch"] == 5
+    assert state["optimizer"]["param_groups"][-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # the cosine's end
+
+
 def test_interrupt_before_the_first_epoch_says_there_is_no_checkpoint(tmp_path: Path):
     m = Tiny()
 

@@ -16,7 +16,7 @@ from embedlab.runs import RunDir
 from embedlab.store import Store, load, save
 from embedlab.vision.finetune import Job, load_checkpoint, train
 from embedlab.vision.probe import LogisticRegression, fit_probe
-from embedlab.vision.recipe import epoch_size, make_ema, train_pixels
+from embedlab.vision.recipe import epoch_size, epoch_steps, make_ema, train_pixels
 from embedlab.vision.steps_1c import init_head_from_probe, resolve_head_init
 
 
@@ -24,9 +24,29 @@ def test_progressive_sizes_rise_linearly_to_the_final_size():
     assert [epoch_size(128, 96, e, 3) for e in range(3)] == [96, 112, 128]
     assert [epoch_size(128, None, e, 3) for e in range(3)] == [128, 128, 128]
     assert epoch_size(158, 96, 0, 1) == 158  # one epoch: the final size
-    assert train_pixels(112, None, 2, 1000) == 2 * 1000 * 112**2
-    assert train_pixels(136, 80, 2, 1000) == 1000 * (80**2 + 136**2)  # within the 2 x 112 px budget
-    assert train_pixels(136, 80, 2, 1000) <= train_pixels(112, None, 2, 1000)
+    assert train_pixels(112, None, 2, 1000, 1) == 2 * 1000 * 112**2
+    assert train_pixels(136, 80, 2, 1000, 1) == 1000 * (80**2 + 136**2)  # within the 2 x 112 px budget
+    assert train_pixels(136, 80, 2, 1000, 1) <= train_pixels(112, None, 2, 1000, 1)
+    assert train_pixels(112, None, 1.5, 10, 64) == 15 * 64 * 112**2  # half a pass more
+
+
+@pytest.mark.parametrize(
+    ("epochs", "per_epoch", "steps"),
+    [
+        (2, 703, [703, 703]),
+        (1.75, 703, [703, 527]),
+        (1, 5, [5]),
+        (2.5, 5, [5, 5, 2]),
+        (0.01, 10, [1]),
+        (3.0, 4, [4] * 3),
+    ],
+)
+def test_a_fractional_epoch_count_ends_the_last_pass_early(epochs, per_epoch, steps):
+    """Whole passes, then the nearest whole number of the last pass's batches (at least one): round(epochs x steps)
+    in all when the last share is not tiny."""
+    assert epoch_steps(epochs, per_epoch) == steps
+    if epochs >= 1:
+        assert sum(steps) == round(epochs * per_epoch)
 
 
 def test_each_epoch_trains_at_its_own_size(tmp_path: Path):

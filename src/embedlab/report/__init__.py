@@ -33,7 +33,7 @@ def summary_rows(results: RunResults) -> list[tuple[str, str, str, str]]:
         )
     if (f := results.finetune) is not None:
         heads["finetune"] = (
-            f"test accuracy {100 * f.evaluation.test_accuracy:.2f} % ({f.epochs} epochs, {f.resolution} px)"
+            f"test accuracy {100 * f.evaluation.test_accuracy:.2f} % ({f.epochs:g} epochs, {f.resolution} px)"
         )
     if (m := results.movies_fit) is not None:
         heads["movies"] = (

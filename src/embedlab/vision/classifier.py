@@ -27,7 +27,7 @@ from embedlab.vision.backbones import Backbone, create_backbone
 from embedlab.vision.cifar10 import CLASSES
 from embedlab.vision.features import Inputs, preprocess
 from embedlab.vision.probe import LogisticRegression
-from embedlab.vision.recipe import Views, tta_views
+from embedlab.vision.recipe import Views, passes, tta_views
 
 #: Images per forward pass.
 BATCH = 16
@@ -180,9 +180,9 @@ def _finetuned(store: Store) -> Classifier:
     state = _state(store, "finetune_checkpoint.pt", ("model", "epoch"), "fine-tuned model")
     cfg = store.typed_config(FinetuneConfig, "finetune")
     frozen = _resolved(store, "finetune", "freeze_stages", 0, 16)
-    if state["epoch"] != cfg.epochs:
+    if state["epoch"] != passes(cfg.epochs):
         raise InputError(
-            f"{store.path}: fine-tuning stopped after epoch {state['epoch']} of {cfg.epochs}; finish it with "
+            f"{store.path}: fine-tuning stopped after epoch {state['epoch']} of {passes(cfg.epochs)}; finish it with "
             f"embedlab run --resume {store.path}, or use --model probe"
         )
     backbone = create_backbone(cfg.backbone, "none", cfg.seed)  # every weight comes from the checkpoint

@@ -41,10 +41,12 @@ from embedlab.vision.recipe import (
     augment,
     check_shards,
     epoch_size,
+    epoch_steps,
     finetune_optimizer,
     make_ema,
     make_scheduler,
     param_groups,
+    passes,
     predict,
     set_train_mode,
 )
@@ -76,7 +78,7 @@ class Loop:
     sched: torch.optim.lr_scheduler.LRScheduler
     history: History
     start_epoch: int
-    steps_per_epoch: int
+    epoch_steps: list[int]  # optimiser steps of each pass (a fractional last pass stops early)
     net: nn.Module  # what the training step calls: the model, or its DistributedDataParallel wrapper
     recipe: dict[str, Any]
     dist: Dist
@@ -168,7 +170,7 @@ def start_loop(model: nn.Module, head: nn.Module, n_train: int, job: Job) -> Loo
     choice (torchvision's reference recipe without --sync-bn): each rank normalises its share of the batch.
     """
     cfg, device, checkpoint, size = job.cfg, job.device, job.checkpoint, job.inputs.size
-    steps_per_epoch = n_train // cfg.batch_size  # drop the ragged last batch: BatchNorm dislikes tiny batches
+    steps = epoch_steps(cfg.epochs, n_train // cfg.batch_size)  # no ragged last batch: BatchNorm dislikes tiny ones
     model.to(device).to(memory_format=torch.channels_last)  # measured faster on CPU too (39 vs 24 img/s at 112 px)
     opt = finetune_optimizer(cfg, param_groups(model, head, cfg.lr, cfg.weight_decay, cfg.backbone_lr_scale))
     recipe = recipe_of(model, size) | ({"ema": cfg.ema} if cfg.ema else {})
@@ -177,14 +179,14 @@ def start_loop(model: nn.Module, head: nn.Module, n_train: int, job: Job) -> Loo
     dist = current()
     loop = Loop(
         opt,
-        make_scheduler(cfg, opt, steps_per_epoch * cfg.epochs),
+        make_scheduler(cfg, opt, sum(steps)),
         History(),
         0,
-        steps_per_epoch,
+        steps,
         model,
         recipe,
         dist,
-        make_ema(model, cfg.ema, steps_per_epoch * cfg.epochs),
+        make_ema(model, cfg.ema, sum(steps)),
     )
     if job.resume:
         state = load_checkpoint(checkpoint)
@@ -200,7 +202,7 @@ def start_loop(model: nn.Module, head: nn.Module, n_train: int, job: Job) -> Loo
         loop.sched.load_state_dict(state["scheduler"])
         loop.history, loop.start_epoch = History(**state["history"]), state["epoch"]
         set_rng_state(state["rng"])
-        log(f"[1C] resumed after epoch {loop.start_epoch} of {cfg.epochs} from {checkpoint}")
+        log(f"[1C] resumed after epoch {loop.start_epoch} of {len(steps)} from {checkpoint}")
     if dist.active:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -248,18 +250,18 @@ def train_epoch(
     order = torch.randperm(len(x), generator=gen)
     mean, std = torch.tensor(inputs.mean, device=device), torch.tensor(inputs.std, device=device)
     mine = dist.shard(cfg.batch_size)
-    size = epoch_size(inputs.size, cfg.start_size, epoch, cfg.epochs)
+    size = epoch_size(inputs.size, cfg.start_size, epoch, len(loop.epoch_steps))
     flips = alternating_flips(len(x), cfg.seed, epoch) if cfg.flip == "alternate" else None
     losses: list[torch.Tensor] = []
     correct = torch.zeros((), dtype=torch.long, device=device)
     with Progress(
-        loop.steps_per_epoch * cfg.batch_size,
-        f"epoch {epoch + 1}/{cfg.epochs}",
+        loop.epoch_steps[epoch] * cfg.batch_size,
+        f"epoch {epoch + 1}/{len(loop.epoch_steps)}",
         "img",
         enabled=dist.is_main,
         mininterval=2.0,
     ) as bar:
-        for step in range(loop.steps_per_epoch):
+        for step in range(loop.epoch_steps[epoch]):
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             batch = augment(x[idx], cfg.pad, gen, None if flips is None else flips[idx], cfg.pad_mode)
             xb = preprocess(batch[mine].to(device, non_blocking=True), size, mean, std)
@@ -298,14 +300,14 @@ def end_epoch(
     cfg, inputs, device, epoch = job.cfg, job.inputs, job.device, done.index
     step_losses, correct, train_seconds = done.step_losses, done.correct, done.seconds
     loop.history.step_loss.extend(step_losses)
-    images = loop.steps_per_epoch * cfg.batch_size
+    images = loop.epoch_steps[epoch] * cfg.batch_size
     row = {
         "epoch": epoch + 1,
         "train_loss": float(np.mean(step_losses)),
         "train_accuracy": correct / images,
         "train_seconds": train_seconds,
         "train_images_per_second": images / train_seconds,
-        "train_size": epoch_size(inputs.size, cfg.start_size, epoch, cfg.epochs),
+        "train_size": epoch_size(inputs.size, cfg.start_size, epoch, len(loop.epoch_steps)),
     }
     if validates(cfg, device, epoch):
         row |= validation_row(model if loop.ema is None else loop.ema.module, val_xy, job, train_x)
@@ -320,7 +322,7 @@ def validates(cfg: FinetuneConfig, device: torch.device, epoch: int) -> bool:
     """Whether ``epoch`` ends with a validation pass: always the last; the others with ``--validation epoch``, or
     ``auto`` on a GPU (on a CPU a pass costs about as much as a tenth of an epoch, and nothing reads it)."""
     every = cfg.validation == "epoch" or (cfg.validation == "auto" and device.type != "cpu")
-    return every or epoch == cfg.epochs - 1
+    return every or epoch == passes(cfg.epochs) - 1
 
 
 def validation_row(
@@ -365,7 +367,7 @@ def train(
     cfg, checkpoint = job.cfg, job.checkpoint
     check_shards(cfg, len(train_xy[0]), len(val_xy[0]), current().world)
     loop = start_loop(model, head, len(train_xy[0]), job)
-    for epoch in range(loop.start_epoch, cfg.epochs):
+    for epoch in range(loop.start_epoch, len(loop.epoch_steps)):
         set_train_mode(model, trainable)
         t0 = time.perf_counter()
         try:
@@ -377,12 +379,14 @@ def train(
                 if epoch
                 else "no epoch had finished, so there is no checkpoint yet"
             )
-            raise TrainingInterrupted(f"training interrupted in epoch {epoch + 1} of {cfg.epochs}; {done}") from None
+            raise TrainingInterrupted(
+                f"training interrupted in epoch {epoch + 1} of {len(loop.epoch_steps)}; {done}"
+            ) from None
         done = EpochRun(epoch, step_losses, correct, time.perf_counter() - t0)
         row = end_epoch(model, loop, done, val_xy, job, train_xy[0])
         val = f"val accuracy {percent(row['val_accuracy'])}" if "val_accuracy" in row else "validated at the end"
         log(
-            f"[1C] epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f}, {val},"
+            f"[1C] epoch {epoch + 1}/{len(loop.epoch_steps)}: train loss {row['train_loss']:.4f}, {val},"
             f" {row['train_seconds'] / 60:.1f} min ({row['train_images_per_second']:.0f} img/s)"
         )
     if loop.ema is not None:  # what is evaluated and saved from here on is the average

@@ -110,6 +110,18 @@ def make_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total_steps, round(cfg.warmup_fraction * total_steps)))
 
 
+def passes(epochs: float) -> int:
+    """How many passes over the training images ``epochs`` starts: a fractional last one counts."""
+    return math.ceil(epochs)
+
+
+def epoch_steps(epochs: float, steps_per_epoch: int) -> list[int]:
+    """The optimiser steps of each pass over the training images: whole passes, and with a fractional ``epochs`` a
+    last pass that stops after that share of its batches (at least one), as cifar10-airbench trains 9.9 epochs."""
+    whole = passes(epochs) - 1
+    return [steps_per_epoch] * whole + [max(1, round((epochs - whole) * steps_per_epoch))]
+
+
 def epoch_size(final: int, start: int | None, epoch: int, epochs: int) -> int:
     """Progressive resizing: the training resolution of ``epoch``, linear from ``start`` to ``final`` (the
     evaluation resolution) over the epochs, rounded to a multiple of 2; ``final`` throughout without ``start``."""
@@ -118,9 +130,10 @@ def epoch_size(final: int, start: int | None, epoch: int, epochs: int) -> int:
     return 2 * round((start + (final - start) * epoch / (epochs - 1)) / 2)
 
 
-def train_pixels(final: int, start: int | None, epochs: int, images_per_epoch: int) -> int:
+def train_pixels(final: int, start: int | None, epochs: float, steps_per_epoch: int, batch: int) -> int:
     """The training compute as images x px^2 summed over the epochs: a budget that does not depend on the machine."""
-    return sum(images_per_epoch * epoch_size(final, start, e, epochs) ** 2 for e in range(epochs))
+    steps = epoch_steps(epochs, steps_per_epoch)
+    return sum(n * batch * epoch_size(final, start, e, len(steps)) ** 2 for e, n in enumerate(steps))
 
 
 def make_ema(model: nn.Module, fraction: float, total_steps: int) -> AveragedModel | None:

@@ -27,7 +27,7 @@ from embedlab.vision.evaluate import paired_changes
 from embedlab.vision.features import check_batch_fits, inference_batch, pick_device
 from embedlab.vision.finetune import History, Inputs, Job, train, validates
 from embedlab.vision.probe import folded_linear
-from embedlab.vision.recipe import EVAL_BATCH_GPU, Views, check_shards, predict, train_pixels
+from embedlab.vision.recipe import EVAL_BATCH_GPU, Views, check_shards, passes, predict, train_pixels
 from embedlab.vision.registry import BackboneChoice, BackboneSpec, check_freeze_stages, choose_backbone
 from embedlab.vision.steps import evaluation_output, gallery_output, load_splits, merged, resolve_size, view_images
 from embedlab.vision.timing import duration, expected_time
@@ -152,7 +152,7 @@ def prepare_finetune(
     head_init = resolve_head_init(cfg.head_init, probe)
     model, head, trained = finetune_model(cfg, setup.backbone, setup.frozen, probe_state)
     steps = len(train_idx) // cfg.batch_size
-    validations = sum(validates(cfg, device, epoch) for epoch in range(cfg.epochs))
+    validations = sum(validates(cfg, device, epoch) for epoch in range(passes(cfg.epochs)))
     ips, expected = expected_time(
         cfg, model, size, device, steps * cfg.batch_size, validations * len(val_idx) + len(test_idx)
     )
@@ -163,8 +163,8 @@ def prepare_finetune(
     )
     log(
         f"[1C] fine-tuning {spec.name} ({setup.backbone.weights}, {layers}, "
-        f"{setup.backbone.trainable_parameters:,} trainable parameters) on {device} at {size} px: {cfg.epochs} "
-        f"epoch{'s' if cfg.epochs != 1 else ''} x {steps * cfg.batch_size:,} images at about {ips:.0f} img/s -> "
+        f"{setup.backbone.trainable_parameters:,} trainable parameters) on {device} at {size} px: {cfg.epochs:g} "
+        f"epoch{'s' if cfg.epochs != 1 else ''} of {steps * cfg.batch_size:,} images at about {ips:.0f} img/s -> "
         f"expected about {duration(expected)}"
     )
     inputs = Inputs(size, spec.mean, spec.std)
@@ -286,7 +286,7 @@ def step_1c_result(
         start_size=cfg.start_size,
         ema=cfg.ema,
         head_init=p.head_init,
-        train_pixels=train_pixels(size, cfg.start_size, cfg.epochs, steps * cfg.batch_size),
+        train_pixels=train_pixels(size, cfg.start_size, cfg.epochs, steps, cfg.batch_size),
         steps=len(trained.history.step_loss),
         val_accuracy=float(epochs["val_accuracy"].iloc[-1]),
         best_epoch_val_accuracy=float(epochs["val_accuracy"].max()),
@@ -295,7 +295,7 @@ def step_1c_result(
         tta_shifts=cfg.tta_shifts,
         test_accuracy_one_view=test.one_view_accuracy,
         train_seconds=round(train_s, 1),
-        train_images_per_second=steps * cfg.batch_size * len(epochs) / train_s,
+        train_images_per_second=len(trained.history.step_loss) * cfg.batch_size / train_s,
         val_seconds=round(float((len(p.val_idx) * Views.of(cfg).passes / epochs["val_images_per_second"]).sum()), 1),
         test_images_per_second=test.images_per_second,
         expected_seconds=round(p.expected_seconds, 1),

@@ -77,9 +77,8 @@ def expected_time(
     and test-time augmentation evaluates every image once per view."""
     ips = measure_train_throughput(model, cfg.batch_size, size, device)
     passes = Views.of(cfg).passes
-    return ips, train_pixels(
-        size, cfg.start_size, cfg.epochs, images_per_epoch
-    ) / size**2 / ips + passes * eval_images / (2.5 * ips)
+    train = train_pixels(size, cfg.start_size, cfg.epochs, images_per_epoch // cfg.batch_size, cfg.batch_size)
+    return ips, train / size**2 / ips + passes * eval_images / (2.5 * ips)
 
 
 def duration(seconds: float) -> str:
