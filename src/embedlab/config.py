@@ -297,7 +297,7 @@ class FinetuneConfig(VisionSettings):
         ),
     )
     epochs: Epochs = setting(
-        2,
+        1.75,
         run=True,
         help="passes over the training images; a fraction such as 1.75 trains that share of the last pass's batches",
     )
