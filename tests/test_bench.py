@@ -62,6 +62,7 @@ TINY: dict[str, list[str] | str] = {
         "16",
     ],
     "vision_frozen_runtime.py": ["--size", "32", "--batch", "4", "--steps", "1", "--rounds", "1"],
+    "vision_estimate.py": ["--size", "32", "--batch", "4", "--images", "16", "--seconds", "0,0.1"],
     "vision_openvino_modes.py": ["--size", "32", "--batch", "4", "--images", "16", "--rounds", "1"],
     "vision_inference_batch.py": ["--size", "32", "--images", "16", "--candidates", "8,16", "--rounds", "1"],
     "vision_runtime_agreement.py": (

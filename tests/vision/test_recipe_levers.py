@@ -203,3 +203,27 @@ def test_the_time_estimate_counts_every_test_time_view(monkeypatch: pytest.Monke
     assert one_view == pytest.approx(2 * 1000 / 10 + 500 / 25)  # 2 epochs of training + one pass at 2.5x the speed
     assert flipped - one_view == pytest.approx(500 / 25)
     assert (four - one_view, six - one_view) == pytest.approx((3 * 500 / 25, 5 * 500 / 25))
+
+
+@pytest.mark.parametrize(("seconds", "timed_batches"), [(0.0, 5), (4.0, 8), (4.1, 9)])
+def test_the_extraction_estimate_is_the_rate_of_batches_timed_for_its_seconds(
+    monkeypatch: pytest.MonkeyPatch, seconds, timed_batches
+):
+    """The printed extraction estimate: two warm-up batches untimed, then batches timed until ``seconds`` of them (five
+    at least), cycling over the images; the estimate is their images by their time, whatever the warm-up took."""
+    import embedlab.vision.timing as timing
+    from embedlab.vision.features import ExtractStats
+
+    calls: list[tuple[str, int]] = []
+
+    def fake_extract(model, images, inputs, batch, device, desc, engine):
+        calls.append((desc, len(images)))
+        return torch.zeros(len(images), 1), ExtractStats(len(images), 0.5 if desc == "timing" else 50.0)
+
+    monkeypatch.setattr(timing, "extract", fake_extract)
+    images = torch.zeros(2 * 4 + 3 * 4 + 2, 3, 8, 8, dtype=torch.uint8)  # after the warm-up: 3 batches and one of 2
+    ips = timing.measure_throughput(Tiny(), images, INPUTS, 4, CPU, seconds=seconds)
+    assert calls[0] == ("warm-up", 8) and all(desc == "timing" for desc, _ in calls[1:])
+    sizes = [n for _, n in calls[1:]]
+    assert sizes == [4, 4, 4, 2, 4, 4, 4, 2, 4][:timed_batches]
+    assert ips == pytest.approx(sum(sizes) / (0.5 * timed_batches))
