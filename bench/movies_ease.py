@@ -3,9 +3,9 @@ solve) than from the M x M inverse of L^T L + lambda I, with the same recommenda
 than movies (ml-latest-small: about 390 tuning users, 6,000 movies).
 
 In one process, taking turns, on the like matrix of a seeded share of the users (the held-out evaluation tunes EASE
-on 0.8 x 0.8 of them): (a) the inverse, as the study computed it before (Cholesky and its inverse in torch);
-(b) ``anchors.ease_weights``. Printed: seconds of each per lambda, the ratio b / a, the largest difference of the
-weights and the share of movies whose top-10 list is the same.
+on 0.8 x 0.8 of them): (a) the inverse, as the study computed it before (``anchors.ease_weights_by_inverse``:
+Cholesky and its inverse); (b) ``anchors.ease_weights``. Printed: seconds of each per lambda, the ratio b / a, the
+largest difference of the weights and the share of movies whose top-10 list is the same.
 Usage: python bench/movies_ease.py [--data-dir DIR] [--share 0.64] [--movies M] [--lambdas 300,30000] [--rounds 2]
 (run with nothing else busy on the machine)
 """
@@ -16,22 +16,10 @@ import argparse
 import time
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from _movies_data import like_matrix
 
-from embedlab.movies.anchors import ease_weights
-
-
-def ease_by_inverse(likes: sp.csr_matrix, lam: float) -> torch.Tensor:
-    """B = I - P diag(1/diag P) with P the M x M inverse of L^T L + lambda I."""
-    lc = sp.csr_matrix(likes, dtype=np.float64)
-    gram = torch.from_numpy((lc.T @ lc).toarray())
-    gram.diagonal().add_(lam)
-    p = torch.cholesky_inverse(torch.linalg.cholesky(gram))
-    b = -p / p.diagonal()[None, :]
-    b.diagonal().zero_()
-    return b.float()
+from embedlab.movies.anchors import ease_weights, ease_weights_by_inverse
 
 
 def timed(fn, *args) -> tuple[float, torch.Tensor]:
@@ -56,7 +44,7 @@ def main() -> None:
     for lam in (float(v) for v in args.lambdas.split(",")):
         a_s, b_s = [], []
         for _ in range(args.rounds):
-            a, old = timed(ease_by_inverse, fit, lam)
+            a, old = timed(ease_weights_by_inverse, fit, lam)
             b, new = timed(ease_weights, fit, lam)
             a_s.append(a)
             b_s.append(b)

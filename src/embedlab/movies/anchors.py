@@ -30,18 +30,29 @@ def ease_weights(likes: sp.spmatrix, lam: float) -> torch.Tensor:
         raise InputError(f"EASE needs a positive lambda (got {lam})")
     lc = sp.csr_matrix(likes, dtype=np.float64)
     users, movies = lc.shape
-    if users < movies:
-        # Woodbury: lam (L^T L + lam I)^-1 = I - L^T (L L^T + lam I)^-1 L, a users x users solve instead of an M x M
-        # inverse; B's column scaling cancels the factor lam
-        k = torch.from_numpy((lc @ lc.T).toarray())
-        k.diagonal().add_(lam)
-        z = torch.cholesky_solve(torch.from_numpy(lc.toarray()), torch.linalg.cholesky(k))
-        p = torch.from_numpy(np.asarray(lc.T @ z.numpy())).neg_()
-        p.diagonal().add_(1.0)
-    else:
-        gram = torch.from_numpy((lc.T @ lc).toarray())
-        gram.diagonal().add_(lam)
-        p = torch.cholesky_inverse(torch.linalg.cholesky(gram))
+    if users >= movies:
+        return ease_weights_by_inverse(lc, lam)
+    # Woodbury: lam (L^T L + lam I)^-1 = I - L^T (L L^T + lam I)^-1 L, a users x users solve instead of an M x M
+    # inverse; B's column scaling cancels the factor lam
+    k = torch.from_numpy((lc @ lc.T).toarray())
+    k.diagonal().add_(lam)
+    z = torch.cholesky_solve(torch.from_numpy(lc.toarray()), torch.linalg.cholesky(k))
+    p = torch.from_numpy(np.asarray(lc.T @ z.numpy())).neg_()
+    p.diagonal().add_(1.0)
+    return _ease_from(p)
+
+
+def ease_weights_by_inverse(likes: sp.spmatrix, lam: float) -> torch.Tensor:
+    """``ease_weights`` from the M x M inverse P of L^T L + lambda I, whatever the shape (bench/movies_ease.py's
+    baseline)."""
+    lc = sp.csr_matrix(likes, dtype=np.float64)
+    gram = torch.from_numpy((lc.T @ lc).toarray())
+    gram.diagonal().add_(lam)
+    return _ease_from(torch.cholesky_inverse(torch.linalg.cholesky(gram)))
+
+
+def _ease_from(p: torch.Tensor) -> torch.Tensor:
+    """B = I - P diag(1/diag P), i.e. -P's columns scaled by their diagonal, with a zero diagonal."""
     b = -p / p.diagonal()[None, :]
     b.diagonal().zero_()
     return b.float()
