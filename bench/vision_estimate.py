@@ -33,12 +33,9 @@ def one(args) -> None:
     inputs = Inputs(args.size, bb.spec.mean, bb.spec.std)
     estimate = measure_throughput(model, images, inputs, args.batch, "cpu", engine, seconds=args.one)
     _, long = extract(model, images, inputs, args.batch, "cpu", "long extraction", engine)
-    print(
-        f"  timed {args.one:g} s: estimate {estimate:7.1f} img/s, long extraction {long.images_per_second:7.1f}"
-        " img/s,"
-        f" ratio {estimate / long.images_per_second:.2f}",
-        flush=True,
-    )
+    rate = long.images_per_second
+    print(f"  timed {args.one:g} s: estimate {estimate:7.1f} img/s, long extraction {rate:7.1f} img/s,", end="")
+    print(f" ratio {estimate / rate:.2f}", flush=True)
 
 
 def main() -> None:

@@ -23,7 +23,8 @@ def measure_throughput(
     batch: int,
     device: torch.device,
     engine: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    seconds: float = 3.0,
+    *,
+    seconds: float,
 ) -> float:
     """Images/s of extraction, the basis of the printed time estimate: after two warm-up batches, the images of the
     batches timed over ``seconds`` (five at least) by their time: a CPU's rate moves from one half second to the
