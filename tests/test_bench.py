@@ -23,6 +23,7 @@ TINY: dict[str, list[str] | str] = {
     ),
     "movies_cost_grad.py": ["--dims", "8", "--repeats", "1"],
     "movies_ease.py": ["--share", "0.05", "--movies", "300", "--lambdas", "100", "--rounds", "1"],
+    "movies_titles.py": ["--copies", "1", "--rounds", "1"],
     "movies_gram.py": ["--synthetic", "1x", "--rounds", "1"],
     "movies_scale.py": ["--sizes", "1x", "--dim", "8", "--iterations", "2"],
     "movies_spectral.py": ["--dim", "8", "--rounds", "1", "--maxiter", "2"],

@@ -6,6 +6,7 @@ Se7en) (1995). An ambiguous title lists its candidates; an unknown one suggests 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import logging
@@ -182,6 +183,7 @@ def _move_article(name: str) -> str:
 LATIN_MARKS = ((0x0300, 0x036F), (0x1AB0, 0x1AFF), (0x1DC0, 0x1DFF), (0xFE20, 0xFE2F))
 
 
+@functools.cache  # one entry per distinct character: a catalogue's titles hold a few thousand at most
 def _kept(c: str) -> str:
     """What one character of an NFD text becomes in a key: itself (a letter, digit, mark or symbol such as an emoji),
     nothing (a Latin-like diacritic; an invisible format character: zero-width space or joiner, a bidi control), or
@@ -237,6 +239,17 @@ def fold_numerals(key: str) -> str:
 def title_names(title: str) -> list[str]:
     """The names a title answers to exactly: its name as written (article moved to the front), every alternative name
     in parentheses ("a.k.a. …"), and the whole name with its parentheses."""
+    return list(_title_names(title))
+
+
+#: Titles whose names are remembered: a run asks for every title's names several times (the title index, the
+#: explorer, its list of other films); remembering them and each character's fate takes that work to 0.10x
+#: (bench/movies_titles.py).
+TITLES_REMEMBERED = 1 << 18
+
+
+@functools.lru_cache(maxsize=TITLES_REMEMBERED)
+def _title_names(title: str) -> tuple[str, ...]:
     name, _ = split_title(title)
     whole = name
     aliases: list[str] = []
@@ -244,7 +257,7 @@ def title_names(title: str) -> list[str]:
         alias = re.sub(r"^(a\.k\.a\.|aka)\s*", "", m.group(1), flags=re.IGNORECASE)
         aliases.append(alias)
         name = name[: m.start()]
-    return [k for k in dict.fromkeys(normalise(t) for t in [name, *aliases, whole]) if k]
+    return tuple(k for k in dict.fromkeys(normalise(t) for t in [name, *aliases, whole]) if k)
 
 
 def title_keys(title: str) -> list[str]:
