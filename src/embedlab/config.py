@@ -139,16 +139,15 @@ class MoviesConfig(DataSettings):
         0, follows="seed", help="seed of the held-out users (default: --seed when that is given)"
     )
     holdout_max_queries: IntRange(1, 10_000_000) = setting(
-        20_000,
-        help=(
-            "at most this many held-out (user, liked movie) queries, a seeded sample "
-            "(ml-latest-small has 7.8 k, so all of them are used there)"
-        ),
+        20_000, help="at most this many held-out (user, liked movie) queries, a seeded sample (ml-latest-small: 7.8 k)"
     )
     anchors: list[Literal["ease", "als"]] = setting(
         ["ease", "als"], help="the field's recommenders in the held-out table: ease, als (comma-separated; '' for none)"
     )
     anchor_validation_fraction: OpenFraction = setting(0.2, help="share of the training users that tune EASE and ALS")
+    anchor_max_users: IntRange(1, 10_000_000) = setting(
+        20_000, help="most tuning users that fit each EASE and ALS candidate (a seeded sample; ml-latest-small has 390)"
+    )
     ease_lambdas: Annotated[list[FloatRange(0, 1e9)], Field(min_length=1)] = setting(
         [100.0, 300.0, 1000.0, 3000.0, 10000.0, 30000.0],
         help="EASE's L2 strengths tried on validation users (they bracket the optimum, about 3,000 on ml-latest-small)",

@@ -172,3 +172,27 @@ def test_the_dimension_sweep_against_the_dense_objective(fitted):
     (choice,) = out.results
     assert choice.chosen_by_rule == min(d for d, h in zip(table["dim"], hits) if h >= hits.max() - 0.005)
     assert "dim_sweep" in out.figures
+
+
+@pytest.mark.parametrize("cap", [3, 10_000])
+def test_the_anchors_candidates_are_fitted_on_at_most_anchor_max_users_and_the_choice_on_all(data, monkeypatch, cap):
+    """The tuning slice's fitting users, sampled down to ``anchor_max_users`` when there are more (never a validation
+    user); the chosen setting refitted on every training user."""
+    from embedlab.movies import holdout
+    from embedlab.movies.evaluate import split_users
+
+    cfg, prepared = data
+    cfg = dataclasses.replace(cfg, anchors=["ease"], ease_lambdas=[1.0, 100.0], anchor_max_users=cap)
+    split = holdout.HoldoutSplit.make(cfg, prepared.ratings, prepared.movies, prepared.co)
+    seen = []
+    real_tune = holdout.tune
+    monkeypatch.setattr(holdout, "tune", lambda *a: seen.append(a) or real_tune(*a))
+    holdout.tuned_anchors(cfg, split)
+    (args,) = seen
+    fit_likes, train_likes = args[2], args[6]
+    rows = split.train.likes.toarray()
+    fit_rows, _ = split_users(np.arange(len(rows)), cfg.anchor_validation_fraction, cfg.holdout_seed + 1)
+    assert fit_likes.shape[0] == min(cap, len(fit_rows)) and len(fit_rows) > 3
+    mine = {r.tobytes() for r in rows[fit_rows]}
+    assert all(r.tobytes() in mine for r in fit_likes.toarray())  # each one a fitting user's likes
+    assert (train_likes != split.train.likes).nnz == 0  # the refit sees every training user

@@ -140,6 +140,8 @@ def tuned_anchors(cfg: MoviesConfig, split: HoldoutSplit) -> tuple[list[Tuned], 
         cfg.holdout_seed + 1,
         "--anchor-validation-fraction",
     )
+    if len(fit_rows) > cfg.anchor_max_users:  # the candidates' fits, not the refit, scale with it
+        fit_rows = np.sort(np.random.default_rng(cfg.holdout_seed + 2).choice(fit_rows, cfg.anchor_max_users, False))
     fit_likes, val_queries = (
         split.train.likes[fit_rows],
         build_queries(split.train.likes[val_rows]).sample(cfg.holdout_max_queries, cfg.holdout_seed),
@@ -164,11 +166,12 @@ def tuned_anchors(cfg: MoviesConfig, split: HoldoutSplit) -> tuple[list[Tuned], 
                 als_candidates(cfg.als_factors, cfg.als_regularization, cfg.als_alpha, cfg.als_iterations, cfg.seed),
             )
         )
-        log(f"[eval] {label}: {len(candidates)} settings on {len(val_rows)} validation users")
+        log(f"[eval] {label}: {len(candidates)} settings, fitted on {len(fit_rows):,} users and scored on the rest")
         t0 = time.perf_counter()
         tuned.append(tune(label, candidates, fit_likes, val_queries, cfg.top_k, eligible, split.train.likes))
         notes.append(
-            f"{label}: {len(candidates)} settings tuned and the chosen one refitted in {time.perf_counter() - t0:.1f} s"
+            f"{label}: {len(candidates)} settings fitted on {len(fit_rows):,} users and scored on {len(val_rows):,},"
+            f" the chosen one refitted on {split.train.likes.shape[0]:,}, in {time.perf_counter() - t0:.1f} s"
         )
     return tuned, notes
 
