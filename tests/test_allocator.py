@@ -56,3 +56,28 @@ def test_the_command_line_sets_it_and_environment_json_says_so():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
     assert "freed memory kept" in out.splitlines()[-1]
+
+
+RELEASE = """
+import ctypes, sys
+from embedlab.allocator import keep_freed_memory, release_freed_memory
+
+def rss() -> int:
+    return int(next(line for line in open("/proc/self/status") if line.startswith("VmRSS")).split()[1]) << 10
+
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+assert keep_freed_memory()
+block = libc.malloc(256 << 20)
+above = libc.malloc(1 << 20)  # in use above the freed block: the heap's top cannot shrink past it
+ctypes.memset(block, 1, 256 << 20)
+libc.free(ctypes.c_void_p(block))
+freed = rss()
+release_freed_memory()
+print(freed - rss())
+"""
+
+
+def test_released_memory_leaves_the_process_even_below_the_heaps_top():
+    out = subprocess.run([sys.executable, "-c", RELEASE], check=True, capture_output=True, text=True).stdout
+    assert int(out) >= 250 << 20

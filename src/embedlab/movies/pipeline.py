@@ -16,6 +16,7 @@ from pathlib import Path
 
 from threadpoolctl import threadpool_limits
 
+from embedlab.allocator import release_freed_memory
 from embedlab.config import MoviesConfig
 from embedlab.data import movielens_digests, resolve_data_dir
 from embedlab.distributed import current
@@ -43,7 +44,12 @@ def _run_movies(cfg: MoviesConfig, to_store: Callable[[Output], None]) -> RunRes
     dist = current()
     cfg.validate()
     t_all = time.perf_counter()
-    write = Collecting(to_store)
+    collect = Collecting(to_store)
+
+    def write(out: Output) -> None:
+        collect(out)
+        release_freed_memory()  # what the step freed is not kept under the next step's peak
+
     data = step_2a_data(cfg)
     write(data.out)
     fitted = step_2b_fit(cfg, data)
@@ -63,7 +69,7 @@ def _run_movies(cfg: MoviesConfig, to_store: Callable[[Output], None]) -> RunRes
         peak_rss_gib=round(peak_rss_bytes() / 1024**3, 2),
     )
     write(Output(results=(done,)))
-    return write.results()
+    return collect.results()
 
 
 def check_same_data(cfg: MoviesConfig, started: RunResults, where: Path) -> None:
