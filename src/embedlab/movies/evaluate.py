@@ -123,7 +123,8 @@ def colike_scorers(likes: sp.spmatrix, like_counts: np.ndarray) -> Scorers:
 
     def score(q: torch.Tensor) -> dict[str, torch.Tensor]:
         rows = torch.from_numpy(gram_rows(lt, lc, q.numpy()))
-        return {"co-likes raw X_ij": rows, "co-likes X_ij/sqrt(n_i n_j)": rows / norm[q][:, None] / norm[None, :]}
+        normalised = (rows / norm[q][:, None]).div_(norm[None, :])  # one new block, not two
+        return {"co-likes raw X_ij": rows, "co-likes X_ij/sqrt(n_i n_j)": normalised}
 
     return score
 
