@@ -33,6 +33,7 @@ from embedlab.movies.prepare import Prepared, make_operator
 from embedlab.movies.recommend import eligible_items
 from embedlab.movies.steps import Fitted, final_budget, fit_from_start
 from embedlab.movies.tables import genre_matrix, item_table
+from embedlab.movies.train import RunResult
 from embedlab.results import ColdStart, Holdout
 from embedlab.store import Output, Table
 
@@ -176,10 +177,21 @@ def tuned_anchors(cfg: MoviesConfig, split: HoldoutSplit) -> tuple[list[Tuned], 
     return tuned, notes
 
 
-def step_holdout(cfg: MoviesConfig, data: Prepared, fitted: Fitted) -> HeldOut:
-    """Held-out users: the embedding (best setting, refitted on training users) against co-count baselines,
-    popularity and the field's own recommenders (EASE, ALS), overall and by the query movie's popularity.
-    Returns the split and its operator, which the dimension sweep scores on too."""
+@dataclass
+class Contenders:
+    """What the held-out table compares, fitted on the training users: the split and its operator, the embedding's
+    refit (best setting) and the tuned anchors, with why any anchor is missing."""
+
+    split: HoldoutSplit
+    op: CoLikeOperator
+    refit: RunResult
+    tuned: list[Tuned]
+    notes: list[str]
+
+
+def step_contenders(cfg: MoviesConfig, data: Prepared, fitted: Fitted) -> Contenders:
+    """The held-out split, the embedding refitted on its training users and the field's own recommenders (EASE, ALS)
+    tuned and refitted on them: everything ``step_holdout`` scores."""
     log(
         "[eval] held-out users: embeddings vs co-likes, popularity, EASE and ALS, overall and by the query movie's like"
         " count"
@@ -188,6 +200,14 @@ def step_holdout(cfg: MoviesConfig, data: Prepared, fitted: Fitted) -> HeldOut:
     op = make_operator(split.train.likes, data.summary.part_fro_sq)  # ||X_train||_F^2 from 2A's pass
     refit = fit_from_start(cfg, op, cfg.dim, fitted.final.optimizer, fitted.final.lr, final_budget(cfg))
     tuned, notes = tuned_anchors(cfg, split)
+    return Contenders(split, op, refit, tuned, notes)
+
+
+def step_holdout(cfg: MoviesConfig, contenders: Contenders) -> HeldOut:
+    """Held-out users: the embedding (best setting, refitted on training users) against co-count baselines,
+    popularity and the field's own recommenders (EASE, ALS), overall and by the query movie's popularity.
+    Returns the split and its operator, which the dimension sweep scores on too."""
+    split, refit, tuned = contenders.split, contenders.refit, contenders.tuned
     overall, cold = holdout_tables(
         cfg, split, refit.v if not refit.diverged else None, {t.name: t.scorer for t in tuned}
     )
@@ -206,11 +226,11 @@ def step_holdout(cfg: MoviesConfig, data: Prepared, fitted: Fitted) -> HeldOut:
     held = Holdout(
         refit_status=refit.status,
         queries_total=split.queries_total,
-        anchor_notes=notes,
+        anchor_notes=contenders.notes,
         methods={r["method"]: {k: r[k] for k in overall.columns if k != "method"} for r in overall.to_dict("records")},
     )
     out = Output(
         results=(held, ColdStart(buckets)),
         tables={"holdout": Table(overall), "cold_start": Table(cold), "anchor_tuning": Table(tuning)},
     )
-    return HeldOut(split, op, out)
+    return HeldOut(split, contenders.op, out)
