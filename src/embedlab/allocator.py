@@ -44,7 +44,7 @@ def keep_freed_memory() -> bool:
 def release_freed_memory() -> None:
     """Hand the free pages of glibc's heap back to the kernel (``malloc_trim``) where ``keep_freed_memory`` keeps them:
     a runner calls it between steps, so one step's freed memory is not resident under the next step's peak (at
-    ML-32M's shape 2A frees 1.4 GB that stayed: the movie study peaked at 4.2-4.6 GiB, 3.8-4.1 GiB without it)."""
+    ML-32M's shape 2A frees 1.4 GB that stayed: the movie study peaked at 4.2-4.6 GiB, 3.5 GiB with it)."""
     if _kept:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
