@@ -151,11 +151,11 @@ def test_the_dimension_sweep_against_the_dense_objective(fitted):
     and the rule picks the smallest d within 0.005 of the best HitRate."""
     from embedlab.movies.dims import step_dim_sweep
     from embedlab.movies.evaluate import at_k
-    from embedlab.movies.holdout import step_contenders, step_holdout
+    from embedlab.movies.holdout import fit_contenders, step_holdout
 
     cfg, prepared, fit, x = fitted
     cfg = dataclasses.replace(cfg, anchors=[], dim_sweep=[1, 2, 3], dim_sweep_lr_steps=0)
-    out = step_dim_sweep(cfg, fit, step_holdout(cfg, step_contenders(cfg, prepared, fit)))
+    out = step_dim_sweep(cfg, fit, step_holdout(cfg, fit_contenders(cfg, prepared, fit)))
     table = out.tables["dim_sweep"].df
     assert table["dim"].tolist() == [1, 2, 3]
     lam, u = np.linalg.eigh(x.astype(np.float64))

@@ -189,7 +189,7 @@ class Contenders:
     notes: list[str]
 
 
-def step_contenders(cfg: MoviesConfig, data: Prepared, fitted: Fitted) -> Contenders:
+def fit_contenders(cfg: MoviesConfig, data: Prepared, fitted: Fitted) -> Contenders:
     """The held-out split, the embedding refitted on its training users and the field's own recommenders (EASE, ALS)
     tuned and refitted on them: everything ``step_holdout`` scores."""
     log(

@@ -22,7 +22,7 @@ from embedlab.data import movielens_digests, resolve_data_dir
 from embedlab.distributed import current
 from embedlab.errors import InputError
 from embedlab.movies.dims import step_dim_sweep
-from embedlab.movies.holdout import step_contenders, step_holdout
+from embedlab.movies.holdout import fit_contenders, step_holdout
 from embedlab.movies.prepare import step_2a_data
 from embedlab.movies.steps import step_2b_fit, step_2c_recommend, step_map, step_stability
 from embedlab.results import MoviesRun, RunResults
@@ -57,7 +57,7 @@ def _run_movies(cfg: MoviesConfig, to_store: Callable[[Output], None]) -> RunRes
     recommended = step_2c_recommend(cfg, data, fitted)
     write(recommended.out)
     write(step_stability(cfg, data, fitted, recommended.top_lists))
-    contenders = step_contenders(cfg, data, fitted)
+    contenders = fit_contenders(cfg, data, fitted)
     release_freed_memory()  # the fits' freed memory, before the scoring's blocks are allocated
     held = step_holdout(cfg, contenders)
     write(held.out)
